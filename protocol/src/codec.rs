@@ -1,0 +1,164 @@
+//! Encoding and decoding of frames: MessagePack (named fields, so any language's msgpack library
+//! reads them as maps) or JSON. Both carry exactly the same frames.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How frames are encoded on one connection, chosen by WebSocket subprotocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// Binary WebSocket frames holding MessagePack (`crossroom.v1.msgpack`).
+    MsgPack,
+    /// Text WebSocket frames holding JSON (`crossroom.v1.json`).
+    Json,
+}
+
+impl Encoding {
+    /// The encoding a subprotocol name selects.
+    pub fn from_subprotocol(name: &str) -> Option<Encoding> {
+        match name {
+            crate::SUBPROTOCOL_MSGPACK => Some(Encoding::MsgPack),
+            crate::SUBPROTOCOL_JSON => Some(Encoding::Json),
+            _ => None,
+        }
+    }
+
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Encoding::MsgPack => crate::SUBPROTOCOL_MSGPACK,
+            Encoding::Json => crate::SUBPROTOCOL_JSON,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("msgpack encode: {0}")]
+    MsgPackEncode(#[from] rmp_serde::encode::Error),
+    #[error("msgpack decode: {0}")]
+    MsgPackDecode(#[from] rmp_serde::decode::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Encode a frame.
+pub fn encode<T: Serialize>(encoding: Encoding, value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(match encoding {
+        Encoding::MsgPack => rmp_serde::to_vec_named(value)?,
+        Encoding::Json => serde_json::to_vec(value)?,
+    })
+}
+
+/// Decode a frame.
+pub fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> Result<T, CodecError> {
+    Ok(match encoding {
+        Encoding::MsgPack => rmp_serde::from_slice(bytes)?,
+        Encoding::Json => serde_json::from_slice(bytes)?,
+    })
+}
+
+/// Best effort: the `id` of a request that failed to decode as a whole, so its error can still
+/// name it.
+pub fn salvage_request_id(encoding: Encoding, bytes: &[u8]) -> Option<u32> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: u32,
+    }
+    decode::<IdOnly>(encoding, bytes).ok().map(|r| r.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::*;
+    use crate::ids::*;
+    use crate::ErrorCode;
+
+    fn sample_frames() -> Vec<ServerFrame> {
+        vec![
+            ServerFrame::Event(Event {
+                room: RoomId::from("r_abc"),
+                epoch: 7,
+                seq: u64::from(u32::MAX) + 5,
+                ts: 1_700_000_000_000,
+                author: UserId::from("alice@acme.example"),
+                body: EventBody::Message {
+                    client_msg_id: "c1".into(),
+                    text: "héllo 👋".into(),
+                },
+            }),
+            ServerFrame::Error {
+                id: None,
+                code: ErrorCode::BadFrame,
+                message: "x".into(),
+            },
+            ServerFrame::Reset {
+                room: RoomId::from("r"),
+                epoch: 1,
+                head: 2,
+            },
+        ]
+    }
+
+    #[test]
+    fn both_encodings_round_trip() {
+        for enc in [Encoding::MsgPack, Encoding::Json] {
+            for f in sample_frames() {
+                let bytes = encode(enc, &f).expect("encode");
+                let back: ServerFrame = decode(enc, &bytes).expect("decode");
+                assert_eq!(back, f, "{enc:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn client_frames_use_defaults() {
+        let f: ClientFrame =
+            decode(Encoding::Json, br#"{"type":"create_group","id":3,"name":"x"}"#).expect("ok");
+        match f {
+            ClientFrame::CreateGroup {
+                add_self_as_member,
+                members,
+                features,
+                ..
+            } => {
+                assert!(add_self_as_member);
+                assert!(members.is_empty());
+                assert!(features.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_error_codes_decode_as_unknown() {
+        let f: ServerFrame = decode(
+            Encoding::Json,
+            br#"{"type":"error","id":1,"code":"brand_new","message":"m"}"#,
+        )
+        .expect("ok");
+        assert!(matches!(
+            f,
+            ServerFrame::Error {
+                code: ErrorCode::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for enc in [Encoding::MsgPack, Encoding::Json] {
+            for junk in [&b""[..], b"\xc1", b"\x91\x01", b"{", b"\xde\xff\xff", b"null"] {
+                assert!(decode::<ClientFrame>(enc, junk).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn request_id_is_salvaged_from_unknown_types() {
+        let bytes = br#"{"type":"nope","id":42}"#;
+        assert!(decode::<ClientFrame>(Encoding::Json, bytes).is_err());
+        assert_eq!(salvage_request_id(Encoding::Json, bytes), Some(42));
+    }
+}

@@ -1,0 +1,353 @@
+//! Every frame of the protocol.
+//!
+//! Frames are maps with a `type` field naming the frame. Requests carry an `id` (a client-chosen
+//! `u32`); every request gets exactly one reply frame naming the same `id` — its own reply type on
+//! success, `error` on failure. Frames without an `id` are pushes: room events and notices.
+//!
+//! Room-log entries ([`Event`]) have the room's `epoch` and a `seq` that grows by one (rule D1).
+
+use crate::error::ErrorCode;
+use crate::ids::{CompanyId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// A position in a room's log: what a client remembers to resume (rule D1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// Whether a room is a general room (R1) or an external group (G1–G20).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    /// A general multi-member room (R1).
+    Room,
+    /// An external group (G1–G20).
+    Group,
+}
+
+/// The feature switches of an external group (G18). All on by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Features {
+    pub message: bool,
+    pub note: bool,
+    pub event: bool,
+    pub task: bool,
+    pub folder: bool,
+    pub notifications: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            message: true,
+            note: true,
+            event: true,
+            task: true,
+            folder: true,
+            notifications: true,
+        }
+    }
+}
+
+/// Why a requested participant was left out of a new room (G5, G6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftOut {
+    pub user: UserId,
+    /// `no_external_permission`, `line_user_not_allowed` or `not_found`.
+    pub reason: ErrorCode,
+}
+
+/// The signed-in user, as told in `hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub id: UserId,
+    pub company: CompanyId,
+    pub name: String,
+    /// `works` or `line`.
+    pub kind: String,
+}
+
+/// A room as its members see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub id: RoomId,
+    pub kind: RoomKind,
+    pub name: String,
+    pub description: String,
+    pub owner_company: CompanyId,
+    pub created_by: UserId,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub masters: Vec<UserId>,
+    pub members: Vec<UserId>,
+    pub features: Features,
+    pub epoch: u64,
+    /// The seq of the room's last event.
+    pub head: u64,
+}
+
+/// One line of `rooms`: a room the user is a member of, with their unread count (M2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    pub id: RoomId,
+    pub kind: RoomKind,
+    pub name: String,
+    pub epoch: u64,
+    pub head: u64,
+    /// The user's read marker: the last seq they marked read (0 = none).
+    pub last_read: u64,
+    /// Messages after the read marker not written by the user.
+    pub unread: u64,
+}
+
+/// One entry of a room's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub room: RoomId,
+    pub epoch: u64,
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, server clock, when the entry was committed.
+    pub ts: i64,
+    /// Who caused it.
+    pub author: UserId,
+    pub body: EventBody,
+}
+
+/// What a log entry says, tagged by `kind`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The room was created (always seq 1).
+    Created {
+        room_kind: RoomKind,
+        name: String,
+        description: String,
+        masters: Vec<UserId>,
+        members: Vec<UserId>,
+        features: Features,
+    },
+    /// A text message (M1).
+    Message {
+        /// The sender's idempotency key: a retried post with the same one is stored once (D2).
+        client_msg_id: String,
+        text: String,
+    },
+}
+
+/// Frames a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Authenticate with a user token (for clients that cannot set the `Authorization` header).
+    /// Reply: `hello`.
+    Auth { id: u32, token: String },
+    /// Liveness check at the protocol level. Reply: `pong`.
+    Ping { id: u32 },
+    /// Create an external group (G1). Reply: `room_created`.
+    CreateGroup {
+        id: u32,
+        name: String,
+        #[serde(default)]
+        description: String,
+        /// Members to add besides the creator.
+        #[serde(default)]
+        members: Vec<UserId>,
+        /// Masters besides the creator (who is always a master).
+        #[serde(default)]
+        masters: Vec<UserId>,
+        /// G1 "add the master as a member" (default true).
+        #[serde(default = "default_true")]
+        add_self_as_member: bool,
+        #[serde(default)]
+        features: Option<Features>,
+    },
+    /// Create a general room (R1) with the creator and `members`. Reply: `room_created`.
+    CreateRoom {
+        id: u32,
+        #[serde(default)]
+        name: String,
+        members: Vec<UserId>,
+    },
+    /// List the rooms the user is a member of. Reply: `rooms`.
+    ListRooms { id: u32 },
+    /// Receive a room's events live. With `since`, first replays every event after it, in order,
+    /// or sends `reset` when that is impossible (D1). Reply: `subscribed`, after any replay.
+    Subscribe {
+        id: u32,
+        room: RoomId,
+        #[serde(default)]
+        since: Option<Position>,
+    },
+    /// Stop receiving a room's events. Reply: `ok`.
+    Unsubscribe { id: u32, room: RoomId },
+    /// Post a message (M1). Reply: `posted`, once durably stored (D2).
+    Post {
+        id: u32,
+        room: RoomId,
+        client_msg_id: String,
+        text: String,
+    },
+    /// A page of the room's log, oldest first, ending just before `before` (or at the head).
+    /// Reply: `history`.
+    History {
+        id: u32,
+        room: RoomId,
+        #[serde(default)]
+        before: Option<u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Move the user's read marker forward to `seq` (M2). Reply: `ok`.
+    MarkRead { id: u32, room: RoomId, seq: u64 },
+    /// "I am typing" (M3), relayed to the room's other subscribers, never stored. Reply: `ok`.
+    Typing { id: u32, room: RoomId },
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl ClientFrame {
+    /// The request id.
+    pub fn id(&self) -> u32 {
+        match self {
+            ClientFrame::Auth { id, .. }
+            | ClientFrame::Ping { id }
+            | ClientFrame::CreateGroup { id, .. }
+            | ClientFrame::CreateRoom { id, .. }
+            | ClientFrame::ListRooms { id }
+            | ClientFrame::Subscribe { id, .. }
+            | ClientFrame::Unsubscribe { id, .. }
+            | ClientFrame::Post { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::MarkRead { id, .. }
+            | ClientFrame::Typing { id, .. } => *id,
+        }
+    }
+
+    /// Replace the request id (clients number their requests just before sending).
+    pub fn set_id(&mut self, new: u32) {
+        match self {
+            ClientFrame::Auth { id, .. }
+            | ClientFrame::Ping { id }
+            | ClientFrame::CreateGroup { id, .. }
+            | ClientFrame::CreateRoom { id, .. }
+            | ClientFrame::ListRooms { id }
+            | ClientFrame::Subscribe { id, .. }
+            | ClientFrame::Unsubscribe { id, .. }
+            | ClientFrame::Post { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::MarkRead { id, .. }
+            | ClientFrame::Typing { id, .. } => *id = new,
+        }
+    }
+}
+
+/// Frames the server sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The session is authenticated. `id` is the `auth` request's id, absent when the token came
+    /// in the `Authorization` header.
+    Hello {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        protocol: u32,
+        session: String,
+        user: UserInfo,
+        limits: Limits,
+    },
+    /// Generic success.
+    Ok { id: u32 },
+    /// Reply to `ping`; `ts` is the server clock in ms.
+    Pong { id: u32, ts: i64 },
+    /// The post is durably stored at `seq` (D2). `duplicate` is true when this `client_msg_id`
+    /// was stored before: `seq` is then the original's and nothing new is delivered.
+    Posted {
+        id: u32,
+        room: RoomId,
+        epoch: u64,
+        seq: u64,
+        ts: i64,
+        duplicate: bool,
+    },
+    /// The room exists; `left_out` lists requested participants who were not added, and why.
+    RoomCreated {
+        id: u32,
+        room: RoomInfo,
+        left_out: Vec<LeftOut>,
+    },
+    /// Reply to `list_rooms`.
+    Rooms { id: u32, rooms: Vec<RoomSummary> },
+    /// The subscription is live from `head`; `replayed` events were sent just before this frame.
+    Subscribed {
+        id: u32,
+        room: RoomId,
+        epoch: u64,
+        head: u64,
+        replayed: u64,
+    },
+    /// Reply to `history`: events oldest first; `has_more` when older ones exist.
+    History {
+        id: u32,
+        room: RoomId,
+        epoch: u64,
+        events: Vec<Event>,
+        has_more: bool,
+    },
+    /// A request failed (`id` absent when the request could not be read at all).
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// A room-log entry (pushed to subscribers).
+    Event(Event),
+    /// The client's position cannot be resumed (another epoch, or too far behind): drop what it
+    /// holds for the room and reload it (history from `head` backwards). Live events after
+    /// `head` follow.
+    Reset { room: RoomId, epoch: u64, head: u64 },
+    /// Someone in the room is typing (M3). Ephemeral.
+    Typing { room: RoomId, user: UserId },
+    /// The user was added to a room (pushed to all their sessions): subscribe to follow it.
+    Joined { room: RoomSummary },
+}
+
+/// Server limits announced in `hello`, so clients can stay inside them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame the server accepts, in bytes.
+    pub max_frame_bytes: u32,
+    /// Longest message text, in characters (M1).
+    pub max_text_chars: u32,
+    /// Most events a `subscribe` replays before answering `reset` instead.
+    pub max_replay: u32,
+    /// Largest `history` page.
+    pub max_history_page: u32,
+    /// Most rooms one connection may subscribe to.
+    pub max_subscriptions: u32,
+}
+
+impl ServerFrame {
+    /// The request id this frame answers, if it is a reply.
+    pub fn reply_id(&self) -> Option<u32> {
+        match self {
+            ServerFrame::Hello { id, .. } | ServerFrame::Error { id, .. } => *id,
+            ServerFrame::Ok { id }
+            | ServerFrame::Pong { id, .. }
+            | ServerFrame::Posted { id, .. }
+            | ServerFrame::RoomCreated { id, .. }
+            | ServerFrame::Rooms { id, .. }
+            | ServerFrame::Subscribed { id, .. }
+            | ServerFrame::History { id, .. } => Some(*id),
+            ServerFrame::Event(_)
+            | ServerFrame::Reset { .. }
+            | ServerFrame::Typing { .. }
+            | ServerFrame::Joined { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Typed configuration: defaults that run out of the box, a TOML file (`--config`), then
+//! environment variables and command-line flags on top; validated once at start.
+//!
+//! Secrets (the operator key and the token signing secret) come from the configuration when set,
+//! and otherwise are generated once and kept in files under the data directory (mode 0600), so a
+//! restart keeps tokens valid.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket.
+    pub listen: SocketAddr,
+    /// Where the SQLite database, secrets and files live.
+    pub data_dir: PathBuf,
+    /// The operator's API key (creates companies). Generated into `DATA_DIR/operator.key` if unset.
+    pub operator_key: Option<String>,
+    /// Secret for signing user tokens. Generated into `DATA_DIR/token.secret` if unset.
+    pub token_secret: Option<String>,
+    /// Logs as `human` text or `json` lines.
+    pub log_format: LogFormat,
+    /// How long a graceful shutdown waits for connections to drain before forcing them closed.
+    pub shutdown_grace_secs: u64,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Limits that protect the server. Every one is announced or documented in PROTOCOL.md.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket message (and frame) accepted; larger ones close the connection (1009).
+    pub max_frame_bytes: usize,
+    /// Frames a session's outbound queue holds before the session is a slow consumer.
+    pub outbound_queue_frames: usize,
+    /// Bytes a session's outbound queue holds before the session is a slow consumer.
+    pub outbound_queue_bytes: usize,
+    /// Most events a `subscribe` replays; further behind gets `reset`.
+    pub max_replay: u32,
+    /// Largest `history` page.
+    pub max_history_page: u32,
+    /// Rooms one connection may subscribe to.
+    pub max_subscriptions: u32,
+    /// Participants named in one create request.
+    pub max_participants: usize,
+    /// Seconds a connection without an `Authorization` header has to send `auth`.
+    pub auth_timeout_secs: u64,
+    /// Undecodable frames tolerated on one connection before it is closed (4503).
+    pub max_bad_frames: u32,
+    /// Commands a room actor's mailbox holds; senders wait when it is full.
+    pub room_mailbox: usize,
+    /// Seconds a room actor with no subscribers and no work lives on.
+    pub room_idle_secs: u64,
+    /// tungstenite read buffer per connection (bytes).
+    pub ws_read_buffer: usize,
+    /// tungstenite write buffer target per connection (bytes): frames are batched up to this
+    /// before a write, and always flushed after a batch.
+    pub ws_write_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./crossroom-data"),
+            operator_key: None,
+            token_secret: None,
+            log_format: LogFormat::Human,
+            shutdown_grace_secs: 10,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            outbound_queue_frames: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            max_replay: 1000,
+            max_history_page: 100,
+            max_subscriptions: 1000,
+            max_participants: 1000,
+            auth_timeout_secs: 10,
+            max_bad_frames: 16,
+            room_mailbox: 1024,
+            room_idle_secs: 60,
+            ws_read_buffer: 4 * 1024,
+            ws_write_buffer: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+}
+
+/// Values from the command line or environment that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub operator_key: Option<String>,
+    pub token_secret: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `overrides`; validated.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), e))?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = overrides.listen {
+            config.listen = v;
+        }
+        if let Some(v) = overrides.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = overrides.operator_key {
+            config.operator_key = Some(v);
+        }
+        if let Some(v) = overrides.token_secret {
+            config.token_secret = Some(v);
+        }
+        if let Some(v) = overrides.log_format {
+            config.log_format = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if l.max_frame_bytes < 1024 {
+            return bad("limits.max_frame_bytes must be at least 1024");
+        }
+        if l.outbound_queue_frames < 16 || l.outbound_queue_bytes < l.max_frame_bytes {
+            return bad("limits.outbound_queue_frames must be >= 16 and limits.outbound_queue_bytes >= limits.max_frame_bytes");
+        }
+        if l.max_replay == 0 || l.max_history_page == 0 || l.max_subscriptions == 0 {
+            return bad("limits.max_replay, max_history_page and max_subscriptions must be positive");
+        }
+        if l.room_mailbox == 0 || l.max_participants == 0 {
+            return bad("limits.room_mailbox and max_participants must be positive");
+        }
+        if l.auth_timeout_secs == 0 {
+            return bad("limits.auth_timeout_secs must be positive");
+        }
+        if l.ws_read_buffer < 512 {
+            return bad("limits.ws_read_buffer must be at least 512");
+        }
+        for (name, v) in [("operator_key", &self.operator_key), ("token_secret", &self.token_secret)] {
+            if let Some(s) = v {
+                if s.len() < 16 {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name} must be at least 16 characters"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("crossroom.db")
+    }
+
+    /// Create the data directory and resolve the secrets.
+    pub fn prepare(&self) -> Result<Secrets, ConfigError> {
+        let dir = &self.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| ConfigError::DataDir(dir.clone(), e))?;
+        let operator_key = match &self.operator_key {
+            Some(k) => k.clone(),
+            None => secret_file(&dir.join("operator.key"), "op_")?,
+        };
+        let token_secret = match &self.token_secret {
+            Some(k) => k.clone(),
+            None => secret_file(&dir.join("token.secret"), "")?,
+        };
+        Ok(Secrets {
+            operator_key,
+            token_secret,
+        })
+    }
+}
+
+/// The resolved secrets.
+#[derive(Clone)]
+pub struct Secrets {
+    pub operator_key: String,
+    pub token_secret: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
+/// Read a secret from `path`, creating it (random, mode 0600) if missing.
+fn secret_file(path: &Path, prefix: &str) -> Result<String, ConfigError> {
+    let err = |e| ConfigError::DataDir(path.to_owned(), e);
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = format!("{prefix}{}{}", crate::random::token(), crate::random::token());
+            use std::io::Write;
+            #[cfg(unix)]
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            opts.mode(0o600);
+            let mut f = opts.open(path).map_err(err)?;
+            f.write_all(secret.as_bytes()).map_err(err)?;
+            f.sync_all().map_err(err)?;
+            Ok(secret)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\n[limits]\nmax_replay = 5\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&path), Overrides::default()).expect("load");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.limits.max_replay, 5);
+        let c = Config::load(
+            Some(&path),
+            Overrides {
+                listen: Some("127.0.0.1:9001".parse().expect("addr")),
+                ..Default::default()
+            },
+        )
+        .expect("load");
+        assert_eq!(c.listen.port(), 9001);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").expect("write");
+        assert!(matches!(
+            Config::load(Some(&path), Overrides::default()),
+            Err(ConfigError::Parse(..))
+        ));
+        std::fs::write(&path, "[limits]\nmax_frame_bytes = 10\n").expect("write");
+        assert!(matches!(
+            Config::load(Some(&path), Overrides::default()),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_are_created_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = Config {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        let a = c.prepare().expect("secrets");
+        let b = c.prepare().expect("secrets");
+        assert_eq!(a.operator_key, b.operator_key);
+        assert_eq!(a.token_secret, b.token_secret);
+        assert!(a.operator_key.starts_with("op_"));
+    }
+}

@@ -1,0 +1,362 @@
+//! A session's outbound queue: bounded in frames and in bytes, fed with `try_send` by anyone
+//! (room actors, the session's own reader, the hub) and drained by the session's writer task.
+//!
+//! Nobody ever waits on a slow client: when the queue is full or past its byte budget, the push
+//! fails and the session is closed as a slow consumer (close 4000); the client resumes by seq.
+//!
+//! Room events are encoded once per encoding ([`SharedEvent`]) and their bytes shared by every
+//! recipient.
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use bytes::Bytes;
+use crossroom_protocol::{close, encode, Encoding, Event, ServerFrame};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{mpsc, watch};
+
+/// Why and how a session is being closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: &'static str,
+    /// Send what is already queued before the close frame (graceful shutdown), or not (slow
+    /// consumer, protocol error).
+    pub drain: bool,
+}
+
+/// The sending half, cloned into every place that delivers to this session.
+#[derive(Clone)]
+pub struct Outbound {
+    tx: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    encoding: Encoding,
+    /// Bytes pushed and not yet written to the socket.
+    queued_bytes: AtomicUsize,
+    byte_budget: usize,
+    /// Set once, by whoever closes first.
+    close: watch::Sender<Option<CloseRequest>>,
+}
+
+/// The receiving half, owned by the writer task.
+pub struct OutboundReceiver {
+    rx: mpsc::Receiver<Message>,
+    shared: Arc<Shared>,
+}
+
+/// The push failed: the session is closed (or is being closed now).
+#[derive(Debug, PartialEq, Eq)]
+pub struct SessionClosed;
+
+/// A queue of `frames` messages and `bytes` bytes for a session speaking `encoding`.
+pub fn channel(encoding: Encoding, frames: usize, bytes: usize) -> (Outbound, OutboundReceiver) {
+    let (tx, rx) = mpsc::channel(frames);
+    let (close, _) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        encoding,
+        queued_bytes: AtomicUsize::new(0),
+        byte_budget: bytes,
+        close,
+    });
+    (
+        Outbound {
+            tx,
+            shared: shared.clone(),
+        },
+        OutboundReceiver { rx, shared },
+    )
+}
+
+fn message_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(_) => 2,
+    }
+}
+
+impl Outbound {
+    pub fn encoding(&self) -> Encoding {
+        self.shared.encoding
+    }
+
+    /// Queue an encoded message; closes the session as a slow consumer when it does not fit.
+    pub fn push(&self, msg: Message) -> Result<(), SessionClosed> {
+        if self.is_closing() {
+            return Err(SessionClosed);
+        }
+        let len = message_len(&msg);
+        let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.shared.byte_budget {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.slow_consumer();
+            return Err(SessionClosed);
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                self.slow_consumer();
+                Err(SessionClosed)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SessionClosed),
+        }
+    }
+
+    /// Encode `frame` in this session's encoding and queue it.
+    pub fn send(&self, frame: &ServerFrame) -> Result<(), SessionClosed> {
+        match encode_frame(self.shared.encoding, frame) {
+            Some(m) => self.push(m),
+            None => Err(SessionClosed),
+        }
+    }
+
+    /// Queue a shared room event.
+    pub fn send_event(&self, event: &SharedEvent) -> Result<(), SessionClosed> {
+        match event.message(self.shared.encoding) {
+            Some(m) => self.push(m),
+            None => Err(SessionClosed),
+        }
+    }
+
+    fn slow_consumer(&self) {
+        tracing::debug!("slow consumer: outbound queue full");
+        self.close(CloseRequest {
+            code: close::SLOW_CONSUMER,
+            reason: "slow consumer",
+            drain: false,
+        });
+    }
+
+    /// Ask the session to close; the first request wins.
+    pub fn close(&self, req: CloseRequest) {
+        self.shared.request_close(req);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.shared.close.borrow().is_some() || self.tx.is_closed()
+    }
+
+    /// Resolves when someone asked this session to close.
+    pub async fn closing(&self) -> CloseRequest {
+        wait_close(&self.shared).await
+    }
+
+    /// True when both halves are the same session.
+    pub fn same_session(&self, other: &Outbound) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Shared {
+    /// The first close request wins; later ones are ignored.
+    fn request_close(&self, req: CloseRequest) {
+        self.close.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(req);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+async fn wait_close(shared: &Shared) -> CloseRequest {
+    let mut rx = shared.close.subscribe();
+    loop {
+        if let Some(c) = rx.borrow_and_update().clone() {
+            return c;
+        }
+        if rx.changed().await.is_err() {
+            // The sender lives in `shared`, which we borrow: unreachable, but stay safe.
+            return CloseRequest {
+                code: close::INTERNAL,
+                reason: "closed",
+                drain: false,
+            };
+        }
+    }
+}
+
+impl OutboundReceiver {
+    /// The next queued message, or the close request when one arrives first. Returns
+    /// `Err(close)` once the session must close.
+    pub async fn next(&mut self) -> Result<Message, CloseRequest> {
+        tokio::select! {
+            biased;
+            c = wait_close(&self.shared) => Err(c),
+            m = self.rx.recv() => m.ok_or(CloseRequest { code: close::NORMAL, reason: "", drain: false }),
+        }
+    }
+
+    /// A message already queued, without waiting.
+    pub fn try_next(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Account for a message that left for the socket.
+    pub fn written(&self, msg_len: usize) {
+        self.shared.queued_bytes.fetch_sub(msg_len, Ordering::AcqRel);
+    }
+
+    pub fn len_of(msg: &Message) -> usize {
+        message_len(msg)
+    }
+
+    /// A handle on the close signal, usable while the receiver is borrowed.
+    pub fn watcher(&self) -> CloseWatch {
+        CloseWatch(self.shared.clone())
+    }
+
+    /// Stop accepting pushes (the socket is gone).
+    pub fn shut(&mut self) {
+        self.rx.close();
+    }
+}
+
+/// The close signal of one session, for the writer task.
+pub struct CloseWatch(Arc<Shared>);
+
+impl CloseWatch {
+    /// Resolves when a close that must not wait for queued frames is requested (slow consumer,
+    /// protocol error); a draining close lets the current batch finish.
+    pub async fn until_abort(&self) -> CloseRequest {
+        let mut rx = self.0.close.subscribe();
+        loop {
+            if let Some(c) = rx.borrow_and_update().clone() {
+                if !c.drain {
+                    return c;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Record why the session closed (first request wins).
+    pub fn set(&self, req: CloseRequest) {
+        self.0.request_close(req);
+    }
+}
+
+/// Encode one frame for one session. Frames are plain data, so this only fails on a bug; the
+/// session is then closed rather than sent a broken frame.
+pub fn encode_frame(encoding: Encoding, frame: &ServerFrame) -> Option<Message> {
+    match encode(encoding, frame) {
+        Ok(bytes) => Some(match encoding {
+            Encoding::MsgPack => Message::Binary(Bytes::from(bytes)),
+            Encoding::Json => Message::Text(Utf8Bytes::try_from(Bytes::from(bytes)).ok()?),
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a frame");
+            None
+        }
+    }
+}
+
+/// A room event to fan out, encoded at most once per encoding whatever the number of
+/// recipients.
+pub struct SharedEvent {
+    frame: ServerFrame,
+    msgpack: OnceLock<Option<Message>>,
+    json: OnceLock<Option<Message>>,
+}
+
+impl SharedEvent {
+    pub fn new(event: Event) -> SharedEvent {
+        SharedEvent {
+            frame: ServerFrame::Event(event),
+            msgpack: OnceLock::new(),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The event as a message in `encoding`; the bytes are shared, not copied.
+    pub fn message(&self, encoding: Encoding) -> Option<Message> {
+        let cell = match encoding {
+            Encoding::MsgPack => &self.msgpack,
+            Encoding::Json => &self.json,
+        };
+        cell.get_or_init(|| encode_frame(encoding, &self.frame)).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossroom_protocol::{EventBody, RoomId, UserId};
+
+    fn ev(n: u64) -> SharedEvent {
+        SharedEvent::new(Event {
+            room: RoomId::from("r"),
+            epoch: 1,
+            seq: n,
+            ts: 0,
+            author: UserId::from("a@b.c"),
+            body: EventBody::Message {
+                client_msg_id: format!("{n}"),
+                text: "x".repeat(100),
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn full_queue_closes_as_slow_consumer() {
+        let (out, mut rx) = channel(Encoding::MsgPack, 4, 1 << 20);
+        for i in 0..4 {
+            assert!(out.send_event(&ev(i)).is_ok());
+        }
+        assert_eq!(out.send_event(&ev(9)), Err(SessionClosed));
+        assert!(out.is_closing());
+        let c = rx.next().await.expect_err("closing");
+        assert_eq!(c.code, close::SLOW_CONSUMER);
+    }
+
+    #[tokio::test]
+    async fn byte_budget_closes_as_slow_consumer() {
+        let one = ev(0).message(Encoding::MsgPack).map(|m| message_len(&m)).unwrap_or(0);
+        let (out, mut rx) = channel(Encoding::MsgPack, 1000, one * 3);
+        for i in 0..3 {
+            assert!(out.send_event(&ev(i)).is_ok());
+        }
+        assert_eq!(out.send_event(&ev(3)), Err(SessionClosed));
+        // Writing frees budget, but the session is already closed: it must resume instead.
+        let m = rx.try_next().expect("queued");
+        rx.written(OutboundReceiver::len_of(&m));
+        assert!(out.send_event(&ev(4)).is_err());
+    }
+
+    #[test]
+    fn events_are_encoded_once_and_shared() {
+        let e = ev(1);
+        let a = e.message(Encoding::MsgPack);
+        let b = e.message(Encoding::MsgPack);
+        match (a, b) {
+            (Some(Message::Binary(a)), Some(Message::Binary(b))) => {
+                assert_eq!(a.as_ptr(), b.as_ptr(), "same bytes, not a copy")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(e.message(Encoding::Json), Some(Message::Text(_))));
+    }
+
+    #[tokio::test]
+    async fn first_close_request_wins() {
+        let (out, mut rx) = channel(Encoding::Json, 8, 1 << 20);
+        out.close(CloseRequest {
+            code: close::GOING_AWAY,
+            reason: "shutdown",
+            drain: true,
+        });
+        out.close(CloseRequest {
+            code: close::SLOW_CONSUMER,
+            reason: "slow",
+            drain: false,
+        });
+        assert_eq!(rx.next().await.expect_err("closing").code, close::GOING_AWAY);
+    }
+}

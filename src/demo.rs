@@ -1,0 +1,127 @@
+//! `crossroom serve --demo`: seed two companies with users, contacts and an external group, and
+//! print tokens and how to connect, so the README's first command shows the product working.
+//!
+//! Seeding is idempotent: a second start finds the companies and only mints fresh tokens.
+
+use crate::directory::admin::{hash_key, new_admin_key};
+use crate::directory::{now_secs, Company, CompanySettings, User, UserKind};
+use crate::room::create::{create_group, GroupSpec};
+use crate::server::Started;
+use crossroom_protocol::{CompanyId, Features, UserId};
+
+const COMPANIES: [(&str, &str); 2] = [("acme.example", "Acme Corp"), ("globex.example", "Globex")];
+/// (login, company, name, kind)
+const USERS: [(&str, &str, &str, UserKind); 5] = [
+    ("alice", "acme.example", "Alice Anders", UserKind::Works),
+    ("bob", "acme.example", "Bob Berg", UserKind::Works),
+    ("carol", "globex.example", "Carol Chen", UserKind::Works),
+    ("dave", "globex.example", "Dave Diaz", UserKind::Works),
+    ("erin", "globex.example", "Erin (LINE)", UserKind::Line),
+];
+/// (owner, contact), both ways where people know each other.
+const CONTACTS: [(&str, &str); 6] = [
+    ("alice@acme.example", "carol@globex.example"),
+    ("alice@acme.example", "dave@globex.example"),
+    ("bob@acme.example", "carol@globex.example"),
+    ("carol@globex.example", "alice@acme.example"),
+    ("carol@globex.example", "bob@acme.example"),
+    ("dave@globex.example", "alice@acme.example"),
+];
+
+pub async fn seed_and_print(started: &Started) {
+    if let Err(e) = seed(started).await {
+        eprintln!("demo: seeding failed: {e}");
+    }
+}
+
+async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
+    let hub = &started.hub;
+    let store = &hub.store;
+    let mut keys = Vec::new();
+    let fresh = store.company(&CompanyId::from(COMPANIES[0].0)).await?.is_none();
+    if fresh {
+        for (id, name) in COMPANIES {
+            let key = new_admin_key();
+            let company = Company {
+                id: id.into(),
+                name: name.into(),
+                settings: CompanySettings {
+                    external_chat: true,
+                    ..Default::default()
+                },
+            };
+            store.create_company(&company, &hash_key(&key)).await?;
+            keys.push((id, key));
+        }
+        for (login, company, name, kind) in USERS {
+            store
+                .create_user(&User {
+                    id: UserId(format!("{login}@{company}")),
+                    company: company.into(),
+                    name: name.into(),
+                    email: format!("{login}@{company}"),
+                    kind,
+                    active: true,
+                    external_granted: true,
+                })
+                .await?;
+        }
+        for (owner, contact) in CONTACTS {
+            store.add_contact(&owner.into(), &contact.into()).await?;
+        }
+        if let Some(alice) = store.user(&"alice@acme.example".into()).await? {
+            let spec = GroupSpec {
+                name: "Launch plan".into(),
+                description: "Acme × Globex launch".into(),
+                members: vec![
+                    "bob@acme.example".into(),
+                    "carol@globex.example".into(),
+                    "dave@globex.example".into(),
+                ],
+                masters: vec![],
+                add_self_as_member: true,
+                features: Features::default(),
+            };
+            create_group(hub, &alice, spec).await?;
+        }
+    }
+
+    let http = format!("http://{}", started.addr);
+    let ws = format!("ws://{}/v1/ws", started.addr);
+    let now = now_secs();
+    println!();
+    println!("=== crossroom demo ===");
+    if fresh {
+        println!("Seeded companies acme.example and globex.example, five users, contacts, and the");
+        println!("external group \"Launch plan\" (alice, bob, carol, dave). Admin API keys (shown once):");
+        for (id, key) in &keys {
+            println!("  {id:<16} {key}");
+        }
+    } else {
+        println!("Demo data already present (admin keys were printed on the first start).");
+    }
+    println!(
+        "Operator key: in {} (or CROSSROOM_OPERATOR_KEY)",
+        started_key_hint(started)
+    );
+    println!("User tokens (valid 24 h):");
+    for (login, company, _, kind) in USERS {
+        let id = UserId(format!("{login}@{company}"));
+        let token = hub.tokens.sign(&id, &company.into(), now, 24 * 3600);
+        println!("  {:<22} {:<5} {token}", id.as_str(), kind.as_str());
+    }
+    println!();
+    println!("Try it (JSON frames; any WebSocket client works, e.g. websocat):");
+    println!("  websocat --protocol crossroom.v1.json -H 'Authorization: Bearer <alice token>' {ws}");
+    println!("  then send:  {{\"type\":\"list_rooms\",\"id\":1}}");
+    println!("              {{\"type\":\"subscribe\",\"id\":2,\"room\":\"<room id>\"}}");
+    println!("              {{\"type\":\"post\",\"id\":3,\"room\":\"<room id>\",\"client_msg_id\":\"m1\",\"text\":\"hello\"}}");
+    println!("Health: {http}/healthz   Protocol: protocol/PROTOCOL.md");
+    println!();
+    Ok(())
+}
+
+fn started_key_hint(started: &Started) -> String {
+    let _ = &started.secrets;
+    "DATA_DIR/operator.key".to_owned()
+}

@@ -1,0 +1,365 @@
+//! The admin HTTP API (JSON): the operator creates companies; a company admin, with the
+//! company's API key, manages its settings, users and contacts and mints user tokens.
+//!
+//! Every route authenticates with `Authorization: Bearer KEY`. Admin keys are stored only as
+//! SHA-256 hashes; the operator key is compared in constant time. Neither is ever logged.
+
+use super::{validate_company_id, validate_login, Company, CompanySettings, User, UserKind};
+use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
+use crate::connection::bearer;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use crossroom_protocol::{CompanyId, ErrorCode, UserId};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Default lifetime of a minted user token.
+const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
+/// Longest lifetime an admin may ask for.
+const MAX_TOKEN_TTL_SECS: i64 = 30 * 24 * 3600;
+
+pub fn routes() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/v1/admin/companies", post(create_company).get(list_companies))
+        .route("/v1/admin/company", get(own_company))
+        .route("/v1/admin/company/settings", get(get_settings).patch(patch_settings))
+        .route("/v1/admin/users", post(create_user).get(list_users))
+        .route("/v1/admin/users/{id}", get(get_user).patch(patch_user))
+        .route("/v1/admin/users/{id}/contacts", get(list_contacts))
+        .route(
+            "/v1/admin/users/{id}/contacts/{contact}",
+            put(add_contact).delete(remove_contact),
+        )
+        .route("/v1/admin/users/{id}/tokens", post(mint_token))
+}
+
+/// SHA-256 of a key, hex: what the store keeps instead of the key.
+pub fn hash_key(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new company admin API key.
+pub fn new_admin_key() -> String {
+    format!("ck_{}{}", crate::random::token(), crate::random::token())
+}
+
+/// The request came with the operator key.
+pub struct Operator;
+
+impl FromRequestParts<Arc<Hub>> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
+        let given = bearer(&parts.headers).ok_or_else(unauthorized)?;
+        // Compare fixed-length digests in constant time: no timing hint about the key.
+        let a = Sha256::digest(given.as_bytes());
+        let b = Sha256::digest(hub.operator_key.as_bytes());
+        if bool::from(a.ct_eq(&b)) {
+            Ok(Operator)
+        } else {
+            Err(unauthorized())
+        }
+    }
+}
+
+/// The request came with a company's admin key: the company it administers.
+pub struct CompanyAdmin(pub CompanyId);
+
+impl FromRequestParts<Arc<Hub>> for CompanyAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
+        let given = bearer(&parts.headers).ok_or_else(unauthorized)?;
+        // Looking up by hash reveals nothing about stored keys through timing.
+        match hub.store.company_by_key_hash(&hash_key(given)).await? {
+            Some(c) => Ok(CompanyAdmin(c)),
+            None => Err(unauthorized()),
+        }
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthorized,
+        "missing or invalid API key (Authorization: Bearer KEY)",
+    )
+}
+
+/// A JSON body whose rejections are our error shape.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError::invalid(json_rejection(e))),
+        }
+    }
+}
+
+fn json_rejection(e: JsonRejection) -> String {
+    format!("bad JSON body: {}", e.body_text())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCompany {
+    id: CompanyId,
+    name: String,
+    #[serde(default)]
+    settings: Option<CompanySettings>,
+}
+
+async fn create_company(
+    State(hub): State<Arc<Hub>>,
+    _: Operator,
+    Body(req): Body<NewCompany>,
+) -> ApiResult<impl IntoResponse> {
+    validate_company_id(req.id.as_str()).map_err(ApiError::invalid)?;
+    let name = check_display_name(&req.name)?;
+    let settings = req.settings.unwrap_or_default();
+    settings.validate().map_err(ApiError::invalid)?;
+    let company = Company {
+        id: req.id,
+        name,
+        settings,
+    };
+    let key = new_admin_key();
+    hub.store.create_company(&company, &hash_key(&key)).await?;
+    tracing::info!(company = %company.id, "company created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "company": company, "admin_key": key })),
+    ))
+}
+
+async fn list_companies(State(hub): State<Arc<Hub>>, _: Operator) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "companies": hub.store.companies().await? })))
+}
+
+async fn own_company(State(hub): State<Arc<Hub>>, CompanyAdmin(c): CompanyAdmin) -> ApiResult<Json<Company>> {
+    Ok(Json(company(&hub, &c).await?))
+}
+
+async fn company(hub: &Hub, id: &CompanyId) -> ApiResult<Company> {
+    hub.store
+        .company(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("company {id}")))
+}
+
+async fn get_settings(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+) -> ApiResult<Json<CompanySettings>> {
+    Ok(Json(company(&hub, &c).await?.settings))
+}
+
+/// Change some settings: the body names only the fields to change.
+async fn patch_settings(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Body(patch): Body<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<CompanySettings>> {
+    let current = company(&hub, &c).await?.settings;
+    let mut merged = serde_json::to_value(&current).map_err(|_| ApiError::internal())?;
+    if let Value::Object(m) = &mut merged {
+        m.extend(patch);
+    }
+    let settings: CompanySettings =
+        serde_json::from_value(merged).map_err(|e| ApiError::invalid(format!("settings: {e}")))?;
+    settings.validate().map_err(ApiError::invalid)?;
+    hub.store.update_settings(&c, &settings).await?;
+    tracing::info!(company = %c, "settings changed");
+    Ok(Json(settings))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    login: String,
+    name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default = "works")]
+    kind: UserKind,
+    #[serde(default)]
+    external_permission: bool,
+}
+
+fn works() -> UserKind {
+    UserKind::Works
+}
+
+fn check_display_name(name: &str) -> ApiResult<String> {
+    let n = name.trim();
+    let len = n.chars().count();
+    if len == 0 || len > 100 {
+        return Err(ApiError::invalid("name must be 1 to 100 characters"));
+    }
+    Ok(n.to_owned())
+}
+
+fn check_email(email: &str) -> ApiResult<()> {
+    if email.chars().count() > 254 || (!email.is_empty() && !email.contains('@')) {
+        return Err(ApiError::invalid("email must be empty or an address of at most 254 characters"));
+    }
+    Ok(())
+}
+
+async fn create_user(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Body(req): Body<NewUser>,
+) -> ApiResult<impl IntoResponse> {
+    validate_login(&req.login).map_err(ApiError::invalid)?;
+    check_email(&req.email)?;
+    let user = User {
+        id: UserId(format!("{}@{}", req.login, c)),
+        company: c,
+        name: check_display_name(&req.name)?,
+        email: req.email,
+        kind: req.kind,
+        active: true,
+        external_granted: req.external_permission,
+    };
+    hub.store.create_user(&user).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+async fn list_users(State(hub): State<Arc<Hub>>, CompanyAdmin(c): CompanyAdmin) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "users": hub.store.users_of(&c).await? })))
+}
+
+/// A user of the admin's own company; another company's users do not exist for this admin.
+async fn own_user(hub: &Hub, company: &CompanyId, id: &str) -> ApiResult<User> {
+    match hub.store.user(&UserId::from(id)).await? {
+        Some(u) if u.company == *company => Ok(u),
+        _ => Err(ApiError::not_found(format!("user {id}"))),
+    }
+}
+
+async fn get_user(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(own_user(&hub, &c, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserPatch {
+    name: Option<String>,
+    email: Option<String>,
+    active: Option<bool>,
+    external_permission: Option<bool>,
+}
+
+async fn patch_user(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Path(id): Path<String>,
+    Body(p): Body<UserPatch>,
+) -> ApiResult<Json<User>> {
+    let mut user = own_user(&hub, &c, &id).await?;
+    if let Some(n) = p.name {
+        user.name = check_display_name(&n)?;
+    }
+    if let Some(e) = p.email {
+        check_email(&e)?;
+        user.email = e;
+    }
+    if let Some(a) = p.active {
+        user.active = a;
+    }
+    if let Some(x) = p.external_permission {
+        user.external_granted = x;
+    }
+    hub.store.update_user(&user).await?;
+    tracing::info!(user = %user.id, active = user.active, "user changed");
+    Ok(Json(user))
+}
+
+async fn list_contacts(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user = own_user(&hub, &c, &id).await?;
+    Ok(Json(json!({ "contacts": hub.store.contacts(&user.id).await? })))
+}
+
+async fn add_contact(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Path((id, contact)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let user = own_user(&hub, &c, &id).await?;
+    let contact = UserId::from(contact.as_str());
+    if contact == user.id || hub.store.user(&contact).await?.is_none() {
+        return Err(ApiError::not_found(format!("user {contact}")));
+    }
+    hub.store.add_contact(&user.id, &contact).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_contact(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Path((id, contact)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let user = own_user(&hub, &c, &id).await?;
+    hub.store
+        .remove_contact(&user.id, &UserId::from(contact.as_str()))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    ttl_secs: Option<i64>,
+}
+
+async fn mint_token(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    // The body is optional: empty means the defaults.
+    let req: TokenRequest = if body.is_empty() {
+        TokenRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("bad JSON body: {e}")))?
+    };
+    let user = own_user(&hub, &c, &id).await?;
+    if !user.active {
+        return Err(ApiError::new(ErrorCode::Forbidden, "user is disabled"));
+    }
+    let ttl = req.ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
+    if !(60..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
+        return Err(ApiError::invalid(format!(
+            "ttl_secs must be 60 to {MAX_TOKEN_TTL_SECS}"
+        )));
+    }
+    let now = super::now_secs();
+    let token = hub.tokens.sign(&user.id, &user.company, now, ttl);
+    Ok(Json(json!({ "token": token, "user": user.id, "expires_at": now + ttl })))
+}

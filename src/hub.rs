@@ -1,0 +1,126 @@
+//! The hub: the registry of live sessions per user and of room actors per room, shared by every
+//! connection on this node.
+//!
+//! It spawns a room actor on first use ([`Hub::room_send`]); actors retire themselves when idle.
+
+use crate::config::Limits;
+use crate::connection::outbound::Outbound;
+use crate::connection::SessionId;
+use crate::directory::token::TokenKey;
+use crate::error::ApiError;
+use crate::room::actor::{self, RoomHandle};
+use crate::room::RoomCommand;
+use crate::shutdown::Shutdown;
+use crate::store::SharedStore;
+use crossroom_protocol::{RoomId, ServerFrame, UserId};
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub struct Hub {
+    pub store: SharedStore,
+    pub limits: Limits,
+    pub tokens: TokenKey,
+    /// The operator's API key (admin API); compared in constant time, never logged.
+    pub(crate) operator_key: String,
+    pub shutdown: Shutdown,
+    /// Live room actors on this node. An entry is removed only by its own actor, when idle.
+    pub(crate) rooms: DashMap<RoomId, RoomHandle>,
+    /// Live sessions of each user on this node (several devices at once).
+    sessions: DashMap<UserId, Vec<(SessionId, Outbound)>>,
+    next_session: AtomicU64,
+    next_generation: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(
+        store: SharedStore,
+        limits: Limits,
+        tokens: TokenKey,
+        operator_key: String,
+        shutdown: Shutdown,
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
+            store,
+            limits,
+            tokens,
+            operator_key,
+            shutdown,
+            rooms: DashMap::new(),
+            sessions: DashMap::new(),
+            next_session: AtomicU64::new(1),
+            next_generation: AtomicU64::new(1),
+        })
+    }
+
+    pub fn new_session_id(&self) -> SessionId {
+        SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Send a command to the room's actor, spawning it if needed. Waits while the actor's
+    /// mailbox is full (back-pressure on the sender, never on the actor).
+    pub async fn room_send(self: &Arc<Self>, room: &RoomId, cmd: RoomCommand) -> Result<(), ApiError> {
+        let mut cmd = cmd;
+        // An actor only leaves the map when nobody holds its sender, so a send to a handle we
+        // hold cannot find it gone; the retry covers an actor that died of a panic.
+        for _ in 0..2 {
+            let handle = self.room_handle(room);
+            match handle.tx.send(cmd).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc_err) => {
+                    cmd = mpsc_err.0;
+                    tracing::error!(%room, "room actor is gone; replacing it");
+                    self.rooms
+                        .remove_if(room, |_, h| h.generation == handle.generation);
+                }
+            }
+        }
+        Err(ApiError::internal())
+    }
+
+    fn room_handle(self: &Arc<Self>, room: &RoomId) -> RoomHandle {
+        if let Some(h) = self.rooms.get(room) {
+            return h.clone();
+        }
+        self.rooms
+            .entry(room.clone())
+            .or_insert_with(|| {
+                let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                actor::spawn(self.clone(), room.clone(), generation)
+            })
+            .clone()
+    }
+
+    /// Number of live room actors on this node.
+    pub fn active_rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn register_session(&self, user: &UserId, session: SessionId, out: Outbound) {
+        self.sessions.entry(user.clone()).or_default().push((session, out));
+    }
+
+    pub fn unregister_session(&self, user: &UserId, session: SessionId) {
+        self.sessions.remove_if_mut(user, |_, v| {
+            v.retain(|(s, _)| *s != session);
+            v.is_empty()
+        });
+    }
+
+    /// Push a frame to every live session of `user` on this node.
+    pub fn push_to_user(&self, user: &UserId, frame: &ServerFrame) {
+        let targets: Vec<Outbound> = match self.sessions.get(user) {
+            Some(v) => v.iter().map(|(_, o)| o.clone()).collect(),
+            None => return,
+        };
+        for out in targets {
+            // A session that cannot take it is being closed; it reloads on reconnect.
+            let _ = out.send(frame);
+        }
+    }
+
+    /// Number of live sessions on this node.
+    pub fn session_count(&self) -> usize {
+        self.sessions.iter().map(|e| e.value().len()).sum()
+    }
+}

@@ -1,0 +1,16 @@
+//! crossroom: a real-time messaging server for external groups — group message rooms shared by
+//! people of different companies, whose admins can cut access off in real time.
+//!
+//! The README's architecture table maps each concept to its module.
+
+pub mod config;
+pub mod connection;
+pub mod demo;
+pub mod directory;
+pub mod error;
+pub mod hub;
+pub mod random;
+pub mod room;
+pub mod server;
+pub mod shutdown;
+pub mod store;

@@ -1,0 +1,124 @@
+//! The `crossroom` command line.
+
+use clap::{Parser, Subcommand};
+use crossroom::config::{Config, LogFormat, Overrides};
+use crossroom::shutdown::{os_signal, Shutdown};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "crossroom", version, about = "Real-time messaging server for external groups")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080]
+        #[arg(long, env = "CROSSROOM_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Data directory (SQLite file, secrets) [default: ./crossroom-data]
+        #[arg(long, env = "CROSSROOM_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file; flags and environment override it
+        #[arg(long, env = "CROSSROOM_CONFIG")]
+        config: Option<PathBuf>,
+        /// Operator API key [default: generated into DATA_DIR/operator.key]
+        #[arg(long, env = "CROSSROOM_OPERATOR_KEY", hide_env_values = true)]
+        operator_key: Option<String>,
+        /// Secret that signs user tokens [default: generated into DATA_DIR/token.secret]
+        #[arg(long, env = "CROSSROOM_TOKEN_SECRET", hide_env_values = true)]
+        token_secret: Option<String>,
+        /// Log format: human or json
+        #[arg(long, env = "CROSSROOM_LOG_FORMAT", value_parser = parse_log_format)]
+        log_format: Option<LogFormat>,
+        /// Seed two demo companies with users, contacts and a group, and print how to connect
+        #[arg(long)]
+        demo: bool,
+    },
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "human" => Ok(LogFormat::Human),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected human or json".into()),
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve {
+        listen,
+        data_dir,
+        config,
+        operator_key,
+        token_secret,
+        log_format,
+        demo,
+    } = cli.command;
+    let config = match Config::load(
+        config.as_deref(),
+        Overrides {
+            listen,
+            data_dir,
+            operator_key,
+            token_secret,
+            log_format,
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("crossroom: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("crossroom: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let shutdown = Shutdown::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            os_signal().await;
+            trigger.trigger();
+        });
+        crossroom::server::run(config, listener, shutdown, move |started| async move {
+            // Tests and scripts read this line to find the port.
+            println!("crossroom listening on http://{}", started.addr);
+            if demo {
+                crossroom::demo::seed_and_print(&started).await;
+            }
+        })
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crossroom: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

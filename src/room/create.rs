@@ -1,0 +1,179 @@
+//! Creating rooms: look up everyone involved, let [`super::rules`] decide, store the room with
+//! its first log entry, and tell every participant's live sessions (`joined`).
+
+use super::now_ms;
+use super::rules::{self, Person};
+use crate::directory::{holds_external_permission, CompanySettings, User};
+use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
+use crate::store::{MembershipRow, NewRoom};
+use crossroom_protocol::{
+    CompanyId, ErrorCode, Features, LeftOut, RoomId, RoomInfo, RoomKind, RoomSummary, ServerFrame,
+    UserId,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// What a user asks for when creating an external group (G1).
+pub struct GroupSpec {
+    pub name: String,
+    pub description: String,
+    pub members: Vec<UserId>,
+    pub masters: Vec<UserId>,
+    pub add_self_as_member: bool,
+    pub features: Features,
+}
+
+/// G1: a user creates an external group.
+pub async fn create_group(
+    hub: &Arc<Hub>,
+    creator: &User,
+    spec: GroupSpec,
+) -> ApiResult<(RoomInfo, Vec<LeftOut>)> {
+    let max = hub.limits.max_participants;
+    // Refuse oversized requests before looking anyone up.
+    if spec.members.len() + spec.masters.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("at most {max} participants per request"),
+        ));
+    }
+    let settings = company_settings(hub, &creator.company).await?;
+    let me = Person {
+        user: creator.clone(),
+        permitted: holds_external_permission(creator, &settings),
+    };
+    let named: Vec<UserId> = spec.members.iter().chain(&spec.masters).cloned().collect();
+    let people = people(hub, &named).await?;
+    let contacts: HashSet<UserId> = hub.store.contacts(&creator.id).await?.into_iter().collect();
+    let plan = rules::plan_group(&rules::GroupRequest {
+        creator: &me,
+        group_creation: settings.group_creation,
+        name: &spec.name,
+        description: &spec.description,
+        members: &spec.members,
+        masters: &spec.masters,
+        add_self_as_member: spec.add_self_as_member,
+        people: &people,
+        contacts: &contacts,
+        max_participants: max,
+    })?;
+    store_room(hub, creator, RoomKind::Group, plan, spec.features).await
+}
+
+/// R1: a user creates a general room.
+pub async fn create_room(
+    hub: &Arc<Hub>,
+    creator: &User,
+    name: &str,
+    members: &[UserId],
+) -> ApiResult<(RoomInfo, Vec<LeftOut>)> {
+    let max = hub.limits.max_participants;
+    if members.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("at most {max} participants per request"),
+        ));
+    }
+    let settings = company_settings(hub, &creator.company).await?;
+    let me = Person {
+        user: creator.clone(),
+        permitted: holds_external_permission(creator, &settings),
+    };
+    let people = people(hub, members).await?;
+    let plan = rules::plan_room(&me, name, members, &people, max)?;
+    store_room(hub, creator, RoomKind::Room, plan, Features::default()).await
+}
+
+async fn company_settings(hub: &Hub, company: &CompanyId) -> ApiResult<CompanySettings> {
+    Ok(hub
+        .store
+        .company(company)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("company {company}")))?
+        .settings)
+}
+
+/// The named users that exist, each with whether they hold external permission.
+async fn people(hub: &Hub, ids: &[UserId]) -> ApiResult<HashMap<UserId, Person>> {
+    let users = hub.store.users(ids).await?;
+    let mut settings: HashMap<CompanyId, CompanySettings> = HashMap::new();
+    let mut out = HashMap::with_capacity(users.len());
+    for user in users {
+        if !settings.contains_key(&user.company) {
+            let s = company_settings(hub, &user.company).await?;
+            settings.insert(user.company.clone(), s);
+        }
+        let permitted = settings
+            .get(&user.company)
+            .is_some_and(|s| holds_external_permission(&user, s));
+        out.insert(user.id.clone(), Person { user, permitted });
+    }
+    Ok(out)
+}
+
+async fn store_room(
+    hub: &Arc<Hub>,
+    creator: &User,
+    kind: RoomKind,
+    plan: rules::Plan,
+    features: Features,
+) -> ApiResult<(RoomInfo, Vec<LeftOut>)> {
+    let new = NewRoom {
+        id: RoomId(format!("r_{}", crate::random::token())),
+        kind,
+        name: plan.name,
+        description: plan.description,
+        owner_company: creator.company.clone(),
+        created_by: creator.id.clone(),
+        created_at: now_ms(),
+        features,
+        masters: plan.masters,
+        members: plan.members,
+        epoch: crate::random::epoch(),
+    };
+    let created = hub.store.create_room(&new).await?;
+    let info = RoomInfo {
+        id: new.id,
+        kind: new.kind,
+        name: new.name,
+        description: new.description,
+        owner_company: new.owner_company,
+        created_by: new.created_by,
+        created_at: new.created_at,
+        masters: new.masters,
+        members: new.members,
+        features: new.features,
+        epoch: created.epoch,
+        head: created.seq,
+    };
+    let joined = ServerFrame::Joined {
+        room: RoomSummary {
+            id: info.id.clone(),
+            kind: info.kind,
+            name: info.name.clone(),
+            epoch: info.epoch,
+            head: info.head,
+            last_read: 0,
+            unread: 0,
+        },
+    };
+    for user in info.members.iter() {
+        hub.push_to_user(user, &joined);
+    }
+    tracing::info!(room = %info.id, kind = ?info.kind, by = %creator.id, members = info.members.len(), "room created");
+    Ok((info, plan.left_out))
+}
+
+/// A `rooms` line from the store's membership row.
+pub fn summary(row: MembershipRow) -> RoomSummary {
+    RoomSummary {
+        id: row.room,
+        kind: row.kind,
+        name: row.name,
+        epoch: row.epoch,
+        head: row.head,
+        last_read: row.last_read,
+        unread: row.unread,
+    }
+}

@@ -1,0 +1,120 @@
+//! The server: opens the store, builds the hub and the HTTP/WebSocket routes, serves until the
+//! shutdown signal, then drains connections under a deadline and closes the store.
+//!
+//! Shutdown is a parameter ([`run`] takes a [`Shutdown`]), so tests and `main` drive it alike.
+
+use crate::config::Config;
+use crate::directory::admin;
+use crate::directory::token::TokenKey;
+use crate::hub::Hub;
+use crate::shutdown::Shutdown;
+use crate::store::sqlite::SqliteStore;
+use crate::store::SharedStore;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What `run` reports once it is listening (for `--demo` and for tests).
+pub struct Started {
+    pub hub: Arc<Hub>,
+    pub addr: std::net::SocketAddr,
+    pub secrets: crate::config::Secrets,
+}
+
+/// Serve on `listener` until `shutdown` triggers. `on_start` runs once the store is open and
+/// before the first connection is accepted.
+pub async fn run<F, Fut>(
+    config: Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    on_start: F,
+) -> Result<(), ServerError>
+where
+    F: FnOnce(Started) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let secrets = config.prepare()?;
+    let store: SharedStore = Arc::new(SqliteStore::open(&config.database_path())?);
+    let hub = Hub::new(
+        store.clone(),
+        config.limits.clone(),
+        TokenKey::new(secrets.token_secret.as_bytes()),
+        secrets.operator_key.clone(),
+        shutdown.clone(),
+    );
+    let addr = listener.local_addr()?;
+    on_start(Started {
+        hub: hub.clone(),
+        addr,
+        secrets,
+    })
+    .await;
+
+    let app = Router::new()
+        .route("/v1/ws", get(crate::connection::ws_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(admin::routes())
+        .with_state(hub.clone());
+
+    tracing::info!(%addr, "listening");
+    let listener = listener.tap_io(|tcp| {
+        // Frames are small and latency matters: do not wait to coalesce them.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let signal = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { signal.triggered().await })
+        .await?;
+
+    // Sessions saw the same signal and are closing with 1001; give them the grace period.
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    if tokio::time::timeout(grace, shutdown.drained()).await.is_err() {
+        tracing::warn!(
+            left = shutdown.live_connections(),
+            "grace period over; closing the remaining connections by force"
+        );
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready while not draining and the store answers.
+async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<serde_json::Value>) {
+    if hub.shutdown.is_triggered() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        );
+    }
+    match hub.store.company(&"readyz.invalid".into()).await {
+        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "store unavailable", "detail": e.to_string() })),
+        ),
+    }
+}

@@ -1,0 +1,182 @@
+//! The system of record: the [`Store`] trait, the records it keeps, and its implementations.
+//!
+//! - [`sqlite`]: the embedded default — one SQLite file, WAL, `synchronous=FULL`, and a single
+//!   writer thread that commits batches (group commit).
+//! - [`suite`]: the behaviour test-suite every `Store` must pass.
+//!
+//! The room log is the truth: every change in a room is one [`NewEntry`] appended with the next
+//! `seq`; the current state (members, masters, head) is a projection updated in the same commit.
+
+pub mod sqlite;
+pub mod suite;
+
+use crate::directory::{Company, CompanySettings, User};
+use async_trait::async_trait;
+use crossroom_protocol::{CompanyId, Event, EventBody, Features, RoomId, RoomKind, UserId};
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+
+/// A shared store.
+pub type SharedStore = Arc<dyn Store>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (company id, user id, room id).
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The thing to change does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The store is closed (shutting down).
+    #[error("store closed")]
+    Closed,
+    /// The backend failed; the operation may or may not be retried.
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A room's durable state: the projection of its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub id: RoomId,
+    pub kind: RoomKind,
+    pub name: String,
+    pub description: String,
+    pub owner_company: CompanyId,
+    pub created_by: UserId,
+    pub created_at: i64,
+    pub features: Features,
+    /// Sorted.
+    pub masters: Vec<UserId>,
+    /// Sorted.
+    pub members: Vec<UserId>,
+    pub epoch: u64,
+    /// The seq of the last committed entry.
+    pub head: u64,
+}
+
+/// A room to create; its `Created` entry becomes seq 1.
+#[derive(Clone, Debug)]
+pub struct NewRoom {
+    pub id: RoomId,
+    pub kind: RoomKind,
+    pub name: String,
+    pub description: String,
+    pub owner_company: CompanyId,
+    pub created_by: UserId,
+    pub created_at: i64,
+    pub features: Features,
+    pub masters: Vec<UserId>,
+    pub members: Vec<UserId>,
+    pub epoch: u64,
+}
+
+/// An entry to append to a room's log.
+#[derive(Clone, Debug)]
+pub struct NewEntry {
+    pub author: UserId,
+    pub ts: i64,
+    pub body: EventBody,
+}
+
+impl NewEntry {
+    /// The idempotency key of this entry, if it has one: `(author, client_msg_id)` is unique per
+    /// room (D2).
+    pub fn client_msg_id(&self) -> Option<&str> {
+        match &self.body {
+            EventBody::Message { client_msg_id, .. } => Some(client_msg_id),
+            EventBody::Created { .. } => None,
+        }
+    }
+}
+
+/// The outcome of one appended entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The stored event: the new one, or the original when `duplicate`.
+    pub event: Event,
+    /// True when an entry with the same `(author, client_msg_id)` was stored before; nothing new
+    /// was written.
+    pub duplicate: bool,
+}
+
+/// A room in a user's list, with the user's read state (M2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipRow {
+    pub room: RoomId,
+    pub kind: RoomKind,
+    pub name: String,
+    pub epoch: u64,
+    pub head: u64,
+    pub last_read: u64,
+    pub unread: u64,
+}
+
+/// A durable commit in flight: resolves once the entries are durably stored (or failed).
+pub type CommitTicket = BoxFuture<'static, StoreResult<Vec<Appended>>>;
+
+/// The system of record. Every implementation passes [`suite`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- directory ---------------------------------------------------------------------------
+
+    /// Create a company with the hash of its admin API key.
+    async fn create_company(&self, company: &Company, admin_key_hash: &str) -> StoreResult<()>;
+    async fn company(&self, id: &CompanyId) -> StoreResult<Option<Company>>;
+    async fn companies(&self) -> StoreResult<Vec<Company>>;
+    /// The company whose admin API key hashes to `key_hash`.
+    async fn company_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<CompanyId>>;
+    async fn update_settings(&self, id: &CompanyId, settings: &CompanySettings)
+        -> StoreResult<()>;
+
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>>;
+    /// The users that exist among `ids` (unknown ids are skipped).
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>>;
+    async fn users_of(&self, company: &CompanyId) -> StoreResult<Vec<User>>;
+    async fn update_user(&self, user: &User) -> StoreResult<()>;
+
+    async fn add_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()>;
+    async fn remove_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()>;
+    async fn contacts(&self, owner: &UserId) -> StoreResult<Vec<UserId>>;
+
+    // ---- rooms -------------------------------------------------------------------------------
+
+    /// Create a room and its first entry (`Created`, seq 1), durably. Returns that entry.
+    async fn create_room(&self, room: &NewRoom) -> StoreResult<Event>;
+    async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>>;
+
+    /// Queue `entries` for a durable append to `room`'s log and return a ticket that resolves
+    /// when they are stored. The call returns once the entries hold their place in line:
+    /// entries queued by successive calls for one room commit in call order, so a room actor may
+    /// queue several appends before the first one commits.
+    async fn append(&self, room: &RoomId, entries: Vec<NewEntry>) -> StoreResult<CommitTicket>;
+
+    /// Events with `after < seq <= upto`, oldest first, at most `limit`.
+    async fn read_range(
+        &self,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
+    /// Up to `limit` events with `seq < before`, the newest ones, returned oldest first.
+    async fn read_before(&self, room: &RoomId, before: u64, limit: usize)
+        -> StoreResult<Vec<Event>>;
+
+    /// The rooms `user` is a member of, with read state.
+    async fn rooms_of(&self, user: &UserId) -> StoreResult<Vec<MembershipRow>>;
+    /// Move `user`'s read marker in `room` forward to `seq` (never backwards).
+    async fn set_read_marker(&self, room: &RoomId, user: &UserId, seq: u64) -> StoreResult<()>;
+
+    /// Finish queued writes and stop accepting new ones.
+    async fn close(&self);
+}

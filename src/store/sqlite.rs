@@ -1,0 +1,782 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! Writes go to a single writer thread through a bounded queue. The writer takes every job that
+//! is waiting (up to [`MAX_BATCH`]), runs each in its own savepoint inside one transaction and
+//! commits once — group commit: one fsync for the whole batch — and only then answers each job.
+//! A job that fails rolls back its own savepoint and leaves the rest of the batch alone.
+//!
+//! Reads run on a small pool of read connections on the blocking thread pool; WAL lets them
+//! proceed while the writer commits.
+
+use super::{
+    Appended, CommitTicket, MembershipRow, NewEntry, NewRoom, RoomRecord, Store, StoreError,
+    StoreResult,
+};
+use crate::directory::{Company, CompanySettings, User, UserKind};
+use async_trait::async_trait;
+use crossroom_protocol::{CompanyId, Event, EventBody, Features, RoomId, RoomKind, UserId};
+use futures_util::FutureExt;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most jobs committed in one transaction. Large enough to amortise the fsync across a burst,
+/// small enough that the first job of a batch does not wait long for the last.
+const MAX_BATCH: usize = 512;
+
+/// Capacity of the writer's queue (jobs). When full, writers wait: that is the back-pressure
+/// that keeps a burst from growing memory without bound.
+const WRITE_QUEUE: usize = 8192;
+
+/// Read connections kept open for reuse.
+const READ_POOL: usize = 4;
+
+/// What a job hands back after running: called with the outcome of the batch's commit.
+type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
+/// A write job: runs inside the batch transaction.
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    /// `None` once closed.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS companies (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    company TEXT NOT NULL,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    external_granted INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS users_company ON users(company);
+CREATE TABLE IF NOT EXISTS contacts (
+    owner TEXT NOT NULL,
+    contact TEXT NOT NULL,
+    PRIMARY KEY (owner, contact)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rooms (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    owner_company TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    features TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    head INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS room_members (
+    room TEXT NOT NULL,
+    user TEXT NOT NULL,
+    is_member INTEGER NOT NULL,
+    is_master INTEGER NOT NULL,
+    last_read INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (room, user)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS room_members_user ON room_members(user);
+CREATE TABLE IF NOT EXISTS events (
+    room TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    author TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    client_msg_id TEXT,
+    body BLOB NOT NULL,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency
+    ON events(room, author, client_msg_id) WHERE client_msg_id IS NOT NULL;
+"#;
+
+impl SqliteStore {
+    /// Open (or create) the database file at `path`.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    fn sender(&self) -> StoreResult<mpsc::Sender<Job>> {
+        self.jobs
+            .lock()
+            .map_err(|_| StoreError::Backend("writer lock poisoned".into()))?
+            .clone()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Queue `f` for the writer; returns when it holds its place in line, with a receiver for
+    /// its result after commit.
+    async fn enqueue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<oneshot::Receiver<StoreResult<T>>> {
+        let (done, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let outcome = in_savepoint(conn, f);
+            Box::new(move |commit: StoreResult<()>| {
+                // The caller may have stopped waiting (its task ended); nothing to do then.
+                let _ = done.send(commit.and(outcome));
+            })
+        });
+        self.sender()?
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Run `f` in a write transaction and wait for its durable commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let rx = self.enqueue(f).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Run `f` on a read connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = pool.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    c.busy_timeout(std::time::Duration::from_secs(5))?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            if let Ok(mut p) = pool.lock() {
+                if p.len() < READ_POOL {
+                    p.push(conn);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+/// Run `f` in a savepoint: on error its writes are undone and the batch goes on.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let out = f(conn);
+    if out.is_err() {
+        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE job")?.execute([])?;
+    out
+}
+
+fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "sqlite: cannot begin a write transaction; failing the batch");
+            // Dropping the jobs drops their reply channels: each waiter sees the store failed.
+            batch.clear();
+            continue;
+        }
+        let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "sqlite: commit failed");
+            // Leave no half-open transaction behind; if rollback fails too the next BEGIN says so.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for c in completions {
+            c(commit.clone());
+        }
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+impl Clone for StoreError {
+    fn clone(&self) -> Self {
+        match self {
+            StoreError::AlreadyExists(s) => StoreError::AlreadyExists(s.clone()),
+            StoreError::NotFound(s) => StoreError::NotFound(s.clone()),
+            StoreError::Closed => StoreError::Closed,
+            StoreError::Backend(s) => StoreError::Backend(s.clone()),
+        }
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
+fn kind_str(k: RoomKind) -> &'static str {
+    match k {
+        RoomKind::Room => "room",
+        RoomKind::Group => "group",
+    }
+}
+
+fn kind_from(s: &str) -> RoomKind {
+    if s == "group" {
+        RoomKind::Group
+    } else {
+        RoomKind::Room
+    }
+}
+
+fn body_kind(b: &EventBody) -> &'static str {
+    match b {
+        EventBody::Created { .. } => "created",
+        EventBody::Message { .. } => "message",
+    }
+}
+
+fn encode_body(b: &EventBody) -> StoreResult<Vec<u8>> {
+    rmp_serde::to_vec_named(b).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Map an `events` row (room, seq, ts, author, body, epoch) to an [`Event`].
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    let body: Vec<u8> = row.get(4)?;
+    let body: EventBody = rmp_serde::from_slice(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Blob, Box::new(e))
+    })?;
+    Ok(Event {
+        room: RoomId(row.get(0)?),
+        seq: row.get::<_, i64>(1)? as u64,
+        ts: row.get(2)?,
+        author: UserId(row.get(3)?),
+        epoch: row.get::<_, i64>(5)? as u64,
+        body,
+    })
+}
+
+const EVENT_COLUMNS: &str =
+    "e.room, e.seq, e.ts, e.author, e.body, r.epoch FROM events e JOIN rooms r ON r.id = e.room";
+
+fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    let kind: String = row.get(4)?;
+    Ok(User {
+        id: UserId(row.get(0)?),
+        company: CompanyId(row.get(1)?),
+        name: row.get(2)?,
+        email: row.get(3)?,
+        kind: if kind == "line" {
+            UserKind::Line
+        } else {
+            UserKind::Works
+        },
+        active: row.get(5)?,
+        external_granted: row.get(6)?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, company, name, email, kind, active, external_granted FROM users";
+
+fn company_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Company> {
+    let settings: String = row.get(2)?;
+    Ok(Company {
+        id: CompanyId(row.get(0)?),
+        name: row.get(1)?,
+        settings: from_json(&settings)?,
+    })
+}
+
+/// Append one entry inside the writer's transaction.
+fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult<Appended> {
+    if let Some(cmid) = entry.client_msg_id() {
+        let existing = conn
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} WHERE e.room = ?1 AND e.author = ?2 AND e.client_msg_id = ?3"
+            ))?
+            .query_row(params![room.0, entry.author.0, cmid], event_from_row)
+            .optional()?;
+        if let Some(event) = existing {
+            return Ok(Appended {
+                event,
+                duplicate: true,
+            });
+        }
+    }
+    let (head, epoch): (i64, i64) = conn
+        .prepare_cached("SELECT head, epoch FROM rooms WHERE id = ?1")?
+        .query_row(params![room.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("room {room}")))?;
+    let seq = head + 1;
+    conn.prepare_cached(
+        "INSERT INTO events (room, seq, ts, author, kind, client_msg_id, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        room.0,
+        seq,
+        entry.ts,
+        entry.author.0,
+        body_kind(&entry.body),
+        entry.client_msg_id(),
+        encode_body(&entry.body)?
+    ])?;
+    conn.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1")?
+        .execute(params![room.0, seq])?;
+    Ok(Appended {
+        event: Event {
+            room: room.clone(),
+            epoch: epoch as u64,
+            seq: seq as u64,
+            ts: entry.ts,
+            author: entry.author.clone(),
+            body: entry.body.clone(),
+        },
+        duplicate: false,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_company(&self, company: &Company, admin_key_hash: &str) -> StoreResult<()> {
+        let c = company.clone();
+        let settings = json(&c.settings)?;
+        let hash = admin_key_hash.to_owned();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO companies (id, name, settings, key_hash) VALUES (?1, ?2, ?3, ?4)",
+                params![c.id.0, c.name, settings, hash],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists(format!("company {}", c.id))
+                } else {
+                    e.into()
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn company(&self, id: &CompanyId) -> StoreResult<Option<Company>> {
+        let id = id.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT id, name, settings FROM companies WHERE id = ?1")?
+                .query_row(params![id.0], company_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn companies(&self) -> StoreResult<Vec<Company>> {
+        self.read(|conn| {
+            let mut st = conn.prepare_cached("SELECT id, name, settings FROM companies ORDER BY id")?;
+            let rows = st.query_map([], company_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn company_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<CompanyId>> {
+        let h = key_hash.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT id FROM companies WHERE key_hash = ?1")?
+                .query_row(params![h], |r| Ok(CompanyId(r.get(0)?)))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn update_settings(&self, id: &CompanyId, settings: &CompanySettings) -> StoreResult<()> {
+        let id = id.clone();
+        let s = json(settings)?;
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE companies SET settings = ?2 WHERE id = ?1",
+                params![id.0, s],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("company {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let u = user.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO users (id, company, name, email, kind, active, external_granted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    u.id.0,
+                    u.company.0,
+                    u.name,
+                    u.email,
+                    u.kind.as_str(),
+                    u.active,
+                    u.external_granted
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists(format!("user {}", u.id))
+                } else {
+                    e.into()
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        let id = id.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {USER_COLUMNS} WHERE id = ?1"))?
+                .query_row(params![id.0], user_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(&format!("SELECT {USER_COLUMNS} WHERE id = ?1"))?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(u) = st.query_row(params![id.0], user_from_row).optional()? {
+                    out.push(u);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn users_of(&self, company: &CompanyId) -> StoreResult<Vec<User>> {
+        let c = company.clone();
+        self.read(move |conn| {
+            let mut st =
+                conn.prepare_cached(&format!("SELECT {USER_COLUMNS} WHERE company = ?1 ORDER BY id"))?;
+            let rows = st.query_map(params![c.0], user_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<()> {
+        let u = user.clone();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE users SET name = ?2, email = ?3, active = ?4, external_granted = ?5
+                 WHERE id = ?1",
+                params![u.id.0, u.name, u.email, u.active, u.external_granted],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {}", u.id)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()> {
+        let (o, c) = (owner.clone(), contact.clone());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO contacts (owner, contact) VALUES (?1, ?2)",
+                params![o.0, c.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()> {
+        let (o, c) = (owner.clone(), contact.clone());
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM contacts WHERE owner = ?1 AND contact = ?2",
+                params![o.0, c.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn contacts(&self, owner: &UserId) -> StoreResult<Vec<UserId>> {
+        let o = owner.clone();
+        self.read(move |conn| {
+            let mut st =
+                conn.prepare_cached("SELECT contact FROM contacts WHERE owner = ?1 ORDER BY contact")?;
+            let rows = st.query_map(params![o.0], |r| Ok(UserId(r.get(0)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn create_room(&self, room: &NewRoom) -> StoreResult<Event> {
+        let r = room.clone();
+        let features = json(&r.features)?;
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO rooms (id, kind, name, description, owner_company, created_by,
+                                    created_at, features, epoch, head)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)",
+                params![
+                    r.id.0,
+                    kind_str(r.kind),
+                    r.name,
+                    r.description,
+                    r.owner_company.0,
+                    r.created_by.0,
+                    r.created_at,
+                    features,
+                    r.epoch as i64
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists(format!("room {}", r.id))
+                } else {
+                    e.into()
+                }
+            })?;
+            let mut st = conn.prepare_cached(
+                "INSERT INTO room_members (room, user, is_member, is_master) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (room, user) DO UPDATE SET is_member = max(is_member, excluded.is_member),
+                                                       is_master = max(is_master, excluded.is_master)",
+            )?;
+            for m in &r.members {
+                st.execute(params![r.id.0, m.0, true, false])?;
+            }
+            for m in &r.masters {
+                st.execute(params![r.id.0, m.0, false, true])?;
+            }
+            let created = append_one(
+                conn,
+                &r.id,
+                &NewEntry {
+                    author: r.created_by.clone(),
+                    ts: r.created_at,
+                    body: EventBody::Created {
+                        room_kind: r.kind,
+                        name: r.name.clone(),
+                        description: r.description.clone(),
+                        masters: r.masters.clone(),
+                        members: r.members.clone(),
+                        features: r.features,
+                    },
+                },
+            )?;
+            Ok(created.event)
+        })
+        .await
+    }
+
+    async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT kind, name, description, owner_company, created_by, created_at,
+                            features, epoch, head FROM rooms WHERE id = ?1",
+                )?
+                .query_row(params![id.0], |r| {
+                    let kind: String = r.get(0)?;
+                    let features: String = r.get(6)?;
+                    Ok(RoomRecord {
+                        id: id.clone(),
+                        kind: kind_from(&kind),
+                        name: r.get(1)?,
+                        description: r.get(2)?,
+                        owner_company: CompanyId(r.get(3)?),
+                        created_by: UserId(r.get(4)?),
+                        created_at: r.get(5)?,
+                        features: from_json::<Features>(&features)?,
+                        epoch: r.get::<_, i64>(7)? as u64,
+                        head: r.get::<_, i64>(8)? as u64,
+                        masters: Vec::new(),
+                        members: Vec::new(),
+                    })
+                })
+                .optional()?;
+            let Some(mut room) = row else { return Ok(None) };
+            let mut st = conn.prepare_cached(
+                "SELECT user, is_member, is_master FROM room_members WHERE room = ?1 ORDER BY user",
+            )?;
+            let rows = st.query_map(params![id.0], |r| {
+                Ok((UserId(r.get(0)?), r.get::<_, bool>(1)?, r.get::<_, bool>(2)?))
+            })?;
+            for row in rows {
+                let (u, member, master) = row?;
+                if member {
+                    room.members.push(u.clone());
+                }
+                if master {
+                    room.masters.push(u);
+                }
+            }
+            Ok(Some(room))
+        })
+        .await
+    }
+
+    async fn append(&self, room: &RoomId, entries: Vec<NewEntry>) -> StoreResult<CommitTicket> {
+        let room = room.clone();
+        let rx = self
+            .enqueue(move |conn| {
+                entries
+                    .iter()
+                    .map(|e| append_one(conn, &room, e))
+                    .collect::<StoreResult<Vec<_>>>()
+            })
+            .await?;
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? }.boxed())
+    }
+
+    async fn read_range(
+        &self,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        let room = room.clone();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} WHERE e.room = ?1 AND e.seq > ?2 AND e.seq <= ?3
+                 ORDER BY e.seq LIMIT ?4"
+            ))?;
+            let rows = st.query_map(
+                params![room.0, after as i64, upto as i64, limit as i64],
+                event_from_row,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn read_before(&self, room: &RoomId, before: u64, limit: usize) -> StoreResult<Vec<Event>> {
+        let room = room.clone();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} WHERE e.room = ?1 AND e.seq < ?2 ORDER BY e.seq DESC LIMIT ?3"
+            ))?;
+            let rows = st.query_map(params![room.0, before.min(i64::MAX as u64) as i64, limit as i64], event_from_row)?;
+            let mut out: Vec<Event> = rows.collect::<Result<_, _>>()?;
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn rooms_of(&self, user: &UserId) -> StoreResult<Vec<MembershipRow>> {
+        let u = user.clone();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT r.id, r.kind, r.name, r.epoch, r.head, m.last_read,
+                        (SELECT count(*) FROM events e
+                          WHERE e.room = r.id AND e.seq > m.last_read
+                            AND e.kind = 'message' AND e.author != m.user)
+                   FROM room_members m JOIN rooms r ON r.id = m.room
+                  WHERE m.user = ?1 AND m.is_member = 1
+                  ORDER BY r.id",
+            )?;
+            let rows = st.query_map(params![u.0], |r| {
+                let kind: String = r.get(1)?;
+                Ok(MembershipRow {
+                    room: RoomId(r.get(0)?),
+                    kind: kind_from(&kind),
+                    name: r.get(2)?,
+                    epoch: r.get::<_, i64>(3)? as u64,
+                    head: r.get::<_, i64>(4)? as u64,
+                    last_read: r.get::<_, i64>(5)? as u64,
+                    unread: r.get::<_, i64>(6)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_read_marker(&self, room: &RoomId, user: &UserId, seq: u64) -> StoreResult<()> {
+        let (r, u) = (room.clone(), user.clone());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE room_members SET last_read = max(last_read, ?3) WHERE room = ?1 AND user = ?2",
+            )?
+            .execute(params![r.0, u.0, seq as i64])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        // Dropping the sender lets the writer finish what is queued and stop.
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            // Joining blocks; do it off the async threads.
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
