@@ -163,7 +163,9 @@ impl Config {
             return bad("limits.outbound_queue_frames must be >= 16 and limits.outbound_queue_bytes >= limits.max_frame_bytes");
         }
         if l.max_replay == 0 || l.max_history_page == 0 || l.max_subscriptions == 0 {
-            return bad("limits.max_replay, max_history_page and max_subscriptions must be positive");
+            return bad(
+                "limits.max_replay, max_history_page and max_subscriptions must be positive",
+            );
         }
         if l.room_mailbox == 0 || l.max_participants == 0 {
             return bad("limits.room_mailbox and max_participants must be positive");
@@ -174,7 +176,10 @@ impl Config {
         if l.ws_read_buffer < 512 {
             return bad("limits.ws_read_buffer must be at least 512");
         }
-        for (name, v) in [("operator_key", &self.operator_key), ("token_secret", &self.token_secret)] {
+        for (name, v) in [
+            ("operator_key", &self.operator_key),
+            ("token_secret", &self.token_secret),
+        ] {
             if let Some(s) = v {
                 if s.len() < 16 {
                     return Err(ConfigError::Invalid(format!(
@@ -229,7 +234,11 @@ fn secret_file(path: &Path, prefix: &str) -> Result<String, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(s.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = format!("{prefix}{}{}", crate::random::token(), crate::random::token());
+            let secret = format!(
+                "{prefix}{}{}",
+                crate::random::token(),
+                crate::random::token()
+            );
             use std::io::Write;
             #[cfg(unix)]
             use std::os::unix::fs::OpenOptionsExt;

@@ -38,7 +38,10 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
     let hub = &started.hub;
     let store = &hub.store;
     let mut keys = Vec::new();
-    let fresh = store.company(&CompanyId::from(COMPANIES[0].0)).await?.is_none();
+    let fresh = store
+        .company(&CompanyId::from(COMPANIES[0].0))
+        .await?
+        .is_none();
     if fresh {
         for (id, name) in COMPANIES {
             let key = new_admin_key();
@@ -82,7 +85,8 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
                 add_self_as_member: true,
                 features: Features::default(),
             };
-            create_group(hub, &alice, spec).await?;
+            let (room, _) = create_group(hub, &alice, spec).await?;
+            println!("Group \"Launch plan\" is room {}", room.id);
         }
     }
 
@@ -101,8 +105,8 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
         println!("Demo data already present (admin keys were printed on the first start).");
     }
     println!(
-        "Operator key: in {} (or CROSSROOM_OPERATOR_KEY)",
-        started_key_hint(started)
+        "Operator key: in {} unless set by CROSSROOM_OPERATOR_KEY",
+        started.data_dir.join("operator.key").display()
     );
     println!("User tokens (valid 24 h):");
     for (login, company, _, kind) in USERS {
@@ -112,16 +116,13 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
     }
     println!();
     println!("Try it (JSON frames; any WebSocket client works, e.g. websocat):");
-    println!("  websocat --protocol crossroom.v1.json -H 'Authorization: Bearer <alice token>' {ws}");
+    println!(
+        "  websocat --protocol crossroom.v1.json -H 'Authorization: Bearer <alice token>' {ws}"
+    );
     println!("  then send:  {{\"type\":\"list_rooms\",\"id\":1}}");
     println!("              {{\"type\":\"subscribe\",\"id\":2,\"room\":\"<room id>\"}}");
     println!("              {{\"type\":\"post\",\"id\":3,\"room\":\"<room id>\",\"client_msg_id\":\"m1\",\"text\":\"hello\"}}");
     println!("Health: {http}/healthz   Protocol: protocol/PROTOCOL.md");
     println!();
     Ok(())
-}
-
-fn started_key_hint(started: &Started) -> String {
-    let _ = &started.secrets;
-    "DATA_DIR/operator.key".to_owned()
 }

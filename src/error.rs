@@ -33,7 +33,10 @@ impl ApiError {
     }
 
     pub fn internal() -> ApiError {
-        ApiError::new(ErrorCode::Internal, "internal error; the request may be retried")
+        ApiError::new(
+            ErrorCode::Internal,
+            "internal error; the request may be retried",
+        )
     }
 
     /// The `error` frame answering request `id`.

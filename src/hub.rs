@@ -59,7 +59,11 @@ impl Hub {
 
     /// Send a command to the room's actor, spawning it if needed. Waits while the actor's
     /// mailbox is full (back-pressure on the sender, never on the actor).
-    pub async fn room_send(self: &Arc<Self>, room: &RoomId, cmd: RoomCommand) -> Result<(), ApiError> {
+    pub async fn room_send(
+        self: &Arc<Self>,
+        room: &RoomId,
+        cmd: RoomCommand,
+    ) -> Result<(), ApiError> {
         let mut cmd = cmd;
         // An actor only leaves the map when nobody holds its sender, so a send to a handle we
         // hold cannot find it gone; the retry covers an actor that died of a panic.
@@ -97,7 +101,10 @@ impl Hub {
     }
 
     pub fn register_session(&self, user: &UserId, session: SessionId, out: Outbound) {
-        self.sessions.entry(user.clone()).or_default().push((session, out));
+        self.sessions
+            .entry(user.clone())
+            .or_default()
+            .push((session, out));
     }
 
     pub fn unregister_session(&self, user: &UserId, session: SessionId) {

@@ -34,7 +34,7 @@ pub enum ServerError {
 pub struct Started {
     pub hub: Arc<Hub>,
     pub addr: std::net::SocketAddr,
-    pub secrets: crate::config::Secrets,
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Serve on `listener` until `shutdown` triggers. `on_start` runs once the store is open and
@@ -62,7 +62,7 @@ where
     on_start(Started {
         hub: hub.clone(),
         addr,
-        secrets,
+        data_dir: config.data_dir.clone(),
     })
     .await;
 
@@ -87,7 +87,10 @@ where
 
     // Sessions saw the same signal and are closing with 1001; give them the grace period.
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    if tokio::time::timeout(grace, shutdown.drained()).await.is_err() {
+    if tokio::time::timeout(grace, shutdown.drained())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             left = shutdown.live_connections(),
             "grace period over; closing the remaining connections by force"

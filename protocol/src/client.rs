@@ -243,11 +243,19 @@ impl Http {
         self.call("GET", path, None).await
     }
 
-    pub async fn post(&self, path: &str, body: serde_json::Value) -> Result<HttpReply, ClientError> {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<HttpReply, ClientError> {
         self.call("POST", path, Some(body)).await
     }
 
-    pub async fn patch(&self, path: &str, body: serde_json::Value) -> Result<HttpReply, ClientError> {
+    pub async fn patch(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<HttpReply, ClientError> {
         self.call("PATCH", path, Some(body)).await
     }
 

@@ -113,8 +113,11 @@ mod tests {
 
     #[test]
     fn client_frames_use_defaults() {
-        let f: ClientFrame =
-            decode(Encoding::Json, br#"{"type":"create_group","id":3,"name":"x"}"#).expect("ok");
+        let f: ClientFrame = decode(
+            Encoding::Json,
+            br#"{"type":"create_group","id":3,"name":"x"}"#,
+        )
+        .expect("ok");
         match f {
             ClientFrame::CreateGroup {
                 add_self_as_member,
@@ -149,7 +152,14 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for enc in [Encoding::MsgPack, Encoding::Json] {
-            for junk in [&b""[..], b"\xc1", b"\x91\x01", b"{", b"\xde\xff\xff", b"null"] {
+            for junk in [
+                &b""[..],
+                b"\xc1",
+                b"\x91\x01",
+                b"{",
+                b"\xde\xff\xff",
+                b"null",
+            ] {
                 assert!(decode::<ClientFrame>(enc, junk).is_err());
             }
         }

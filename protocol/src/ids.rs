@@ -54,6 +54,8 @@ string_id!(
 impl UserId {
     /// The company part of `login@company`.
     pub fn company(&self) -> Option<CompanyId> {
-        self.0.rsplit_once('@').map(|(_, c)| CompanyId(c.to_owned()))
+        self.0
+            .rsplit_once('@')
+            .map(|(_, c)| CompanyId(c.to_owned()))
     }
 }

@@ -64,7 +64,8 @@ pub async fn ws_handler(
     // A token in the header authenticates before the upgrade: a bad one never gets a socket.
     let user = match bearer(&headers) {
         Some(token) => {
-            match directory::authenticate(&hub.store, &hub.tokens, token, directory::now_secs()).await
+            match directory::authenticate(&hub.store, &hub.tokens, token, directory::now_secs())
+                .await
             {
                 Ok(u) => Some(u),
                 Err(f) => {
@@ -130,8 +131,11 @@ fn wire_limits(hub: &Hub) -> WireLimits {
 async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<User>) {
     let _live = hub.shutdown.track();
     let (sink, mut stream) = socket.split();
-    let (out, out_rx) =
-        outbound::channel(encoding, hub.limits.outbound_queue_frames, hub.limits.outbound_queue_bytes);
+    let (out, out_rx) = outbound::channel(
+        encoding,
+        hub.limits.outbound_queue_frames,
+        hub.limits.outbound_queue_bytes,
+    );
     let writer = tokio::spawn(write_loop(sink, out_rx));
     let id = hub.new_session_id();
 
@@ -221,7 +225,14 @@ async fn authenticate_by_frame(
         };
         match decode::<ClientFrame>(encoding, &bytes) {
             Ok(ClientFrame::Auth { id, token }) => {
-                match directory::authenticate(&hub.store, &hub.tokens, &token, directory::now_secs()).await {
+                match directory::authenticate(
+                    &hub.store,
+                    &hub.tokens,
+                    &token,
+                    directory::now_secs(),
+                )
+                .await
+                {
                     Ok(user) => {
                         let _ = out.send(&hello(hub, session, Some(id), &user));
                         return Some(user);
@@ -390,7 +401,9 @@ impl Session {
                 let (hub, creator, reply) = (self.hub.clone(), self.user.clone(), self.reply(id));
                 tokio::spawn(async move {
                     match create::create_group(&hub, &creator, req).await {
-                        Ok((room, left_out)) => reply.send(ServerFrame::RoomCreated { id, room, left_out }),
+                        Ok((room, left_out)) => {
+                            reply.send(ServerFrame::RoomCreated { id, room, left_out })
+                        }
                         Err(e) => reply.fail(e),
                     }
                 });
@@ -399,7 +412,9 @@ impl Session {
                 let (hub, creator, reply) = (self.hub.clone(), self.user.clone(), self.reply(id));
                 tokio::spawn(async move {
                     match create::create_room(&hub, &creator, &name, &members).await {
-                        Ok((room, left_out)) => reply.send(ServerFrame::RoomCreated { id, room, left_out }),
+                        Ok((room, left_out)) => {
+                            reply.send(ServerFrame::RoomCreated { id, room, left_out })
+                        }
                         Err(e) => reply.fail(e),
                     }
                 });

@@ -199,7 +199,9 @@ impl OutboundReceiver {
 
     /// Account for a message that left for the socket.
     pub fn written(&self, msg_len: usize) {
-        self.shared.queued_bytes.fetch_sub(msg_len, Ordering::AcqRel);
+        self.shared
+            .queued_bytes
+            .fetch_sub(msg_len, Ordering::AcqRel);
     }
 
     pub fn len_of(msg: &Message) -> usize {
@@ -281,7 +283,8 @@ impl SharedEvent {
             Encoding::MsgPack => &self.msgpack,
             Encoding::Json => &self.json,
         };
-        cell.get_or_init(|| encode_frame(encoding, &self.frame)).clone()
+        cell.get_or_init(|| encode_frame(encoding, &self.frame))
+            .clone()
     }
 }
 
@@ -318,7 +321,10 @@ mod tests {
 
     #[tokio::test]
     async fn byte_budget_closes_as_slow_consumer() {
-        let one = ev(0).message(Encoding::MsgPack).map(|m| message_len(&m)).unwrap_or(0);
+        let one = ev(0)
+            .message(Encoding::MsgPack)
+            .map(|m| message_len(&m))
+            .unwrap_or(0);
         let (out, mut rx) = channel(Encoding::MsgPack, 1000, one * 3);
         for i in 0..3 {
             assert!(out.send_event(&ev(i)).is_ok());
@@ -357,6 +363,9 @@ mod tests {
             reason: "slow",
             drain: false,
         });
-        assert_eq!(rx.next().await.expect_err("closing").code, close::GOING_AWAY);
+        assert_eq!(
+            rx.next().await.expect_err("closing").code,
+            close::GOING_AWAY
+        );
     }
 }

@@ -5,9 +5,9 @@
 //! SHA-256 hashes; the operator key is compared in constant time. Neither is ever logged.
 
 use super::{validate_company_id, validate_login, Company, CompanySettings, User, UserKind};
+use crate::connection::bearer;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
-use crate::connection::bearer;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -30,9 +30,15 @@ const MAX_TOKEN_TTL_SECS: i64 = 30 * 24 * 3600;
 
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
-        .route("/v1/admin/companies", post(create_company).get(list_companies))
+        .route(
+            "/v1/admin/companies",
+            post(create_company).get(list_companies),
+        )
         .route("/v1/admin/company", get(own_company))
-        .route("/v1/admin/company/settings", get(get_settings).patch(patch_settings))
+        .route(
+            "/v1/admin/company/settings",
+            get(get_settings).patch(patch_settings),
+        )
         .route("/v1/admin/users", post(create_user).get(list_users))
         .route("/v1/admin/users/{id}", get(get_user).patch(patch_user))
         .route("/v1/admin/users/{id}/contacts", get(list_contacts))
@@ -152,7 +158,10 @@ async fn list_companies(State(hub): State<Arc<Hub>>, _: Operator) -> ApiResult<J
     Ok(Json(json!({ "companies": hub.store.companies().await? })))
 }
 
-async fn own_company(State(hub): State<Arc<Hub>>, CompanyAdmin(c): CompanyAdmin) -> ApiResult<Json<Company>> {
+async fn own_company(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+) -> ApiResult<Json<Company>> {
     Ok(Json(company(&hub, &c).await?))
 }
 
@@ -217,7 +226,9 @@ fn check_display_name(name: &str) -> ApiResult<String> {
 
 fn check_email(email: &str) -> ApiResult<()> {
     if email.chars().count() > 254 || (!email.is_empty() && !email.contains('@')) {
-        return Err(ApiError::invalid("email must be empty or an address of at most 254 characters"));
+        return Err(ApiError::invalid(
+            "email must be empty or an address of at most 254 characters",
+        ));
     }
     Ok(())
 }
@@ -242,7 +253,10 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-async fn list_users(State(hub): State<Arc<Hub>>, CompanyAdmin(c): CompanyAdmin) -> ApiResult<Json<Value>> {
+async fn list_users(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "users": hub.store.users_of(&c).await? })))
 }
 
@@ -302,7 +316,9 @@ async fn list_contacts(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let user = own_user(&hub, &c, &id).await?;
-    Ok(Json(json!({ "contacts": hub.store.contacts(&user.id).await? })))
+    Ok(Json(
+        json!({ "contacts": hub.store.contacts(&user.id).await? }),
+    ))
 }
 
 async fn add_contact(
@@ -347,7 +363,8 @@ async fn mint_token(
     let req: TokenRequest = if body.is_empty() {
         TokenRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("bad JSON body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("bad JSON body: {e}")))?
     };
     let user = own_user(&hub, &c, &id).await?;
     if !user.active {
@@ -361,5 +378,7 @@ async fn mint_token(
     }
     let now = super::now_secs();
     let token = hub.tokens.sign(&user.id, &user.company, now, ttl);
-    Ok(Json(json!({ "token": token, "user": user.id, "expires_at": now + ttl })))
+    Ok(Json(
+        json!({ "token": token, "user": user.id, "expires_at": now + ttl }),
+    ))
 }

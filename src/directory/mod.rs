@@ -260,12 +260,30 @@ mod tests {
             ..Default::default()
         };
         let off = CompanySettings::default();
-        assert!(holds_external_permission(&user(UserKind::Works, true, false), &on));
-        assert!(!holds_external_permission(&user(UserKind::Works, true, true), &off));
-        assert!(!holds_external_permission(&user(UserKind::Line, true, true), &on));
-        assert!(!holds_external_permission(&user(UserKind::Works, false, true), &on));
-        assert!(!holds_external_permission(&user(UserKind::Works, true, false), &per_member));
-        assert!(holds_external_permission(&user(UserKind::Works, true, true), &per_member));
+        assert!(holds_external_permission(
+            &user(UserKind::Works, true, false),
+            &on
+        ));
+        assert!(!holds_external_permission(
+            &user(UserKind::Works, true, true),
+            &off
+        ));
+        assert!(!holds_external_permission(
+            &user(UserKind::Line, true, true),
+            &on
+        ));
+        assert!(!holds_external_permission(
+            &user(UserKind::Works, false, true),
+            &on
+        ));
+        assert!(!holds_external_permission(
+            &user(UserKind::Works, true, false),
+            &per_member
+        ));
+        assert!(holds_external_permission(
+            &user(UserKind::Works, true, true),
+            &per_member
+        ));
     }
 
     #[test]

@@ -93,7 +93,8 @@ impl TokenKey {
     /// Verify signature, algorithm, audience and validity window at `now` (seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenError::Malformed);
         };
@@ -170,7 +171,10 @@ mod tests {
         let none = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         parts[0] = &none;
         parts[2] = "";
-        assert_eq!(key().verify(&parts.join("."), 1001), Err(TokenError::BadAlgorithm));
+        assert_eq!(
+            key().verify(&parts.join("."), 1001),
+            Err(TokenError::BadAlgorithm)
+        );
     }
 
     #[test]

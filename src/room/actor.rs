@@ -249,7 +249,13 @@ impl RoomActor {
     /// Subscribe after replaying what the client missed, or telling it to reset (D1). The
     /// replay, the `subscribed` reply and later live events go into the same queue in that
     /// order, because only this actor writes room events into it.
-    async fn subscribe(&mut self, session: SessionId, user: UserId, since: Option<Position>, reply: Reply) {
+    async fn subscribe(
+        &mut self,
+        session: SessionId,
+        user: UserId,
+        since: Option<Position>,
+        reply: Reply,
+    ) {
         let Some(room) = &self.room else { return };
         let (epoch, head) = (room.epoch, room.head);
         let limits = &self.hub.limits;

@@ -76,11 +76,18 @@ pub struct GroupRequest<'a> {
 
 /// Can `adder` bring `person` into an external group? G5 (permission), G6 (no LINE users),
 /// G7 (contacts first for other companies' users).
-fn check_group_candidate(adder: &User, person: &Person, contacts: &HashSet<UserId>) -> ApiResult<()> {
+fn check_group_candidate(
+    adder: &User,
+    person: &Person,
+    contacts: &HashSet<UserId>,
+) -> ApiResult<()> {
     if person.user.kind == UserKind::Line {
         return Err(ApiError::new(
             ErrorCode::LineUserNotAllowed,
-            format!("{} is a LINE user; LINE users cannot join external groups", person.user.id),
+            format!(
+                "{} is a LINE user; LINE users cannot join external groups",
+                person.user.id
+            ),
         ));
     }
     if person.user.company != adder.company && !contacts.contains(&person.user.id) {
@@ -122,7 +129,9 @@ pub fn plan_group(req: &GroupRequest<'_>) -> ApiResult<Plan> {
         ));
     }
     let lookup = |id: &UserId| -> ApiResult<&Person> {
-        req.people.get(id).ok_or_else(|| ApiError::not_found(format!("user {id}")))
+        req.people
+            .get(id)
+            .ok_or_else(|| ApiError::not_found(format!("user {id}")))
     };
 
     let mut masters = BTreeSet::from([creator.id.clone()]);
@@ -199,9 +208,7 @@ pub fn plan_room(
         };
         let external = p.user.company != creator.user.company;
         let allowed = p.user.active
-            && (!external
-                || p.user.kind == UserKind::Line
-                || (creator.permitted && p.permitted));
+            && (!external || p.user.kind == UserKind::Line || (creator.permitted && p.permitted));
         if allowed {
             chosen.insert(id.clone());
         } else {
@@ -226,7 +233,12 @@ pub fn plan_room(
 }
 
 /// M1 and G18: may `user` post `text` with `client_msg_id` in `room`?
-pub fn check_post(room: &RoomRecord, user: &UserId, client_msg_id: &str, text: &str) -> ApiResult<()> {
+pub fn check_post(
+    room: &RoomRecord,
+    user: &UserId,
+    client_msg_id: &str,
+    text: &str,
+) -> ApiResult<()> {
     check_member(room, user)?;
     if room.kind == RoomKind::Group && !room.features.message {
         return Err(ApiError::new(
@@ -301,10 +313,14 @@ mod tests {
             person("zed", "globex.example", UserKind::Works, true),
         ];
         let people = all.into_iter().map(|p| (p.user.id.clone(), p)).collect();
-        let contacts = ["carol@globex.example", "dave@globex.example", "erin@globex.example"]
-            .into_iter()
-            .map(UserId::from)
-            .collect();
+        let contacts = [
+            "carol@globex.example",
+            "dave@globex.example",
+            "erin@globex.example",
+        ]
+        .into_iter()
+        .map(UserId::from)
+        .collect();
         World {
             creator,
             people,
@@ -340,7 +356,11 @@ mod tests {
         assert_eq!(plan.masters, ids(&["alice@acme.example"]));
         assert_eq!(
             plan.members,
-            ids(&["alice@acme.example", "bob@acme.example", "carol@globex.example"])
+            ids(&[
+                "alice@acme.example",
+                "bob@acme.example",
+                "carol@globex.example"
+            ])
         );
     }
 
@@ -381,17 +401,30 @@ mod tests {
         let w = world();
         let mut req = group(&w, &[], &[]);
         req.name = "";
-        assert_eq!(plan_group(&req).expect_err("bad").code, ErrorCode::InvalidArgument);
+        assert_eq!(
+            plan_group(&req).expect_err("bad").code,
+            ErrorCode::InvalidArgument
+        );
     }
 
     #[test]
     fn g5_members_without_permission_are_left_out_and_listed() {
         let w = world();
-        let m = ids(&["nora@acme.example", "dave@globex.example", "carol@globex.example"]);
+        let m = ids(&[
+            "nora@acme.example",
+            "dave@globex.example",
+            "carol@globex.example",
+        ]);
         let plan = plan_group(&group(&w, &m, &[])).expect("ok");
-        assert_eq!(plan.members, ids(&["alice@acme.example", "carol@globex.example"]));
         assert_eq!(
-            plan.left_out.iter().map(|l| l.user.clone()).collect::<Vec<_>>(),
+            plan.members,
+            ids(&["alice@acme.example", "carol@globex.example"])
+        );
+        assert_eq!(
+            plan.left_out
+                .iter()
+                .map(|l| l.user.clone())
+                .collect::<Vec<_>>(),
             ids(&["nora@acme.example", "dave@globex.example"])
         );
         assert!(plan
@@ -450,7 +483,10 @@ mod tests {
         let m = ids(&["bob@acme.example", "carol@globex.example"]);
         let mut req = group(&w, &m, &[]);
         req.max_participants = 1;
-        assert_eq!(plan_group(&req).expect_err("refused").code, ErrorCode::LimitExceeded);
+        assert_eq!(
+            plan_group(&req).expect_err("refused").code,
+            ErrorCode::LimitExceeded
+        );
     }
 
     #[test]
@@ -474,8 +510,14 @@ mod tests {
         );
         assert_eq!(plan.left_out.len(), 1);
         assert!(plan.masters.is_empty());
-        let err = plan_room(&w.creator, "x", &ids(&["dave@globex.example"]), &w.people, 100)
-            .expect_err("nobody left");
+        let err = plan_room(
+            &w.creator,
+            "x",
+            &ids(&["dave@globex.example"]),
+            &w.people,
+            100,
+        )
+        .expect_err("nobody left");
         assert_eq!(err.code, ErrorCode::InvalidArgument);
     }
 

@@ -134,8 +134,7 @@ pub trait Store: Send + Sync + 'static {
     async fn companies(&self) -> StoreResult<Vec<Company>>;
     /// The company whose admin API key hashes to `key_hash`.
     async fn company_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<CompanyId>>;
-    async fn update_settings(&self, id: &CompanyId, settings: &CompanySettings)
-        -> StoreResult<()>;
+    async fn update_settings(&self, id: &CompanyId, settings: &CompanySettings) -> StoreResult<()>;
 
     async fn create_user(&self, user: &User) -> StoreResult<()>;
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>>;
@@ -169,8 +168,12 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<Event>>;
     /// Up to `limit` events with `seq < before`, the newest ones, returned oldest first.
-    async fn read_before(&self, room: &RoomId, before: u64, limit: usize)
-        -> StoreResult<Vec<Event>>;
+    async fn read_before(
+        &self,
+        room: &RoomId,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
 
     /// The rooms `user` is a member of, with read state.
     async fn rooms_of(&self, user: &UserId) -> StoreResult<Vec<MembershipRow>>;

@@ -195,7 +195,10 @@ impl SqliteStore {
 }
 
 /// Run `f` in a savepoint: on error its writes are undone and the batch goes on.
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
     conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     let out = f(conn);
     if out.is_err() {
@@ -244,6 +247,11 @@ impl Clone for StoreError {
             StoreError::Backend(s) => StoreError::Backend(s.clone()),
         }
     }
+}
+
+/// A seq as SQLite's signed integer; seqs past `i64::MAX` (only "no bound" sentinels) clamp.
+fn sql_seq(seq: u64) -> i64 {
+    seq.min(i64::MAX as u64) as i64
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -421,7 +429,8 @@ impl Store for SqliteStore {
 
     async fn companies(&self) -> StoreResult<Vec<Company>> {
         self.read(|conn| {
-            let mut st = conn.prepare_cached("SELECT id, name, settings FROM companies ORDER BY id")?;
+            let mut st =
+                conn.prepare_cached("SELECT id, name, settings FROM companies ORDER BY id")?;
             let rows = st.query_map([], company_from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -512,8 +521,9 @@ impl Store for SqliteStore {
     async fn users_of(&self, company: &CompanyId) -> StoreResult<Vec<User>> {
         let c = company.clone();
         self.read(move |conn| {
-            let mut st =
-                conn.prepare_cached(&format!("SELECT {USER_COLUMNS} WHERE company = ?1 ORDER BY id"))?;
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} WHERE company = ?1 ORDER BY id"
+            ))?;
             let rows = st.query_map(params![c.0], user_from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -563,8 +573,8 @@ impl Store for SqliteStore {
     async fn contacts(&self, owner: &UserId) -> StoreResult<Vec<UserId>> {
         let o = owner.clone();
         self.read(move |conn| {
-            let mut st =
-                conn.prepare_cached("SELECT contact FROM contacts WHERE owner = ?1 ORDER BY contact")?;
+            let mut st = conn
+                .prepare_cached("SELECT contact FROM contacts WHERE owner = ?1 ORDER BY contact")?;
             let rows = st.query_map(params![o.0], |r| Ok(UserId(r.get(0)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -662,7 +672,11 @@ impl Store for SqliteStore {
                 "SELECT user, is_member, is_master FROM room_members WHERE room = ?1 ORDER BY user",
             )?;
             let rows = st.query_map(params![id.0], |r| {
-                Ok((UserId(r.get(0)?), r.get::<_, bool>(1)?, r.get::<_, bool>(2)?))
+                Ok((
+                    UserId(r.get(0)?),
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
             })?;
             for row in rows {
                 let (u, member, master) = row?;
@@ -705,7 +719,7 @@ impl Store for SqliteStore {
                  ORDER BY e.seq LIMIT ?4"
             ))?;
             let rows = st.query_map(
-                params![room.0, after as i64, upto as i64, limit as i64],
+                params![room.0, sql_seq(after), sql_seq(upto), limit as i64],
                 event_from_row,
             )?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -713,13 +727,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn read_before(&self, room: &RoomId, before: u64, limit: usize) -> StoreResult<Vec<Event>> {
+    async fn read_before(
+        &self,
+        room: &RoomId,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
         let room = room.clone();
         self.read(move |conn| {
             let mut st = conn.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} WHERE e.room = ?1 AND e.seq < ?2 ORDER BY e.seq DESC LIMIT ?3"
             ))?;
-            let rows = st.query_map(params![room.0, before.min(i64::MAX as u64) as i64, limit as i64], event_from_row)?;
+            let rows = st.query_map(params![room.0, sql_seq(before), limit as i64], event_from_row)?;
             let mut out: Vec<Event> = rows.collect::<Result<_, _>>()?;
             out.reverse();
             Ok(out)
@@ -762,7 +781,7 @@ impl Store for SqliteStore {
             conn.prepare_cached(
                 "UPDATE room_members SET last_read = max(last_read, ?3) WHERE room = ?1 AND user = ?2",
             )?
-            .execute(params![r.0, u.0, seq as i64])?;
+            .execute(params![r.0, u.0, sql_seq(seq)])?;
             Ok(())
         })
         .await

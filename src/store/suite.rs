@@ -46,12 +46,18 @@ async fn directory(store: &SharedStore) {
         name: "Acme".into(),
         settings: CompanySettings::default(),
     };
-    store.create_company(&acme, "hash-acme").await.expect("create company");
+    store
+        .create_company(&acme, "hash-acme")
+        .await
+        .expect("create company");
     assert!(matches!(
         store.create_company(&acme, "hash-other").await,
         Err(StoreError::AlreadyExists(_))
     ));
-    assert_eq!(store.company(&acme.id).await.expect("read"), Some(acme.clone()));
+    assert_eq!(
+        store.company(&acme.id).await.expect("read"),
+        Some(acme.clone())
+    );
     assert_eq!(
         store.company_by_key_hash("hash-acme").await.expect("read"),
         Some(acme.id.clone())
@@ -62,13 +68,25 @@ async fn directory(store: &SharedStore) {
         external_chat: true,
         ..Default::default()
     };
-    store.update_settings(&acme.id, &settings).await.expect("settings");
+    store
+        .update_settings(&acme.id, &settings)
+        .await
+        .expect("settings");
     settings.max_groups = 5;
-    store.update_settings(&acme.id, &settings).await.expect("settings");
-    let got = store.company(&acme.id).await.expect("read").expect("exists");
+    store
+        .update_settings(&acme.id, &settings)
+        .await
+        .expect("settings");
+    let got = store
+        .company(&acme.id)
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(got.settings, settings);
     assert!(matches!(
-        store.update_settings(&"none.example".into(), &settings).await,
+        store
+            .update_settings(&"none.example".into(), &settings)
+            .await,
         Err(StoreError::NotFound(_))
     ));
 
@@ -80,14 +98,24 @@ async fn directory(store: &SharedStore) {
         store.create_user(&alice).await,
         Err(StoreError::AlreadyExists(_))
     ));
-    assert_eq!(store.user(&alice.id).await.expect("read"), Some(alice.clone()));
+    assert_eq!(
+        store.user(&alice.id).await.expect("read"),
+        Some(alice.clone())
+    );
     let mut disabled = bob.clone();
     disabled.active = false;
     disabled.external_granted = true;
     store.update_user(&disabled).await.expect("update");
-    assert_eq!(store.user(&bob.id).await.expect("read"), Some(disabled.clone()));
+    assert_eq!(
+        store.user(&bob.id).await.expect("read"),
+        Some(disabled.clone())
+    );
     let found = store
-        .users(&[alice.id.clone(), "ghost@acme.example".into(), bob.id.clone()])
+        .users(&[
+            alice.id.clone(),
+            "ghost@acme.example".into(),
+            bob.id.clone(),
+        ])
         .await
         .expect("read");
     assert_eq!(found, vec![alice.clone(), disabled.clone()]);
@@ -96,11 +124,23 @@ async fn directory(store: &SharedStore) {
         vec![alice.clone(), disabled]
     );
 
-    store.add_contact(&alice.id, &bob.id).await.expect("contact");
-    store.add_contact(&alice.id, &bob.id).await.expect("contact twice is fine");
-    assert_eq!(store.contacts(&alice.id).await.expect("read"), vec![bob.id.clone()]);
+    store
+        .add_contact(&alice.id, &bob.id)
+        .await
+        .expect("contact");
+    store
+        .add_contact(&alice.id, &bob.id)
+        .await
+        .expect("contact twice is fine");
+    assert_eq!(
+        store.contacts(&alice.id).await.expect("read"),
+        vec![bob.id.clone()]
+    );
     assert!(store.contacts(&bob.id).await.expect("read").is_empty());
-    store.remove_contact(&alice.id, &bob.id).await.expect("remove");
+    store
+        .remove_contact(&alice.id, &bob.id)
+        .await
+        .expect("remove");
     assert!(store.contacts(&alice.id).await.expect("read").is_empty());
 }
 
@@ -136,9 +176,17 @@ async fn rooms_and_log(store: &SharedStore) {
         Err(StoreError::AlreadyExists(_))
     ));
 
-    let room = store.room(&"r_log".into()).await.expect("read").expect("exists");
+    let room = store
+        .room(&"r_log".into())
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(room.members, vec![a.clone(), b.clone()]);
-    assert_eq!(room.masters, vec![a.clone(), m.clone()], "a master need not be a member (G1)");
+    assert_eq!(
+        room.masters,
+        vec![a.clone(), m.clone()],
+        "a master need not be a member (G1)"
+    );
     assert_eq!(room.head, 1);
     assert_eq!(room.epoch, 42);
     assert_eq!(store.room(&"r_none".into()).await.expect("read"), None);
@@ -156,7 +204,12 @@ async fn rooms_and_log(store: &SharedStore) {
     assert_eq!(appended[1].event.seq, 3);
     assert!(!appended[0].duplicate);
     assert_eq!(
-        store.room(&room.id).await.expect("read").expect("exists").head,
+        store
+            .room(&room.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .head,
         3
     );
 
@@ -166,13 +219,22 @@ async fn rooms_and_log(store: &SharedStore) {
     assert_eq!(mid.len(), 1);
     assert_eq!(mid[0], appended[0].event);
     let limited = store.read_range(&room.id, 0, 100, 2).await.expect("read");
-    assert_eq!(limited.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        limited.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     let before = store.read_before(&room.id, 3, 1).await.expect("read");
     assert_eq!(before.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
-    let latest = store.read_before(&room.id, u64::MAX, 2).await.expect("read");
+    let latest = store
+        .read_before(&room.id, u64::MAX, 2)
+        .await
+        .expect("read");
     assert_eq!(latest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
 
-    let missing = match store.append(&"r_none".into(), vec![message(&a, "x", "x")]).await {
+    let missing = match store
+        .append(&"r_none".into(), vec![message(&a, "x", "x")])
+        .await
+    {
         Ok(t) => t.await,
         Err(e) => Err(e),
     };
@@ -214,7 +276,10 @@ async fn idempotent_appends(store: &SharedStore) {
         .expect("commit");
     assert!(!other[0].duplicate);
     assert_eq!(other[0].event.seq, first[0].event.seq + 1);
-    let all = store.read_range(&room, 0, u64::MAX, 100).await.expect("read");
+    let all = store
+        .read_range(&room, 0, u64::MAX, 100)
+        .await
+        .expect("read");
     assert_eq!(all.len(), 3, "created + two messages");
 }
 

@@ -1,1 +1,10 @@
-fn main(){}
+//! Integration tests: the real server binary on port 0, real WebSocket and HTTP clients.
+//! Each test names the SPEC.md rule it proves.
+
+mod admin;
+mod delivery;
+mod harness;
+mod hostile;
+mod lifecycle;
+mod rooms;
+mod store_suite;

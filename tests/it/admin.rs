@@ -1,0 +1,194 @@
+//! The admin HTTP API: operator and company-admin authentication, validation, isolation.
+
+use crate::harness::*;
+use crossroom::directory::token::TokenKey;
+use crossroom_protocol::client::Client;
+use crossroom_protocol::Encoding;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_key_is_required_to_create_companies() {
+    let server = Server::start().await;
+    let body = json!({ "id": "acme.example", "name": "Acme" });
+    for key in [None, Some("wrong-key-wrong-key"), Some("")] {
+        let r = server
+            .http(key)
+            .post("/v1/admin/companies", body.clone())
+            .await
+            .expect("http");
+        assert_eq!(r.status, 401, "{key:?}");
+        assert_eq!(r.body["error"]["code"], "unauthorized");
+    }
+    let r = server
+        .operator()
+        .post("/v1/admin/companies", body.clone())
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201);
+    assert!(r.body["admin_key"]
+        .as_str()
+        .expect("key")
+        .starts_with("ck_"));
+    assert_eq!(
+        r.body["company"]["settings"]["external_chat"], false,
+        "SPEC default"
+    );
+    let r = server
+        .operator()
+        .post("/v1/admin/companies", body)
+        .await
+        .expect("http");
+    assert_eq!(r.status, 409);
+    assert_eq!(r.body["error"]["code"], "already_exists");
+    // The operator is not a company admin.
+    let r = server
+        .operator()
+        .get("/v1/admin/users")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let server = Server::start().await;
+    let op = server.operator();
+    for body in [
+        json!({ "id": "Not A Domain", "name": "x" }),
+        json!({ "id": "ok.example", "name": "" }),
+        json!({ "id": "ok.example", "name": "x", "settings": { "recall_window_secs": 5 } }),
+        json!({ "id": "ok.example", "name": "x", "surprise": 1 }),
+        json!("not an object"),
+    ] {
+        let r = op
+            .post("/v1/admin/companies", body.clone())
+            .await
+            .expect("http");
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        assert_eq!(r.body["error"]["code"], "invalid_argument");
+    }
+    let key = company(&server, "ok.example", json!({})).await;
+    let admin = server.http(Some(&key));
+    let r = admin
+        .post(
+            "/v1/admin/users",
+            json!({ "login": "Bad Login", "name": "x" }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 400);
+    let r = admin
+        .patch(
+            "/v1/admin/company/settings",
+            json!({ "read_receipts": "sometimes" }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 400);
+    let r = admin
+        .patch(
+            "/v1/admin/company/settings",
+            json!({ "read_receipts": "everyone", "recall_window_secs": 86400 }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["read_receipts"], "everyone");
+    assert_eq!(r.body["recall_window_secs"], 86400);
+    let u = user(&server, &key, "ann", "works").await;
+    let r = admin
+        .post(
+            &format!("/v1/admin/users/{}/tokens", u.id),
+            json!({ "ttl_secs": 5 }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_company_admin_sees_only_its_own_users() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let acme = server.http(Some(&w.acme_key));
+    let r = acme.get("/v1/admin/users").await.expect("http");
+    let ids: Vec<&str> = r.body["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, vec!["alice@acme.example", "bob@acme.example"]);
+    for path in [
+        format!("/v1/admin/users/{}", w.carol.id),
+        format!("/v1/admin/users/{}/contacts", w.carol.id),
+    ] {
+        let r = acme.get(&path).await.expect("http");
+        assert_eq!(r.status, 404, "{path}");
+    }
+    let r = acme
+        .post(&format!("/v1/admin/users/{}/tokens", w.carol.id), json!({}))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 404, "no tokens for another company's users");
+    let r = acme
+        .get(&format!("/v1/admin/users/{}/contacts", w.alice.id))
+        .await
+        .expect("http");
+    assert_eq!(
+        r.body["contacts"],
+        json!([w.carol.id.as_str(), w.dave.id.as_str()])
+    );
+}
+
+/// Tokens: a disabled user, an expired token, a token of another key, `alg: none` — all refused
+/// before any frame is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_verified_on_connect() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let secret = std::fs::read_to_string(server.data_dir.join("token.secret")).expect("secret");
+    let key = TokenKey::new(secret.trim().as_bytes());
+    let now = crossroom::directory::now_secs();
+    let expired = key.sign(&w.alice.id, &"acme.example".into(), now - 3600, 60);
+    let wrong_company = key.sign(&w.alice.id, &"globex.example".into(), now, 600);
+    let foreign = TokenKey::new(b"another secret entirely").sign(
+        &w.alice.id,
+        &"acme.example".into(),
+        now,
+        600,
+    );
+    let none = {
+        let parts: Vec<&str> = w.alice.token.split('.').collect();
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1])
+    };
+    for (name, t) in [
+        ("expired", expired),
+        ("wrong company", wrong_company),
+        ("foreign key", foreign),
+        ("alg none", none),
+        ("garbage", "abc".into()),
+    ] {
+        let r = Client::connect(&server.ws_url(), Some(&t), Encoding::Json).await;
+        assert!(r.is_err(), "{name}: refused at the upgrade");
+    }
+    let r = server
+        .http(Some(&w.acme_key))
+        .patch(
+            &format!("/v1/admin/users/{}", w.bob.id),
+            json!({ "active": false }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200);
+    assert!(
+        Client::connect(&server.ws_url(), Some(&w.bob.token), Encoding::Json)
+            .await
+            .is_err()
+    );
+    assert!(
+        Client::connect(&server.ws_url(), Some(&w.alice.token), Encoding::Json)
+            .await
+            .is_ok()
+    );
+}

@@ -1,0 +1,316 @@
+//! Test harness: the real `crossroom` binary started on port 0 in a temporary data directory,
+//! killed or stopped by the tests, and helpers to set up companies, users and tokens through
+//! the real admin API.
+
+use crossroom_protocol::client::{Client, Http};
+use crossroom_protocol::{ClientFrame, Encoding, RoomId, ServerFrame, UserId};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const OPERATOR_KEY: &str = "op_test_operator_key_0123456789";
+
+pub struct Server {
+    child: Option<Child>,
+    /// `host:port`
+    pub addr: String,
+    pub data_dir: PathBuf,
+    /// Keeps the data directory alive for the test's duration.
+    _tmp: Option<tempfile::TempDir>,
+    config: Option<PathBuf>,
+}
+
+impl Server {
+    /// A server on a fresh data directory with default settings.
+    pub async fn start() -> Server {
+        Server::start_with_config("").await
+    }
+
+    /// A server whose config file holds `toml`.
+    pub async fn start_with_config(toml: &str) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let config = if toml.is_empty() {
+            None
+        } else {
+            let p = dir.join("test-config.toml");
+            std::fs::write(&p, toml).expect("write config");
+            Some(p)
+        };
+        let (child, addr) = spawn(&dir, config.as_deref()).await;
+        Server {
+            child: Some(child),
+            addr,
+            data_dir: dir,
+            _tmp: Some(tmp),
+            config,
+        }
+    }
+
+    /// Start again on the same data directory (after a kill or stop).
+    pub async fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+        let (child, addr) = spawn(&self.data_dir, self.config.as_deref()).await;
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    pub fn operator(&self) -> Http {
+        Http::new(self.addr.clone(), Some(OPERATOR_KEY.to_owned()))
+    }
+
+    pub fn http(&self, key: Option<&str>) -> Http {
+        Http::new(self.addr.clone(), key.map(str::to_owned))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.expect("kill");
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id().expect("pid");
+        let st = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(st.success());
+        tokio::time::timeout(Duration::from_secs(20), c.wait())
+            .await
+            .expect("server exits after SIGTERM")
+            .expect("wait")
+    }
+
+    /// Connect a client with a token in the header; returns it after `hello`.
+    pub async fn connect(&self, token: &str, enc: Encoding) -> Client {
+        let (c, hello) = Client::connect(&self.ws_url(), Some(token), enc)
+            .await
+            .expect("connect");
+        assert!(
+            matches!(hello, Some(ServerFrame::Hello { .. })),
+            "{hello:?}"
+        );
+        c
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+async fn spawn(dir: &Path, config: Option<&Path>) -> (Child, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crossroom"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--operator-key", OPERATOR_KEY])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd.spawn().expect("spawn crossroom");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(a) = line.strip_prefix("crossroom listening on http://") {
+                return a.to_owned();
+            }
+        }
+        panic!(
+            "server exited before listening; see {}/server.log",
+            dir.display()
+        );
+    })
+    .await
+    .expect("server starts listening");
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// A user with a token.
+#[derive(Clone)]
+pub struct Person {
+    pub id: UserId,
+    pub token: String,
+}
+
+/// Two companies with external chat on: acme.example (alice, bob) and globex.example (carol,
+/// dave, and erin who is a LINE user); alice has carol and dave as contacts.
+pub struct World {
+    pub acme_key: String,
+    pub globex_key: String,
+    pub alice: Person,
+    pub bob: Person,
+    pub carol: Person,
+    pub dave: Person,
+    pub erin: Person,
+}
+
+pub async fn company(server: &Server, id: &str, settings: serde_json::Value) -> String {
+    let r = server
+        .operator()
+        .post(
+            "/v1/admin/companies",
+            json!({ "id": id, "name": id, "settings": settings }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["admin_key"].as_str().expect("admin_key").to_owned()
+}
+
+pub async fn user(server: &Server, key: &str, login: &str, kind: &str) -> Person {
+    let admin = server.http(Some(key));
+    let r = admin
+        .post(
+            "/v1/admin/users",
+            json!({ "login": login, "name": login, "kind": kind }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    let t = admin
+        .post(&format!("/v1/admin/users/{id}/tokens"), json!({}))
+        .await
+        .expect("http");
+    assert_eq!(t.status, 200, "{:?}", t.body);
+    Person {
+        id: UserId(id),
+        token: t.body["token"].as_str().expect("token").to_owned(),
+    }
+}
+
+pub async fn contact(server: &Server, key: &str, owner: &UserId, contact: &UserId) {
+    let r = server
+        .http(Some(key))
+        .put(
+            &format!("/v1/admin/users/{owner}/contacts/{contact}"),
+            json!({}),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 204, "{:?}", r.body);
+}
+
+pub async fn world(server: &Server) -> World {
+    let on = json!({ "external_chat": true });
+    let acme_key = company(server, "acme.example", on.clone()).await;
+    let globex_key = company(server, "globex.example", on).await;
+    let alice = user(server, &acme_key, "alice", "works").await;
+    let bob = user(server, &acme_key, "bob", "works").await;
+    let carol = user(server, &globex_key, "carol", "works").await;
+    let dave = user(server, &globex_key, "dave", "works").await;
+    let erin = user(server, &globex_key, "erin", "line").await;
+    contact(server, &acme_key, &alice.id, &carol.id).await;
+    contact(server, &acme_key, &alice.id, &dave.id).await;
+    World {
+        acme_key,
+        globex_key,
+        alice,
+        bob,
+        carol,
+        dave,
+        erin,
+    }
+}
+
+/// `creator` creates an external group with `members`; returns its id.
+pub async fn group(c: &mut Client, name: &str, members: &[&UserId]) -> RoomId {
+    let r = c
+        .request(ClientFrame::CreateGroup {
+            id: 0,
+            name: name.into(),
+            description: String::new(),
+            members: members.iter().map(|u| (*u).clone()).collect(),
+            masters: vec![],
+            add_self_as_member: true,
+            features: None,
+        })
+        .await
+        .expect("create_group");
+    match r {
+        ServerFrame::RoomCreated { room, .. } => room.id,
+        other => panic!("expected room_created, got {other:?}"),
+    }
+}
+
+pub fn post(room: &RoomId, cmid: &str, text: &str) -> ClientFrame {
+    ClientFrame::Post {
+        id: 0,
+        room: room.clone(),
+        client_msg_id: cmid.into(),
+        text: text.into(),
+    }
+}
+
+/// Post and wait for the ack; returns the seq.
+pub async fn post_ok(c: &mut Client, room: &RoomId, cmid: &str, text: &str) -> u64 {
+    match c.request(post(room, cmid, text)).await.expect("post") {
+        ServerFrame::Posted { seq, .. } => seq,
+        other => panic!("expected posted, got {other:?}"),
+    }
+}
+
+/// Subscribe; returns (epoch, head) after any replay (replayed events stay queued as pushes).
+pub async fn subscribe(c: &mut Client, room: &RoomId, since: Option<(u64, u64)>) -> (u64, u64) {
+    let r = c
+        .request(ClientFrame::Subscribe {
+            id: 0,
+            room: room.clone(),
+            since: since.map(|(epoch, seq)| crossroom_protocol::Position { epoch, seq }),
+        })
+        .await
+        .expect("subscribe");
+    match r {
+        ServerFrame::Subscribed { epoch, head, .. } => (epoch, head),
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+}
+
+/// The next pushed room event, skipping other pushes (typing, joined).
+pub async fn next_event(c: &mut Client) -> crossroom_protocol::Event {
+    loop {
+        match c.next_push(Duration::from_secs(10)).await.expect("a push") {
+            ServerFrame::Event(e) => return e,
+            ServerFrame::Typing { .. } | ServerFrame::Joined { .. } => continue,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+/// The error code of an `error` reply.
+pub fn error_code(f: &ServerFrame) -> crossroom_protocol::ErrorCode {
+    match f {
+        ServerFrame::Error { code, .. } => *code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}

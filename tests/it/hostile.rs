@@ -1,0 +1,146 @@
+//! Bad input: garbage frames, wrong frame types, oversize frames, late or bad authentication.
+//! Each ends with an error or a documented close code, and a neighbour that got every message.
+
+use crate::harness::*;
+use crossroom_protocol::client::{Client, WsMessage};
+use crossroom_protocol::{close, ClientFrame, Encoding, ErrorCode, ServerFrame};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_get_errors_then_a_close_and_neighbours_are_undisturbed() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Noise", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+
+    let mut bad = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    bad.send_raw(WsMessage::Binary(vec![0xc1, 0xff, 0x00].into()))
+        .await
+        .expect("send");
+    let f = bad.next_frame(Duration::from_secs(5)).await.expect("error");
+    assert_eq!(error_code(&f), ErrorCode::BadFrame);
+    // A JSON text frame on a msgpack session.
+    bad.send_raw(WsMessage::Text(r#"{"type":"ping","id":1}"#.into()))
+        .await
+        .expect("send");
+    let f = bad.next_frame(Duration::from_secs(5)).await.expect("error");
+    assert_eq!(error_code(&f), ErrorCode::BadFrame);
+    // An unknown type: the error still names the request id.
+    let unknown =
+        rmp_serde::to_vec_named(&serde_json::json!({ "type": "launch_missiles", "id": 77 }))
+            .expect("enc");
+    bad.send_raw(WsMessage::Binary(unknown.into()))
+        .await
+        .expect("send");
+    match bad.next_frame(Duration::from_secs(5)).await.expect("error") {
+        ServerFrame::Error { id, code, .. } => {
+            assert_eq!(id, Some(77));
+            assert_eq!(code, ErrorCode::BadFrame);
+        }
+        other => panic!("{other:?}"),
+    }
+    let seq = post_ok(&mut alice, &room, "during", "during the noise").await;
+    assert_eq!(next_event(&mut carol).await.seq, seq);
+    // Keep going: after the limit the session is closed with 4503.
+    for i in 0..20u8 {
+        if bad
+            .send_raw(WsMessage::Binary(vec![0xc1, i].into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let code = bad.closed(Duration::from_secs(5)).await.expect("closed");
+    assert_eq!(code, Some(close::PROTOCOL_ERROR));
+    let seq = post_ok(&mut alice, &room, "after", "after the noise").await;
+    assert_eq!(next_event(&mut carol).await.seq, seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_with_1009() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::Json).await;
+    let room = group(&mut alice, "Big", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::Json).await;
+    subscribe(&mut carol, &room, None).await;
+    let mut big = server.connect(&w.bob.token, Encoding::Json).await;
+    let huge = format!(
+        r#"{{"type":"ping","id":1,"pad":"{}"}}"#,
+        "x".repeat(200 * 1024)
+    );
+    let _ = big.send_raw(WsMessage::Text(huge.into())).await;
+    assert_eq!(
+        big.closed(Duration::from_secs(5)).await.expect("closed"),
+        Some(close::TOO_BIG)
+    );
+    let seq = post_ok(&mut alice, &room, "fine", "fine").await;
+    assert_eq!(next_event(&mut carol).await.seq, seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_authenticate_with_an_auth_frame() {
+    let server = Server::start_with_config("[limits]\nauth_timeout_secs = 1\n").await;
+    let w = world(&server).await;
+    // Good token in a frame: hello names the auth request.
+    let (mut c, hello) = Client::connect(&server.ws_url(), None, Encoding::Json)
+        .await
+        .expect("connect");
+    assert!(hello.is_none());
+    let r = c
+        .request(ClientFrame::ListRooms { id: 0 })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::Unauthorized);
+    let r = c
+        .request(ClientFrame::Auth {
+            id: 0,
+            token: w.alice.token.clone(),
+        })
+        .await
+        .expect("hello");
+    match r {
+        ServerFrame::Hello {
+            id, user, protocol, ..
+        } => {
+            assert_eq!(id, Some(2));
+            assert_eq!(user.id, w.alice.id);
+            assert_eq!(protocol, crossroom_protocol::PROTOCOL_VERSION);
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = c
+        .request(ClientFrame::ListRooms { id: 0 })
+        .await
+        .expect("rooms");
+    assert!(matches!(r, ServerFrame::Rooms { .. }));
+
+    // Bad token in a frame: error, then close 4500.
+    let (mut c, _) = Client::connect(&server.ws_url(), None, Encoding::MsgPack)
+        .await
+        .expect("connect");
+    let r = c
+        .request(ClientFrame::Auth {
+            id: 0,
+            token: "nope".into(),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::Unauthorized);
+    assert_eq!(
+        c.closed(Duration::from_secs(5)).await.expect("closed"),
+        Some(close::UNAUTHORIZED)
+    );
+
+    // Silence: closed with 4001 after the auth timeout.
+    let (mut c, _) = Client::connect(&server.ws_url(), None, Encoding::MsgPack)
+        .await
+        .expect("connect");
+    assert_eq!(
+        c.closed(Duration::from_secs(5)).await.expect("closed"),
+        Some(close::AUTH_TIMEOUT)
+    );
+}
