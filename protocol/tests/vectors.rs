@@ -1,0 +1,228 @@
+//! Test vectors: real frames as hex MessagePack and as JSON, in `vectors/frames.json`, checked
+//! both ways so that clients in other languages can test their codecs against the same bytes.
+//!
+//! Regenerate after an intended change with `CROSSROOM_BLESS=1 cargo test -p crossroom-protocol`.
+
+use crossroom_protocol::*;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{json, Value};
+
+fn client_frames() -> Vec<(&'static str, ClientFrame)> {
+    vec![
+        ("auth", ClientFrame::Auth { id: 1, token: "eyJhbGciOiJIUzI1NiJ9.e30.sig".into() }),
+        ("ping", ClientFrame::Ping { id: 2 }),
+        (
+            "create_group",
+            ClientFrame::CreateGroup {
+                id: 3,
+                name: "Launch plan".into(),
+                description: "Acme × Globex".into(),
+                members: vec!["carol@globex.example".into()],
+                masters: vec![],
+                add_self_as_member: true,
+                features: None,
+            },
+        ),
+        (
+            "create_room",
+            ClientFrame::CreateRoom {
+                id: 4,
+                name: "chat".into(),
+                members: vec!["bob@acme.example".into(), "erin@globex.example".into()],
+            },
+        ),
+        ("list_rooms", ClientFrame::ListRooms { id: 5 }),
+        (
+            "subscribe",
+            ClientFrame::Subscribe {
+                id: 6,
+                room: "r_abc".into(),
+                since: Some(Position { epoch: 4_503_599_627_370_495, seq: 41 }),
+            },
+        ),
+        ("unsubscribe", ClientFrame::Unsubscribe { id: 7, room: "r_abc".into() }),
+        (
+            "post",
+            ClientFrame::Post {
+                id: 8,
+                room: "r_abc".into(),
+                client_msg_id: "c-0001".into(),
+                text: "héllo 👋".into(),
+            },
+        ),
+        (
+            "history",
+            ClientFrame::History { id: 9, room: "r_abc".into(), before: Some(42), limit: Some(50) },
+        ),
+        ("mark_read", ClientFrame::MarkRead { id: 10, room: "r_abc".into(), seq: 41 }),
+        ("typing", ClientFrame::Typing { id: 11, room: "r_abc".into() }),
+    ]
+}
+
+fn server_frames() -> Vec<(&'static str, ServerFrame)> {
+    let event = Event {
+        room: "r_abc".into(),
+        epoch: 4_503_599_627_370_495,
+        seq: 42,
+        ts: 1_795_834_102_000,
+        author: "alice@acme.example".into(),
+        body: EventBody::Message { client_msg_id: "c-0001".into(), text: "héllo 👋".into() },
+    };
+    vec![
+        (
+            "hello",
+            ServerFrame::Hello {
+                id: None,
+                protocol: PROTOCOL_VERSION,
+                session: "s1".into(),
+                user: UserInfo {
+                    id: "alice@acme.example".into(),
+                    company: "acme.example".into(),
+                    name: "Alice".into(),
+                    kind: "works".into(),
+                },
+                limits: Limits {
+                    max_frame_bytes: 65536,
+                    max_text_chars: 10000,
+                    max_replay: 1000,
+                    max_history_page: 100,
+                    max_subscriptions: 1000,
+                },
+            },
+        ),
+        ("ok", ServerFrame::Ok { id: 7 }),
+        ("pong", ServerFrame::Pong { id: 2, ts: 1_795_834_102_000 }),
+        (
+            "posted",
+            ServerFrame::Posted {
+                id: 8,
+                room: "r_abc".into(),
+                epoch: 4_503_599_627_370_495,
+                seq: 42,
+                ts: 1_795_834_102_000,
+                duplicate: false,
+            },
+        ),
+        (
+            "subscribed",
+            ServerFrame::Subscribed {
+                id: 6,
+                room: "r_abc".into(),
+                epoch: 4_503_599_627_370_495,
+                head: 42,
+                replayed: 1,
+            },
+        ),
+        ("event_message", ServerFrame::Event(event.clone())),
+        (
+            "event_created",
+            ServerFrame::Event(Event {
+                seq: 1,
+                body: EventBody::Created {
+                    room_kind: RoomKind::Group,
+                    name: "Launch plan".into(),
+                    description: String::new(),
+                    masters: vec!["alice@acme.example".into()],
+                    members: vec!["alice@acme.example".into(), "carol@globex.example".into()],
+                    features: Features::default(),
+                },
+                ..event.clone()
+            }),
+        ),
+        (
+            "history",
+            ServerFrame::History {
+                id: 9,
+                room: "r_abc".into(),
+                epoch: 4_503_599_627_370_495,
+                events: vec![event],
+                has_more: true,
+            },
+        ),
+        (
+            "error",
+            ServerFrame::Error {
+                id: Some(8),
+                code: ErrorCode::NotInContacts,
+                message: "carol@globex.example is not in your contacts; add them first".into(),
+            },
+        ),
+        (
+            "reset",
+            ServerFrame::Reset { room: "r_abc".into(), epoch: 4_503_599_627_370_495, head: 42 },
+        ),
+        ("typing", ServerFrame::Typing { room: "r_abc".into(), user: "alice@acme.example".into() }),
+        (
+            "joined",
+            ServerFrame::Joined {
+                room: RoomSummary {
+                    id: "r_abc".into(),
+                    kind: RoomKind::Group,
+                    name: "Launch plan".into(),
+                    epoch: 4_503_599_627_370_495,
+                    head: 1,
+                    last_read: 0,
+                    unread: 0,
+                },
+            },
+        ),
+    ]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn entry<T: Serialize>(name: &str, direction: &str, f: &T) -> Value {
+    json!({
+        "name": name,
+        "direction": direction,
+        "json": serde_json::to_value(f).expect("json"),
+        "msgpack_hex": hex(&encode(Encoding::MsgPack, f).expect("msgpack")),
+    })
+}
+
+fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, f: &T, stored: &Value) {
+    let want_hex = stored["msgpack_hex"].as_str().expect("hex");
+    assert_eq!(hex(&encode(Encoding::MsgPack, f).expect("enc")), want_hex, "{name}: msgpack bytes");
+    let bytes = hex::decode(want_hex).expect("hex");
+    let back: T = decode(Encoding::MsgPack, &bytes).expect("decode msgpack");
+    assert_eq!(&back, f, "{name}: msgpack decode");
+    let text = serde_json::to_vec(&stored["json"]).expect("json");
+    let back: T = decode(Encoding::Json, &text).expect("decode json");
+    assert_eq!(&back, f, "{name}: json decode");
+}
+
+#[test]
+fn vectors_match_the_codec_both_ways() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/vectors/frames.json");
+    let mut all = Vec::new();
+    for (n, f) in client_frames() {
+        all.push(entry(n, "client", &f));
+    }
+    for (n, f) in server_frames() {
+        all.push(entry(n, "server", &f));
+    }
+    if std::env::var_os("CROSSROOM_BLESS").is_some() {
+        let text = serde_json::to_string_pretty(&json!({ "protocol": PROTOCOL_VERSION, "frames": all }))
+            .expect("json");
+        std::fs::write(path, text + "\n").expect("write vectors");
+    }
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors file")).expect("json");
+    let frames = stored["frames"].as_array().expect("frames");
+    let find = |dir: &str, name: &str| {
+        frames
+            .iter()
+            .find(|v| v["direction"] == dir && v["name"] == name)
+            .unwrap_or_else(|| panic!("vector {dir}/{name} missing"))
+            .clone()
+    };
+    for (n, f) in client_frames() {
+        check(n, &f, &find("client", n));
+    }
+    for (n, f) in server_frames() {
+        check(n, &f, &find("server", n));
+    }
+    assert_eq!(frames.len(), client_frames().len() + server_frames().len());
+}
