@@ -162,6 +162,9 @@ impl Config {
         if l.outbound_queue_frames < 16 || l.outbound_queue_bytes < l.max_frame_bytes {
             return bad("limits.outbound_queue_frames must be >= 16 and limits.outbound_queue_bytes >= limits.max_frame_bytes");
         }
+        if l.max_replay as usize + 8 > l.outbound_queue_frames {
+            return bad("limits.max_replay + 8 must fit in limits.outbound_queue_frames, or every long resume would end as a slow consumer");
+        }
         if l.max_replay == 0 || l.max_history_page == 0 || l.max_subscriptions == 0 {
             return bad(
                 "limits.max_replay, max_history_page and max_subscriptions must be positive",

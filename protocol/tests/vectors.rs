@@ -9,7 +9,13 @@ use serde_json::{json, Value};
 
 fn client_frames() -> Vec<(&'static str, ClientFrame)> {
     vec![
-        ("auth", ClientFrame::Auth { id: 1, token: "eyJhbGciOiJIUzI1NiJ9.e30.sig".into() }),
+        (
+            "auth",
+            ClientFrame::Auth {
+                id: 1,
+                token: "eyJhbGciOiJIUzI1NiJ9.e30.sig".into(),
+            },
+        ),
         ("ping", ClientFrame::Ping { id: 2 }),
         (
             "create_group",
@@ -37,10 +43,19 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
             ClientFrame::Subscribe {
                 id: 6,
                 room: "r_abc".into(),
-                since: Some(Position { epoch: 4_503_599_627_370_495, seq: 41 }),
+                since: Some(Position {
+                    epoch: 4_503_599_627_370_495,
+                    seq: 41,
+                }),
             },
         ),
-        ("unsubscribe", ClientFrame::Unsubscribe { id: 7, room: "r_abc".into() }),
+        (
+            "unsubscribe",
+            ClientFrame::Unsubscribe {
+                id: 7,
+                room: "r_abc".into(),
+            },
+        ),
         (
             "post",
             ClientFrame::Post {
@@ -52,10 +67,28 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
         ),
         (
             "history",
-            ClientFrame::History { id: 9, room: "r_abc".into(), before: Some(42), limit: Some(50) },
+            ClientFrame::History {
+                id: 9,
+                room: "r_abc".into(),
+                before: Some(42),
+                limit: Some(50),
+            },
         ),
-        ("mark_read", ClientFrame::MarkRead { id: 10, room: "r_abc".into(), seq: 41 }),
-        ("typing", ClientFrame::Typing { id: 11, room: "r_abc".into() }),
+        (
+            "mark_read",
+            ClientFrame::MarkRead {
+                id: 10,
+                room: "r_abc".into(),
+                seq: 41,
+            },
+        ),
+        (
+            "typing",
+            ClientFrame::Typing {
+                id: 11,
+                room: "r_abc".into(),
+            },
+        ),
     ]
 }
 
@@ -66,7 +99,10 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
         seq: 42,
         ts: 1_795_834_102_000,
         author: "alice@acme.example".into(),
-        body: EventBody::Message { client_msg_id: "c-0001".into(), text: "héllo 👋".into() },
+        body: EventBody::Message {
+            client_msg_id: "c-0001".into(),
+            text: "héllo 👋".into(),
+        },
     };
     vec![
         (
@@ -91,7 +127,13 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
             },
         ),
         ("ok", ServerFrame::Ok { id: 7 }),
-        ("pong", ServerFrame::Pong { id: 2, ts: 1_795_834_102_000 }),
+        (
+            "pong",
+            ServerFrame::Pong {
+                id: 2,
+                ts: 1_795_834_102_000,
+            },
+        ),
         (
             "posted",
             ServerFrame::Posted {
@@ -149,9 +191,19 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
         ),
         (
             "reset",
-            ServerFrame::Reset { room: "r_abc".into(), epoch: 4_503_599_627_370_495, head: 42 },
+            ServerFrame::Reset {
+                room: "r_abc".into(),
+                epoch: 4_503_599_627_370_495,
+                head: 42,
+            },
         ),
-        ("typing", ServerFrame::Typing { room: "r_abc".into(), user: "alice@acme.example".into() }),
+        (
+            "typing",
+            ServerFrame::Typing {
+                room: "r_abc".into(),
+                user: "alice@acme.example".into(),
+            },
+        ),
         (
             "joined",
             ServerFrame::Joined {
@@ -182,9 +234,17 @@ fn entry<T: Serialize>(name: &str, direction: &str, f: &T) -> Value {
     })
 }
 
-fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, f: &T, stored: &Value) {
+fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    name: &str,
+    f: &T,
+    stored: &Value,
+) {
     let want_hex = stored["msgpack_hex"].as_str().expect("hex");
-    assert_eq!(hex(&encode(Encoding::MsgPack, f).expect("enc")), want_hex, "{name}: msgpack bytes");
+    assert_eq!(
+        hex(&encode(Encoding::MsgPack, f).expect("enc")),
+        want_hex,
+        "{name}: msgpack bytes"
+    );
     let bytes = hex::decode(want_hex).expect("hex");
     let back: T = decode(Encoding::MsgPack, &bytes).expect("decode msgpack");
     assert_eq!(&back, f, "{name}: msgpack decode");
@@ -204,8 +264,9 @@ fn vectors_match_the_codec_both_ways() {
         all.push(entry(n, "server", &f));
     }
     if std::env::var_os("CROSSROOM_BLESS").is_some() {
-        let text = serde_json::to_string_pretty(&json!({ "protocol": PROTOCOL_VERSION, "frames": all }))
-            .expect("json");
+        let text =
+            serde_json::to_string_pretty(&json!({ "protocol": PROTOCOL_VERSION, "frames": all }))
+                .expect("json");
         std::fs::write(path, text + "\n").expect("write vectors");
     }
     let stored: Value =

@@ -75,7 +75,13 @@ impl RoomActor {
             Ok(room) => self.room = room,
             Err(e) => tracing::error!(room = %self.id, error = %e, "cannot load room"),
         }
-        let idle = Duration::from_secs(self.hub.limits.room_idle_secs.max(1));
+        // A room that does not exist keeps no state worth keeping: retire within a second, so
+        // requests for made-up room ids cannot pile up actors.
+        let idle = if self.room.is_some() {
+            Duration::from_secs(self.hub.limits.room_idle_secs.max(1))
+        } else {
+            Duration::from_secs(1)
+        };
         let mut tick = tokio::time::interval(idle);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

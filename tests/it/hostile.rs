@@ -144,3 +144,73 @@ async fn browsers_authenticate_with_an_auth_frame() {
         Some(close::AUTH_TIMEOUT)
     );
 }
+
+/// A client that stops reading is cut off once its queue passes its budget; the server does not
+/// wait for it and its neighbour gets every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_cut_off_and_the_others_get_everything() {
+    let server = Server::start_with_config(
+        "[limits]\noutbound_queue_frames = 64\noutbound_queue_bytes = 65536\nmax_replay = 32\n",
+    )
+    .await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Firehose", &[&w.carol.id, &w.bob.id]).await;
+    let mut slow = server.connect(&w.bob.token, Encoding::MsgPack).await;
+    subscribe(&mut slow, &room, None).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+
+    // 3,000 posts of 4 KB: far more than the socket buffers and the 64 KiB budget hold.
+    let text = "x".repeat(4000);
+    let total = 3000;
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < total {
+            next_event(&mut carol).await;
+            got += 1;
+        }
+        got
+    });
+    // Batches of 8 (32 KB) stay well inside a reading client's 64 KiB budget.
+    for batch in 0..(total / 8) {
+        let mut ids = Vec::new();
+        for i in 0..8 {
+            ids.push(
+                alice
+                    .send(&mut post(&room, &format!("f{batch}-{i}"), &text))
+                    .await
+                    .expect("send"),
+            );
+        }
+        for id in ids {
+            let r = alice
+                .reply_to(id, Duration::from_secs(20))
+                .await
+                .expect("ack");
+            assert!(matches!(r, ServerFrame::Posted { .. }), "{r:?}");
+        }
+    }
+    assert_eq!(
+        reader.await.expect("carol"),
+        total,
+        "the neighbour got every message"
+    );
+
+    // The slow client finds its stream cut short: fewer events than posted, then the end.
+    let mut seen = 0;
+    let ended = loop {
+        match slow.next_frame(Duration::from_secs(10)).await {
+            Ok(ServerFrame::Event(_)) => seen += 1,
+            Ok(_) => {}
+            Err(crossroom_protocol::client::ClientError::Closed { code, .. }) => break code,
+            Err(crossroom_protocol::client::ClientError::Ws(_)) => break None,
+            Err(e) => panic!("the slow session was never closed: {e}"),
+        }
+    };
+    assert!(seen < total, "slow client saw {seen}");
+    assert!(
+        matches!(ended, None | Some(close::SLOW_CONSUMER)),
+        "{ended:?}"
+    );
+}
