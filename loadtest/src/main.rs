@@ -56,7 +56,9 @@ fn parse_args() -> Result<Args, String> {
         server_pid: None,
     };
     while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
             "--addr" => a.addr = value,
@@ -78,7 +80,9 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if a.operator_key.is_empty() {
-        return Err(format!("--operator-key (or CROSSROOM_OPERATOR_KEY) is required\n{USAGE}"));
+        return Err(format!(
+            "--operator-key (or CROSSROOM_OPERATOR_KEY) is required\n{USAGE}"
+        ));
     }
     if a.publishers == 0 || a.rate <= 0.0 || a.subscribers + a.publishers > 999 {
         return Err("need at least one publisher, a positive rate, and at most 999 users in the group (one create request)".into());
@@ -90,7 +94,10 @@ fn parse_args() -> Result<Args, String> {
 const GRACE: Duration = Duration::from_secs(3);
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Server CPU seconds (user + system) and RSS in KiB, from /proc.
@@ -119,7 +126,10 @@ async fn setup(a: &Args) -> Result<Setup, String> {
     let op = Http::new(a.addr.clone(), Some(a.operator_key.clone()));
     let company = format!("lt{}.example", now_micros());
     let r = op
-        .post("/v1/admin/companies", json!({"id": company, "name": "loadtest", "settings": {"external_chat": true}}))
+        .post(
+            "/v1/admin/companies",
+            json!({"id": company, "name": "loadtest", "settings": {"external_chat": true}}),
+        )
         .await
         .map_err(|e| e.to_string())?;
     if r.status != 201 {
@@ -130,7 +140,10 @@ async fn setup(a: &Args) -> Result<Setup, String> {
     let mut tokens = Vec::new();
     for i in 0..(a.subscribers + a.publishers) {
         let r = admin
-            .post("/v1/admin/users", json!({"login": format!("u{i}"), "name": format!("user {i}")}))
+            .post(
+                "/v1/admin/users",
+                json!({"login": format!("u{i}"), "name": format!("user {i}")}),
+            )
             .await
             .map_err(|e| e.to_string())?;
         if r.status != 201 {
@@ -141,7 +154,10 @@ async fn setup(a: &Args) -> Result<Setup, String> {
             .post(&format!("/v1/admin/users/{id}/tokens"), json!({}))
             .await
             .map_err(|e| e.to_string())?;
-        tokens.push((UserId(id), t.body["token"].as_str().unwrap_or_default().to_owned()));
+        tokens.push((
+            UserId(id),
+            t.body["token"].as_str().unwrap_or_default().to_owned(),
+        ));
     }
     let (mut owner, _) = Client::connect(&ws_url(a), Some(&tokens[0].1), a.encoding)
         .await
@@ -190,10 +206,16 @@ async fn subscriber(
     delivered: Arc<AtomicU64>,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> Result<Seen, String> {
-    let (mut c, _) = Client::connect(&url, Some(&token), enc).await.map_err(|e| e.to_string())?;
-    c.request(ClientFrame::Subscribe { id: 0, room, since: None })
+    let (mut c, _) = Client::connect(&url, Some(&token), enc)
         .await
         .map_err(|e| e.to_string())?;
+    c.request(ClientFrame::Subscribe {
+        id: 0,
+        room,
+        since: None,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     // The run waits for every subscriber before publishing; it may have given up waiting.
     let _ = ready.send(()).await;
     let mut seen = Seen::default();
@@ -209,7 +231,9 @@ async fn subscriber(
             Err(e) => return Err(e.to_string()),
         };
         let ServerFrame::Event(ev) = f else { continue };
-        let EventBody::Message { text, .. } = ev.body else { continue };
+        let EventBody::Message { text, .. } = ev.body else {
+            continue;
+        };
         let now = now_micros();
         // "t=<micros> p=<publisher> n=<number> ..."
         let mut t = 0;
@@ -241,8 +265,8 @@ async fn subscriber(
     Ok(seen)
 }
 
-/// Post at a fixed rate; returns (sent, acknowledged).
-async fn publisher(
+/// One publisher's job.
+struct Publish {
     url: String,
     token: String,
     room: RoomId,
@@ -251,8 +275,23 @@ async fn publisher(
     rate: f64,
     duration: Duration,
     size: usize,
-) -> Result<(u64, u64), String> {
-    let (mut c, _) = Client::connect(&url, Some(&token), enc).await.map_err(|e| e.to_string())?;
+}
+
+/// Post at a fixed rate; returns (sent, acknowledged).
+async fn publisher(job: Publish) -> Result<(u64, u64), String> {
+    let Publish {
+        url,
+        token,
+        room,
+        enc,
+        me,
+        rate,
+        duration,
+        size,
+    } = job;
+    let (mut c, _) = Client::connect(&url, Some(&token), enc)
+        .await
+        .map_err(|e| e.to_string())?;
     let pad = "x".repeat(size);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now();
@@ -279,7 +318,9 @@ async fn publisher(
             }
             match c.next_frame(left).await {
                 Ok(ServerFrame::Posted { .. }) => acked += 1,
-                Ok(ServerFrame::Error { code, message, .. }) => return Err(format!("{code}: {message}")),
+                Ok(ServerFrame::Error { code, message, .. }) => {
+                    return Err(format!("{code}: {message}"))
+                }
                 Ok(_) => {}
                 Err(crossroom_protocol::client::ClientError::Timeout(_)) => break,
                 Err(e) => return Err(e.to_string()),
@@ -326,7 +367,10 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(a: Args) -> Result<bool, String> {
-    eprintln!("setting up {} subscribers and {} publishers on {}", a.subscribers, a.publishers, a.addr);
+    eprintln!(
+        "setting up {} subscribers and {} publishers on {}",
+        a.subscribers, a.publishers, a.addr
+    );
     let s = setup(&a).await?;
     let url = ws_url(&a);
     let delivered = Arc::new(AtomicU64::new(0));
@@ -356,16 +400,16 @@ async fn run(a: Args) -> Result<bool, String> {
     let started = Instant::now();
     let mut pubs = Vec::new();
     for (i, (_, token)) in s.tokens[..a.publishers].iter().enumerate() {
-        pubs.push(tokio::spawn(publisher(
-            url.clone(),
-            token.clone(),
-            s.room.clone(),
-            a.encoding,
-            i as u32,
-            a.rate,
-            a.duration,
-            a.size,
-        )));
+        pubs.push(tokio::spawn(publisher(Publish {
+            url: url.clone(),
+            token: token.clone(),
+            room: s.room.clone(),
+            enc: a.encoding,
+            me: i as u32,
+            rate: a.rate,
+            duration: a.duration,
+            size: a.size,
+        })));
     }
     let progress = {
         let delivered = delivered.clone();
@@ -430,9 +474,14 @@ async fn run(a: Args) -> Result<bool, String> {
         "server_cpu_secs": cpu,
         "server_rss_kib": usage_after.map(|u| u.1),
     });
-    println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&result).unwrap_or_default()
+    );
     println!();
-    println!("| subscribers | publishers × rate | deliveries/s | p50 ms | p99 ms | lost | dup | ooo |");
+    println!(
+        "| subscribers | publishers × rate | deliveries/s | p50 ms | p99 ms | lost | dup | ooo |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
         "| {} | {} × {} | {:.0} | {:.2} | {:.2} | {lost} | {dup} | {ooo} |",
