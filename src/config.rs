@@ -22,8 +22,13 @@ pub struct Config {
     pub token_secret: Option<String>,
     /// Logs as `human` text or `json` lines.
     pub log_format: LogFormat,
+    /// The server's address as people reach it, for links (invitations). Default:
+    /// `http://LISTEN`.
+    pub public_url: Option<String>,
     /// How long a graceful shutdown waits for connections to drain before forcing them closed.
     pub shutdown_grace_secs: u64,
+    /// Outgoing mail; without it, invitation emails go to `DATA_DIR/outbox/`.
+    pub smtp: Option<crate::mail::SmtpConfig>,
     pub limits: Limits,
 }
 
@@ -75,7 +80,9 @@ impl Default for Config {
             operator_key: None,
             token_secret: None,
             log_format: LogFormat::Human,
+            public_url: None,
             shutdown_grace_secs: 10,
+            smtp: None,
             limits: Limits::default(),
         }
     }
@@ -192,6 +199,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The base URL for links people open.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
     }
 
     /// The SQLite database file.

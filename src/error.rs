@@ -59,7 +59,9 @@ impl ApiError {
             | ErrorCode::NotInContacts
             | ErrorCode::NoExternalPermission
             | ErrorCode::LineUserNotAllowed
-            | ErrorCode::GroupCreationNotAllowed => StatusCode::FORBIDDEN,
+            | ErrorCode::GroupCreationNotAllowed
+            | ErrorCode::LastMaster
+            | ErrorCode::CannotLeave => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AlreadyExists => StatusCode::CONFLICT,
             ErrorCode::QuotaExceeded | ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,

@@ -23,6 +23,10 @@ pub struct Hub {
     pub tokens: TokenKey,
     /// The operator's API key (admin API); compared in constant time, never logged.
     pub(crate) operator_key: String,
+    /// Base URL for links people open (invitations).
+    pub public_url: String,
+    /// Outgoing mail (G15).
+    pub mailer: crate::mail::Mailer,
     pub shutdown: Shutdown,
     /// Live room actors on this node. An entry is removed only by its own actor, when idle.
     pub(crate) rooms: DashMap<RoomId, RoomHandle>,
@@ -38,6 +42,8 @@ impl Hub {
         limits: Limits,
         tokens: TokenKey,
         operator_key: String,
+        public_url: String,
+        mailer: crate::mail::Mailer,
         shutdown: Shutdown,
     ) -> Arc<Hub> {
         Arc::new(Hub {
@@ -45,6 +51,8 @@ impl Hub {
             limits,
             tokens,
             operator_key,
+            public_url,
+            mailer,
             shutdown,
             rooms: DashMap::new(),
             sessions: DashMap::new(),
@@ -58,19 +66,16 @@ impl Hub {
     }
 
     /// Send a command to the room's actor, spawning it if needed. Waits while the actor's
-    /// mailbox is full (back-pressure on the sender, never on the actor).
-    pub async fn room_send(
-        self: &Arc<Self>,
-        room: &RoomId,
-        cmd: RoomCommand,
-    ) -> Result<(), ApiError> {
+    /// mailbox is full (back-pressure on the sender, never on the actor). The command's reply is
+    /// never lost: if no actor can take it, the reply says so.
+    pub async fn room_send(self: &Arc<Self>, room: &RoomId, cmd: RoomCommand) {
         let mut cmd = cmd;
         // An actor only leaves the map when nobody holds its sender, so a send to a handle we
         // hold cannot find it gone; the retry covers an actor that died of a panic.
         for _ in 0..2 {
             let handle = self.room_handle(room);
             match handle.tx.send(cmd).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 Err(mpsc_err) => {
                     cmd = mpsc_err.0;
                     tracing::error!(%room, "room actor is gone; replacing it");
@@ -79,7 +84,25 @@ impl Hub {
                 }
             }
         }
-        Err(ApiError::internal())
+        if let Some(reply) = cmd.into_reply() {
+            reply.fail(ApiError::internal());
+        }
+    }
+
+    /// Send a command and wait for its answer (for callers that are not sessions, like the
+    /// admin API). An `error` answer becomes `Err`.
+    pub async fn ask(
+        self: &Arc<Self>,
+        room: &RoomId,
+        command: impl FnOnce(crate::connection::Reply) -> RoomCommand,
+    ) -> Result<ServerFrame, ApiError> {
+        let (reply, rx) = crate::connection::Reply::channel();
+        self.room_send(room, command(reply)).await;
+        match rx.await {
+            Ok(ServerFrame::Error { code, message, .. }) => Err(ApiError::new(code, message)),
+            Ok(frame) => Ok(frame),
+            Err(_) => Err(ApiError::internal()),
+        }
     }
 
     fn room_handle(self: &Arc<Self>, room: &RoomId) -> RoomHandle {
@@ -123,6 +146,26 @@ impl Hub {
         for out in targets {
             // A session that cannot take it is being closed; it reloads on reconnect.
             let _ = out.send(frame);
+        }
+    }
+
+    /// The link a person opens to join with an invitation token (G14).
+    pub fn invite_url(&self, token: &str) -> String {
+        format!("{}/v1/invite/{token}", self.public_url)
+    }
+
+    /// Close every live session of `user` on this node (disabled, or tokens revoked).
+    pub fn close_user_sessions(
+        &self,
+        user: &UserId,
+        req: crate::connection::outbound::CloseRequest,
+    ) {
+        let targets: Vec<Outbound> = match self.sessions.get(user) {
+            Some(v) => v.iter().map(|(_, o)| o.clone()).collect(),
+            None => return,
+        };
+        for out in targets {
+            out.close(req.clone());
         }
     }
 

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod directory;
 pub mod error;
 pub mod hub;
+pub mod mail;
 pub mod random;
 pub mod room;
 pub mod server;

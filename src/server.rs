@@ -56,6 +56,8 @@ where
         config.limits.clone(),
         TokenKey::new(secrets.token_secret.as_bytes()),
         secrets.operator_key.clone(),
+        config.public_url(),
+        crate::mail::Mailer::new(config.smtp.as_ref(), &config.data_dir),
         shutdown.clone(),
     );
     let addr = listener.local_addr()?;
@@ -71,6 +73,8 @@ where
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(admin::routes())
+        .merge(crate::room::invite::routes())
+        .merge(crate::room::admin::routes())
         .with_state(hub.clone());
 
     tracing::info!(%addr, "listening");

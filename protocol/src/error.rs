@@ -35,6 +35,10 @@ pub enum ErrorCode {
     LineUserNotAllowed,
     /// The user's company does not let members create groups.
     GroupCreationNotAllowed,
+    /// The last master of a group cannot be removed or demoted (G10).
+    LastMaster,
+    /// Members cannot leave an external group by themselves (G11).
+    CannotLeave,
     /// The owner company's storage quota would be passed (G17).
     QuotaExceeded,
     /// A configured limit was reached (list sizes, subscriptions, groups per company...).
@@ -66,6 +70,8 @@ impl ErrorCode {
             ErrorCode::NoExternalPermission => "no_external_permission",
             ErrorCode::LineUserNotAllowed => "line_user_not_allowed",
             ErrorCode::GroupCreationNotAllowed => "group_creation_not_allowed",
+            ErrorCode::LastMaster => "last_master",
+            ErrorCode::CannotLeave => "cannot_leave",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::RateLimited => "rate_limited",

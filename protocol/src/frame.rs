@@ -87,6 +87,10 @@ pub struct RoomInfo {
     pub epoch: u64,
     /// The seq of the room's last event.
     pub head: u64,
+    /// For a group converted from a general room (G2): that room's id — its own, since
+    /// conversion keeps the id.
+    #[serde(default)]
+    pub converted_from: Option<RoomId>,
 }
 
 /// One line of `rooms`: a room the user is a member of, with their unread count (M2).
@@ -135,6 +139,46 @@ pub enum EventBody {
         client_msg_id: String,
         text: String,
     },
+    /// Users became members (by a master's add, an invitation link, or an admin).
+    MembersAdded { users: Vec<UserId> },
+    /// A user left the room: removed by a master, by company policy (G13), or by themselves
+    /// (general rooms only). They are no longer a member nor a master; nothing after this
+    /// entry reaches them (D4).
+    MemberRemoved { user: UserId, reason: RemovalReason },
+    /// Users became masters.
+    MastersAdded { users: Vec<UserId> },
+    /// A master was demoted (stays a member if they were one).
+    MasterRemoved { user: UserId },
+    /// Group settings changed (G9, G18): only the fields present changed.
+    GroupUpdated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        features: Option<Features>,
+    },
+    /// A general room became an external group, in place (G2); `left_out` were removed.
+    Converted {
+        name: String,
+        masters: Vec<UserId>,
+        members: Vec<UserId>,
+        left_out: Vec<LeftOut>,
+    },
+}
+
+/// Why a member left a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalReason {
+    /// A master (or an admin) removed them.
+    Removed,
+    /// Their company withdrew their external permission or disabled them (G13).
+    Policy,
+    /// They left a general room.
+    Left,
+    /// They were left out when the general room became an external group (G2).
+    Converted,
 }
 
 /// Frames a client sends.
@@ -204,6 +248,75 @@ pub enum ClientFrame {
     MarkRead { id: u32, room: RoomId, seq: u64 },
     /// "I am typing" (M3), relayed to the room's other subscribers, never stored. Reply: `ok`.
     Typing { id: u32, room: RoomId },
+    /// A room's details, for members (G8: others get `not_found`). Reply: `room`.
+    GetRoom { id: u32, room: RoomId },
+    /// Add members (groups: masters only, G5–G7; general rooms: any participant). Reply:
+    /// `changed`, listing who was left out.
+    AddMembers {
+        id: u32,
+        room: RoomId,
+        users: Vec<UserId>,
+    },
+    /// Remove a member from the room (masters only; G10 keeps one master). Reply: `changed`.
+    RemoveMember { id: u32, room: RoomId, user: UserId },
+    /// Make users masters (masters only). Reply: `changed`.
+    AddMasters {
+        id: u32,
+        room: RoomId,
+        users: Vec<UserId>,
+    },
+    /// Demote a master (masters only; never the last one, G10). Reply: `changed`.
+    RemoveMaster { id: u32, room: RoomId, user: UserId },
+    /// Change a group's name, description or feature switches (G9, G18). Reply: `changed`.
+    UpdateGroup {
+        id: u32,
+        room: RoomId,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        description: Option<String>,
+        #[serde(default)]
+        features: Option<Features>,
+    },
+    /// Leave a general room (R1). External groups cannot be left (G11). Reply: `changed`.
+    Leave { id: u32, room: RoomId },
+    /// Turn a general room into an external group, in place and for good (G2). Reply: `changed`.
+    ConvertRoom { id: u32, room: RoomId, name: String },
+    /// Delete an external group and all its data (G16; masters). Reply: `ok`.
+    DeleteGroup { id: u32, room: RoomId },
+    /// Search the user's rooms and contacts by name or id prefix, case-insensitive (G8).
+    /// Reply: `search_results`.
+    Search {
+        id: u32,
+        query: String,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// The user's contacts. Reply: `contacts`.
+    ListContacts { id: u32 },
+    /// Add a user of another company to one's contacts. Reply: `ok`.
+    AddContact { id: u32, user: UserId },
+    /// Remove a contact. Reply: `ok`.
+    RemoveContact { id: u32, user: UserId },
+    /// Create or rotate the group's invitation link (masters; G14). Reply: `invite`.
+    CreateInvite {
+        id: u32,
+        room: RoomId,
+        #[serde(default)]
+        expires_in_secs: Option<u64>,
+    },
+    /// The group's current invitation link, if any (masters). Reply: `invite`.
+    GetInvite { id: u32, room: RoomId },
+    /// Revoke the group's invitation link (masters). Reply: `ok`.
+    RevokeInvite { id: u32, room: RoomId },
+    /// Join a group with an invitation token (G14). Reply: `changed` (naming the room).
+    JoinByInvite { id: u32, token: String },
+    /// Email the group's invitation link to addresses (masters; G15). Reply: `ok`.
+    SendInvites {
+        id: u32,
+        room: RoomId,
+        emails: Vec<String>,
+    },
 }
 
 fn default_true() -> bool {
@@ -224,7 +337,25 @@ impl ClientFrame {
             | ClientFrame::Post { id, .. }
             | ClientFrame::History { id, .. }
             | ClientFrame::MarkRead { id, .. }
-            | ClientFrame::Typing { id, .. } => *id,
+            | ClientFrame::Typing { id, .. }
+            | ClientFrame::GetRoom { id, .. }
+            | ClientFrame::AddMembers { id, .. }
+            | ClientFrame::RemoveMember { id, .. }
+            | ClientFrame::AddMasters { id, .. }
+            | ClientFrame::RemoveMaster { id, .. }
+            | ClientFrame::UpdateGroup { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::ConvertRoom { id, .. }
+            | ClientFrame::DeleteGroup { id, .. }
+            | ClientFrame::Search { id, .. }
+            | ClientFrame::ListContacts { id }
+            | ClientFrame::AddContact { id, .. }
+            | ClientFrame::RemoveContact { id, .. }
+            | ClientFrame::CreateInvite { id, .. }
+            | ClientFrame::GetInvite { id, .. }
+            | ClientFrame::RevokeInvite { id, .. }
+            | ClientFrame::JoinByInvite { id, .. }
+            | ClientFrame::SendInvites { id, .. } => *id,
         }
     }
 
@@ -241,7 +372,25 @@ impl ClientFrame {
             | ClientFrame::Post { id, .. }
             | ClientFrame::History { id, .. }
             | ClientFrame::MarkRead { id, .. }
-            | ClientFrame::Typing { id, .. } => *id = new,
+            | ClientFrame::Typing { id, .. }
+            | ClientFrame::GetRoom { id, .. }
+            | ClientFrame::AddMembers { id, .. }
+            | ClientFrame::RemoveMember { id, .. }
+            | ClientFrame::AddMasters { id, .. }
+            | ClientFrame::RemoveMaster { id, .. }
+            | ClientFrame::UpdateGroup { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::ConvertRoom { id, .. }
+            | ClientFrame::DeleteGroup { id, .. }
+            | ClientFrame::Search { id, .. }
+            | ClientFrame::ListContacts { id }
+            | ClientFrame::AddContact { id, .. }
+            | ClientFrame::RemoveContact { id, .. }
+            | ClientFrame::CreateInvite { id, .. }
+            | ClientFrame::GetInvite { id, .. }
+            | ClientFrame::RevokeInvite { id, .. }
+            | ClientFrame::JoinByInvite { id, .. }
+            | ClientFrame::SendInvites { id, .. } => *id = new,
         }
     }
 }
@@ -315,6 +464,43 @@ pub enum ServerFrame {
     Typing { room: RoomId, user: UserId },
     /// The user was added to a room (pushed to all their sessions): subscribe to follow it.
     Joined { room: RoomSummary },
+    /// A room change was stored as the log entry `seq` (the last one, when it took several).
+    Changed {
+        id: u32,
+        room: RoomId,
+        epoch: u64,
+        seq: u64,
+        #[serde(default)]
+        left_out: Vec<LeftOut>,
+    },
+    /// Reply to `get_room`.
+    Room { id: u32, room: RoomInfo },
+    /// Reply to `search`.
+    SearchResults {
+        id: u32,
+        rooms: Vec<RoomSummary>,
+        contacts: Vec<UserInfo>,
+    },
+    /// Reply to `list_contacts`.
+    Contacts { id: u32, contacts: Vec<UserInfo> },
+    /// Reply to `create_invite` and `get_invite`; `token` is absent when there is no link.
+    Invite {
+        id: u32,
+        room: RoomId,
+        #[serde(default)]
+        token: Option<String>,
+        /// Where a person opens it (HTTP), when there is a token.
+        #[serde(default)]
+        url: Option<String>,
+        /// Seconds since the Unix epoch; absent = never expires.
+        #[serde(default)]
+        expires_at: Option<i64>,
+    },
+    /// The user is no longer in the room (pushed to all their sessions); nothing more of it
+    /// will reach them (G12, D4).
+    Removed { room: RoomId, reason: RemovalReason },
+    /// The group was deleted with all its data (G16).
+    RoomDeleted { room: RoomId },
 }
 
 /// Server limits announced in `hello`, so clients can stay inside them.
@@ -343,11 +529,18 @@ impl ServerFrame {
             | ServerFrame::RoomCreated { id, .. }
             | ServerFrame::Rooms { id, .. }
             | ServerFrame::Subscribed { id, .. }
-            | ServerFrame::History { id, .. } => Some(*id),
+            | ServerFrame::History { id, .. }
+            | ServerFrame::Changed { id, .. }
+            | ServerFrame::Room { id, .. }
+            | ServerFrame::SearchResults { id, .. }
+            | ServerFrame::Contacts { id, .. }
+            | ServerFrame::Invite { id, .. } => Some(*id),
             ServerFrame::Event(_)
             | ServerFrame::Reset { .. }
             | ServerFrame::Typing { .. }
-            | ServerFrame::Joined { .. } => None,
+            | ServerFrame::Joined { .. }
+            | ServerFrame::Removed { .. }
+            | ServerFrame::RoomDeleted { .. } => None,
         }
     }
 }

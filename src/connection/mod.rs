@@ -7,7 +7,7 @@ pub mod outbound;
 use crate::directory::{self, User};
 use crate::error::ApiError;
 use crate::hub::Hub;
-use crate::room::{create, RoomCommand};
+use crate::room::{create, lookup, Actor, Change, InviteOp, RoomCommand};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use crossroom_protocol::codec::salvage_request_id;
 use crossroom_protocol::{
     close, decode, ClientFrame, Encoding, ErrorCode, Limits as WireLimits, RoomId, ServerFrame,
-    PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
+    UserId, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -28,18 +28,61 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
-/// Where a request's answer goes: the requesting session's queue, naming the request id.
-#[derive(Clone)]
+/// Where a request's answer goes: the requesting session's queue (replies and pushes then keep
+/// their order), or a one-shot channel for callers that are not sessions (the admin API).
 pub struct Reply {
-    pub out: Outbound,
     pub id: u32,
+    target: ReplyTarget,
+}
+
+enum ReplyTarget {
+    Session(Outbound),
+    /// Taken by the first frame sent.
+    Once(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<ServerFrame>>>),
 }
 
 impl Reply {
+    pub fn session(out: Outbound, id: u32) -> Reply {
+        Reply {
+            id,
+            target: ReplyTarget::Session(out),
+        }
+    }
+
+    /// A reply that lands in the returned receiver.
+    pub fn channel() -> (Reply, tokio::sync::oneshot::Receiver<ServerFrame>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Reply {
+                id: 0,
+                target: ReplyTarget::Once(std::sync::Mutex::new(Some(tx))),
+            },
+            rx,
+        )
+    }
+
+    /// The session behind this reply, if it comes from one.
+    pub fn outbound(&self) -> Option<&Outbound> {
+        match &self.target {
+            ReplyTarget::Session(o) => Some(o),
+            ReplyTarget::Once(_) => None,
+        }
+    }
+
     pub fn send(&self, frame: ServerFrame) {
-        // A session that cannot take its reply is being closed; the client retries on
-        // reconnect (posts are idempotent by client_msg_id).
-        let _ = self.out.send(&frame);
+        match &self.target {
+            // A session that cannot take its reply is being closed; the client retries on
+            // reconnect (posts are idempotent by client_msg_id).
+            ReplyTarget::Session(out) => {
+                let _ = out.send(&frame);
+            }
+            ReplyTarget::Once(tx) => {
+                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                    // The caller may have given up waiting; nothing to do then.
+                    let _ = tx.send(frame);
+                }
+            }
+        }
     }
 
     pub fn fail(&self, e: ApiError) {
@@ -166,8 +209,8 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
                 session: id,
                 reply: None,
             };
-            // If this fails the actor drops us anyway on its next push (queue closed).
-            let _ = hub.room_send(&room, cmd).await;
+            // If this cannot be delivered the actor drops us anyway on its next push.
+            hub.room_send(&room, cmd).await;
         }
         hub.unregister_session(&session.user.id, id);
     }
@@ -359,16 +402,11 @@ impl Session {
     }
 
     fn reply(&self, id: u32) -> Reply {
-        Reply {
-            out: self.out.clone(),
-            id,
-        }
+        Reply::session(self.out.clone(), id)
     }
 
-    async fn to_room(&self, room: &RoomId, id: u32, cmd: RoomCommand) {
-        if let Err(e) = self.hub.room_send(room, cmd).await {
-            self.reply(id).fail(e);
-        }
+    async fn to_room(&self, room: &RoomId, _id: u32, cmd: RoomCommand) {
+        self.hub.room_send(room, cmd).await;
     }
 
     async fn dispatch(&mut self, frame: ClientFrame) {
@@ -504,7 +542,172 @@ impl Session {
                 };
                 self.to_room(&room, id, cmd).await;
             }
+            ClientFrame::GetRoom { id, room } => {
+                let cmd = RoomCommand::Get {
+                    user,
+                    reply: self.reply(id),
+                };
+                self.to_room(&room, id, cmd).await;
+            }
+            ClientFrame::AddMembers { id, room, users } => {
+                self.change(id, room, Change::AddMembers(users));
+            }
+            ClientFrame::RemoveMember { id, room, user } => {
+                self.change(id, room, Change::RemoveMember(user));
+            }
+            ClientFrame::AddMasters { id, room, users } => {
+                self.change(id, room, Change::AddMasters(users));
+            }
+            ClientFrame::RemoveMaster { id, room, user } => {
+                self.change(id, room, Change::RemoveMaster(user));
+            }
+            ClientFrame::UpdateGroup {
+                id,
+                room,
+                name,
+                description,
+                features,
+            } => self.change(
+                id,
+                room,
+                Change::Update {
+                    name,
+                    description,
+                    features,
+                },
+            ),
+            ClientFrame::Leave { id, room } => self.change(id, room, Change::Leave),
+            ClientFrame::ConvertRoom { id, room, name } => {
+                self.change(id, room, Change::Convert { name });
+            }
+            ClientFrame::JoinByInvite { id, token } => {
+                let (hub, reply) = (self.hub.clone(), self.reply(id));
+                tokio::spawn(async move {
+                    let found = match hub.store.room_by_invite(&token).await {
+                        Ok(found) => found,
+                        Err(e) => return reply.fail(e.into()),
+                    };
+                    let Some((room, _)) = found else {
+                        return reply.fail(ApiError::not_found(
+                            "invitation link (it may have expired or been revoked)",
+                        ));
+                    };
+                    as_user(&hub, &user, &room, reply, |actor, reply| {
+                        RoomCommand::Change {
+                            actor,
+                            change: Change::Join { token },
+                            reply,
+                        }
+                    })
+                    .await;
+                });
+            }
+            ClientFrame::DeleteGroup { id, room } => {
+                let (hub, reply) = (self.hub.clone(), self.reply(id));
+                tokio::spawn(async move {
+                    as_user(&hub, &user, &room, reply, |actor, reply| {
+                        RoomCommand::Delete { actor, reply }
+                    })
+                    .await;
+                });
+            }
+            ClientFrame::CreateInvite {
+                id,
+                room,
+                expires_in_secs,
+            } => self.invite(id, room, InviteOp::Create { expires_in_secs }),
+            ClientFrame::GetInvite { id, room } => self.invite(id, room, InviteOp::Get),
+            ClientFrame::RevokeInvite { id, room } => self.invite(id, room, InviteOp::Revoke),
+            ClientFrame::SendInvites { id, room, emails } => {
+                let (hub, reply) = (self.hub.clone(), self.reply(id));
+                tokio::spawn(async move {
+                    match crate::room::invite::send_invites(&hub, &user, &room, &emails).await {
+                        Ok(()) => reply.send(ServerFrame::Ok { id }),
+                        Err(e) => reply.fail(e),
+                    }
+                });
+            }
+            ClientFrame::Search { id, query, limit } => {
+                let (hub, reply) = (self.hub.clone(), self.reply(id));
+                tokio::spawn(async move {
+                    match crate::directory::search::search(&hub, &user, &query, limit).await {
+                        Ok((rooms, contacts)) => reply.send(ServerFrame::SearchResults {
+                            id,
+                            rooms,
+                            contacts,
+                        }),
+                        Err(e) => reply.fail(e),
+                    }
+                });
+            }
+            ClientFrame::ListContacts { id } => {
+                let (hub, reply) = (self.hub.clone(), self.reply(id));
+                tokio::spawn(async move {
+                    match crate::directory::search::contacts(&hub, &user).await {
+                        Ok(contacts) => reply.send(ServerFrame::Contacts { id, contacts }),
+                        Err(e) => reply.fail(e),
+                    }
+                });
+            }
+            ClientFrame::AddContact { id, user: contact } => {
+                let (hub, reply, me) = (self.hub.clone(), self.reply(id), self.user.clone());
+                tokio::spawn(async move {
+                    match crate::directory::search::add_contact(&hub, &me, &contact).await {
+                        Ok(()) => reply.send(ServerFrame::Ok { id }),
+                        Err(e) => reply.fail(e),
+                    }
+                });
+            }
+            ClientFrame::RemoveContact { id, user: contact } => {
+                let (hub, reply) = (self.hub.clone(), self.reply(id));
+                tokio::spawn(async move {
+                    match hub.store.remove_contact(&user, &contact).await {
+                        Ok(()) => reply.send(ServerFrame::Ok { id }),
+                        Err(e) => reply.fail(e.into()),
+                    }
+                });
+            }
         }
+    }
+
+    /// A room change by this session's user, decided with their directory entry as it is now.
+    fn change(&self, id: u32, room: RoomId, change: Change) {
+        let (hub, reply, user) = (self.hub.clone(), self.reply(id), self.user.id.clone());
+        tokio::spawn(async move {
+            as_user(&hub, &user, &room, reply, |actor, reply| {
+                RoomCommand::Change {
+                    actor,
+                    change,
+                    reply,
+                }
+            })
+            .await;
+        });
+    }
+
+    fn invite(&self, id: u32, room: RoomId, op: InviteOp) {
+        let (hub, reply, user) = (self.hub.clone(), self.reply(id), self.user.id.clone());
+        tokio::spawn(async move {
+            as_user(&hub, &user, &room, reply, |actor, reply| {
+                RoomCommand::Invite { actor, op, reply }
+            })
+            .await;
+        });
+    }
+}
+
+/// Send a command on behalf of `user`, looked up fresh (their permission may have changed since
+/// they connected).
+async fn as_user(
+    hub: &Arc<Hub>,
+    user: &UserId,
+    room: &RoomId,
+    reply: Reply,
+    command: impl FnOnce(Actor, Reply) -> RoomCommand,
+) {
+    match lookup::person(hub, user).await {
+        Ok(me) => hub.room_send(room, command(Actor::User(me), reply)).await,
+        Err(e) => reply.fail(e),
     }
 }
 

@@ -277,6 +277,11 @@ impl SharedEvent {
         }
     }
 
+    /// The frame (an `event`).
+    pub fn frame(&self) -> &ServerFrame {
+        &self.frame
+    }
+
     /// The event as a message in `encoding`; the bytes are shared, not copied.
     pub fn message(&self, encoding: Encoding) -> Option<Message> {
         let cell = match encoding {

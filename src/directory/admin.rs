@@ -8,6 +8,7 @@ use super::{validate_company_id, validate_login, Company, CompanySettings, User,
 use crate::connection::bearer;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
+use crate::room::policy;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -195,6 +196,12 @@ async fn patch_settings(
     settings.validate().map_err(ApiError::invalid)?;
     hub.store.update_settings(&c, &settings).await?;
     tracing::info!(company = %c, "settings changed");
+    // G13: whoever lost external permission with this change leaves every external group now.
+    let users = hub.store.users_of(&c).await?;
+    let lost = policy::lost_permission(users.iter().map(|u| (u, &current)), |u| {
+        Some((u.clone(), settings.clone()))
+    });
+    policy::revoke(&hub, &c, &lost).await?;
     Ok(Json(settings))
 }
 
@@ -292,6 +299,7 @@ async fn patch_user(
     Body(p): Body<UserPatch>,
 ) -> ApiResult<Json<User>> {
     let mut user = own_user(&hub, &c, &id).await?;
+    let before = user.clone();
     if let Some(n) = p.name {
         user.name = check_display_name(&n)?;
     }
@@ -307,6 +315,23 @@ async fn patch_user(
     }
     hub.store.update_user(&user).await?;
     tracing::info!(user = %user.id, active = user.active, "user changed");
+    // G13: losing external permission (or being disabled) removes them from every external
+    // group at once; a disabled user's sessions are closed too.
+    let settings = company(&hub, &c).await?.settings;
+    let lost = policy::lost_permission([(&before, &settings)], |_| {
+        Some((user.clone(), settings.clone()))
+    });
+    policy::revoke(&hub, &c, &lost).await?;
+    if before.active && !user.active {
+        hub.close_user_sessions(
+            &user.id,
+            crate::connection::outbound::CloseRequest {
+                code: crossroom_protocol::close::USER_DISABLED,
+                reason: "user disabled",
+                drain: true,
+            },
+        );
+    }
     Ok(Json(user))
 }
 

@@ -3,6 +3,7 @@
 //! [`admin`].
 
 pub mod admin;
+pub mod search;
 pub mod token;
 
 use crossroom_protocol::{CompanyId, UserId, UserInfo};

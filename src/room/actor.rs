@@ -1,24 +1,33 @@
 //! The room actor: one task per active room on this node.
 //!
 //! It owns the room's state (members, masters, feature switches, epoch, committed head) and its
-//! local subscribers. It decides each command with [`super::rules`], queues appends to the store
-//! without waiting for them, and when each commit lands — in queue order — acknowledges it and
-//! fans the event out, encoded once, with `try_send` into each subscriber's bounded queue. It
-//! never awaits a client.
+//! local subscribers. It decides each command with [`super::rules`], applies the decision to its
+//! own state at once (so the next command is decided against it), queues the append in the store
+//! without waiting, and when each commit lands — in queue order — acknowledges it and delivers
+//! the event, encoded once, with `try_send` into each subscriber's bounded queue. It never awaits
+//! a client.
+//!
+//! Removal is a line in the log (D4): when a `member_removed` entry at seq r commits, the removed
+//! user's subscriptions get r and are dropped before anything after r is delivered, and every
+//! session of theirs is told `removed`.
 //!
 //! It stops when it has had no subscriber and no work for `room_idle_secs`, removing itself from
 //! the hub only when nobody holds its sender, so no command is ever lost to a stopping actor.
 
-use super::{now_ms, rules, RoomCommand};
-use crate::connection::outbound::SharedEvent;
+use super::rules::{self, Actor, Change, Context, Decision};
+use super::{info, lookup, now_ms, InviteOp, RoomCommand};
+use crate::connection::outbound::{Outbound, OutboundReceiver, SharedEvent};
 use crate::connection::{Reply, SessionId};
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
-use crate::store::{Appended, NewEntry, RoomRecord, StoreResult};
-use crossroom_protocol::{EventBody, Position, RoomId, ServerFrame, UserId};
+use crate::store::{Appended, Invite, NewAudit, NewEntry, RoomRecord, StoreResult};
+use crossroom_protocol::{
+    Event, EventBody, LeftOut, Position, RemovalReason, RoomId, RoomKind, RoomSummary, ServerFrame,
+    UserId,
+};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -50,11 +59,19 @@ pub fn spawn(hub: Arc<Hub>, id: RoomId, generation: u64) -> RoomHandle {
 
 struct Subscriber {
     user: UserId,
-    reply_to: crate::connection::outbound::Outbound,
+    out: Outbound,
 }
 
-/// An append in flight with the reply that waits for it.
-type Pending = futures_util::future::BoxFuture<'static, (StoreResult<Vec<Appended>>, Reply)>;
+/// How to acknowledge an append once it commits.
+enum Ack {
+    /// A post: `posted`.
+    Posted(Reply),
+    /// A change: `changed`, with who was left out.
+    Changed(Reply, Vec<LeftOut>),
+}
+
+/// An append in flight with the acknowledgement that waits for it.
+type Pending = futures_util::future::BoxFuture<'static, (StoreResult<Vec<Appended>>, Ack)>;
 
 struct RoomActor {
     hub: Arc<Hub>,
@@ -71,10 +88,7 @@ struct RoomActor {
 
 impl RoomActor {
     async fn run(mut self) {
-        match self.hub.store.room(&self.id).await {
-            Ok(room) => self.room = room,
-            Err(e) => tracing::error!(room = %self.id, error = %e, "cannot load room"),
-        }
+        self.reload().await;
         // A room that does not exist keeps no state worth keeping: retire within a second, so
         // requests for made-up room ids cannot pile up actors.
         let idle = if self.room.is_some() {
@@ -86,8 +100,8 @@ impl RoomActor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                Some((result, reply)) = self.pending.next(), if !self.pending.is_empty() => {
-                    self.committed(result, reply);
+                Some((result, ack)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.committed(result, ack).await;
                 }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => {
@@ -103,11 +117,22 @@ impl RoomActor {
                 }
             }
         }
-        // Finish what was queued: those posts are stored; their senders deserve the ack.
-        while let Some((result, reply)) = self.pending.next().await {
-            self.committed(result, reply);
-        }
+        self.drain_pending().await;
         tracing::debug!(room = %self.id, "room actor stopped");
+    }
+
+    async fn reload(&mut self) {
+        match self.hub.store.room(&self.id).await {
+            Ok(room) => self.room = room,
+            Err(e) => tracing::error!(room = %self.id, error = %e, "cannot load room"),
+        }
+    }
+
+    /// Finish what was queued: those entries are stored; their senders deserve the ack.
+    async fn drain_pending(&mut self) {
+        while let Some((result, ack)) = self.pending.next().await {
+            self.committed(result, ack).await;
+        }
     }
 
     /// Leave the hub if idle and nobody can still reach us.
@@ -127,18 +152,14 @@ impl RoomActor {
             .is_some()
     }
 
+    fn not_found(&self) -> ApiError {
+        ApiError::not_found(format!("room {}", self.id))
+    }
+
     async fn handle(&mut self, cmd: RoomCommand) {
         let Some(room) = &self.room else {
-            let reply = match cmd {
-                RoomCommand::Unsubscribe { reply, .. } => reply,
-                RoomCommand::Subscribe { reply, .. }
-                | RoomCommand::Post { reply, .. }
-                | RoomCommand::History { reply, .. }
-                | RoomCommand::MarkRead { reply, .. }
-                | RoomCommand::Typing { reply, .. } => Some(reply),
-            };
-            if let Some(r) = reply {
-                r.fail(ApiError::not_found(format!("room {}", self.id)));
+            if let Some(r) = cmd.into_reply() {
+                r.fail(self.not_found());
             }
             return;
         };
@@ -177,12 +198,7 @@ impl RoomActor {
                         text,
                     },
                 };
-                match self.hub.store.append(&self.id, vec![entry]).await {
-                    Ok(ticket) => self
-                        .pending
-                        .push_back(ticket.map(move |r| (r, reply)).boxed()),
-                    Err(e) => reply.fail(e.into()),
-                }
+                self.append(vec![entry], Ack::Posted(reply)).await;
             }
             RoomCommand::History {
                 user,
@@ -246,9 +262,40 @@ impl RoomActor {
                 };
                 // Ephemeral: a full queue just misses it, and is closed as a slow consumer.
                 self.subscribers
-                    .retain(|s, sub| *s == session || sub.reply_to.send(&frame).is_ok());
+                    .retain(|s, sub| *s == session || sub.out.send(&frame).is_ok());
                 reply.send(ServerFrame::Ok { id: reply.id });
             }
+            RoomCommand::Get { user, reply } => {
+                // Members and masters see the group; to anyone else it does not exist (G8).
+                let known = room.members.binary_search(&user).is_ok()
+                    || room.masters.binary_search(&user).is_ok();
+                if !known {
+                    return reply.fail(self.not_found());
+                }
+                reply.send(ServerFrame::Room {
+                    id: reply.id,
+                    room: info(room),
+                });
+            }
+            RoomCommand::Change {
+                actor,
+                change,
+                reply,
+            } => self.change(actor, change, reply).await,
+            RoomCommand::Delete { actor, reply } => self.delete(actor, reply).await,
+            RoomCommand::Invite { actor, op, reply } => self.invite(actor, op, reply).await,
+        }
+    }
+
+    /// Queue entries in the store; `ack` answers once they commit.
+    async fn append(&mut self, entries: Vec<NewEntry>, ack: Ack) {
+        match self.hub.store.append(&self.id, entries).await {
+            Ok(ticket) => self
+                .pending
+                .push_back(ticket.map(move |r| (r, ack)).boxed()),
+            Err(e) => match ack {
+                Ack::Posted(r) | Ack::Changed(r, _) => r.fail(e.into()),
+            },
         }
     }
 
@@ -263,9 +310,11 @@ impl RoomActor {
         reply: Reply,
     ) {
         let Some(room) = &self.room else { return };
+        let Some(out) = reply.outbound().cloned() else {
+            return reply.fail(ApiError::invalid("only sessions subscribe"));
+        };
         let (epoch, head) = (room.epoch, room.head);
         let limits = &self.hub.limits;
-        let out = reply.out.clone();
         let mut replayed = 0u64;
         if let Some(pos) = since {
             let resumable = pos.epoch == epoch
@@ -288,10 +337,7 @@ impl RoomActor {
                 .into_iter()
                 .filter_map(|e| SharedEvent::new(e).message(out.encoding()))
                 .collect();
-            let bytes: usize = messages
-                .iter()
-                .map(crate::connection::outbound::OutboundReceiver::len_of)
-                .sum();
+            let bytes: usize = messages.iter().map(OutboundReceiver::len_of).sum();
             // A replay that would not fit in half the queue becomes a reset, never a partial
             // replay (D1).
             if resumable && complete && bytes <= limits.outbound_queue_bytes / 2 {
@@ -312,13 +358,7 @@ impl RoomActor {
                 return;
             }
         }
-        self.subscribers.insert(
-            session,
-            Subscriber {
-                user,
-                reply_to: out,
-            },
-        );
+        self.subscribers.insert(session, Subscriber { user, out });
         reply.send(ServerFrame::Subscribed {
             id: reply.id,
             room: self.id.clone(),
@@ -328,44 +368,293 @@ impl RoomActor {
         });
     }
 
-    /// An append landed: acknowledge it, then deliver it to every subscriber.
-    fn committed(&mut self, result: StoreResult<Vec<Appended>>, reply: Reply) {
+    /// Look up what the rules need, decide, apply to our state at once, and queue the entries.
+    async fn change(&mut self, actor: Actor, change: Change, reply: Reply) {
+        let Some(room) = &self.room else { return };
+        let decided = match context(&self.hub, room, &actor, &change).await {
+            Ok(ctx) => rules::decide(room, &actor, &change, &ctx),
+            Err(e) => Err(e),
+        };
+        let Decision { entries, left_out } = match decided {
+            Ok(d) => d,
+            Err(e) => return reply.fail(e),
+        };
+        let Some(room) = &mut self.room else { return };
+        if entries.is_empty() {
+            return reply.send(ServerFrame::Changed {
+                id: reply.id,
+                room: self.id.clone(),
+                epoch: room.epoch,
+                seq: room.head,
+                left_out,
+            });
+        }
+        let author = actor.id();
+        for body in &entries {
+            rules::apply(room, &author, body);
+        }
+        let ts = now_ms();
+        let entries = entries
+            .into_iter()
+            .map(|body| NewEntry {
+                author: author.clone(),
+                ts,
+                body,
+            })
+            .collect();
+        self.append(entries, Ack::Changed(reply, left_out)).await;
+    }
+
+    /// G16: masters, or the owner company's admins, delete a group and all its data for
+    /// everyone at once.
+    async fn delete(&mut self, actor: Actor, reply: Reply) {
+        let Some(room) = &self.room else { return };
+        if room.kind != RoomKind::Group {
+            return reply.fail(ApiError::invalid(
+                "only external groups are deleted; leave a general room instead",
+            ));
+        }
+        if let Err(e) = rules::check_manager(room, &actor) {
+            return reply.fail(e);
+        }
+        // Everything queued before the delete lands first; nothing is queued after it.
+        self.drain_pending().await;
+        let Some(room) = self.room.take() else { return };
+        let audit = NewAudit {
+            ts: now_ms(),
+            room: self.id.clone(),
+            actor: actor.id(),
+            action: "deleted".into(),
+            detail: serde_json::json!({ "name": room.name }).to_string(),
+            companies: companies_of(&room),
+        };
+        if let Err(e) = self.hub.store.delete_room(&self.id, audit).await {
+            self.reload().await;
+            return reply.fail(e.into());
+        }
+        tracing::info!(room = %self.id, by = %actor.id(), "group deleted");
+        let gone = ServerFrame::RoomDeleted {
+            room: self.id.clone(),
+        };
+        let mut told = HashSet::new();
+        for u in room.members.iter().chain(&room.masters) {
+            if told.insert(u) {
+                self.hub.push_to_user(u, &gone);
+            }
+        }
+        self.subscribers.clear();
+        reply.send(ServerFrame::Ok { id: reply.id });
+    }
+
+    /// G14: the invitation link, managed by masters (and the owner company's admins).
+    async fn invite(&mut self, actor: Actor, op: InviteOp, reply: Reply) {
+        let Some(room) = &self.room else { return };
+        if room.kind != RoomKind::Group {
+            return reply.fail(ApiError::invalid("general rooms have no invitation link"));
+        }
+        if let Err(e) = rules::check_manager(room, &actor) {
+            return reply.fail(e);
+        }
+        let audit = |action: &str| NewAudit {
+            ts: now_ms(),
+            room: self.id.clone(),
+            actor: actor.id(),
+            action: action.into(),
+            detail: "{}".into(),
+            companies: companies_of(room),
+        };
+        let result = match op {
+            InviteOp::Get => self.hub.store.invite_of(&self.id).await,
+            InviteOp::Revoke => self
+                .hub
+                .store
+                .set_invite(&self.id, None, audit("invite_revoked"))
+                .await
+                .map(|()| None),
+            InviteOp::Create { expires_in_secs } => {
+                let invite = Invite {
+                    token: crate::random::token(),
+                    expires_at: expires_in_secs
+                        .map(|s| crate::directory::now_secs() + s.min(365 * 86_400) as i64),
+                };
+                self.hub
+                    .store
+                    .set_invite(&self.id, Some(invite.clone()), audit("invite_created"))
+                    .await
+                    .map(|()| Some(invite))
+            }
+        };
+        match result {
+            Ok(_) if op == InviteOp::Revoke => reply.send(ServerFrame::Ok { id: reply.id }),
+            Ok(invite) => reply.send(ServerFrame::Invite {
+                id: reply.id,
+                room: self.id.clone(),
+                url: invite.as_ref().map(|i| self.hub.invite_url(&i.token)),
+                expires_at: invite.as_ref().and_then(|i| i.expires_at),
+                token: invite.map(|i| i.token),
+            }),
+            Err(e) => reply.fail(e.into()),
+        }
+    }
+
+    /// An append landed: acknowledge it, deliver it, and carry out what it means for sessions
+    /// (removed users are cut off after their line; added users are told).
+    async fn committed(&mut self, result: StoreResult<Vec<Appended>>, ack: Ack) {
         let appended = match result {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(room = %self.id, error = %e, "append failed");
-                return reply.fail(e.into());
+                tracing::warn!(room = %self.id, error = %e, "append failed; reloading state");
+                // The decision was applied to our state already; the store has the truth.
+                self.reload().await;
+                return match ack {
+                    Ack::Posted(r) | Ack::Changed(r, _) => r.fail(e.into()),
+                };
             }
         };
-        for a in appended {
+        let mut last = None;
+        for a in &appended {
             let ev = &a.event;
-            reply.send(ServerFrame::Posted {
-                id: reply.id,
-                room: ev.room.clone(),
-                epoch: ev.epoch,
-                seq: ev.seq,
-                ts: ev.ts,
-                duplicate: a.duplicate,
-            });
+            if let Ack::Posted(reply) = &ack {
+                reply.send(ServerFrame::Posted {
+                    id: reply.id,
+                    room: ev.room.clone(),
+                    epoch: ev.epoch,
+                    seq: ev.seq,
+                    ts: ev.ts,
+                    duplicate: a.duplicate,
+                });
+            }
+            last = Some((ev.epoch, ev.seq));
             if a.duplicate {
                 continue;
             }
             if let Some(room) = &mut self.room {
                 room.head = room.head.max(ev.seq);
             }
-            self.fan_out(a.event);
+            self.deliver(ev.clone());
+        }
+        if let (Ack::Changed(reply, left_out), Some((epoch, seq))) = (ack, last) {
+            reply.send(ServerFrame::Changed {
+                id: reply.id,
+                room: self.id.clone(),
+                epoch,
+                seq,
+                left_out,
+            });
         }
     }
 
-    /// Deliver one event to every local subscriber; drop those whose session is gone or slow.
-    fn fan_out(&mut self, event: crossroom_protocol::Event) {
+    /// Deliver one committed event to every local subscriber, then act on membership changes.
+    fn deliver(&mut self, event: Event) {
         let shared = SharedEvent::new(event);
         self.subscribers.retain(|_, sub| {
-            let ok = sub.reply_to.send_event(&shared).is_ok();
+            let ok = sub.out.send_event(&shared).is_ok();
             if !ok {
                 tracing::debug!(user = %sub.user, "dropping subscriber: session closed or slow");
             }
             ok
         });
+        let ServerFrame::Event(event) = shared.frame() else {
+            return;
+        };
+        match &event.body {
+            EventBody::MemberRemoved { user, reason } => self.cut_off(user, *reason),
+            EventBody::Converted { left_out, .. } => {
+                for l in left_out {
+                    self.cut_off(&l.user, RemovalReason::Converted);
+                }
+            }
+            EventBody::MembersAdded { users } => {
+                if let Some(room) = &self.room {
+                    let joined = ServerFrame::Joined {
+                        room: RoomSummary {
+                            id: room.id.clone(),
+                            kind: room.kind,
+                            name: room.name.clone(),
+                            epoch: room.epoch,
+                            head: event.seq,
+                            last_read: 0,
+                            unread: 0,
+                        },
+                    };
+                    for u in users {
+                        self.hub.push_to_user(u, &joined);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
+
+    /// G12/D4: the user got the removal entry; nothing after it reaches them, and all their
+    /// sessions are told.
+    fn cut_off(&mut self, user: &UserId, reason: RemovalReason) {
+        self.subscribers.retain(|_, sub| sub.user != *user);
+        self.hub.push_to_user(
+            user,
+            &ServerFrame::Removed {
+                room: self.id.clone(),
+                reason,
+            },
+        );
+    }
+}
+
+/// Look up what [`rules::decide`] needs for `change` (a free function: the actor itself is
+/// not `Sync`, and this awaits).
+async fn context(
+    hub: &Hub,
+    room: &RoomRecord,
+    actor: &Actor,
+    change: &Change,
+) -> ApiResult<Context> {
+    let mut named = change.named();
+    if matches!(change, Change::Convert { .. }) {
+        named.extend(room.members.iter().cloned());
+    }
+    let people = lookup::people(hub, &named).await?;
+    let (contacts, actor_company, owned_groups) = match actor {
+        Actor::User(p) => {
+            let contacts: HashSet<UserId> =
+                hub.store.contacts(&p.user.id).await?.into_iter().collect();
+            let settings = lookup::company_settings(hub, &p.user.company).await?;
+            let owned = if matches!(change, Change::Convert { .. }) {
+                hub.store.count_owned_groups(&p.user.company).await?
+            } else {
+                0
+            };
+            (contacts, Some(settings), owned)
+        }
+        Actor::Admin(_) | Actor::Policy(_) => (HashSet::new(), None, 0),
+    };
+    let invite = if matches!(change, Change::Join { .. }) {
+        hub.store.invite_of(&room.id).await?
+    } else {
+        None
+    };
+    Ok(Context {
+        people,
+        contacts,
+        owner: lookup::company_settings(hub, &room.owner_company).await?,
+        actor_company,
+        owned_groups,
+        max_participants: hub.limits.max_participants,
+        invite,
+        now_secs: crate::directory::now_secs(),
+    })
+}
+
+/// Every company involved in a room: the owner's and its members' and masters'.
+fn companies_of(room: &RoomRecord) -> Vec<crossroom_protocol::CompanyId> {
+    let mut v: Vec<_> = std::iter::once(room.owner_company.clone())
+        .chain(
+            room.members
+                .iter()
+                .chain(&room.masters)
+                .filter_map(UserId::company),
+        )
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }

@@ -1,9 +1,10 @@
 //! Creating rooms: look up everyone involved, let [`super::rules`] decide, store the room with
 //! its first log entry, and tell every participant's live sessions (`joined`).
 
+use super::lookup::{company_settings, people};
 use super::now_ms;
 use super::rules::{self, Person};
-use crate::directory::{holds_external_permission, CompanySettings, User};
+use crate::directory::{holds_external_permission, User};
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::store::{MembershipRow, NewRoom};
@@ -11,7 +12,7 @@ use crossroom_protocol::{
     CompanyId, ErrorCode, Features, LeftOut, RoomId, RoomInfo, RoomKind, RoomSummary, ServerFrame,
     UserId,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// What a user asks for when creating an external group (G1).
@@ -58,7 +59,49 @@ pub async fn create_group(
         contacts: &contacts,
         max_participants: max,
     })?;
-    store_room(hub, creator, RoomKind::Group, plan, spec.features).await
+    rules::check_group_count(
+        hub.store.count_owned_groups(&creator.company).await?,
+        &settings,
+    )?;
+    store_room(
+        hub,
+        &creator.id,
+        &creator.company,
+        RoomKind::Group,
+        plan,
+        spec.features,
+    )
+    .await
+}
+
+/// G3: a company admin creates an external group owned by their company.
+pub async fn create_group_as_admin(
+    hub: &Arc<Hub>,
+    company: &CompanyId,
+    spec: GroupSpec,
+) -> ApiResult<(RoomInfo, Vec<LeftOut>)> {
+    let max = hub.limits.max_participants;
+    if spec.members.len() + spec.masters.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("at most {max} participants per request"),
+        ));
+    }
+    let settings = company_settings(hub, company).await?;
+    let named: Vec<UserId> = spec.members.iter().chain(&spec.masters).cloned().collect();
+    let people = people(hub, &named).await?;
+    let plan = rules::plan_admin_group(
+        company,
+        &spec.name,
+        &spec.description,
+        &spec.masters,
+        &spec.members,
+        &people,
+        max,
+    )?;
+    rules::check_group_count(hub.store.count_owned_groups(company).await?, &settings)?;
+    let admin = rules::Actor::Admin(company.clone()).id();
+    store_room(hub, &admin, company, RoomKind::Group, plan, spec.features).await
 }
 
 /// R1: a user creates a general room.
@@ -82,39 +125,21 @@ pub async fn create_room(
     };
     let people = people(hub, members).await?;
     let plan = rules::plan_room(&me, name, members, &people, max)?;
-    store_room(hub, creator, RoomKind::Room, plan, Features::default()).await
-}
-
-async fn company_settings(hub: &Hub, company: &CompanyId) -> ApiResult<CompanySettings> {
-    Ok(hub
-        .store
-        .company(company)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("company {company}")))?
-        .settings)
-}
-
-/// The named users that exist, each with whether they hold external permission.
-async fn people(hub: &Hub, ids: &[UserId]) -> ApiResult<HashMap<UserId, Person>> {
-    let users = hub.store.users(ids).await?;
-    let mut settings: HashMap<CompanyId, CompanySettings> = HashMap::new();
-    let mut out = HashMap::with_capacity(users.len());
-    for user in users {
-        if !settings.contains_key(&user.company) {
-            let s = company_settings(hub, &user.company).await?;
-            settings.insert(user.company.clone(), s);
-        }
-        let permitted = settings
-            .get(&user.company)
-            .is_some_and(|s| holds_external_permission(&user, s));
-        out.insert(user.id.clone(), Person { user, permitted });
-    }
-    Ok(out)
+    store_room(
+        hub,
+        &creator.id,
+        &creator.company,
+        RoomKind::Room,
+        plan,
+        Features::default(),
+    )
+    .await
 }
 
 async fn store_room(
     hub: &Arc<Hub>,
-    creator: &User,
+    created_by: &UserId,
+    owner: &CompanyId,
     kind: RoomKind,
     plan: rules::Plan,
     features: Features,
@@ -124,8 +149,8 @@ async fn store_room(
         kind,
         name: plan.name,
         description: plan.description,
-        owner_company: creator.company.clone(),
-        created_by: creator.id.clone(),
+        owner_company: owner.clone(),
+        created_by: created_by.clone(),
         created_at: now_ms(),
         features,
         masters: plan.masters,
@@ -146,6 +171,7 @@ async fn store_room(
         features: new.features,
         epoch: created.epoch,
         head: created.seq,
+        converted_from: None,
     };
     let joined = ServerFrame::Joined {
         room: RoomSummary {
@@ -161,7 +187,7 @@ async fn store_room(
     for user in info.members.iter() {
         hub.push_to_user(user, &joined);
     }
-    tracing::info!(room = %info.id, kind = ?info.kind, by = %creator.id, members = info.members.len(), "room created");
+    tracing::info!(room = %info.id, kind = ?info.kind, by = %created_by, members = info.members.len(), "room created");
     Ok((info, plan.left_out))
 }
 

@@ -6,11 +6,16 @@
 //! - [`create`]: creating rooms — before a room exists there is no actor to ask.
 
 pub mod actor;
+pub mod admin;
 pub mod create;
+pub mod invite;
+pub mod lookup;
+pub mod policy;
 pub mod rules;
 
 use crate::connection::{Reply, SessionId};
 use crossroom_protocol::{Position, UserId};
+pub use rules::{Actor, Change};
 
 /// What a room actor is asked to do. Every command carries the [`Reply`] to answer through,
 /// which is the requesting session's own outbound queue: the actor never waits for a client.
@@ -53,6 +58,70 @@ pub enum RoomCommand {
         session: SessionId,
         reply: Reply,
     },
+    /// The room's details, for members and masters (G8).
+    Get { user: UserId, reply: Reply },
+    /// A membership or settings change, decided by [`rules::decide`] and written to the log.
+    Change {
+        actor: Actor,
+        change: Change,
+        reply: Reply,
+    },
+    /// Delete the group and all its data (G16).
+    Delete { actor: Actor, reply: Reply },
+    /// Manage the group's invitation link (G14).
+    Invite {
+        actor: Actor,
+        op: InviteOp,
+        reply: Reply,
+    },
+}
+
+impl RoomCommand {
+    /// The reply this command carries, if any.
+    pub fn into_reply(self) -> Option<Reply> {
+        match self {
+            RoomCommand::Unsubscribe { reply, .. } => reply,
+            RoomCommand::Subscribe { reply, .. }
+            | RoomCommand::Post { reply, .. }
+            | RoomCommand::History { reply, .. }
+            | RoomCommand::MarkRead { reply, .. }
+            | RoomCommand::Typing { reply, .. }
+            | RoomCommand::Get { reply, .. }
+            | RoomCommand::Change { reply, .. }
+            | RoomCommand::Delete { reply, .. }
+            | RoomCommand::Invite { reply, .. } => Some(reply),
+        }
+    }
+}
+
+/// What to do with a group's invitation link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InviteOp {
+    /// Make a new link (replacing any old one), valid for the seconds given or forever.
+    Create {
+        expires_in_secs: Option<u64>,
+    },
+    Get,
+    Revoke,
+}
+
+/// A room as its members see it.
+pub fn info(r: &crate::store::RoomRecord) -> crossroom_protocol::RoomInfo {
+    crossroom_protocol::RoomInfo {
+        id: r.id.clone(),
+        kind: r.kind,
+        name: r.name.clone(),
+        description: r.description.clone(),
+        owner_company: r.owner_company.clone(),
+        created_by: r.created_by.clone(),
+        created_at: r.created_at,
+        masters: r.masters.clone(),
+        members: r.members.clone(),
+        features: r.features,
+        epoch: r.epoch,
+        head: r.head,
+        converted_from: r.converted_from.clone(),
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -1,10 +1,12 @@
 //! The pure rules of rooms: plain functions over plain data, no I/O, each tested beside it and
 //! named after the SPEC.md rule it enforces.
 
-use crate::directory::{GroupCreation, User, UserKind};
+use crate::directory::{CompanySettings, GroupCreation, User, UserKind};
 use crate::error::{ApiError, ApiResult};
 use crate::store::RoomRecord;
-use crossroom_protocol::{ErrorCode, LeftOut, RoomKind, UserId};
+use crossroom_protocol::{
+    CompanyId, ErrorCode, EventBody, Features, LeftOut, RemovalReason, RoomKind, UserId,
+};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// M1: longest message text, in characters.
@@ -74,12 +76,13 @@ pub struct GroupRequest<'a> {
     pub max_participants: usize,
 }
 
-/// Can `adder` bring `person` into an external group? G5 (permission), G6 (no LINE users),
-/// G7 (contacts first for other companies' users).
+/// Can someone of `adder_company` bring `person` into an external group? G5 (permission),
+/// G6 (no LINE users), G7 (contacts first for other companies' users, when `contacts` is given;
+/// an admin adding through the admin API needs none).
 fn check_group_candidate(
-    adder: &User,
+    adder_company: &CompanyId,
     person: &Person,
-    contacts: &HashSet<UserId>,
+    contacts: Option<&HashSet<UserId>>,
 ) -> ApiResult<()> {
     if person.user.kind == UserKind::Line {
         return Err(ApiError::new(
@@ -90,11 +93,13 @@ fn check_group_candidate(
             ),
         ));
     }
-    if person.user.company != adder.company && !contacts.contains(&person.user.id) {
-        return Err(ApiError::new(
-            ErrorCode::NotInContacts,
-            format!("{} is not in your contacts; add them first", person.user.id),
-        ));
+    if let Some(contacts) = contacts {
+        if person.user.company != *adder_company && !contacts.contains(&person.user.id) {
+            return Err(ApiError::new(
+                ErrorCode::NotInContacts,
+                format!("{} is not in your contacts; add them first", person.user.id),
+            ));
+        }
     }
     if !person.permitted {
         return Err(ApiError::new(
@@ -140,7 +145,7 @@ pub fn plan_group(req: &GroupRequest<'_>) -> ApiResult<Plan> {
             continue;
         }
         // G5: a master must hold external permission — an error, never a silent drop.
-        check_group_candidate(creator, lookup(id)?, req.contacts)?;
+        check_group_candidate(&creator.company, lookup(id)?, Some(req.contacts))?;
         masters.insert(id.clone());
     }
 
@@ -154,7 +159,7 @@ pub fn plan_group(req: &GroupRequest<'_>) -> ApiResult<Plan> {
         if *id == creator.id || !seen.insert(id) {
             continue;
         }
-        match check_group_candidate(creator, lookup(id)?, req.contacts) {
+        match check_group_candidate(&creator.company, lookup(id)?, Some(req.contacts)) {
             Ok(()) => {
                 members.insert(id.clone());
             }
@@ -173,6 +178,79 @@ pub fn plan_group(req: &GroupRequest<'_>) -> ApiResult<Plan> {
         masters: masters.into_iter().collect(),
         left_out,
     })
+}
+
+/// G3: a company admin creates an external group owned by their company, choosing its masters
+/// (at least one, each holding external permission) and members (those without permission left
+/// out). An admin needs no contacts (G7 binds users).
+pub fn plan_admin_group(
+    owner: &CompanyId,
+    name: &str,
+    description: &str,
+    masters: &[UserId],
+    members: &[UserId],
+    people: &HashMap<UserId, Person>,
+    max_participants: usize,
+) -> ApiResult<Plan> {
+    let name = check_name(name)?;
+    check_description(description)?;
+    if masters.len() + members.len() > max_participants {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("at most {max_participants} participants per request"),
+        ));
+    }
+    if masters.is_empty() {
+        return Err(ApiError::invalid("a group needs at least one master (G10)"));
+    }
+    let lookup = |id: &UserId| -> ApiResult<&Person> {
+        people
+            .get(id)
+            .ok_or_else(|| ApiError::not_found(format!("user {id}")))
+    };
+    let mut master_set = BTreeSet::new();
+    for id in masters {
+        check_group_candidate(owner, lookup(id)?, None)?;
+        master_set.insert(id.clone());
+    }
+    let mut member_set = BTreeSet::new();
+    let mut left_out = Vec::new();
+    for id in members {
+        if member_set.contains(id) || left_out.iter().any(|l: &LeftOut| l.user == *id) {
+            continue;
+        }
+        match check_group_candidate(owner, lookup(id)?, None) {
+            Ok(()) => {
+                member_set.insert(id.clone());
+            }
+            Err(e) if e.code == ErrorCode::NoExternalPermission => left_out.push(LeftOut {
+                user: id.clone(),
+                reason: ErrorCode::NoExternalPermission,
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Plan {
+        name,
+        description: description.to_owned(),
+        members: member_set.into_iter().collect(),
+        masters: master_set.into_iter().collect(),
+        left_out,
+    })
+}
+
+/// G20: a company cannot own more groups than its `max_groups`.
+pub fn check_group_count(owned: u64, settings: &CompanySettings) -> ApiResult<()> {
+    if owned >= settings.max_groups {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "the company owns its maximum of {} groups",
+                settings.max_groups
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// R1: a general room of the creator and `members`. Colleagues always; other companies' WORKS
@@ -274,6 +352,511 @@ pub fn check_member(room: &RoomRecord, user: &UserId) -> ApiResult<()> {
         ));
     }
     Err(ApiError::not_found(format!("room {}", room.id)))
+}
+
+/// Who asks for a room change.
+#[derive(Clone, Debug)]
+pub enum Actor {
+    /// A signed-in user.
+    User(Person),
+    /// A company admin, through the admin API.
+    Admin(CompanyId),
+    /// The server enforcing a company's policy (G13).
+    Policy(CompanyId),
+}
+
+impl Actor {
+    /// The author written in the log: the user, or `#admin@company` / `#policy@company` (`#`
+    /// never appears in a login, so these never collide with a user).
+    pub fn id(&self) -> UserId {
+        match self {
+            Actor::User(p) => p.user.id.clone(),
+            Actor::Admin(c) => UserId(format!("#admin@{c}")),
+            Actor::Policy(c) => UserId(format!("#policy@{c}")),
+        }
+    }
+}
+
+/// A change to a room's membership or settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    AddMembers(Vec<UserId>),
+    RemoveMember(UserId),
+    AddMasters(Vec<UserId>),
+    RemoveMaster(UserId),
+    Update {
+        name: Option<String>,
+        description: Option<String>,
+        features: Option<Features>,
+    },
+    Leave,
+    Convert {
+        name: String,
+    },
+    /// The actor joins with an invitation token (G14).
+    Join {
+        token: String,
+    },
+}
+
+impl Change {
+    /// Users the decision needs to know about (besides the room's own members).
+    pub fn named(&self) -> Vec<UserId> {
+        match self {
+            Change::AddMembers(u) | Change::AddMasters(u) => u.clone(),
+            Change::RemoveMember(u) | Change::RemoveMaster(u) => vec![u.clone()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What the rules need besides the room: looked up just before deciding.
+pub struct Context {
+    /// Named users and, for a conversion, every participant; with their permission.
+    pub people: HashMap<UserId, Person>,
+    /// The acting user's contacts (G7).
+    pub contacts: HashSet<UserId>,
+    /// The owner company's settings (G9: `masters_can_change_settings`).
+    pub owner: CompanySettings,
+    /// The acting user's company settings (G2: group creation, G20).
+    pub actor_company: Option<CompanySettings>,
+    /// External groups the acting user's company owns (G20).
+    pub owned_groups: u64,
+    pub max_participants: usize,
+    /// The group's current invitation link (for `Join`).
+    pub invite: Option<crate::store::Invite>,
+    /// Seconds since the Unix epoch (invitation expiry).
+    pub now_secs: i64,
+}
+
+/// The entries a change writes, and who was left out.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub entries: Vec<EventBody>,
+    pub left_out: Vec<LeftOut>,
+}
+
+fn is_member(room: &RoomRecord, u: &UserId) -> bool {
+    room.members.binary_search(u).is_ok()
+}
+
+fn is_master(room: &RoomRecord, u: &UserId) -> bool {
+    room.masters.binary_search(u).is_ok()
+}
+
+fn forbidden(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Forbidden, msg)
+}
+
+/// G9: masters manage a group; the owner company's admins too. Everyone else is told the group
+/// does not exist (G8), except members, who know it and are told they are not masters.
+pub fn check_manager(room: &RoomRecord, actor: &Actor) -> ApiResult<()> {
+    match actor {
+        Actor::User(p) if is_master(room, &p.user.id) => Ok(()),
+        Actor::User(p) if is_member(room, &p.user.id) => {
+            Err(forbidden("only a master of this group can do this"))
+        }
+        Actor::Admin(c) if *c == room.owner_company => Ok(()),
+        Actor::Policy(_) => Err(forbidden("policy only removes members")),
+        _ => Err(ApiError::not_found(format!("room {}", room.id))),
+    }
+}
+
+fn person<'a>(ctx: &'a Context, id: &UserId) -> ApiResult<&'a Person> {
+    ctx.people
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("user {id}")))
+}
+
+/// Decide a change against the room's current state: the pure heart of G2, G5–G7, G9–G11, G13,
+/// G14 and R1.
+pub fn decide(
+    room: &RoomRecord,
+    actor: &Actor,
+    change: &Change,
+    ctx: &Context,
+) -> ApiResult<Decision> {
+    let named = change.named();
+    if named.len() > ctx.max_participants {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("at most {} users per request", ctx.max_participants),
+        ));
+    }
+    let one = |e: EventBody| Decision {
+        entries: vec![e],
+        left_out: Vec::new(),
+    };
+    match room.kind {
+        RoomKind::Group => decide_group(room, actor, change, ctx, one),
+        RoomKind::Room => decide_general(room, actor, change, ctx, one),
+    }
+}
+
+fn decide_group(
+    room: &RoomRecord,
+    actor: &Actor,
+    change: &Change,
+    ctx: &Context,
+    one: impl Fn(EventBody) -> Decision,
+) -> ApiResult<Decision> {
+    // The contacts rule (G7) binds users; an admin chooses freely (G3).
+    let (adder_company, contacts) = match actor {
+        Actor::User(p) => (p.user.company.clone(), Some(&ctx.contacts)),
+        Actor::Admin(c) | Actor::Policy(c) => (c.clone(), None),
+    };
+    match change {
+        Change::AddMembers(users) => {
+            check_manager(room, actor)?;
+            let mut added = BTreeSet::new();
+            let mut left_out = Vec::new();
+            for id in users {
+                if is_member(room, id) || added.contains(id) {
+                    continue;
+                }
+                match check_group_candidate(&adder_company, person(ctx, id)?, contacts) {
+                    Ok(()) => {
+                        added.insert(id.clone());
+                    }
+                    // G5: left out automatically, and told.
+                    Err(e) if e.code == ErrorCode::NoExternalPermission => left_out.push(LeftOut {
+                        user: id.clone(),
+                        reason: ErrorCode::NoExternalPermission,
+                    }),
+                    Err(e) => return Err(e),
+                }
+            }
+            let entries = if added.is_empty() {
+                Vec::new()
+            } else {
+                vec![EventBody::MembersAdded {
+                    users: added.into_iter().collect(),
+                }]
+            };
+            Ok(Decision { entries, left_out })
+        }
+        Change::RemoveMember(target) => {
+            if !is_member(room, target) && !is_master(room, target) {
+                check_manager(room, actor).or_else(|e| match actor {
+                    Actor::Policy(_) => Ok(()),
+                    _ => Err(e),
+                })?;
+                return Err(ApiError::not_found(format!("{target} in this group")));
+            }
+            if let Actor::Policy(c) = actor {
+                // G13: a company's policy reaches its own users only — and wins over G10.
+                if target.company().as_ref() != Some(c) {
+                    return Err(forbidden("policy applies to the company's own users"));
+                }
+                return Ok(one(EventBody::MemberRemoved {
+                    user: target.clone(),
+                    reason: RemovalReason::Policy,
+                }));
+            }
+            check_manager(room, actor)?;
+            if is_master(room, target) && room.masters.len() == 1 {
+                return Err(ApiError::new(
+                    ErrorCode::LastMaster,
+                    "the last master cannot be removed; make someone else a master first",
+                ));
+            }
+            Ok(one(EventBody::MemberRemoved {
+                user: target.clone(),
+                reason: RemovalReason::Removed,
+            }))
+        }
+        Change::AddMasters(users) => {
+            check_manager(room, actor)?;
+            let mut added = BTreeSet::new();
+            for id in users {
+                if is_master(room, id) {
+                    continue;
+                }
+                // G5: a master must hold external permission — an error, never a silent drop.
+                check_group_candidate(&adder_company, person(ctx, id)?, contacts)?;
+                added.insert(id.clone());
+            }
+            let entries = if added.is_empty() {
+                Vec::new()
+            } else {
+                vec![EventBody::MastersAdded {
+                    users: added.into_iter().collect(),
+                }]
+            };
+            Ok(Decision {
+                entries,
+                left_out: Vec::new(),
+            })
+        }
+        Change::RemoveMaster(target) => {
+            check_manager(room, actor)?;
+            if !is_master(room, target) {
+                return Err(ApiError::not_found(format!(
+                    "{target} as a master of this group"
+                )));
+            }
+            if room.masters.len() == 1 {
+                return Err(ApiError::new(
+                    ErrorCode::LastMaster,
+                    "the last master cannot be demoted; make someone else a master first",
+                ));
+            }
+            Ok(one(EventBody::MasterRemoved {
+                user: target.clone(),
+            }))
+        }
+        Change::Update {
+            name,
+            description,
+            features,
+        } => {
+            check_manager(room, actor)?;
+            if matches!(actor, Actor::User(_)) && !ctx.owner.masters_can_change_settings {
+                return Err(forbidden(
+                    "the owner company lets only its admins change this group's settings",
+                ));
+            }
+            if name.is_none() && description.is_none() && features.is_none() {
+                return Err(ApiError::invalid("nothing to change"));
+            }
+            let name = name.as_deref().map(check_name).transpose()?;
+            if let Some(d) = description {
+                check_description(d)?;
+            }
+            Ok(one(EventBody::GroupUpdated {
+                name,
+                description: description.clone(),
+                features: *features,
+            }))
+        }
+        Change::Leave => {
+            check_member(room, &actor.id())?;
+            Err(ApiError::new(
+                ErrorCode::CannotLeave,
+                "members cannot leave an external group; ask a master to remove you",
+            ))
+        }
+        Change::Convert { .. } => {
+            check_member(room, &actor.id())?;
+            Err(ApiError::invalid(
+                "this is already an external group; conversion cannot be undone",
+            ))
+        }
+        Change::Join { token } => {
+            let Actor::User(p) = actor else {
+                return Err(forbidden("only users join by invitation"));
+            };
+            let valid = ctx.invite.as_ref().is_some_and(|i| {
+                i.token == *token && i.expires_at.is_none_or(|at| ctx.now_secs < at)
+            });
+            if !valid {
+                return Err(ApiError::not_found(
+                    "invitation link (it may have expired or been revoked)",
+                ));
+            }
+            if is_member(room, &p.user.id) {
+                return Ok(Decision {
+                    entries: Vec::new(),
+                    left_out: Vec::new(),
+                });
+            }
+            check_group_candidate(&p.user.company, p, None)?;
+            Ok(one(EventBody::MembersAdded {
+                users: vec![p.user.id.clone()],
+            }))
+        }
+    }
+}
+
+fn decide_general(
+    room: &RoomRecord,
+    actor: &Actor,
+    change: &Change,
+    ctx: &Context,
+    one: impl Fn(EventBody) -> Decision,
+) -> ApiResult<Decision> {
+    let Actor::User(me) = actor else {
+        return Err(forbidden("general rooms are managed by their participants"));
+    };
+    check_member(room, &me.user.id)?;
+    match change {
+        Change::AddMembers(users) => {
+            // R1: any participant invites; the same people a new room would take.
+            let fresh: Vec<UserId> = users
+                .iter()
+                .filter(|u| !is_member(room, u))
+                .cloned()
+                .collect();
+            let mut added = BTreeSet::new();
+            let mut left_out = Vec::new();
+            for id in &fresh {
+                let p = person(ctx, id)?;
+                if may_join_general(me, p) {
+                    added.insert(id.clone());
+                } else if !left_out.iter().any(|l: &LeftOut| l.user == *id) {
+                    left_out.push(LeftOut {
+                        user: id.clone(),
+                        reason: ErrorCode::NoExternalPermission,
+                    });
+                }
+            }
+            let entries = if added.is_empty() {
+                Vec::new()
+            } else {
+                vec![EventBody::MembersAdded {
+                    users: added.into_iter().collect(),
+                }]
+            };
+            Ok(Decision { entries, left_out })
+        }
+        Change::Leave => Ok(one(EventBody::MemberRemoved {
+            user: me.user.id.clone(),
+            reason: RemovalReason::Left,
+        })),
+        Change::Convert { name } => decide_convert(room, me, name, ctx),
+        Change::RemoveMember(_) => Err(forbidden(
+            "participants of a general room leave by themselves; nobody removes them",
+        )),
+        Change::AddMasters(_) | Change::RemoveMaster(_) | Change::Update { .. } => {
+            Err(ApiError::invalid(
+                "general rooms have no masters or settings; convert it to an external group first",
+            ))
+        }
+        Change::Join { .. } => Err(ApiError::not_found("invitation")),
+    }
+}
+
+/// R1: who may be in a general room with `inviter`.
+fn may_join_general(inviter: &Person, p: &Person) -> bool {
+    p.user.active
+        && (p.user.company == inviter.user.company
+            || p.user.kind == UserKind::Line
+            || (inviter.permitted && p.permitted))
+}
+
+/// G2: a participant converts a general room with at least one external WORKS user into an
+/// external group, in place; they become its master; LINE users and those without external
+/// permission are left out.
+fn decide_convert(
+    room: &RoomRecord,
+    me: &Person,
+    name: &str,
+    ctx: &Context,
+) -> ApiResult<Decision> {
+    let settings = ctx.actor_company.as_ref().ok_or_else(ApiError::internal)?;
+    if settings.group_creation == GroupCreation::AdminsOnly {
+        return Err(ApiError::new(
+            ErrorCode::GroupCreationNotAllowed,
+            "your company lets only admins create groups",
+        ));
+    }
+    if !me.permitted {
+        return Err(ApiError::new(
+            ErrorCode::NoExternalPermission,
+            "you need external permission to convert a room into an external group",
+        ));
+    }
+    check_group_count(ctx.owned_groups, settings)?;
+    let name = check_name(name)?;
+    let participants: Vec<&Person> = room
+        .members
+        .iter()
+        .filter_map(|u| ctx.people.get(u))
+        .collect();
+    let has_external_works = participants
+        .iter()
+        .any(|p| p.user.company != me.user.company && p.user.kind == UserKind::Works);
+    if room.members.len() < 2 || !has_external_works {
+        return Err(ApiError::invalid(
+            "only a room with several participants, at least one an external WORKS user, can be converted",
+        ));
+    }
+    let mut members = Vec::new();
+    let mut left_out = Vec::new();
+    for id in &room.members {
+        let reason = match ctx.people.get(id) {
+            Some(p) if p.user.kind == UserKind::Line => Some(ErrorCode::LineUserNotAllowed),
+            Some(p) if p.permitted => None,
+            _ => Some(ErrorCode::NoExternalPermission),
+        };
+        match reason {
+            None => members.push(id.clone()),
+            Some(reason) => left_out.push(LeftOut {
+                user: id.clone(),
+                reason,
+            }),
+        }
+    }
+    Ok(Decision {
+        entries: vec![EventBody::Converted {
+            name,
+            masters: vec![me.user.id.clone()],
+            members,
+            left_out: left_out.clone(),
+        }],
+        left_out,
+    })
+}
+
+/// Apply a committed (or just decided) entry to a room's state: the same projection the store
+/// keeps, on the actor's copy.
+pub fn apply(room: &mut RoomRecord, author: &UserId, body: &EventBody) {
+    fn insert(v: &mut Vec<UserId>, u: &UserId) {
+        if let Err(i) = v.binary_search(u) {
+            v.insert(i, u.clone());
+        }
+    }
+    fn remove(v: &mut Vec<UserId>, u: &UserId) {
+        if let Ok(i) = v.binary_search(u) {
+            v.remove(i);
+        }
+    }
+    match body {
+        EventBody::Created { .. } | EventBody::Message { .. } => {}
+        EventBody::MembersAdded { users } => {
+            users.iter().for_each(|u| insert(&mut room.members, u))
+        }
+        EventBody::MemberRemoved { user, .. } => {
+            remove(&mut room.members, user);
+            remove(&mut room.masters, user);
+        }
+        EventBody::MastersAdded { users } => {
+            users.iter().for_each(|u| insert(&mut room.masters, u))
+        }
+        EventBody::MasterRemoved { user } => remove(&mut room.masters, user),
+        EventBody::GroupUpdated {
+            name,
+            description,
+            features,
+        } => {
+            if let Some(n) = name {
+                room.name = n.clone();
+            }
+            if let Some(d) = description {
+                room.description = d.clone();
+            }
+            if let Some(f) = features {
+                room.features = *f;
+            }
+        }
+        EventBody::Converted {
+            name,
+            masters,
+            members,
+            ..
+        } => {
+            room.kind = RoomKind::Group;
+            room.name = name.clone();
+            if let Some(c) = author.company() {
+                room.owner_company = c;
+            }
+            room.converted_from = Some(room.id.clone());
+            room.members = members.clone();
+            room.members.sort();
+            room.masters = masters.clone();
+            room.masters.sort();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -535,6 +1118,7 @@ mod tests {
             members: ids(members),
             epoch: 1,
             head: 1,
+            converted_from: None,
         }
     }
 

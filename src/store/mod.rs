@@ -61,6 +61,8 @@ pub struct RoomRecord {
     pub epoch: u64,
     /// The seq of the last committed entry.
     pub head: u64,
+    /// The general room this group was converted from (its own id: conversion is in place).
+    pub converted_from: Option<RoomId>,
 }
 
 /// A room to create; its `Created` entry becomes seq 1.
@@ -93,7 +95,7 @@ impl NewEntry {
     pub fn client_msg_id(&self) -> Option<&str> {
         match &self.body {
             EventBody::Message { client_msg_id, .. } => Some(client_msg_id),
-            EventBody::Created { .. } => None,
+            _ => None,
         }
     }
 }
@@ -118,6 +120,39 @@ pub struct MembershipRow {
     pub head: u64,
     pub last_read: u64,
     pub unread: u64,
+}
+
+/// An audit record to write (G19).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAudit {
+    pub ts: i64,
+    pub room: RoomId,
+    /// Who did it: a user, `#admin@company` or `#policy@company`.
+    pub actor: UserId,
+    pub action: String,
+    /// JSON details.
+    pub detail: String,
+    /// Every company involved; each one's admins can read the record.
+    pub companies: Vec<CompanyId>,
+}
+
+/// A stored audit record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub ts: i64,
+    pub room: RoomId,
+    pub actor: UserId,
+    pub action: String,
+    pub detail: serde_json::Value,
+}
+
+/// A group's invitation link (G14).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invite {
+    pub token: String,
+    /// Seconds since the Unix epoch; `None` = never expires.
+    pub expires_at: Option<i64>,
 }
 
 /// A durable commit in flight: resolves once the entries are durably stored (or failed).
@@ -179,6 +214,34 @@ pub trait Store: Send + Sync + 'static {
     async fn rooms_of(&self, user: &UserId) -> StoreResult<Vec<MembershipRow>>;
     /// Move `user`'s read marker in `room` forward to `seq` (never backwards).
     async fn set_read_marker(&self, room: &RoomId, user: &UserId, seq: u64) -> StoreResult<()>;
+
+    /// External groups `user` is a member or master of.
+    async fn groups_of(&self, user: &UserId) -> StoreResult<Vec<RoomId>>;
+    /// External groups `company` owns (not deleted) — G20.
+    async fn count_owned_groups(&self, company: &CompanyId) -> StoreResult<u64>;
+    /// Delete a room's log, members and invitation for good, keeping a tombstone so the id is
+    /// never reused; audited (G16).
+    async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<()>;
+
+    /// Set or clear a group's invitation link; audited.
+    async fn set_invite(
+        &self,
+        room: &RoomId,
+        invite: Option<Invite>,
+        audit: NewAudit,
+    ) -> StoreResult<()>;
+    async fn invite_of(&self, room: &RoomId) -> StoreResult<Option<Invite>>;
+    /// The room an invitation token opens (expired or not).
+    async fn room_by_invite(&self, token: &str) -> StoreResult<Option<(RoomId, Invite)>>;
+
+    /// Audit records involving `company`, newest first, with `id < before`.
+    async fn audit(
+        &self,
+        company: &CompanyId,
+        room: Option<&RoomId>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>>;
 
     /// Finish queued writes and stop accepting new ones.
     async fn close(&self);

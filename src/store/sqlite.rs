@@ -9,8 +9,8 @@
 //! proceed while the writer commits.
 
 use super::{
-    Appended, CommitTicket, MembershipRow, NewEntry, NewRoom, RoomRecord, Store, StoreError,
-    StoreResult,
+    Appended, AuditEntry, CommitTicket, Invite, MembershipRow, NewAudit, NewEntry, NewRoom,
+    RoomRecord, Store, StoreError, StoreResult,
 };
 use crate::directory::{Company, CompanySettings, User, UserKind};
 use async_trait::async_trait;
@@ -77,8 +77,14 @@ CREATE TABLE IF NOT EXISTS rooms (
     created_at INTEGER NOT NULL,
     features TEXT NOT NULL,
     epoch INTEGER NOT NULL,
-    head INTEGER NOT NULL
+    head INTEGER NOT NULL,
+    converted_from TEXT,
+    -- A deleted group keeps its row (ids are never reused) and nothing else (G16).
+    deleted INTEGER NOT NULL DEFAULT 0,
+    invite_token TEXT UNIQUE,
+    invite_expires INTEGER
 );
+CREATE INDEX IF NOT EXISTS rooms_owner ON rooms(owner_company, kind);
 CREATE TABLE IF NOT EXISTS room_members (
     room TEXT NOT NULL,
     user TEXT NOT NULL,
@@ -100,7 +106,23 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency
     ON events(room, author, client_msg_id) WHERE client_msg_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    room TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_companies (
+    company TEXT NOT NULL,
+    audit INTEGER NOT NULL,
+    PRIMARY KEY (company, audit)
+) WITHOUT ROWID;
 "#;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
 
 impl SqliteStore {
     /// Open (or create) the database file at `path`.
@@ -109,7 +131,15 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Backend(format!(
+                "{} was written by a newer crossroom (schema {version}, this build knows {SCHEMA_VERSION})",
+                path.display()
+            )));
+        }
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -279,6 +309,12 @@ fn body_kind(b: &EventBody) -> &'static str {
     match b {
         EventBody::Created { .. } => "created",
         EventBody::Message { .. } => "message",
+        EventBody::MembersAdded { .. } => "members_added",
+        EventBody::MemberRemoved { .. } => "member_removed",
+        EventBody::MastersAdded { .. } => "masters_added",
+        EventBody::MasterRemoved { .. } => "master_removed",
+        EventBody::GroupUpdated { .. } => "group_updated",
+        EventBody::Converted { .. } => "converted",
     }
 }
 
@@ -380,17 +416,162 @@ fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult
     ])?;
     conn.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1")?
         .execute(params![room.0, seq])?;
+    let event = Event {
+        room: room.clone(),
+        epoch: epoch as u64,
+        seq: seq as u64,
+        ts: entry.ts,
+        author: entry.author.clone(),
+        body: entry.body.clone(),
+    };
+    project(conn, &event)?;
     Ok(Appended {
-        event: Event {
-            room: room.clone(),
-            epoch: epoch as u64,
-            seq: seq as u64,
-            ts: entry.ts,
-            author: entry.author.clone(),
-            body: entry.body.clone(),
-        },
+        event,
         duplicate: false,
     })
+}
+
+/// Set a user's flags in a room (inserting the row if needed); `None` leaves a flag alone.
+fn set_membership(
+    conn: &Connection,
+    room: &RoomId,
+    user: &UserId,
+    member: Option<bool>,
+    master: Option<bool>,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO room_members (room, user, is_member, is_master)
+         VALUES (?1, ?2, coalesce(?3, 0), coalesce(?4, 0))
+         ON CONFLICT (room, user) DO UPDATE SET
+             is_member = coalesce(?3, is_member),
+             is_master = coalesce(?4, is_master)",
+    )?
+    .execute(params![room.0, user.0, member, master])?;
+    Ok(())
+}
+
+/// Keep the room's projection (members, masters, settings) in step with a new entry, and
+/// record life-cycle and membership entries in the audit log — in the same transaction.
+fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
+    let room = &event.room;
+    match &event.body {
+        EventBody::Created { .. } | EventBody::Message { .. } => {}
+        EventBody::MembersAdded { users } => {
+            for u in users {
+                set_membership(conn, room, u, Some(true), None)?;
+            }
+        }
+        EventBody::MemberRemoved { user, .. } => {
+            set_membership(conn, room, user, Some(false), Some(false))?;
+        }
+        EventBody::MastersAdded { users } => {
+            for u in users {
+                set_membership(conn, room, u, None, Some(true))?;
+            }
+        }
+        EventBody::MasterRemoved { user } => {
+            set_membership(conn, room, user, None, Some(false))?;
+        }
+        EventBody::GroupUpdated {
+            name,
+            description,
+            features,
+        } => {
+            let features = features.as_ref().map(json).transpose()?;
+            conn.prepare_cached(
+                "UPDATE rooms SET name = coalesce(?2, name), description = coalesce(?3, description),
+                                  features = coalesce(?4, features) WHERE id = ?1",
+            )?
+            .execute(params![room.0, name, description, features])?;
+        }
+        EventBody::Converted {
+            name,
+            masters,
+            members,
+            ..
+        } => {
+            let owner = event.author.company().map(|c| c.0).unwrap_or_default();
+            conn.prepare_cached(
+                "UPDATE rooms SET kind = 'group', name = ?2, owner_company = ?3, converted_from = ?1
+                 WHERE id = ?1",
+            )?
+            .execute(params![room.0, name, owner])?;
+            conn.prepare_cached(
+                "UPDATE room_members SET is_member = 0, is_master = 0 WHERE room = ?1",
+            )?
+            .execute(params![room.0])?;
+            for u in members {
+                set_membership(conn, room, u, Some(true), None)?;
+            }
+            for u in masters {
+                set_membership(conn, room, u, None, Some(true))?;
+            }
+        }
+    }
+    if !matches!(event.body, EventBody::Message { .. }) {
+        let owner: String = conn
+            .prepare_cached("SELECT owner_company FROM rooms WHERE id = ?1")?
+            .query_row(params![room.0], |r| r.get(0))?;
+        let mut companies = vec![CompanyId(owner)];
+        companies.extend(event.author.company());
+        companies.extend(
+            named_users(&event.body)
+                .into_iter()
+                .filter_map(|u| u.company()),
+        );
+        let detail =
+            serde_json::to_string(&event.body).map_err(|e| StoreError::Backend(e.to_string()))?;
+        write_audit(
+            conn,
+            &NewAudit {
+                ts: event.ts,
+                room: room.clone(),
+                actor: event.author.clone(),
+                action: body_kind(&event.body).to_owned(),
+                detail,
+                companies,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Every user an entry names.
+fn named_users(body: &EventBody) -> Vec<&UserId> {
+    match body {
+        EventBody::Created {
+            members, masters, ..
+        } => members.iter().chain(masters).collect(),
+        EventBody::MembersAdded { users } | EventBody::MastersAdded { users } => {
+            users.iter().collect()
+        }
+        EventBody::MemberRemoved { user, .. } | EventBody::MasterRemoved { user } => vec![user],
+        EventBody::Converted {
+            members,
+            masters,
+            left_out,
+            ..
+        } => members
+            .iter()
+            .chain(masters)
+            .chain(left_out.iter().map(|l| &l.user))
+            .collect(),
+        EventBody::Message { .. } | EventBody::GroupUpdated { .. } => Vec::new(),
+    }
+}
+
+fn write_audit(conn: &Connection, a: &NewAudit) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (ts, room, actor, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![a.ts, a.room.0, a.actor.0, a.action, a.detail])?;
+    let id = conn.last_insert_rowid();
+    let mut st = conn
+        .prepare_cached("INSERT OR IGNORE INTO audit_companies (company, audit) VALUES (?1, ?2)")?;
+    for c in &a.companies {
+        st.execute(params![c.0, id])?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -646,7 +827,8 @@ impl Store for SqliteStore {
             let row = conn
                 .prepare_cached(
                     "SELECT kind, name, description, owner_company, created_by, created_at,
-                            features, epoch, head FROM rooms WHERE id = ?1",
+                            features, epoch, head, converted_from
+                       FROM rooms WHERE id = ?1 AND deleted = 0",
                 )?
                 .query_row(params![id.0], |r| {
                     let kind: String = r.get(0)?;
@@ -662,6 +844,7 @@ impl Store for SqliteStore {
                         features: from_json::<Features>(&features)?,
                         epoch: r.get::<_, i64>(7)? as u64,
                         head: r.get::<_, i64>(8)? as u64,
+                        converted_from: r.get::<_, Option<String>>(9)?.map(RoomId),
                         masters: Vec::new(),
                         members: Vec::new(),
                     })
@@ -755,7 +938,7 @@ impl Store for SqliteStore {
                           WHERE e.room = r.id AND e.seq > m.last_read
                             AND e.kind = 'message' AND e.author != m.user)
                    FROM room_members m JOIN rooms r ON r.id = m.room
-                  WHERE m.user = ?1 AND m.is_member = 1
+                  WHERE m.user = ?1 AND m.is_member = 1 AND r.deleted = 0
                   ORDER BY r.id",
             )?;
             let rows = st.query_map(params![u.0], |r| {
@@ -783,6 +966,159 @@ impl Store for SqliteStore {
             )?
             .execute(params![r.0, u.0, sql_seq(seq)])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn groups_of(&self, user: &UserId) -> StoreResult<Vec<RoomId>> {
+        let u = user.clone();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT r.id FROM room_members m JOIN rooms r ON r.id = m.room
+                  WHERE m.user = ?1 AND (m.is_member = 1 OR m.is_master = 1)
+                    AND r.kind = 'group' AND r.deleted = 0 ORDER BY r.id",
+            )?;
+            let rows = st.query_map(params![u.0], |r| Ok(RoomId(r.get(0)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn count_owned_groups(&self, company: &CompanyId) -> StoreResult<u64> {
+        let c = company.clone();
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM rooms WHERE owner_company = ?1 AND kind = 'group' AND deleted = 0",
+                )?
+                .query_row(params![c.0], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<()> {
+        let r = room.clone();
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE rooms SET deleted = 1, name = '', description = '', invite_token = NULL,
+                                      invite_expires = NULL WHERE id = ?1 AND deleted = 0",
+                )?
+                .execute(params![r.0])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("room {r}")));
+            }
+            conn.prepare_cached("DELETE FROM events WHERE room = ?1")?
+                .execute(params![r.0])?;
+            conn.prepare_cached("DELETE FROM room_members WHERE room = ?1")?
+                .execute(params![r.0])?;
+            write_audit(conn, &audit)
+        })
+        .await
+    }
+
+    async fn set_invite(
+        &self,
+        room: &RoomId,
+        invite: Option<Invite>,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        let r = room.clone();
+        self.write(move |conn| {
+            let (token, expires) = match &invite {
+                Some(i) => (Some(i.token.clone()), i.expires_at),
+                None => (None, None),
+            };
+            let n = conn
+                .prepare_cached(
+                    "UPDATE rooms SET invite_token = ?2, invite_expires = ?3 WHERE id = ?1 AND deleted = 0",
+                )?
+                .execute(params![r.0, token, expires])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("room {r}")));
+            }
+            write_audit(conn, &audit)
+        })
+        .await
+    }
+
+    async fn invite_of(&self, room: &RoomId) -> StoreResult<Option<Invite>> {
+        let r = room.clone();
+        self.read(move |conn| {
+            let row: Option<(Option<String>, Option<i64>)> = conn
+                .prepare_cached(
+                    "SELECT invite_token, invite_expires FROM rooms WHERE id = ?1 AND deleted = 0",
+                )?
+                .query_row(params![r.0], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            Ok(row.and_then(|(t, e)| {
+                t.map(|token| Invite {
+                    token,
+                    expires_at: e,
+                })
+            }))
+        })
+        .await
+    }
+
+    async fn room_by_invite(&self, token: &str) -> StoreResult<Option<(RoomId, Invite)>> {
+        let t = token.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, invite_expires FROM rooms WHERE invite_token = ?1 AND deleted = 0",
+                )?
+                .query_row(params![t], |row| {
+                    Ok((
+                        RoomId(row.get(0)?),
+                        Invite {
+                            token: t.clone(),
+                            expires_at: row.get(1)?,
+                        },
+                    ))
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn audit(
+        &self,
+        company: &CompanyId,
+        room: Option<&RoomId>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let c = company.clone();
+        let room = room.cloned();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT a.id, a.ts, a.room, a.actor, a.action, a.detail
+                   FROM audit_companies ac JOIN audit a ON a.id = ac.audit
+                  WHERE ac.company = ?1 AND ac.audit < ?2 AND (?3 IS NULL OR a.room = ?3)
+                  ORDER BY ac.audit DESC LIMIT ?4",
+            )?;
+            let rows = st.query_map(
+                params![
+                    c.0,
+                    sql_seq(before.unwrap_or(u64::MAX)),
+                    room.map(|r| r.0),
+                    limit as i64
+                ],
+                |r| {
+                    let detail: String = r.get(5)?;
+                    Ok(AuditEntry {
+                        id: r.get::<_, i64>(0)? as u64,
+                        ts: r.get(1)?,
+                        room: RoomId(r.get(2)?),
+                        actor: UserId(r.get(3)?),
+                        action: r.get(4)?,
+                        detail: from_json(&detail)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }

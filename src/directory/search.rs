@@ -1,0 +1,102 @@
+//! A user's own view of the directory: their contacts (G7) and search/autocomplete over their
+//! rooms and contacts (G8: only rooms they are a member of can ever match).
+
+use super::User;
+use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
+use crate::room::create::summary;
+use crossroom_protocol::{RoomSummary, UserId, UserInfo};
+
+/// Default and largest number of results of each kind.
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 50;
+/// Longest query, in characters.
+const MAX_QUERY_CHARS: usize = 100;
+
+/// Does `text` match the (lowercased) query: the whole text or any of its words starts with it.
+pub fn matches(text: &str, query: &str) -> bool {
+    let t = text.to_lowercase();
+    t.starts_with(query)
+        || t.split(|c: char| !c.is_alphanumeric())
+            .any(|w| w.starts_with(query))
+}
+
+/// Prefix search, case-insensitive, over the user's rooms (by name or id) and contacts (by
+/// name, id or email).
+pub async fn search(
+    hub: &Hub,
+    user: &UserId,
+    query: &str,
+    limit: Option<u32>,
+) -> ApiResult<(Vec<RoomSummary>, Vec<UserInfo>)> {
+    let q = query.trim().to_lowercase();
+    if q.is_empty() || q.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::invalid(format!(
+            "query must be 1 to {MAX_QUERY_CHARS} characters"
+        )));
+    }
+    let limit = limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
+    let rooms = hub
+        .store
+        .rooms_of(user)
+        .await?
+        .into_iter()
+        .filter(|r| matches(&r.name, &q) || r.room.as_str().starts_with(&q))
+        .take(limit)
+        .map(summary)
+        .collect();
+    let ids = hub.store.contacts(user).await?;
+    let contacts = hub
+        .store
+        .users(&ids)
+        .await?
+        .into_iter()
+        .filter(|u| {
+            u.active
+                && (matches(&u.name, &q) || matches(u.id.as_str(), &q) || matches(&u.email, &q))
+        })
+        .take(limit)
+        .map(|u| u.info())
+        .collect();
+    Ok((rooms, contacts))
+}
+
+/// The user's contacts that still exist.
+pub async fn contacts(hub: &Hub, user: &UserId) -> ApiResult<Vec<UserInfo>> {
+    let ids = hub.store.contacts(user).await?;
+    Ok(hub
+        .store
+        .users(&ids)
+        .await?
+        .iter()
+        .map(User::info)
+        .collect())
+}
+
+/// Add a user of another company to `me`'s contacts.
+pub async fn add_contact(hub: &Hub, me: &User, contact: &UserId) -> ApiResult<()> {
+    let Some(other) = hub.store.user(contact).await?.filter(|u| u.active) else {
+        return Err(ApiError::not_found(format!("user {contact}")));
+    };
+    if other.company == me.company {
+        return Err(ApiError::invalid(
+            "colleagues of your own company need no contact entry",
+        ));
+    }
+    hub.store.add_contact(&me.id, contact).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn g8_prefix_matching_is_case_insensitive_on_words() {
+        assert!(matches("Launch Plan", "lau"));
+        assert!(matches("Launch Plan", "plan"));
+        assert!(matches("carol@globex.example", "globex"));
+        assert!(!matches("Launch Plan", "aunch"));
+        assert!(matches("Ünïcode Team", "ünï"));
+    }
+}

@@ -1,0 +1,245 @@
+//! Invitations (G14, G15): the HTTP side of invitation links — look, join, sign up — and
+//! invitation emails. The link itself is managed by the room actor ([`super::InviteOp`]).
+
+use super::{lookup, Actor, Change, InviteOp, RoomCommand};
+use crate::directory::admin::{hash_key, new_admin_key, Body};
+use crate::directory::{
+    validate_company_id, validate_login, Company, CompanySettings, User, UserKind,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
+use crate::mail::Mailer;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use crossroom_protocol::{CompanyId, ErrorCode, RoomId, ServerFrame, UserId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Most addresses in one `send_invites`.
+const MAX_EMAILS: usize = 100;
+
+pub fn routes() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/v1/invite/{token}", get(look))
+        .route("/v1/invite/{token}/join", post(join))
+        .route("/v1/invite/{token}/signup", post(signup))
+}
+
+/// The room a valid (present, unexpired) invitation token opens.
+async fn valid_invite(hub: &Hub, token: &str) -> ApiResult<RoomId> {
+    let gone = || ApiError::not_found("invitation link (it may have expired or been revoked)");
+    let (room, invite) = hub.store.room_by_invite(token).await?.ok_or_else(gone)?;
+    if invite
+        .expires_at
+        .is_some_and(|at| crate::directory::now_secs() >= at)
+    {
+        return Err(gone());
+    }
+    Ok(room)
+}
+
+/// `GET /v1/invite/{token}`: what the link opens — the group's name and owner, nothing more.
+async fn look(State(hub): State<Arc<Hub>>, Path(token): Path<String>) -> ApiResult<Json<Value>> {
+    let room = valid_invite(&hub, &token).await?;
+    let r = hub
+        .store
+        .room(&room)
+        .await?
+        .ok_or_else(|| ApiError::not_found("invitation link"))?;
+    let (_, invite) = hub
+        .store
+        .room_by_invite(&token)
+        .await?
+        .ok_or_else(|| ApiError::not_found("invitation link"))?;
+    Ok(Json(json!({
+        "room": r.id,
+        "name": r.name,
+        "owner_company": r.owner_company,
+        "expires_at": invite.expires_at,
+    })))
+}
+
+/// Join `room` as `user` with `token`, through the room actor (which checks the link again and
+/// the user's permission: G14).
+async fn join_as(hub: &Arc<Hub>, user: &UserId, room: &RoomId, token: String) -> ApiResult<Value> {
+    let me = lookup::person(hub, user).await?;
+    match hub
+        .ask(room, |reply| RoomCommand::Change {
+            actor: Actor::User(me),
+            change: Change::Join { token },
+            reply,
+        })
+        .await?
+    {
+        ServerFrame::Changed { room, seq, .. } => Ok(json!({ "room": room, "seq": seq })),
+        _ => Err(ApiError::internal()),
+    }
+}
+
+/// `POST /v1/invite/{token}/join` with the user's bearer token.
+async fn join(
+    State(hub): State<Arc<Hub>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let bearer = crate::connection::bearer(&headers).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "sign in first (Authorization: Bearer TOKEN)",
+        )
+    })?;
+    let user = crate::directory::authenticate(
+        &hub.store,
+        &hub.tokens,
+        bearer,
+        crate::directory::now_secs(),
+    )
+    .await
+    .map_err(|f| ApiError::new(f.code, f.message))?;
+    let room = valid_invite(&hub, &token).await?;
+    Ok(Json(join_as(&hub, &user.id, &room, token).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignupCompany {
+    id: CompanyId,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignupUser {
+    login: String,
+    name: String,
+    #[serde(default)]
+    email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Signup {
+    company: SignupCompany,
+    user: SignupUser,
+}
+
+/// `POST /v1/invite/{token}/signup`: someone whose company does not use crossroom yet creates
+/// it (with external chat on) and its first user — who administers it — then joins (G14).
+async fn signup(
+    State(hub): State<Arc<Hub>>,
+    Path(token): Path<String>,
+    Body(req): Body<Signup>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let room = valid_invite(&hub, &token).await?;
+    validate_company_id(req.company.id.as_str()).map_err(ApiError::invalid)?;
+    validate_login(&req.user.login).map_err(ApiError::invalid)?;
+    let company_name = req.company.name.trim();
+    let user_name = req.user.name.trim();
+    for (what, v) in [("company name", company_name), ("user name", user_name)] {
+        if v.is_empty() || v.chars().count() > 100 {
+            return Err(ApiError::invalid(format!(
+                "{what} must be 1 to 100 characters"
+            )));
+        }
+    }
+    if !req.user.email.is_empty() {
+        Mailer::check_address(&req.user.email)?;
+    }
+    let company = Company {
+        id: req.company.id.clone(),
+        name: company_name.to_owned(),
+        settings: CompanySettings {
+            external_chat: true,
+            ..Default::default()
+        },
+    };
+    let admin_key = new_admin_key();
+    hub.store
+        .create_company(&company, &hash_key(&admin_key))
+        .await?;
+    let user = User {
+        id: UserId(format!("{}@{}", req.user.login, company.id)),
+        company: company.id.clone(),
+        name: user_name.to_owned(),
+        email: req.user.email,
+        kind: UserKind::Works,
+        active: true,
+        external_granted: true,
+    };
+    hub.store.create_user(&user).await?;
+    let joined = join_as(&hub, &user.id, &room, token).await?;
+    let now = crate::directory::now_secs();
+    let user_token = hub.tokens.sign(&user.id, &user.company, now, 24 * 3600);
+    tracing::info!(company = %company.id, user = %user.id, %room, "signed up by invitation");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "company": company,
+            "admin_key": admin_key,
+            "user": user,
+            "token": user_token,
+            "joined": joined,
+        })),
+    ))
+}
+
+/// G15: a master emails the group's invitation link (made if there is none) to `emails`.
+pub async fn send_invites(
+    hub: &Arc<Hub>,
+    user: &UserId,
+    room: &RoomId,
+    emails: &[String],
+) -> ApiResult<()> {
+    if emails.is_empty() || emails.len() > MAX_EMAILS {
+        return Err(ApiError::invalid(format!(
+            "send to 1 to {MAX_EMAILS} addresses"
+        )));
+    }
+    for e in emails {
+        Mailer::check_address(e)?;
+    }
+    let me = lookup::person(hub, user).await?;
+    let ask = |op| {
+        let actor = Actor::User(me.clone());
+        move |reply| RoomCommand::Invite { actor, op, reply }
+    };
+    let url = match hub.ask(room, ask(InviteOp::Get)).await? {
+        ServerFrame::Invite { url: Some(url), .. } => url,
+        _ => match hub
+            .ask(
+                room,
+                ask(InviteOp::Create {
+                    expires_in_secs: None,
+                }),
+            )
+            .await?
+        {
+            ServerFrame::Invite { url: Some(url), .. } => url,
+            _ => return Err(ApiError::internal()),
+        },
+    };
+    let name = match hub
+        .ask(room, |reply| RoomCommand::Get {
+            user: me.user.id.clone(),
+            reply,
+        })
+        .await
+    {
+        Ok(ServerFrame::Room { room, .. }) => room.name,
+        _ => String::from("a group"),
+    };
+    let subject = format!("{} invites you to \"{name}\" on crossroom", me.user.name);
+    let body = format!(
+        "{} ({}) invites you to the external group \"{name}\".\n\nOpen this link to join:\n{url}\n\n\
+         If your company does not use crossroom yet, the link lets you sign up.\n",
+        me.user.name, me.user.id
+    );
+    for to in emails {
+        hub.mailer.send(to, &subject, body.clone()).await?;
+    }
+    tracing::info!(%room, by = %user, count = emails.len(), "invitations sent");
+    Ok(())
+}
