@@ -775,6 +775,7 @@ fn decide_convert(
     let mut left_out = Vec::new();
     for id in &room.members {
         let reason = match ctx.people.get(id) {
+            _ if *id == me.user.id => None,
             Some(p) if p.user.kind == UserKind::Line => Some(ErrorCode::LineUserNotAllowed),
             Some(p) if p.permitted => None,
             _ => Some(ErrorCode::NoExternalPermission),
@@ -1155,5 +1156,346 @@ mod tests {
         );
         let e = check_post(&r, &"a@x.example".into(), "c", "x").expect_err("refused");
         assert_eq!(e.code, ErrorCode::FeatureDisabled);
+    }
+
+    // ---- changes -------------------------------------------------------------------------
+
+    fn ctx(w: &World) -> Context {
+        Context {
+            people: w.people.clone(),
+            contacts: w.contacts.clone(),
+            owner: CompanySettings::default(),
+            actor_company: Some(CompanySettings::default()),
+            owned_groups: 0,
+            max_participants: 100,
+            invite: None,
+            now_secs: 1000,
+        }
+    }
+
+    fn group_room(members: &[&str], masters: &[&str]) -> RoomRecord {
+        let mut r = room(members, masters, Features::default());
+        r.members.sort();
+        r.masters.sort();
+        r
+    }
+
+    fn user_actor(w: &World, id: &str) -> Actor {
+        let id = UserId::from(id);
+        match w.people.get(&id) {
+            Some(p) => Actor::User(p.clone()),
+            None => Actor::User(w.creator.clone()),
+        }
+    }
+
+    #[test]
+    fn g9_only_masters_and_owner_admins_manage() {
+        let w = world();
+        let r = group_room(
+            &["alice@acme.example", "bob@acme.example"],
+            &["alice@acme.example"],
+        );
+        let add = Change::AddMembers(ids(&["carol@globex.example"]));
+        let d = decide(&r, &Actor::User(w.creator.clone()), &add, &ctx(&w)).expect("master adds");
+        assert_eq!(
+            d.entries,
+            vec![EventBody::MembersAdded {
+                users: ids(&["carol@globex.example"])
+            }]
+        );
+        let bob = user_actor(&w, "bob@acme.example");
+        assert_eq!(
+            decide(&r, &bob, &add, &ctx(&w)).expect_err("member").code,
+            ErrorCode::Forbidden
+        );
+        let zed = user_actor(&w, "zed@globex.example");
+        assert_eq!(
+            decide(&r, &zed, &add, &ctx(&w)).expect_err("stranger").code,
+            ErrorCode::NotFound
+        );
+        let owner = Actor::Admin("acme.example".into());
+        assert!(decide(&r, &owner, &add, &ctx(&w)).is_ok());
+        let other = Actor::Admin("globex.example".into());
+        assert_eq!(
+            decide(&r, &other, &add, &ctx(&w))
+                .expect_err("not owner")
+                .code,
+            ErrorCode::NotFound
+        );
+    }
+
+    #[test]
+    fn g9_settings_need_the_owner_switch_for_masters_not_admins() {
+        let w = world();
+        let r = group_room(&["alice@acme.example"], &["alice@acme.example"]);
+        let upd = Change::Update {
+            name: Some(" New ".into()),
+            description: None,
+            features: None,
+        };
+        let mut c = ctx(&w);
+        let d = decide(&r, &Actor::User(w.creator.clone()), &upd, &c).expect("allowed");
+        assert_eq!(
+            d.entries,
+            vec![EventBody::GroupUpdated {
+                name: Some("New".into()),
+                description: None,
+                features: None
+            }]
+        );
+        c.owner.masters_can_change_settings = false;
+        assert_eq!(
+            decide(&r, &Actor::User(w.creator.clone()), &upd, &c)
+                .expect_err("off")
+                .code,
+            ErrorCode::Forbidden
+        );
+        assert!(decide(&r, &Actor::Admin("acme.example".into()), &upd, &c).is_ok());
+    }
+
+    #[test]
+    fn g10_the_last_master_stays() {
+        let w = world();
+        let r = group_room(
+            &["alice@acme.example", "bob@acme.example"],
+            &["alice@acme.example"],
+        );
+        let me = Actor::User(w.creator.clone());
+        for ch in [
+            Change::RemoveMember("alice@acme.example".into()),
+            Change::RemoveMaster("alice@acme.example".into()),
+        ] {
+            assert_eq!(
+                decide(&r, &me, &ch, &ctx(&w)).expect_err("last").code,
+                ErrorCode::LastMaster
+            );
+        }
+        let r2 = group_room(
+            &["alice@acme.example", "bob@acme.example"],
+            &["alice@acme.example", "bob@acme.example"],
+        );
+        assert!(decide(
+            &r2,
+            &me,
+            &Change::RemoveMaster("alice@acme.example".into()),
+            &ctx(&w)
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn g11_members_cannot_leave_a_group_but_can_leave_a_room() {
+        let w = world();
+        let r = group_room(
+            &["alice@acme.example", "bob@acme.example"],
+            &["alice@acme.example"],
+        );
+        let bob = user_actor(&w, "bob@acme.example");
+        assert_eq!(
+            decide(&r, &bob, &Change::Leave, &ctx(&w))
+                .expect_err("no")
+                .code,
+            ErrorCode::CannotLeave
+        );
+        let mut general = r.clone();
+        general.kind = RoomKind::Room;
+        general.masters.clear();
+        let d = decide(&general, &bob, &Change::Leave, &ctx(&w)).expect("leaves");
+        assert_eq!(
+            d.entries,
+            vec![EventBody::MemberRemoved {
+                user: "bob@acme.example".into(),
+                reason: RemovalReason::Left
+            }]
+        );
+    }
+
+    #[test]
+    fn g13_policy_removes_its_own_users_even_the_last_master() {
+        let w = world();
+        let r = group_room(
+            &["alice@acme.example", "carol@globex.example"],
+            &["alice@acme.example"],
+        );
+        let acme = Actor::Policy("acme.example".into());
+        let d = decide(
+            &r,
+            &acme,
+            &Change::RemoveMember("alice@acme.example".into()),
+            &ctx(&w),
+        )
+        .expect("policy");
+        assert_eq!(
+            d.entries,
+            vec![EventBody::MemberRemoved {
+                user: "alice@acme.example".into(),
+                reason: RemovalReason::Policy
+            }]
+        );
+        assert_eq!(
+            decide(
+                &r,
+                &acme,
+                &Change::RemoveMember("carol@globex.example".into()),
+                &ctx(&w)
+            )
+            .expect_err("not theirs")
+            .code,
+            ErrorCode::Forbidden
+        );
+    }
+
+    #[test]
+    fn g2_conversion_keeps_permitted_works_users_and_is_irreversible() {
+        let w = world();
+        let mut r = group_room(
+            &[
+                "alice@acme.example",
+                "bob@acme.example",
+                "carol@globex.example",
+                "erin@globex.example",
+                "nora@acme.example",
+            ],
+            &[],
+        );
+        r.kind = RoomKind::Room;
+        let me = Actor::User(w.creator.clone());
+        let d = decide(&r, &me, &Change::Convert { name: "G".into() }, &ctx(&w)).expect("converts");
+        let EventBody::Converted {
+            masters,
+            members,
+            left_out,
+            ..
+        } = &d.entries[0]
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(masters, &ids(&["alice@acme.example"]));
+        assert_eq!(
+            members,
+            &ids(&[
+                "alice@acme.example",
+                "bob@acme.example",
+                "carol@globex.example"
+            ])
+        );
+        let reasons: Vec<_> = left_out
+            .iter()
+            .map(|l| (l.user.as_str(), l.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("erin@globex.example", ErrorCode::LineUserNotAllowed),
+                ("nora@acme.example", ErrorCode::NoExternalPermission)
+            ]
+        );
+        let mut converted = r.clone();
+        apply(&mut converted, &"alice@acme.example".into(), &d.entries[0]);
+        assert_eq!(converted.kind, RoomKind::Group);
+        assert_eq!(converted.converted_from, Some(converted.id.clone()));
+        let again = decide(
+            &converted,
+            &me,
+            &Change::Convert { name: "G".into() },
+            &ctx(&w),
+        );
+        assert_eq!(
+            again.expect_err("irreversible").code,
+            ErrorCode::InvalidArgument
+        );
+        // Without an external WORKS user there is nothing to convert.
+        let mut internal = group_room(&["alice@acme.example", "bob@acme.example"], &[]);
+        internal.kind = RoomKind::Room;
+        assert!(decide(
+            &internal,
+            &me,
+            &Change::Convert { name: "G".into() },
+            &ctx(&w)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn g14_join_needs_a_valid_link_and_permission() {
+        let w = world();
+        let r = group_room(&["alice@acme.example"], &["alice@acme.example"]);
+        let carol = user_actor(&w, "carol@globex.example");
+        let join = Change::Join { token: "t".into() };
+        let mut c = ctx(&w);
+        assert_eq!(
+            decide(&r, &carol, &join, &c).expect_err("no link").code,
+            ErrorCode::NotFound
+        );
+        c.invite = Some(crate::store::Invite {
+            token: "t".into(),
+            expires_at: Some(999),
+        });
+        assert_eq!(
+            decide(&r, &carol, &join, &c).expect_err("expired").code,
+            ErrorCode::NotFound
+        );
+        c.invite = Some(crate::store::Invite {
+            token: "t".into(),
+            expires_at: None,
+        });
+        assert!(decide(&r, &carol, &join, &c).is_ok());
+        let erin = user_actor(&w, "erin@globex.example");
+        assert_eq!(
+            decide(&r, &erin, &join, &c).expect_err("line").code,
+            ErrorCode::LineUserNotAllowed
+        );
+        let dave = user_actor(&w, "dave@globex.example");
+        assert_eq!(
+            decide(&r, &dave, &join, &c)
+                .expect_err("no permission")
+                .code,
+            ErrorCode::NoExternalPermission
+        );
+    }
+
+    #[test]
+    fn g3_admin_groups_need_a_permitted_master() {
+        let w = world();
+        let plan = plan_admin_group(
+            &"acme.example".into(),
+            "Admin made",
+            "",
+            &ids(&["bob@acme.example"]),
+            &ids(&["carol@globex.example", "dave@globex.example"]),
+            &w.people,
+            100,
+        )
+        .expect("ok");
+        assert_eq!(plan.masters, ids(&["bob@acme.example"]));
+        assert_eq!(plan.members, ids(&["carol@globex.example"]));
+        assert_eq!(plan.left_out.len(), 1);
+        assert!(
+            plan_admin_group(&"acme.example".into(), "x", "", &[], &[], &w.people, 100).is_err()
+        );
+        let e = plan_admin_group(
+            &"acme.example".into(),
+            "x",
+            "",
+            &ids(&["nora@acme.example"]),
+            &[],
+            &w.people,
+            100,
+        )
+        .expect_err("no permission");
+        assert_eq!(e.code, ErrorCode::NoExternalPermission);
+    }
+
+    #[test]
+    fn g20_group_count_is_capped() {
+        let s = CompanySettings {
+            max_groups: 2,
+            ..Default::default()
+        };
+        assert!(check_group_count(1, &s).is_ok());
+        assert_eq!(
+            check_group_count(2, &s).expect_err("full").code,
+            ErrorCode::LimitExceeded
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod delivery;
+mod groups;
 mod harness;
 mod hostile;
 mod lifecycle;

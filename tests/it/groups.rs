@@ -1,0 +1,1001 @@
+//! External-group rules G2, G3, G8–G16, G18–G20 and D4, through real WebSocket and HTTP
+//! clients. Each test names its rule.
+
+use crate::harness::*;
+use crossroom_protocol::client::Client;
+use crossroom_protocol::{
+    close, ClientFrame, Encoding, ErrorCode, EventBody, Features, RemovalReason, RoomId, RoomKind,
+    ServerFrame, UserId,
+};
+use serde_json::json;
+use std::time::Duration;
+
+fn history(room: &RoomId) -> ClientFrame {
+    ClientFrame::History {
+        id: 0,
+        room: room.clone(),
+        before: None,
+        limit: Some(100),
+    }
+}
+
+async fn events(c: &mut Client, room: &RoomId) -> Vec<crossroom_protocol::Event> {
+    match c.request(history(room)).await.expect("history") {
+        ServerFrame::History { events, .. } => events,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn changed(c: &mut Client, f: ClientFrame) -> u64 {
+    match c.request(f).await.expect("reply") {
+        ServerFrame::Changed { seq, .. } => seq,
+        other => panic!("expected changed, got {other:?}"),
+    }
+}
+
+/// Wait for a push matching `want`, skipping others.
+async fn push_until(c: &mut Client, want: impl Fn(&ServerFrame) -> bool) -> ServerFrame {
+    loop {
+        let f = c.next_push(Duration::from_secs(10)).await.expect("push");
+        if want(&f) {
+            return f;
+        }
+    }
+}
+
+/// Nothing more arrives that is about `room` (the removal line, D4).
+async fn nothing_more_about(c: &mut Client, room: &RoomId) {
+    while let Ok(f) = c.next_push(Duration::from_millis(400)).await {
+        let about = match &f {
+            ServerFrame::Event(e) => e.room == *room,
+            ServerFrame::Typing { room: r, .. } => r == room,
+            _ => false,
+        };
+        assert!(!about, "received after removal: {f:?}");
+    }
+}
+
+async fn invite(c: &mut Client, f: ClientFrame) -> (Option<String>, Option<String>) {
+    match c.request(f).await.expect("reply") {
+        ServerFrame::Invite { token, url, .. } => (token, url),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// G12, D4: a removed member's every session gets the removal entry and `removed`, then nothing
+/// of the room by any path; their earlier messages stay, attributed to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g12_d4_removal_is_immediate_and_total() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Removal", &[&w.carol.id, &w.bob.id]).await;
+    subscribe(&mut alice, &room, None).await;
+    let mut carol1 = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let mut carol2 = server.connect(&w.carol.token, Encoding::Json).await;
+    subscribe(&mut carol1, &room, None).await;
+    subscribe(&mut carol2, &room, None).await;
+    let mine = post_ok(&mut carol1, &room, "before", "carol was here").await;
+
+    let r = changed(
+        &mut alice,
+        ClientFrame::RemoveMember {
+            id: 0,
+            room: room.clone(),
+            user: w.carol.id.clone(),
+        },
+    )
+    .await;
+    for c in [&mut carol1, &mut carol2] {
+        let e = loop {
+            let e = next_event(c).await;
+            if e.seq == r {
+                break e;
+            }
+            assert!(e.seq < r);
+        };
+        assert_eq!(
+            e.body,
+            EventBody::MemberRemoved {
+                user: w.carol.id.clone(),
+                reason: RemovalReason::Removed
+            }
+        );
+        match push_until(c, |f| matches!(f, ServerFrame::Removed { .. })).await {
+            ServerFrame::Removed { room: rr, reason } => {
+                assert_eq!(rr, room);
+                assert_eq!(reason, RemovalReason::Removed);
+            }
+            _ => unreachable!(),
+        }
+    }
+    // Live: later posts and typing do not reach carol.
+    post_ok(&mut alice, &room, "after", "after carol left").await;
+    alice
+        .request(ClientFrame::Typing {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("typing");
+    nothing_more_about(&mut carol1, &room).await;
+    nothing_more_about(&mut carol2, &room).await;
+    // Every other path answers not found.
+    for f in [
+        ClientFrame::Subscribe {
+            id: 0,
+            room: room.clone(),
+            since: Some(crossroom_protocol::Position { epoch: 0, seq: r }),
+        },
+        history(&room),
+        post(&room, "again", "let me in"),
+        ClientFrame::Typing {
+            id: 0,
+            room: room.clone(),
+        },
+        ClientFrame::GetRoom {
+            id: 0,
+            room: room.clone(),
+        },
+        ClientFrame::MarkRead {
+            id: 0,
+            room: room.clone(),
+            seq: r,
+        },
+    ] {
+        let reply = carol1.request(f.clone()).await.expect("reply");
+        assert_eq!(error_code(&reply), ErrorCode::NotFound, "{f:?}");
+    }
+    let ServerFrame::Rooms { rooms, .. } = carol1
+        .request(ClientFrame::ListRooms { id: 0 })
+        .await
+        .expect("rooms")
+    else {
+        panic!()
+    };
+    assert!(rooms.iter().all(|x| x.id != room), "not in lists");
+    let ServerFrame::SearchResults { rooms, .. } = carol1
+        .request(ClientFrame::Search {
+            id: 0,
+            query: "rem".into(),
+            limit: None,
+        })
+        .await
+        .expect("search")
+    else {
+        panic!()
+    };
+    assert!(rooms.is_empty(), "not in search");
+    // Their earlier message stays, attributed to them.
+    let evs = events(&mut alice, &room).await;
+    let kept = evs.iter().find(|e| e.seq == mine).expect("kept");
+    assert_eq!(kept.author, w.carol.id);
+}
+
+/// G13: withdrawing a member's external permission, switching external chat off, or disabling
+/// the user removes them from every external group at once, with reason `policy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g13_admin_revocation_removes_from_every_group() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    contact(&server, &w.globex_key, &w.carol.id, &w.alice.id).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let g1 = group(&mut alice, "One", &[&w.carol.id, &w.dave.id]).await;
+    let g2 = group(&mut alice, "Two", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &g1, None).await;
+    subscribe(&mut carol, &g2, None).await;
+    let globex = server.http(Some(&w.globex_key));
+
+    // Per member: globex switches to per-member permission without granting carol.
+    let r = globex
+        .patch(
+            "/v1/admin/company/settings",
+            json!({ "external_permission": "per_member" }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut removed_from = Vec::new();
+    while removed_from.len() < 2 {
+        if let ServerFrame::Removed { room, reason } =
+            push_until(&mut carol, |f| matches!(f, ServerFrame::Removed { .. })).await
+        {
+            assert_eq!(reason, RemovalReason::Policy);
+            removed_from.push(room);
+        }
+    }
+    removed_from.sort();
+    let mut want = vec![g1.clone(), g2.clone()];
+    want.sort();
+    assert_eq!(removed_from, want);
+    let e = events(&mut alice, &g1).await;
+    assert!(e.iter().any(|e| e.body
+        == EventBody::MemberRemoved {
+            user: w.carol.id.clone(),
+            reason: RemovalReason::Policy
+        }));
+    assert!(e
+        .iter()
+        .any(|e| matches!(&e.body, EventBody::MemberRemoved { user, .. } if *user == w.dave.id)));
+
+    // Disable: acme disables bob after he joins; he is removed and his sessions are closed.
+    let g3 = group(&mut alice, "Three", &[&w.bob.id]).await;
+    let mut bob = server.connect(&w.bob.token, Encoding::Json).await;
+    let r = server
+        .http(Some(&w.acme_key))
+        .patch(
+            &format!("/v1/admin/users/{}", w.bob.id),
+            json!({ "active": false }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        bob.closed(Duration::from_secs(5)).await.expect("closed"),
+        Some(close::USER_DISABLED)
+    );
+    let e = events(&mut alice, &g3).await;
+    assert!(e.iter().any(|e| e.body
+        == EventBody::MemberRemoved {
+            user: w.bob.id.clone(),
+            reason: RemovalReason::Policy
+        }));
+
+    // Company-wide: acme switches external chat off; alice is removed even as last master.
+    let r = server
+        .http(Some(&w.acme_key))
+        .patch(
+            "/v1/admin/company/settings",
+            json!({ "external_chat": false }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200);
+    let reply = alice.request(history(&g1)).await.expect("reply");
+    assert_eq!(error_code(&reply), ErrorCode::NotFound);
+    let audit = server
+        .http(Some(&w.acme_key))
+        .get(&format!("/v1/admin/audit?room={g1}"))
+        .await
+        .expect("http");
+    let actions: Vec<&str> = audit.body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or_default())
+        .collect();
+    assert!(actions.contains(&"member_removed"), "{actions:?}");
+}
+
+/// G9, G18: masters change settings only when the owner company allows it; admins always. A
+/// switched-off feature refuses its operations with `feature_disabled`; switching it back on
+/// brings everything back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g9_g18_settings_and_feature_switches() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Settings", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+    let early = post_ok(&mut carol, &room, "early", "before the switch").await;
+
+    let off = Features {
+        message: false,
+        ..Default::default()
+    };
+    let seq = changed(
+        &mut alice,
+        ClientFrame::UpdateGroup {
+            id: 0,
+            room: room.clone(),
+            name: Some("Renamed".into()),
+            description: Some("new words".into()),
+            features: Some(off),
+        },
+    )
+    .await;
+    loop {
+        let e = next_event(&mut carol).await;
+        if e.seq == seq {
+            assert!(matches!(e.body, EventBody::GroupUpdated { .. }));
+            break;
+        }
+    }
+    let r = carol.request(post(&room, "x", "x")).await.expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::FeatureDisabled);
+    // Nothing was deleted by switching off.
+    assert!(events(&mut carol, &room)
+        .await
+        .iter()
+        .any(|e| e.seq == early));
+    // A member who is not a master cannot change settings.
+    let r = carol
+        .request(ClientFrame::UpdateGroup {
+            id: 0,
+            room: room.clone(),
+            name: Some("Mine".into()),
+            description: None,
+            features: None,
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::Forbidden);
+    // The owner company takes the power from masters; its admin keeps it.
+    let acme = server.http(Some(&w.acme_key));
+    acme.patch(
+        "/v1/admin/company/settings",
+        json!({ "masters_can_change_settings": false }),
+    )
+    .await
+    .expect("http");
+    let r = alice
+        .request(ClientFrame::UpdateGroup {
+            id: 0,
+            room: room.clone(),
+            name: None,
+            description: None,
+            features: Some(Features::default()),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::Forbidden);
+    let r = acme
+        .patch(
+            &format!("/v1/admin/groups/{room}"),
+            json!({ "features": { "message": true } }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    post_ok(&mut carol, &room, "back", "messages are back").await;
+    let ServerFrame::Room { room: info, .. } = carol
+        .request(ClientFrame::GetRoom {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("room")
+    else {
+        panic!()
+    };
+    assert_eq!(info.name, "Renamed");
+    assert_eq!(info.description, "new words");
+    assert!(info.features.message);
+    // Another company's admin does not see the group at all.
+    let r = server
+        .http(Some(&w.globex_key))
+        .patch(
+            &format!("/v1/admin/groups/{room}"),
+            json!({ "name": "Mine" }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 404);
+}
+
+/// G9, G10, G11: masters add and remove members and masters; the last master stays; members
+/// cannot leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g10_g11_masters_and_leaving() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Masters", &[&w.bob.id]).await;
+    let r = alice
+        .request(ClientFrame::RemoveMember {
+            id: 0,
+            room: room.clone(),
+            user: w.alice.id.clone(),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::LastMaster);
+    let r = alice
+        .request(ClientFrame::RemoveMaster {
+            id: 0,
+            room: room.clone(),
+            user: w.alice.id.clone(),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::LastMaster);
+    let mut bob = server.connect(&w.bob.token, Encoding::MsgPack).await;
+    let r = bob
+        .request(ClientFrame::Leave {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::CannotLeave);
+    // Masters add members and masters at any time (G7 applies: carol is alice's contact).
+    changed(
+        &mut alice,
+        ClientFrame::AddMembers {
+            id: 0,
+            room: room.clone(),
+            users: vec![w.carol.id.clone()],
+        },
+    )
+    .await;
+    changed(
+        &mut alice,
+        ClientFrame::AddMasters {
+            id: 0,
+            room: room.clone(),
+            users: vec![w.bob.id.clone()],
+        },
+    )
+    .await;
+    // Now alice may step down as master, and bob (a master) removes her.
+    changed(
+        &mut bob,
+        ClientFrame::RemoveMember {
+            id: 0,
+            room: room.clone(),
+            user: w.alice.id.clone(),
+        },
+    )
+    .await;
+    let ServerFrame::Room { room: info, .. } = bob
+        .request(ClientFrame::GetRoom {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("room")
+    else {
+        panic!()
+    };
+    assert_eq!(info.masters, vec![w.bob.id.clone()]);
+    assert_eq!(info.members, vec![w.bob.id.clone(), w.carol.id.clone()]);
+    // Bob has no contacts: adding an external user fails with not_in_contacts (G7).
+    let r = bob
+        .request(ClientFrame::AddMembers {
+            id: 0,
+            room: room.clone(),
+            users: vec![w.dave.id.clone()],
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::NotInContacts);
+    // G6 on add: an explicit add of a LINE user is an error.
+    contact(&server, &w.acme_key, &w.bob.id, &w.erin.id).await;
+    let r = bob
+        .request(ClientFrame::AddMembers {
+            id: 0,
+            room: room.clone(),
+            users: vec![w.erin.id.clone()],
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::LineUserNotAllowed);
+}
+
+/// G2: a general room with an external WORKS user becomes an external group in place: same id,
+/// same history; LINE users are left out (and removed); there is no way back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g2_convert_a_general_room_in_place() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let ServerFrame::RoomCreated { room, .. } = alice
+        .request(ClientFrame::CreateRoom {
+            id: 0,
+            name: "chat".into(),
+            members: vec![w.carol.id.clone(), w.erin.id.clone()],
+        })
+        .await
+        .expect("room")
+    else {
+        panic!()
+    };
+    let room = room.id;
+    let said = post_ok(&mut alice, &room, "hi", "hello from the general room").await;
+    let mut erin = server.connect(&w.erin.token, Encoding::Json).await;
+    subscribe(&mut erin, &room, None).await;
+
+    let r = alice
+        .request(ClientFrame::ConvertRoom {
+            id: 0,
+            room: room.clone(),
+            name: "Now a group".into(),
+        })
+        .await
+        .expect("reply");
+    let ServerFrame::Changed { left_out, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(left_out.len(), 1);
+    assert_eq!(left_out[0].user, w.erin.id);
+    assert_eq!(left_out[0].reason, ErrorCode::LineUserNotAllowed);
+    match push_until(&mut erin, |f| matches!(f, ServerFrame::Removed { .. })).await {
+        ServerFrame::Removed { reason, .. } => assert_eq!(reason, RemovalReason::Converted),
+        _ => unreachable!(),
+    }
+    let ServerFrame::Room { room: info, .. } = alice
+        .request(ClientFrame::GetRoom {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("room")
+    else {
+        panic!()
+    };
+    assert_eq!(info.id, room, "same room id");
+    assert_eq!(info.kind, RoomKind::Group);
+    assert_eq!(info.converted_from, Some(room.clone()));
+    assert_eq!(info.masters, vec![w.alice.id.clone()]);
+    assert_eq!(info.members, vec![w.alice.id.clone(), w.carol.id.clone()]);
+    assert!(
+        events(&mut alice, &room)
+            .await
+            .iter()
+            .any(|e| e.seq == said),
+        "history kept"
+    );
+    for f in [
+        ClientFrame::ConvertRoom {
+            id: 0,
+            room: room.clone(),
+            name: "again".into(),
+        },
+        ClientFrame::Leave {
+            id: 0,
+            room: room.clone(),
+        },
+    ] {
+        let r = alice.request(f).await.expect("reply");
+        assert!(
+            matches!(r, ServerFrame::Error { .. }),
+            "irreversible: {r:?}"
+        );
+    }
+}
+
+/// G3, G16: an admin creates a group for the company; a master or the owner's admin deletes it,
+/// for everyone at once; its data is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g3_g16_admin_creates_master_deletes() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let acme = server.http(Some(&w.acme_key));
+    let r = acme
+        .post(
+            "/v1/admin/groups",
+            json!({ "name": "By admin", "masters": [w.bob.id], "members": [w.bob.id, w.carol.id, w.dave.id] }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let room = RoomId(r.body["room"]["id"].as_str().expect("id").to_owned());
+    assert_eq!(r.body["room"]["created_by"], "#admin@acme.example");
+    assert_eq!(r.body["room"]["owner_company"], "acme.example");
+    let r = acme
+        .post(
+            "/v1/admin/groups",
+            json!({ "name": "x", "masters": [w.erin.id] }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["error"]["code"], "line_user_not_allowed");
+
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+    let mut bob = server.connect(&w.bob.token, Encoding::Json).await;
+    post_ok(&mut bob, &room, "m", "soon gone").await;
+    // A member who is not a master cannot delete.
+    let r = carol
+        .request(ClientFrame::DeleteGroup {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::Forbidden);
+    let r = bob
+        .request(ClientFrame::DeleteGroup {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
+    match push_until(&mut carol, |f| matches!(f, ServerFrame::RoomDeleted { .. })).await {
+        ServerFrame::RoomDeleted { room: r } => assert_eq!(r, room),
+        _ => unreachable!(),
+    }
+    for f in [history(&room), post(&room, "x", "x")] {
+        let r = carol.request(f).await.expect("reply");
+        assert_eq!(error_code(&r), ErrorCode::NotFound);
+    }
+    // Admin deletion of an owned group.
+    let r = acme
+        .post(
+            "/v1/admin/groups",
+            json!({ "name": "Second", "masters": [w.alice.id] }),
+        )
+        .await
+        .expect("http");
+    let second = r.body["room"]["id"].as_str().expect("id").to_owned();
+    let r = server
+        .http(Some(&w.globex_key))
+        .delete(&format!("/v1/admin/groups/{second}"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 404, "not globex's group");
+    let r = acme
+        .delete(&format!("/v1/admin/groups/{second}"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 204);
+    let r = acme
+        .get(&format!("/v1/admin/groups/{second}"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 404);
+}
+
+/// G14: masters get, rotate and revoke an invitation link; a permitted WORKS user joins by it;
+/// LINE users and users without permission are refused; a newcomer signs up and joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g14_invitation_links() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Open door", &[]).await;
+    subscribe(&mut alice, &room, None).await;
+    let (none, _) = invite(
+        &mut alice,
+        ClientFrame::GetInvite {
+            id: 0,
+            room: room.clone(),
+        },
+    )
+    .await;
+    assert!(none.is_none());
+    let (token, url) = invite(
+        &mut alice,
+        ClientFrame::CreateInvite {
+            id: 0,
+            room: room.clone(),
+            expires_in_secs: None,
+        },
+    )
+    .await;
+    let token = token.expect("token");
+    assert!(url.expect("url").ends_with(&format!("/v1/invite/{token}")));
+    assert!(token.len() >= 26, "unguessable");
+
+    // A non-master cannot see the link.
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let r = carol
+        .request(ClientFrame::GetInvite {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::NotFound);
+    // Carol joins by the link (no contact needed: the master invited).
+    let r = carol
+        .request(ClientFrame::JoinByInvite {
+            id: 0,
+            token: token.clone(),
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+    let e = next_event(&mut alice).await;
+    assert_eq!(
+        e.body,
+        EventBody::MembersAdded {
+            users: vec![w.carol.id.clone()]
+        }
+    );
+    // LINE users and users without permission get clear errors.
+    let mut erin = server.connect(&w.erin.token, Encoding::MsgPack).await;
+    let r = erin
+        .request(ClientFrame::JoinByInvite {
+            id: 0,
+            token: token.clone(),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::LineUserNotAllowed);
+    server
+        .http(Some(&w.globex_key))
+        .patch(
+            "/v1/admin/company/settings",
+            json!({ "external_permission": "per_member" }),
+        )
+        .await
+        .expect("http");
+    // Dave lacks permission now; over HTTP too.
+    let r = server
+        .http(Some(&w.dave.token))
+        .post(&format!("/v1/invite/{token}/join"), json!({}))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "no_external_permission");
+
+    // The link page shows only the group's name and owner.
+    let r = server
+        .http(None)
+        .get(&format!("/v1/invite/{token}"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["name"], "Open door");
+    assert!(r.body.get("members").is_none());
+
+    // A newcomer signs up: a new company and its first user, then joins.
+    let r = server
+        .http(None)
+        .post(
+            &format!("/v1/invite/{token}/signup"),
+            json!({ "company": { "id": "initech.example", "name": "Initech" },
+                    "user": { "login": "peter", "name": "Peter", "email": "peter@initech.example" } }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let peter_token = r.body["token"].as_str().expect("token").to_owned();
+    assert!(r.body["admin_key"]
+        .as_str()
+        .expect("key")
+        .starts_with("ck_"));
+    let mut peter = server.connect(&peter_token, Encoding::Json).await;
+    subscribe(&mut peter, &room, None).await;
+
+    // Rotation kills the old token; revocation kills the link.
+    let (rotated, _) = invite(
+        &mut alice,
+        ClientFrame::CreateInvite {
+            id: 0,
+            room: room.clone(),
+            expires_in_secs: Some(3600),
+        },
+    )
+    .await;
+    let rotated = rotated.expect("token");
+    assert_ne!(rotated, token);
+    let r = server
+        .http(None)
+        .get(&format!("/v1/invite/{token}"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 404);
+    let r = alice
+        .request(ClientFrame::RevokeInvite {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Ok { .. }));
+    let r = server
+        .http(None)
+        .get(&format!("/v1/invite/{rotated}"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 404);
+}
+
+/// G15: invitation emails go to the outbox folder when no SMTP server is configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g15_invitation_email_to_the_outbox() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Mail", &[]).await;
+    let r = alice
+        .request(ClientFrame::SendInvites {
+            id: 0,
+            room: room.clone(),
+            emails: vec!["new@partner.example".into(), "other@partner.example".into()],
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
+    let ServerFrame::Invite { token, .. } = alice
+        .request(ClientFrame::GetInvite {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("invite")
+    else {
+        panic!()
+    };
+    let token = token.expect("a link was made");
+    let outbox = server.data_dir.join("outbox");
+    let mails: Vec<String> = std::fs::read_dir(&outbox)
+        .expect("outbox")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
+        .collect();
+    assert_eq!(mails.len(), 2);
+    assert!(mails.iter().any(|m| m.contains("To: new@partner.example")));
+    assert!(mails.iter().all(|m| m.contains(&token)));
+    let r = alice
+        .request(ClientFrame::SendInvites {
+            id: 0,
+            room,
+            emails: vec!["not an address".into()],
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::InvalidArgument);
+}
+
+/// G8: search and autocomplete over one's own groups and contacts only; by-id lookups of others'
+/// groups answer not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g8_search_and_autocomplete_never_leak() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let secret = group(&mut alice, "Secret Plan", &[&w.carol.id]).await;
+    let search = |q: &str| ClientFrame::Search {
+        id: 0,
+        query: q.into(),
+        limit: None,
+    };
+    let ServerFrame::SearchResults {
+        rooms, contacts, ..
+    } = alice.request(search("sec")).await.expect("search")
+    else {
+        panic!()
+    };
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].id, secret);
+    assert!(contacts.is_empty());
+    let ServerFrame::SearchResults { contacts, .. } =
+        alice.request(search("CAR")).await.expect("search")
+    else {
+        panic!()
+    };
+    assert_eq!(contacts.len(), 1, "case-insensitive prefix on contacts");
+    assert_eq!(contacts[0].id, w.carol.id);
+    let mut bob = server.connect(&w.bob.token, Encoding::MsgPack).await;
+    for q in ["sec", "plan", "secret plan", &secret.0[..6]] {
+        let ServerFrame::SearchResults { rooms, .. } =
+            bob.request(search(q)).await.expect("search")
+        else {
+            panic!()
+        };
+        assert!(rooms.is_empty(), "{q}");
+    }
+    let r = bob
+        .request(ClientFrame::GetRoom {
+            id: 0,
+            room: secret.clone(),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::NotFound);
+    // Contacts: users add external users themselves.
+    let r = bob
+        .request(ClientFrame::AddContact {
+            id: 0,
+            user: w.dave.id.clone(),
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Ok { .. }));
+    let r = bob
+        .request(ClientFrame::AddContact {
+            id: 0,
+            user: w.alice.id.clone(),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(
+        error_code(&r),
+        ErrorCode::InvalidArgument,
+        "colleagues need no entry"
+    );
+    let r = bob
+        .request(ClientFrame::AddContact {
+            id: 0,
+            user: UserId::from("ghost@globex.example"),
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::NotFound);
+    let ServerFrame::Contacts { contacts, .. } = bob
+        .request(ClientFrame::ListContacts { id: 0 })
+        .await
+        .expect("contacts")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        contacts.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        vec![w.dave.id.clone()]
+    );
+}
+
+/// G19: every life-cycle and membership change is audited; each company involved reads its
+/// part, and an uninvolved company reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g19_audit_per_company() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let other = company(&server, "other.example", json!({ "external_chat": true })).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Audited", &[&w.carol.id]).await;
+    changed(
+        &mut alice,
+        ClientFrame::RemoveMember {
+            id: 0,
+            room: room.clone(),
+            user: w.carol.id.clone(),
+        },
+    )
+    .await;
+    post_ok(&mut alice, &room, "m", "messages are not audit records").await;
+    for key in [&w.acme_key, &w.globex_key] {
+        let r = server
+            .http(Some(key))
+            .get(&format!("/v1/admin/audit?room={room}"))
+            .await
+            .expect("http");
+        assert_eq!(r.status, 200);
+        let entries = r.body["entries"].as_array().expect("entries");
+        let actions: Vec<&str> = entries
+            .iter()
+            .map(|e| e["action"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(actions, vec!["member_removed", "created"], "newest first");
+        assert_eq!(entries[0]["actor"], w.alice.id.as_str());
+        assert!(entries[0]["ts"].as_i64().unwrap_or(0) > 0);
+    }
+    let r = server
+        .http(Some(&other))
+        .get("/v1/admin/audit")
+        .await
+        .expect("http");
+    assert_eq!(r.body["entries"], json!([]));
+}
+
+/// G20: a company cannot own more groups than its `max_groups`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g20_group_count_limit() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    server
+        .http(Some(&w.acme_key))
+        .patch("/v1/admin/company/settings", json!({ "max_groups": 1 }))
+        .await
+        .expect("http");
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    group(&mut alice, "Only one", &[]).await;
+    let r = alice
+        .request(ClientFrame::CreateGroup {
+            id: 0,
+            name: "Two".into(),
+            description: String::new(),
+            members: vec![],
+            masters: vec![],
+            add_self_as_member: true,
+            features: None,
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::LimitExceeded);
+    let r = server
+        .http(Some(&w.acme_key))
+        .post(
+            "/v1/admin/groups",
+            json!({ "name": "Two", "masters": [w.alice.id] }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 422);
+}
