@@ -65,6 +65,8 @@ pub struct Limits {
     pub room_mailbox: usize,
     /// Seconds a room actor with no subscribers and no work lives on.
     pub room_idle_secs: u64,
+    /// Largest group profile image (bytes).
+    pub max_image_bytes: u64,
     /// tungstenite read buffer per connection (bytes).
     pub ws_read_buffer: usize,
     /// tungstenite write buffer target per connection (bytes): frames are batched up to this
@@ -102,6 +104,7 @@ impl Default for Limits {
             max_bad_frames: 16,
             room_mailbox: 1024,
             room_idle_secs: 60,
+            max_image_bytes: 5 * 1024 * 1024,
             ws_read_buffer: 4 * 1024,
             ws_write_buffer: 16 * 1024,
         }

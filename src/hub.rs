@@ -27,6 +27,8 @@ pub struct Hub {
     pub public_url: String,
     /// Outgoing mail (G15).
     pub mailer: crate::mail::Mailer,
+    /// File bytes (G17).
+    pub blobs: Arc<dyn crate::blob::BlobStore>,
     pub shutdown: Shutdown,
     /// Live room actors on this node. An entry is removed only by its own actor, when idle.
     pub(crate) rooms: DashMap<RoomId, RoomHandle>,
@@ -44,6 +46,7 @@ impl Hub {
         operator_key: String,
         public_url: String,
         mailer: crate::mail::Mailer,
+        blobs: Arc<dyn crate::blob::BlobStore>,
         shutdown: Shutdown,
     ) -> Arc<Hub> {
         Arc::new(Hub {
@@ -53,6 +56,7 @@ impl Hub {
             operator_key,
             public_url,
             mailer,
+            blobs,
             shutdown,
             rooms: DashMap::new(),
             sessions: DashMap::new(),

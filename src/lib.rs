@@ -3,6 +3,7 @@
 //!
 //! The README's architecture table maps each concept to its module.
 
+pub mod blob;
 pub mod config;
 pub mod connection;
 pub mod demo;

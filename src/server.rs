@@ -58,6 +58,7 @@ where
         secrets.operator_key.clone(),
         config.public_url(),
         crate::mail::Mailer::new(config.smtp.as_ref(), &config.data_dir),
+        Arc::new(crate::blob::LocalBlobs::new(config.data_dir.join("files"))),
         shutdown.clone(),
     );
     let addr = listener.local_addr()?;
@@ -75,6 +76,7 @@ where
         .merge(admin::routes())
         .merge(crate::room::invite::routes())
         .merge(crate::room::admin::routes())
+        .merge(crate::room::files::routes())
         .with_state(hub.clone());
 
     tracing::info!(%addr, "listening");

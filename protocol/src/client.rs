@@ -216,11 +216,14 @@ pub struct Http {
     key: Option<String>,
 }
 
-/// An HTTP answer: status and JSON body (`Null` when empty or not JSON).
+/// An HTTP answer: status, raw bytes, and the JSON body (`Null` when empty or not JSON).
 #[derive(Debug)]
 pub struct HttpReply {
     pub status: u16,
     pub body: serde_json::Value,
+    pub bytes: Bytes,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
 }
 
 impl Http {
@@ -267,12 +270,29 @@ impl Http {
         self.call("DELETE", path, None).await
     }
 
-    /// One request on a fresh connection.
+    /// One request with a JSON body (or none) on a fresh connection.
     pub async fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<serde_json::Value>,
+    ) -> Result<HttpReply, ClientError> {
+        match body {
+            Some(v) => {
+                let bytes = serde_json::to_vec(&v).map_err(|e| ClientError::Http(e.to_string()))?;
+                self.call_raw(method, path, Some(("application/json", Bytes::from(bytes))))
+                    .await
+            }
+            None => self.call_raw(method, path, None).await,
+        }
+    }
+
+    /// One request with a raw body of the given content type.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Bytes)>,
     ) -> Result<HttpReply, ClientError> {
         let http_err = |e: &dyn std::fmt::Display| ClientError::Http(e.to_string());
         let stream = TcpStream::connect(&self.addr)
@@ -291,15 +311,20 @@ impl Http {
             req = req.header("authorization", format!("Bearer {k}"));
         }
         let payload = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Bytes::from(serde_json::to_vec(&v).map_err(|e| http_err(&e))?)
+            Some((content_type, bytes)) => {
+                req = req.header("content-type", content_type);
+                bytes
             }
             None => Bytes::new(),
         };
         let req = req.body(Full::new(payload)).map_err(|e| http_err(&e))?;
         let resp = sender.send_request(req).await.map_err(|e| http_err(&e))?;
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = resp
             .into_body()
             .collect()
@@ -307,6 +332,11 @@ impl Http {
             .map_err(|e| http_err(&e))?
             .to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        Ok(HttpReply { status, body })
+        Ok(HttpReply {
+            status,
+            body,
+            bytes,
+            content_type,
+        })
     }
 }

@@ -91,6 +91,9 @@ pub struct RoomInfo {
     /// conversion keeps the id.
     #[serde(default)]
     pub converted_from: Option<RoomId>,
+    /// The profile image's file id, if any (G9): `GET /v1/rooms/{room}/image`.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// One line of `rooms`: a room the user is a member of, with their unread count (M2).
@@ -157,6 +160,9 @@ pub enum EventBody {
         description: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         features: Option<Features>,
+        /// The new profile image: a file id, downloaded at `GET /v1/rooms/{room}/image`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
     },
     /// A general room became an external group, in place (G2); `left_out` were removed.
     Converted {

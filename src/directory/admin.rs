@@ -40,6 +40,7 @@ pub fn routes() -> Router<Arc<Hub>> {
             "/v1/admin/company/settings",
             get(get_settings).patch(patch_settings),
         )
+        .route("/v1/admin/company/storage", get(storage))
         .route("/v1/admin/users", post(create_user).get(list_users))
         .route("/v1/admin/users/{id}", get(get_user).patch(patch_user))
         .route("/v1/admin/users/{id}/contacts", get(list_contacts))
@@ -171,6 +172,16 @@ async fn company(hub: &Hub, id: &CompanyId) -> ApiResult<Company> {
         .company(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("company {id}")))
+}
+
+/// G17: the company's shared storage: bytes used (and reserved by uploads) and the quota.
+async fn storage(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+) -> ApiResult<Json<Value>> {
+    let quota = company(&hub, &c).await?.settings.shared_storage_quota;
+    let used = hub.store.storage_used(&c).await?;
+    Ok(Json(json!({ "used": used, "quota": quota })))
 }
 
 async fn get_settings(

@@ -66,8 +66,9 @@ struct Subscriber {
 enum Ack {
     /// A post: `posted`.
     Posted(Reply),
-    /// A change: `changed`, with who was left out.
-    Changed(Reply, Vec<LeftOut>),
+    /// A change: `changed`, with who was left out, and the file blobs the change made garbage
+    /// (removed from disk once the change is committed).
+    Changed(Reply, Vec<LeftOut>, Vec<String>),
 }
 
 /// An append in flight with the acknowledgement that waits for it.
@@ -294,7 +295,7 @@ impl RoomActor {
                 .pending
                 .push_back(ticket.map(move |r| (r, ack)).boxed()),
             Err(e) => match ack {
-                Ack::Posted(r) | Ack::Changed(r, _) => r.fail(e.into()),
+                Ack::Posted(r) | Ack::Changed(r, ..) => r.fail(e.into()),
             },
         }
     }
@@ -389,6 +390,11 @@ impl RoomActor {
                 left_out,
             });
         }
+        // A replaced profile image's bytes go once the change is stored (G17).
+        let garbage: Vec<String> = match (&change, &room.image) {
+            (Change::SetImage { .. }, Some(old)) => vec![old.clone()],
+            _ => Vec::new(),
+        };
         let author = actor.id();
         for body in &entries {
             rules::apply(room, &author, body);
@@ -402,7 +408,8 @@ impl RoomActor {
                 body,
             })
             .collect();
-        self.append(entries, Ack::Changed(reply, left_out)).await;
+        self.append(entries, Ack::Changed(reply, left_out, garbage))
+            .await;
     }
 
     /// G16: masters, or the owner company's admins, delete a group and all its data for
@@ -428,9 +435,12 @@ impl RoomActor {
             detail: serde_json::json!({ "name": room.name }).to_string(),
             companies: companies_of(&room),
         };
-        if let Err(e) = self.hub.store.delete_room(&self.id, audit).await {
-            self.reload().await;
-            return reply.fail(e.into());
+        match self.hub.store.delete_room(&self.id, audit).await {
+            Ok(files) => self.remove_blobs(files),
+            Err(e) => {
+                self.reload().await;
+                return reply.fail(e.into());
+            }
         }
         tracing::info!(room = %self.id, by = %actor.id(), "group deleted");
         let gone = ServerFrame::RoomDeleted {
@@ -507,7 +517,7 @@ impl RoomActor {
                 // The decision was applied to our state already; the store has the truth.
                 self.reload().await;
                 return match ack {
-                    Ack::Posted(r) | Ack::Changed(r, _) => r.fail(e.into()),
+                    Ack::Posted(r) | Ack::Changed(r, ..) => r.fail(e.into()),
                 };
             }
         };
@@ -533,7 +543,8 @@ impl RoomActor {
             }
             self.deliver(ev.clone());
         }
-        if let (Ack::Changed(reply, left_out), Some((epoch, seq))) = (ack, last) {
+        if let (Ack::Changed(reply, left_out, garbage), Some((epoch, seq))) = (ack, last) {
+            self.remove_blobs(garbage);
             reply.send(ServerFrame::Changed {
                 id: reply.id,
                 room: self.id.clone(),
@@ -584,6 +595,21 @@ impl RoomActor {
             }
             _ => {}
         }
+    }
+
+    /// Remove file bytes whose records are gone (their storage is already freed).
+    fn remove_blobs(&self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let blobs = self.hub.blobs.clone();
+        tokio::spawn(async move {
+            for id in ids {
+                if let Err(e) = blobs.delete(&id).await {
+                    tracing::warn!(file = %id, error = %e, "cannot remove file bytes");
+                }
+            }
+        });
     }
 
     /// G12/D4: the user got the removal entry; nothing after it reaches them, and all their

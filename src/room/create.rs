@@ -172,6 +172,7 @@ async fn store_room(
         epoch: created.epoch,
         head: created.seq,
         converted_from: None,
+        image: None,
     };
     let joined = ServerFrame::Joined {
         room: RoomSummary {

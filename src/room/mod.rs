@@ -8,6 +8,7 @@
 pub mod actor;
 pub mod admin;
 pub mod create;
+pub mod files;
 pub mod invite;
 pub mod lookup;
 pub mod policy;
@@ -121,6 +122,7 @@ pub fn info(r: &crate::store::RoomRecord) -> crossroom_protocol::RoomInfo {
         epoch: r.epoch,
         head: r.head,
         converted_from: r.converted_from.clone(),
+        image: r.image.clone(),
     }
 }
 

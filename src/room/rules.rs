@@ -389,6 +389,10 @@ pub enum Change {
         description: Option<String>,
         features: Option<Features>,
     },
+    /// A new profile image, already stored as file `file` (G9).
+    SetImage {
+        file: String,
+    },
     Leave,
     Convert {
         name: String,
@@ -627,6 +631,21 @@ fn decide_group(
                 name,
                 description: description.clone(),
                 features: *features,
+                image: None,
+            }))
+        }
+        Change::SetImage { file } => {
+            check_manager(room, actor)?;
+            if matches!(actor, Actor::User(_)) && !ctx.owner.masters_can_change_settings {
+                return Err(forbidden(
+                    "the owner company lets only its admins change this group's settings",
+                ));
+            }
+            Ok(one(EventBody::GroupUpdated {
+                name: None,
+                description: None,
+                features: None,
+                image: Some(file.clone()),
             }))
         }
         Change::Leave => {
@@ -717,11 +736,12 @@ fn decide_general(
         Change::RemoveMember(_) => Err(forbidden(
             "participants of a general room leave by themselves; nobody removes them",
         )),
-        Change::AddMasters(_) | Change::RemoveMaster(_) | Change::Update { .. } => {
-            Err(ApiError::invalid(
-                "general rooms have no masters or settings; convert it to an external group first",
-            ))
-        }
+        Change::AddMasters(_)
+        | Change::RemoveMaster(_)
+        | Change::Update { .. }
+        | Change::SetImage { .. } => Err(ApiError::invalid(
+            "general rooms have no masters or settings; convert it to an external group first",
+        )),
         Change::Join { .. } => Err(ApiError::not_found("invitation")),
     }
 }
@@ -829,7 +849,11 @@ pub fn apply(room: &mut RoomRecord, author: &UserId, body: &EventBody) {
             name,
             description,
             features,
+            image,
         } => {
+            if let Some(i) = image {
+                room.image = Some(i.clone());
+            }
             if let Some(n) = name {
                 room.name = n.clone();
             }
@@ -1120,6 +1144,7 @@ mod tests {
             epoch: 1,
             head: 1,
             converted_from: None,
+            image: None,
         }
     }
 
@@ -1240,7 +1265,8 @@ mod tests {
             vec![EventBody::GroupUpdated {
                 name: Some("New".into()),
                 description: None,
-                features: None
+                features: None,
+                image: None
             }]
         );
         c.owner.masters_can_change_settings = false;

@@ -63,6 +63,8 @@ pub struct RoomRecord {
     pub head: u64,
     /// The general room this group was converted from (its own id: conversion is in place).
     pub converted_from: Option<RoomId>,
+    /// The profile image's file id.
+    pub image: Option<String>,
 }
 
 /// A room to create; its `Created` entry becomes seq 1.
@@ -155,6 +157,22 @@ pub struct Invite {
     pub expires_at: Option<i64>,
 }
 
+/// A stored file's record (G17: its bytes count against `company`'s shared storage).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FileRecord {
+    pub id: String,
+    pub room: RoomId,
+    /// The owner company of the room, charged for the bytes.
+    pub company: CompanyId,
+    pub size: u64,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    pub name: String,
+    pub content_type: String,
+    pub created_by: UserId,
+    pub created_at: i64,
+}
+
 /// A durable commit in flight: resolves once the entries are durably stored (or failed).
 pub type CommitTicket = BoxFuture<'static, StoreResult<Vec<Appended>>>;
 
@@ -219,9 +237,27 @@ pub trait Store: Send + Sync + 'static {
     async fn groups_of(&self, user: &UserId) -> StoreResult<Vec<RoomId>>;
     /// External groups `company` owns (not deleted) — G20.
     async fn count_owned_groups(&self, company: &CompanyId) -> StoreResult<u64>;
-    /// Delete a room's log, members and invitation for good, keeping a tombstone so the id is
-    /// never reused; audited (G16).
-    async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<()>;
+    /// Delete a room's log, members, invitation and file records for good, freeing their
+    /// storage, keeping a tombstone so the id is never reused; audited (G16). Returns the ids of
+    /// the files whose bytes are now to be removed.
+    async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<Vec<String>>;
+
+    /// Reserve `bytes` of `company`'s storage if that stays within `quota` (G17). Returns
+    /// whether it did.
+    async fn reserve_storage(
+        &self,
+        company: &CompanyId,
+        bytes: u64,
+        quota: u64,
+    ) -> StoreResult<bool>;
+    /// Give reserved or used bytes back.
+    async fn release_storage(&self, company: &CompanyId, bytes: u64) -> StoreResult<()>;
+    async fn storage_used(&self, company: &CompanyId) -> StoreResult<u64>;
+    /// Record a stored file whose bytes were reserved.
+    async fn add_file(&self, file: &FileRecord) -> StoreResult<()>;
+    async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>>;
+    /// Forget a file, giving its bytes back to its company's storage.
+    async fn delete_file(&self, id: &str) -> StoreResult<()>;
 
     /// Set or clear a group's invitation link; audited.
     async fn set_invite(

@@ -9,8 +9,8 @@
 //! proceed while the writer commits.
 
 use super::{
-    Appended, AuditEntry, CommitTicket, Invite, MembershipRow, NewAudit, NewEntry, NewRoom,
-    RoomRecord, Store, StoreError, StoreResult,
+    Appended, AuditEntry, CommitTicket, FileRecord, Invite, MembershipRow, NewAudit, NewEntry,
+    NewRoom, RoomRecord, Store, StoreError, StoreResult,
 };
 use crate::directory::{Company, CompanySettings, User, UserKind};
 use async_trait::async_trait;
@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS rooms (
     -- A deleted group keeps its row (ids are never reused) and nothing else (G16).
     deleted INTEGER NOT NULL DEFAULT 0,
     invite_token TEXT UNIQUE,
-    invite_expires INTEGER
+    invite_expires INTEGER,
+    image TEXT
 );
 CREATE INDEX IF NOT EXISTS rooms_owner ON rooms(owner_company, kind);
 CREATE TABLE IF NOT EXISTS room_members (
@@ -106,6 +107,24 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency
     ON events(room, author, client_msg_id) WHERE client_msg_id IS NOT NULL;
+-- Stored files (G17): their bytes count against the owner company's shared storage.
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    room TEXT NOT NULL,
+    company TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    name TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_room ON files(room);
+-- Bytes in use (and reserved by uploads in progress) per company.
+CREATE TABLE IF NOT EXISTS storage (
+    company TEXT PRIMARY KEY,
+    used INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts INTEGER NOT NULL,
@@ -476,13 +495,24 @@ fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
             name,
             description,
             features,
+            image,
         } => {
             let features = features.as_ref().map(json).transpose()?;
+            if image.is_some() {
+                // The replaced image's bytes are freed with it (G17).
+                let old: Option<String> = conn
+                    .prepare_cached("SELECT image FROM rooms WHERE id = ?1")?
+                    .query_row(params![room.0], |r| r.get(0))?;
+                if let Some(old) = old {
+                    delete_file_row(conn, &old)?;
+                }
+            }
             conn.prepare_cached(
                 "UPDATE rooms SET name = coalesce(?2, name), description = coalesce(?3, description),
-                                  features = coalesce(?4, features) WHERE id = ?1",
+                                  features = coalesce(?4, features), image = coalesce(?5, image)
+                 WHERE id = ?1",
             )?
-            .execute(params![room.0, name, description, features])?;
+            .execute(params![room.0, name, description, features, image])?;
         }
         EventBody::Converted {
             name,
@@ -558,6 +588,26 @@ fn named_users(body: &EventBody) -> Vec<&UserId> {
             .collect(),
         EventBody::Message { .. } | EventBody::GroupUpdated { .. } => Vec::new(),
     }
+}
+
+/// Forget a file and give its bytes back to its company's storage.
+fn delete_file_row(conn: &Connection, id: &str) -> StoreResult<()> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT company, size FROM files WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((company, size)) = row {
+        conn.prepare_cached("DELETE FROM files WHERE id = ?1")?
+            .execute(params![id])?;
+        release(conn, &company, size as u64)?;
+    }
+    Ok(())
+}
+
+fn release(conn: &Connection, company: &str, bytes: u64) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE storage SET used = max(0, used - ?2) WHERE company = ?1")?
+        .execute(params![company, sql_seq(bytes)])?;
+    Ok(())
 }
 
 fn write_audit(conn: &Connection, a: &NewAudit) -> StoreResult<()> {
@@ -827,7 +877,7 @@ impl Store for SqliteStore {
             let row = conn
                 .prepare_cached(
                     "SELECT kind, name, description, owner_company, created_by, created_at,
-                            features, epoch, head, converted_from
+                            features, epoch, head, converted_from, image
                        FROM rooms WHERE id = ?1 AND deleted = 0",
                 )?
                 .query_row(params![id.0], |r| {
@@ -845,6 +895,7 @@ impl Store for SqliteStore {
                         epoch: r.get::<_, i64>(7)? as u64,
                         head: r.get::<_, i64>(8)? as u64,
                         converted_from: r.get::<_, Option<String>>(9)?.map(RoomId),
+                        image: r.get(10)?,
                         masters: Vec::new(),
                         members: Vec::new(),
                     })
@@ -997,7 +1048,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<()> {
+    async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<Vec<String>> {
         let r = room.clone();
         self.write(move |conn| {
             let n = conn
@@ -1013,7 +1064,106 @@ impl Store for SqliteStore {
                 .execute(params![r.0])?;
             conn.prepare_cached("DELETE FROM room_members WHERE room = ?1")?
                 .execute(params![r.0])?;
-            write_audit(conn, &audit)
+            let files: Vec<String> = conn
+                .prepare_cached("SELECT id FROM files WHERE room = ?1")?
+                .query_map(params![r.0], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            for f in &files {
+                delete_file_row(conn, f)?;
+            }
+            write_audit(conn, &audit)?;
+            Ok(files)
+        })
+        .await
+    }
+
+    async fn reserve_storage(
+        &self,
+        company: &CompanyId,
+        bytes: u64,
+        quota: u64,
+    ) -> StoreResult<bool> {
+        let c = company.clone();
+        self.write(move |conn| {
+            conn.prepare_cached("INSERT OR IGNORE INTO storage (company, used) VALUES (?1, 0)")?
+                .execute(params![c.0])?;
+            let n = conn
+                .prepare_cached(
+                    "UPDATE storage SET used = used + ?2 WHERE company = ?1 AND used + ?2 <= ?3",
+                )?
+                .execute(params![c.0, sql_seq(bytes), sql_seq(quota)])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_storage(&self, company: &CompanyId, bytes: u64) -> StoreResult<()> {
+        let c = company.clone();
+        self.write(move |conn| release(conn, &c.0, bytes)).await
+    }
+
+    async fn storage_used(&self, company: &CompanyId) -> StoreResult<u64> {
+        let c = company.clone();
+        self.read(move |conn| {
+            let used: Option<i64> = conn
+                .prepare_cached("SELECT used FROM storage WHERE company = ?1")?
+                .query_row(params![c.0], |r| r.get(0))
+                .optional()?;
+            Ok(used.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn add_file(&self, file: &FileRecord) -> StoreResult<()> {
+        let f = file.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO files (id, room, company, size, sha256, name, content_type, created_by, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                f.id,
+                f.room.0,
+                f.company.0,
+                sql_seq(f.size),
+                f.sha256,
+                f.name,
+                f.content_type,
+                f.created_by.0,
+                f.created_at
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_file(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |conn| delete_file_row(conn, &id)).await
+    }
+
+    async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, room, company, size, sha256, name, content_type, created_by, created_at
+                       FROM files WHERE id = ?1",
+                )?
+                .query_row(params![id], |r| {
+                    Ok(FileRecord {
+                        id: r.get(0)?,
+                        room: RoomId(r.get(1)?),
+                        company: CompanyId(r.get(2)?),
+                        size: r.get::<_, i64>(3)? as u64,
+                        sha256: r.get(4)?,
+                        name: r.get(5)?,
+                        content_type: r.get(6)?,
+                        created_by: UserId(r.get(7)?),
+                        created_at: r.get(8)?,
+                    })
+                })
+                .optional()?)
         })
         .await
     }

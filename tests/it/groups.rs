@@ -999,3 +999,120 @@ async fn g20_group_count_limit() {
         .expect("http");
     assert_eq!(r.status, 422);
 }
+
+/// G9, G17: a master sets the profile image; its bytes count against the owner company's
+/// storage; an upload that would pass the quota is refused and leaves nothing; members download
+/// it, others cannot; deleting the group frees the space and the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g17_profile_image_and_storage_quota() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let acme = server.http(Some(&w.acme_key));
+    acme.patch(
+        "/v1/admin/company/settings",
+        json!({ "shared_storage_quota": 1000 }),
+    )
+    .await
+    .expect("http");
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Pictures", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+    let path = format!("/v1/rooms/{room}/image");
+    let png: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+
+    let r = server
+        .http(Some(&w.alice.token))
+        .call_raw("PUT", &path, Some(("image/png", png.clone().into())))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let e = next_event(&mut carol).await;
+    assert!(
+        matches!(e.body, EventBody::GroupUpdated { image: Some(_), .. }),
+        "{e:?}"
+    );
+    let used = acme.get("/v1/admin/company/storage").await.expect("http");
+    assert_eq!(used.body["used"], 300);
+
+    // Members download it; a non-member cannot.
+    let r = server
+        .http(Some(&w.carol.token))
+        .get(&path)
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes.as_ref(), &png[..]);
+    assert_eq!(r.content_type.as_deref(), Some("image/png"));
+    let r = server
+        .http(Some(&w.bob.token))
+        .get(&path)
+        .await
+        .expect("http");
+    assert_eq!(r.status, 404);
+    // Only masters set it.
+    let r = server
+        .http(Some(&w.carol.token))
+        .call_raw("PUT", &path, Some(("image/png", png.clone().into())))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 403);
+
+    // 300 used + 900 > 1000: refused, nothing stored, nothing charged.
+    let big = vec![7u8; 900];
+    let files_before = std::fs::read_dir(server.data_dir.join("files"))
+        .expect("files")
+        .count();
+    let r = server
+        .http(Some(&w.alice.token))
+        .call_raw("PUT", &path, Some(("image/png", big.into())))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "quota_exceeded");
+    let used = acme.get("/v1/admin/company/storage").await.expect("http");
+    assert_eq!(used.body["used"], 300);
+    let files_after = std::fs::read_dir(server.data_dir.join("files"))
+        .expect("files")
+        .count();
+    assert_eq!(files_before, files_after);
+
+    // Replacing frees the old image's bytes.
+    let r = server
+        .http(Some(&w.alice.token))
+        .call_raw("PUT", &path, Some(("image/webp", vec![1u8; 500].into())))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let used = acme.get("/v1/admin/company/storage").await.expect("http");
+    assert_eq!(used.body["used"], 500);
+
+    // Deleting the group frees everything (G16, G17).
+    let r = alice
+        .request(ClientFrame::DeleteGroup {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Ok { .. }));
+    let used = acme.get("/v1/admin/company/storage").await.expect("http");
+    assert_eq!(used.body["used"], 0);
+    // The bytes leave the disk too (removed just after the delete is committed).
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        left = std::fs::read_dir(server.data_dir.join("files"))
+            .expect("files")
+            .filter(|e| {
+                e.as_ref()
+                    .map(|e| e.file_name().to_string_lossy().starts_with("f_"))
+                    .unwrap_or(false)
+            })
+            .count();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0);
+}
