@@ -17,6 +17,18 @@ use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// What the hub is built from.
+pub struct Services {
+    pub store: SharedStore,
+    pub limits: Limits,
+    pub tokens: TokenKey,
+    pub operator_key: String,
+    pub public_url: String,
+    pub mailer: crate::mail::Mailer,
+    pub blobs: Arc<dyn crate::blob::BlobStore>,
+    pub shutdown: Shutdown,
+}
+
 pub struct Hub {
     pub store: SharedStore,
     pub limits: Limits,
@@ -39,25 +51,16 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(
-        store: SharedStore,
-        limits: Limits,
-        tokens: TokenKey,
-        operator_key: String,
-        public_url: String,
-        mailer: crate::mail::Mailer,
-        blobs: Arc<dyn crate::blob::BlobStore>,
-        shutdown: Shutdown,
-    ) -> Arc<Hub> {
+    pub fn new(s: Services) -> Arc<Hub> {
         Arc::new(Hub {
-            store,
-            limits,
-            tokens,
-            operator_key,
-            public_url,
-            mailer,
-            blobs,
-            shutdown,
+            store: s.store,
+            limits: s.limits,
+            tokens: s.tokens,
+            operator_key: s.operator_key,
+            public_url: s.public_url,
+            mailer: s.mailer,
+            blobs: s.blobs,
+            shutdown: s.shutdown,
             rooms: DashMap::new(),
             sessions: DashMap::new(),
             next_session: AtomicU64::new(1),

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::directory::admin;
 use crate::directory::token::TokenKey;
-use crate::hub::Hub;
+use crate::hub::{Hub, Services};
 use crate::shutdown::Shutdown;
 use crate::store::sqlite::SqliteStore;
 use crate::store::SharedStore;
@@ -51,16 +51,16 @@ where
 {
     let secrets = config.prepare()?;
     let store: SharedStore = Arc::new(SqliteStore::open(&config.database_path())?);
-    let hub = Hub::new(
-        store.clone(),
-        config.limits.clone(),
-        TokenKey::new(secrets.token_secret.as_bytes()),
-        secrets.operator_key.clone(),
-        config.public_url(),
-        crate::mail::Mailer::new(config.smtp.as_ref(), &config.data_dir),
-        Arc::new(crate::blob::LocalBlobs::new(config.data_dir.join("files"))),
-        shutdown.clone(),
-    );
+    let hub = Hub::new(Services {
+        store: store.clone(),
+        limits: config.limits.clone(),
+        tokens: TokenKey::new(secrets.token_secret.as_bytes()),
+        operator_key: secrets.operator_key.clone(),
+        public_url: config.public_url(),
+        mailer: crate::mail::Mailer::new(config.smtp.as_ref(), &config.data_dir),
+        blobs: Arc::new(crate::blob::LocalBlobs::new(config.data_dir.join("files"))),
+        shutdown: shutdown.clone(),
+    });
     let addr = listener.local_addr()?;
     on_start(Started {
         hub: hub.clone(),
