@@ -4,9 +4,11 @@
 //! It is a public module (not `#[cfg(test)]`) so that the integration tests can run it against
 //! each backend: SQLite now, Redis next.
 
-use super::{NewEntry, NewRoom, SharedStore, StoreError};
+use super::{FileRecord, Invite, NewAudit, NewEntry, NewRoom, SharedStore, StoreError};
 use crate::directory::{Company, CompanySettings, User, UserKind};
-use crossroom_protocol::{EventBody, Features, RoomId, RoomKind, UserId};
+use crossroom_protocol::{
+    CompanyId, ErrorCode, EventBody, Features, LeftOut, RemovalReason, RoomId, RoomKind, UserId,
+};
 
 fn user(login: &str, company: &str) -> User {
     User {
@@ -38,6 +40,9 @@ pub async fn run(store: SharedStore) {
     idempotent_appends(&store).await;
     ordered_pipelined_appends(&store).await;
     read_state(&store).await;
+    projections_and_audit(&store).await;
+    invites(&store).await;
+    storage_and_delete(&store).await;
 }
 
 async fn directory(store: &SharedStore) {
@@ -346,4 +351,240 @@ async fn read_state(store: &SharedStore) {
     assert_eq!(bob.unread, 2, "own messages are not unread");
     let m: UserId = "nobody@acme.example".into();
     assert!(store.rooms_of(&m).await.expect("read").is_empty());
+}
+
+async fn commit(store: &SharedStore, room: &RoomId, author: &UserId, body: EventBody) -> u64 {
+    let got = store
+        .append(
+            room,
+            vec![NewEntry {
+                author: author.clone(),
+                ts: 2_000,
+                body,
+            }],
+        )
+        .await
+        .expect("queue")
+        .await
+        .expect("commit");
+    got[0].event.seq
+}
+
+async fn projections_and_audit(store: &SharedStore) {
+    let a: UserId = "alice@acme.example".into();
+    let b: UserId = "bob@acme.example".into();
+    let c: UserId = "carol@globex.example".into();
+    let e: UserId = "erin@globex.example".into();
+    let mut general = new_room("r_proj", &[&a, &b, &e], &[&a]);
+    general.kind = RoomKind::Room;
+    general.masters.clear();
+    store.create_room(&general).await.expect("create");
+    let room = RoomId::from("r_proj");
+    commit(store, &room, &a, EventBody::MembersAdded { users: vec![c.clone()] }).await;
+    assert!(store.groups_of(&c).await.expect("read").is_empty(), "not a group yet");
+    commit(
+        store,
+        &room,
+        &a,
+        EventBody::Converted {
+            name: "Now a group".into(),
+            masters: vec![a.clone()],
+            members: vec![a.clone(), b.clone(), c.clone()],
+            left_out: vec![LeftOut {
+                user: e.clone(),
+                reason: ErrorCode::LineUserNotAllowed,
+            }],
+        },
+    )
+    .await;
+    let r = store.room(&room).await.expect("read").expect("exists");
+    assert_eq!(r.kind, RoomKind::Group);
+    assert_eq!(r.name, "Now a group");
+    assert_eq!(r.converted_from, Some(room.clone()));
+    assert_eq!(r.members, vec![a.clone(), b.clone(), c.clone()]);
+    assert_eq!(r.masters, vec![a.clone()]);
+    assert_eq!(store.groups_of(&c).await.expect("read"), vec![room.clone()]);
+    assert!(store.groups_of(&e).await.expect("read").is_empty());
+
+    commit(store, &room, &a, EventBody::MastersAdded { users: vec![c.clone()] }).await;
+    commit(store, &room, &a, EventBody::MasterRemoved { user: a.clone() }).await;
+    commit(
+        store,
+        &room,
+        &c,
+        EventBody::MemberRemoved {
+            user: b.clone(),
+            reason: RemovalReason::Removed,
+        },
+    )
+    .await;
+    commit(
+        store,
+        &room,
+        &c,
+        EventBody::GroupUpdated {
+            name: Some("Renamed".into()),
+            description: None,
+            features: Some(Features {
+                note: false,
+                ..Default::default()
+            }),
+            image: None,
+        },
+    )
+    .await;
+    let r = store.room(&room).await.expect("read").expect("exists");
+    assert_eq!(r.members, vec![a.clone(), c.clone()]);
+    assert_eq!(r.masters, vec![c.clone()]);
+    assert_eq!(r.name, "Renamed");
+    assert_eq!(r.description, "d", "unchanged fields stay");
+    assert!(!r.features.note);
+    assert!(store.rooms_of(&b).await.expect("read").iter().all(|m| m.room != room));
+
+    // Audit: every change but messages, newest first; each involved company sees it.
+    let acme = store
+        .audit(&"acme.example".into(), Some(&room), None, 100)
+        .await
+        .expect("audit");
+    let actions: Vec<&str> = acme.iter().map(|x| x.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            "group_updated",
+            "member_removed",
+            "master_removed",
+            "masters_added",
+            "converted",
+            "members_added",
+            "created"
+        ]
+    );
+    let globex = store
+        .audit(&"globex.example".into(), Some(&room), None, 100)
+        .await
+        .expect("audit");
+    assert!(globex.iter().any(|x| x.action == "converted"), "erin's company sees the conversion");
+    let older = store
+        .audit(&"acme.example".into(), Some(&room), Some(acme[1].id), 2)
+        .await
+        .expect("audit");
+    assert_eq!(older.len(), 2);
+    assert_eq!(older[0].id, acme[2].id);
+    assert!(store
+        .audit(&"nobody.example".into(), None, None, 100)
+        .await
+        .expect("audit")
+        .is_empty());
+}
+
+fn audit_of(room: &str, action: &str) -> NewAudit {
+    NewAudit {
+        ts: 3_000,
+        room: room.into(),
+        actor: "alice@acme.example".into(),
+        action: action.into(),
+        detail: "{}".into(),
+        companies: vec!["acme.example".into()],
+    }
+}
+
+async fn invites(store: &SharedStore) {
+    let a: UserId = "alice@acme.example".into();
+    store.create_room(&new_room("r_inv", &[&a], &[&a])).await.expect("create");
+    let room = RoomId::from("r_inv");
+    assert_eq!(store.invite_of(&room).await.expect("read"), None);
+    let inv = Invite {
+        token: "tok1".into(),
+        expires_at: Some(99),
+    };
+    store
+        .set_invite(&room, Some(inv.clone()), audit_of("r_inv", "invite_created"))
+        .await
+        .expect("set");
+    assert_eq!(store.invite_of(&room).await.expect("read"), Some(inv.clone()));
+    assert_eq!(
+        store.room_by_invite("tok1").await.expect("read"),
+        Some((room.clone(), inv))
+    );
+    store
+        .set_invite(&room, None, audit_of("r_inv", "invite_revoked"))
+        .await
+        .expect("revoke");
+    assert_eq!(store.room_by_invite("tok1").await.expect("read"), None);
+    assert!(matches!(
+        store.set_invite(&"r_none".into(), None, audit_of("r_none", "x")).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn storage_and_delete(store: &SharedStore) {
+    let acme: CompanyId = "acme.example".into();
+    let a: UserId = "alice@acme.example".into();
+    store.create_room(&new_room("r_del", &[&a], &[&a])).await.expect("create");
+    let room = RoomId::from("r_del");
+    let before = store.count_owned_groups(&acme).await.expect("count");
+    let base = store.storage_used(&acme).await.expect("used");
+    assert!(store.reserve_storage(&acme, 600, base + 1000).await.expect("reserve"));
+    assert!(
+        !store.reserve_storage(&acme, 600, base + 1000).await.expect("reserve"),
+        "past the quota"
+    );
+    assert_eq!(store.storage_used(&acme).await.expect("used"), base + 600);
+    let file = FileRecord {
+        id: "f_one".into(),
+        room: room.clone(),
+        company: acme.clone(),
+        size: 600,
+        sha256: "00".into(),
+        name: "n".into(),
+        content_type: "image/png".into(),
+        created_by: a.clone(),
+        created_at: 1,
+    };
+    store.add_file(&file).await.expect("add");
+    assert_eq!(store.file("f_one").await.expect("read"), Some(file.clone()));
+    // A second file, then the first replaced as the image: its bytes are freed.
+    assert!(store.reserve_storage(&acme, 100, base + 1000).await.expect("reserve"));
+    store
+        .add_file(&FileRecord {
+            id: "f_two".into(),
+            size: 100,
+            ..file.clone()
+        })
+        .await
+        .expect("add");
+    let img = |id: &str| EventBody::GroupUpdated {
+        name: None,
+        description: None,
+        features: None,
+        image: Some(id.into()),
+    };
+    commit(store, &room, &a, img("f_one")).await;
+    commit(store, &room, &a, img("f_two")).await;
+    assert_eq!(store.file("f_one").await.expect("read"), None);
+    assert_eq!(store.storage_used(&acme).await.expect("used"), base + 100);
+    assert_eq!(
+        store.room(&room).await.expect("read").expect("exists").image.as_deref(),
+        Some("f_two")
+    );
+    store.release_storage(&acme, 0).await.expect("release");
+
+    let files = store
+        .delete_room(&room, audit_of("r_del", "deleted"))
+        .await
+        .expect("delete");
+    assert_eq!(files, vec!["f_two".to_owned()]);
+    assert_eq!(store.storage_used(&acme).await.expect("used"), base);
+    assert_eq!(store.room(&room).await.expect("read"), None);
+    assert!(store.read_range(&room, 0, u64::MAX, 10).await.expect("read").is_empty());
+    assert_eq!(store.count_owned_groups(&acme).await.expect("count"), before - 1);
+    assert!(matches!(
+        store.delete_room(&room, audit_of("r_del", "deleted")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // G16: the id is never reused.
+    assert!(matches!(
+        store.create_room(&new_room("r_del", &[&a], &[&a])).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
 }
