@@ -60,6 +60,9 @@ pub fn spawn(hub: Arc<Hub>, id: RoomId, generation: u64) -> RoomHandle {
 struct Subscriber {
     user: UserId,
     out: Outbound,
+    /// The first seq this subscriber may receive: its user's join seq (`u64::MAX` while the
+    /// join is not committed yet).
+    from: u64,
 }
 
 /// How to acknowledge an append once it commits.
@@ -212,12 +215,14 @@ impl RoomActor {
                 }
                 let max = self.hub.limits.max_history_page;
                 let limit = limit.unwrap_or(50).clamp(1, max) as usize;
-                // Never past what this member was entitled to at the time of asking (D4).
+                // Only what this member was entitled to at the time of asking: from their join
+                // up to the head (D4).
                 let before = before.unwrap_or(u64::MAX).min(room.head + 1);
+                let from = room.member_since.get(&user).copied().unwrap_or(u64::MAX);
                 let store = self.hub.store.clone();
                 let (id, epoch) = (self.id.clone(), room.epoch);
                 tokio::spawn(async move {
-                    match store.read_before(&id, before, limit + 1).await {
+                    match store.read_before(&id, from, before, limit + 1).await {
                         Ok(mut events) => {
                             let has_more = events.len() > limit;
                             if has_more {
@@ -315,11 +320,14 @@ impl RoomActor {
             return reply.fail(ApiError::invalid("only sessions subscribe"));
         };
         let (epoch, head) = (room.epoch, room.head);
+        let from = room.member_since.get(&user).copied().unwrap_or(u64::MAX);
         let limits = &self.hub.limits;
         let mut replayed = 0u64;
         if let Some(pos) = since {
+            // Never replay across a time the user was not a member (D4): reset instead.
             let resumable = pos.epoch == epoch
                 && pos.seq <= head
+                && pos.seq.saturating_add(1) >= from
                 && head - pos.seq <= u64::from(limits.max_replay);
             let mut replay = Vec::new();
             if resumable && pos.seq < head {
@@ -359,7 +367,8 @@ impl RoomActor {
                 return;
             }
         }
-        self.subscribers.insert(session, Subscriber { user, out });
+        self.subscribers
+            .insert(session, Subscriber { user, out, from });
         reply.send(ServerFrame::Subscribed {
             id: reply.id,
             room: self.id.clone(),
@@ -557,8 +566,23 @@ impl RoomActor {
 
     /// Deliver one committed event to every local subscriber, then act on membership changes.
     fn deliver(&mut self, event: Event) {
+        // A join takes effect at its own seq: the new member sees it and what follows.
+        if let (EventBody::MembersAdded { users }, Some(room)) = (&event.body, &mut self.room) {
+            for u in users {
+                room.member_since.insert(u.clone(), event.seq);
+            }
+            for sub in self.subscribers.values_mut() {
+                if users.contains(&sub.user) {
+                    sub.from = event.seq;
+                }
+            }
+        }
+        let seq = event.seq;
         let shared = SharedEvent::new(event);
         self.subscribers.retain(|_, sub| {
+            if seq < sub.from {
+                return true;
+            }
             let ok = sub.out.send_event(&shared).is_ok();
             if !ok {
                 tracing::debug!(user = %sub.user, "dropping subscriber: session closed or slow");

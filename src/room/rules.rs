@@ -835,11 +835,16 @@ pub fn apply(room: &mut RoomRecord, author: &UserId, body: &EventBody) {
     match body {
         EventBody::Created { .. } | EventBody::Message { .. } => {}
         EventBody::MembersAdded { users } => {
-            users.iter().for_each(|u| insert(&mut room.members, u))
+            for u in users {
+                insert(&mut room.members, u);
+                // Sees nothing until the join's own seq is known (set when it commits).
+                room.member_since.entry(u.clone()).or_insert(u64::MAX);
+            }
         }
         EventBody::MemberRemoved { user, .. } => {
             remove(&mut room.members, user);
             remove(&mut room.masters, user);
+            room.member_since.remove(user);
         }
         EventBody::MastersAdded { users } => {
             users.iter().for_each(|u| insert(&mut room.masters, u))
@@ -878,6 +883,7 @@ pub fn apply(room: &mut RoomRecord, author: &UserId, body: &EventBody) {
             room.converted_from = Some(room.id.clone());
             room.members = members.clone();
             room.members.sort();
+            room.member_since.retain(|u, _| members.contains(u));
             room.masters = masters.clone();
             room.masters.sort();
         }
@@ -1145,6 +1151,7 @@ mod tests {
             head: 1,
             converted_from: None,
             image: None,
+            member_since: Default::default(),
         }
     }
 

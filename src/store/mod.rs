@@ -65,6 +65,9 @@ pub struct RoomRecord {
     pub converted_from: Option<RoomId>,
     /// The profile image's file id.
     pub image: Option<String>,
+    /// For each member, the seq of the entry that (last) made them a member: they see the log
+    /// from there on, never what happened while they were not a member (D4).
+    pub member_since: std::collections::HashMap<UserId, u64>,
 }
 
 /// A room to create; its `Created` entry becomes seq 1.
@@ -220,10 +223,11 @@ pub trait Store: Send + Sync + 'static {
         upto: u64,
         limit: usize,
     ) -> StoreResult<Vec<Event>>;
-    /// Up to `limit` events with `seq < before`, the newest ones, returned oldest first.
+    /// Up to `limit` events with `from <= seq < before`, the newest ones, returned oldest first.
     async fn read_before(
         &self,
         room: &RoomId,
+        from: u64,
         before: u64,
         limit: usize,
     ) -> StoreResult<Vec<Event>>;

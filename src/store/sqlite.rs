@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS room_members (
     is_member INTEGER NOT NULL,
     is_master INTEGER NOT NULL,
     last_read INTEGER NOT NULL DEFAULT 0,
+    -- The seq of the entry that (last) made them a member: they see the log from there.
+    joined_seq INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (room, user)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS room_members_user ON room_members(user);
@@ -477,7 +479,14 @@ fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
         EventBody::Created { .. } | EventBody::Message { .. } => {}
         EventBody::MembersAdded { users } => {
             for u in users {
-                set_membership(conn, room, u, Some(true), None)?;
+                conn.prepare_cached(
+                    "INSERT INTO room_members (room, user, is_member, is_master, joined_seq)
+                     VALUES (?1, ?2, 1, 0, ?3)
+                     ON CONFLICT (room, user) DO UPDATE SET
+                         joined_seq = CASE WHEN is_member = 1 THEN joined_seq ELSE excluded.joined_seq END,
+                         is_member = 1",
+                )?
+                .execute(params![room.0, u.0, sql_seq(event.seq)])?;
             }
         }
         EventBody::MemberRemoved { user, .. } => {
@@ -526,13 +535,18 @@ fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
                  WHERE id = ?1",
             )?
             .execute(params![room.0, name, owner])?;
-            conn.prepare_cached(
-                "UPDATE room_members SET is_member = 0, is_master = 0 WHERE room = ?1",
-            )?
-            .execute(params![room.0])?;
-            for u in members {
-                set_membership(conn, room, u, Some(true), None)?;
+            // Members stay members (keeping the seq they joined at); the rest are left out.
+            let keep: std::collections::HashSet<&str> =
+                members.iter().map(|u| u.as_str()).collect();
+            let current: Vec<String> = conn
+                .prepare_cached("SELECT user FROM room_members WHERE room = ?1 AND is_member = 1")?
+                .query_map(params![room.0], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for u in current.iter().filter(|u| !keep.contains(u.as_str())) {
+                set_membership(conn, room, &UserId(u.clone()), Some(false), Some(false))?;
             }
+            conn.prepare_cached("UPDATE room_members SET is_master = 0 WHERE room = ?1")?
+                .execute(params![room.0])?;
             for u in masters {
                 set_membership(conn, room, u, None, Some(true))?;
             }
@@ -898,23 +912,27 @@ impl Store for SqliteStore {
                         image: r.get(10)?,
                         masters: Vec::new(),
                         members: Vec::new(),
+                        member_since: Default::default(),
                     })
                 })
                 .optional()?;
             let Some(mut room) = row else { return Ok(None) };
             let mut st = conn.prepare_cached(
-                "SELECT user, is_member, is_master FROM room_members WHERE room = ?1 ORDER BY user",
+                "SELECT user, is_member, is_master, joined_seq FROM room_members
+                  WHERE room = ?1 ORDER BY user",
             )?;
             let rows = st.query_map(params![id.0], |r| {
                 Ok((
                     UserId(r.get(0)?),
                     r.get::<_, bool>(1)?,
                     r.get::<_, bool>(2)?,
+                    r.get::<_, i64>(3)? as u64,
                 ))
             })?;
             for row in rows {
-                let (u, member, master) = row?;
+                let (u, member, master, joined) = row?;
                 if member {
+                    room.member_since.insert(u.clone(), joined);
                     room.members.push(u.clone());
                 }
                 if master {
@@ -964,15 +982,20 @@ impl Store for SqliteStore {
     async fn read_before(
         &self,
         room: &RoomId,
+        from: u64,
         before: u64,
         limit: usize,
     ) -> StoreResult<Vec<Event>> {
         let room = room.clone();
         self.read(move |conn| {
             let mut st = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} WHERE e.room = ?1 AND e.seq < ?2 ORDER BY e.seq DESC LIMIT ?3"
+                "SELECT {EVENT_COLUMNS} WHERE e.room = ?1 AND e.seq >= ?2 AND e.seq < ?3
+                 ORDER BY e.seq DESC LIMIT ?4"
             ))?;
-            let rows = st.query_map(params![room.0, sql_seq(before), limit as i64], event_from_row)?;
+            let rows = st.query_map(
+                params![room.0, sql_seq(from), sql_seq(before), limit as i64],
+                event_from_row,
+            )?;
             let mut out: Vec<Event> = rows.collect::<Result<_, _>>()?;
             out.reverse();
             Ok(out)

@@ -228,10 +228,10 @@ async fn rooms_and_log(store: &SharedStore) {
         limited.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![1, 2]
     );
-    let before = store.read_before(&room.id, 3, 1).await.expect("read");
+    let before = store.read_before(&room.id, 0, 3, 1).await.expect("read");
     assert_eq!(before.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
     let latest = store
-        .read_before(&room.id, u64::MAX, 2)
+        .read_before(&room.id, 0, u64::MAX, 2)
         .await
         .expect("read");
     assert_eq!(latest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
@@ -380,8 +380,19 @@ async fn projections_and_audit(store: &SharedStore) {
     general.masters.clear();
     store.create_room(&general).await.expect("create");
     let room = RoomId::from("r_proj");
-    commit(store, &room, &a, EventBody::MembersAdded { users: vec![c.clone()] }).await;
-    assert!(store.groups_of(&c).await.expect("read").is_empty(), "not a group yet");
+    commit(
+        store,
+        &room,
+        &a,
+        EventBody::MembersAdded {
+            users: vec![c.clone()],
+        },
+    )
+    .await;
+    assert!(
+        store.groups_of(&c).await.expect("read").is_empty(),
+        "not a group yet"
+    );
     commit(
         store,
         &room,
@@ -406,8 +417,22 @@ async fn projections_and_audit(store: &SharedStore) {
     assert_eq!(store.groups_of(&c).await.expect("read"), vec![room.clone()]);
     assert!(store.groups_of(&e).await.expect("read").is_empty());
 
-    commit(store, &room, &a, EventBody::MastersAdded { users: vec![c.clone()] }).await;
-    commit(store, &room, &a, EventBody::MasterRemoved { user: a.clone() }).await;
+    commit(
+        store,
+        &room,
+        &a,
+        EventBody::MastersAdded {
+            users: vec![c.clone()],
+        },
+    )
+    .await;
+    commit(
+        store,
+        &room,
+        &a,
+        EventBody::MasterRemoved { user: a.clone() },
+    )
+    .await;
     commit(
         store,
         &room,
@@ -439,7 +464,12 @@ async fn projections_and_audit(store: &SharedStore) {
     assert_eq!(r.name, "Renamed");
     assert_eq!(r.description, "d", "unchanged fields stay");
     assert!(!r.features.note);
-    assert!(store.rooms_of(&b).await.expect("read").iter().all(|m| m.room != room));
+    assert!(store
+        .rooms_of(&b)
+        .await
+        .expect("read")
+        .iter()
+        .all(|m| m.room != room));
 
     // Audit: every change but messages, newest first; each involved company sees it.
     let acme = store
@@ -463,7 +493,10 @@ async fn projections_and_audit(store: &SharedStore) {
         .audit(&"globex.example".into(), Some(&room), None, 100)
         .await
         .expect("audit");
-    assert!(globex.iter().any(|x| x.action == "converted"), "erin's company sees the conversion");
+    assert!(
+        globex.iter().any(|x| x.action == "converted"),
+        "erin's company sees the conversion"
+    );
     let older = store
         .audit(&"acme.example".into(), Some(&room), Some(acme[1].id), 2)
         .await
@@ -490,7 +523,10 @@ fn audit_of(room: &str, action: &str) -> NewAudit {
 
 async fn invites(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
-    store.create_room(&new_room("r_inv", &[&a], &[&a])).await.expect("create");
+    store
+        .create_room(&new_room("r_inv", &[&a], &[&a]))
+        .await
+        .expect("create");
     let room = RoomId::from("r_inv");
     assert_eq!(store.invite_of(&room).await.expect("read"), None);
     let inv = Invite {
@@ -498,10 +534,17 @@ async fn invites(store: &SharedStore) {
         expires_at: Some(99),
     };
     store
-        .set_invite(&room, Some(inv.clone()), audit_of("r_inv", "invite_created"))
+        .set_invite(
+            &room,
+            Some(inv.clone()),
+            audit_of("r_inv", "invite_created"),
+        )
         .await
         .expect("set");
-    assert_eq!(store.invite_of(&room).await.expect("read"), Some(inv.clone()));
+    assert_eq!(
+        store.invite_of(&room).await.expect("read"),
+        Some(inv.clone())
+    );
     assert_eq!(
         store.room_by_invite("tok1").await.expect("read"),
         Some((room.clone(), inv))
@@ -512,7 +555,9 @@ async fn invites(store: &SharedStore) {
         .expect("revoke");
     assert_eq!(store.room_by_invite("tok1").await.expect("read"), None);
     assert!(matches!(
-        store.set_invite(&"r_none".into(), None, audit_of("r_none", "x")).await,
+        store
+            .set_invite(&"r_none".into(), None, audit_of("r_none", "x"))
+            .await,
         Err(StoreError::NotFound(_))
     ));
 }
@@ -520,13 +565,22 @@ async fn invites(store: &SharedStore) {
 async fn storage_and_delete(store: &SharedStore) {
     let acme: CompanyId = "acme.example".into();
     let a: UserId = "alice@acme.example".into();
-    store.create_room(&new_room("r_del", &[&a], &[&a])).await.expect("create");
+    store
+        .create_room(&new_room("r_del", &[&a], &[&a]))
+        .await
+        .expect("create");
     let room = RoomId::from("r_del");
     let before = store.count_owned_groups(&acme).await.expect("count");
     let base = store.storage_used(&acme).await.expect("used");
-    assert!(store.reserve_storage(&acme, 600, base + 1000).await.expect("reserve"));
+    assert!(store
+        .reserve_storage(&acme, 600, base + 1000)
+        .await
+        .expect("reserve"));
     assert!(
-        !store.reserve_storage(&acme, 600, base + 1000).await.expect("reserve"),
+        !store
+            .reserve_storage(&acme, 600, base + 1000)
+            .await
+            .expect("reserve"),
         "past the quota"
     );
     assert_eq!(store.storage_used(&acme).await.expect("used"), base + 600);
@@ -544,7 +598,10 @@ async fn storage_and_delete(store: &SharedStore) {
     store.add_file(&file).await.expect("add");
     assert_eq!(store.file("f_one").await.expect("read"), Some(file.clone()));
     // A second file, then the first replaced as the image: its bytes are freed.
-    assert!(store.reserve_storage(&acme, 100, base + 1000).await.expect("reserve"));
+    assert!(store
+        .reserve_storage(&acme, 100, base + 1000)
+        .await
+        .expect("reserve"));
     store
         .add_file(&FileRecord {
             id: "f_two".into(),
@@ -564,7 +621,13 @@ async fn storage_and_delete(store: &SharedStore) {
     assert_eq!(store.file("f_one").await.expect("read"), None);
     assert_eq!(store.storage_used(&acme).await.expect("used"), base + 100);
     assert_eq!(
-        store.room(&room).await.expect("read").expect("exists").image.as_deref(),
+        store
+            .room(&room)
+            .await
+            .expect("read")
+            .expect("exists")
+            .image
+            .as_deref(),
         Some("f_two")
     );
     store.release_storage(&acme, 0).await.expect("release");
@@ -576,8 +639,15 @@ async fn storage_and_delete(store: &SharedStore) {
     assert_eq!(files, vec!["f_two".to_owned()]);
     assert_eq!(store.storage_used(&acme).await.expect("used"), base);
     assert_eq!(store.room(&room).await.expect("read"), None);
-    assert!(store.read_range(&room, 0, u64::MAX, 10).await.expect("read").is_empty());
-    assert_eq!(store.count_owned_groups(&acme).await.expect("count"), before - 1);
+    assert!(store
+        .read_range(&room, 0, u64::MAX, 10)
+        .await
+        .expect("read")
+        .is_empty());
+    assert_eq!(
+        store.count_owned_groups(&acme).await.expect("count"),
+        before - 1
+    );
     assert!(matches!(
         store.delete_room(&room, audit_of("r_del", "deleted")).await,
         Err(StoreError::NotFound(_))
