@@ -7,5 +7,6 @@ mod groups;
 mod harness;
 mod hostile;
 mod lifecycle;
+mod model;
 mod rooms;
 mod store_suite;
