@@ -302,18 +302,18 @@ async fn run_case(server: &Server, w: &World, ops: Vec<Op>) -> Result<(), TestCa
             }
         }
         // Members who are not subscribed subscribe (resuming from their last event).
-        for u in 0..USERS {
-            if model.member(u) && !seats[u].subscribed {
-                subscribe_seat(&mut seats[u], &room, &model).await?;
+        for (u, seat) in seats.iter_mut().enumerate() {
+            if model.member(u) && !seat.subscribed {
+                subscribe_seat(seat, &room, &model).await?;
             }
         }
-        for u in 0..USERS {
+        for (u, seat) in seats.iter_mut().enumerate() {
             let owed_up_to = model
                 .owed
                 .get(&u)
                 .and_then(|o| o.iter().next_back().copied());
-            if seats[u].subscribed && owed_up_to > seats[u].last {
-                drain(&mut seats[u], &room, owed_up_to, Duration::from_secs(5)).await?;
+            if seat.subscribed && owed_up_to > seat.last {
+                drain(seat, &room, owed_up_to, Duration::from_secs(5)).await?;
             }
         }
     }
