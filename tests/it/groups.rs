@@ -1116,3 +1116,51 @@ async fn g17_profile_image_and_storage_quota() {
     }
     assert_eq!(left, 0);
 }
+
+/// G15: with SMTP configured, invitation emails go through a real SMTP server (aiosmtpd on
+/// loopback) carrying the group's link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g15_invitation_email_through_smtp() {
+    let smtp = SmtpServer::start().await;
+    let server = Server::start_with_config(&format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"crossroom <noreply@crossroom.test>\"\n",
+        smtp.port
+    ))
+    .await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "By mail", &[]).await;
+    let r = alice
+        .request(ClientFrame::SendInvites {
+            id: 0,
+            room: room.clone(),
+            emails: vec!["guest@partner.example".into()],
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
+    let ServerFrame::Invite { token, .. } = alice
+        .request(ClientFrame::GetInvite { id: 0, room })
+        .await
+        .expect("invite")
+    else {
+        panic!()
+    };
+    let token = token.expect("token");
+    let mut mails = Vec::new();
+    for _ in 0..50 {
+        mails = smtp.messages();
+        if !mails.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("guest@partner.example"));
+    assert!(mails[0].contains(&format!("/v1/invite/{token}")));
+    assert!(mails[0].contains("By mail"));
+    assert!(
+        !server.data_dir.join("outbox").exists(),
+        "nothing in the outbox"
+    );
+}

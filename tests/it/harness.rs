@@ -314,3 +314,67 @@ pub fn error_code(f: &ServerFrame) -> crossroom_protocol::ErrorCode {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+/// A real SMTP server (Python's aiosmtpd, installed by `scripts/test`) on a free loopback port,
+/// delivering into a Maildir; killed when dropped.
+pub struct SmtpServer {
+    child: Child,
+    pub port: u16,
+    pub maildir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    pub async fn start() -> SmtpServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // aiosmtpd's Mailbox creates the Maildir itself and needs it not to exist yet.
+        let maildir = tmp.path().join("maildir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 with aiosmtpd (scripts/test installs it)");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "aiosmtpd did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        SmtpServer {
+            child,
+            port,
+            maildir,
+            _tmp: tmp,
+        }
+    }
+
+    /// Messages delivered so far, raw.
+    pub fn messages(&self) -> Vec<String> {
+        match std::fs::read_dir(self.maildir.join("new")) {
+            Ok(dir) => dir
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
