@@ -305,6 +305,8 @@ async fn publisher(job: Publish) -> Result<(u64, u64), String> {
             room: room.clone(),
             client_msg_id: format!("p{me}-{sent}"),
             text,
+            attachments: vec![],
+            mentions: vec![],
         })
         .await
         .map_err(|e| e.to_string())?;

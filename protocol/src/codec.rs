@@ -85,6 +85,9 @@ mod tests {
                 body: EventBody::Message {
                     client_msg_id: "c1".into(),
                     text: "héllo 👋".into(),
+                    attachments: vec![],
+                    mentions: vec![],
+                    recalled: false,
                 },
             }),
             ServerFrame::Error {

@@ -8,6 +8,7 @@
 
 use crate::error::ErrorCode;
 use crate::ids::{CompanyId, RoomId, UserId};
+use crate::items::{Action, CalendarFields, NoteFields, Query, QueryResult, TaskFields};
 use serde::{Deserialize, Serialize};
 
 /// A position in a room's log: what a client remembers to resume (rule D1).
@@ -141,17 +142,138 @@ pub enum EventBody {
         /// The sender's idempotency key: a retried post with the same one is stored once (D2).
         client_msg_id: String,
         text: String,
+        /// Stored files sent with it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<Attachment>,
+        /// Members it mentions.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<UserId>,
+        /// Recalled by its author or a master: `text`, attachments and mentions are gone.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recalled: bool,
+    },
+    /// A message was recalled (M1); its entry now reads as a recalled placeholder.
+    MessageRecalled {
+        message: u64,
+    },
+    /// An automatic notice in the room ("X posted a note"), when the group's `notifications`
+    /// switch is on (G18).
+    Notice {
+        text: String,
+    },
+    /// A note was posted (N1); its id is this entry's seq.
+    NotePosted {
+        note: NoteFields,
+    },
+    NoteEdited {
+        note: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        others_may_edit: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pinned: Option<bool>,
+    },
+    NoteDeleted {
+        note: u64,
+    },
+    /// A comment; its id is this entry's seq.
+    NoteCommented {
+        note: u64,
+        text: String,
+    },
+    CommentDeleted {
+        note: u64,
+        comment: u64,
+    },
+    NoteLiked {
+        note: u64,
+        like: bool,
+    },
+    /// A calendar event (E1); its id is this entry's seq.
+    CalendarEventCreated {
+        event: CalendarFields,
+    },
+    CalendarEventUpdated {
+        event: u64,
+        fields: CalendarFields,
+    },
+    CalendarEventDeleted {
+        event: u64,
+    },
+    /// A task (T1); its id is this entry's seq; the author is the assigner.
+    TaskCreated {
+        task: TaskFields,
+    },
+    TaskUpdated {
+        task: u64,
+        fields: TaskFields,
+    },
+    /// The author (an assignee) completed their part.
+    TaskCompleted {
+        task: u64,
+    },
+    TaskReopened {
+        task: u64,
+    },
+    TaskDeleted {
+        task: u64,
+    },
+    /// A folder (F1); its id is this entry's seq; `parent` absent = the root.
+    FolderCreated {
+        #[serde(default)]
+        parent: Option<u64>,
+        name: String,
+        notify_on_new_file: bool,
+    },
+    FolderUpdated {
+        folder: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notify_on_new_file: Option<bool>,
+    },
+    /// A file was uploaded into a folder; its item id is this entry's seq.
+    FileAdded {
+        #[serde(default)]
+        folder: Option<u64>,
+        file: String,
+        name: String,
+        size: u64,
+        content_type: String,
+        sha256: String,
+    },
+    ItemTrashed {
+        item: u64,
+    },
+    ItemRestored {
+        item: u64,
+    },
+    /// Deleted for good; the storage is freed.
+    ItemPurged {
+        item: u64,
     },
     /// Users became members (by a master's add, an invitation link, or an admin).
-    MembersAdded { users: Vec<UserId> },
+    MembersAdded {
+        users: Vec<UserId>,
+    },
     /// A user left the room: removed by a master, by company policy (G13), or by themselves
     /// (general rooms only). They are no longer a member nor a master; nothing after this
     /// entry reaches them (D4).
-    MemberRemoved { user: UserId, reason: RemovalReason },
+    MemberRemoved {
+        user: UserId,
+        reason: RemovalReason,
+    },
     /// Users became masters.
-    MastersAdded { users: Vec<UserId> },
+    MastersAdded {
+        users: Vec<UserId>,
+    },
     /// A master was demoted (stays a member if they were one).
-    MasterRemoved { user: UserId },
+    MasterRemoved {
+        user: UserId,
+    },
     /// Group settings changed (G9, G18): only the fields present changed.
     GroupUpdated {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +293,15 @@ pub enum EventBody {
         members: Vec<UserId>,
         left_out: Vec<LeftOut>,
     },
+}
+
+/// A file sent with a message (download: `GET /v1/rooms/{room}/files/{file}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub file: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
 }
 
 /// Why a member left a room.
@@ -239,6 +370,12 @@ pub enum ClientFrame {
         room: RoomId,
         client_msg_id: String,
         text: String,
+        /// Ids of files uploaded with `POST /v1/rooms/{room}/attachments`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
+        /// Members mentioned.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<UserId>,
     },
     /// A page of the room's log, oldest first, ending just before `before` (or at the head).
     /// Reply: `history`.
@@ -323,6 +460,14 @@ pub enum ClientFrame {
         room: RoomId,
         emails: Vec<String>,
     },
+    /// A room-feature write: notes, calendar, tasks, folder, recall. Reply: `changed`.
+    Act {
+        id: u32,
+        room: RoomId,
+        action: Action,
+    },
+    /// A room-feature question. Reply: `query_result`.
+    Query { id: u32, room: RoomId, query: Query },
 }
 
 fn default_true() -> bool {
@@ -361,7 +506,9 @@ impl ClientFrame {
             | ClientFrame::GetInvite { id, .. }
             | ClientFrame::RevokeInvite { id, .. }
             | ClientFrame::JoinByInvite { id, .. }
-            | ClientFrame::SendInvites { id, .. } => *id,
+            | ClientFrame::SendInvites { id, .. }
+            | ClientFrame::Act { id, .. }
+            | ClientFrame::Query { id, .. } => *id,
         }
     }
 
@@ -396,7 +543,9 @@ impl ClientFrame {
             | ClientFrame::GetInvite { id, .. }
             | ClientFrame::RevokeInvite { id, .. }
             | ClientFrame::JoinByInvite { id, .. }
-            | ClientFrame::SendInvites { id, .. } => *id = new,
+            | ClientFrame::SendInvites { id, .. }
+            | ClientFrame::Act { id, .. }
+            | ClientFrame::Query { id, .. } => *id = new,
         }
     }
 }
@@ -507,6 +656,21 @@ pub enum ServerFrame {
     Removed { room: RoomId, reason: RemovalReason },
     /// The group was deleted with all its data (G16).
     RoomDeleted { room: RoomId },
+    /// Reply to `query`.
+    QueryResult {
+        id: u32,
+        room: RoomId,
+        result: QueryResult,
+    },
+    /// A task you assigned or are assigned was created, changed, completed, reopened or deleted
+    /// (T1); `action` is the entry's kind (`task_created`, …) and `seq` the entry.
+    TaskNotice {
+        room: RoomId,
+        task: u64,
+        action: String,
+        by: UserId,
+        seq: u64,
+    },
 }
 
 /// Server limits announced in `hello`, so clients can stay inside them.
@@ -540,13 +704,15 @@ impl ServerFrame {
             | ServerFrame::Room { id, .. }
             | ServerFrame::SearchResults { id, .. }
             | ServerFrame::Contacts { id, .. }
-            | ServerFrame::Invite { id, .. } => Some(*id),
+            | ServerFrame::Invite { id, .. }
+            | ServerFrame::QueryResult { id, .. } => Some(*id),
             ServerFrame::Event(_)
             | ServerFrame::Reset { .. }
             | ServerFrame::Typing { .. }
             | ServerFrame::Joined { .. }
             | ServerFrame::Removed { .. }
-            | ServerFrame::RoomDeleted { .. } => None,
+            | ServerFrame::RoomDeleted { .. }
+            | ServerFrame::TaskNotice { .. } => None,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod items;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -24,6 +25,7 @@ pub use codec::{decode, encode, CodecError, Encoding};
 pub use error::ErrorCode;
 pub use frame::*;
 pub use ids::{CompanyId, RoomId, UserId};
+pub use items::*;
 
 /// The protocol version announced in `hello`. Bumped only for incompatible changes; additive
 /// changes (new frame types, new optional fields) keep it.

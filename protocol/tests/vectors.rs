@@ -63,6 +63,8 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
                 room: "r_abc".into(),
                 client_msg_id: "c-0001".into(),
                 text: "héllo 👋".into(),
+                attachments: vec![],
+                mentions: vec![],
             },
         ),
         (
@@ -102,6 +104,9 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
         body: EventBody::Message {
             client_msg_id: "c-0001".into(),
             text: "héllo 👋".into(),
+            attachments: vec![],
+            mentions: vec![],
+            recalled: false,
         },
     };
     vec![

@@ -503,11 +503,15 @@ impl Session {
                 room,
                 client_msg_id,
                 text,
+                attachments,
+                mentions,
             } => {
                 let cmd = RoomCommand::Post {
                     user,
                     client_msg_id,
                     text,
+                    attachments,
+                    mentions,
                     reply: self.reply(id),
                 };
                 self.to_room(&room, id, cmd).await;
@@ -538,6 +542,22 @@ impl Session {
                 let cmd = RoomCommand::Typing {
                     user,
                     session: self.id,
+                    reply: self.reply(id),
+                };
+                self.to_room(&room, id, cmd).await;
+            }
+            ClientFrame::Act { id, room, action } => {
+                let cmd = RoomCommand::Act {
+                    user,
+                    action,
+                    reply: self.reply(id),
+                };
+                self.to_room(&room, id, cmd).await;
+            }
+            ClientFrame::Query { id, room, query } => {
+                let cmd = RoomCommand::Query {
+                    user,
+                    query,
                     reply: self.reply(id),
                 };
                 self.to_room(&room, id, cmd).await;

@@ -308,6 +308,9 @@ mod tests {
             body: EventBody::Message {
                 client_msg_id: format!("{n}"),
                 text: "x".repeat(100),
+                attachments: vec![],
+                mentions: vec![],
+                recalled: false,
             },
         })
     }

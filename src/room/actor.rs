@@ -15,15 +15,15 @@
 //! the hub only when nobody holds its sender, so no command is ever lost to a stopping actor.
 
 use super::rules::{self, Actor, Change, Context, Decision};
-use super::{info, lookup, now_ms, InviteOp, RoomCommand};
+use super::{features, info, lookup, now_ms, query, InviteOp, RoomCommand};
 use crate::connection::outbound::{Outbound, OutboundReceiver, SharedEvent};
 use crate::connection::{Reply, SessionId};
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
-use crate::store::{Appended, Invite, NewAudit, NewEntry, RoomRecord, StoreResult};
+use crate::store::{Appended, FileRecord, Invite, NewAudit, NewEntry, RoomRecord, StoreResult};
 use crossroom_protocol::{
-    Event, EventBody, LeftOut, Position, RemovalReason, RoomId, RoomKind, RoomSummary, ServerFrame,
-    UserId,
+    Action, Attachment, ErrorCode, Event, EventBody, Item, LeftOut, Position, RemovalReason,
+    RoomId, RoomKind, RoomSummary, ServerFrame, UserId,
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
@@ -72,6 +72,8 @@ enum Ack {
     /// A change: `changed`, with who was left out, and the file blobs the change made garbage
     /// (removed from disk once the change is committed).
     Changed(Reply, Vec<LeftOut>, Vec<String>),
+    /// A feature action: `changed`; the blobs it made garbage; who gets a task notice (T1).
+    Acted(Reply, Vec<String>, Vec<UserId>),
 }
 
 /// An append in flight with the acknowledgement that waits for it.
@@ -189,17 +191,29 @@ impl RoomActor {
                 user,
                 client_msg_id,
                 text,
+                attachments,
+                mentions,
                 reply,
             } => {
-                if let Err(e) = rules::check_post(room, &user, &client_msg_id, &text) {
+                if let Err(e) = rules::check_post(room, &user, &client_msg_id, &text)
+                    .and_then(|()| rules::check_mentions(room, &mentions))
+                {
                     return reply.fail(e);
                 }
+                let attachments =
+                    match attachments_of(&self.hub, &self.id, &user, attachments).await {
+                        Ok(a) => a,
+                        Err(e) => return reply.fail(e),
+                    };
                 let entry = NewEntry {
                     author: user,
                     ts: now_ms(),
                     body: EventBody::Message {
                         client_msg_id,
                         text,
+                        attachments,
+                        mentions,
+                        recalled: false,
                     },
                 };
                 self.append(vec![entry], Ack::Posted(reply)).await;
@@ -290,7 +304,146 @@ impl RoomActor {
             } => self.change(actor, change, reply).await,
             RoomCommand::Delete { actor, reply } => self.delete(actor, reply).await,
             RoomCommand::Invite { actor, op, reply } => self.invite(actor, op, reply).await,
+            RoomCommand::Act {
+                user,
+                action,
+                reply,
+            } => self.act(user, action, reply).await,
+            RoomCommand::Query { user, query, reply } => {
+                if let Err(e) = rules::check_member(room, &user) {
+                    return reply.fail(e);
+                }
+                let viewer = query::Viewer {
+                    since: room.member_since.get(&user).copied().unwrap_or(u64::MAX),
+                    user,
+                    kind: room.kind,
+                    features: room.features,
+                };
+                let (hub, id) = (self.hub.clone(), self.id.clone());
+                tokio::spawn(async move {
+                    match query::answer(&hub, &id, &viewer, query).await {
+                        Ok(result) => reply.send(ServerFrame::QueryResult {
+                            id: reply.id,
+                            room: id,
+                            result,
+                        }),
+                        Err(e) => reply.fail(e),
+                    }
+                });
+            }
+            RoomCommand::AddFile {
+                user,
+                folder,
+                file,
+                reply,
+            } => self.add_file(user, folder, file, reply).await,
         }
+    }
+
+    /// A feature action (N1, E1, T1, F1, recall): decided against the items as committed.
+    async fn act(&mut self, user: UserId, action: Action, reply: Reply) {
+        let Some(room) = &self.room else { return };
+        if let Err(e) = rules::check_member(room, &user) {
+            return reply.fail(e);
+        }
+        // Item decisions read committed item state: let what is queued land first.
+        self.drain_pending().await;
+        let Some(room) = &self.room else { return };
+        let master = room.masters.binary_search(&user).is_ok();
+        let ctx = match feature_context(&self.hub, room, &user, &action).await {
+            Ok(c) => c,
+            Err(e) => return reply.fail(e),
+        };
+        let entries = match features::decide(room, &user, master, &action, &ctx) {
+            Ok(e) => e,
+            Err(e) => return reply.fail(e),
+        };
+        if entries.is_empty() {
+            return reply.send(ServerFrame::Changed {
+                id: reply.id,
+                room: self.id.clone(),
+                epoch: room.epoch,
+                seq: room.head,
+                left_out: Vec::new(),
+            });
+        }
+        let garbage = garbage_of(
+            &action,
+            &ctx,
+            self.hub.store.items(&self.id).await.unwrap_or_default(),
+        );
+        let notify = task_audience(&entries, &ctx, &user);
+        let ts = now_ms();
+        let entries = entries
+            .into_iter()
+            .map(|body| NewEntry {
+                author: user.clone(),
+                ts,
+                body,
+            })
+            .collect();
+        self.append(entries, Ack::Acted(reply, garbage, notify))
+            .await;
+    }
+
+    /// F1: a file uploaded into the folder becomes a `file_added` entry (and a notice when the
+    /// folder asks for one).
+    async fn add_file(
+        &mut self,
+        user: UserId,
+        folder: Option<u64>,
+        file: FileRecord,
+        reply: Reply,
+    ) {
+        let Some(room) = &self.room else { return };
+        if let Err(e) = rules::check_member(room, &user) {
+            return reply.fail(e);
+        }
+        if room.kind == RoomKind::Group && !room.features.folder {
+            return reply.fail(ApiError::new(
+                ErrorCode::FeatureDisabled,
+                "the folder is switched off in this group",
+            ));
+        }
+        self.drain_pending().await;
+        let Some(room) = &self.room else { return };
+        let parent = match folder {
+            None => None,
+            Some(id) => match self.hub.store.item(&self.id, id).await {
+                Ok(Some(Item::Folder(f))) if f.trashed.is_none() => Some(f),
+                Ok(_) => return reply.fail(ApiError::not_found(format!("folder {id}"))),
+                Err(e) => return reply.fail(e.into()),
+            },
+        };
+        let mut entries = vec![EventBody::FileAdded {
+            folder,
+            file: file.id.clone(),
+            name: file.name.clone(),
+            size: file.size,
+            content_type: file.content_type.clone(),
+            sha256: file.sha256.clone(),
+        }];
+        let notices = room.kind == RoomKind::Room || room.features.notifications;
+        if notices && parent.as_ref().is_some_and(|f| f.notify_on_new_file) {
+            let who = lookup::person(&self.hub, &user)
+                .await
+                .map(|p| p.user.name)
+                .unwrap_or_else(|_| user.to_string());
+            entries.push(EventBody::Notice {
+                text: format!("{who} uploaded {}", file.name),
+            });
+        }
+        let ts = now_ms();
+        let entries = entries
+            .into_iter()
+            .map(|body| NewEntry {
+                author: user.clone(),
+                ts,
+                body,
+            })
+            .collect();
+        self.append(entries, Ack::Acted(reply, Vec::new(), Vec::new()))
+            .await;
     }
 
     /// Queue entries in the store; `ack` answers once they commit.
@@ -300,7 +453,7 @@ impl RoomActor {
                 .pending
                 .push_back(ticket.map(move |r| (r, ack)).boxed()),
             Err(e) => match ack {
-                Ack::Posted(r) | Ack::Changed(r, ..) => r.fail(e.into()),
+                Ack::Posted(r) | Ack::Changed(r, ..) | Ack::Acted(r, ..) => r.fail(e.into()),
             },
         }
     }
@@ -526,7 +679,7 @@ impl RoomActor {
                 // The decision was applied to our state already; the store has the truth.
                 self.reload().await;
                 return match ack {
-                    Ack::Posted(r) | Ack::Changed(r, ..) => r.fail(e.into()),
+                    Ack::Posted(r) | Ack::Changed(r, ..) | Ack::Acted(r, ..) => r.fail(e.into()),
                 };
             }
         };
@@ -551,6 +704,30 @@ impl RoomActor {
                 room.head = room.head.max(ev.seq);
             }
             self.deliver(ev.clone());
+        }
+        if let (Ack::Acted(reply, garbage, notify), Some((epoch, seq))) = (&ack, last) {
+            self.remove_blobs(garbage.clone());
+            for a in &appended {
+                if let Some(task) = task_of(&a.event.body) {
+                    let notice = ServerFrame::TaskNotice {
+                        room: self.id.clone(),
+                        task: task.unwrap_or(a.event.seq),
+                        action: kind_of(&a.event.body),
+                        by: a.event.author.clone(),
+                        seq: a.event.seq,
+                    };
+                    for u in notify {
+                        self.hub.push_to_user(u, &notice);
+                    }
+                }
+            }
+            reply.send(ServerFrame::Changed {
+                id: reply.id,
+                room: self.id.clone(),
+                epoch,
+                seq,
+                left_out: Vec::new(),
+            });
         }
         if let (Ack::Changed(reply, left_out, garbage), Some((epoch, seq))) = (ack, last) {
             self.remove_blobs(garbage);
@@ -692,6 +869,156 @@ async fn context(
         invite,
         now_secs: crate::directory::now_secs(),
     })
+}
+
+/// The attachments of a post: files this user uploaded to this room (M1).
+async fn attachments_of(
+    hub: &Hub,
+    room: &RoomId,
+    user: &UserId,
+    ids: Vec<String>,
+) -> ApiResult<Vec<Attachment>> {
+    if ids.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_ATTACHMENTS} attachments per message"
+        )));
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        match hub.store.file(&id).await? {
+            Some(f) if f.room == *room && f.created_by == *user => out.push(Attachment {
+                file: f.id,
+                name: f.name,
+                size: f.size,
+                content_type: f.content_type,
+            }),
+            _ => return Err(ApiError::not_found(format!("attachment {id}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Most attachments on one message.
+const MAX_ATTACHMENTS: usize = 20;
+
+/// Look up what [`features::decide`] needs: the named item, its parent folder, the message to
+/// recall and its author's recall window, the actor's name.
+async fn feature_context(
+    hub: &Hub,
+    room: &RoomRecord,
+    user: &UserId,
+    action: &Action,
+) -> ApiResult<features::Context> {
+    let store = &hub.store;
+    let mut ctx = features::Context {
+        now_ms: now_ms(),
+        ..Default::default()
+    };
+    let item_id = match action {
+        Action::EditNote { note, .. }
+        | Action::DeleteNote { note }
+        | Action::CommentNote { note, .. }
+        | Action::DeleteComment { note, .. }
+        | Action::LikeNote { note, .. } => Some(*note),
+        Action::UpdateCalendarEvent { event, .. } | Action::DeleteCalendarEvent { event } => {
+            Some(*event)
+        }
+        Action::UpdateTask { task, .. }
+        | Action::CompleteTask { task }
+        | Action::ReopenTask { task }
+        | Action::DeleteTask { task } => Some(*task),
+        Action::UpdateFolder { folder, .. } => Some(*folder),
+        Action::Trash { item } | Action::Restore { item } | Action::Purge { item } => Some(*item),
+        _ => None,
+    };
+    if let Some(id) = item_id {
+        ctx.item = store.item(&room.id, id).await?;
+    }
+    if let Action::CreateFolder {
+        parent: Some(p), ..
+    } = action
+    {
+        ctx.parent = store.item(&room.id, *p).await?;
+    }
+    if let Action::Recall { message } = action {
+        ctx.message = store.event_at(&room.id, *message).await?;
+        if let Some(company) = ctx.message.as_ref().and_then(|m| m.author.company()) {
+            ctx.recall_window_secs = lookup::company_settings(hub, &company)
+                .await
+                .map(|s| s.recall_window_secs)
+                .unwrap_or(0);
+        }
+    }
+    if matches!(action, Action::PostNote(_)) {
+        ctx.actor_name = lookup::person(hub, user)
+            .await
+            .map(|p| p.user.name)
+            .unwrap_or_else(|_| user.to_string());
+    }
+    Ok(ctx)
+}
+
+/// File bytes an action makes garbage once committed: a purged subtree's files, a recalled
+/// message's attachments.
+fn garbage_of(action: &Action, ctx: &features::Context, items: Vec<Item>) -> Vec<String> {
+    match action {
+        Action::Purge { item } => features::subtree(&items, *item)
+            .into_iter()
+            .filter_map(|id| match items.iter().find(|i| i.id() == id) {
+                Some(Item::File(f)) => Some(f.file.clone()),
+                _ => None,
+            })
+            .collect(),
+        Action::Recall { .. } => match ctx.message.as_ref().map(|m| &m.body) {
+            Some(EventBody::Message { attachments, .. }) => {
+                attachments.iter().map(|a| a.file.clone()).collect()
+            }
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// T1: the assigner and the assignees of a task hear about every change to it.
+fn task_audience(entries: &[EventBody], ctx: &features::Context, actor: &UserId) -> Vec<UserId> {
+    let mut who: Vec<UserId> = Vec::new();
+    for e in entries {
+        match e {
+            EventBody::TaskCreated { task } => {
+                who.push(actor.clone());
+                who.extend(task.assignees.iter().cloned());
+            }
+            EventBody::TaskUpdated { fields, .. } => who.extend(fields.assignees.iter().cloned()),
+            _ => {}
+        }
+    }
+    if let Some(Item::Task(t)) = &ctx.item {
+        who.push(t.assigner.clone());
+        who.extend(t.status.keys().cloned());
+    }
+    who.sort();
+    who.dedup();
+    who
+}
+
+/// The task an entry is about (`Some(None)`: the task it creates), if any.
+fn task_of(body: &EventBody) -> Option<Option<u64>> {
+    match body {
+        EventBody::TaskCreated { .. } => Some(None),
+        EventBody::TaskUpdated { task, .. }
+        | EventBody::TaskCompleted { task }
+        | EventBody::TaskReopened { task }
+        | EventBody::TaskDeleted { task } => Some(Some(*task)),
+        _ => None,
+    }
+}
+
+/// An entry's `kind` name.
+fn kind_of(body: &EventBody) -> String {
+    serde_json::to_value(body)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_owned)))
+        .unwrap_or_default()
 }
 
 /// Every company involved in a room: the owner's and its members' and masters'.

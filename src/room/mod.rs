@@ -8,10 +8,12 @@
 pub mod actor;
 pub mod admin;
 pub mod create;
+pub mod features;
 pub mod files;
 pub mod invite;
 pub mod lookup;
 pub mod policy;
+pub mod query;
 pub mod rules;
 
 use crate::connection::{Reply, SessionId};
@@ -38,6 +40,9 @@ pub enum RoomCommand {
         user: UserId,
         client_msg_id: String,
         text: String,
+        /// Ids of files the user uploaded to this room as attachments.
+        attachments: Vec<String>,
+        mentions: Vec<UserId>,
         reply: Reply,
     },
     /// A page of the log.
@@ -75,6 +80,25 @@ pub enum RoomCommand {
         op: InviteOp,
         reply: Reply,
     },
+    /// A room-feature write (notes, calendar, tasks, folder, recall), by a member.
+    Act {
+        user: UserId,
+        action: crossroom_protocol::Action,
+        reply: Reply,
+    },
+    /// A room-feature question, by a member.
+    Query {
+        user: UserId,
+        query: crossroom_protocol::Query,
+        reply: Reply,
+    },
+    /// A file the user uploaded into the room's folder (F1): record it in the log.
+    AddFile {
+        user: UserId,
+        folder: Option<u64>,
+        file: crate::store::FileRecord,
+        reply: Reply,
+    },
 }
 
 impl RoomCommand {
@@ -90,7 +114,10 @@ impl RoomCommand {
             | RoomCommand::Get { reply, .. }
             | RoomCommand::Change { reply, .. }
             | RoomCommand::Delete { reply, .. }
-            | RoomCommand::Invite { reply, .. } => Some(reply),
+            | RoomCommand::Invite { reply, .. }
+            | RoomCommand::Act { reply, .. }
+            | RoomCommand::Query { reply, .. }
+            | RoomCommand::AddFile { reply, .. } => Some(reply),
         }
     }
 }

@@ -339,6 +339,22 @@ pub fn check_post(
     Ok(())
 }
 
+/// M1: mentions name members of the room.
+pub fn check_mentions(room: &RoomRecord, mentions: &[UserId]) -> ApiResult<()> {
+    if mentions.len() > 100 {
+        return Err(ApiError::invalid("at most 100 mentions per message"));
+    }
+    match mentions
+        .iter()
+        .find(|u| room.members.binary_search(u).is_err())
+    {
+        Some(u) => Err(ApiError::invalid(format!(
+            "{u} is not a member of this room"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// G8: only members may see a room; to anyone else it does not exist — except a master who is
 /// not a member, who knows the group and is told so.
 pub fn check_member(room: &RoomRecord, user: &UserId) -> ApiResult<()> {
@@ -833,7 +849,7 @@ pub fn apply(room: &mut RoomRecord, author: &UserId, body: &EventBody) {
         }
     }
     match body {
-        EventBody::Created { .. } | EventBody::Message { .. } => {}
+        EventBody::Created { .. } => {}
         EventBody::MembersAdded { users } => {
             for u in users {
                 insert(&mut room.members, u);
@@ -887,6 +903,8 @@ pub fn apply(room: &mut RoomRecord, author: &UserId, body: &EventBody) {
             room.masters = masters.clone();
             room.masters.sort();
         }
+        // Room content does not change membership or settings.
+        _ => {}
     }
 }
 

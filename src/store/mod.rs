@@ -283,6 +283,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<AuditEntry>>;
 
+    /// The current feature items of a room (notes, calendar events, tasks, folders, files).
+    async fn items(&self, room: &RoomId) -> StoreResult<Vec<crossroom_protocol::Item>>;
+    async fn item(&self, room: &RoomId, id: u64) -> StoreResult<Option<crossroom_protocol::Item>>;
+    /// One log entry.
+    async fn event_at(&self, room: &RoomId, seq: u64) -> StoreResult<Option<Event>>;
+    /// Mark a note read by `user`; returns its read count (N1).
+    async fn read_note(&self, room: &RoomId, note: u64, user: &UserId) -> StoreResult<Option<u64>>;
+    /// Members other than `except` whose read marker is at `seq` or later (M2).
+    async fn readers(&self, room: &RoomId, seq: u64, except: &UserId) -> StoreResult<Vec<UserId>>;
+
     /// Finish queued writes and stop accepting new ones.
     async fn close(&self);
 }

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::directory::{Company, CompanySettings, User, UserKind};
 use async_trait::async_trait;
-use crossroom_protocol::{CompanyId, Event, EventBody, Features, RoomId, RoomKind, UserId};
+use crossroom_protocol::{CompanyId, Event, EventBody, Features, Item, RoomId, RoomKind, UserId};
 use futures_util::FutureExt;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -122,6 +122,14 @@ CREATE TABLE IF NOT EXISTS files (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_room ON files(room);
+-- Current state of feature items (notes, calendar events, tasks, folders, files): a projection
+-- of the log kept by room::features::apply.
+CREATE TABLE IF NOT EXISTS items (
+    room TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (room, id)
+) WITHOUT ROWID;
 -- Bytes in use (and reserved by uploads in progress) per company.
 CREATE TABLE IF NOT EXISTS storage (
     company TEXT PRIMARY KEY,
@@ -326,17 +334,16 @@ fn kind_from(s: &str) -> RoomKind {
     }
 }
 
-fn body_kind(b: &EventBody) -> &'static str {
-    match b {
-        EventBody::Created { .. } => "created",
-        EventBody::Message { .. } => "message",
-        EventBody::MembersAdded { .. } => "members_added",
-        EventBody::MemberRemoved { .. } => "member_removed",
-        EventBody::MastersAdded { .. } => "masters_added",
-        EventBody::MasterRemoved { .. } => "master_removed",
-        EventBody::GroupUpdated { .. } => "group_updated",
-        EventBody::Converted { .. } => "converted",
+fn body_kind(b: &EventBody) -> String {
+    // Messages are the hot path: no serialization just to learn the name.
+    if let EventBody::Message { .. } = b {
+        return "message".into();
     }
+    // The `kind` tag serde writes, so the stored name and the wire name never differ.
+    serde_json::to_value(b)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_owned)))
+        .unwrap_or_default()
 }
 
 fn encode_body(b: &EventBody) -> StoreResult<Vec<u8>> {
@@ -475,8 +482,34 @@ fn set_membership(
 /// record life-cycle and membership entries in the audit log — in the same transaction.
 fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
     let room = &event.room;
+    if let Some(id) = crate::room::features::target(event) {
+        project_item(conn, event, id)?;
+    }
     match &event.body {
-        EventBody::Created { .. } | EventBody::Message { .. } => {}
+        EventBody::MessageRecalled { message } => recall(conn, room, *message)?,
+        EventBody::Created { .. }
+        | EventBody::Message { .. }
+        | EventBody::Notice { .. }
+        | EventBody::NotePosted { .. }
+        | EventBody::NoteEdited { .. }
+        | EventBody::NoteDeleted { .. }
+        | EventBody::NoteCommented { .. }
+        | EventBody::CommentDeleted { .. }
+        | EventBody::NoteLiked { .. }
+        | EventBody::CalendarEventCreated { .. }
+        | EventBody::CalendarEventUpdated { .. }
+        | EventBody::CalendarEventDeleted { .. }
+        | EventBody::TaskCreated { .. }
+        | EventBody::TaskUpdated { .. }
+        | EventBody::TaskCompleted { .. }
+        | EventBody::TaskReopened { .. }
+        | EventBody::TaskDeleted { .. }
+        | EventBody::FolderCreated { .. }
+        | EventBody::FolderUpdated { .. }
+        | EventBody::FileAdded { .. }
+        | EventBody::ItemTrashed { .. }
+        | EventBody::ItemRestored { .. }
+        | EventBody::ItemPurged { .. } => {}
         EventBody::MembersAdded { users } => {
             for u in users {
                 conn.prepare_cached(
@@ -552,7 +585,7 @@ fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
             }
         }
     }
-    if !matches!(event.body, EventBody::Message { .. }) {
+    if is_audited(&event.body) {
         let owner: String = conn
             .prepare_cached("SELECT owner_company FROM rooms WHERE id = ?1")?
             .query_row(params![room.0], |r| r.get(0))?;
@@ -571,11 +604,112 @@ fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
                 ts: event.ts,
                 room: room.clone(),
                 actor: event.author.clone(),
-                action: body_kind(&event.body).to_owned(),
+                action: body_kind(&event.body),
                 detail,
                 companies,
             },
         )?;
+    }
+    Ok(())
+}
+
+/// Life-cycle and membership entries are audited (G19); room content is not.
+fn is_audited(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::Created { .. }
+            | EventBody::MembersAdded { .. }
+            | EventBody::MemberRemoved { .. }
+            | EventBody::MastersAdded { .. }
+            | EventBody::MasterRemoved { .. }
+            | EventBody::GroupUpdated { .. }
+            | EventBody::Converted { .. }
+    )
+}
+
+fn load_item(conn: &Connection, room: &RoomId, id: u64) -> StoreResult<Option<Item>> {
+    let state: Option<String> = conn
+        .prepare_cached("SELECT state FROM items WHERE room = ?1 AND id = ?2")?
+        .query_row(params![room.0, sql_seq(id)], |r| r.get(0))
+        .optional()?;
+    state
+        .map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Backend(e.to_string())))
+        .transpose()
+}
+
+fn save_item(conn: &Connection, room: &RoomId, id: u64, item: Option<&Item>) -> StoreResult<()> {
+    match item {
+        Some(it) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO items (room, id, state) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![room.0, sql_seq(id), json(it)?])?;
+        }
+        None => {
+            conn.prepare_cached("DELETE FROM items WHERE room = ?1 AND id = ?2")?
+                .execute(params![room.0, sql_seq(id)])?;
+        }
+    }
+    Ok(())
+}
+
+fn all_items(conn: &Connection, room: &RoomId) -> StoreResult<Vec<Item>> {
+    let mut st = conn.prepare_cached("SELECT state FROM items WHERE room = ?1 ORDER BY id")?;
+    let rows = st.query_map(params![room.0], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for s in rows {
+        out.push(serde_json::from_str(&s?).map_err(|e| StoreError::Backend(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+/// Keep the item an entry targets in step; a purged folder takes its subtree with it, and a
+/// purged file's bytes are freed (F1, G17).
+fn project_item(conn: &Connection, event: &Event, id: u64) -> StoreResult<()> {
+    let room = &event.room;
+    if let EventBody::ItemPurged { item } = &event.body {
+        let items = all_items(conn, room)?;
+        for gone in crate::room::features::subtree(&items, *item) {
+            if let Some(Item::File(f)) = items.iter().find(|i| i.id() == gone) {
+                delete_file_row(conn, &f.file)?;
+            }
+            save_item(conn, room, gone, None)?;
+        }
+        return Ok(());
+    }
+    let current = load_item(conn, room, id)?;
+    let next = crate::room::features::apply(current, event);
+    save_item(conn, room, id, next.as_ref())
+}
+
+/// M1: a recalled message keeps its place and its client id, and loses its text, attachments
+/// (their bytes freed) and mentions.
+fn recall(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
+    let body: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT body FROM events WHERE room = ?1 AND seq = ?2")?
+        .query_row(params![room.0, sql_seq(seq)], |r| r.get(0))
+        .optional()?;
+    let Some(body) = body else { return Ok(()) };
+    let body: EventBody =
+        rmp_serde::from_slice(&body).map_err(|e| StoreError::Backend(e.to_string()))?;
+    if let EventBody::Message {
+        client_msg_id,
+        attachments,
+        ..
+    } = body
+    {
+        for a in &attachments {
+            delete_file_row(conn, &a.file)?;
+        }
+        let placeholder = EventBody::Message {
+            client_msg_id,
+            text: String::new(),
+            attachments: Vec::new(),
+            mentions: Vec::new(),
+            recalled: true,
+        };
+        conn.prepare_cached("UPDATE events SET body = ?3 WHERE room = ?1 AND seq = ?2")?
+            .execute(params![room.0, sql_seq(seq), encode_body(&placeholder)?])?;
     }
     Ok(())
 }
@@ -600,7 +734,7 @@ fn named_users(body: &EventBody) -> Vec<&UserId> {
             .chain(masters)
             .chain(left_out.iter().map(|l| &l.user))
             .collect(),
-        EventBody::Message { .. } | EventBody::GroupUpdated { .. } => Vec::new(),
+        _ => Vec::new(),
     }
 }
 
@@ -1085,6 +1219,8 @@ impl Store for SqliteStore {
             }
             conn.prepare_cached("DELETE FROM events WHERE room = ?1")?
                 .execute(params![r.0])?;
+            conn.prepare_cached("DELETE FROM items WHERE room = ?1")?
+                .execute(params![r.0])?;
             conn.prepare_cached("DELETE FROM room_members WHERE room = ?1")?
                 .execute(params![r.0])?;
             let files: Vec<String> = conn
@@ -1291,6 +1427,56 @@ impl Store for SqliteStore {
                     })
                 },
             )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn items(&self, room: &RoomId) -> StoreResult<Vec<Item>> {
+        let r = room.clone();
+        self.read(move |conn| all_items(conn, &r)).await
+    }
+
+    async fn item(&self, room: &RoomId, id: u64) -> StoreResult<Option<Item>> {
+        let r = room.clone();
+        self.read(move |conn| load_item(conn, &r, id)).await
+    }
+
+    async fn event_at(&self, room: &RoomId, seq: u64) -> StoreResult<Option<Event>> {
+        let r = room.clone();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} WHERE e.room = ?1 AND e.seq = ?2"
+                ))?
+                .query_row(params![r.0, sql_seq(seq)], event_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn read_note(&self, room: &RoomId, note: u64, user: &UserId) -> StoreResult<Option<u64>> {
+        let (r, u) = (room.clone(), user.clone());
+        self.write(move |conn| {
+            let Some(Item::Note(mut n)) = load_item(conn, &r, note)? else {
+                return Ok(None);
+            };
+            n.readers.insert(u);
+            let count = n.readers.len() as u64;
+            save_item(conn, &r, note, Some(&Item::Note(n)))?;
+            Ok(Some(count))
+        })
+        .await
+    }
+
+    async fn readers(&self, room: &RoomId, seq: u64, except: &UserId) -> StoreResult<Vec<UserId>> {
+        let (r, x) = (room.clone(), except.clone());
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT user FROM room_members
+                  WHERE room = ?1 AND is_member = 1 AND last_read >= ?2 AND user != ?3 ORDER BY user",
+            )?;
+            let rows = st.query_map(params![r.0, sql_seq(seq), x.0], |row| Ok(UserId(row.get(0)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await

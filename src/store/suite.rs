@@ -29,6 +29,9 @@ fn message(author: &UserId, cmid: &str, text: &str) -> NewEntry {
         body: EventBody::Message {
             client_msg_id: cmid.into(),
             text: text.into(),
+            attachments: vec![],
+            mentions: vec![],
+            recalled: false,
         },
     }
 }
@@ -311,7 +314,10 @@ async fn ordered_pipelined_appends(store: &SharedStore) {
             got[0].event.body,
             EventBody::Message {
                 client_msg_id: format!("p{i}"),
-                text: format!("{i}")
+                text: format!("{i}"),
+                attachments: vec![],
+                mentions: vec![],
+                recalled: false,
             }
         );
     }

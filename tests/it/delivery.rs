@@ -128,7 +128,10 @@ async fn d1_resume_replays_the_50_missed_posts_in_order_then_live() {
             e.body,
             EventBody::Message {
                 client_msg_id: format!("m{i}"),
-                text: format!("missed {i}")
+                text: format!("missed {i}"),
+                attachments: vec![],
+                mentions: vec![],
+                recalled: false,
             }
         );
     }

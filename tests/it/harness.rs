@@ -269,6 +269,8 @@ pub fn post(room: &RoomId, cmid: &str, text: &str) -> ClientFrame {
         room: room.clone(),
         client_msg_id: cmid.into(),
         text: text.into(),
+        attachments: vec![],
+        mentions: vec![],
     }
 }
 

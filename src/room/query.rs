@@ -1,0 +1,159 @@
+//! Answers to room-feature questions (notes, calendar, tasks, folder, read receipts), read from
+//! the store's item projection. The room actor checks membership first; what is answered is
+//! limited to what the member may see (their join onwards, D4) and to switched-on features (G18).
+
+use super::features::occurrences;
+use super::lookup;
+use crate::directory::ReadReceipts;
+use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
+use crossroom_protocol::{
+    ErrorCode, EventBody, Features, Item, Query, QueryResult, RoomId, RoomKind, UserId,
+};
+
+/// Who asks, and what of the room they may see.
+pub struct Viewer {
+    pub user: UserId,
+    /// The seq they joined at: nothing earlier is theirs to see.
+    pub since: u64,
+    pub kind: RoomKind,
+    pub features: Features,
+}
+
+/// Longest calendar range one query covers (ten years, in ms).
+const MAX_RANGE_MS: i64 = 10 * 366 * 86_400_000;
+
+fn switch(v: &Viewer, on: bool, name: &str) -> ApiResult<()> {
+    if v.kind == RoomKind::Group && !on {
+        return Err(ApiError::new(
+            ErrorCode::FeatureDisabled,
+            format!("{name} is switched off in this group"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn answer(hub: &Hub, room: &RoomId, v: &Viewer, query: Query) -> ApiResult<QueryResult> {
+    let store = &hub.store;
+    Ok(match query {
+        Query::Notes => {
+            switch(v, v.features.note, "note")?;
+            let mut notes: Vec<_> = store
+                .items(room)
+                .await?
+                .into_iter()
+                .filter_map(|i| match i {
+                    Item::Note(n) => Some(n),
+                    _ => None,
+                })
+                .collect();
+            // Pinned notices first, then newest first.
+            notes.sort_by(|a, b| b.fields.pinned.cmp(&a.fields.pinned).then(b.id.cmp(&a.id)));
+            QueryResult::Notes { notes }
+        }
+        Query::Calendar { from, to } => {
+            switch(v, v.features.event, "the calendar")?;
+            if to <= from || to - from > MAX_RANGE_MS {
+                return Err(ApiError::invalid(
+                    "the range must be non-empty and at most ten years",
+                ));
+            }
+            let events: Vec<_> = store
+                .items(room)
+                .await?
+                .into_iter()
+                .filter_map(|i| match i {
+                    Item::CalendarEvent(e) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            let occurrences = occurrences(&events, from, to);
+            let used: std::collections::BTreeSet<u64> =
+                occurrences.iter().map(|o| o.event).collect();
+            QueryResult::Calendar {
+                events: events
+                    .into_iter()
+                    .filter(|e| used.contains(&e.id))
+                    .collect(),
+                occurrences,
+            }
+        }
+        Query::Tasks => {
+            switch(v, v.features.task, "tasks")?;
+            let tasks = store
+                .items(room)
+                .await?
+                .into_iter()
+                .filter_map(|i| match i {
+                    Item::Task(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            QueryResult::Tasks { tasks }
+        }
+        Query::Folder { folder, trash } => {
+            switch(v, v.features.folder, "the folder")?;
+            let items = store.items(room).await?;
+            let is_folder_item = |i: &Item| matches!(i, Item::Folder(_) | Item::File(_));
+            if let Some(id) = folder {
+                let ok = items
+                    .iter()
+                    .any(|i| matches!(i, Item::Folder(f) if f.id == id && f.trashed.is_none()));
+                if !ok {
+                    return Err(ApiError::not_found(format!("folder {id}")));
+                }
+            }
+            let items = items
+                .into_iter()
+                .filter(|i| is_folder_item(i))
+                .filter(|i| {
+                    let (parent, trashed) = match i {
+                        Item::Folder(f) => (f.parent, f.trashed.is_some()),
+                        Item::File(f) => (f.folder, f.trashed.is_some()),
+                        _ => (None, false),
+                    };
+                    if trash {
+                        trashed
+                    } else {
+                        !trashed && parent == folder
+                    }
+                })
+                .collect();
+            QueryResult::Folder { items }
+        }
+        Query::Receipts { message } => {
+            let ev = store
+                .event_at(room, message)
+                .await?
+                .filter(|e| e.seq >= v.since && matches!(e.body, EventBody::Message { .. }))
+                .ok_or_else(|| ApiError::not_found(format!("message {message}")))?;
+            let readers = store.readers(room, message, &ev.author).await?;
+            // Who read it is shown as the sender's company decides (M2).
+            let policy = match ev.author.company() {
+                Some(c) => lookup::company_settings(hub, &c)
+                    .await
+                    .map(|s| s.read_receipts)
+                    .unwrap_or(ReadReceipts::Off),
+                None => ReadReceipts::Off,
+            };
+            let visible = match policy {
+                ReadReceipts::Off => false,
+                ReadReceipts::SenderOnly => ev.author == v.user,
+                ReadReceipts::Everyone => true,
+            };
+            QueryResult::Receipts {
+                message,
+                read_count: readers.len() as u64,
+                readers: visible.then_some(readers),
+            }
+        }
+        Query::ReadNote { note } => {
+            switch(v, v.features.note, "note")?;
+            let read_count = store
+                .read_note(room, note, &v.user)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("note {note}")))?;
+            QueryResult::ReadNote { note, read_count }
+        }
+    })
+}
