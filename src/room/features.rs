@@ -77,14 +77,14 @@ fn forbidden(msg: &str) -> ApiError {
     ApiError::new(ErrorCode::Forbidden, msg)
 }
 
-fn note<'a>(ctx: &'a Context, id: u64) -> ApiResult<&'a Note> {
+fn note(ctx: &Context, id: u64) -> ApiResult<&Note> {
     match &ctx.item {
         Some(Item::Note(n)) if n.id == id => Ok(n),
         _ => Err(gone("note", id)),
     }
 }
 
-fn task<'a>(ctx: &'a Context, id: u64) -> ApiResult<&'a Task> {
+fn task(ctx: &Context, id: u64) -> ApiResult<&Task> {
     match &ctx.item {
         Some(Item::Task(t)) if t.id == id => Ok(t),
         _ => Err(gone("task", id)),
@@ -417,7 +417,7 @@ pub fn decide(
             }
             let in_window =
                 ctx.now_ms - ev.ts <= (ctx.recall_window_secs as i64).saturating_mul(1000);
-            if !master && !(ev.author == *user && in_window) {
+            if !(master || (ev.author == *user && in_window)) {
                 return Err(forbidden(
                     "only the author, within their company's recall window, or a master recalls a message",
                 ));
