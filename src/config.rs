@@ -67,6 +67,8 @@ pub struct Limits {
     pub room_idle_secs: u64,
     /// Largest group profile image (bytes).
     pub max_image_bytes: u64,
+    /// Largest folder file or attachment (bytes).
+    pub max_upload_bytes: u64,
     /// tungstenite read buffer per connection (bytes).
     pub ws_read_buffer: usize,
     /// tungstenite write buffer target per connection (bytes): frames are batched up to this
@@ -105,6 +107,7 @@ impl Default for Limits {
             room_mailbox: 1024,
             room_idle_secs: 60,
             max_image_bytes: 5 * 1024 * 1024,
+            max_upload_bytes: 1024 * 1024 * 1024,
             ws_read_buffer: 4 * 1024,
             ws_write_buffer: 16 * 1024,
         }

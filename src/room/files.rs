@@ -1,5 +1,6 @@
-//! Files over HTTP, streamed both ways (never whole in memory). For now: a group's profile image
-//! (G9), whose bytes count against the owner company's shared storage (G17).
+//! Files over HTTP, streamed both ways (never whole in memory): a group's profile image (G9),
+//! message attachments (M1) and folder files (F1). Their bytes count against the owner company's
+//! shared storage (G17).
 //!
 //! An upload reserves its `Content-Length` in the owner's storage first — refused with
 //! `quota_exceeded` and nothing stored when it would pass the quota — then streams to the blob
@@ -11,18 +12,22 @@ use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::store::FileRecord;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use crossroom_protocol::{ErrorCode, RoomId, ServerFrame, UserId};
+use crossroom_protocol::{ErrorCode, RoomId, RoomKind, ServerFrame, UserId};
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<Hub>> {
-    Router::new().route("/v1/rooms/{room}/image", get(get_image).put(put_image))
+    Router::new()
+        .route("/v1/rooms/{room}/image", get(get_image).put(put_image))
+        .route("/v1/rooms/{room}/attachments", post(post_attachment))
+        .route("/v1/rooms/{room}/files", post(post_file))
+        .route("/v1/rooms/{room}/files/{file}", get(get_file))
 }
 
 /// The signed-in user of an HTTP request (`Authorization: Bearer TOKEN`).
@@ -42,46 +47,88 @@ async fn user_of(hub: &Hub, headers: &HeaderMap) -> ApiResult<UserId> {
 /// Content types accepted for a profile image.
 const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
-/// `PUT /v1/rooms/{room}/image`: a master sets the group's profile image.
-async fn put_image(
-    State(hub): State<Arc<Hub>>,
-    Path(room): Path<RoomId>,
-    headers: HeaderMap,
+/// An upload's description.
+struct Upload {
+    name: String,
+    content_type: String,
+    purpose: Purpose,
+}
+
+/// What an upload is for: decides who may send it, before any byte is taken.
+enum Purpose {
+    Image,
+    Attachment,
+    Folder,
+}
+
+/// Take an upload into the room's storage (G17): check the sender, reserve `Content-Length` in
+/// the owner company's quota, stream the bytes into the blob store, record the file. Nothing
+/// stays behind when anything fails.
+async fn receive(
+    hub: &Hub,
+    room: &RoomId,
+    user: &UserId,
+    headers: &HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
-    let user = user_of(&hub, &headers).await?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|t| IMAGE_TYPES.contains(t))
-        .ok_or_else(|| ApiError::invalid(format!("Content-Type must be one of {IMAGE_TYPES:?}")))?
-        .to_owned();
+    upload: Upload,
+) -> ApiResult<FileRecord> {
+    let Upload {
+        name,
+        content_type,
+        purpose,
+    } = upload;
+    let max = match purpose {
+        Purpose::Image => hub.limits.max_image_bytes,
+        Purpose::Attachment | Purpose::Folder => hub.limits.max_upload_bytes,
+    };
     let size: u64 = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::invalid("Content-Length is required"))?;
-    if size == 0 || size > hub.limits.max_image_bytes {
+    if size == 0 || size > max {
         return Err(ApiError::new(
             ErrorCode::LimitExceeded,
-            format!("an image must be 1 to {} bytes", hub.limits.max_image_bytes),
+            format!("this upload must be 1 to {max} bytes"),
         ));
     }
-    // Refuse early anyone who could not set it: no bytes are taken from strangers.
+    // Refuse early anyone who could not use it: no bytes are taken from strangers.
     let record = hub
         .store
-        .room(&room)
+        .room(room)
         .await?
-        .filter(|r| r.members.contains(&user) || r.masters.contains(&user))
+        .filter(|r| r.members.contains(user) || r.masters.contains(user))
         .ok_or_else(|| ApiError::not_found(format!("room {room}")))?;
-    if !record.masters.contains(&user) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only a master of this group can do this",
-        ));
+    let group = record.kind == RoomKind::Group;
+    match purpose {
+        Purpose::Image if !record.masters.contains(user) => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only a master of this group can do this",
+            ))
+        }
+        Purpose::Attachment | Purpose::Folder if !record.members.contains(user) => {
+            return Err(ApiError::new(
+                ErrorCode::NotMember,
+                "you are not a member of this room",
+            ))
+        }
+        Purpose::Attachment if group && !record.features.message => {
+            return Err(ApiError::new(
+                ErrorCode::FeatureDisabled,
+                "messages are switched off in this group",
+            ))
+        }
+        Purpose::Folder if group && !record.features.folder => {
+            return Err(ApiError::new(
+                ErrorCode::FeatureDisabled,
+                "the folder is switched off in this group",
+            ))
+        }
+        _ => {}
     }
     let company = record.owner_company.clone();
-    let quota = lookup::company_settings(&hub, &company)
+    let quota = lookup::company_settings(hub, &company)
         .await?
         .shared_storage_quota;
     if !hub.store.reserve_storage(&company, size, quota).await? {
@@ -112,18 +159,67 @@ async fn put_image(
         room: room.clone(),
         company: company.clone(),
         size,
-        sha256: stored.sha256.clone(),
-        name: "profile image".into(),
+        sha256: stored.sha256,
+        name,
         content_type,
         created_by: user.clone(),
         created_at: super::now_ms(),
     };
+    if let Err(e) = hub.store.add_file(&file).await {
+        discard(hub, &file).await;
+        return Err(e.into());
+    }
+    Ok(file)
+}
+
+/// Undo an upload: its bytes leave the disk and the quota.
+async fn discard(hub: &Hub, file: &FileRecord) {
+    // Best effort on both sides; a leftover blob without a record holds no quota.
+    let _ = hub.blobs.delete(&file.id).await;
+    match hub.store.file(&file.id).await {
+        Ok(Some(_)) => {
+            let _ = hub.store.delete_file(&file.id).await;
+        }
+        _ => {
+            let _ = hub.store.release_storage(&file.company, file.size).await;
+        }
+    }
+}
+
+/// `PUT /v1/rooms/{room}/image`: a master sets the group's profile image.
+async fn put_image(
+    State(hub): State<Arc<Hub>>,
+    Path(room): Path<RoomId>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let user = user_of(&hub, &headers).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| IMAGE_TYPES.contains(t))
+        .ok_or_else(|| ApiError::invalid(format!("Content-Type must be one of {IMAGE_TYPES:?}")))?
+        .to_owned();
+    let file = receive(
+        &hub,
+        &room,
+        &user,
+        &headers,
+        body,
+        Upload {
+            name: "profile image".into(),
+            content_type,
+            purpose: Purpose::Image,
+        },
+    )
+    .await?;
     let decided = async {
-        hub.store.add_file(&file).await?;
         let me = lookup::person(&hub, &user).await?;
         hub.ask(&room, |reply| RoomCommand::Change {
             actor: Actor::User(me),
-            change: Change::SetImage { file: id.clone() },
+            change: Change::SetImage {
+                file: file.id.clone(),
+            },
             reply,
         })
         .await
@@ -131,19 +227,166 @@ async fn put_image(
     .await;
     match decided {
         Ok(ServerFrame::Changed { seq, .. }) => Ok(Json(json!({
-            "file": id, "size": size, "sha256": stored.sha256, "seq": seq
+            "file": file.id, "size": file.size, "sha256": file.sha256, "seq": seq
         }))),
         Ok(_) => Err(ApiError::internal()),
         Err(e) => {
             // Refused after all: nothing of the upload stays, and its bytes are given back.
-            let _ = hub.blobs.delete(&id).await;
-            match hub.store.file(&id).await? {
-                Some(_) => hub.store.delete_file(&id).await?,
-                None => hub.store.release_storage(&company, size).await?,
-            }
+            discard(&hub, &file).await;
             Err(e)
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    name: String,
+    #[serde(default)]
+    folder: Option<u64>,
+}
+
+/// The name and content type of an upload.
+fn describe(q: &UploadQuery, headers: &HeaderMap) -> ApiResult<(String, String)> {
+    let n = q.name.chars().count();
+    if n == 0 || n > 255 || q.name.contains('/') {
+        return Err(ApiError::invalid(
+            "name must be 1 to 255 characters without '/'",
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream");
+    if content_type.len() > 255 {
+        return Err(ApiError::invalid("Content-Type is too long"));
+    }
+    Ok((q.name.clone(), content_type.to_owned()))
+}
+
+fn file_json(f: &FileRecord) -> Value {
+    json!({ "file": f.id, "name": f.name, "size": f.size, "content_type": f.content_type, "sha256": f.sha256 })
+}
+
+/// `POST /v1/rooms/{room}/attachments?name=`: a member uploads a file to attach to a message
+/// (M1); the answer's `file` goes in the post's `attachments`.
+async fn post_attachment(
+    State(hub): State<Arc<Hub>>,
+    Path(room): Path<RoomId>,
+    Query(q): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let user = user_of(&hub, &headers).await?;
+    let (name, content_type) = describe(&q, &headers)?;
+    let file = receive(
+        &hub,
+        &room,
+        &user,
+        &headers,
+        body,
+        Upload {
+            name,
+            content_type,
+            purpose: Purpose::Attachment,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(file_json(&file))))
+}
+
+/// `POST /v1/rooms/{room}/files?name=&folder=`: a member uploads a file into the folder (F1).
+async fn post_file(
+    State(hub): State<Arc<Hub>>,
+    Path(room): Path<RoomId>,
+    Query(q): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let user = user_of(&hub, &headers).await?;
+    let (name, content_type) = describe(&q, &headers)?;
+    let file = receive(
+        &hub,
+        &room,
+        &user,
+        &headers,
+        body,
+        Upload {
+            name,
+            content_type,
+            purpose: Purpose::Folder,
+        },
+    )
+    .await?;
+    let decided = hub
+        .ask(&room, |reply| RoomCommand::AddFile {
+            user,
+            folder: q.folder,
+            file: file.clone(),
+            reply,
+        })
+        .await;
+    match decided {
+        Ok(ServerFrame::Changed { seq, .. }) => {
+            let mut v = file_json(&file);
+            v["item"] = json!(seq);
+            Ok((StatusCode::CREATED, Json(v)))
+        }
+        Ok(_) => Err(ApiError::internal()),
+        Err(e) => {
+            discard(&hub, &file).await;
+            Err(e)
+        }
+    }
+}
+
+/// `GET /v1/rooms/{room}/files/{file}`: members download a room's file (folder file or
+/// attachment), streamed.
+async fn get_file(
+    State(hub): State<Arc<Hub>>,
+    Path((room, id)): Path<(RoomId, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let user = user_of(&hub, &headers).await?;
+    // Asked of the actor, so a member removed a moment ago is refused (D4).
+    hub.ask(&room, |reply| RoomCommand::Get { user, reply })
+        .await?;
+    let file = hub
+        .store
+        .file(&id)
+        .await?
+        .filter(|f| f.room == room)
+        .ok_or_else(|| ApiError::not_found(format!("file {id}")))?;
+    stream_file(&hub, file).await
+}
+
+async fn stream_file(hub: &Hub, file: FileRecord) -> ApiResult<Response> {
+    let stream = hub.blobs.get(&file.id).await.map_err(|e| {
+        tracing::error!(file = %file.id, error = %e, "stored file is missing");
+        ApiError::internal()
+    })?;
+    let disposition = format!(
+        "attachment; filename*=UTF-8''{}",
+        file.name
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            })
+            .collect::<String>()
+    );
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, file.content_type),
+            (header::CONTENT_LENGTH, file.size.to_string()),
+            (header::ETAG, format!("\"{}\"", file.sha256)),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// `GET /v1/rooms/{room}/image`: members (and masters) download the group's profile image.
@@ -169,18 +412,5 @@ async fn get_image(
         .file(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("profile image"))?;
-    let stream = hub.blobs.get(&id).await.map_err(|e| {
-        tracing::error!(file = %id, error = %e, "stored file is missing");
-        ApiError::internal()
-    })?;
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, file.content_type),
-            (header::CONTENT_LENGTH, file.size.to_string()),
-            (header::ETAG, format!("\"{}\"", file.sha256)),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    stream_file(&hub, file).await
 }
