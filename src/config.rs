@@ -95,7 +95,7 @@ impl Default for Config {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_frame_bytes: 64 * 1024,
+            max_frame_bytes: 512 * 1024,
             outbound_queue_frames: 1024,
             outbound_queue_bytes: 4 * 1024 * 1024,
             max_replay: 1000,

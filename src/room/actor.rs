@@ -705,7 +705,10 @@ impl RoomActor {
             }
             self.deliver(ev.clone());
         }
-        if let (Ack::Acted(reply, garbage, notify), Some((epoch, seq))) = (&ack, last) {
+        // A feature action answers with its first entry: the item it created or changed (a
+        // notice may follow it).
+        let first = appended.first().map(|a| (a.event.epoch, a.event.seq));
+        if let (Ack::Acted(reply, garbage, notify), Some((epoch, seq))) = (&ack, first) {
             self.remove_blobs(garbage.clone());
             for a in &appended {
                 if let Some(task) = task_of(&a.event.body) {

@@ -112,6 +112,16 @@ impl Drop for Server {
         if let Some(c) = &mut self.child {
             let _ = c.start_kill();
         }
+        // A failing test shows what the server said.
+        if std::thread::panicking() {
+            if let Ok(log) = std::fs::read_to_string(self.data_dir.join("server.log")) {
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- server.log (last lines) ---");
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
     }
 }
 

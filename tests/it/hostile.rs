@@ -70,7 +70,7 @@ async fn an_oversized_frame_closes_with_1009() {
     let mut big = server.connect(&w.bob.token, Encoding::Json).await;
     let huge = format!(
         r#"{{"type":"ping","id":1,"pad":"{}"}}"#,
-        "x".repeat(200 * 1024)
+        "x".repeat(600 * 1024)
     );
     let _ = big.send_raw(WsMessage::Text(huge.into())).await;
     assert_eq!(
@@ -150,7 +150,7 @@ async fn browsers_authenticate_with_an_auth_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_off_and_the_others_get_everything() {
     let server = Server::start_with_config(
-        "[limits]\noutbound_queue_frames = 64\noutbound_queue_bytes = 65536\nmax_replay = 32\n",
+        "[limits]\nmax_frame_bytes = 65536\noutbound_queue_frames = 64\noutbound_queue_bytes = 65536\nmax_replay = 32\n",
     )
     .await;
     let w = world(&server).await;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod delivery;
+mod features;
 mod groups;
 mod harness;
 mod hostile;
