@@ -91,6 +91,69 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
                 room: "r_abc".into(),
             },
         ),
+        (
+            "add_members",
+            ClientFrame::AddMembers {
+                id: 13,
+                room: "r_abc".into(),
+                users: vec!["dave@globex.example".into()],
+            },
+        ),
+        (
+            "remove_member",
+            ClientFrame::RemoveMember {
+                id: 14,
+                room: "r_abc".into(),
+                user: "dave@globex.example".into(),
+            },
+        ),
+        (
+            "join_by_invite",
+            ClientFrame::JoinByInvite {
+                id: 22,
+                token: "k3jq".into(),
+            },
+        ),
+        (
+            "act_post_note",
+            ClientFrame::Act {
+                id: 30,
+                room: "r_abc".into(),
+                action: Action::PostNote(NoteFields {
+                    title: "Minutes".into(),
+                    body: "…".into(),
+                    others_may_edit: false,
+                    notify: true,
+                    pinned: false,
+                }),
+            },
+        ),
+        (
+            "act_create_task",
+            ClientFrame::Act {
+                id: 32,
+                room: "r_abc".into(),
+                action: Action::CreateTask(TaskFields {
+                    title: "Ship".into(),
+                    content: String::new(),
+                    due: Some(1_800_000_000_000),
+                    category: String::new(),
+                    assignees: vec!["carol@globex.example".into()],
+                    completion: Completion::Any,
+                }),
+            },
+        ),
+        (
+            "query_calendar",
+            ClientFrame::Query {
+                id: 31,
+                room: "r_abc".into(),
+                query: Query::Calendar {
+                    from: 1_796_000_000_000,
+                    to: 1_797_000_000_000,
+                },
+            },
+        ),
     ]
 }
 
@@ -221,6 +284,62 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     last_read: 0,
                     unread: 0,
                 },
+            },
+        ),
+        (
+            "changed",
+            ServerFrame::Changed {
+                id: 13,
+                room: "r_abc".into(),
+                epoch: 4_503_599_627_370_495,
+                seq: 57,
+                left_out: vec![LeftOut {
+                    user: "dave@globex.example".into(),
+                    reason: ErrorCode::NoExternalPermission,
+                }],
+            },
+        ),
+        (
+            "event_member_removed",
+            ServerFrame::Event(Event {
+                room: "r_abc".into(),
+                epoch: 4_503_599_627_370_495,
+                seq: 58,
+                ts: 1_795_834_102_000,
+                author: "#policy@globex.example".into(),
+                body: EventBody::MemberRemoved {
+                    user: "dave@globex.example".into(),
+                    reason: RemovalReason::Policy,
+                },
+            }),
+        ),
+        (
+            "removed",
+            ServerFrame::Removed {
+                room: "r_abc".into(),
+                reason: RemovalReason::Policy,
+            },
+        ),
+        (
+            "query_result_receipts",
+            ServerFrame::QueryResult {
+                id: 33,
+                room: "r_abc".into(),
+                result: QueryResult::Receipts {
+                    message: 42,
+                    read_count: 1,
+                    readers: Some(vec!["carol@globex.example".into()]),
+                },
+            },
+        ),
+        (
+            "task_notice",
+            ServerFrame::TaskNotice {
+                room: "r_abc".into(),
+                task: 60,
+                action: "task_completed".into(),
+                by: "carol@globex.example".into(),
+                seq: 63,
             },
         ),
     ]
