@@ -46,6 +46,7 @@ pub async fn run(store: SharedStore) {
     projections_and_audit(&store).await;
     invites(&store).await;
     storage_and_delete(&store).await;
+    items_and_recall(&store).await;
 }
 
 async fn directory(store: &SharedStore) {
@@ -663,4 +664,181 @@ async fn storage_and_delete(store: &SharedStore) {
         store.create_room(&new_room("r_del", &[&a], &[&a])).await,
         Err(StoreError::AlreadyExists(_))
     ));
+}
+
+async fn items_and_recall(store: &SharedStore) {
+    use crossroom_protocol::{Attachment, Item, NoteFields};
+    let acme: CompanyId = "acme.example".into();
+    let a: UserId = "alice@acme.example".into();
+    let b: UserId = "bob@acme.example".into();
+    store
+        .create_room(&new_room("r_items", &[&a, &b], &[&a]))
+        .await
+        .expect("create");
+    let room = RoomId::from("r_items");
+    let note = commit(
+        store,
+        &room,
+        &a,
+        EventBody::NotePosted {
+            note: NoteFields {
+                title: "t".into(),
+                body: "b".into(),
+                others_may_edit: false,
+                notify: false,
+                pinned: false,
+            },
+        },
+    )
+    .await;
+    commit(
+        store,
+        &room,
+        &b,
+        EventBody::NoteCommented {
+            note,
+            text: "c".into(),
+        },
+    )
+    .await;
+    match store.item(&room, note).await.expect("read") {
+        Some(Item::Note(n)) => {
+            assert_eq!(n.author, a);
+            assert_eq!(n.comments.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.read_note(&room, note, &b).await.expect("read"),
+        Some(1)
+    );
+    assert_eq!(
+        store.read_note(&room, note, &b).await.expect("read"),
+        Some(1),
+        "once per reader"
+    );
+    assert_eq!(store.read_note(&room, 999, &b).await.expect("read"), None);
+
+    // A folder with a file in a subfolder: purging the folder takes everything and frees bytes.
+    let base = store.storage_used(&acme).await.expect("used");
+    let top = commit(
+        store,
+        &room,
+        &a,
+        EventBody::FolderCreated {
+            parent: None,
+            name: "top".into(),
+            notify_on_new_file: false,
+        },
+    )
+    .await;
+    let sub = commit(
+        store,
+        &room,
+        &a,
+        EventBody::FolderCreated {
+            parent: Some(top),
+            name: "sub".into(),
+            notify_on_new_file: false,
+        },
+    )
+    .await;
+    assert!(store
+        .reserve_storage(&acme, 50, u64::MAX / 4)
+        .await
+        .expect("reserve"));
+    let rec = FileRecord {
+        id: "f_items".into(),
+        room: room.clone(),
+        company: acme.clone(),
+        size: 50,
+        sha256: "00".into(),
+        name: "x".into(),
+        content_type: "t".into(),
+        created_by: a.clone(),
+        created_at: 1,
+    };
+    store.add_file(&rec).await.expect("add");
+    commit(
+        store,
+        &room,
+        &a,
+        EventBody::FileAdded {
+            folder: Some(sub),
+            file: rec.id.clone(),
+            name: "x".into(),
+            size: 50,
+            content_type: "t".into(),
+            sha256: "00".into(),
+        },
+    )
+    .await;
+    assert_eq!(store.items(&room).await.expect("items").len(), 4);
+    commit(store, &room, &a, EventBody::ItemTrashed { item: top }).await;
+    commit(store, &room, &a, EventBody::ItemPurged { item: top }).await;
+    let left = store.items(&room).await.expect("items");
+    assert_eq!(left.len(), 1, "only the note is left: {left:?}");
+    assert_eq!(store.file("f_items").await.expect("read"), None);
+    assert_eq!(store.storage_used(&acme).await.expect("used"), base);
+
+    // Recall: the message becomes a placeholder in the log; its attachment is freed.
+    assert!(store
+        .reserve_storage(&acme, 30, u64::MAX / 4)
+        .await
+        .expect("reserve"));
+    store
+        .add_file(&FileRecord {
+            id: "f_att".into(),
+            size: 30,
+            ..rec.clone()
+        })
+        .await
+        .expect("add");
+    let msg = commit(
+        store,
+        &room,
+        &b,
+        EventBody::Message {
+            client_msg_id: "m".into(),
+            text: "secret".into(),
+            attachments: vec![Attachment {
+                file: "f_att".into(),
+                name: "a".into(),
+                size: 30,
+                content_type: "t".into(),
+            }],
+            mentions: vec![a.clone()],
+            recalled: false,
+        },
+    )
+    .await;
+    store.set_read_marker(&room, &a, msg).await.expect("mark");
+    assert_eq!(
+        store.readers(&room, msg, &b).await.expect("readers"),
+        vec![a.clone()]
+    );
+    commit(
+        store,
+        &room,
+        &b,
+        EventBody::MessageRecalled { message: msg },
+    )
+    .await;
+    let ev = store
+        .event_at(&room, msg)
+        .await
+        .expect("read")
+        .expect("kept in place");
+    assert_eq!(
+        ev.body,
+        EventBody::Message {
+            client_msg_id: "m".into(),
+            text: String::new(),
+            attachments: vec![],
+            mentions: vec![],
+            recalled: true,
+        }
+    );
+    assert_eq!(store.file("f_att").await.expect("read"), None);
+    assert_eq!(store.storage_used(&acme).await.expect("used"), base);
 }
