@@ -110,6 +110,40 @@ fn check_group_candidate(
     Ok(())
 }
 
+/// G5–G7 for users to add to an external group: those who may join, and those left out for
+/// lacking external permission (any other refusal is an error). Users for whom `skip` holds
+/// (already in, or the adder) are passed over.
+fn admit(
+    adder_company: &CompanyId,
+    ids: &[UserId],
+    skip: impl Fn(&UserId) -> bool,
+    people: &HashMap<UserId, Person>,
+    contacts: Option<&HashSet<UserId>>,
+) -> ApiResult<(BTreeSet<UserId>, Vec<LeftOut>)> {
+    let mut admitted = BTreeSet::new();
+    let mut left_out: Vec<LeftOut> = Vec::new();
+    for id in ids {
+        if skip(id) || admitted.contains(id) || left_out.iter().any(|l| l.user == *id) {
+            continue;
+        }
+        let p = people
+            .get(id)
+            .ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
+        match check_group_candidate(adder_company, p, contacts) {
+            Ok(()) => {
+                admitted.insert(id.clone());
+            }
+            // G5: left out automatically, and told.
+            Err(e) if e.code == ErrorCode::NoExternalPermission => left_out.push(LeftOut {
+                user: id.clone(),
+                reason: ErrorCode::NoExternalPermission,
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((admitted, left_out))
+}
+
 /// G1 (create from contacts, "add the master as a member"), G4, G5, G6, G7.
 pub fn plan_group(req: &GroupRequest<'_>) -> ApiResult<Plan> {
     let creator = &req.creator.user;
@@ -153,24 +187,14 @@ pub fn plan_group(req: &GroupRequest<'_>) -> ApiResult<Plan> {
     if req.add_self_as_member {
         members.insert(creator.id.clone());
     }
-    let mut left_out = Vec::new();
-    let mut seen = HashSet::new();
-    for id in req.members {
-        if *id == creator.id || !seen.insert(id) {
-            continue;
-        }
-        match check_group_candidate(&creator.company, lookup(id)?, Some(req.contacts)) {
-            Ok(()) => {
-                members.insert(id.clone());
-            }
-            // G5: members without permission are left out automatically, and told.
-            Err(e) if e.code == ErrorCode::NoExternalPermission => left_out.push(LeftOut {
-                user: id.clone(),
-                reason: ErrorCode::NoExternalPermission,
-            }),
-            Err(e) => return Err(e),
-        }
-    }
+    let (admitted, left_out) = admit(
+        &creator.company,
+        req.members,
+        |id| *id == creator.id,
+        req.people,
+        Some(req.contacts),
+    )?;
+    members.extend(admitted);
     Ok(Plan {
         name,
         description: req.description.to_owned(),
@@ -213,23 +237,7 @@ pub fn plan_admin_group(
         check_group_candidate(owner, lookup(id)?, None)?;
         master_set.insert(id.clone());
     }
-    let mut member_set = BTreeSet::new();
-    let mut left_out = Vec::new();
-    for id in members {
-        if member_set.contains(id) || left_out.iter().any(|l: &LeftOut| l.user == *id) {
-            continue;
-        }
-        match check_group_candidate(owner, lookup(id)?, None) {
-            Ok(()) => {
-                member_set.insert(id.clone());
-            }
-            Err(e) if e.code == ErrorCode::NoExternalPermission => left_out.push(LeftOut {
-                user: id.clone(),
-                reason: ErrorCode::NoExternalPermission,
-            }),
-            Err(e) => return Err(e),
-        }
-    }
+    let (member_set, left_out) = admit(owner, members, |_| false, people, None)?;
     Ok(Plan {
         name,
         description: description.to_owned(),
@@ -528,24 +536,13 @@ fn decide_group(
     match change {
         Change::AddMembers(users) => {
             check_manager(room, actor)?;
-            let mut added = BTreeSet::new();
-            let mut left_out = Vec::new();
-            for id in users {
-                if is_member(room, id) || added.contains(id) {
-                    continue;
-                }
-                match check_group_candidate(&adder_company, person(ctx, id)?, contacts) {
-                    Ok(()) => {
-                        added.insert(id.clone());
-                    }
-                    // G5: left out automatically, and told.
-                    Err(e) if e.code == ErrorCode::NoExternalPermission => left_out.push(LeftOut {
-                        user: id.clone(),
-                        reason: ErrorCode::NoExternalPermission,
-                    }),
-                    Err(e) => return Err(e),
-                }
-            }
+            let (added, left_out) = admit(
+                &adder_company,
+                users,
+                |id| is_member(room, id),
+                &ctx.people,
+                contacts,
+            )?;
             let entries = if added.is_empty() {
                 Vec::new()
             } else {
