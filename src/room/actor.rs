@@ -367,11 +367,16 @@ impl RoomActor {
                 left_out: Vec::new(),
             });
         }
-        let garbage = garbage_of(
-            &action,
-            &ctx,
-            self.hub.store.items(&self.id).await.unwrap_or_default(),
-        );
+        // Only a purge needs the whole tree, to know which file bytes go with it.
+        let items = if matches!(action, Action::Purge { .. }) {
+            match self.hub.store.items(&self.id).await {
+                Ok(items) => items,
+                Err(e) => return reply.fail(e.into()),
+            }
+        } else {
+            Vec::new()
+        };
+        let garbage = garbage_of(&action, &ctx, items);
         let notify = task_audience(&entries, &ctx, &user);
         let ts = now_ms();
         let entries = entries
