@@ -29,6 +29,10 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Outgoing mail; without it, invitation emails go to `DATA_DIR/outbox/`.
     pub smtp: Option<crate::mail::SmtpConfig>,
+    /// Browser origins allowed to open a WebSocket (exact match, e.g. `https://chat.example`).
+    /// The server's own origin (from `public_url`) is always allowed; requests without an
+    /// `Origin` header (native clients) are not affected.
+    pub allowed_origins: Vec<String>,
     pub limits: Limits,
 }
 
@@ -65,6 +69,19 @@ pub struct Limits {
     pub room_mailbox: usize,
     /// Seconds a room actor with no subscribers and no work lives on.
     pub room_idle_secs: u64,
+    /// Seconds between server pings on an idle connection.
+    pub ping_interval_secs: u64,
+    /// Seconds without any frame from the client (pongs included) before closing it (4003).
+    pub idle_timeout_secs: u64,
+    /// Requests per second one connection may send on average (token bucket).
+    pub requests_per_sec: u32,
+    /// Requests one connection may send in a burst; past it requests are refused
+    /// (`rate_limited`), and a client that keeps going is closed (4002).
+    pub request_burst: u32,
+    /// Live sessions one user may hold on this node.
+    pub max_sessions_per_user: usize,
+    /// Live sessions one company's users may hold on this node.
+    pub max_sessions_per_company: usize,
     /// Largest group profile image (bytes).
     pub max_image_bytes: u64,
     /// Largest folder file or attachment (bytes).
@@ -87,6 +104,7 @@ impl Default for Config {
             public_url: None,
             shutdown_grace_secs: 10,
             smtp: None,
+            allowed_origins: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -106,6 +124,12 @@ impl Default for Limits {
             max_bad_frames: 16,
             room_mailbox: 1024,
             room_idle_secs: 60,
+            ping_interval_secs: 25,
+            idle_timeout_secs: 60,
+            requests_per_sec: 5_000,
+            request_burst: 10_000,
+            max_sessions_per_user: 20,
+            max_sessions_per_company: 10_000,
             max_image_bytes: 5 * 1024 * 1024,
             max_upload_bytes: 1024 * 1024 * 1024,
             ws_read_buffer: 4 * 1024,
@@ -189,6 +213,19 @@ impl Config {
         if l.auth_timeout_secs == 0 {
             return bad("limits.auth_timeout_secs must be positive");
         }
+        if l.ping_interval_secs == 0 || l.idle_timeout_secs <= l.ping_interval_secs {
+            return bad(
+                "limits.idle_timeout_secs must be longer than limits.ping_interval_secs (> 0)",
+            );
+        }
+        if l.requests_per_sec == 0 || l.request_burst == 0 {
+            return bad("limits.requests_per_sec and request_burst must be positive");
+        }
+        if l.max_sessions_per_user == 0 || l.max_sessions_per_company == 0 {
+            return bad(
+                "limits.max_sessions_per_user and max_sessions_per_company must be positive",
+            );
+        }
         if l.ws_read_buffer < 512 {
             return bad("limits.ws_read_buffer must be at least 512");
         }
@@ -214,6 +251,26 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.listen))
             .trim_end_matches('/')
             .to_owned()
+    }
+
+    /// Origins allowed to open a WebSocket: the configured ones and the server's own (from
+    /// `public_url`, or the address actually bound).
+    pub fn origins(&self, bound: SocketAddr) -> Vec<String> {
+        let own = match &self.public_url {
+            Some(_) => self.public_url(),
+            None => format!("http://{bound}"),
+        };
+        // scheme://host[:port] of the public URL, without a path.
+        let own = match own.find("://") {
+            Some(i) => match own[i + 3..].find('/') {
+                Some(j) => own[..i + 3 + j].to_owned(),
+                None => own,
+            },
+            None => own,
+        };
+        let mut v = self.allowed_origins.clone();
+        v.push(own);
+        v
     }
 
     /// The SQLite database file.

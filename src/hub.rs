@@ -26,6 +26,7 @@ pub struct Services {
     pub public_url: String,
     pub mailer: crate::mail::Mailer,
     pub blobs: Arc<dyn crate::blob::BlobStore>,
+    pub origins: Vec<String>,
     pub shutdown: Shutdown,
 }
 
@@ -46,6 +47,10 @@ pub struct Hub {
     pub(crate) rooms: DashMap<RoomId, RoomHandle>,
     /// Live sessions of each user on this node (several devices at once).
     sessions: DashMap<UserId, Vec<(SessionId, Outbound)>>,
+    /// Live sessions per company on this node.
+    company_sessions: DashMap<crossroom_protocol::CompanyId, usize>,
+    /// Origins allowed to open a WebSocket from a browser.
+    pub origins: Vec<String>,
     next_session: AtomicU64,
     next_generation: AtomicU64,
 }
@@ -60,9 +65,11 @@ impl Hub {
             public_url: s.public_url,
             mailer: s.mailer,
             blobs: s.blobs,
+            origins: s.origins,
             shutdown: s.shutdown,
             rooms: DashMap::new(),
             sessions: DashMap::new(),
+            company_sessions: DashMap::new(),
             next_session: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
         })
@@ -130,18 +137,57 @@ impl Hub {
         self.rooms.len()
     }
 
-    pub fn register_session(&self, user: &UserId, session: SessionId, out: Outbound) {
-        self.sessions
-            .entry(user.clone())
-            .or_default()
-            .push((session, out));
+    /// Whether `user` of `company` may open one more session here (limits per user and per
+    /// company).
+    pub fn has_room_for_session(
+        &self,
+        user: &UserId,
+        company: &crossroom_protocol::CompanyId,
+    ) -> bool {
+        let mine = self.sessions.get(user).map(|v| v.len()).unwrap_or(0);
+        let theirs = self.company_sessions.get(company).map(|c| *c).unwrap_or(0);
+        mine < self.limits.max_sessions_per_user && theirs < self.limits.max_sessions_per_company
     }
 
-    pub fn unregister_session(&self, user: &UserId, session: SessionId) {
+    /// Register a session, unless that would pass the per-user or per-company limit.
+    pub fn register_session(
+        &self,
+        user: &UserId,
+        company: &crossroom_protocol::CompanyId,
+        session: SessionId,
+        out: Outbound,
+    ) -> bool {
+        let mut entry = self.sessions.entry(user.clone()).or_default();
+        let mut count = self.company_sessions.entry(company.clone()).or_insert(0);
+        if entry.len() >= self.limits.max_sessions_per_user
+            || *count >= self.limits.max_sessions_per_company
+        {
+            return false;
+        }
+        entry.push((session, out));
+        *count += 1;
+        true
+    }
+
+    pub fn unregister_session(
+        &self,
+        user: &UserId,
+        company: &crossroom_protocol::CompanyId,
+        session: SessionId,
+    ) {
+        let mut removed = false;
         self.sessions.remove_if_mut(user, |_, v| {
+            let before = v.len();
             v.retain(|(s, _)| *s != session);
+            removed = v.len() < before;
             v.is_empty()
         });
+        if removed {
+            self.company_sessions.remove_if_mut(company, |_, c| {
+                *c = c.saturating_sub(1);
+                *c == 0
+            });
+        }
     }
 
     /// Push a frame to every live session of `user` on this node.

@@ -56,9 +56,13 @@ where
         limits: config.limits.clone(),
         tokens: TokenKey::new(secrets.token_secret.as_bytes()),
         operator_key: secrets.operator_key.clone(),
-        public_url: config.public_url(),
+        public_url: match &config.public_url {
+            Some(_) => config.public_url(),
+            None => format!("http://{}", listener.local_addr()?),
+        },
         mailer: crate::mail::Mailer::new(config.smtp.as_ref(), &config.data_dir),
         blobs: Arc::new(crate::blob::LocalBlobs::new(config.data_dir.join("files"))),
+        origins: config.origins(listener.local_addr()?),
         shutdown: shutdown.clone(),
     });
     let addr = listener.local_addr()?;

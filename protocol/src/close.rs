@@ -25,6 +25,8 @@ pub const AUTH_TIMEOUT: u16 = 4001;
 pub const RATE_LIMITED: u16 = 4002;
 /// Transient: the client did not answer pings.
 pub const PING_TIMEOUT: u16 = 4003;
+/// Transient: the user (or their company) holds too many sessions on this node.
+pub const TOO_MANY_SESSIONS: u16 = 4004;
 
 /// Permanent: the token is invalid (bad signature, wrong audience, unknown user).
 pub const UNAUTHORIZED: u16 = 4500;

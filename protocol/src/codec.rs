@@ -2,6 +2,7 @@
 //! reads them as maps) or JSON. Both carry exactly the same frames.
 
 use serde::de::DeserializeOwned;
+
 use serde::Serialize;
 
 /// How frames are encoded on one connection, chosen by WebSocket subprotocol.
@@ -49,10 +50,19 @@ pub fn encode<T: Serialize>(encoding: Encoding, value: &T) -> Result<Vec<u8>, Co
     })
 }
 
+/// Deepest nesting of maps and arrays a frame may have. Real frames are a few levels deep; the
+/// limit keeps a hostile "depth bomb" from exhausting the decoder's stack. (serde_json has its
+/// own limit of 128.)
+pub const MAX_DEPTH: usize = 64;
+
 /// Decode a frame.
 pub fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> Result<T, CodecError> {
     Ok(match encoding {
-        Encoding::MsgPack => rmp_serde::from_slice(bytes)?,
+        Encoding::MsgPack => {
+            let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+            de.set_max_depth(MAX_DEPTH);
+            T::deserialize(&mut de)?
+        }
         Encoding::Json => serde_json::from_slice(bytes)?,
     })
 }
@@ -166,6 +176,33 @@ mod tests {
                 assert!(decode::<ClientFrame>(enc, junk).is_err());
             }
         }
+    }
+
+    #[test]
+    fn depth_bombs_are_refused_on_a_small_stack() {
+        // 100,000 nested one-element arrays, then the same as a map value; decoded on a 2 MiB
+        // stack like tokio's workers.
+        let mut bomb = vec![0x91u8; 100_000];
+        bomb.push(0x01);
+        let mut in_map = b"\x82\xa4type\xa4ping\xa2id".to_vec();
+        in_map.extend_from_slice(&bomb);
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                (
+                    decode::<ClientFrame>(Encoding::MsgPack, &bomb).is_err(),
+                    decode::<ClientFrame>(Encoding::MsgPack, &in_map).is_err(),
+                    decode::<ClientFrame>(Encoding::Json, &[b'['; 100_000]).is_err(),
+                )
+            })
+            .expect("thread");
+        assert_eq!(
+            handle.join().expect("no stack overflow"),
+            (true, true, true)
+        );
+        // Frames within the limit still decode.
+        let ok = encode(Encoding::MsgPack, &ClientFrame::Ping { id: 3 }).expect("enc");
+        assert!(decode::<ClientFrame>(Encoding::MsgPack, &ok).is_ok());
     }
 
     #[test]

@@ -104,12 +104,33 @@ pub async fn ws_handler(
     if hub.shutdown.is_triggered() {
         return ApiError::new(ErrorCode::Unavailable, "server is shutting down").into_response();
     }
+    // Cross-site WebSocket hijacking: a browser page of another origin may not use a user's
+    // session. Native clients send no Origin and are not affected.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| hub.origins.iter().any(|a| a == o));
+        if !allowed {
+            return ApiError::new(ErrorCode::Forbidden, "this origin may not open a session")
+                .into_response();
+        }
+    }
     // A token in the header authenticates before the upgrade: a bad one never gets a socket.
     let user = match bearer(&headers) {
         Some(token) => {
             match directory::authenticate(&hub.store, &hub.tokens, token, directory::now_secs())
                 .await
             {
+                Ok(u) if !hub.has_room_for_session(&u.id, &u.company) => {
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ApiError::new(
+                            ErrorCode::LimitExceeded,
+                            "too many sessions; close one first",
+                        ),
+                    )
+                        .into_response();
+                }
                 Ok(u) => Some(u),
                 Err(f) => {
                     let status = if f.code == ErrorCode::Forbidden {
@@ -193,7 +214,23 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
         let span = tracing::debug_span!("session", session = id.0, user = %user.id);
         let _enter = span.enter();
         drop(_enter);
-        hub.register_session(&user.id, id, out.clone());
+        if !hub.register_session(&user.id, &user.company, id, out.clone()) {
+            let _ = out.send(
+                &ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    "too many sessions; close one first",
+                )
+                .to_frame(None),
+            );
+            out.close(CloseRequest {
+                code: close::TOO_MANY_SESSIONS,
+                reason: "too many sessions",
+                drain: true,
+            });
+            let _ = writer.await;
+            linger(&mut stream).await;
+            return;
+        }
         let mut session = Session {
             hub: hub.clone(),
             id,
@@ -202,6 +239,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
             encoding,
             subscriptions: HashSet::new(),
             bad_frames: 0,
+            bucket: TokenBucket::new(hub.limits.requests_per_sec, hub.limits.request_burst),
         };
         session.read_loop(&mut stream).await;
         for room in std::mem::take(&mut session.subscriptions) {
@@ -212,7 +250,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
             // If this cannot be delivered the actor drops us anyway on its next push.
             hub.room_send(&room, cmd).await;
         }
-        hub.unregister_session(&session.user.id, id);
+        hub.unregister_session(&session.user.id, &session.user.company, id);
     }
     // Whatever ended the reader, make sure the writer ends too.
     out.close(CloseRequest {
@@ -221,6 +259,16 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
         drain: false,
     });
     let _ = writer.await;
+    linger(&mut stream).await;
+}
+
+/// After our close frame, keep reading (and discarding) until the peer closes too, for a short
+/// while: the closing handshake lets the client read our close code instead of meeting a reset
+/// when it answers a last ping.
+async fn linger(stream: &mut SplitStream<WebSocket>) {
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    // Bounded: a peer that never answers is dropped when the time is up.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
 }
 
 /// Wait for an `auth` frame (browsers cannot set headers). Returns the user, or `None` after
@@ -356,10 +404,56 @@ struct Session {
     /// Rooms this session subscribed to, to unsubscribe on close and to bound.
     subscriptions: HashSet<RoomId>,
     bad_frames: u32,
+    /// Requests per second: a flood must not starve the others.
+    bucket: TokenBucket,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up. Refused requests in a row
+/// are counted, so a client that ignores `rate_limited` can be closed.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+    refused_in_a_row: u32,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> TokenBucket {
+        TokenBucket {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: std::time::Instant::now(),
+            refused_in_a_row: 0,
+        }
+    }
+
+    /// Take a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused_in_a_row = 0;
+            true
+        } else {
+            self.refused_in_a_row += 1;
+            false
+        }
+    }
 }
 
 impl Session {
     async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) {
+        let idle_timeout = Duration::from_secs(self.hub.limits.idle_timeout_secs);
+        let mut ping =
+            tokio::time::interval(Duration::from_secs(self.hub.limits.ping_interval_secs));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        let mut last_seen = tokio::time::Instant::now();
         loop {
             let msg = tokio::select! {
                 _ = self.out.closing() => return,
@@ -367,8 +461,19 @@ impl Session {
                     self.out.close(CloseRequest { code: close::GOING_AWAY, reason: "server shutting down", drain: true });
                     return;
                 }
+                _ = ping.tick() => {
+                    // A silent peer (half-open TCP, frozen client) is closed; a live one
+                    // answers the ping with a pong, which counts as seen.
+                    if last_seen.elapsed() >= idle_timeout {
+                        self.out.close(CloseRequest { code: close::PING_TIMEOUT, reason: "no pong", drain: false });
+                        return;
+                    }
+                    let _ = self.out.push(Message::Ping(bytes::Bytes::from_static(b"cr")));
+                    continue;
+                }
                 m = stream.next() => m,
             };
+            last_seen = tokio::time::Instant::now();
             let msg = match msg {
                 None | Some(Ok(Message::Close(_))) => return,
                 Some(Err(e)) => {
@@ -378,6 +483,19 @@ impl Session {
                 Some(Ok(m)) => m,
             };
             match frame_bytes(&msg, self.encoding) {
+                FrameBytes::Data(bytes) if !self.bucket.take() => {
+                    let _ = self.out.send(
+                        &ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
+                            .to_frame(salvage_request_id(self.encoding, &bytes)),
+                    );
+                    if self.bucket.refused_in_a_row > self.hub.limits.request_burst {
+                        self.out.close(CloseRequest {
+                            code: close::RATE_LIMITED,
+                            reason: "too many requests",
+                            drain: true,
+                        });
+                    }
+                }
                 FrameBytes::Data(bytes) => match decode::<ClientFrame>(self.encoding, &bytes) {
                     Ok(frame) => self.dispatch(frame).await,
                     Err(e) => {

@@ -214,3 +214,156 @@ async fn a_slow_consumer_is_cut_off_and_the_others_get_everything() {
         "{ended:?}"
     );
 }
+
+/// Cross-site WebSocket hijacking: an upgrade from another origin is refused with 403; the
+/// server's own origin and configured ones pass; native clients send none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evil_origins_are_refused() {
+    let server =
+        Server::start_with_config("allowed_origins = [\"https://chat.partner.example\"]\n").await;
+    let w = world(&server).await;
+    let try_origin = |origin: String| {
+        let url = server.ws_url();
+        let token = w.alice.token.clone();
+        async move {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut req = url.into_client_request().expect("request");
+            req.headers_mut()
+                .insert("origin", origin.parse().expect("header"));
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+            match tokio_tungstenite::connect_async(req).await {
+                Ok(_) => 101,
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert_eq!(try_origin("https://evil.example".into()).await, 403);
+    assert_eq!(
+        try_origin("https://chat.partner.example.evil.example".into()).await,
+        403
+    );
+    assert_eq!(try_origin("https://chat.partner.example".into()).await, 101);
+    assert_eq!(
+        try_origin(format!("http://{}", server.addr)).await,
+        101,
+        "its own origin"
+    );
+}
+
+/// A flood gets `rate_limited` errors and then close 4002; the neighbour gets every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_rate_limited_then_closed() {
+    let server =
+        Server::start_with_config("[limits]\nrequests_per_sec = 5\nrequest_burst = 10\n").await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Flood", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+    let mut flood = server.connect(&w.bob.token, Encoding::MsgPack).await;
+    for _ in 0..100 {
+        if flood.send(&mut ClientFrame::Ping { id: 0 }).await.is_err() {
+            break;
+        }
+    }
+    let mut limited = 0;
+    let code = loop {
+        match flood.next_frame(Duration::from_secs(5)).await {
+            Ok(ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            }) => limited += 1,
+            Ok(_) => {}
+            Err(crossroom_protocol::client::ClientError::Closed { code, .. }) => break code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(limited > 0);
+    assert_eq!(code, Some(close::RATE_LIMITED));
+    let seq = post_ok(&mut alice, &room, "calm", "still here").await;
+    assert_eq!(next_event(&mut carol).await.seq, seq);
+}
+
+/// A silent socket (never reads, so never answers pings) is closed with 4003; a reading client
+/// on the same server stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_socket_is_closed_after_missing_pongs() {
+    let server =
+        Server::start_with_config("[limits]\nping_interval_secs = 1\nidle_timeout_secs = 2\n")
+            .await;
+    let w = world(&server).await;
+    let mut silent = server.connect(&w.bob.token, Encoding::MsgPack).await;
+    let mut alive = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    // The live client keeps reading (and so answering pings) for four seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < deadline {
+        let r = alive
+            .request(ClientFrame::Ping { id: 0 })
+            .await
+            .expect("alive");
+        assert!(matches!(r, ServerFrame::Pong { .. }));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        silent.closed(Duration::from_secs(5)).await.expect("closed"),
+        Some(close::PING_TIMEOUT)
+    );
+    let r = alive
+        .request(ClientFrame::Ping { id: 0 })
+        .await
+        .expect("still alive");
+    assert!(matches!(r, ServerFrame::Pong { .. }));
+}
+
+/// Connections per user are limited: the next one is refused (429 before the upgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_user_are_limited() {
+    let server = Server::start_with_config("[limits]\nmax_sessions_per_user = 2\n").await;
+    let w = world(&server).await;
+    let a = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let _b = server.connect(&w.alice.token, Encoding::Json).await;
+    match Client::connect(&server.ws_url(), Some(&w.alice.token), Encoding::MsgPack).await {
+        Err(crossroom_protocol::client::ClientError::Ws(
+            tokio_tungstenite::tungstenite::Error::Http(r),
+        )) => {
+            assert_eq!(r.status().as_u16(), 429)
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a third session was accepted"),
+    }
+    // Other users are not affected; closing one session frees a place.
+    server.connect(&w.bob.token, Encoding::MsgPack).await;
+    a.close().await;
+    let mut ok = None;
+    for _ in 0..50 {
+        if let Ok((c, _)) =
+            Client::connect(&server.ws_url(), Some(&w.alice.token), Encoding::MsgPack).await
+        {
+            ok = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok.is_some(), "a place was freed");
+}
+
+/// A MessagePack depth bomb inside one frame gets `bad_frame`, no crash; the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depth_bomb_is_refused() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut c = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let mut bomb = vec![0x91u8; 400_000];
+    bomb.push(0x01);
+    c.send_raw(WsMessage::Binary(bomb.into()))
+        .await
+        .expect("send");
+    let f = c.next_frame(Duration::from_secs(5)).await.expect("error");
+    assert_eq!(error_code(&f), ErrorCode::BadFrame);
+    let r = c.request(ClientFrame::Ping { id: 0 }).await.expect("alive");
+    assert!(matches!(r, ServerFrame::Pong { .. }));
+}
