@@ -61,6 +61,9 @@ pub struct Limits {
     pub max_subscriptions: u32,
     /// Participants named in one create request.
     pub max_participants: usize,
+    /// Seconds a client has to send a whole HTTP request head (upgrade included): past it the
+    /// connection is closed (slowloris).
+    pub handshake_timeout_secs: u64,
     /// Seconds a connection without an `Authorization` header has to send `auth`.
     pub auth_timeout_secs: u64,
     /// Undecodable frames tolerated on one connection before it is closed (4503).
@@ -120,6 +123,7 @@ impl Default for Limits {
             max_history_page: 100,
             max_subscriptions: 1000,
             max_participants: 1000,
+            handshake_timeout_secs: 10,
             auth_timeout_secs: 10,
             max_bad_frames: 16,
             room_mailbox: 1024,
@@ -210,8 +214,8 @@ impl Config {
         if l.room_mailbox == 0 || l.max_participants == 0 {
             return bad("limits.room_mailbox and max_participants must be positive");
         }
-        if l.auth_timeout_secs == 0 {
-            return bad("limits.auth_timeout_secs must be positive");
+        if l.auth_timeout_secs == 0 || l.handshake_timeout_secs == 0 {
+            return bad("limits.auth_timeout_secs and handshake_timeout_secs must be positive");
         }
         if l.ping_interval_secs == 0 || l.idle_timeout_secs <= l.ping_interval_secs {
             return bad(

@@ -66,6 +66,7 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
                     kind,
                     active: true,
                     external_granted: true,
+                    tokens_valid_after: 0,
                 })
                 .await?;
         }

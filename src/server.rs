@@ -13,7 +13,6 @@ use crate::store::SharedStore;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
@@ -84,16 +83,13 @@ where
         .with_state(hub.clone());
 
     tracing::info!(%addr, "listening");
-    let listener = listener.tap_io(|tcp| {
-        // Frames are small and latency matters: do not wait to coalesce them.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let signal = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { signal.triggered().await })
-        .await?;
+    serve(
+        listener,
+        app,
+        &shutdown,
+        Duration::from_secs(config.limits.handshake_timeout_secs),
+    )
+    .await;
 
     // Sessions saw the same signal and are closing with 1001; give them the grace period.
     let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -109,6 +105,54 @@ where
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Accept connections until shutdown: HTTP/1.1 with upgrades (WebSocket), `TCP_NODELAY`, and a
+/// deadline for the request head, so a client that opens a socket and trickles (or sends
+/// nothing) cannot hold it ("slowloris"). On shutdown, open HTTP connections finish their
+/// request and close; WebSocket sessions see the same signal and close with 1001.
+async fn serve(listener: TcpListener, app: Router, shutdown: &Shutdown, head_timeout: Duration) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.triggered() => break,
+        };
+        // Frames are small and latency matters: do not wait to coalesce them.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+            .with_upgrades();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "http connection ended");
+                    }
+                }
+                _ = shutdown.triggered() => {
+                    conn.as_mut().graceful_shutdown();
+                    // Bounded by the head timeout or the request in flight.
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -49,6 +49,7 @@ pub fn routes() -> Router<Arc<Hub>> {
             put(add_contact).delete(remove_contact),
         )
         .route("/v1/admin/users/{id}/tokens", post(mint_token))
+        .route("/v1/admin/users/{id}/revoke-tokens", post(revoke_tokens))
 }
 
 /// SHA-256 of a key, hex: what the store keeps instead of the key.
@@ -266,6 +267,7 @@ async fn create_user(
         kind: req.kind,
         active: true,
         external_granted: req.external_permission,
+        tokens_valid_after: 0,
     };
     hub.store.create_user(&user).await?;
     Ok((StatusCode::CREATED, Json(user)))
@@ -413,8 +415,33 @@ async fn mint_token(
         )));
     }
     let now = super::now_secs();
-    let token = hub.tokens.sign(&user.id, &user.company, now, ttl);
+    // Issued after any revocation, even one in this same second.
+    let issued = now.max(user.tokens_valid_after + 1);
+    let token = hub
+        .tokens
+        .sign_issued(&user.id, &user.company, issued, now, ttl);
     Ok(Json(
         json!({ "token": token, "user": user.id, "expires_at": now + ttl }),
     ))
+}
+
+/// Revoke every token issued to the user so far, and close their live sessions (4500).
+async fn revoke_tokens(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let mut user = own_user(&hub, &c, &id).await?;
+    user.tokens_valid_after = super::now_secs();
+    hub.store.update_user(&user).await?;
+    hub.close_user_sessions(
+        &user.id,
+        crate::connection::outbound::CloseRequest {
+            code: crossroom_protocol::close::UNAUTHORIZED,
+            reason: "tokens revoked",
+            drain: true,
+        },
+    );
+    tracing::info!(user = %user.id, "tokens revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

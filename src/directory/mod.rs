@@ -115,6 +115,10 @@ pub struct User {
     /// The per-member grant, used when the company's `external_permission` is `per_member`.
     #[serde(rename = "external_permission")]
     pub external_granted: bool,
+    /// Tokens issued before this time (seconds since the Unix epoch) are refused: an admin
+    /// revoked them.
+    #[serde(default)]
+    pub tokens_valid_after: i64,
 }
 
 impl User {
@@ -181,7 +185,8 @@ pub async fn authenticate(
             })
         }
     };
-    if user.company != claims.cmp {
+    // A revocation at second T refuses every token issued at T or before (`iat` is in seconds).
+    if user.company != claims.cmp || claims.iat <= user.tokens_valid_after {
         return Err(refused("invalid token"));
     }
     if !user.active {
@@ -246,6 +251,7 @@ mod tests {
             kind,
             active,
             external_granted: granted,
+            tokens_valid_after: 0,
         }
     }
 

@@ -72,12 +72,24 @@ impl TokenKey {
 
     /// A token for `user` of `company`, valid from `now` for `ttl_secs`.
     pub fn sign(&self, user: &UserId, company: &CompanyId, now: i64, ttl_secs: i64) -> String {
+        self.sign_issued(user, company, now, now, ttl_secs)
+    }
+
+    /// A token whose issue time (`iat`) is `issued`, valid from `now` for `ttl_secs`.
+    pub fn sign_issued(
+        &self,
+        user: &UserId,
+        company: &CompanyId,
+        issued: i64,
+        now: i64,
+        ttl_secs: i64,
+    ) -> String {
         let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let claims = Claims {
             sub: user.clone(),
             cmp: company.clone(),
             aud: AUDIENCE.to_owned(),
-            iat: now,
+            iat: issued,
             nbf: now,
             exp: now + ttl_secs,
         };

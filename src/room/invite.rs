@@ -168,6 +168,7 @@ async fn signup(
         kind: UserKind::Works,
         active: true,
         external_granted: true,
+        tokens_valid_after: 0,
     };
     hub.store.create_user(&user).await?;
     let joined = join_as(&hub, &user.id, &room, token).await?;

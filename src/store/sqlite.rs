@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS users (
     email TEXT NOT NULL,
     kind TEXT NOT NULL,
     active INTEGER NOT NULL,
-    external_granted INTEGER NOT NULL
+    external_granted INTEGER NOT NULL,
+    tokens_valid_after INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS users_company ON users(company);
 CREATE TABLE IF NOT EXISTS contacts (
@@ -393,10 +394,12 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         },
         active: row.get(5)?,
         external_granted: row.get(6)?,
+        tokens_valid_after: row.get(7)?,
     })
 }
 
-const USER_COLUMNS: &str = "id, company, name, email, kind, active, external_granted FROM users";
+const USER_COLUMNS: &str =
+    "id, company, name, email, kind, active, external_granted, tokens_valid_after FROM users";
 
 fn company_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Company> {
     let settings: String = row.get(2)?;
@@ -913,9 +916,17 @@ impl Store for SqliteStore {
         let u = user.clone();
         self.write(move |conn| {
             let n = conn.execute(
-                "UPDATE users SET name = ?2, email = ?3, active = ?4, external_granted = ?5
+                "UPDATE users SET name = ?2, email = ?3, active = ?4, external_granted = ?5,
+                                  tokens_valid_after = ?6
                  WHERE id = ?1",
-                params![u.id.0, u.name, u.email, u.active, u.external_granted],
+                params![
+                    u.id.0,
+                    u.name,
+                    u.email,
+                    u.active,
+                    u.external_granted,
+                    u.tokens_valid_after
+                ],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("user {}", u.id)));

@@ -19,6 +19,7 @@ fn user(login: &str, company: &str) -> User {
         kind: UserKind::Works,
         active: true,
         external_granted: false,
+        tokens_valid_after: 0,
     }
 }
 
@@ -114,6 +115,7 @@ async fn directory(store: &SharedStore) {
     let mut disabled = bob.clone();
     disabled.active = false;
     disabled.external_granted = true;
+    disabled.tokens_valid_after = 1234;
     store.update_user(&disabled).await.expect("update");
     assert_eq!(
         store.user(&bob.id).await.expect("read"),

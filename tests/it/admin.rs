@@ -192,3 +192,77 @@ async fn tokens_are_verified_on_connect() {
             .is_ok()
     );
 }
+
+/// Tokens signed with the right key but for another audience are refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_audience_is_refused() {
+    use base64::Engine;
+    use hmac::Mac;
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let secret = std::fs::read_to_string(server.data_dir.join("token.secret")).expect("secret");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let now = crossroom::directory::now_secs();
+    let header = b64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = b64.encode(
+        serde_json::json!({ "sub": w.alice.id, "cmp": "acme.example", "aud": "someone-else",
+                            "iat": now, "nbf": now, "exp": now + 600 })
+        .to_string(),
+    );
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.trim().as_bytes()).expect("key");
+    mac.update(format!("{header}.{claims}").as_bytes());
+    let sig = b64.encode(mac.finalize().into_bytes());
+    let token = format!("{header}.{claims}.{sig}");
+    assert!(
+        Client::connect(&server.ws_url(), Some(&token), Encoding::Json)
+            .await
+            .is_err()
+    );
+}
+
+/// An admin revokes a user's tokens: every live session closes at once with 4500, the old token
+/// no longer connects, and a newly minted one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_tokens_close_every_session() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let (mut a, _) = Client::connect(&server.ws_url(), Some(&w.alice.token), Encoding::Json)
+        .await
+        .expect("connect");
+    let (mut b, _) = Client::connect(&server.ws_url(), Some(&w.alice.token), Encoding::MsgPack)
+        .await
+        .expect("connect");
+    let acme = server.http(Some(&w.acme_key));
+    let r = acme
+        .post(
+            &format!("/v1/admin/users/{}/revoke-tokens", w.alice.id),
+            json!({}),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 204);
+    for c in [&mut a, &mut b] {
+        assert_eq!(
+            c.closed(std::time::Duration::from_secs(5))
+                .await
+                .expect("closed"),
+            Some(crossroom_protocol::close::UNAUTHORIZED)
+        );
+    }
+    assert!(
+        Client::connect(&server.ws_url(), Some(&w.alice.token), Encoding::Json)
+            .await
+            .is_err()
+    );
+    let t = acme
+        .post(&format!("/v1/admin/users/{}/tokens", w.alice.id), json!({}))
+        .await
+        .expect("http");
+    let fresh = t.body["token"].as_str().expect("token");
+    assert!(
+        Client::connect(&server.ws_url(), Some(fresh), Encoding::Json)
+            .await
+            .is_ok()
+    );
+}

@@ -367,3 +367,110 @@ async fn a_depth_bomb_is_refused() {
     let r = c.request(ClientFrame::Ping { id: 0 }).await.expect("alive");
     assert!(matches!(r, ServerFrame::Pong { .. }));
 }
+
+/// Slowloris: a socket that sends nothing, or trickles a request head, is closed after the
+/// handshake timeout; the server keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_handshakes_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start_with_config("[limits]\nhandshake_timeout_secs = 1\n").await;
+    let w = world(&server).await;
+    let mut silent = tokio::net::TcpStream::connect(&server.addr)
+        .await
+        .expect("connect");
+    let mut trickle = tokio::net::TcpStream::connect(&server.addr)
+        .await
+        .expect("connect");
+    trickle
+        .write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    for s in [&mut silent, &mut trickle] {
+        let mut buf = [0u8; 256];
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the server closed the slow socket");
+    }
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let r = alice
+        .request(ClientFrame::Ping { id: 0 })
+        .await
+        .expect("served");
+    assert!(matches!(r, ServerFrame::Pong { .. }));
+}
+
+/// A message fragmented into many small frames whose total passes the limit closes with 1009.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragmented_oversize_message_closes_with_1009() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start_with_config(
+        "[limits]\nmax_frame_bytes = 65536\noutbound_queue_bytes = 1048576\n",
+    )
+    .await;
+    let w = world(&server).await;
+    // A raw WebSocket client, to send continuation frames by hand.
+    let mut tcp = tokio::net::TcpStream::connect(&server.addr)
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: crossroom.v1.json\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.addr, w.alice.token
+    );
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut head = vec![0u8; 4096];
+    let n = tcp.read(&mut head).await.expect("read");
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
+    // 20 fragments of 8 KiB = 160 KiB > 64 KiB; masked client frames.
+    let chunk = vec![b'x'; 8192];
+    for i in 0..20 {
+        let opcode: u8 = if i == 0 { 0x1 } else { 0x0 };
+        let fin: u8 = if i == 19 { 0x80 } else { 0 };
+        let mut frame = vec![
+            fin | opcode,
+            0x80 | 126,
+            (chunk.len() >> 8) as u8,
+            chunk.len() as u8,
+            1,
+            2,
+            3,
+            4,
+        ];
+        frame.extend(
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(j, b)| b ^ [1, 2, 3, 4][j % 4]),
+        );
+        if tcp.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    // Read until the close frame: 0x88, len, code.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if let Some(i) = got.windows(2).position(|w| w[0] == 0x88) {
+                if got.len() >= i + 4 {
+                    return Some(u16::from_be_bytes([got[i + 2], got[i + 3]]));
+                }
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(code, Some(close::TOO_BIG));
+}
