@@ -920,6 +920,7 @@ mod tests {
                 kind,
                 active: true,
                 external_granted: permitted,
+                tokens_valid_after: 0,
             },
             permitted,
         }
