@@ -7,7 +7,9 @@ use crossroom_protocol::{decode, ClientFrame, Encoding};
 use std::path::Path;
 
 fn replay(target: &str, encoding: Encoding) -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))

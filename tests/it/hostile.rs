@@ -3,7 +3,7 @@
 
 use crate::harness::*;
 use crossroom_protocol::client::{Client, WsMessage};
-use crossroom_protocol::{close, ClientFrame, Encoding, ErrorCode, ServerFrame};
+use crossroom_protocol::{close, ClientFrame, Encoding, ErrorCode, ServerFrame, UserId};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,4 +473,51 @@ async fn a_fragmented_oversize_message_closes_with_1009() {
     .await
     .expect("closed in time");
     assert_eq!(code, Some(close::TOO_BIG));
+}
+
+/// Length bombs: MessagePack headers that claim gigabytes, and lists far past the limits, get
+/// clear errors without the server allocating what they claim; a neighbour is undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_bombs_are_refused() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Bombs", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+    let mut bomb = server.connect(&w.bob.token, Encoding::MsgPack).await;
+    // A map whose `type` value is a str32 claiming 4 GiB; an array32 claiming 4 billion items.
+    for frame in [
+        b"\x82\xa4type\xdb\xff\xff\xff\xffping".to_vec(),
+        b"\x83\xa4type\xabadd_members\xa5users\xdd\xff\xff\xff\xff\xa1a".to_vec(),
+    ] {
+        bomb.send_raw(WsMessage::Binary(frame.into()))
+            .await
+            .expect("send");
+        let f = bomb
+            .next_frame(Duration::from_secs(5))
+            .await
+            .expect("error");
+        assert_eq!(error_code(&f), ErrorCode::BadFrame);
+    }
+    // 20,000 users in one request (fits in a frame): refused by the participant limit.
+    let many: Vec<UserId> = (0..20_000)
+        .map(|i| UserId(format!("u{i}@x.example")))
+        .collect();
+    let r = alice
+        .request(ClientFrame::AddMembers {
+            id: 0,
+            room: room.clone(),
+            users: many,
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::LimitExceeded);
+    let r = bomb
+        .request(ClientFrame::Ping { id: 0 })
+        .await
+        .expect("alive");
+    assert!(matches!(r, ServerFrame::Pong { .. }));
+    let seq = post_ok(&mut alice, &room, "ok", "still fine").await;
+    assert_eq!(next_event(&mut carol).await.seq, seq);
 }
