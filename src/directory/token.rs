@@ -200,4 +200,20 @@ mod tests {
         assert_eq!(key().verify(&t2, 1001), Err(TokenError::BadSignature));
         assert_eq!(key().verify("abc", 1), Err(TokenError::Malformed));
     }
+
+    #[test]
+    fn fuzz_corpus_replays_without_accepting_anything() {
+        // Inputs `cargo fuzz run verify_token` kept (protocol/fuzz/corpus/verify_token).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("protocol/fuzz/corpus/verify_token");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("corpus") {
+            let data = std::fs::read(entry.expect("entry").path()).expect("read");
+            if let Ok(text) = std::str::from_utf8(&data) {
+                assert!(key().verify(text, 1_800_000_000).is_err());
+            }
+            n += 1;
+        }
+        assert!(n > 0);
+    }
 }
