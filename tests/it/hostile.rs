@@ -351,12 +351,17 @@ async fn sessions_per_user_are_limited() {
     assert!(ok.is_some(), "a place was freed");
 }
 
-/// A MessagePack depth bomb inside one frame gets `bad_frame`, no crash; the session goes on.
+/// A MessagePack depth bomb inside one frame gets `bad_frame`, no crash; the session goes on and
+/// a neighbour gets its messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_depth_bomb_is_refused() {
     let server = Server::start().await;
     let w = world(&server).await;
-    let mut c = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Depth", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+    let mut c = server.connect(&w.bob.token, Encoding::MsgPack).await;
     let mut bomb = vec![0x91u8; 400_000];
     bomb.push(0x01);
     c.send_raw(WsMessage::Binary(bomb.into()))
@@ -366,6 +371,8 @@ async fn a_depth_bomb_is_refused() {
     assert_eq!(error_code(&f), ErrorCode::BadFrame);
     let r = c.request(ClientFrame::Ping { id: 0 }).await.expect("alive");
     assert!(matches!(r, ServerFrame::Pong { .. }));
+    let seq = post_ok(&mut alice, &room, "deep", "unbothered").await;
+    assert_eq!(next_event(&mut carol).await.seq, seq);
 }
 
 /// Slowloris: a socket that sends nothing, or trickles a request head, is closed after the
@@ -473,6 +480,59 @@ async fn a_fragmented_oversize_message_closes_with_1009() {
     .await
     .expect("closed in time");
     assert_eq!(code, Some(close::TOO_BIG));
+    // The neighbours never noticed.
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "After", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+    let seq = post_ok(&mut alice, &room, "fine", "fine").await;
+    assert_eq!(next_event(&mut carol).await.seq, seq);
+}
+
+/// Upload sizes are limited: past the limit the request is refused before any byte is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_size_limit_are_refused() {
+    let server = Server::start_with_config(
+        "[limits]
+max_upload_bytes = 1000
+max_image_bytes = 100
+",
+    )
+    .await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Sizes", &[]).await;
+    let http = server.http(Some(&w.alice.token));
+    for (path, ct, n) in [
+        (format!("/v1/rooms/{room}/files?name=a"), "text/plain", 1001),
+        (
+            format!("/v1/rooms/{room}/attachments?name=a"),
+            "text/plain",
+            1001,
+        ),
+        (format!("/v1/rooms/{room}/image"), "image/png", 101),
+    ] {
+        let method = if path.ends_with("image") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let r = http
+            .call_raw(method, &path, Some((ct, vec![0u8; n].into())))
+            .await
+            .expect("http");
+        assert_eq!(r.status, 422, "{path}: {:?}", r.body);
+        assert_eq!(r.body["error"]["code"], "limit_exceeded");
+    }
+    let r = http
+        .call_raw(
+            "POST",
+            &format!("/v1/rooms/{room}/files?name=a"),
+            Some(("text/plain", vec![0u8; 1000].into())),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201, "at the limit is fine");
 }
 
 /// Length bombs: MessagePack headers that claim gigabytes, and lists far past the limits, get
