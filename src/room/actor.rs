@@ -378,15 +378,7 @@ impl RoomActor {
         };
         let garbage = garbage_of(&action, &ctx, items);
         let notify = task_audience(&entries, &ctx, &user);
-        let ts = now_ms();
-        let entries = entries
-            .into_iter()
-            .map(|body| NewEntry {
-                author: user.clone(),
-                ts,
-                body,
-            })
-            .collect();
+        let entries = stamp(&user, entries);
         self.append(entries, Ack::Acted(reply, garbage, notify))
             .await;
     }
@@ -438,15 +430,7 @@ impl RoomActor {
                 text: format!("{who} uploaded {}", file.name),
             });
         }
-        let ts = now_ms();
-        let entries = entries
-            .into_iter()
-            .map(|body| NewEntry {
-                author: user.clone(),
-                ts,
-                body,
-            })
-            .collect();
+        let entries = stamp(&user, entries);
         self.append(entries, Ack::Acted(reply, Vec::new(), Vec::new()))
             .await;
     }
@@ -566,15 +550,7 @@ impl RoomActor {
         for body in &entries {
             rules::apply(room, &author, body);
         }
-        let ts = now_ms();
-        let entries = entries
-            .into_iter()
-            .map(|body| NewEntry {
-                author: author.clone(),
-                ts,
-                body,
-            })
-            .collect();
+        let entries = stamp(&author, entries);
         self.append(entries, Ack::Changed(reply, left_out, garbage))
             .await;
     }
@@ -904,6 +880,19 @@ async fn attachments_of(
         }
     }
     Ok(out)
+}
+
+/// Entries by `author`, stamped with the time they were accepted.
+fn stamp(author: &UserId, bodies: Vec<EventBody>) -> Vec<NewEntry> {
+    let ts = now_ms();
+    bodies
+        .into_iter()
+        .map(|body| NewEntry {
+            author: author.clone(),
+            ts,
+            body,
+        })
+        .collect()
 }
 
 /// Most attachments on one message.
