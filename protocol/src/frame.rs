@@ -304,6 +304,20 @@ pub struct Attachment {
     pub content_type: String,
 }
 
+impl EventBody {
+    /// The `kind` tag of this entry, as serde writes it on the wire (so names never drift).
+    pub fn kind(&self) -> String {
+        // Messages are the hot path: no serialization just to learn the name.
+        if let EventBody::Message { .. } = self {
+            return "message".into();
+        }
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_owned)))
+            .unwrap_or_default()
+    }
+}
+
 /// Why a member left a room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -474,79 +488,55 @@ fn default_true() -> bool {
     true
 }
 
+/// The one list of request variants: binds each one's `id` (by reference, or by mutable
+/// reference, as the matched value is) and evaluates `$body`.
+macro_rules! with_request_id {
+    ($frame:expr, $id:ident => $body:expr) => {
+        match $frame {
+            ClientFrame::Auth { id: $id, .. }
+            | ClientFrame::Ping { id: $id }
+            | ClientFrame::CreateGroup { id: $id, .. }
+            | ClientFrame::CreateRoom { id: $id, .. }
+            | ClientFrame::ListRooms { id: $id }
+            | ClientFrame::Subscribe { id: $id, .. }
+            | ClientFrame::Unsubscribe { id: $id, .. }
+            | ClientFrame::Post { id: $id, .. }
+            | ClientFrame::History { id: $id, .. }
+            | ClientFrame::MarkRead { id: $id, .. }
+            | ClientFrame::Typing { id: $id, .. }
+            | ClientFrame::GetRoom { id: $id, .. }
+            | ClientFrame::AddMembers { id: $id, .. }
+            | ClientFrame::RemoveMember { id: $id, .. }
+            | ClientFrame::AddMasters { id: $id, .. }
+            | ClientFrame::RemoveMaster { id: $id, .. }
+            | ClientFrame::UpdateGroup { id: $id, .. }
+            | ClientFrame::Leave { id: $id, .. }
+            | ClientFrame::ConvertRoom { id: $id, .. }
+            | ClientFrame::DeleteGroup { id: $id, .. }
+            | ClientFrame::Search { id: $id, .. }
+            | ClientFrame::ListContacts { id: $id }
+            | ClientFrame::AddContact { id: $id, .. }
+            | ClientFrame::RemoveContact { id: $id, .. }
+            | ClientFrame::CreateInvite { id: $id, .. }
+            | ClientFrame::GetInvite { id: $id, .. }
+            | ClientFrame::RevokeInvite { id: $id, .. }
+            | ClientFrame::JoinByInvite { id: $id, .. }
+            | ClientFrame::SendInvites { id: $id, .. }
+            | ClientFrame::Act { id: $id, .. }
+            | ClientFrame::Query { id: $id, .. } => $body,
+        }
+    };
+}
+
 impl ClientFrame {
     /// The request id.
     pub fn id(&self) -> u32 {
-        match self {
-            ClientFrame::Auth { id, .. }
-            | ClientFrame::Ping { id }
-            | ClientFrame::CreateGroup { id, .. }
-            | ClientFrame::CreateRoom { id, .. }
-            | ClientFrame::ListRooms { id }
-            | ClientFrame::Subscribe { id, .. }
-            | ClientFrame::Unsubscribe { id, .. }
-            | ClientFrame::Post { id, .. }
-            | ClientFrame::History { id, .. }
-            | ClientFrame::MarkRead { id, .. }
-            | ClientFrame::Typing { id, .. }
-            | ClientFrame::GetRoom { id, .. }
-            | ClientFrame::AddMembers { id, .. }
-            | ClientFrame::RemoveMember { id, .. }
-            | ClientFrame::AddMasters { id, .. }
-            | ClientFrame::RemoveMaster { id, .. }
-            | ClientFrame::UpdateGroup { id, .. }
-            | ClientFrame::Leave { id, .. }
-            | ClientFrame::ConvertRoom { id, .. }
-            | ClientFrame::DeleteGroup { id, .. }
-            | ClientFrame::Search { id, .. }
-            | ClientFrame::ListContacts { id }
-            | ClientFrame::AddContact { id, .. }
-            | ClientFrame::RemoveContact { id, .. }
-            | ClientFrame::CreateInvite { id, .. }
-            | ClientFrame::GetInvite { id, .. }
-            | ClientFrame::RevokeInvite { id, .. }
-            | ClientFrame::JoinByInvite { id, .. }
-            | ClientFrame::SendInvites { id, .. }
-            | ClientFrame::Act { id, .. }
-            | ClientFrame::Query { id, .. } => *id,
-        }
+        with_request_id!(self, id => *id)
     }
 
     /// Replace the request id (clients number their requests just before sending).
     pub fn set_id(&mut self, new: u32) {
-        match self {
-            ClientFrame::Auth { id, .. }
-            | ClientFrame::Ping { id }
-            | ClientFrame::CreateGroup { id, .. }
-            | ClientFrame::CreateRoom { id, .. }
-            | ClientFrame::ListRooms { id }
-            | ClientFrame::Subscribe { id, .. }
-            | ClientFrame::Unsubscribe { id, .. }
-            | ClientFrame::Post { id, .. }
-            | ClientFrame::History { id, .. }
-            | ClientFrame::MarkRead { id, .. }
-            | ClientFrame::Typing { id, .. }
-            | ClientFrame::GetRoom { id, .. }
-            | ClientFrame::AddMembers { id, .. }
-            | ClientFrame::RemoveMember { id, .. }
-            | ClientFrame::AddMasters { id, .. }
-            | ClientFrame::RemoveMaster { id, .. }
-            | ClientFrame::UpdateGroup { id, .. }
-            | ClientFrame::Leave { id, .. }
-            | ClientFrame::ConvertRoom { id, .. }
-            | ClientFrame::DeleteGroup { id, .. }
-            | ClientFrame::Search { id, .. }
-            | ClientFrame::ListContacts { id }
-            | ClientFrame::AddContact { id, .. }
-            | ClientFrame::RemoveContact { id, .. }
-            | ClientFrame::CreateInvite { id, .. }
-            | ClientFrame::GetInvite { id, .. }
-            | ClientFrame::RevokeInvite { id, .. }
-            | ClientFrame::JoinByInvite { id, .. }
-            | ClientFrame::SendInvites { id, .. }
-            | ClientFrame::Act { id, .. }
-            | ClientFrame::Query { id, .. } => *id = new,
-        }
+        with_request_id!(self, id => *id = new)
     }
 }
 

@@ -696,7 +696,7 @@ impl RoomActor {
                     let notice = ServerFrame::TaskNotice {
                         room: self.id.clone(),
                         task: task.unwrap_or(a.event.seq),
-                        action: kind_of(&a.event.body),
+                        action: a.event.body.kind(),
                         by: a.event.author.clone(),
                         seq: a.event.seq,
                     };
@@ -1008,14 +1008,6 @@ fn task_of(body: &EventBody) -> Option<Option<u64>> {
         | EventBody::TaskDeleted { task } => Some(Some(*task)),
         _ => None,
     }
-}
-
-/// An entry's `kind` name.
-fn kind_of(body: &EventBody) -> String {
-    serde_json::to_value(body)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_owned)))
-        .unwrap_or_default()
 }
 
 /// Every company involved in a room: the owner's and its members' and masters'.

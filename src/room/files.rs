@@ -246,8 +246,8 @@ struct UploadQuery {
     folder: Option<u64>,
 }
 
-/// The name and content type of an upload.
-fn describe(q: &UploadQuery, headers: &HeaderMap) -> ApiResult<(String, String)> {
+/// An upload named by its query, typed by its `Content-Type`.
+fn describe(q: &UploadQuery, headers: &HeaderMap, purpose: Purpose) -> ApiResult<Upload> {
     let n = q.name.chars().count();
     if n == 0 || n > 255 || q.name.contains('/') {
         return Err(ApiError::invalid(
@@ -261,7 +261,11 @@ fn describe(q: &UploadQuery, headers: &HeaderMap) -> ApiResult<(String, String)>
     if content_type.len() > 255 {
         return Err(ApiError::invalid("Content-Type is too long"));
     }
-    Ok((q.name.clone(), content_type.to_owned()))
+    Ok(Upload {
+        name: q.name.clone(),
+        content_type: content_type.to_owned(),
+        purpose,
+    })
 }
 
 fn file_json(f: &FileRecord) -> Value {
@@ -278,20 +282,8 @@ async fn post_attachment(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let user = user_of(&hub, &headers).await?;
-    let (name, content_type) = describe(&q, &headers)?;
-    let file = receive(
-        &hub,
-        &room,
-        &user,
-        &headers,
-        body,
-        Upload {
-            name,
-            content_type,
-            purpose: Purpose::Attachment,
-        },
-    )
-    .await?;
+    let upload = describe(&q, &headers, Purpose::Attachment)?;
+    let file = receive(&hub, &room, &user, &headers, body, upload).await?;
     Ok((StatusCode::CREATED, Json(file_json(&file))))
 }
 
@@ -304,20 +296,8 @@ async fn post_file(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let user = user_of(&hub, &headers).await?;
-    let (name, content_type) = describe(&q, &headers)?;
-    let file = receive(
-        &hub,
-        &room,
-        &user,
-        &headers,
-        body,
-        Upload {
-            name,
-            content_type,
-            purpose: Purpose::Folder,
-        },
-    )
-    .await?;
+    let upload = describe(&q, &headers, Purpose::Folder)?;
+    let file = receive(&hub, &room, &user, &headers, body, upload).await?;
     let decided = hub
         .ask(&room, |reply| RoomCommand::AddFile {
             user,

@@ -335,18 +335,6 @@ fn kind_from(s: &str) -> RoomKind {
     }
 }
 
-fn body_kind(b: &EventBody) -> String {
-    // Messages are the hot path: no serialization just to learn the name.
-    if let EventBody::Message { .. } = b {
-        return "message".into();
-    }
-    // The `kind` tag serde writes, so the stored name and the wire name never differ.
-    serde_json::to_value(b)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_owned)))
-        .unwrap_or_default()
-}
-
 fn encode_body(b: &EventBody) -> StoreResult<Vec<u8>> {
     rmp_serde::to_vec_named(b).map_err(|e| StoreError::Backend(e.to_string()))
 }
@@ -441,7 +429,7 @@ fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult
         seq,
         entry.ts,
         entry.author.0,
-        body_kind(&entry.body),
+        entry.body.kind(),
         entry.client_msg_id(),
         encode_body(&entry.body)?
     ])?;
@@ -607,7 +595,7 @@ fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
                 ts: event.ts,
                 room: room.clone(),
                 actor: event.author.clone(),
-                action: body_kind(&event.body),
+                action: event.body.kind(),
                 detail,
                 companies,
             },
