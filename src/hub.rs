@@ -51,6 +51,8 @@ pub struct Hub {
     company_sessions: DashMap<crossroom_protocol::CompanyId, usize>,
     /// Origins allowed to open a WebSocket from a browser.
     pub origins: Vec<String>,
+    /// Stats and audit feeds for ops dashboards.
+    pub ops: crate::ops::OpsFeed,
     next_session: AtomicU64,
     next_generation: AtomicU64,
 }
@@ -70,6 +72,7 @@ impl Hub {
             rooms: DashMap::new(),
             sessions: DashMap::new(),
             company_sessions: DashMap::new(),
+            ops: crate::ops::OpsFeed::default(),
             next_session: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
         })
@@ -220,6 +223,22 @@ impl Hub {
         for out in targets {
             out.close(req.clone());
         }
+    }
+
+    /// Live sessions per company on this node.
+    pub fn sessions_by_company(&self) -> Vec<(crossroom_protocol::CompanyId, usize)> {
+        self.company_sessions
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
+    }
+
+    /// Whether the store answers (readiness, metrics).
+    pub async fn store_ready(&self) -> Result<(), crate::store::StoreError> {
+        self.store
+            .company(&"readyz.invalid".into())
+            .await
+            .map(|_| ())
     }
 
     /// Number of live sessions on this node.

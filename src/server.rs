@@ -65,6 +65,7 @@ where
         shutdown: shutdown.clone(),
     });
     let addr = listener.local_addr()?;
+    crate::ops::spawn_sampler(hub.clone());
     on_start(Started {
         hub: hub.clone(),
         addr,
@@ -76,6 +77,9 @@ where
         .route("/v1/ws", get(crate::connection::ws_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::handler))
+        .route("/v1/ops", get(crate::ops::handler))
+        .merge(crate::web::routes())
         .merge(admin::routes())
         .merge(crate::room::invite::routes())
         .merge(crate::room::admin::routes())
@@ -167,8 +171,8 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<serde_json::Va
             Json(json!({ "status": "draining" })),
         );
     }
-    match hub.store.company(&"readyz.invalid".into()).await {
-        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+    match hub.store_ready().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "store unavailable", "detail": e.to_string() })),

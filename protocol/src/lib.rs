@@ -6,6 +6,7 @@
 //!   WebSocket frames) and JSON (text frames) — chosen by WebSocket subprotocol.
 //! - [`error`]: the stable error codes of `error` frames.
 //! - [`close`]: WebSocket close codes, grouped by how a client should react.
+//! - [`ops`]: the ops stream for dashboards (`GET /v1/ops`): stats every second, audit records.
 //! - `client` (feature `client`): a small WebSocket and admin-HTTP client.
 //!
 //! The human-readable specification is `protocol/PROTOCOL.md`; `protocol/vectors/frames.json`
@@ -17,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod items;
+pub mod ops;
 
 #[cfg(feature = "client")]
 pub mod client;

@@ -7,6 +7,7 @@ pub mod outbound;
 use crate::directory::{self, User};
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::metrics::METRICS;
 use crate::room::{create, lookup, Actor, Change, InviteOp, RoomCommand};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -23,6 +24,7 @@ use outbound::{CloseRequest, Outbound, OutboundReceiver};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Identifies one session on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,19 +103,8 @@ pub async fn ws_handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if hub.shutdown.is_triggered() {
-        return ApiError::new(ErrorCode::Unavailable, "server is shutting down").into_response();
-    }
-    // Cross-site WebSocket hijacking: a browser page of another origin may not use a user's
-    // session. Native clients send no Origin and are not affected.
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| hub.origins.iter().any(|a| a == o));
-        if !allowed {
-            return ApiError::new(ErrorCode::Forbidden, "this origin may not open a session")
-                .into_response();
-        }
+    if let Err(refusal) = admit_upgrade(&hub, &headers) {
+        return refusal.into_response();
     }
     // A token in the header authenticates before the upgrade: a bad one never gets a socket.
     let user = match bearer(&headers) {
@@ -156,7 +147,37 @@ pub async fn ws_handler(
         .and_then(|p| p.to_str().ok())
         .and_then(Encoding::from_subprotocol)
         .unwrap_or(Encoding::MsgPack);
-    ws.on_upgrade(move |socket| run(hub, socket, encoding, user))
+    // Everything a connection logs carries its session id and, once known, its user.
+    let span = tracing::info_span!(
+        "connection",
+        session = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
+    ws.on_upgrade(move |socket| run(hub, socket, encoding, user).instrument(span))
+}
+
+/// What every WebSocket upgrade checks first: not draining, and an allowed origin. Cross-site
+/// WebSocket hijacking: a browser page of another origin may not use a user's session. Native
+/// clients send no Origin and are not affected.
+pub fn admit_upgrade(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
+    if hub.shutdown.is_triggered() {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "server is shutting down",
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| hub.origins.iter().any(|a| a == o));
+        if !allowed {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this origin may not open a session",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The token of an `Authorization: Bearer` header.
@@ -202,6 +223,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
     );
     let writer = tokio::spawn(write_loop(sink, out_rx));
     let id = hub.new_session_id();
+    tracing::Span::current().record("session", id.0);
 
     let user = match user {
         Some(u) => {
@@ -211,9 +233,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
         None => authenticate_by_frame(&hub, id, &mut stream, &out, encoding).await,
     };
     if let Some(user) = user {
-        let span = tracing::debug_span!("session", session = id.0, user = %user.id);
-        let _enter = span.enter();
-        drop(_enter);
+        tracing::Span::current().record("user", tracing::field::display(&user.id));
         if !hub.register_session(&user.id, &user.company, id, out.clone()) {
             let _ = out.send(
                 &ApiError::new(
@@ -241,7 +261,9 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
             bad_frames: 0,
             bucket: TokenBucket::new(hub.limits.requests_per_sec, hub.limits.request_burst),
         };
+        tracing::debug!("session opened");
         session.read_loop(&mut stream).await;
+        tracing::debug!("session closed");
         for room in std::mem::take(&mut session.subscriptions) {
             let cmd = RoomCommand::Unsubscribe {
                 session: id,
@@ -482,7 +504,11 @@ impl Session {
                 }
                 Some(Ok(m)) => m,
             };
-            match frame_bytes(&msg, self.encoding) {
+            let kind = frame_bytes(&msg, self.encoding);
+            if !matches!(kind, FrameBytes::Control) {
+                METRICS.frames_in.inc();
+            }
+            match kind {
                 FrameBytes::Data(bytes) if !self.bucket.take() => {
                     let _ = self.out.send(
                         &ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
@@ -886,18 +912,23 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: OutboundRec
         };
         let batch = async {
             let mut bytes = OutboundReceiver::len_of(&first);
+            let mut frames = 1u64;
             sink.feed(first).await?;
             for _ in 1..WRITE_BATCH {
                 let Some(m) = rx.try_next() else { break };
                 bytes += OutboundReceiver::len_of(&m);
+                frames += 1;
                 sink.feed(m).await?;
             }
             sink.flush().await?;
-            Ok::<usize, axum::Error>(bytes)
+            Ok::<_, axum::Error>((bytes, frames))
         };
         tokio::select! {
             r = batch => match r {
-                Ok(bytes) => rx.written(bytes),
+                Ok((bytes, frames)) => {
+                    rx.written(bytes);
+                    METRICS.frames_out.inc_by(frames);
+                }
                 Err(_) => break CloseRequest { code: close::NORMAL, reason: "", drain: false },
             },
             // A client that stops reading blocks the flush; a close request must still win.

@@ -7,6 +7,7 @@
 //! Room events are encoded once per encoding ([`SharedEvent`]) and their bytes shared by every
 //! recipient.
 
+use crate::metrics::METRICS;
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use crossroom_protocol::{close, encode, Encoding, Event, ServerFrame};
@@ -84,6 +85,14 @@ impl Outbound {
 
     /// Queue an encoded message; closes the session as a slow consumer when it does not fit.
     pub fn push(&self, msg: Message) -> Result<(), SessionClosed> {
+        let pushed = self.try_push(msg);
+        if pushed.is_err() {
+            METRICS.queue_drops.inc();
+        }
+        pushed
+    }
+
+    fn try_push(&self, msg: Message) -> Result<(), SessionClosed> {
         if self.is_closing() {
             return Err(SessionClosed);
         }
@@ -123,16 +132,19 @@ impl Outbound {
 
     fn slow_consumer(&self) {
         tracing::debug!("slow consumer: outbound queue full");
-        self.close(CloseRequest {
+        let first = self.shared.request_close(CloseRequest {
             code: close::SLOW_CONSUMER,
             reason: "slow consumer",
             drain: false,
         });
+        if first {
+            METRICS.slow_consumers.inc();
+        }
     }
 
     /// Ask the session to close; the first request wins.
     pub fn close(&self, req: CloseRequest) {
-        self.shared.request_close(req);
+        let _ = self.shared.request_close(req);
     }
 
     pub fn is_closing(&self) -> bool {
@@ -151,8 +163,8 @@ impl Outbound {
 }
 
 impl Shared {
-    /// The first close request wins; later ones are ignored.
-    fn request_close(&self, req: CloseRequest) {
+    /// The first close request wins; later ones are ignored. True when this one won.
+    fn request_close(&self, req: CloseRequest) -> bool {
         self.close.send_if_modified(|c| {
             if c.is_none() {
                 *c = Some(req);
@@ -160,7 +172,7 @@ impl Shared {
             } else {
                 false
             }
-        });
+        })
     }
 }
 

@@ -65,6 +65,14 @@ pub fn new_admin_key() -> String {
     format!("ck_{}{}", crate::random::token(), crate::random::token())
 }
 
+/// Whether `given` is the operator key. Fixed-length digests are compared in constant time: no
+/// timing hint about the key.
+pub fn is_operator_key(hub: &Hub, given: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(hub.operator_key.as_bytes());
+    bool::from(a.ct_eq(&b))
+}
+
 /// The request came with the operator key.
 pub struct Operator;
 
@@ -73,10 +81,7 @@ impl FromRequestParts<Arc<Hub>> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
         let given = bearer(&parts.headers).ok_or_else(unauthorized)?;
-        // Compare fixed-length digests in constant time: no timing hint about the key.
-        let a = Sha256::digest(given.as_bytes());
-        let b = Sha256::digest(hub.operator_key.as_bytes());
-        if bool::from(a.ct_eq(&b)) {
+        if is_operator_key(hub, given) {
             Ok(Operator)
         } else {
             Err(unauthorized())

@@ -20,6 +20,8 @@ use crate::connection::outbound::{Outbound, OutboundReceiver, SharedEvent};
 use crate::connection::{Reply, SessionId};
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
+use crate::metrics::METRICS;
+use crate::ops::RoomStats;
 use crate::store::{Appended, FileRecord, Invite, NewAudit, NewEntry, RoomRecord, StoreResult};
 use crossroom_protocol::{
     Action, Attachment, ErrorCode, Event, EventBody, Item, LeftOut, Position, RemovalReason,
@@ -28,9 +30,11 @@ use crossroom_protocol::{
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// The hub's handle on a room actor.
 #[derive(Clone)]
@@ -38,13 +42,18 @@ pub struct RoomHandle {
     pub tx: mpsc::Sender<RoomCommand>,
     /// Tells this actor from a later one for the same room.
     pub generation: u64,
+    /// Counters the ops sampler reads.
+    pub stats: Arc<RoomStats>,
 }
 
 /// Spawn the actor for `id`; it loads its state itself, so spawning never waits.
 pub fn spawn(hub: Arc<Hub>, id: RoomId, generation: u64) -> RoomHandle {
     let (tx, rx) = mpsc::channel(hub.limits.room_mailbox);
+    let stats = Arc::new(RoomStats::default());
+    let span = tracing::info_span!("room", room = %id);
     let actor = RoomActor {
         hub,
+        stats: stats.clone(),
         id,
         generation,
         rx,
@@ -53,8 +62,12 @@ pub fn spawn(hub: Arc<Hub>, id: RoomId, generation: u64) -> RoomHandle {
         pending: FuturesOrdered::new(),
         last_activity: Instant::now(),
     };
-    tokio::spawn(actor.run());
-    RoomHandle { tx, generation }
+    tokio::spawn(actor.run().instrument(span));
+    RoomHandle {
+        tx,
+        generation,
+        stats,
+    }
 }
 
 struct Subscriber {
@@ -83,6 +96,7 @@ struct RoomActor {
     hub: Arc<Hub>,
     id: RoomId,
     generation: u64,
+    stats: Arc<RoomStats>,
     rx: mpsc::Receiver<RoomCommand>,
     /// `None` when the room does not exist (every command answers not found).
     room: Option<RoomRecord>,
@@ -183,6 +197,7 @@ impl RoomActor {
             }
             RoomCommand::Unsubscribe { session, reply } => {
                 self.subscribers.remove(&session);
+                self.count_subscribers();
                 if let Some(r) = reply {
                     r.send(ServerFrame::Ok { id: r.id });
                 }
@@ -437,10 +452,16 @@ impl RoomActor {
 
     /// Queue entries in the store; `ack` answers once they commit.
     async fn append(&mut self, entries: Vec<NewEntry>, ack: Ack) {
+        let queued = Instant::now();
         match self.hub.store.append(&self.id, entries).await {
-            Ok(ticket) => self
-                .pending
-                .push_back(ticket.map(move |r| (r, ack)).boxed()),
+            Ok(ticket) => self.pending.push_back(
+                ticket
+                    .map(move |r| {
+                        METRICS.commit.observe(queued.elapsed());
+                        (r, ack)
+                    })
+                    .boxed(),
+            ),
             Err(e) => match ack {
                 Ack::Posted(r) | Ack::Changed(r, ..) | Ack::Acted(r, ..) => r.fail(e.into()),
             },
@@ -511,6 +532,7 @@ impl RoomActor {
         }
         self.subscribers
             .insert(session, Subscriber { user, out, from });
+        self.count_subscribers();
         reply.send(ServerFrame::Subscribed {
             id: reply.id,
             room: self.id.clone(),
@@ -578,8 +600,11 @@ impl RoomActor {
             detail: serde_json::json!({ "name": room.name }).to_string(),
             companies: companies_of(&room),
         };
-        match self.hub.store.delete_room(&self.id, audit).await {
-            Ok(files) => self.remove_blobs(files),
+        match self.hub.store.delete_room(&self.id, audit.clone()).await {
+            Ok(files) => {
+                self.hub.ops.publish(&audit);
+                self.remove_blobs(files);
+            }
             Err(e) => {
                 self.reload().await;
                 return reply.fail(e.into());
@@ -618,23 +643,29 @@ impl RoomActor {
         };
         let result = match op {
             InviteOp::Get => self.hub.store.invite_of(&self.id).await,
-            InviteOp::Revoke => self
-                .hub
-                .store
-                .set_invite(&self.id, None, audit("invite_revoked"))
-                .await
-                .map(|()| None),
+            InviteOp::Revoke => {
+                let record = audit("invite_revoked");
+                let r = self.hub.store.set_invite(&self.id, None, record.clone());
+                r.await.map(|()| {
+                    self.hub.ops.publish(&record);
+                    None
+                })
+            }
             InviteOp::Create { expires_in_secs } => {
                 let invite = Invite {
                     token: crate::random::token(),
                     expires_at: expires_in_secs
                         .map(|s| crate::directory::now_secs() + s.min(365 * 86_400) as i64),
                 };
-                self.hub
+                let record = audit("invite_created");
+                let r = self
+                    .hub
                     .store
-                    .set_invite(&self.id, Some(invite.clone()), audit("invite_created"))
-                    .await
-                    .map(|()| Some(invite))
+                    .set_invite(&self.id, Some(invite.clone()), record.clone());
+                r.await.map(|()| {
+                    self.hub.ops.publish(&record);
+                    Some(invite)
+                })
             }
         };
         match result {
@@ -739,20 +770,37 @@ impl RoomActor {
             }
         }
         let seq = event.seq;
+        let started = Instant::now();
         let shared = SharedEvent::new(event);
+        let mut delivered = 0u64;
         self.subscribers.retain(|_, sub| {
             if seq < sub.from {
                 return true;
             }
             let ok = sub.out.send_event(&shared).is_ok();
-            if !ok {
+            if ok {
+                delivered += 1;
+            } else {
                 tracing::debug!(user = %sub.user, "dropping subscriber: session closed or slow");
             }
             ok
         });
+        METRICS.fanout.observe(started.elapsed());
+        METRICS.deliveries.inc_by(delivered);
+        METRICS.entries.inc();
+        self.stats.entries.fetch_add(1, Ordering::Relaxed);
+        self.count_subscribers();
         let ServerFrame::Event(event) = shared.frame() else {
             return;
         };
+        if matches!(event.body, EventBody::Message { .. }) {
+            METRICS.messages.inc();
+        }
+        if let Some(room) = &self.room {
+            if let Some(record) = crate::store::audit_of(event, &room.owner_company) {
+                self.hub.ops.publish(&record);
+            }
+        }
         match &event.body {
             EventBody::MemberRemoved { user, reason } => self.cut_off(user, *reason),
             EventBody::Converted { left_out, .. } => {
@@ -780,6 +828,12 @@ impl RoomActor {
             }
             _ => {}
         }
+    }
+
+    fn count_subscribers(&self) {
+        self.stats
+            .subscribers
+            .store(self.subscribers.len() as u64, Ordering::Relaxed);
     }
 
     /// Remove file bytes whose records are gone (their storage is already freed).

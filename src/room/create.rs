@@ -158,6 +158,9 @@ async fn store_room(
         epoch: crate::random::epoch(),
     };
     let created = hub.store.create_room(&new).await?;
+    if let Some(audit) = crate::store::audit_of(&created, &new.owner_company) {
+        hub.ops.publish(&audit);
+    }
     let info = RoomInfo {
         id: new.id,
         kind: new.kind,

@@ -141,6 +141,71 @@ pub struct NewAudit {
     pub companies: Vec<CompanyId>,
 }
 
+/// Life-cycle and membership entries are audited (G19); room content is not.
+pub fn is_audited(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::Created { .. }
+            | EventBody::MembersAdded { .. }
+            | EventBody::MemberRemoved { .. }
+            | EventBody::MastersAdded { .. }
+            | EventBody::MasterRemoved { .. }
+            | EventBody::GroupUpdated { .. }
+            | EventBody::Converted { .. }
+    )
+}
+
+/// The audit record of a committed entry of a room owned by `owner`, if it is audited: it
+/// involves the owner, the author's company and the company of every user it names. The store
+/// writes it in the entry's transaction; the room actor publishes the same record on the ops
+/// stream.
+pub fn audit_of(event: &Event, owner: &CompanyId) -> Option<NewAudit> {
+    if !is_audited(&event.body) {
+        return None;
+    }
+    let mut companies = vec![owner.clone()];
+    companies.extend(event.author.company());
+    companies.extend(
+        named_users(&event.body)
+            .into_iter()
+            .filter_map(|u| u.company()),
+    );
+    companies.sort();
+    companies.dedup();
+    Some(NewAudit {
+        ts: event.ts,
+        room: event.room.clone(),
+        actor: event.author.clone(),
+        action: event.body.kind(),
+        detail: serde_json::to_string(&event.body).unwrap_or_else(|_| "null".into()),
+        companies,
+    })
+}
+
+/// Every user an entry names.
+fn named_users(body: &EventBody) -> Vec<&UserId> {
+    match body {
+        EventBody::Created {
+            members, masters, ..
+        } => members.iter().chain(masters).collect(),
+        EventBody::MembersAdded { users } | EventBody::MastersAdded { users } => {
+            users.iter().collect()
+        }
+        EventBody::MemberRemoved { user, .. } | EventBody::MasterRemoved { user } => vec![user],
+        EventBody::Converted {
+            members,
+            masters,
+            left_out,
+            ..
+        } => members
+            .iter()
+            .chain(masters)
+            .chain(left_out.iter().map(|l| &l.user))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A stored audit record.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEntry {

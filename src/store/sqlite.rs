@@ -576,46 +576,15 @@ fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
             }
         }
     }
-    if is_audited(&event.body) {
+    if super::is_audited(&event.body) {
         let owner: String = conn
             .prepare_cached("SELECT owner_company FROM rooms WHERE id = ?1")?
             .query_row(params![room.0], |r| r.get(0))?;
-        let mut companies = vec![CompanyId(owner)];
-        companies.extend(event.author.company());
-        companies.extend(
-            named_users(&event.body)
-                .into_iter()
-                .filter_map(|u| u.company()),
-        );
-        let detail =
-            serde_json::to_string(&event.body).map_err(|e| StoreError::Backend(e.to_string()))?;
-        write_audit(
-            conn,
-            &NewAudit {
-                ts: event.ts,
-                room: room.clone(),
-                actor: event.author.clone(),
-                action: event.body.kind(),
-                detail,
-                companies,
-            },
-        )?;
+        if let Some(audit) = super::audit_of(event, &CompanyId(owner)) {
+            write_audit(conn, &audit)?;
+        }
     }
     Ok(())
-}
-
-/// Life-cycle and membership entries are audited (G19); room content is not.
-fn is_audited(body: &EventBody) -> bool {
-    matches!(
-        body,
-        EventBody::Created { .. }
-            | EventBody::MembersAdded { .. }
-            | EventBody::MemberRemoved { .. }
-            | EventBody::MastersAdded { .. }
-            | EventBody::MasterRemoved { .. }
-            | EventBody::GroupUpdated { .. }
-            | EventBody::Converted { .. }
-    )
 }
 
 fn load_item(conn: &Connection, room: &RoomId, id: u64) -> StoreResult<Option<Item>> {
@@ -703,30 +672,6 @@ fn recall(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
             .execute(params![room.0, sql_seq(seq), encode_body(&placeholder)?])?;
     }
     Ok(())
-}
-
-/// Every user an entry names.
-fn named_users(body: &EventBody) -> Vec<&UserId> {
-    match body {
-        EventBody::Created {
-            members, masters, ..
-        } => members.iter().chain(masters).collect(),
-        EventBody::MembersAdded { users } | EventBody::MastersAdded { users } => {
-            users.iter().collect()
-        }
-        EventBody::MemberRemoved { user, .. } | EventBody::MasterRemoved { user } => vec![user],
-        EventBody::Converted {
-            members,
-            masters,
-            left_out,
-            ..
-        } => members
-            .iter()
-            .chain(masters)
-            .chain(left_out.iter().map(|l| &l.user))
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// Forget a file and give its bytes back to its company's storage.

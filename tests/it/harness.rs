@@ -390,3 +390,30 @@ impl Drop for SmtpServer {
         let _ = self.child.start_kill();
     }
 }
+
+/// Read `/metrics` into (series with labels → value).
+pub async fn scrape(server: &Server) -> std::collections::HashMap<String, f64> {
+    let r = server.http(None).get("/metrics").await.expect("scrape");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/openmetrics-text")),
+        "{:?}",
+        r.content_type
+    );
+    let text = String::from_utf8(r.bytes.to_vec()).expect("utf-8");
+    assert!(text.trim_end().ends_with("# EOF"), "complete exposition");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').expect("series value");
+            (name.to_owned(), value.parse::<f64>().expect("a number"))
+        })
+        .collect()
+}
+
+pub fn metric(m: &std::collections::HashMap<String, f64>, name: &str) -> f64 {
+    *m.get(name)
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}

@@ -160,6 +160,7 @@ async fn a_slow_consumer_is_cut_off_and_the_others_get_everything() {
     subscribe(&mut slow, &room, None).await;
     let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
     subscribe(&mut carol, &room, None).await;
+    let before = scrape(&server).await;
 
     // 3,000 posts of 4 KB: far more than the socket buffers and the 64 KiB budget hold.
     let text = "x".repeat(4000);
@@ -209,6 +210,11 @@ async fn a_slow_consumer_is_cut_off_and_the_others_get_everything() {
         }
     };
     assert!(seen < total, "slow client saw {seen}");
+    // The metrics saw it: one slow consumer, and the frames it could not take.
+    let after = scrape(&server).await;
+    let delta = |name: &str| metric(&after, name) - metric(&before, name);
+    assert_eq!(delta("crossroom_slow_consumer_disconnects_total"), 1.0);
+    assert!(delta("crossroom_queue_drops_total") >= 1.0);
     assert!(
         matches!(ended, None | Some(close::SLOW_CONSUMER)),
         "{ended:?}"

@@ -2,6 +2,7 @@
 //! Each test names the SPEC.md rule it proves.
 
 mod admin;
+mod browser;
 mod delivery;
 mod features;
 mod groups;
@@ -9,5 +10,6 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod model;
+mod ops;
 mod rooms;
 mod store_suite;

@@ -1,0 +1,137 @@
+//! The ops stream (`GET /v1/ops`): JSON text frames for dashboards, authenticated with the
+//! operator key. Every second a [`Stats`] frame; every audit record as it is written.
+//!
+//! Separate from the chat frames on purpose: a dashboard never joins rooms, and a chat client
+//! never sees another company's audit.
+
+use crate::{CompanyId, ErrorCode, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a dashboard sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OpsClientFrame {
+    /// The operator key, when it could not go in an `Authorization: Bearer` header (browsers).
+    Auth { token: String },
+    /// Replace the audit filter: records involving any of `companies` (empty = all) whose
+    /// `action` is one of `kinds` (empty = all).
+    Filter {
+        #[serde(default)]
+        companies: Vec<CompanyId>,
+        #[serde(default)]
+        kinds: Vec<String>,
+    },
+}
+
+/// What the server sends on the ops stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OpsServerFrame {
+    /// First frame once authenticated.
+    Hello {
+        /// This node's server version.
+        version: String,
+        /// How often `stats` frames come.
+        interval_ms: u64,
+        /// The audit filter in force.
+        companies: Vec<CompanyId>,
+        kinds: Vec<String>,
+    },
+    Stats(Stats),
+    Audit(AuditRecord),
+    /// The stream fell behind the audit feed and skipped `skipped` records (read them with
+    /// `GET /v1/admin/audit`), or a frame was refused.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        skipped: Option<u64>,
+    },
+}
+
+/// One second of a node's life.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// When this sample was taken, ms since the Unix epoch.
+    pub ts: i64,
+    pub uptime_secs: u64,
+    /// Open WebSocket connections (chat and ops, authenticated or not).
+    pub connections: u64,
+    /// Authenticated chat sessions.
+    pub sessions: u64,
+    /// Rooms with a live actor on this node.
+    pub rooms: u64,
+    /// Authenticated sessions per company (companies with none are left out).
+    pub sessions_by_company: BTreeMap<CompanyId, u64>,
+    /// Counters since the node started.
+    pub totals: Totals,
+    /// The same counters, per second over the last interval.
+    pub per_sec: Rates,
+    /// Time from handing entries to the store to their commit, over the last interval.
+    pub commit_ms: Percentiles,
+    /// Time to queue one event to every subscriber of its room, over the last interval.
+    pub fanout_ms: Percentiles,
+    /// The busiest rooms of the last interval, busiest first (at most 10).
+    pub busiest_rooms: Vec<RoomActivity>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// Events queued to subscribers (one per event per subscribed session).
+    pub deliveries: u64,
+    /// Messages committed.
+    pub messages: u64,
+    /// Log entries committed (messages, changes, feature entries).
+    pub entries: u64,
+    /// Frames not queued because their session was closing or over its queue budget.
+    pub queue_drops: u64,
+    /// Sessions closed as slow consumers (close 4000).
+    pub slow_consumers: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    pub frames_in: f64,
+    pub frames_out: f64,
+    pub deliveries: f64,
+    pub messages: f64,
+    pub entries: f64,
+}
+
+/// Latency percentiles in milliseconds; `count` observations in the interval (0 = no data,
+/// and the percentiles are 0).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoomActivity {
+    pub room: RoomId,
+    /// Log entries committed per second over the interval.
+    pub events_per_sec: f64,
+    /// Sessions of this node subscribed to the room.
+    pub subscribers: u64,
+}
+
+/// An audit record (G19), as written to the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// ms since the Unix epoch.
+    pub ts: i64,
+    pub room: RoomId,
+    /// A user, `#admin@<company>` or `#policy@<company>`.
+    pub actor: UserId,
+    /// `created`, `members_added`, `member_removed`, `masters_added`, `master_removed`,
+    /// `group_updated`, `converted`, `deleted`, `invite_created`, `invite_revoked`.
+    pub action: String,
+    pub detail: serde_json::Value,
+    /// Every company involved (each one's admins can read the record).
+    pub companies: Vec<CompanyId>,
+}

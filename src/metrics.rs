@@ -1,0 +1,331 @@
+//! Process-wide metrics: counters and latency histograms bumped on the hot paths, gauges read off
+//! the hub when scraped. `GET /metrics` renders them in the Prometheus/OpenMetrics text format
+//! (the `prometheus-client` crate); the ops stream ([`crate::ops`]) samples the same values every
+//! second.
+//!
+//! One static instance: the counters are atomics, cheap enough to bump anywhere without threading
+//! a handle through every layer.
+
+use crate::hub::Hub;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use crossroom_protocol::ops::Percentiles;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Upper bounds (seconds) of the latency buckets: 50 µs to 5 s.
+const LATENCY_BOUNDS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub frames_in: Counter,
+    pub frames_out: Counter,
+    pub deliveries: Counter,
+    pub messages: Counter,
+    pub entries: Counter,
+    pub queue_drops: Counter,
+    pub slow_consumers: Counter,
+    pub commit: Latency,
+    pub fanout: Latency,
+    connections: Gauge,
+    sessions: Gauge,
+    sessions_by_company: Family<Labels, Gauge>,
+    rooms: Gauge,
+    store_up: Gauge,
+    ops_streams: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut r = Registry::with_prefix("crossroom");
+        let m = Metrics {
+            frames_in: Counter::default(),
+            frames_out: Counter::default(),
+            deliveries: Counter::default(),
+            messages: Counter::default(),
+            entries: Counter::default(),
+            queue_drops: Counter::default(),
+            slow_consumers: Counter::default(),
+            commit: Latency::new(),
+            fanout: Latency::new(),
+            connections: Gauge::default(),
+            sessions: Gauge::default(),
+            sessions_by_company: Family::default(),
+            rooms: Gauge::default(),
+            store_up: Gauge::default(),
+            ops_streams: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "frames_in",
+            "WebSocket data frames received from clients",
+            m.frames_in.clone(),
+        );
+        r.register(
+            "frames_out",
+            "WebSocket frames written to clients",
+            m.frames_out.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Room events queued to subscribed sessions",
+            m.deliveries.clone(),
+        );
+        r.register("messages", "Messages committed", m.messages.clone());
+        r.register(
+            "entries",
+            "Room log entries committed (messages, changes, feature entries)",
+            m.entries.clone(),
+        );
+        r.register(
+            "queue_drops",
+            "Frames not queued because the session was closing or over its queue budget",
+            m.queue_drops.clone(),
+        );
+        r.register(
+            "slow_consumer_disconnects",
+            "Sessions closed because their outbound queue was full (close 4000)",
+            m.slow_consumers.clone(),
+        );
+        r.register(
+            "commit_latency_seconds",
+            "Time from handing entries to the store to their durable commit",
+            m.commit.histogram.clone(),
+        );
+        r.register(
+            "fanout_latency_seconds",
+            "Time to queue one committed event to every subscribed session of its room",
+            m.fanout.histogram.clone(),
+        );
+        r.register(
+            "connections",
+            "Open WebSocket connections (chat and ops)",
+            m.connections.clone(),
+        );
+        r.register(
+            "sessions",
+            "Authenticated chat sessions",
+            m.sessions.clone(),
+        );
+        r.register(
+            "company_sessions",
+            "Authenticated chat sessions per company",
+            m.sessions_by_company.clone(),
+        );
+        r.register(
+            "rooms_active",
+            "Rooms with a live actor on this node",
+            m.rooms.clone(),
+        );
+        r.register(
+            "store_up",
+            "1 when the store answered the last scrape's probe, else 0",
+            m.store_up.clone(),
+        );
+        r.register(
+            "ops_streams",
+            "Open ops streams (GET /v1/ops)",
+            m.ops_streams.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    pub fn ops_stream_opened(&self) {
+        self.ops_streams.inc();
+    }
+
+    pub fn ops_stream_closed(&self) {
+        self.ops_streams.dec();
+    }
+
+    /// Read the gauges off the hub and render everything.
+    fn render(&self, hub: &Hub, store_up: bool) -> String {
+        self.connections.set(gauge(hub.shutdown.live_connections()));
+        self.sessions.set(gauge(hub.session_count()));
+        self.rooms.set(gauge(hub.active_rooms()));
+        self.store_up.set(i64::from(store_up));
+        // Companies whose last session closed disappear rather than linger at 0.
+        self.sessions_by_company.clear();
+        for (company, n) in hub.sessions_by_company() {
+            self.sessions_by_company
+                .get_or_create(&vec![("company", company.0)])
+                .set(gauge(n));
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A latency histogram: exported to Prometheus, and readable as cumulative bucket counts so the
+/// ops sampler can compute percentiles of the last second from two readings.
+pub struct Latency {
+    histogram: Histogram,
+    counts: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    max_micros: AtomicU64,
+}
+
+impl Latency {
+    fn new() -> Latency {
+        Latency {
+            histogram: Histogram::new(LATENCY_BOUNDS),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            max_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        self.histogram.observe(secs);
+        let i = LATENCY_BOUNDS.partition_point(|b| *b < secs);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.max_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    /// The per-bucket counts so far, and the largest value seen since the last reading.
+    pub fn read(&self) -> LatencyReading {
+        LatencyReading {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            max_micros: self.max_micros.swap(0, Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatencyReading {
+    counts: [u64; LATENCY_BOUNDS.len() + 1],
+    max_micros: u64,
+}
+
+impl Default for LatencyReading {
+    fn default() -> Self {
+        LatencyReading {
+            counts: [0; LATENCY_BOUNDS.len() + 1],
+            max_micros: 0,
+        }
+    }
+}
+
+impl LatencyReading {
+    /// Percentiles of the observations between `earlier` and `self`, interpolated within a
+    /// bucket (so a reported p99 is never below the bucket's lower bound nor above its upper).
+    pub fn since(&self, earlier: &LatencyReading) -> Percentiles {
+        let delta: Vec<u64> = self
+            .counts
+            .iter()
+            .zip(&earlier.counts)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let count: u64 = delta.iter().sum();
+        if count == 0 {
+            return Percentiles::default();
+        }
+        let max = self.max_micros as f64 / 1000.0;
+        let at = |q: f64| -> f64 {
+            let rank = (q * count as f64).ceil().max(1.0);
+            let mut seen = 0u64;
+            for (i, n) in delta.iter().enumerate() {
+                if *n == 0 {
+                    continue;
+                }
+                if (seen + n) as f64 >= rank {
+                    let lo = if i == 0 { 0.0 } else { LATENCY_BOUNDS[i - 1] };
+                    let hi = LATENCY_BOUNDS.get(i).copied().unwrap_or(lo * 2.0);
+                    let frac = (rank - seen as f64) / *n as f64;
+                    let ms = (lo + (hi - lo) * frac) * 1000.0;
+                    // The bucket's upper bound may be past the largest value actually seen.
+                    return if max > 0.0 { ms.min(max) } else { ms };
+                }
+                seen += n;
+            }
+            max
+        };
+        Percentiles {
+            count,
+            p50: round3(at(0.50)),
+            p99: round3(at(0.99)),
+            max: round3(max),
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `GET /metrics`.
+pub async fn handler(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    let store_up = hub.store_ready().await.is_ok();
+    let body = METRICS.render(&hub, store_up);
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_interval_only() {
+        let l = Latency::new();
+        for _ in 0..100 {
+            l.observe(Duration::from_millis(200));
+        }
+        let before = l.read();
+        for _ in 0..99 {
+            l.observe(Duration::from_micros(300));
+        }
+        l.observe(Duration::from_millis(40));
+        let p = l.read().since(&before);
+        assert_eq!(p.count, 100);
+        // 300 µs lies in the (250 µs, 500 µs] bucket; the old 200 ms values are not counted.
+        assert!(p.p50 > 0.25 && p.p50 <= 0.5, "{p:?}");
+        assert!(p.p99 > 0.25 && p.p99 <= 0.5, "{p:?}");
+        assert_eq!(p.max, 40.0);
+    }
+
+    #[test]
+    fn an_empty_interval_reports_zeros() {
+        let l = Latency::new();
+        l.observe(Duration::from_millis(3));
+        let a = l.read();
+        assert_eq!(l.read().since(&a), Percentiles::default());
+    }
+
+    #[test]
+    fn the_tail_bucket_is_bounded_by_the_maximum() {
+        let l = Latency::new();
+        let before = l.read();
+        l.observe(Duration::from_secs(12));
+        let p = l.read().since(&before);
+        assert_eq!(p.count, 1);
+        assert_eq!(p.max, 12_000.0);
+        assert!(p.p99 <= 12_000.0);
+    }
+}

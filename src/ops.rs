@@ -1,0 +1,431 @@
+//! The ops stream for dashboards (`GET /v1/ops`, operator key): a `stats` frame every second and
+//! the audit records as they are written, filterable by company and kind. Frames are JSON text
+//! ([`crossroom_protocol::ops`]).
+//!
+//! One sampler task per node turns the [`METRICS`] counters and the hub's state into a
+//! [`Stats`] each second and publishes it on a watch channel; audit records go out on a broadcast
+//! channel. Every ops connection reads both, so a dashboard costs the node nothing per second but
+//! its own frame.
+
+use crate::directory::admin::is_operator_key;
+use crate::hub::Hub;
+use crate::metrics::{LatencyReading, METRICS};
+use crate::store::NewAudit;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use crossroom_protocol::ops::{
+    AuditRecord, OpsClientFrame, OpsServerFrame, Rates, RoomActivity, Stats, Totals,
+};
+use crossroom_protocol::{close, CompanyId, ErrorCode, RoomId};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, watch};
+
+/// How often a `stats` frame is sampled.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// Audit records an ops stream may fall behind by before it is told it skipped some.
+const AUDIT_BACKLOG: usize = 1024;
+/// Rooms listed in `busiest_rooms`.
+const BUSIEST: usize = 10;
+/// A dashboard that does not take a frame within this long is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame a dashboard may send.
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
+/// The node's ops feeds.
+pub struct OpsFeed {
+    audit: broadcast::Sender<Arc<AuditRecord>>,
+    stats: watch::Sender<Arc<Stats>>,
+    started: Instant,
+}
+
+impl Default for OpsFeed {
+    fn default() -> Self {
+        OpsFeed {
+            audit: broadcast::channel(AUDIT_BACKLOG).0,
+            stats: watch::channel(Arc::new(Stats::default())).0,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl OpsFeed {
+    /// Publish an audit record that was just written.
+    pub fn publish(&self, a: &NewAudit) {
+        if self.audit.receiver_count() == 0 {
+            return;
+        }
+        let record = AuditRecord {
+            ts: a.ts,
+            room: a.room.clone(),
+            actor: a.actor.clone(),
+            action: a.action.clone(),
+            detail: serde_json::from_str(&a.detail).unwrap_or(serde_json::Value::Null),
+            companies: a.companies.clone(),
+        };
+        // No receiver left in between: nobody to tell.
+        let _ = self.audit.send(Arc::new(record));
+    }
+
+    /// The latest sample.
+    pub fn latest(&self) -> Arc<Stats> {
+        self.stats.borrow().clone()
+    }
+}
+
+/// A room actor's counters, read by the sampler.
+#[derive(Default)]
+pub struct RoomStats {
+    pub entries: AtomicU64,
+    pub subscribers: AtomicU64,
+}
+
+/// Sample the node every [`INTERVAL`] until shutdown.
+pub fn spawn_sampler(hub: Arc<Hub>) {
+    tokio::spawn(async move {
+        let mut sampler = Sampler::new();
+        let mut tick = tokio::time::interval(INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = hub.shutdown.triggered() => return,
+            }
+            let stats = sampler.sample(&hub);
+            hub.ops.stats.send_replace(Arc::new(stats));
+        }
+    });
+}
+
+struct Sampler {
+    at: Instant,
+    totals: Totals,
+    commit: LatencyReading,
+    fanout: LatencyReading,
+    rooms: HashMap<RoomId, u64>,
+}
+
+impl Sampler {
+    fn new() -> Sampler {
+        Sampler {
+            at: Instant::now(),
+            totals: totals(),
+            commit: METRICS.commit.read(),
+            fanout: METRICS.fanout.read(),
+            rooms: HashMap::new(),
+        }
+    }
+
+    fn sample(&mut self, hub: &Hub) -> Stats {
+        let now = Instant::now();
+        let secs = now.duration_since(self.at).as_secs_f64().max(0.001);
+        let totals = totals();
+        let rate = |a: u64, b: u64| round2(a.saturating_sub(b) as f64 / secs);
+        let per_sec = Rates {
+            frames_in: rate(totals.frames_in, self.totals.frames_in),
+            frames_out: rate(totals.frames_out, self.totals.frames_out),
+            deliveries: rate(totals.deliveries, self.totals.deliveries),
+            messages: rate(totals.messages, self.totals.messages),
+            entries: rate(totals.entries, self.totals.entries),
+        };
+        let commit = METRICS.commit.read();
+        let fanout = METRICS.fanout.read();
+        let mut rooms = HashMap::with_capacity(self.rooms.len());
+        let mut busiest = Vec::new();
+        for r in hub.rooms.iter() {
+            let entries = r.stats.entries.load(Ordering::Relaxed);
+            let before = self.rooms.get(r.key()).copied().unwrap_or(0);
+            if entries > before {
+                busiest.push(RoomActivity {
+                    room: r.key().clone(),
+                    events_per_sec: rate(entries, before),
+                    subscribers: r.stats.subscribers.load(Ordering::Relaxed),
+                });
+            }
+            rooms.insert(r.key().clone(), entries);
+        }
+        busiest.sort_by(|a, b| b.events_per_sec.total_cmp(&a.events_per_sec));
+        busiest.truncate(BUSIEST);
+        let stats = Stats {
+            ts: crate::room::now_ms(),
+            uptime_secs: hub.ops.started.elapsed().as_secs(),
+            connections: hub.shutdown.live_connections() as u64,
+            sessions: hub.session_count() as u64,
+            rooms: hub.active_rooms() as u64,
+            sessions_by_company: hub
+                .sessions_by_company()
+                .into_iter()
+                .map(|(c, n)| (c, n as u64))
+                .collect(),
+            per_sec,
+            commit_ms: commit.since(&self.commit),
+            fanout_ms: fanout.since(&self.fanout),
+            busiest_rooms: busiest,
+            totals: totals.clone(),
+        };
+        *self = Sampler {
+            at: now,
+            totals,
+            commit,
+            fanout,
+            rooms,
+        };
+        stats
+    }
+}
+
+fn totals() -> Totals {
+    let m = &*METRICS;
+    Totals {
+        frames_in: m.frames_in.get(),
+        frames_out: m.frames_out.get(),
+        deliveries: m.deliveries.get(),
+        messages: m.messages.get(),
+        entries: m.entries.get(),
+        queue_drops: m.queue_drops.get(),
+        slow_consumers: m.slow_consumers.get(),
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Which audit records a stream wants.
+#[derive(Clone, Debug, Default)]
+struct Filter {
+    companies: Vec<CompanyId>,
+    kinds: Vec<String>,
+}
+
+impl Filter {
+    fn matches(&self, a: &AuditRecord) -> bool {
+        (self.companies.is_empty() || a.companies.iter().any(|c| self.companies.contains(c)))
+            && (self.kinds.is_empty() || self.kinds.contains(&a.action))
+    }
+}
+
+/// `?companies=a.example,b.example&kinds=member_removed,deleted` (both optional).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OpsQuery {
+    companies: Option<String>,
+    kinds: Option<String>,
+}
+
+fn split_list(s: Option<&str>) -> Vec<String> {
+    s.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `GET /v1/ops`.
+pub async fn handler(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<OpsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(refusal) = crate::connection::admit_upgrade(&hub, &headers) {
+        return refusal.into_response();
+    }
+    let authed = match crate::connection::bearer(&headers) {
+        Some(key) if is_operator_key(&hub, key) => true,
+        Some(_) => {
+            return crate::error::ApiError::new(ErrorCode::Unauthorized, "not the operator key")
+                .into_response()
+        }
+        None => false,
+    };
+    let filter = Filter {
+        companies: split_list(q.companies.as_deref())
+            .into_iter()
+            .map(CompanyId)
+            .collect(),
+        kinds: split_list(q.kinds.as_deref()),
+    };
+    ws.max_message_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| run(hub, socket, authed, filter))
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn send(sink: &mut Sink, frame: &OpsServerFrame) -> bool {
+    let Ok(text) = serde_json::to_string(frame) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await;
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> OpsServerFrame {
+    OpsServerFrame::Error {
+        code,
+        message: message.into(),
+        skipped: None,
+    }
+}
+
+async fn run(hub: Arc<Hub>, socket: WebSocket, authed: bool, mut filter: Filter) {
+    let _live = hub.shutdown.track();
+    METRICS.ops_stream_opened();
+    let _open = scopeguard(|| METRICS.ops_stream_closed());
+    let (mut sink, mut stream) = socket.split();
+
+    if !authed {
+        let wait = Duration::from_secs(hub.limits.auth_timeout_secs);
+        let first = tokio::time::timeout(wait, stream.next()).await;
+        let ok = match first {
+            Ok(Some(Ok(Message::Text(t)))) => matches!(
+                serde_json::from_str::<OpsClientFrame>(&t),
+                Ok(OpsClientFrame::Auth { token }) if is_operator_key(&hub, &token)
+            ),
+            Err(_) => {
+                close_with(&mut sink, close::AUTH_TIMEOUT, "no auth frame in time").await;
+                return;
+            }
+            _ => false,
+        };
+        if !ok {
+            send(
+                &mut sink,
+                &error(
+                    ErrorCode::Unauthorized,
+                    "send {\"type\":\"auth\",\"token\":\"<operator key>\"} first",
+                ),
+            )
+            .await;
+            close_with(&mut sink, close::UNAUTHORIZED, "not the operator key").await;
+            return;
+        }
+    }
+
+    let mut stats = hub.ops.stats.subscribe();
+    let mut audit = hub.ops.audit.subscribe();
+    let hello = |f: &Filter| OpsServerFrame::Hello {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        interval_ms: INTERVAL.as_millis() as u64,
+        companies: f.companies.clone(),
+        kinds: f.kinds.clone(),
+    };
+    if !send(&mut sink, &hello(&filter)).await {
+        return;
+    }
+    tracing::info!("ops stream opened");
+    loop {
+        let frame = tokio::select! {
+            _ = hub.shutdown.triggered() => {
+                close_with(&mut sink, close::GOING_AWAY, "server shutting down").await;
+                return;
+            }
+            changed = stats.changed() => match changed {
+                Ok(()) => OpsServerFrame::Stats((**stats.borrow_and_update()).clone()),
+                Err(_) => return,
+            },
+            record = audit.recv() => match record {
+                Ok(r) if filter.matches(&r) => OpsServerFrame::Audit((*r).clone()),
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => OpsServerFrame::Error {
+                    code: ErrorCode::LimitExceeded,
+                    message: format!("this stream fell behind and skipped {n} audit records; read them with GET /v1/admin/audit"),
+                    skipped: Some(n),
+                },
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<OpsClientFrame>(&t) {
+                    Ok(OpsClientFrame::Filter { companies, kinds }) => {
+                        filter = Filter { companies, kinds };
+                        hello(&filter)
+                    }
+                    Ok(OpsClientFrame::Auth { .. }) => error(ErrorCode::InvalidArgument, "already authenticated"),
+                    Err(e) => error(ErrorCode::BadFrame, format!("cannot read this frame: {e}")),
+                },
+                Some(Ok(Message::Binary(_))) => error(ErrorCode::BadFrame, "the ops stream speaks JSON text frames"),
+                Some(Ok(_)) => continue,
+                None | Some(Err(_)) => return,
+            },
+        };
+        if !send(&mut sink, &frame).await {
+            return;
+        }
+    }
+}
+
+/// Run `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossroom_protocol::UserId;
+
+    fn record(action: &str, companies: &[&str]) -> AuditRecord {
+        AuditRecord {
+            ts: 0,
+            room: RoomId("r_x".into()),
+            actor: UserId("a@acme.example".into()),
+            action: action.into(),
+            detail: serde_json::Value::Null,
+            companies: companies.iter().map(|c| CompanyId((*c).into())).collect(),
+        }
+    }
+
+    #[test]
+    fn an_empty_filter_takes_everything() {
+        assert!(Filter::default().matches(&record("created", &["acme.example"])));
+    }
+
+    #[test]
+    fn filters_by_company_and_kind() {
+        let f = Filter {
+            companies: vec![CompanyId("globex.example".into())],
+            kinds: vec!["member_removed".into()],
+        };
+        assert!(f.matches(&record(
+            "member_removed",
+            &["acme.example", "globex.example"]
+        )));
+        assert!(!f.matches(&record("member_removed", &["acme.example"])));
+        assert!(!f.matches(&record("created", &["globex.example"])));
+    }
+
+    #[test]
+    fn lists_in_the_query_string() {
+        assert_eq!(
+            split_list(Some(" a.example, ,b.example,")),
+            vec!["a.example", "b.example"]
+        );
+        assert!(split_list(None).is_empty());
+    }
+}

@@ -1,0 +1,443 @@
+//! The pages the binary serves, driven in headless Chromium through WebDriver (Debian's
+//! `chromium` and `chromium-driver`, installed by `scripts/test`). Screenshots are saved under
+//! `target/tmp/browser-artifacts/`.
+//!
+//! The WebDriver client is a few JSON calls over HTTP (W3C WebDriver), on the same small HTTP
+//! client the other tests use.
+
+use crate::harness::*;
+use crossroom_protocol::client::Http;
+use crossroom_protocol::{ClientFrame, Encoding, ServerFrame};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long a page may take to show what a test waits for.
+const WAIT: Duration = Duration::from_secs(20);
+/// Longest a single WebDriver call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    dir
+}
+
+/// A chromedriver process on a free port.
+struct Driver {
+    _child: Child,
+    http: Http,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        assert!(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "browser tests need Debian's chromium and chromium-driver \
+             (scripts/test installs them: apt-get install -y chromium chromium-driver)"
+        );
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let mut child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(l) = lines.next_line().await.expect("chromedriver output") {
+                if l.contains("started successfully") {
+                    return;
+                }
+            }
+            panic!("chromedriver exited before it was ready");
+        })
+        .await
+        .expect("chromedriver starts");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Driver {
+            _child: child,
+            http: Http::new(format!("127.0.0.1:{port}"), None),
+        }
+    }
+
+    /// A new browser (its own profile, so its own sessionStorage).
+    async fn browser(&self, name: &str) -> Browser {
+        let profile = tempfile::tempdir().expect("profile dir");
+        let caps = json!({
+            "capabilities": { "alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": CHROMIUM,
+                    "args": [
+                        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                        "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                        "--window-size=1280,800",
+                        format!("--user-data-dir={}", profile.path().display()),
+                    ]
+                }
+            }}
+        });
+        let r = tokio::time::timeout(CALL_TIMEOUT, self.http.post("/session", caps))
+            .await
+            .expect("the browser starts in time")
+            .expect("new session");
+        assert_eq!(r.status, 200, "WebDriver new session: {}", r.body);
+        Browser {
+            http: self.http.clone(),
+            session: r.body["value"]["sessionId"]
+                .as_str()
+                .expect("sessionId")
+                .to_owned(),
+            name: name.to_owned(),
+            _profile: profile,
+        }
+    }
+}
+
+struct Browser {
+    http: Http,
+    session: String,
+    name: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("/session/{}{path}", self.session);
+        let r = tokio::time::timeout(CALL_TIMEOUT, self.http.call(method, &url, body))
+            .await
+            .unwrap_or_else(|_| panic!("{}: WebDriver {method} {path} took too long", self.name))
+            .expect("webdriver");
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.body);
+        r.body["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url }))).await;
+    }
+
+    /// Run `script` (a function body; `arguments` are `args`) in the page.
+    async fn js(&self, script: &str, args: Value) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+    }
+
+    /// Wait until `script` returns something truthy; returns it. On timeout, a screenshot and a
+    /// panic naming `what`.
+    async fn wait_for(&self, what: &str, script: &str, args: Value) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = self.js(script, args.clone()).await;
+            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
+                && v.as_str() != Some("")
+                && v.as_f64() != Some(0.0);
+            if truthy {
+                return v;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let shot = self
+                    .screenshot(&format!("timeout-{}", what.replace(' ', "-")))
+                    .await;
+                panic!(
+                    "{}: gave up waiting for {what}; screenshot {}",
+                    self.name,
+                    shot.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Click the element matching `css` (it must exist).
+    async fn click(&self, css: &str) {
+        self.wait_for(
+            &format!("{css} to be clickable"),
+            "const e = document.querySelector(arguments[0]); return !!e && !e.disabled && e.offsetParent !== null;",
+            json!([css]),
+        )
+        .await;
+        let el = self.element(css).await;
+        self.call("POST", &format!("/element/{el}/click"), Some(json!({})))
+            .await;
+    }
+
+    /// Type `text` into the element matching `css`, as a person would.
+    async fn type_into(&self, css: &str, text: &str) {
+        let el = self.element(css).await;
+        self.call(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self
+            .call(
+                "POST",
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await;
+        v["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .expect("element id")
+            .to_owned()
+    }
+
+    async fn screenshot(&self, label: &str) -> PathBuf {
+        let v = self.call("GET", "/screenshot", None).await;
+        let png = base64_decode(v.as_str().expect("base64 png"));
+        let path = artifacts().join(format!("{}-{label}.png", self.name));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+
+    /// Close the browser (bounded: a browser that hangs is killed with its driver).
+    async fn quit(self) {
+        let path = format!("/session/{}", self.session);
+        let _ = tokio::time::timeout(CALL_TIMEOUT, self.http.call("DELETE", &path, None)).await;
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("valid base64")
+}
+
+/// Wait for the text of the page's messages to contain `text`.
+const HAS_MESSAGE: &str = "return Array.from(document.querySelectorAll('#messages .msg .text')).some(e => e.textContent === arguments[0]);";
+
+#[tokio::test]
+async fn g12_chat_page_two_companies_talk_and_a_removed_member_loses_the_room_at_once() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice_ws = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice_ws, "Launch plan", &[&w.carol.id]).await;
+    // A note and a task, so the side panel has something to show.
+    alice_ws
+        .request(ClientFrame::Act {
+            id: 0,
+            room: room.clone(),
+            action: serde_json::from_value(
+                json!({"op":"post_note","title":"Agenda","body":"1. ship"}),
+            )
+            .expect("action"),
+        })
+        .await
+        .expect("note");
+    alice_ws
+        .request(ClientFrame::Act {
+            id: 0,
+            room: room.clone(),
+            action: serde_json::from_value(json!({
+                "op":"create_task","title":"Book the venue",
+                "assignees":[w.carol.id.0], "completion":"all"
+            }))
+            .expect("action"),
+        })
+        .await
+        .expect("task");
+
+    let driver = Driver::start().await;
+    let alice = driver.browser("alice").await;
+    let carol = driver.browser("carol").await;
+    let base = format!("http://{}", server.addr);
+
+    // Alice signs in through the form; Carol with a token in the fragment.
+    alice.goto(&format!("{base}/")).await;
+    alice.type_into("#token", &w.alice.token).await;
+    alice.click("#signin-button").await;
+    carol
+        .goto(&format!("{base}/#token={}", w.carol.token))
+        .await;
+    let room_li = format!("#rooms li[data-room=\"{room}\"]");
+    for b in [&alice, &carol] {
+        b.click(&room_li).await;
+        b.wait_for(
+            "the composer",
+            "return !document.getElementById('compose').disabled;",
+            json!([]),
+        )
+        .await;
+    }
+    // The side panel shows the members, the note and the task.
+    carol
+        .wait_for(
+            "members, notes and tasks",
+            "const t = (id) => document.getElementById(id).textContent; \
+             return t('members').includes(arguments[0]) && t('notes').includes('Agenda') && t('tasks').includes('Book the venue');",
+            json!([w.alice.id.0]),
+        )
+        .await;
+
+    alice.type_into("#compose", "hello from acme").await;
+    alice.click("#send").await;
+    carol
+        .wait_for("alice's message", HAS_MESSAGE, json!(["hello from acme"]))
+        .await;
+    carol.type_into("#compose", "hi from globex\u{E007}").await;
+    alice
+        .wait_for("carol's reply", HAS_MESSAGE, json!(["hi from globex"]))
+        .await;
+    // Messages from the other company are stored for real: a fresh client's history has both.
+    let mut check = server.connect(&w.carol.token, Encoding::Json).await;
+    match check
+        .request(ClientFrame::History {
+            id: 0,
+            room: room.clone(),
+            before: None,
+            limit: Some(10),
+        })
+        .await
+        .expect("history")
+    {
+        ServerFrame::History { events, .. } => {
+            let texts: Vec<String> = events
+                .iter()
+                .filter_map(|e| match &e.body {
+                    crossroom_protocol::EventBody::Message { text, .. } => Some(text.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(texts, vec!["hello from acme", "hi from globex"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    alice.screenshot("conversation").await;
+    carol.screenshot("conversation").await;
+
+    // G12: alice removes carol; the room vanishes from carol's page at once, with a notice.
+    let r = alice_ws
+        .request(ClientFrame::RemoveMember {
+            id: 0,
+            room: room.clone(),
+            user: w.carol.id.clone(),
+        })
+        .await
+        .expect("remove");
+    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+    carol
+        .wait_for(
+            "the room to vanish",
+            "return document.querySelector(arguments[0]) === null && !document.getElementById('notice').hidden;",
+            json!([room_li]),
+        )
+        .await;
+    let notice = carol
+        .js(
+            "return document.getElementById('notice').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        notice.as_str().is_some_and(|n| n.contains("removed")),
+        "{notice}"
+    );
+    // What alice says next never reaches carol's page.
+    alice
+        .type_into("#compose", "after the removal\u{E007}")
+        .await;
+    alice
+        .wait_for("her own message", HAS_MESSAGE, json!(["after the removal"]))
+        .await;
+    let leaked = carol.js(HAS_MESSAGE, json!(["after the removal"])).await;
+    assert_eq!(leaked, json!(false));
+    carol.screenshot("after-removal").await;
+    alice.quit().await;
+    carol.quit().await;
+}
+
+#[tokio::test]
+async fn dashboard_counters_and_audit_feed_move_when_load_runs() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let driver = Driver::start().await;
+    let ops = driver.browser("dashboard").await;
+    ops.goto(&format!(
+        "http://{}/dashboard#key={OPERATOR_KEY}",
+        server.addr
+    ))
+    .await;
+    let total = "const v = document.getElementById('messages-total').textContent; return v === '–' ? null : v;";
+    let before: u64 = ops
+        .wait_for("the first stats frame", total, json!([]))
+        .await
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+
+    // Load: a group, two subscribers, 300 messages.
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Load", &[&w.carol.id]).await;
+    subscribe(&mut carol, &room, None).await;
+    for batch in 0..30 {
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            ids.push(
+                alice
+                    .send(&mut post(&room, &format!("l{batch}-{i}"), "load"))
+                    .await
+                    .expect("send"),
+            );
+        }
+        for id in ids {
+            alice
+                .reply_to(id, Duration::from_secs(20))
+                .await
+                .expect("posted");
+        }
+    }
+    ops.wait_for(
+        "the message counter to move by 300",
+        "return Number(document.getElementById('messages-total').textContent) >= arguments[0];",
+        json!([before + 300]),
+    )
+    .await;
+    ops.wait_for(
+        "two sessions",
+        "return document.getElementById('sessions').textContent === '2';",
+        json!([]),
+    )
+    .await;
+    // The group's creation shows in the audit feed.
+    ops.wait_for(
+        "the audit record",
+        "return Array.from(document.querySelectorAll('#audit li')).some(li => li.dataset.action === 'created' && li.textContent.includes(arguments[0]));",
+        json!([room.0]),
+    )
+    .await;
+    // The busiest-rooms table names the room while it is busy, or the chart drew something.
+    let drawn = ops
+        .js(
+            "const c = document.getElementById('chart-throughput'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+             let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        drawn.as_u64().unwrap_or(0) > 100,
+        "the chart has ink: {drawn}"
+    );
+    ops.screenshot("under-load").await;
+    ops.quit().await;
+}

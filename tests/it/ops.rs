@@ -1,0 +1,320 @@
+//! Operations: `/metrics` counters move as traffic flows, `/healthz` and `/readyz`, and the ops
+//! stream (`/v1/ops`): stats every second, audit records as they happen, filters, and auth.
+
+use crate::harness::*;
+use crossroom_protocol::ops::{OpsServerFrame, Stats};
+use crossroom_protocol::{close, ClientFrame, CompanyId, Encoding, ErrorCode, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[tokio::test]
+async fn metrics_count_messages_deliveries_frames_and_sessions() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::Json).await;
+    let room = group(&mut alice, "Metrics", &[&w.carol.id]).await;
+    subscribe(&mut alice, &room, None).await;
+    subscribe(&mut carol, &room, None).await;
+
+    let before = scrape(&server).await;
+    assert_eq!(metric(&before, "crossroom_sessions"), 2.0);
+    assert_eq!(
+        metric(
+            &before,
+            "crossroom_company_sessions{company=\"acme.example\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &before,
+            "crossroom_company_sessions{company=\"globex.example\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&before, "crossroom_rooms_active"), 1.0);
+    assert_eq!(metric(&before, "crossroom_store_up"), 1.0);
+
+    for i in 0..10 {
+        post_ok(&mut alice, &room, &format!("m{i}"), "counted").await;
+    }
+    // Both subscribers got all ten before we look (the author's own echo included).
+    for _ in 0..10 {
+        next_event(&mut carol).await;
+        next_event(&mut alice).await;
+    }
+    let after = scrape(&server).await;
+    let delta = |name: &str| metric(&after, name) - metric(&before, name);
+    assert_eq!(delta("crossroom_messages_total"), 10.0);
+    assert_eq!(delta("crossroom_entries_total"), 10.0);
+    assert_eq!(delta("crossroom_deliveries_total"), 20.0);
+    assert_eq!(delta("crossroom_commit_latency_seconds_count"), 10.0);
+    assert_eq!(delta("crossroom_fanout_latency_seconds_count"), 10.0);
+    assert!(delta("crossroom_frames_in_total") >= 10.0);
+    // 10 acks + 20 events at least.
+    assert!(delta("crossroom_frames_out_total") >= 30.0);
+
+    // A session that goes away leaves the gauges.
+    carol.close().await;
+    let mut gone = false;
+    for _ in 0..50 {
+        let m = scrape(&server).await;
+        if metric(&m, "crossroom_sessions") == 1.0
+            && !m.contains_key("crossroom_company_sessions{company=\"globex.example\"}")
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "carol's session left the gauges");
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let server = Server::start().await;
+    let h = server.http(None).get("/healthz").await.expect("healthz");
+    assert_eq!(h.status, 200);
+    assert_eq!(h.body["status"], "ok");
+    let r = server.http(None).get("/readyz").await.expect("readyz");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "ready");
+}
+
+async fn ops(server: &Server, query: &str, key: Option<&str>) -> Ws {
+    let mut req = format!("ws://{}/v1/ops{query}", server.addr)
+        .into_client_request()
+        .expect("request");
+    if let Some(k) = key {
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {k}").parse().expect("header"),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("ops connect");
+    ws
+}
+
+async fn next_ops(ws: &mut Ws) -> OpsServerFrame {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an ops frame in time")
+            .expect("stream open")
+            .expect("ws ok");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).expect("an ops frame"),
+            Message::Close(c) => panic!("ops stream closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// The next audit record, skipping stats.
+async fn next_audit(ws: &mut Ws) -> crossroom_protocol::ops::AuditRecord {
+    loop {
+        match next_ops(ws).await {
+            OpsServerFrame::Audit(a) => return a,
+            OpsServerFrame::Stats(_) => continue,
+            other => panic!("expected audit, got {other:?}"),
+        }
+    }
+}
+
+async fn next_stats(ws: &mut Ws) -> Stats {
+    loop {
+        if let OpsServerFrame::Stats(s) = next_ops(ws).await {
+            return s;
+        }
+    }
+}
+
+#[tokio::test]
+async fn ops_stream_sends_stats_every_second_and_audit_as_it_happens() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut feed = ops(&server, "", Some(OPERATOR_KEY)).await;
+    assert!(matches!(
+        next_ops(&mut feed).await,
+        OpsServerFrame::Hello {
+            interval_ms: 1000,
+            ..
+        }
+    ));
+    let first = next_stats(&mut feed).await;
+    assert_eq!(first.sessions, 0);
+
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Audited", &[&w.carol.id]).await;
+    let a = next_audit(&mut feed).await;
+    assert_eq!(a.action, "created");
+    assert_eq!(a.room, room);
+    assert_eq!(a.actor, w.alice.id);
+    assert_eq!(
+        a.companies,
+        vec![
+            CompanyId("acme.example".into()),
+            CompanyId("globex.example".into())
+        ]
+    );
+    assert_eq!(a.detail["name"], "Audited");
+
+    subscribe(&mut alice, &room, None).await;
+    for i in 0..5 {
+        post_ok(&mut alice, &room, &format!("o{i}"), "hi").await;
+    }
+    // Stats catch up within a few samples: totals are exact, not sampled.
+    let mut seen = None;
+    for _ in 0..10 {
+        let s = next_stats(&mut feed).await;
+        if s.totals.messages == 5 {
+            seen = Some(s);
+            break;
+        }
+    }
+    let s = seen.expect("stats count the five messages");
+    assert_eq!(s.sessions, 1);
+    assert_eq!(
+        s.sessions_by_company.get(&CompanyId("acme.example".into())),
+        Some(&1)
+    );
+    assert!(s.rooms >= 1);
+    assert_eq!(s.totals.deliveries, 5);
+
+    // Removal is audited and reaches the stream at once.
+    let r = alice
+        .request(ClientFrame::RemoveMember {
+            id: 0,
+            room: room.clone(),
+            user: w.carol.id.clone(),
+        })
+        .await
+        .expect("remove");
+    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+    let a = next_audit(&mut feed).await;
+    assert_eq!(a.action, "member_removed");
+    assert_eq!(a.detail["user"], w.carol.id.0.as_str());
+}
+
+#[tokio::test]
+async fn ops_stream_filters_by_company_and_kind() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut feed = ops(
+        &server,
+        "?companies=globex.example&kinds=member_removed",
+        Some(OPERATOR_KEY),
+    )
+    .await;
+    match next_ops(&mut feed).await {
+        OpsServerFrame::Hello {
+            companies, kinds, ..
+        } => {
+            assert_eq!(companies, vec![CompanyId("globex.example".into())]);
+            assert_eq!(kinds, vec!["member_removed".to_owned()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    // An acme-only group, and its removal: neither is globex's business.
+    let inside = group(&mut alice, "Acme only", &[&w.bob.id]).await;
+    alice
+        .request(ClientFrame::RemoveMember {
+            id: 0,
+            room: inside.clone(),
+            user: w.bob.id.clone(),
+        })
+        .await
+        .expect("remove bob");
+    // A group with carol: its creation is filtered out by kind, her removal passes.
+    let shared = group(&mut alice, "Shared", &[&w.carol.id]).await;
+    alice
+        .request(ClientFrame::RemoveMember {
+            id: 0,
+            room: shared.clone(),
+            user: w.carol.id.clone(),
+        })
+        .await
+        .expect("remove carol");
+    let a = next_audit(&mut feed).await;
+    assert_eq!(a.action, "member_removed");
+    assert_eq!(a.room, shared, "the acme-only removal was filtered out");
+
+    // The filter can be replaced on the fly.
+    feed.send(Message::Text(
+        r#"{"type":"filter","companies":[],"kinds":["created"]}"#.into(),
+    ))
+    .await
+    .expect("send filter");
+    loop {
+        match next_ops(&mut feed).await {
+            OpsServerFrame::Hello { kinds, .. } => {
+                assert_eq!(kinds, vec!["created".to_owned()]);
+                break;
+            }
+            OpsServerFrame::Stats(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    let third = group(&mut alice, "Third", &[&w.bob.id]).await;
+    let a = next_audit(&mut feed).await;
+    assert_eq!((a.action.as_str(), &a.room), ("created", &third));
+}
+
+#[tokio::test]
+async fn ops_stream_needs_the_operator_key() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+
+    // A wrong key in the header is refused before the upgrade.
+    let mut req = format!("ws://{}/v1/ops", server.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", w.acme_key).parse().expect("header"),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+
+    // By frame (browsers): a wrong key gets an error and close 4500.
+    let mut ws = ops(&server, "", None).await;
+    ws.send(Message::Text(
+        format!(r#"{{"type":"auth","token":"{}"}}"#, w.alice.token).into(),
+    ))
+    .await
+    .expect("send");
+    match next_ops(&mut ws).await {
+        OpsServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::Unauthorized),
+        other => panic!("{other:?}"),
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("closed in time");
+    match closed {
+        Some(Ok(Message::Close(Some(c)))) => assert_eq!(u16::from(c.code), close::UNAUTHORIZED),
+        other => panic!("expected close 4500, got {other:?}"),
+    }
+
+    // The right key by frame works.
+    let mut ws = ops(&server, "", None).await;
+    ws.send(Message::Text(
+        format!(r#"{{"type":"auth","token":"{OPERATOR_KEY}"}}"#).into(),
+    ))
+    .await
+    .expect("send");
+    assert!(matches!(
+        next_ops(&mut ws).await,
+        OpsServerFrame::Hello { .. }
+    ));
+}
