@@ -110,11 +110,19 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
         started.data_dir.join("operator.key").display()
     );
     println!("User tokens (valid 24 h):");
+    let mut pages = Vec::new();
     for (login, company, _, kind) in USERS {
         let id = UserId(format!("{login}@{company}"));
         let token = hub.tokens.sign(&id, &company.into(), now, 24 * 3600);
         println!("  {:<22} {:<5} {token}", id.as_str(), kind.as_str());
+        pages.push((id, token));
     }
+    println!();
+    println!("Open the chat page in a browser, signed in as (one tab each, e.g. alice and carol):");
+    for (id, token) in &pages {
+        println!("  {:<22} {http}/#token={token}", id.as_str());
+    }
+    println!("Ops dashboard: {http}/dashboard#key={}", hub.operator_key);
     println!();
     println!("Try it (JSON frames; any WebSocket client works, e.g. websocat):");
     println!(
@@ -123,7 +131,7 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
     println!("  then send:  {{\"type\":\"list_rooms\",\"id\":1}}");
     println!("              {{\"type\":\"subscribe\",\"id\":2,\"room\":\"<room id>\"}}");
     println!("              {{\"type\":\"post\",\"id\":3,\"room\":\"<room id>\",\"client_msg_id\":\"m1\",\"text\":\"hello\"}}");
-    println!("Health: {http}/healthz   Protocol: protocol/PROTOCOL.md");
+    println!("Health: {http}/healthz   Metrics: {http}/metrics   Protocol: protocol/PROTOCOL.md");
     println!();
     Ok(())
 }

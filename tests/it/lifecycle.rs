@@ -72,7 +72,33 @@ async fn demo_mode_prints_working_tokens() {
             alice_token = Some(words[2].to_owned());
         }
     }
-    let url = format!("ws://{}/v1/ws", addr.expect("address printed"));
+    let addr = addr.expect("address printed");
+    // Then a chat-page link per user, signed in by the token in its fragment.
+    let page = loop {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("demo output in time")
+            .expect("read")
+            .expect("a line");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"alice@acme.example") && words.len() == 2 {
+            break words[1].to_owned();
+        }
+    };
+    assert_eq!(
+        page,
+        format!(
+            "http://{addr}/#token={}",
+            alice_token.as_deref().expect("token")
+        )
+    );
+    let html = crossroom_protocol::client::Http::new(addr.clone(), None)
+        .get("/")
+        .await
+        .expect("chat page");
+    assert_eq!(html.status, 200);
+    assert!(String::from_utf8_lossy(&html.bytes).contains("/assets/chat.js"));
+    let url = format!("ws://{addr}/v1/ws");
     let (mut c, _) =
         crossroom_protocol::client::Client::connect(&url, alice_token.as_deref(), Encoding::Json)
             .await
@@ -89,4 +115,36 @@ async fn demo_mode_prints_working_tokens() {
         other => panic!("{other:?}"),
     }
     let _ = child.kill().await;
+}
+
+/// `log_format = "json"`: every log line is a JSON object, and a room's lines carry its span.
+#[tokio::test]
+async fn json_logs_carry_the_room_span() {
+    let server = Server::start_with_config("log_format = \"json\"\n").await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Logged", &[&w.carol.id]).await;
+    let r = alice
+        .request(crossroom_protocol::ClientFrame::DeleteGroup {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("delete");
+    assert!(
+        matches!(r, crossroom_protocol::ServerFrame::Ok { .. }),
+        "{r:?}"
+    );
+    let log = std::fs::read_to_string(server.data_dir.join("server.log")).expect("log");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!lines.is_empty());
+    let deleted = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "group deleted")
+        .expect("the deletion is logged");
+    assert_eq!(deleted["span"]["name"], "room");
+    assert_eq!(deleted["span"]["room"], room.0.as_str());
 }

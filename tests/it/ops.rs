@@ -1,4 +1,4 @@
-//! Operations: `/metrics` counters move as traffic flows, `/healthz` and `/readyz`, and the ops
+//! Operations: `/metrics` counters move as traffic flows, and the ops
 //! stream (`/v1/ops`): stats every second, audit records as they happen, filters, and auth.
 
 use crate::harness::*;
@@ -74,17 +74,6 @@ async fn metrics_count_messages_deliveries_frames_and_sessions() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "carol's session left the gauges");
-}
-
-#[tokio::test]
-async fn health_and_readiness() {
-    let server = Server::start().await;
-    let h = server.http(None).get("/healthz").await.expect("healthz");
-    assert_eq!(h.status, 200);
-    assert_eq!(h.body["status"], "ok");
-    let r = server.http(None).get("/readyz").await.expect("readyz");
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body["status"], "ready");
 }
 
 async fn ops(server: &Server, query: &str, key: Option<&str>) -> Ws {
