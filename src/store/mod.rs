@@ -2,11 +2,14 @@
 //!
 //! - [`sqlite`]: the embedded default — one SQLite file, WAL, `synchronous=FULL`, and a single
 //!   writer thread that commits batches (group commit).
+//! - [`redis`]: the cluster store — everything in Redis (single server or Redis Cluster), shared
+//!   by every node; a room's keys share one hash tag.
 //! - [`suite`]: the behaviour test-suite every `Store` must pass.
 //!
 //! The room log is the truth: every change in a room is one [`NewEntry`] appended with the next
 //! `seq`; the current state (members, masters, head) is a projection updated in the same commit.
 
+pub mod redis;
 pub mod sqlite;
 pub mod suite;
 

@@ -417,3 +417,143 @@ pub fn metric(m: &std::collections::HashMap<String, f64>, name: &str) -> f64 {
     *m.get(name)
         .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
+
+/// A real `redis-server` on a free loopback port, in its own directory; killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    l.local_addr().expect("addr").port()
+}
+
+impl Redis {
+    /// Without persistence unless `args` ask for it (e.g. `["--appendonly", "yes"]`).
+    pub async fn start(args: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().expect("redis dir");
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (scripts/test installs it: apt-get install -y redis-server)");
+        self.child = Some(child);
+        let url = self.url();
+        for _ in 0..200 {
+            if let Ok(c) = ::redis::Client::open(url.as_str()) {
+                if let Ok(mut conn) = c.get_multiplexed_async_connection().await {
+                    let pong: Result<String, _> = ::redis::cmd("PING").query_async(&mut conn).await;
+                    if pong.is_ok() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILL.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Start again on the same port and directory.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+}
+
+/// A Redis Cluster of `n` masters (no replicas), each a real `redis-server`.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub async fn start(n: usize) -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(
+                Redis::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+                .await,
+            );
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|r| format!("127.0.0.1:{}", r.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Every node must agree the cluster is up before it is used.
+        for r in &nodes {
+            let client = ::redis::Client::open(r.url().as_str()).expect("client");
+            let mut ok = false;
+            for _ in 0..200 {
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("conn");
+                let info: String = ::redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("cluster info");
+                if info.contains("cluster_state:ok") {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(ok, "cluster did not come up");
+        }
+        RedisCluster { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Redis::url).collect()
+    }
+}

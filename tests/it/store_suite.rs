@@ -1,5 +1,7 @@
 //! The store behaviour suite on every backend.
 
+use crate::harness::{Redis, RedisCluster};
+use crossroom::store::redis::RedisStore;
 use crossroom::store::sqlite::SqliteStore;
 use crossroom::store::{suite, SharedStore};
 use std::sync::Arc;
@@ -32,4 +34,82 @@ async fn sqlite_keeps_everything_across_reopen() {
     assert_eq!(before, after);
     assert_eq!(after.len(), 201);
     again.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_passes_on_redis() {
+    let redis = Redis::start(&[]).await;
+    let store: SharedStore = Arc::new(RedisStore::open(&[redis.url()]).await.expect("open"));
+    suite::run(store.clone()).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_passes_on_a_three_master_redis_cluster() {
+    let cluster = RedisCluster::start(3).await;
+    let store: SharedStore = Arc::new(RedisStore::open(&cluster.urls()).await.expect("open"));
+    suite::run(store.clone()).await;
+    store.close().await;
+}
+
+/// With AOF `appendfsync always`, an acknowledged append survives `redis-server` being
+/// SIGKILLed; the store reconnects by itself once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_aof_always_keeps_acknowledged_appends_across_a_kill() {
+    use crossroom::store::{NewEntry, NewRoom};
+    use crossroom_protocol::{EventBody, Features};
+    let mut redis = Redis::start(&["--appendonly", "yes", "--appendfsync", "always"]).await;
+    let store: SharedStore = Arc::new(RedisStore::open(&[redis.url()]).await.expect("open"));
+    let room: crossroom_protocol::RoomId = "r_aof".into();
+    let alice: crossroom_protocol::UserId = "alice@acme.example".into();
+    store
+        .create_room(&NewRoom {
+            id: room.clone(),
+            kind: crossroom_protocol::RoomKind::Room,
+            name: "aof".into(),
+            description: String::new(),
+            owner_company: "acme.example".into(),
+            created_by: alice.clone(),
+            created_at: 1,
+            features: Features::default(),
+            masters: vec![],
+            members: vec![alice.clone()],
+            epoch: 7,
+        })
+        .await
+        .expect("create");
+    let post = |i: usize| NewEntry {
+        author: alice.clone(),
+        ts: 2,
+        body: EventBody::Message {
+            client_msg_id: format!("m{i}"),
+            text: format!("message {i}"),
+            attachments: vec![],
+            mentions: vec![],
+            recalled: false,
+        },
+    };
+    for i in 0..100 {
+        let ticket = store.append(&room, vec![post(i)]).await.expect("queue");
+        ticket.await.expect("acknowledged");
+    }
+    redis.restart().await;
+    // The same store object: its connection comes back by itself.
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        match store.read_range(&room, 0, u64::MAX, 1000).await {
+            Ok(e) => {
+                events = e;
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(events.len(), 101, "created + every acknowledged post");
+    assert_eq!(events.last().map(|e| e.seq), Some(101));
+    // And it keeps appending where it left off.
+    let ticket = store.append(&room, vec![post(100)]).await.expect("queue");
+    let appended = ticket.await.expect("acknowledged after the restart");
+    assert_eq!(appended[0].event.seq, 102);
+    redis.kill().await;
 }

@@ -1,0 +1,1791 @@
+//! The cluster store: everything in Redis (a single server, or a Redis Cluster), shared by every
+//! node.
+//!
+//! ## Keys
+//! A room's keys share the hash tag `{<room id>}`, so each of its atomic operations is one Lua
+//! script on one shard:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `cr:{r}:state` | hash | `head`, `version` (seq of the last state-changing entry), `epoch`, `deleted` |
+//! | `cr:{r}:meta` | string | the room's projection (name, kind, members, masters, settings…) as JSON |
+//! | `cr:{r}:log` | hash | seq → entry (`{ts, author, body}` JSON); a recall rewrites its message |
+//! | `cr:{r}:cmid` | hash | `author \n client_msg_id` → seq (D2) |
+//! | `cr:{r}:msgs`, `cr:{r}:msgs:<user>` | zset | message seqs, all and per author (unread counts) |
+//! | `cr:{r}:reads` | hash | user → read marker |
+//! | `cr:{r}:items` | hash | item id → item JSON (notes, events, tasks, folders, files) |
+//! | `cr:{r}:files` | set | file ids stored for the room |
+//! | `cr:{r}:invite` | string | the invitation link (JSON) |
+//!
+//! Directory keys (`cr:co:<id>`, `cr:u:<id>`, `cr:contacts:<user>`, `cr:storage:<company>`,
+//! `cr:file:<id>`, `cr:invite:<token>`, `cr:audit:<company>`) live on whatever shard they hash
+//! to. Two indexes are kept as **supersets** — a user's rooms (`cr:user:<id>:rooms`) and a
+//! company's groups (`cr:co:<id>:groups`) are added to *before* the room entry that needs them
+//! commits, and every read checks the room's own projection — so a crash between the two writes
+//! never shows a room to someone who is not in it.
+//!
+//! ## Appends
+//! One writer task takes appends in call order. A plain post (one message) is one script that
+//! dedupes by client id, takes the next seq and writes the entry; consecutive posts to a room go
+//! in one pipeline. Any other entry is projected in Rust with the same pure functions the SQLite
+//! store uses ([`crate::room::rules::apply`], [`crate::room::features::apply`]) and written by a
+//! script that first checks that the room's head (and every item it rewrites) is still what the
+//! projection was computed from; if not, it is computed again. Non-post entries move the room's
+//! state `version`.
+//!
+//! Written after the room's script, not in it (they live on other shards): audit records, the
+//! release of storage of deleted files. A node crash in that instant leaves the log entry (from
+//! which the record can be rebuilt) but not the record.
+
+use super::*;
+use crate::directory::{Company, CompanySettings, User};
+use ::redis::aio::{ConnectionLike, ConnectionManager};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use crossroom_protocol::Item;
+use futures_util::FutureExt;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most appends the writer takes from its queue at once.
+const WRITE_BATCH: usize = 512;
+/// Retries of a projected append whose room moved meanwhile.
+const MAX_RETRIES: usize = 100;
+
+/// A Redis connection: a single server (reconnecting) or a cluster.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// Connect to `urls`: one URL is a single server; several are Redis Cluster seed nodes.
+    pub async fn connect(urls: &[String]) -> Result<Conn, StoreError> {
+        match urls {
+            [] => Err(StoreError::Backend("no Redis URL given".into())),
+            [one] => {
+                let client = ::redis::Client::open(one.as_str()).map_err(backend)?;
+                Ok(Conn::Single(
+                    client.get_connection_manager().await.map_err(backend)?,
+                ))
+            }
+            many => {
+                let client = ::redis::cluster::ClusterClient::new(many.iter().map(String::as_str))
+                    .map_err(backend)?;
+                Ok(Conn::Cluster(
+                    client.get_async_connection().await.map_err(backend)?,
+                ))
+            }
+        }
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(backend)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(backend)
+}
+
+// ---- keys ----------------------------------------------------------------------------------
+
+fn rk(room: &RoomId, what: &str) -> String {
+    format!("cr:{{{}}}:{what}", room.0)
+}
+
+fn company_key(c: &CompanyId) -> String {
+    format!("cr:co:{}", c.0)
+}
+
+fn user_key(u: &UserId) -> String {
+    format!("cr:u:{}", u.0)
+}
+
+fn user_rooms_key(u: &UserId) -> String {
+    format!("cr:user:{}:rooms", u.0)
+}
+
+fn cmid_field(author: &UserId, cmid: &str) -> String {
+    format!("{}\n{cmid}", author.0)
+}
+
+// ---- stored shapes -------------------------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct StoredCompany {
+    company: Company,
+    key_hash: String,
+}
+
+/// A log entry as stored: seq is the field name, epoch and room are the room's.
+#[derive(Serialize, Deserialize)]
+struct StoredEntry {
+    ts: i64,
+    author: UserId,
+    body: EventBody,
+}
+
+/// The room projection kept in `cr:{r}:meta`.
+#[derive(Serialize, Deserialize, Clone)]
+struct Meta {
+    kind: RoomKind,
+    name: String,
+    description: String,
+    owner_company: CompanyId,
+    created_by: UserId,
+    created_at: i64,
+    features: Features,
+    masters: Vec<UserId>,
+    members: Vec<UserId>,
+    converted_from: Option<RoomId>,
+    image: Option<String>,
+    member_since: HashMap<UserId, u64>,
+}
+
+impl Meta {
+    fn of(r: &RoomRecord) -> Meta {
+        Meta {
+            kind: r.kind,
+            name: r.name.clone(),
+            description: r.description.clone(),
+            owner_company: r.owner_company.clone(),
+            created_by: r.created_by.clone(),
+            created_at: r.created_at,
+            features: r.features,
+            masters: r.masters.clone(),
+            members: r.members.clone(),
+            converted_from: r.converted_from.clone(),
+            image: r.image.clone(),
+            member_since: r.member_since.clone(),
+        }
+    }
+
+    fn record(self, id: &RoomId, epoch: u64, head: u64) -> RoomRecord {
+        RoomRecord {
+            id: id.clone(),
+            kind: self.kind,
+            name: self.name,
+            description: self.description,
+            owner_company: self.owner_company,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            features: self.features,
+            masters: self.masters,
+            members: self.members,
+            epoch,
+            head,
+            converted_from: self.converted_from,
+            image: self.image,
+            member_since: self.member_since,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredInvite {
+    token: String,
+    expires_at: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredFile {
+    id: String,
+    room: RoomId,
+    company: CompanyId,
+    size: u64,
+    sha256: String,
+    name: String,
+    content_type: String,
+    created_by: UserId,
+    created_at: i64,
+}
+
+impl From<&FileRecord> for StoredFile {
+    fn from(f: &FileRecord) -> Self {
+        StoredFile {
+            id: f.id.clone(),
+            room: f.room.clone(),
+            company: f.company.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+            name: f.name.clone(),
+            content_type: f.content_type.clone(),
+            created_by: f.created_by.clone(),
+            created_at: f.created_at,
+        }
+    }
+}
+
+impl From<StoredFile> for FileRecord {
+    fn from(f: StoredFile) -> Self {
+        FileRecord {
+            id: f.id,
+            room: f.room,
+            company: f.company,
+            size: f.size,
+            sha256: f.sha256,
+            name: f.name,
+            content_type: f.content_type,
+            created_by: f.created_by,
+            created_at: f.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredAudit {
+    id: u64,
+    ts: i64,
+    room: RoomId,
+    actor: UserId,
+    action: String,
+    detail: serde_json::Value,
+}
+
+// ---- scripts -------------------------------------------------------------------------------
+
+/// Create a room unless the id was ever used. KEYS: state, meta, log. ARGV: epoch, meta, entry.
+const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'head', 1, 'version', 1, 'epoch', ARGV[1], 'deleted', 0)
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], 1, ARGV[3])
+return 1
+";
+
+/// A post. KEYS: state, log, cmid, msgs, msgs of the author. ARGV: cmid field, entry.
+/// Returns {1, seq, epoch} when stored, {0, seq, epoch} for a duplicate, {-1} when the room is
+/// gone.
+const POST: &str = r"
+local st = redis.call('HMGET', KEYS[1], 'head', 'epoch', 'deleted')
+if not st[1] or st[3] == '1' then return {-1, false, false} end
+local dup = redis.call('HGET', KEYS[3], ARGV[1])
+if dup then return {0, tonumber(dup), st[2]} end
+local seq = redis.call('HINCRBY', KEYS[1], 'head', 1)
+redis.call('HSET', KEYS[2], seq, ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], seq)
+redis.call('ZADD', KEYS[4], seq, seq)
+redis.call('ZADD', KEYS[5], seq, seq)
+return {1, seq, st[2]}
+";
+
+/// A projected append. KEYS: state, log, meta, items, cmid, msgs. ARGV: expected head, new head,
+/// meta (or ''), then counted groups: log writes (seq, entry), item writes (id, expected old or
+/// '', new or '' to delete), cmid writes (field, seq), message indexes (seq, author msgs key).
+/// Returns 1, or -1 (gone), -2 (head moved), -3 (an item changed).
+const PROJECTED: &str = r"
+local st = redis.call('HMGET', KEYS[1], 'head', 'deleted')
+if not st[1] or st[2] == '1' then return -1 end
+if st[1] ~= ARGV[1] then return -2 end
+local i = 4
+local n = tonumber(ARGV[i]); i = i + 1
+local logs = i; i = i + 2 * n
+local ni = tonumber(ARGV[i]); i = i + 1
+local items = i
+for k = 0, ni - 1 do
+  local cur = redis.call('HGET', KEYS[4], ARGV[items + 3 * k]) or ''
+  if cur ~= ARGV[items + 3 * k + 1] then return -3 end
+end
+i = i + 3 * ni
+for k = 0, n - 1 do redis.call('HSET', KEYS[2], ARGV[logs + 2 * k], ARGV[logs + 2 * k + 1]) end
+for k = 0, ni - 1 do
+  local id, new = ARGV[items + 3 * k], ARGV[items + 3 * k + 2]
+  if new == '' then redis.call('HDEL', KEYS[4], id) else redis.call('HSET', KEYS[4], id, new) end
+end
+local nc = tonumber(ARGV[i]); i = i + 1
+for k = 0, nc - 1 do redis.call('HSET', KEYS[5], ARGV[i + 2 * k], ARGV[i + 2 * k + 1]) end
+i = i + 2 * nc
+local nm = tonumber(ARGV[i]); i = i + 1
+for k = 0, nm - 1 do
+  redis.call('ZADD', KEYS[6], ARGV[i + 2 * k], ARGV[i + 2 * k])
+  redis.call('ZADD', ARGV[i + 2 * k + 1], ARGV[i + 2 * k], ARGV[i + 2 * k])
+end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
+redis.call('HSET', KEYS[1], 'head', ARGV[2], 'version', ARGV[2])
+return 1
+";
+
+/// Compare-and-set one hash field ('' = absent). KEYS: hash. ARGV: field, old, new.
+const CAS_FIELD: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if cur ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+";
+
+/// Reserve storage within a quota. KEYS: used. ARGV: bytes, quota.
+const RESERVE: &str = r"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+return 1
+";
+
+/// Give storage back, never below zero. KEYS: used. ARGV: bytes.
+const RELEASE: &str = r"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local left = used - tonumber(ARGV[1])
+if left < 0 then left = 0 end
+redis.call('SET', KEYS[1], left)
+return left
+";
+
+/// Move a read marker forward. KEYS: reads. ARGV: user, seq.
+const READ_MARKER: &str = r"
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+";
+
+/// Delete a room for good, keeping the state hash as a tombstone. KEYS: state, then the keys to
+/// delete. Returns 0 when it did not exist.
+const DELETE: &str = r"
+local st = redis.call('HMGET', KEYS[1], 'head', 'deleted')
+if not st[1] or st[2] == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'deleted', 1)
+for k = 2, #KEYS do redis.call('DEL', KEYS[k]) end
+return 1
+";
+
+/// Set or clear a room's invitation. KEYS: state, invite. ARGV: invite JSON or ''.
+const SET_INVITE: &str = r"
+local st = redis.call('HMGET', KEYS[1], 'head', 'deleted')
+if not st[1] or st[2] == '1' then return -1 end
+local old = redis.call('GET', KEYS[2]) or ''
+if ARGV[1] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[1]) end
+return old
+";
+
+struct Scripts {
+    create: Script,
+    projected: Script,
+    cas_field: Script,
+    reserve: Script,
+    release: Script,
+    read_marker: Script,
+    delete: Script,
+    set_invite: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            create: Script::new(CREATE),
+            projected: Script::new(PROJECTED),
+            cas_field: Script::new(CAS_FIELD),
+            reserve: Script::new(RESERVE),
+            release: Script::new(RELEASE),
+            read_marker: Script::new(READ_MARKER),
+            delete: Script::new(DELETE),
+            set_invite: Script::new(SET_INVITE),
+        }
+    }
+}
+
+// ---- the store -----------------------------------------------------------------------------
+
+struct Job {
+    room: RoomId,
+    entries: Vec<NewEntry>,
+    done: oneshot::Sender<StoreResult<Vec<Appended>>>,
+}
+
+impl Job {
+    fn is_post(&self) -> bool {
+        self.entries.len() == 1 && self.entries[0].client_msg_id().is_some()
+    }
+}
+
+pub struct RedisStore {
+    inner: Arc<Inner>,
+    writer: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+struct Inner {
+    conn: Conn,
+    scripts: Scripts,
+}
+
+impl RedisStore {
+    /// Connect (one URL: a single Redis; several: Redis Cluster seeds) and start the writer.
+    pub async fn open(urls: &[String]) -> StoreResult<RedisStore> {
+        let conn = Conn::connect(urls).await?;
+        let inner = Arc::new(Inner {
+            conn,
+            scripts: Scripts::new(),
+        });
+        // Fail now, not on the first request, when Redis is not there.
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut inner.conn.clone())
+            .await
+            .map_err(backend)?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(write_loop(inner.clone(), rx));
+        Ok(RedisStore {
+            inner,
+            writer: std::sync::Mutex::new(Some(tx)),
+        })
+    }
+
+    fn conn(&self) -> Conn {
+        self.inner.conn.clone()
+    }
+}
+
+/// Take appends in call order; run each room's share of a batch in order, rooms side by side.
+async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        let mut by_room: Vec<(RoomId, Vec<Job>)> = Vec::new();
+        for job in batch.drain(..) {
+            match by_room.iter_mut().find(|(r, _)| *r == job.room) {
+                Some((_, jobs)) => jobs.push(job),
+                None => by_room.push((job.room.clone(), vec![job])),
+            }
+        }
+        futures_util::future::join_all(
+            by_room
+                .into_iter()
+                .map(|(room, jobs)| inner.run_room_jobs(room, jobs)),
+        )
+        .await;
+    }
+}
+
+impl Inner {
+    async fn run_room_jobs(&self, room: RoomId, jobs: Vec<Job>) {
+        let mut posts: Vec<Job> = Vec::new();
+        for job in jobs {
+            if job.is_post() {
+                posts.push(job);
+                continue;
+            }
+            self.run_posts(&room, std::mem::take(&mut posts)).await;
+            let r = self.projected_append(&room, &job.entries).await;
+            let _ = job.done.send(r);
+        }
+        self.run_posts(&room, posts).await;
+    }
+
+    /// Consecutive posts to one room: one pipeline.
+    async fn run_posts(&self, room: &RoomId, posts: Vec<Job>) {
+        if posts.is_empty() {
+            return;
+        }
+        let mut pipe = ::redis::pipe();
+        let mut payloads = Vec::with_capacity(posts.len());
+        for job in &posts {
+            let e = &job.entries[0];
+            let payload = match to_json(&StoredEntry {
+                ts: e.ts,
+                author: e.author.clone(),
+                body: e.body.clone(),
+            }) {
+                Ok(p) => p,
+                Err(err) => {
+                    payloads.push(Err(err));
+                    continue;
+                }
+            };
+            let cmid = cmid_field(&e.author, e.client_msg_id().unwrap_or_default());
+            // Sent whole (EVAL): a fresh or restarted shard never answers NOSCRIPT.
+            let mut cmd = ::redis::cmd("EVAL");
+            cmd.arg(POST)
+                .arg(5)
+                .arg(rk(room, "state"))
+                .arg(rk(room, "log"))
+                .arg(rk(room, "cmid"))
+                .arg(rk(room, "msgs"))
+                .arg(rk(room, &format!("msgs:{}", e.author.0)))
+                .arg(cmid)
+                .arg(payload);
+            pipe.add_command(cmd);
+            payloads.push(Ok(()));
+        }
+        let mut conn = self.conn.clone();
+        let replies: RedisResultVec = if pipe.is_empty() {
+            Ok(Vec::new())
+        } else {
+            pipe.query_async(&mut conn).await
+        };
+        let mut replies = match replies {
+            Ok(r) => r.into_iter(),
+            Err(e) => {
+                for job in posts {
+                    let _ = job.done.send(Err(backend(&e)));
+                }
+                return;
+            }
+        };
+        for (job, prepared) in posts.into_iter().zip(payloads) {
+            let result = match prepared {
+                Err(e) => Err(e),
+                Ok(()) => match replies.next() {
+                    Some(v) => self.post_outcome(room, &job.entries[0], v).await,
+                    None => Err(StoreError::Backend("missing pipeline reply".into())),
+                },
+            };
+            let _ = job.done.send(result.map(|a| vec![a]));
+        }
+    }
+
+    async fn post_outcome(
+        &self,
+        room: &RoomId,
+        entry: &NewEntry,
+        reply: (i64, Option<u64>, Option<String>),
+    ) -> StoreResult<Appended> {
+        let (status, seq, epoch) = reply;
+        let (Some(seq), Some(epoch)) = (seq, epoch.and_then(|e| e.parse::<u64>().ok())) else {
+            return Err(StoreError::NotFound(format!("room {room}")));
+        };
+        if status == 1 {
+            return Ok(Appended {
+                event: Event {
+                    room: room.clone(),
+                    epoch,
+                    seq,
+                    ts: entry.ts,
+                    author: entry.author.clone(),
+                    body: entry.body.clone(),
+                },
+                duplicate: false,
+            });
+        }
+        let original = self
+            .event_at(room, epoch, seq)
+            .await?
+            .ok_or_else(|| StoreError::Backend(format!("room {room}: seq {seq} missing")))?;
+        Ok(Appended {
+            event: original,
+            duplicate: true,
+        })
+    }
+
+    async fn event_at(&self, room: &RoomId, epoch: u64, seq: u64) -> StoreResult<Option<Event>> {
+        let raw: Option<String> = ::redis::cmd("HGET")
+            .arg(rk(room, "log"))
+            .arg(seq)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        raw.map(|s| entry_event(room, epoch, seq, &s)).transpose()
+    }
+
+    /// State, meta: the room as it is, or `None` when it does not exist (or was deleted).
+    async fn load_room(&self, room: &RoomId) -> StoreResult<Option<RoomRecord>> {
+        type State = (Option<u64>, Option<u64>, Option<String>);
+        let (state, meta): (State, Option<String>) = ::redis::pipe()
+            .cmd("HMGET")
+            .arg(rk(room, "state"))
+            .arg("head")
+            .arg("epoch")
+            .arg("deleted")
+            .cmd("GET")
+            .arg(rk(room, "meta"))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        let (Some(head), Some(epoch), deleted) = state else {
+            return Ok(None);
+        };
+        if deleted.as_deref() == Some("1") {
+            return Ok(None);
+        }
+        let Some(meta) = meta else { return Ok(None) };
+        Ok(Some(from_json::<Meta>(&meta)?.record(room, epoch, head)))
+    }
+
+    /// Any append but a single post: project in Rust, write if nothing moved, else again.
+    async fn projected_append(
+        &self,
+        room: &RoomId,
+        entries: &[NewEntry],
+    ) -> StoreResult<Vec<Appended>> {
+        for _ in 0..MAX_RETRIES {
+            let Some(record) = self.load_room(room).await? else {
+                return Err(StoreError::NotFound(format!("room {room}")));
+            };
+            let plan = self.plan(record, entries).await?;
+            // Superset indexes first: a crash after this shows nothing extra (reads check).
+            for u in &plan.joined {
+                let _: () = ::redis::cmd("SADD")
+                    .arg(user_rooms_key(u))
+                    .arg(&room.0)
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(backend)?;
+            }
+            let mut inv = self.scripts.projected.prepare_invoke();
+            inv.key(rk(room, "state"))
+                .key(rk(room, "log"))
+                .key(rk(room, "meta"))
+                .key(rk(room, "items"))
+                .key(rk(room, "cmid"))
+                .key(rk(room, "msgs"))
+                .arg(plan.head)
+                .arg(plan.new_head)
+                .arg(&plan.meta)
+                .arg(plan.logs.len());
+            for (seq, entry) in &plan.logs {
+                inv.arg(*seq).arg(entry);
+            }
+            inv.arg(plan.items.len());
+            for (id, (old, new)) in &plan.items {
+                inv.arg(*id).arg(old).arg(new);
+            }
+            inv.arg(plan.cmids.len());
+            for (field, seq) in &plan.cmids {
+                inv.arg(field).arg(*seq);
+            }
+            inv.arg(plan.messages.len());
+            for (seq, author) in &plan.messages {
+                inv.arg(*seq).arg(rk(room, &format!("msgs:{}", author.0)));
+            }
+            let outcome: i64 = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+            match outcome {
+                1 => {
+                    for f in &plan.garbage {
+                        self.delete_file(f).await?;
+                    }
+                    for a in &plan.audits {
+                        self.write_audit(a).await?;
+                    }
+                    return Ok(plan.appended);
+                }
+                -1 => return Err(StoreError::NotFound(format!("room {room}"))),
+                // The room moved under us (a post, another node): project again.
+                _ => continue,
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "room {room}: too much contention to append"
+        )))
+    }
+
+    /// Compute what a projected append writes.
+    async fn plan(&self, mut room: RoomRecord, entries: &[NewEntry]) -> StoreResult<Plan> {
+        let id = room.id.clone();
+        let mut plan = Plan {
+            head: room.head,
+            new_head: room.head,
+            ..Plan::default()
+        };
+        // Items as read (the script checks they are unchanged) and as they become.
+        let mut items: BTreeMap<u64, (String, Option<Item>)> = BTreeMap::new();
+        let mut state_changed = false;
+        for entry in entries {
+            if let Some(cmid) = entry.client_msg_id() {
+                let field = cmid_field(&entry.author, cmid);
+                let dup: Option<u64> = ::redis::cmd("HGET")
+                    .arg(rk(&id, "cmid"))
+                    .arg(&field)
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(backend)?;
+                if let Some(seq) = dup {
+                    let event = self
+                        .event_at(&id, room.epoch, seq)
+                        .await?
+                        .ok_or_else(|| StoreError::Backend(format!("seq {seq} missing")))?;
+                    plan.appended.push(Appended {
+                        event,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                plan.cmids.push((field, plan.new_head + 1));
+                plan.messages
+                    .push((plan.new_head + 1, entry.author.clone()));
+            }
+            plan.new_head += 1;
+            let seq = plan.new_head;
+            let event = Event {
+                room: id.clone(),
+                epoch: room.epoch,
+                seq,
+                ts: entry.ts,
+                author: entry.author.clone(),
+                body: entry.body.clone(),
+            };
+            plan.logs.push((
+                seq,
+                to_json(&StoredEntry {
+                    ts: entry.ts,
+                    author: entry.author.clone(),
+                    body: entry.body.clone(),
+                })?,
+            ));
+            // Room projection.
+            let old_image = room.image.clone();
+            crate::room::rules::apply(&mut room, &entry.author, &entry.body);
+            match &entry.body {
+                EventBody::MembersAdded { users } => {
+                    for u in users {
+                        if room.member_since.get(u) == Some(&u64::MAX) {
+                            room.member_since.insert(u.clone(), seq);
+                        }
+                        plan.joined.push(u.clone());
+                    }
+                    state_changed = true;
+                }
+                EventBody::MastersAdded { users } => {
+                    plan.joined.extend(users.iter().cloned());
+                    state_changed = true;
+                }
+                EventBody::GroupUpdated { image, .. } => {
+                    if let (Some(_), Some(old)) = (image, old_image) {
+                        plan.garbage.push(old);
+                    }
+                    state_changed = true;
+                }
+                EventBody::MemberRemoved { .. }
+                | EventBody::MasterRemoved { .. }
+                | EventBody::Converted { .. } => state_changed = true,
+                EventBody::MessageRecalled { message } => {
+                    self.plan_recall(&id, &room, *message, &mut plan).await?;
+                }
+                _ => {}
+            }
+            // Item projection.
+            if let EventBody::ItemPurged { item } = &entry.body {
+                let all = self.items_of(&id).await?;
+                for gone in crate::room::features::subtree(&all, *item) {
+                    let current = self.item_entry(&id, gone, &mut items).await?;
+                    if let Some(Item::File(f)) = &current.1 {
+                        plan.garbage.push(f.file.clone());
+                    }
+                    current.1 = None;
+                }
+            } else if let Some(target) = crate::room::features::target(&event) {
+                let current = self.item_entry(&id, target, &mut items).await?;
+                current.1 = crate::room::features::apply(current.1.take(), &event);
+            }
+            if let Some(a) = audit_of(&event, &room.owner_company) {
+                plan.audits.push(a);
+            }
+            plan.appended.push(Appended {
+                event,
+                duplicate: false,
+            });
+        }
+        // Duplicates come back in their place among the new entries.
+        plan.appended.sort_by_key(|a| a.event.seq);
+        for (id, (old, new)) in items {
+            let new = new.as_ref().map(to_json).transpose()?.unwrap_or_default();
+            if new != old {
+                plan.items.push((id, (old, new)));
+            }
+        }
+        if state_changed || entries.iter().any(|e| e.client_msg_id().is_none()) {
+            plan.meta = to_json(&Meta::of(&room))?;
+        }
+        Ok(plan)
+    }
+
+    /// M1: the recalled message keeps its place and client id, and loses the rest; its
+    /// attachments' bytes are freed.
+    async fn plan_recall(
+        &self,
+        id: &RoomId,
+        room: &RoomRecord,
+        seq: u64,
+        plan: &mut Plan,
+    ) -> StoreResult<()> {
+        // A message recalled in the same batch it was posted in is not a case the actor makes.
+        let Some(event) = self.event_at(id, room.epoch, seq).await? else {
+            return Ok(());
+        };
+        if let EventBody::Message {
+            client_msg_id,
+            attachments,
+            ..
+        } = event.body
+        {
+            plan.garbage
+                .extend(attachments.iter().map(|a| a.file.clone()));
+            plan.logs.push((
+                seq,
+                to_json(&StoredEntry {
+                    ts: event.ts,
+                    author: event.author,
+                    body: EventBody::Message {
+                        client_msg_id,
+                        text: String::new(),
+                        attachments: Vec::new(),
+                        mentions: Vec::new(),
+                        recalled: true,
+                    },
+                })?,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn item_entry<'a>(
+        &self,
+        room: &RoomId,
+        id: u64,
+        items: &'a mut BTreeMap<u64, (String, Option<Item>)>,
+    ) -> StoreResult<&'a mut (String, Option<Item>)> {
+        match items.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let raw: Option<String> = ::redis::cmd("HGET")
+                    .arg(rk(room, "items"))
+                    .arg(id)
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(backend)?;
+                let item = raw.as_deref().map(from_json::<Item>).transpose()?;
+                Ok(e.insert((raw.unwrap_or_default(), item)))
+            }
+        }
+    }
+
+    async fn items_of(&self, room: &RoomId) -> StoreResult<Vec<Item>> {
+        let all: HashMap<u64, String> = ::redis::cmd("HGETALL")
+            .arg(rk(room, "items"))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        let mut items: Vec<Item> = all
+            .values()
+            .map(|s| from_json::<Item>(s))
+            .collect::<StoreResult<_>>()?;
+        items.sort_by_key(Item::id);
+        Ok(items)
+    }
+
+    async fn delete_file(&self, id: &str) -> StoreResult<()> {
+        let key = format!("cr:file:{id}");
+        let raw: Option<String> = ::redis::cmd("GETDEL")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        if let Some(raw) = raw {
+            let f: StoredFile = from_json(&raw)?;
+            let _: () = ::redis::cmd("SREM")
+                .arg(rk(&f.room, "files"))
+                .arg(id)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+            self.release(&f.company, f.size).await?;
+        }
+        Ok(())
+    }
+
+    async fn release(&self, company: &CompanyId, bytes: u64) -> StoreResult<()> {
+        let _: i64 = self
+            .scripts
+            .release
+            .key(format!("cr:storage:{}", company.0))
+            .arg(bytes)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn write_audit(&self, a: &NewAudit) -> StoreResult<()> {
+        let id: u64 = ::redis::cmd("INCR")
+            .arg("cr:audit:seq")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        let record = to_json(&StoredAudit {
+            id,
+            ts: a.ts,
+            room: a.room.clone(),
+            actor: a.actor.clone(),
+            action: a.action.clone(),
+            detail: serde_json::from_str(&a.detail).unwrap_or(serde_json::Value::Null),
+        })?;
+        for c in &a.companies {
+            let _: () = ::redis::cmd("ZADD")
+                .arg(format!("cr:audit:{}", c.0))
+                .arg(id)
+                .arg(&record)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+type RedisResultVec = ::redis::RedisResult<Vec<(i64, Option<u64>, Option<String>)>>;
+
+#[derive(Default)]
+struct Plan {
+    head: u64,
+    new_head: u64,
+    meta: String,
+    logs: Vec<(u64, String)>,
+    items: Vec<(u64, (String, String))>,
+    cmids: Vec<(String, u64)>,
+    messages: Vec<(u64, UserId)>,
+    /// Users to index (before the commit) as possibly in the room.
+    joined: Vec<UserId>,
+    /// File records (and their storage) to drop after the commit.
+    garbage: Vec<String>,
+    audits: Vec<NewAudit>,
+    appended: Vec<Appended>,
+}
+
+fn entry_event(room: &RoomId, epoch: u64, seq: u64, raw: &str) -> StoreResult<Event> {
+    let e: StoredEntry = from_json(raw)?;
+    Ok(Event {
+        room: room.clone(),
+        epoch,
+        seq,
+        ts: e.ts,
+        author: e.author,
+        body: e.body,
+    })
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create_company(&self, company: &Company, admin_key_hash: &str) -> StoreResult<()> {
+        let stored = to_json(&StoredCompany {
+            company: company.clone(),
+            key_hash: admin_key_hash.to_owned(),
+        })?;
+        let created: bool = ::redis::cmd("SET")
+            .arg(company_key(&company.id))
+            .arg(stored)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if !created {
+            return Err(StoreError::AlreadyExists(format!("company {}", company.id)));
+        }
+        let mut index = ::redis::cmd("SADD");
+        index.arg("cr:cos").arg(&company.id.0);
+        let mut by_key = ::redis::cmd("SET");
+        by_key
+            .arg(format!("cr:cokey:{admin_key_hash}"))
+            .arg(&company.id.0);
+        self.each(vec![index, by_key]).await
+    }
+
+    async fn company(&self, id: &CompanyId) -> StoreResult<Option<Company>> {
+        let raw: Option<String> = ::redis::cmd("GET")
+            .arg(company_key(id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(raw
+            .map(|r| from_json::<StoredCompany>(&r))
+            .transpose()?
+            .map(|s| s.company))
+    }
+
+    async fn companies(&self) -> StoreResult<Vec<Company>> {
+        let mut ids: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg("cr:cos")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        ids.sort();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(c) = self.company(&CompanyId(id)).await? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn company_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<CompanyId>> {
+        let id: Option<String> = ::redis::cmd("GET")
+            .arg(format!("cr:cokey:{key_hash}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(id.map(CompanyId))
+    }
+
+    async fn update_settings(&self, id: &CompanyId, settings: &CompanySettings) -> StoreResult<()> {
+        // Settings change only through the operator/admin API; compare-and-set the whole record.
+        for _ in 0..MAX_RETRIES {
+            let raw: Option<String> = ::redis::cmd("GET")
+                .arg(company_key(id))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            let Some(raw) = raw else {
+                return Err(StoreError::NotFound(format!("company {id}")));
+            };
+            let mut stored: StoredCompany = from_json(&raw)?;
+            stored.company.settings = settings.clone();
+            if self
+                .cas_string(&company_key(id), &raw, &to_json(&stored)?)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Backend(format!("company {id}: contention")))
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let created: bool = ::redis::cmd("SET")
+            .arg(user_key(&user.id))
+            .arg(to_json(user)?)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if !created {
+            return Err(StoreError::AlreadyExists(format!("user {}", user.id)));
+        }
+        let _: () = ::redis::cmd("SADD")
+            .arg(format!("cr:co:{}:users", user.company.0))
+            .arg(&user.id.0)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        let raw: Option<String> = ::redis::cmd("GET")
+            .arg(user_key(id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        raw.map(|r| from_json(&r)).transpose()
+    }
+
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(u) = self.user(id).await? {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn users_of(&self, company: &CompanyId) -> StoreResult<Vec<User>> {
+        let mut ids: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(format!("cr:co:{}:users", company.0))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        ids.sort();
+        let ids: Vec<UserId> = ids.into_iter().map(UserId).collect();
+        self.users(&ids).await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<()> {
+        let updated: bool = ::redis::cmd("SET")
+            .arg(user_key(&user.id))
+            .arg(to_json(user)?)
+            .arg("XX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if !updated {
+            return Err(StoreError::NotFound(format!("user {}", user.id)));
+        }
+        Ok(())
+    }
+
+    async fn add_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()> {
+        let _: () = ::redis::cmd("SADD")
+            .arg(format!("cr:contacts:{}", owner.0))
+            .arg(&contact.0)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn remove_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()> {
+        let _: () = ::redis::cmd("SREM")
+            .arg(format!("cr:contacts:{}", owner.0))
+            .arg(&contact.0)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn contacts(&self, owner: &UserId) -> StoreResult<Vec<UserId>> {
+        let mut v: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(format!("cr:contacts:{}", owner.0))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        v.sort();
+        Ok(v.into_iter().map(UserId).collect())
+    }
+
+    async fn create_room(&self, room: &NewRoom) -> StoreResult<Event> {
+        let mut member_since = HashMap::new();
+        for m in &room.members {
+            member_since.insert(m.clone(), 1);
+        }
+        let mut members = room.members.clone();
+        members.sort();
+        members.dedup();
+        let mut masters = room.masters.clone();
+        masters.sort();
+        masters.dedup();
+        let meta = Meta {
+            kind: room.kind,
+            name: room.name.clone(),
+            description: room.description.clone(),
+            owner_company: room.owner_company.clone(),
+            created_by: room.created_by.clone(),
+            created_at: room.created_at,
+            features: room.features,
+            masters,
+            members,
+            converted_from: None,
+            image: None,
+            member_since,
+        };
+        let body = EventBody::Created {
+            room_kind: room.kind,
+            name: room.name.clone(),
+            description: room.description.clone(),
+            masters: room.masters.clone(),
+            members: room.members.clone(),
+            features: room.features,
+        };
+        let entry = to_json(&StoredEntry {
+            ts: room.created_at,
+            author: room.created_by.clone(),
+            body: body.clone(),
+        })?;
+        // Superset indexes first.
+        let mut index = Vec::new();
+        for u in room.members.iter().chain(&room.masters) {
+            let mut c = ::redis::cmd("SADD");
+            c.arg(user_rooms_key(u)).arg(&room.id.0);
+            index.push(c);
+        }
+        if room.kind == RoomKind::Group {
+            let mut c = ::redis::cmd("SADD");
+            c.arg(format!("cr:co:{}:groups", room.owner_company.0))
+                .arg(&room.id.0);
+            index.push(c);
+        }
+        self.each(index).await?;
+        let created: i64 = self
+            .inner
+            .scripts
+            .create
+            .key(rk(&room.id, "state"))
+            .key(rk(&room.id, "meta"))
+            .key(rk(&room.id, "log"))
+            .arg(room.epoch)
+            .arg(to_json(&meta)?)
+            .arg(entry)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if created == 0 {
+            return Err(StoreError::AlreadyExists(format!("room {}", room.id)));
+        }
+        let event = Event {
+            room: room.id.clone(),
+            epoch: room.epoch,
+            seq: 1,
+            ts: room.created_at,
+            author: room.created_by.clone(),
+            body,
+        };
+        if let Some(a) = audit_of(&event, &room.owner_company) {
+            self.inner.write_audit(&a).await?;
+        }
+        Ok(event)
+    }
+
+    async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>> {
+        self.inner.load_room(id).await
+    }
+
+    async fn append(&self, room: &RoomId, entries: Vec<NewEntry>) -> StoreResult<CommitTicket> {
+        let (done, rx) = oneshot::channel();
+        let tx = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        tx.send(Job {
+            room: room.clone(),
+            entries,
+            done,
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? }.boxed())
+    }
+
+    async fn read_range(
+        &self,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        let Some(r) = self.inner.load_room(room).await? else {
+            return Ok(Vec::new());
+        };
+        let last = upto.min(r.head).min(after.saturating_add(limit as u64));
+        self.read_seqs(room, r.epoch, after + 1, last).await
+    }
+
+    async fn read_before(
+        &self,
+        room: &RoomId,
+        from: u64,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        let Some(r) = self.inner.load_room(room).await? else {
+            return Ok(Vec::new());
+        };
+        let last = before.saturating_sub(1).min(r.head);
+        let first = from
+            .max(1)
+            .max(last.saturating_sub(limit as u64).saturating_add(1));
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read_seqs(room, r.epoch, first, last).await
+    }
+
+    async fn rooms_of(&self, user: &UserId) -> StoreResult<Vec<MembershipRow>> {
+        let mut rows = Vec::new();
+        for room in self.indexed_rooms(user).await? {
+            let Some(r) = self.inner.load_room(&room).await? else {
+                continue;
+            };
+            if r.members.binary_search(user).is_err() {
+                continue;
+            }
+            let (last_read, all, mine): (Option<u64>, u64, u64) = ::redis::pipe()
+                .cmd("HGET")
+                .arg(rk(&room, "reads"))
+                .arg(&user.0)
+                .cmd("ZCARD")
+                .arg(rk(&room, "msgs"))
+                .cmd("ZCARD")
+                .arg(rk(&room, &format!("msgs:{}", user.0)))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            let last_read = last_read.unwrap_or(0);
+            let unread = if last_read == 0 {
+                all - mine
+            } else {
+                let (a, m): (u64, u64) = ::redis::pipe()
+                    .cmd("ZCOUNT")
+                    .arg(rk(&room, "msgs"))
+                    .arg(format!("({last_read}"))
+                    .arg("+inf")
+                    .cmd("ZCOUNT")
+                    .arg(rk(&room, &format!("msgs:{}", user.0)))
+                    .arg(format!("({last_read}"))
+                    .arg("+inf")
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(backend)?;
+                a.saturating_sub(m)
+            };
+            rows.push(MembershipRow {
+                room: room.clone(),
+                kind: r.kind,
+                name: r.name,
+                epoch: r.epoch,
+                head: r.head,
+                last_read,
+                unread,
+            });
+        }
+        Ok(rows)
+    }
+
+    async fn set_read_marker(&self, room: &RoomId, user: &UserId, seq: u64) -> StoreResult<()> {
+        let Some(r) = self.inner.load_room(room).await? else {
+            return Ok(());
+        };
+        if r.members.binary_search(user).is_err() {
+            return Ok(());
+        }
+        let _: i64 = self
+            .inner
+            .scripts
+            .read_marker
+            .key(rk(room, "reads"))
+            .arg(&user.0)
+            .arg(seq)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn groups_of(&self, user: &UserId) -> StoreResult<Vec<RoomId>> {
+        let mut out = Vec::new();
+        for room in self.indexed_rooms(user).await? {
+            let Some(r) = self.inner.load_room(&room).await? else {
+                continue;
+            };
+            if r.kind == RoomKind::Group
+                && (r.members.binary_search(user).is_ok() || r.masters.binary_search(user).is_ok())
+            {
+                out.push(room);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn count_owned_groups(&self, company: &CompanyId) -> StoreResult<u64> {
+        let ids: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(format!("cr:co:{}:groups", company.0))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let mut n = 0;
+        for id in ids {
+            if let Some(r) = self.inner.load_room(&RoomId(id)).await? {
+                if r.kind == RoomKind::Group && r.owner_company == *company {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<Vec<String>> {
+        let (files, invite, authors): (Vec<String>, Option<String>, Vec<String>) = ::redis::pipe()
+            .cmd("SMEMBERS")
+            .arg(rk(room, "files"))
+            .cmd("GET")
+            .arg(rk(room, "invite"))
+            .cmd("HKEYS")
+            .arg(rk(room, "cmid"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let mut keys: Vec<String> = ["meta", "log", "cmid", "msgs", "reads", "items", "invite"]
+            .iter()
+            .map(|k| rk(room, k))
+            .collect();
+        let writers: HashSet<&str> = authors
+            .iter()
+            .filter_map(|f| f.split('\n').next())
+            .collect();
+        keys.extend(writers.iter().map(|a| rk(room, &format!("msgs:{a}"))));
+        let mut inv = self.inner.scripts.delete.key(rk(room, "state"));
+        for k in &keys {
+            inv.key(k);
+        }
+        let deleted: i64 = inv.invoke_async(&mut self.conn()).await.map_err(backend)?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound(format!("room {room}")));
+        }
+        if let Some(i) = invite {
+            let i: StoredInvite = from_json(&i)?;
+            let _: () = ::redis::cmd("DEL")
+                .arg(format!("cr:invite:{}", i.token))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+        }
+        for f in &files {
+            self.inner.delete_file(f).await?;
+        }
+        self.inner.write_audit(&audit).await?;
+        Ok(files)
+    }
+
+    async fn reserve_storage(
+        &self,
+        company: &CompanyId,
+        bytes: u64,
+        quota: u64,
+    ) -> StoreResult<bool> {
+        let ok: i64 = self
+            .inner
+            .scripts
+            .reserve
+            .key(format!("cr:storage:{}", company.0))
+            .arg(bytes)
+            .arg(quota)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(ok == 1)
+    }
+
+    async fn release_storage(&self, company: &CompanyId, bytes: u64) -> StoreResult<()> {
+        self.inner.release(company, bytes).await
+    }
+
+    async fn storage_used(&self, company: &CompanyId) -> StoreResult<u64> {
+        let used: Option<u64> = ::redis::cmd("GET")
+            .arg(format!("cr:storage:{}", company.0))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(used.unwrap_or(0))
+    }
+
+    async fn add_file(&self, file: &FileRecord) -> StoreResult<()> {
+        let mut record = ::redis::cmd("SET");
+        record
+            .arg(format!("cr:file:{}", file.id))
+            .arg(to_json(&StoredFile::from(file))?);
+        let mut index = ::redis::cmd("SADD");
+        index.arg(rk(&file.room, "files")).arg(&file.id);
+        self.each(vec![record, index]).await
+    }
+
+    async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>> {
+        let raw: Option<String> = ::redis::cmd("GET")
+            .arg(format!("cr:file:{id}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(raw
+            .map(|r| from_json::<StoredFile>(&r))
+            .transpose()?
+            .map(FileRecord::from))
+    }
+
+    async fn delete_file(&self, id: &str) -> StoreResult<()> {
+        self.inner.delete_file(id).await
+    }
+
+    async fn set_invite(
+        &self,
+        room: &RoomId,
+        invite: Option<Invite>,
+        audit: NewAudit,
+    ) -> StoreResult<()> {
+        let json = invite
+            .as_ref()
+            .map(|i| {
+                to_json(&StoredInvite {
+                    token: i.token.clone(),
+                    expires_at: i.expires_at,
+                })
+            })
+            .transpose()?
+            .unwrap_or_default();
+        if let Some(i) = &invite {
+            let _: () = ::redis::cmd("SET")
+                .arg(format!("cr:invite:{}", i.token))
+                .arg(&room.0)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+        }
+        let old: Value = self
+            .inner
+            .scripts
+            .set_invite
+            .key(rk(room, "state"))
+            .key(rk(room, "invite"))
+            .arg(json)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let old: Option<String> = match old {
+            Value::Int(-1) => return Err(StoreError::NotFound(format!("room {room}"))),
+            Value::BulkString(b) if !b.is_empty() => Some(String::from_utf8_lossy(&b).into()),
+            _ => None,
+        };
+        if let Some(old) = old {
+            let old: StoredInvite = from_json(&old)?;
+            if invite.as_ref().map(|i| &i.token) != Some(&old.token) {
+                let _: () = ::redis::cmd("DEL")
+                    .arg(format!("cr:invite:{}", old.token))
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        self.inner.write_audit(&audit).await
+    }
+
+    async fn invite_of(&self, room: &RoomId) -> StoreResult<Option<Invite>> {
+        if self.inner.load_room(room).await?.is_none() {
+            return Ok(None);
+        }
+        let raw: Option<String> = ::redis::cmd("GET")
+            .arg(rk(room, "invite"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(raw
+            .map(|r| from_json::<StoredInvite>(&r))
+            .transpose()?
+            .map(|i| Invite {
+                token: i.token,
+                expires_at: i.expires_at,
+            }))
+    }
+
+    async fn room_by_invite(&self, token: &str) -> StoreResult<Option<(RoomId, Invite)>> {
+        let room: Option<String> = ::redis::cmd("GET")
+            .arg(format!("cr:invite:{token}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let Some(room) = room.map(RoomId) else {
+            return Ok(None);
+        };
+        // The room's own record is the truth (the token index may lag a revocation).
+        Ok(self
+            .invite_of(&room)
+            .await?
+            .filter(|i| i.token == token)
+            .map(|i| (room, i)))
+    }
+
+    async fn audit(
+        &self,
+        company: &CompanyId,
+        room: Option<&RoomId>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let key = format!("cr:audit:{}", company.0);
+        let mut out = Vec::new();
+        let mut max = match before {
+            Some(b) => format!("({b}"),
+            None => "+inf".to_owned(),
+        };
+        // Page through newest first until `limit` records match the room filter.
+        loop {
+            let page: Vec<(String, f64)> = ::redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(&max)
+                .arg("-inf")
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit.max(1) * 4)
+                .arg("WITHSCORES")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            let done = page.len() < limit.max(1) * 4;
+            for (raw, score) in page {
+                max = format!("({}", score as u64);
+                let a: StoredAudit = from_json(&raw)?;
+                if room.is_some_and(|r| *r != a.room) {
+                    continue;
+                }
+                out.push(AuditEntry {
+                    id: a.id,
+                    ts: a.ts,
+                    room: a.room,
+                    actor: a.actor,
+                    action: a.action,
+                    detail: a.detail,
+                });
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn items(&self, room: &RoomId) -> StoreResult<Vec<Item>> {
+        self.inner.items_of(room).await
+    }
+
+    async fn item(&self, room: &RoomId, id: u64) -> StoreResult<Option<Item>> {
+        let raw: Option<String> = ::redis::cmd("HGET")
+            .arg(rk(room, "items"))
+            .arg(id)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        raw.map(|r| from_json(&r)).transpose()
+    }
+
+    async fn event_at(&self, room: &RoomId, seq: u64) -> StoreResult<Option<Event>> {
+        let Some(r) = self.inner.load_room(room).await? else {
+            return Ok(None);
+        };
+        self.inner.event_at(room, r.epoch, seq).await
+    }
+
+    async fn read_note(&self, room: &RoomId, note: u64, user: &UserId) -> StoreResult<Option<u64>> {
+        for _ in 0..MAX_RETRIES {
+            let raw: Option<String> = ::redis::cmd("HGET")
+                .arg(rk(room, "items"))
+                .arg(note)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            let Some(raw) = raw else { return Ok(None) };
+            let Item::Note(mut n) = from_json::<Item>(&raw)? else {
+                return Ok(None);
+            };
+            let fresh = n.readers.insert(user.clone());
+            let count = n.readers.len() as u64;
+            if !fresh {
+                return Ok(Some(count));
+            }
+            let ok: i64 = self
+                .inner
+                .scripts
+                .cas_field
+                .key(rk(room, "items"))
+                .arg(note)
+                .arg(&raw)
+                .arg(to_json(&Item::Note(n))?)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            if ok == 1 {
+                return Ok(Some(count));
+            }
+        }
+        Err(StoreError::Backend(format!("room {room}: contention")))
+    }
+
+    async fn readers(&self, room: &RoomId, seq: u64, except: &UserId) -> StoreResult<Vec<UserId>> {
+        let Some(r) = self.inner.load_room(room).await? else {
+            return Ok(Vec::new());
+        };
+        let reads: HashMap<String, u64> = ::redis::cmd("HGETALL")
+            .arg(rk(room, "reads"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(r.members
+            .into_iter()
+            .filter(|u| u != except && reads.get(&u.0).is_some_and(|s| *s >= seq))
+            .collect())
+    }
+
+    async fn close(&self) {
+        // The writer finishes what is queued once the last sender is gone.
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+    }
+}
+
+impl RedisStore {
+    /// Commands on keys of different slots: one by one (a cluster refuses cross-slot
+    /// pipelines), side by side.
+    async fn each(&self, cmds: Vec<Cmd>) -> StoreResult<()> {
+        let runs = cmds.into_iter().map(|c| {
+            let mut conn = self.conn();
+            async move { c.query_async::<Value>(&mut conn).await }
+        });
+        for r in futures_util::future::join_all(runs).await {
+            r.map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn indexed_rooms(&self, user: &UserId) -> StoreResult<Vec<RoomId>> {
+        let mut ids: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(user_rooms_key(user))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        ids.sort();
+        Ok(ids.into_iter().map(RoomId).collect())
+    }
+
+    async fn read_seqs(
+        &self,
+        room: &RoomId,
+        epoch: u64,
+        first: u64,
+        last: u64,
+    ) -> StoreResult<Vec<Event>> {
+        if first > last || first == 0 {
+            return Ok(Vec::new());
+        }
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(rk(room, "log"));
+        for seq in first..=last {
+            cmd.arg(seq);
+        }
+        let raw: Vec<Option<String>> = cmd.query_async(&mut self.conn()).await.map_err(backend)?;
+        raw.into_iter()
+            .zip(first..=last)
+            .filter_map(|(r, seq)| r.map(|r| entry_event(room, epoch, seq, &r)))
+            .collect()
+    }
+
+    /// Compare-and-set a string key.
+    async fn cas_string(&self, key: &str, old: &str, new: &str) -> StoreResult<bool> {
+        const CAS: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+";
+        let ok: i64 = Script::new(CAS)
+            .key(key)
+            .arg(old)
+            .arg(new)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(ok == 1)
+    }
+}
