@@ -80,6 +80,10 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Closed => ApiError::new(ErrorCode::Unavailable, "server is shutting down"),
+            StoreError::Conflict => ApiError::new(
+                ErrorCode::Unavailable,
+                "the room is changing too fast; try again",
+            ),
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "store failure");
                 ApiError::internal()

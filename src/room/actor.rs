@@ -22,7 +22,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::metrics::METRICS;
 use crate::ops::RoomStats;
-use crate::store::{Appended, FileRecord, Invite, NewAudit, NewEntry, RoomRecord, StoreResult};
+use crate::store::{
+    moves_version, Appended, FileRecord, Invite, NewAudit, NewEntry, RoomRecord, StoreError,
+    StoreResult,
+};
 use crossroom_protocol::{
     Action, Attachment, ErrorCode, Event, EventBody, Item, LeftOut, Position, RemovalReason,
     RoomId, RoomKind, RoomSummary, ServerFrame, UserId,
@@ -89,8 +92,78 @@ enum Ack {
     Acted(Reply, Vec<String>, Vec<UserId>),
 }
 
+impl Ack {
+    fn into_reply(self) -> Reply {
+        match self {
+            Ack::Posted(r) | Ack::Changed(r, ..) | Ack::Acted(r, ..) => r,
+        }
+    }
+}
+
+/// What to decide again when an append finds the room's state moved (another node changed it
+/// after our decision): the command, without its reply (which waits in the [`Ack`]).
+enum Redo {
+    Post {
+        user: UserId,
+        client_msg_id: String,
+        text: String,
+        attachments: Vec<String>,
+        mentions: Vec<UserId>,
+    },
+    Change {
+        actor: Actor,
+        change: Change,
+    },
+    Act {
+        user: UserId,
+        action: Action,
+    },
+    AddFile {
+        user: UserId,
+        folder: Option<u64>,
+        file: FileRecord,
+    },
+}
+
+impl Redo {
+    fn command(self, reply: Reply) -> RoomCommand {
+        match self {
+            Redo::Post {
+                user,
+                client_msg_id,
+                text,
+                attachments,
+                mentions,
+            } => RoomCommand::Post {
+                user,
+                client_msg_id,
+                text,
+                attachments,
+                mentions,
+                reply,
+            },
+            Redo::Change { actor, change } => RoomCommand::Change {
+                actor,
+                change,
+                reply,
+            },
+            Redo::Act { user, action } => RoomCommand::Act {
+                user,
+                action,
+                reply,
+            },
+            Redo::AddFile { user, folder, file } => RoomCommand::AddFile {
+                user,
+                folder,
+                file,
+                reply,
+            },
+        }
+    }
+}
+
 /// An append in flight with the acknowledgement that waits for it.
-type Pending = futures_util::future::BoxFuture<'static, (StoreResult<Vec<Appended>>, Ack)>;
+type Pending = futures_util::future::BoxFuture<'static, (StoreResult<Vec<Appended>>, Ack, Redo)>;
 
 struct RoomActor {
     hub: Arc<Hub>,
@@ -120,8 +193,8 @@ impl RoomActor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                Some((result, ack)) = self.pending.next(), if !self.pending.is_empty() => {
-                    self.committed(result, ack).await;
+                Some((result, ack, redo)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.committed(result, ack, redo).await;
                 }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => {
@@ -150,8 +223,8 @@ impl RoomActor {
 
     /// Finish what was queued: those entries are stored; their senders deserve the ack.
     async fn drain_pending(&mut self) {
-        while let Some((result, ack)) = self.pending.next().await {
-            self.committed(result, ack).await;
+        while let Some((result, ack, redo)) = self.pending.next().await {
+            self.committed(result, ack, redo).await;
         }
     }
 
@@ -215,23 +288,30 @@ impl RoomActor {
                 {
                     return reply.fail(e);
                 }
-                let attachments =
-                    match attachments_of(&self.hub, &self.id, &user, attachments).await {
+                let files =
+                    match attachments_of(&self.hub, &self.id, &user, attachments.clone()).await {
                         Ok(a) => a,
                         Err(e) => return reply.fail(e),
                     };
                 let entry = NewEntry {
-                    author: user,
+                    author: user.clone(),
                     ts: now_ms(),
                     body: EventBody::Message {
-                        client_msg_id,
-                        text,
-                        attachments,
-                        mentions,
+                        client_msg_id: client_msg_id.clone(),
+                        text: text.clone(),
+                        attachments: files,
+                        mentions: mentions.clone(),
                         recalled: false,
                     },
                 };
-                self.append(vec![entry], Ack::Posted(reply)).await;
+                let redo = Redo::Post {
+                    user,
+                    client_msg_id,
+                    text,
+                    attachments,
+                    mentions,
+                };
+                self.append(vec![entry], Ack::Posted(reply), redo).await;
             }
             RoomCommand::History {
                 user,
@@ -394,7 +474,8 @@ impl RoomActor {
         let garbage = garbage_of(&action, &ctx, items);
         let notify = task_audience(&entries, &ctx, &user);
         let entries = stamp(&user, entries);
-        self.append(entries, Ack::Acted(reply, garbage, notify))
+        let redo = Redo::Act { user, action };
+        self.append(entries, Ack::Acted(reply, garbage, notify), redo)
             .await;
     }
 
@@ -446,25 +527,38 @@ impl RoomActor {
             });
         }
         let entries = stamp(&user, entries);
-        self.append(entries, Ack::Acted(reply, Vec::new(), Vec::new()))
+        let redo = Redo::AddFile { user, folder, file };
+        self.append(entries, Ack::Acted(reply, Vec::new(), Vec::new()), redo)
             .await;
     }
 
-    /// Queue entries in the store; `ack` answers once they commit.
-    async fn append(&mut self, entries: Vec<NewEntry>, ack: Ack) {
+    /// Queue entries in the store, conditional on the state version they were decided on;
+    /// `ack` answers once they commit. Posts are pipelined; anything that moves the state
+    /// version is waited for, so every decision after it knows the version it stands on.
+    async fn append(&mut self, entries: Vec<NewEntry>, ack: Ack, redo: Redo) {
+        let Some(room) = &self.room else {
+            return ack.into_reply().fail(self.not_found());
+        };
+        let moves = entries.iter().any(|e| moves_version(&e.body));
         let queued = Instant::now();
-        match self.hub.store.append(&self.id, entries).await {
+        match self
+            .hub
+            .store
+            .append(&self.id, entries, Some(room.version))
+            .await
+        {
             Ok(ticket) => self.pending.push_back(
                 ticket
                     .map(move |r| {
                         METRICS.commit.observe(queued.elapsed());
-                        (r, ack)
+                        (r, ack, redo)
                     })
                     .boxed(),
             ),
-            Err(e) => match ack {
-                Ack::Posted(r) | Ack::Changed(r, ..) | Ack::Acted(r, ..) => r.fail(e.into()),
-            },
+            Err(e) => ack.into_reply().fail(e.into()),
+        }
+        if moves {
+            self.drain_pending().await;
         }
     }
 
@@ -573,7 +667,8 @@ impl RoomActor {
             rules::apply(room, &author, body);
         }
         let entries = stamp(&author, entries);
-        self.append(entries, Ack::Changed(reply, left_out, garbage))
+        let redo = Redo::Change { actor, change };
+        self.append(entries, Ack::Changed(reply, left_out, garbage), redo)
             .await;
     }
 
@@ -683,9 +778,16 @@ impl RoomActor {
 
     /// An append landed: acknowledge it, deliver it, and carry out what it means for sessions
     /// (removed users are cut off after their line; added users are told).
-    async fn committed(&mut self, result: StoreResult<Vec<Appended>>, ack: Ack) {
+    async fn committed(&mut self, result: StoreResult<Vec<Appended>>, ack: Ack, redo: Redo) {
         let appended = match result {
             Ok(a) => a,
+            Err(StoreError::Conflict) => {
+                // Another node changed the room after we decided: learn what it did, and
+                // decide again (a removal there refuses this post here).
+                tracing::debug!(room = %self.id, "state moved under a decision; deciding again");
+                self.reload().await;
+                return Box::pin(self.handle(redo.command(ack.into_reply()))).await;
+            }
             Err(e) => {
                 tracing::warn!(room = %self.id, error = %e, "append failed; reloading state");
                 // The decision was applied to our state already; the store has the truth.
@@ -714,6 +816,9 @@ impl RoomActor {
             }
             if let Some(room) = &mut self.room {
                 room.head = room.head.max(ev.seq);
+                if moves_version(&ev.body) {
+                    room.version = room.version.max(ev.seq);
+                }
             }
             self.deliver(ev.clone());
         }

@@ -788,6 +788,7 @@ mod tests {
             ],
             epoch: 1,
             head: 10,
+            version: 0,
             converted_from: None,
             image: None,
             member_since: Default::default(),

@@ -1165,6 +1165,7 @@ mod tests {
             members: ids(members),
             epoch: 1,
             head: 1,
+            version: 0,
             converted_from: None,
             image: None,
             member_since: Default::default(),

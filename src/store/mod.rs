@@ -33,6 +33,10 @@ pub enum StoreError {
     /// The store is closed (shutting down).
     #[error("store closed")]
     Closed,
+    /// The room's state version is not the one the append was decided on: another node
+    /// changed the room meanwhile. Reload and decide again.
+    #[error("the room changed meanwhile")]
+    Conflict,
     /// The backend failed; the operation may or may not be retried.
     #[error("store backend: {0}")]
     Backend(String),
@@ -64,6 +68,10 @@ pub struct RoomRecord {
     pub epoch: u64,
     /// The seq of the last committed entry.
     pub head: u64,
+    /// The state version: the seq of the last entry that was not a message (see
+    /// [`moves_version`]). Appends are conditional on it, which makes authorisation
+    /// linearizable across nodes.
+    pub version: u64,
     /// The general room this group was converted from (its own id: conversion is in place).
     pub converted_from: Option<RoomId>,
     /// The profile image's file id.
@@ -142,6 +150,13 @@ pub struct NewAudit {
     pub detail: String,
     /// Every company involved; each one's admins can read the record.
     pub companies: Vec<CompanyId>,
+}
+
+/// Whether an entry moves its room's state version: everything but a message may change what
+/// later decisions depend on (membership, settings, items); messages never do, so concurrent
+/// posts never conflict.
+pub fn moves_version(body: &EventBody) -> bool {
+    !matches!(body, EventBody::Message { .. })
 }
 
 /// Life-cycle and membership entries are audited (G19); room content is not.
@@ -281,7 +296,16 @@ pub trait Store: Send + Sync + 'static {
     /// when they are stored. The call returns once the entries hold their place in line:
     /// entries queued by successive calls for one room commit in call order, so a room actor may
     /// queue several appends before the first one commits.
-    async fn append(&self, room: &RoomId, entries: Vec<NewEntry>) -> StoreResult<CommitTicket>;
+    ///
+    /// With `expect = Some(v)`, the append happens only if the room's state version is still
+    /// `v` when it commits; otherwise the ticket resolves to [`StoreError::Conflict`] and nothing
+    /// is written.
+    async fn append(
+        &self,
+        room: &RoomId,
+        entries: Vec<NewEntry>,
+        expect: Option<u64>,
+    ) -> StoreResult<CommitTicket>;
 
     /// Events with `after < seq <= upto`, oldest first, at most `limit`.
     async fn read_range(

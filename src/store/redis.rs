@@ -195,7 +195,7 @@ impl Meta {
         }
     }
 
-    fn record(self, id: &RoomId, epoch: u64, head: u64) -> RoomRecord {
+    fn record(self, id: &RoomId, epoch: u64, head: u64, version: u64) -> RoomRecord {
         RoomRecord {
             id: id.clone(),
             kind: self.kind,
@@ -209,6 +209,7 @@ impl Meta {
             members: self.members,
             epoch,
             head,
+            version,
             converted_from: self.converted_from,
             image: self.image,
             member_since: self.member_since,
@@ -288,12 +289,13 @@ redis.call('HSET', KEYS[3], 1, ARGV[3])
 return 1
 ";
 
-/// A post. KEYS: state, log, cmid, msgs, msgs of the author. ARGV: cmid field, entry.
-/// Returns {1, seq, epoch} when stored, {0, seq, epoch} for a duplicate, {-1} when the room is
-/// gone.
+/// A post. KEYS: state, log, cmid, msgs, msgs of the author. ARGV: cmid field, entry, expected
+/// state version ('' = any). Returns {1, seq, epoch} when stored, {0, seq, epoch} for a
+/// duplicate, {-1} when the room is gone, {-2} when the state version moved.
 const POST: &str = r"
-local st = redis.call('HMGET', KEYS[1], 'head', 'epoch', 'deleted')
+local st = redis.call('HMGET', KEYS[1], 'head', 'epoch', 'deleted', 'version')
 if not st[1] or st[3] == '1' then return {-1, false, false} end
+if ARGV[3] ~= '' and st[4] ~= ARGV[3] then return {-2, false, false} end
 local dup = redis.call('HGET', KEYS[3], ARGV[1])
 if dup then return {0, tonumber(dup), st[2]} end
 local seq = redis.call('HINCRBY', KEYS[1], 'head', 1)
@@ -305,14 +307,16 @@ return {1, seq, st[2]}
 ";
 
 /// A projected append. KEYS: state, log, meta, items, cmid, msgs. ARGV: expected head, new head,
-/// meta (or ''), then counted groups: log writes (seq, entry), item writes (id, expected old or
-/// '', new or '' to delete), cmid writes (field, seq), message indexes (seq, author msgs key).
-/// Returns 1, or -1 (gone), -2 (head moved), -3 (an item changed).
+/// meta (or ''), expected state version ('' = any), new state version, then counted groups: log
+/// writes (seq, entry), item writes (id, expected old or '', new or '' to delete), cmid writes
+/// (field, seq), message indexes (seq, author msgs key). Returns 1, or -1 (gone), -2 (head
+/// moved), -3 (an item changed), -4 (the state version moved).
 const PROJECTED: &str = r"
-local st = redis.call('HMGET', KEYS[1], 'head', 'deleted')
+local st = redis.call('HMGET', KEYS[1], 'head', 'deleted', 'version')
 if not st[1] or st[2] == '1' then return -1 end
+if ARGV[4] ~= '' and st[3] ~= ARGV[4] then return -4 end
 if st[1] ~= ARGV[1] then return -2 end
-local i = 4
+local i = 6
 local n = tonumber(ARGV[i]); i = i + 1
 local logs = i; i = i + 2 * n
 local ni = tonumber(ARGV[i]); i = i + 1
@@ -336,7 +340,7 @@ for k = 0, nm - 1 do
   redis.call('ZADD', ARGV[i + 2 * k + 1], ARGV[i + 2 * k], ARGV[i + 2 * k])
 end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
-redis.call('HSET', KEYS[1], 'head', ARGV[2], 'version', ARGV[2])
+redis.call('HSET', KEYS[1], 'head', ARGV[2], 'version', ARGV[5])
 return 1
 ";
 
@@ -422,6 +426,7 @@ impl Scripts {
 struct Job {
     room: RoomId,
     entries: Vec<NewEntry>,
+    expect: Option<u64>,
     done: oneshot::Sender<StoreResult<Vec<Appended>>>,
 }
 
@@ -496,7 +501,7 @@ impl Inner {
                 continue;
             }
             self.run_posts(&room, std::mem::take(&mut posts)).await;
-            let r = self.projected_append(&room, &job.entries).await;
+            let r = self.projected_append(&room, &job.entries, job.expect).await;
             let _ = job.done.send(r);
         }
         self.run_posts(&room, posts).await;
@@ -533,7 +538,8 @@ impl Inner {
                 .arg(rk(room, "msgs"))
                 .arg(rk(room, &format!("msgs:{}", e.author.0)))
                 .arg(cmid)
-                .arg(payload);
+                .arg(payload)
+                .arg(job.expect.map(|v| v.to_string()).unwrap_or_default());
             pipe.add_command(cmd);
             payloads.push(Ok(()));
         }
@@ -571,6 +577,9 @@ impl Inner {
         reply: (i64, Option<u64>, Option<String>),
     ) -> StoreResult<Appended> {
         let (status, seq, epoch) = reply;
+        if status == -2 {
+            return Err(StoreError::Conflict);
+        }
         let (Some(seq), Some(epoch)) = (seq, epoch.and_then(|e| e.parse::<u64>().ok())) else {
             return Err(StoreError::NotFound(format!("room {room}")));
         };
@@ -609,26 +618,32 @@ impl Inner {
 
     /// State, meta: the room as it is, or `None` when it does not exist (or was deleted).
     async fn load_room(&self, room: &RoomId) -> StoreResult<Option<RoomRecord>> {
-        type State = (Option<u64>, Option<u64>, Option<String>);
+        type State = (Option<u64>, Option<u64>, Option<String>, Option<u64>);
         let (state, meta): (State, Option<String>) = ::redis::pipe()
             .cmd("HMGET")
             .arg(rk(room, "state"))
             .arg("head")
             .arg("epoch")
             .arg("deleted")
+            .arg("version")
             .cmd("GET")
             .arg(rk(room, "meta"))
             .query_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
-        let (Some(head), Some(epoch), deleted) = state else {
+        let (Some(head), Some(epoch), deleted, version) = state else {
             return Ok(None);
         };
         if deleted.as_deref() == Some("1") {
             return Ok(None);
         }
         let Some(meta) = meta else { return Ok(None) };
-        Ok(Some(from_json::<Meta>(&meta)?.record(room, epoch, head)))
+        Ok(Some(from_json::<Meta>(&meta)?.record(
+            room,
+            epoch,
+            head,
+            version.unwrap_or(0),
+        )))
     }
 
     /// Any append but a single post: project in Rust, write if nothing moved, else again.
@@ -636,6 +651,7 @@ impl Inner {
         &self,
         room: &RoomId,
         entries: &[NewEntry],
+        expect: Option<u64>,
     ) -> StoreResult<Vec<Appended>> {
         for _ in 0..MAX_RETRIES {
             let Some(record) = self.load_room(room).await? else {
@@ -661,6 +677,8 @@ impl Inner {
                 .arg(plan.head)
                 .arg(plan.new_head)
                 .arg(&plan.meta)
+                .arg(expect.map(|v| v.to_string()).unwrap_or_default())
+                .arg(plan.new_version)
                 .arg(plan.logs.len());
             for (seq, entry) in &plan.logs {
                 inv.arg(*seq).arg(entry);
@@ -692,6 +710,7 @@ impl Inner {
                     return Ok(plan.appended);
                 }
                 -1 => return Err(StoreError::NotFound(format!("room {room}"))),
+                -4 => return Err(StoreError::Conflict),
                 // The room moved under us (a post, another node): project again.
                 _ => continue,
             }
@@ -707,14 +726,26 @@ impl Inner {
         let mut plan = Plan {
             head: room.head,
             new_head: room.head,
+            new_version: room.version,
             ..Plan::default()
         };
         // Items as read (the script checks they are unchanged) and as they become.
         let mut items: BTreeMap<u64, (String, Option<Item>)> = BTreeMap::new();
         let mut state_changed = false;
+        // Client ids taken earlier in this very batch.
+        let mut batch_cmids: HashMap<String, usize> = HashMap::new();
         for entry in entries {
             if let Some(cmid) = entry.client_msg_id() {
                 let field = cmid_field(&entry.author, cmid);
+                if let Some(&at) = batch_cmids.get(&field) {
+                    let event = plan.appended[at].event.clone();
+                    plan.appended.push(Appended {
+                        event,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                batch_cmids.insert(field.clone(), plan.appended.len());
                 let dup: Option<u64> = ::redis::cmd("HGET")
                     .arg(rk(&id, "cmid"))
                     .arg(&field)
@@ -738,6 +769,9 @@ impl Inner {
             }
             plan.new_head += 1;
             let seq = plan.new_head;
+            if moves_version(&entry.body) {
+                plan.new_version = seq;
+            }
             let event = Event {
                 room: id.clone(),
                 epoch: room.epoch,
@@ -807,8 +841,6 @@ impl Inner {
                 duplicate: false,
             });
         }
-        // Duplicates come back in their place among the new entries.
-        plan.appended.sort_by_key(|a| a.event.seq);
         for (id, (old, new)) in items {
             let new = new.as_ref().map(to_json).transpose()?.unwrap_or_default();
             if new != old {
@@ -960,6 +992,7 @@ type RedisResultVec = ::redis::RedisResult<Vec<(i64, Option<u64>, Option<String>
 struct Plan {
     head: u64,
     new_head: u64,
+    new_version: u64,
     meta: String,
     logs: Vec<(u64, String)>,
     items: Vec<(u64, (String, String))>,
@@ -1251,7 +1284,12 @@ impl Store for RedisStore {
         self.inner.load_room(id).await
     }
 
-    async fn append(&self, room: &RoomId, entries: Vec<NewEntry>) -> StoreResult<CommitTicket> {
+    async fn append(
+        &self,
+        room: &RoomId,
+        entries: Vec<NewEntry>,
+        expect: Option<u64>,
+    ) -> StoreResult<CommitTicket> {
         let (done, rx) = oneshot::channel();
         let tx = self
             .writer
@@ -1262,6 +1300,7 @@ impl Store for RedisStore {
         tx.send(Job {
             room: room.clone(),
             entries,
+            expect,
             done,
         })
         .await

@@ -79,6 +79,8 @@ CREATE TABLE IF NOT EXISTS rooms (
     features TEXT NOT NULL,
     epoch INTEGER NOT NULL,
     head INTEGER NOT NULL,
+    -- The seq of the last entry that was not a message (appends are conditional on it).
+    version INTEGER NOT NULL DEFAULT 0,
     converted_from TEXT,
     -- A deleted group keeps its row (ids are never reused) and nothing else (G16).
     deleted INTEGER NOT NULL DEFAULT 0,
@@ -152,7 +154,7 @@ CREATE TABLE IF NOT EXISTS audit_companies (
 "#;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 impl SqliteStore {
     /// Open (or create) the database file at `path`.
@@ -167,6 +169,10 @@ impl SqliteStore {
                 "{} was written by a newer crossroom (schema {version}, this build knows {SCHEMA_VERSION})",
                 path.display()
             )));
+        }
+        if version == 1 {
+            // Schema 2 added the rooms' state version.
+            conn.execute_batch("ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 0")?;
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -304,6 +310,7 @@ impl Clone for StoreError {
             StoreError::AlreadyExists(s) => StoreError::AlreadyExists(s.clone()),
             StoreError::NotFound(s) => StoreError::NotFound(s.clone()),
             StoreError::Closed => StoreError::Closed,
+            StoreError::Conflict => StoreError::Conflict,
             StoreError::Backend(s) => StoreError::Backend(s.clone()),
         }
     }
@@ -433,8 +440,13 @@ fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult
         entry.client_msg_id(),
         encode_body(&entry.body)?
     ])?;
-    conn.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1")?
-        .execute(params![room.0, seq])?;
+    if super::moves_version(&entry.body) {
+        conn.prepare_cached("UPDATE rooms SET head = ?2, version = ?2 WHERE id = ?1")?
+            .execute(params![room.0, seq])?;
+    } else {
+        conn.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1")?
+            .execute(params![room.0, seq])?;
+    }
     let event = Event {
         room: room.clone(),
         epoch: epoch as u64,
@@ -969,7 +981,7 @@ impl Store for SqliteStore {
             let row = conn
                 .prepare_cached(
                     "SELECT kind, name, description, owner_company, created_by, created_at,
-                            features, epoch, head, converted_from, image
+                            features, epoch, head, converted_from, image, version
                        FROM rooms WHERE id = ?1 AND deleted = 0",
                 )?
                 .query_row(params![id.0], |r| {
@@ -988,6 +1000,7 @@ impl Store for SqliteStore {
                         head: r.get::<_, i64>(8)? as u64,
                         converted_from: r.get::<_, Option<String>>(9)?.map(RoomId),
                         image: r.get(10)?,
+                        version: r.get::<_, i64>(11)? as u64,
                         masters: Vec::new(),
                         members: Vec::new(),
                         member_since: Default::default(),
@@ -1022,10 +1035,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append(&self, room: &RoomId, entries: Vec<NewEntry>) -> StoreResult<CommitTicket> {
+    async fn append(
+        &self,
+        room: &RoomId,
+        entries: Vec<NewEntry>,
+        expect: Option<u64>,
+    ) -> StoreResult<CommitTicket> {
         let room = room.clone();
         let rx = self
             .enqueue(move |conn| {
+                if let Some(expected) = expect {
+                    let version: Option<i64> = conn
+                        .prepare_cached("SELECT version FROM rooms WHERE id = ?1 AND deleted = 0")?
+                        .query_row(params![room.0], |r| r.get(0))
+                        .optional()?;
+                    match version {
+                        None => return Err(StoreError::NotFound(format!("room {room}"))),
+                        Some(v) if v as u64 != expected => return Err(StoreError::Conflict),
+                        Some(_) => {}
+                    }
+                }
                 entries
                     .iter()
                     .map(|e| append_one(conn, &room, e))

@@ -2,7 +2,7 @@
 //! `suite::run(store).await` from a test, on a fresh store. It panics on the first difference.
 //!
 //! It is a public module (not `#[cfg(test)]`) so that the integration tests can run it against
-//! each backend: SQLite now, Redis next.
+//! each backend: SQLite, Redis, and Redis Cluster.
 
 use super::{FileRecord, Invite, NewAudit, NewEntry, NewRoom, SharedStore, StoreError};
 use crate::directory::{Company, CompanySettings, User, UserKind};
@@ -42,6 +42,7 @@ pub async fn run(store: SharedStore) {
     directory(&store).await;
     rooms_and_log(&store).await;
     idempotent_appends(&store).await;
+    conditional_appends(&store).await;
     ordered_pipelined_appends(&store).await;
     read_state(&store).await;
     projections_and_audit(&store).await;
@@ -206,6 +207,7 @@ async fn rooms_and_log(store: &SharedStore) {
         .append(
             &room.id,
             vec![message(&a, "m1", "one"), message(&b, "m2", "two")],
+            None,
         )
         .await
         .expect("queue");
@@ -243,13 +245,88 @@ async fn rooms_and_log(store: &SharedStore) {
     assert_eq!(latest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
 
     let missing = match store
-        .append(&"r_none".into(), vec![message(&a, "x", "x")])
+        .append(&"r_none".into(), vec![message(&a, "x", "x")], None)
         .await
     {
         Ok(t) => t.await,
         Err(e) => Err(e),
     };
     assert!(missing.is_err(), "appending to a missing room fails");
+}
+
+/// Appends conditional on the state version: messages never move it, anything else does; a
+/// decision made on an older version is refused and writes nothing.
+async fn conditional_appends(store: &SharedStore) {
+    let a: UserId = "alice@acme.example".into();
+    let b: UserId = "bob@acme.example".into();
+    let room: RoomId = "r_cond".into();
+    store
+        .create_room(&new_room("r_cond", &[&a], &[&a]))
+        .await
+        .expect("create");
+    let v1 = store
+        .room(&room)
+        .await
+        .expect("read")
+        .expect("room")
+        .version;
+    assert_eq!(v1, 1, "the created entry is the first state");
+    let append = |entries: Vec<NewEntry>, expect: Option<u64>| {
+        let store = store.clone();
+        let room = room.clone();
+        async move {
+            match store.append(&room, entries, expect).await {
+                Ok(t) => t.await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    // Posts on the current version commit, and do not move it.
+    let p = append(vec![message(&a, "c1", "one")], Some(v1))
+        .await
+        .expect("post");
+    assert_eq!(p[0].event.seq, 2);
+    assert_eq!(
+        store
+            .room(&room)
+            .await
+            .expect("read")
+            .expect("room")
+            .version,
+        v1
+    );
+    // A change on the current version commits and moves it to its seq.
+    let add = NewEntry {
+        author: a.clone(),
+        ts: 1_000,
+        body: EventBody::MembersAdded {
+            users: vec![b.clone()],
+        },
+    };
+    let c = append(vec![add.clone()], Some(v1)).await.expect("change");
+    let v2 = c[0].event.seq;
+    assert_eq!(v2, 3);
+    let r = store.room(&room).await.expect("read").expect("room");
+    assert_eq!((r.version, r.head), (v2, 3));
+    // Decided on the old version: refused, nothing written, for posts and changes alike.
+    for entries in [vec![message(&b, "c2", "late")], vec![add]] {
+        match append(entries, Some(v1)).await {
+            Err(StoreError::Conflict) => {}
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.room(&room).await.expect("read").expect("room").head,
+        3
+    );
+    // Decided again on the new version: accepted; unconditional appends always are.
+    let p = append(vec![message(&b, "c2", "late")], Some(v2))
+        .await
+        .expect("post");
+    assert_eq!(p[0].event.seq, 4);
+    append(vec![message(&b, "c3", "free")], None)
+        .await
+        .expect("post");
 }
 
 async fn idempotent_appends(store: &SharedStore) {
@@ -261,7 +338,7 @@ async fn idempotent_appends(store: &SharedStore) {
         .expect("create");
     let room = RoomId::from("r_idem");
     let first = store
-        .append(&room, vec![message(&a, "same", "hello")])
+        .append(&room, vec![message(&a, "same", "hello")], None)
         .await
         .expect("queue")
         .await
@@ -271,6 +348,7 @@ async fn idempotent_appends(store: &SharedStore) {
         .append(
             &room,
             vec![message(&a, "same", "hello"), message(&a, "same", "hello")],
+            None,
         )
         .await
         .expect("queue")
@@ -280,7 +358,7 @@ async fn idempotent_appends(store: &SharedStore) {
     assert!(again.iter().all(|x| x.event == first[0].event));
     // Another author may use the same client id.
     let other = store
-        .append(&room, vec![message(&b, "same", "hi")])
+        .append(&room, vec![message(&b, "same", "hi")], None)
         .await
         .expect("queue")
         .await
@@ -305,7 +383,11 @@ async fn ordered_pipelined_appends(store: &SharedStore) {
     let mut tickets = Vec::new();
     for i in 0..200 {
         let t = store
-            .append(&room, vec![message(&a, &format!("p{i}"), &format!("{i}"))])
+            .append(
+                &room,
+                vec![message(&a, &format!("p{i}"), &format!("{i}"))],
+                None,
+            )
             .await
             .expect("queue");
         tickets.push(t);
@@ -336,7 +418,7 @@ async fn read_state(store: &SharedStore) {
     let room = RoomId::from("r_read");
     for (i, who) in [&a, &b, &b, &a, &b].iter().enumerate() {
         store
-            .append(&room, vec![message(who, &format!("r{i}"), "x")])
+            .append(&room, vec![message(who, &format!("r{i}"), "x")], None)
             .await
             .expect("queue")
             .await
@@ -371,6 +453,7 @@ async fn commit(store: &SharedStore, room: &RoomId, author: &UserId, body: Event
                 ts: 2_000,
                 body,
             }],
+            None,
         )
         .await
         .expect("queue")

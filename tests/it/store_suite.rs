@@ -90,7 +90,10 @@ async fn redis_with_aof_always_keeps_acknowledged_appends_across_a_kill() {
         },
     };
     for i in 0..100 {
-        let ticket = store.append(&room, vec![post(i)]).await.expect("queue");
+        let ticket = store
+            .append(&room, vec![post(i)], None)
+            .await
+            .expect("queue");
         ticket.await.expect("acknowledged");
     }
     redis.restart().await;
@@ -108,7 +111,10 @@ async fn redis_with_aof_always_keeps_acknowledged_appends_across_a_kill() {
     assert_eq!(events.len(), 101, "created + every acknowledged post");
     assert_eq!(events.last().map(|e| e.seq), Some(101));
     // And it keeps appending where it left off.
-    let ticket = store.append(&room, vec![post(100)]).await.expect("queue");
+    let ticket = store
+        .append(&room, vec![post(100)], None)
+        .await
+        .expect("queue");
     let appended = ticket.await.expect("acknowledged after the restart");
     assert_eq!(appended[0].event.seq, 102);
     redis.kill().await;
