@@ -33,6 +33,10 @@ pub struct Config {
     /// The server's own origin (from `public_url`) is always allowed; requests without an
     /// `Origin` header (native clients) are not affected.
     pub allowed_origins: Vec<String>,
+    /// Cluster mode: Redis URLs (one: a single Redis; several: Redis Cluster seed nodes). The
+    /// room log, projections and directory then live in Redis, shared by every node, and events
+    /// fan out across nodes over Redis pub/sub. Empty: the embedded SQLite store.
+    pub redis: Vec<String>,
     pub limits: Limits,
 }
 
@@ -108,6 +112,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             smtp: None,
             allowed_origins: Vec::new(),
+            redis: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -162,6 +167,7 @@ pub struct Overrides {
     pub operator_key: Option<String>,
     pub token_secret: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub redis: Option<Vec<String>>,
 }
 
 impl Config {
@@ -190,6 +196,9 @@ impl Config {
         if let Some(v) = overrides.log_format {
             config.log_format = v;
         }
+        if let Some(v) = overrides.redis {
+            config.redis = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -197,6 +206,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self
+            .redis
+            .iter()
+            .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+        {
+            return bad("redis: every URL must start with redis:// or rediss://");
+        }
         if l.max_frame_bytes < 1024 {
             return bad("limits.max_frame_bytes must be at least 1024");
         }

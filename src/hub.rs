@@ -53,6 +53,8 @@ pub struct Hub {
     pub origins: Vec<String>,
     /// Stats and audit feeds for ops dashboards.
     pub ops: crate::ops::OpsFeed,
+    /// Cluster mode: the cross-node bus (set once at start).
+    pub bus: std::sync::OnceLock<Arc<crate::bus::Bus>>,
     next_session: AtomicU64,
     next_generation: AtomicU64,
 }
@@ -73,6 +75,7 @@ impl Hub {
             sessions: DashMap::new(),
             company_sessions: DashMap::new(),
             ops: crate::ops::OpsFeed::default(),
+            bus: std::sync::OnceLock::new(),
             next_session: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
         })
@@ -135,6 +138,25 @@ impl Hub {
             .clone()
     }
 
+    /// A room event committed by another node: to this node's actor for the room, if any (no
+    /// actor, nobody here to deliver to). A full mailbox drops it; the actor catches up from
+    /// the log.
+    pub fn remote_event(&self, event: crossroom_protocol::Event) {
+        let Some(h) = self.rooms.get(&event.room).map(|h| h.tx.clone()) else {
+            return;
+        };
+        if h.try_send(RoomCommand::Remote(event)).is_err() {
+            tracing::debug!("room mailbox full; the actor will catch up from the log");
+        }
+    }
+
+    /// Make the room's actor (if any) catch up from the log.
+    pub fn room_catch_up(&self, room: &RoomId) {
+        if let Some(h) = self.rooms.get(room).map(|h| h.tx.clone()) {
+            let _ = h.try_send(RoomCommand::CatchUp);
+        }
+    }
+
     /// Number of live room actors on this node.
     pub fn active_rooms(&self) -> usize {
         self.rooms.len()
@@ -193,8 +215,16 @@ impl Hub {
         }
     }
 
-    /// Push a frame to every live session of `user` on this node.
+    /// Push a frame to every live session of `user`, on this node and (cluster mode) the others.
     pub fn push_to_user(&self, user: &UserId, frame: &ServerFrame) {
+        self.push_local(user, frame);
+        if let Some(bus) = self.bus.get() {
+            bus.push(user, frame);
+        }
+    }
+
+    /// Push a frame to every live session of `user` on this node.
+    pub fn push_local(&self, user: &UserId, frame: &ServerFrame) {
         let targets: Vec<Outbound> = match self.sessions.get(user) {
             Some(v) => v.iter().map(|(_, o)| o.clone()).collect(),
             None => return,
@@ -210,12 +240,20 @@ impl Hub {
         format!("{}/v1/invite/{token}", self.public_url)
     }
 
-    /// Close every live session of `user` on this node (disabled, or tokens revoked).
+    /// Close every live session of `user`, on every node (disabled, or tokens revoked).
     pub fn close_user_sessions(
         &self,
         user: &UserId,
         req: crate::connection::outbound::CloseRequest,
     ) {
+        if let Some(bus) = self.bus.get() {
+            bus.close_sessions(user, req.code);
+        }
+        self.close_local(user, req);
+    }
+
+    /// Close every live session of `user` on this node.
+    pub fn close_local(&self, user: &UserId, req: crate::connection::outbound::CloseRequest) {
         let targets: Vec<Outbound> = match self.sessions.get(user) {
             Some(v) => v.iter().map(|(_, o)| o.clone()).collect(),
             None => return,

@@ -4,6 +4,7 @@
 //! The README's architecture table maps each concept to its module.
 
 pub mod blob;
+pub mod bus;
 pub mod config;
 pub mod connection;
 pub mod demo;

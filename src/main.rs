@@ -40,6 +40,10 @@ enum Command {
         /// Log format: human or json
         #[arg(long, env = "CROSSROOM_LOG_FORMAT", value_parser = parse_log_format)]
         log_format: Option<LogFormat>,
+        /// Cluster mode: Redis URL(s), comma-separated (one: a single Redis; several: Redis
+        /// Cluster seed nodes). Without it: the embedded SQLite store.
+        #[arg(long, env = "CROSSROOM_REDIS", value_delimiter = ',')]
+        redis: Vec<String>,
         /// Seed two demo companies with users, contacts and a group, and print how to connect
         #[arg(long)]
         demo: bool,
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         operator_key,
         token_secret,
         log_format,
+        redis,
         demo,
     } = cli.command;
     let config = match Config::load(
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
             operator_key,
             token_secret,
             log_format,
+            redis: if redis.is_empty() { None } else { Some(redis) },
         },
     ) {
         Ok(c) => c,

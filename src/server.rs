@@ -48,8 +48,29 @@ where
     F: FnOnce(Started) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let secrets = config.prepare()?;
-    let store: SharedStore = Arc::new(SqliteStore::open(&config.database_path())?);
+    let mut secrets = config.prepare()?;
+    let store: SharedStore = if config.redis.is_empty() {
+        Arc::new(SqliteStore::open(&config.database_path())?)
+    } else {
+        tracing::info!(redis = ?config.redis, "cluster mode: store and bus on Redis");
+        let redis = crate::store::redis::RedisStore::open(&config.redis).await?;
+        // Every node signs and checks tokens with one secret, and takes one operator key:
+        // configured ones are used as they are; generated ones are agreed on through Redis
+        // (the first node's wins) and written back to this node's files.
+        if config.token_secret.is_none() {
+            secrets.token_secret = redis
+                .shared_secret("token", &secrets.token_secret)
+                .await?;
+            std::fs::write(config.data_dir.join("token.secret"), &secrets.token_secret)?;
+        }
+        if config.operator_key.is_none() {
+            secrets.operator_key = redis
+                .shared_secret("operator", &secrets.operator_key)
+                .await?;
+            std::fs::write(config.data_dir.join("operator.key"), &secrets.operator_key)?;
+        }
+        Arc::new(redis)
+    };
     let hub = Hub::new(Services {
         store: store.clone(),
         limits: config.limits.clone(),
@@ -65,6 +86,10 @@ where
         shutdown: shutdown.clone(),
     });
     let addr = listener.local_addr()?;
+    if !config.redis.is_empty() {
+        let bus = crate::bus::Bus::start(&config.redis, Arc::downgrade(&hub)).await?;
+        let _ = hub.bus.set(bus);
+    }
     crate::ops::spawn_sampler(hub.clone());
     on_start(Started {
         hub: hub.clone(),
@@ -169,6 +194,12 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<serde_json::Va
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "draining" })),
+        );
+    }
+    if hub.bus.get().is_some_and(|b| !b.is_healthy()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "degraded", "detail": "the bus subscription is not delivering" })),
         );
     }
     match hub.store_ready().await {

@@ -54,8 +54,12 @@ pub fn spawn(hub: Arc<Hub>, id: RoomId, generation: u64) -> RoomHandle {
     let (tx, rx) = mpsc::channel(hub.limits.room_mailbox);
     let stats = Arc::new(RoomStats::default());
     let span = tracing::info_span!("room", room = %id);
+    if let Some(bus) = hub.bus.get() {
+        bus.subscribe(&id);
+    }
     let actor = RoomActor {
         hub,
+        delivered: 0,
         stats: stats.clone(),
         id,
         generation,
@@ -173,6 +177,10 @@ struct RoomActor {
     rx: mpsc::Receiver<RoomCommand>,
     /// `None` when the room does not exist (every command answers not found).
     room: Option<RoomRecord>,
+    /// The last seq this actor delivered to its subscribers and applied to `room`: events come
+    /// in seq order, and a gap (an entry another node committed that the bus did not bring
+    /// yet) is filled from the log first.
+    delivered: u64,
     subscribers: HashMap<SessionId, Subscriber>,
     /// Appends queued in the store, in commit order.
     pending: FuturesOrdered<Pending>,
@@ -182,6 +190,7 @@ struct RoomActor {
 impl RoomActor {
     async fn run(mut self) {
         self.reload().await;
+        self.delivered = self.room.as_ref().map(|r| r.head).unwrap_or(0);
         // A room that does not exist keeps no state worth keeping: retire within a second, so
         // requests for made-up room ids cannot pile up actors.
         let idle = if self.room.is_some() {
@@ -191,8 +200,15 @@ impl RoomActor {
         };
         let mut tick = tokio::time::interval(idle);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Cluster mode: pub/sub may lose a message; the log never does.
+        let mut catch_up = tokio::time::interval(CATCH_UP_EVERY);
+        catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let clustered = self.hub.bus.get().is_some();
         loop {
             tokio::select! {
+                _ = catch_up.tick(), if clustered && !self.subscribers.is_empty() => {
+                    self.catch_up().await;
+                }
                 Some((result, ack, redo)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.committed(result, ack, redo).await;
                 }
@@ -211,6 +227,9 @@ impl RoomActor {
             }
         }
         self.drain_pending().await;
+        if let Some(bus) = self.hub.bus.get() {
+            bus.unsubscribe(&self.id);
+        }
         tracing::debug!(room = %self.id, "room actor stopped");
     }
 
@@ -250,6 +269,11 @@ impl RoomActor {
     }
 
     async fn handle(&mut self, cmd: RoomCommand) {
+        match cmd {
+            RoomCommand::Remote(event) => return self.accept(event, false).await,
+            RoomCommand::CatchUp => return self.catch_up().await,
+            _ => {}
+        }
         let Some(room) = &self.room else {
             if let Some(r) = cmd.into_reply() {
                 r.fail(self.not_found());
@@ -432,6 +456,75 @@ impl RoomActor {
                 file,
                 reply,
             } => self.add_file(user, folder, file, reply).await,
+            RoomCommand::Remote(_) | RoomCommand::CatchUp => {}
+        }
+    }
+
+    /// Take one committed entry in seq order: fill a gap before it from the log, skip what was
+    /// seen already (our own commits come back over the bus too), apply entries made elsewhere
+    /// to our copy of the room (ours were applied when decided), deliver.
+    async fn accept(&mut self, event: Event, own: bool) {
+        if self.room.is_none() || event.seq <= self.delivered {
+            return;
+        }
+        if event.seq > self.delivered + 1 {
+            self.fill(event.seq - 1).await;
+            if event.seq <= self.delivered {
+                return;
+            }
+        }
+        if let Some(room) = &mut self.room {
+            if !own {
+                rules::apply(room, &event.author, &event.body);
+            }
+            room.head = room.head.max(event.seq);
+            if moves_version(&event.body) {
+                room.version = room.version.max(event.seq);
+            }
+        }
+        self.delivered = event.seq;
+        self.deliver(event);
+    }
+
+    /// Deliver what the log has after `delivered`, up to `upto`.
+    async fn fill(&mut self, upto: u64) {
+        let (after, max) = (self.delivered, self.hub.limits.max_replay as usize);
+        let mut after = after;
+        while after < upto {
+            let events = match self.hub.store.read_range(&self.id, after, upto, max).await {
+                Ok(e) if !e.is_empty() => e,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(room = %self.id, error = %e, "cannot fill a gap from the log");
+                    return;
+                }
+            };
+            if let Some(bus) = self.hub.bus.get() {
+                bus.gap_fills.fetch_add(1, Ordering::Relaxed);
+            }
+            for e in events {
+                after = e.seq;
+                if e.seq == self.delivered + 1 {
+                    Box::pin(self.accept(e, false)).await;
+                }
+            }
+        }
+    }
+
+    /// Cluster mode: deliver whatever other nodes committed that the bus did not bring.
+    async fn catch_up(&mut self) {
+        if self.room.is_none() {
+            return;
+        }
+        match self.hub.store.room(&self.id).await {
+            Ok(Some(r)) if r.head > self.delivered => self.fill(r.head).await,
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                // Deleted elsewhere: nothing more to deliver here.
+                self.subscribers.clear();
+                self.room = None;
+            }
+            Err(e) => tracing::warn!(room = %self.id, error = %e, "catch-up failed"),
         }
     }
 
@@ -786,6 +879,8 @@ impl RoomActor {
                 // decide again (a removal there refuses this post here).
                 tracing::debug!(room = %self.id, "state moved under a decision; deciding again");
                 self.reload().await;
+                self.fill(self.room.as_ref().map(|r| r.head).unwrap_or(0))
+                    .await;
                 return Box::pin(self.handle(redo.command(ack.into_reply()))).await;
             }
             Err(e) => {
@@ -814,13 +909,8 @@ impl RoomActor {
             if a.duplicate {
                 continue;
             }
-            if let Some(room) = &mut self.room {
-                room.head = room.head.max(ev.seq);
-                if moves_version(&ev.body) {
-                    room.version = room.version.max(ev.seq);
-                }
-            }
-            self.deliver(ev.clone());
+            self.accept(ev.clone(), true).await;
+            self.announce(ev);
         }
         // A feature action answers with its first entry: the item it created or changed (a
         // notice may follow it).
@@ -892,25 +982,48 @@ impl RoomActor {
         });
         METRICS.fanout.observe(started.elapsed());
         METRICS.deliveries.inc_by(delivered);
-        METRICS.entries.inc();
         self.stats.entries.fetch_add(1, Ordering::Relaxed);
-        self.count_subscribers();
         let ServerFrame::Event(event) = shared.frame() else {
             return;
         };
+        // G12/D4: a removed user got the removal entry; nothing after it reaches them.
+        match &event.body {
+            EventBody::MemberRemoved { user, .. } => self.cut_off(user),
+            EventBody::Converted { left_out, .. } => {
+                for l in left_out {
+                    self.cut_off(&l.user);
+                }
+            }
+            _ => {}
+        }
+        self.count_subscribers();
+    }
+
+    /// What only the node that committed an entry does (once, cluster-wide): count it, publish
+    /// its audit record, and tell the users it names — on every node.
+    fn announce(&self, event: &Event) {
+        METRICS.entries.inc();
         if matches!(event.body, EventBody::Message { .. }) {
             METRICS.messages.inc();
         }
-        if let Some(room) = &self.room {
-            if let Some(record) = crate::store::audit_of(event, &room.owner_company) {
-                self.hub.ops.publish(&record);
-            }
+        let Some(room) = &self.room else { return };
+        if let Some(record) = crate::store::audit_of(event, &room.owner_company) {
+            self.hub.ops.publish(&record);
         }
+        let removed = |user: &UserId, reason: RemovalReason| {
+            self.hub.push_to_user(
+                user,
+                &ServerFrame::Removed {
+                    room: self.id.clone(),
+                    reason,
+                },
+            );
+        };
         match &event.body {
-            EventBody::MemberRemoved { user, reason } => self.cut_off(user, *reason),
+            EventBody::MemberRemoved { user, reason } => removed(user, *reason),
             EventBody::Converted { left_out, .. } => {
                 for l in left_out {
-                    self.cut_off(&l.user, RemovalReason::Converted);
+                    removed(&l.user, RemovalReason::Converted);
                 }
             }
             EventBody::MembersAdded { users } => {
@@ -956,17 +1069,10 @@ impl RoomActor {
         });
     }
 
-    /// G12/D4: the user got the removal entry; nothing after it reaches them, and all their
-    /// sessions are told.
-    fn cut_off(&mut self, user: &UserId, reason: RemovalReason) {
+    /// G12/D4: the user's subscriptions end at their removal line (their sessions are told by
+    /// [`Self::announce`] on the committing node).
+    fn cut_off(&mut self, user: &UserId) {
         self.subscribers.retain(|_, sub| sub.user != *user);
-        self.hub.push_to_user(
-            user,
-            &ServerFrame::Removed {
-                room: self.id.clone(),
-                reason,
-            },
-        );
     }
 }
 
@@ -1056,6 +1162,9 @@ fn stamp(author: &UserId, bodies: Vec<EventBody>) -> Vec<NewEntry> {
 
 /// Most attachments on one message.
 const MAX_ATTACHMENTS: usize = 20;
+/// Cluster mode: how often an actor with subscribers reads the log's head for entries the bus
+/// did not bring.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
 
 /// Look up what [`features::decide`] needs: the named item, its parent folder, the message to
 /// recall and its author's recall window, the actor's name.

@@ -92,6 +92,11 @@ pub enum RoomCommand {
         query: crossroom_protocol::Query,
         reply: Reply,
     },
+    /// Cluster mode: an entry another node committed, from the bus.
+    Remote(crossroom_protocol::Event),
+    /// Cluster mode: read the log for entries this node has not seen (after a resubscription,
+    /// and periodically).
+    CatchUp,
     /// A file the user uploaded into the room's folder (F1): record it in the log.
     AddFile {
         user: UserId,
@@ -106,6 +111,7 @@ impl RoomCommand {
     pub fn into_reply(self) -> Option<Reply> {
         match self {
             RoomCommand::Unsubscribe { reply, .. } => reply,
+            RoomCommand::Remote(_) | RoomCommand::CatchUp => None,
             RoomCommand::Subscribe { reply, .. }
             | RoomCommand::Post { reply, .. }
             | RoomCommand::History { reply, .. }

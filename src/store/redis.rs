@@ -88,7 +88,47 @@ impl ConnectionLike for Conn {
     }
 }
 
+fn resp3(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}protocol=resp3")
+}
+
 impl Conn {
+    /// A RESP3 connection whose pub/sub messages (and reconnect notices) go to `pushes`; it
+    /// resubscribes by itself after a reconnect.
+    pub async fn connect_with_pushes(
+        urls: &[String],
+        pushes: tokio::sync::mpsc::UnboundedSender<::redis::PushInfo>,
+    ) -> Result<Conn, StoreError> {
+        match urls {
+            [] => Err(StoreError::Backend("no Redis URL given".into())),
+            [one] => {
+                let client = ::redis::Client::open(resp3(one).as_str()).map_err(backend)?;
+                let config = ::redis::aio::ConnectionManagerConfig::new()
+                    .set_push_sender(pushes)
+                    .set_automatic_resubscription();
+                Ok(Conn::Single(
+                    client
+                        .get_connection_manager_with_config(config)
+                        .await
+                        .map_err(backend)?,
+                ))
+            }
+            many => {
+                let client = ::redis::cluster::ClusterClientBuilder::new(
+                    many.iter().map(|u| resp3(u)),
+                )
+                .use_protocol(::redis::ProtocolVersion::RESP3)
+                .push_sender(pushes)
+                .build()
+                .map_err(backend)?;
+                Ok(Conn::Cluster(
+                    client.get_async_connection().await.map_err(backend)?,
+                ))
+            }
+        }
+    }
+
     /// Connect to `urls`: one URL is a single server; several are Redis Cluster seed nodes.
     pub async fn connect(urls: &[String]) -> Result<Conn, StoreError> {
         match urls {
@@ -290,7 +330,8 @@ return 1
 ";
 
 /// A post. KEYS: state, log, cmid, msgs, msgs of the author. ARGV: cmid field, entry, expected
-/// state version ('' = any). Returns {1, seq, epoch} when stored, {0, seq, epoch} for a
+/// state version ('' = any), publish command, channel (the entry is published there as
+/// `seq \n epoch \n entry`, atomically with the commit). Returns {1, seq, epoch} when stored, {0, seq, epoch} for a
 /// duplicate, {-1} when the room is gone, {-2} when the state version moved.
 const POST: &str = r"
 local st = redis.call('HMGET', KEYS[1], 'head', 'epoch', 'deleted', 'version')
@@ -303,20 +344,21 @@ redis.call('HSET', KEYS[2], seq, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], seq)
 redis.call('ZADD', KEYS[4], seq, seq)
 redis.call('ZADD', KEYS[5], seq, seq)
+redis.call(ARGV[4], ARGV[5], seq .. '\n' .. st[2] .. '\n' .. ARGV[2])
 return {1, seq, st[2]}
 ";
 
 /// A projected append. KEYS: state, log, meta, items, cmid, msgs. ARGV: expected head, new head,
-/// meta (or ''), expected state version ('' = any), new state version, then counted groups: log
-/// writes (seq, entry), item writes (id, expected old or '', new or '' to delete), cmid writes
+/// meta (or ''), expected state version ('' = any), new state version, publish command, channel,
+/// then counted groups: log writes (seq, entry; new ones are published), item writes (id, expected old or '', new or '' to delete), cmid writes
 /// (field, seq), message indexes (seq, author msgs key). Returns 1, or -1 (gone), -2 (head
 /// moved), -3 (an item changed), -4 (the state version moved).
 const PROJECTED: &str = r"
-local st = redis.call('HMGET', KEYS[1], 'head', 'deleted', 'version')
+local st = redis.call('HMGET', KEYS[1], 'head', 'deleted', 'version', 'epoch')
 if not st[1] or st[2] == '1' then return -1 end
 if ARGV[4] ~= '' and st[3] ~= ARGV[4] then return -4 end
 if st[1] ~= ARGV[1] then return -2 end
-local i = 6
+local i = 8
 local n = tonumber(ARGV[i]); i = i + 1
 local logs = i; i = i + 2 * n
 local ni = tonumber(ARGV[i]); i = i + 1
@@ -341,6 +383,13 @@ for k = 0, nm - 1 do
 end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
 redis.call('HSET', KEYS[1], 'head', ARGV[2], 'version', ARGV[5])
+local head = tonumber(ARGV[1])
+for k = 0, n - 1 do
+  local seq = ARGV[logs + 2 * k]
+  if tonumber(seq) > head then
+    redis.call(ARGV[6], ARGV[7], seq .. '\n' .. st[4] .. '\n' .. ARGV[logs + 2 * k + 1])
+  end
+end
 return 1
 ";
 
@@ -470,6 +519,25 @@ impl RedisStore {
     fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
+
+    /// A secret every node must share (token signing, operator key): the first node's
+    /// `candidate` wins; every node gets the same value.
+    pub async fn shared_secret(&self, name: &str, candidate: &str) -> StoreResult<String> {
+        let key = format!("cr:secret:{name}");
+        let _: Value = ::redis::cmd("SET")
+            .arg(&key)
+            .arg(candidate)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let value: Option<String> = ::redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        value.ok_or_else(|| StoreError::Backend(format!("secret {name} vanished")))
+    }
 }
 
 /// Take appends in call order; run each room's share of a batch in order, rooms side by side.
@@ -493,6 +561,14 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
 }
 
 impl Inner {
+    /// Sharded pub/sub on a cluster (the channel lives on the room's shard).
+    fn publish_cmd(&self) -> &'static str {
+        match self.conn {
+            Conn::Cluster(_) => "SPUBLISH",
+            Conn::Single(_) => "PUBLISH",
+        }
+    }
+
     async fn run_room_jobs(&self, room: RoomId, jobs: Vec<Job>) {
         let mut posts: Vec<Job> = Vec::new();
         for job in jobs {
@@ -539,7 +615,9 @@ impl Inner {
                 .arg(rk(room, &format!("msgs:{}", e.author.0)))
                 .arg(cmid)
                 .arg(payload)
-                .arg(job.expect.map(|v| v.to_string()).unwrap_or_default());
+                .arg(job.expect.map(|v| v.to_string()).unwrap_or_default())
+                .arg(self.publish_cmd())
+                .arg(crate::bus::room_channel(room));
             pipe.add_command(cmd);
             payloads.push(Ok(()));
         }
@@ -679,6 +757,8 @@ impl Inner {
                 .arg(&plan.meta)
                 .arg(expect.map(|v| v.to_string()).unwrap_or_default())
                 .arg(plan.new_version)
+                .arg(self.publish_cmd())
+                .arg(crate::bus::room_channel(room))
                 .arg(plan.logs.len());
             for (seq, entry) in &plan.logs {
                 inv.arg(*seq).arg(entry);

@@ -1,0 +1,360 @@
+//! Cross-node fan-out over Redis pub/sub (cluster mode).
+//!
+//! - **Room events**: the store's append scripts publish every committed entry on the room's
+//!   channel `cr:{<room>}:ev` in the same atomic step as the commit (`SPUBLISH` on Redis Cluster,
+//!   `PUBLISH` on a single Redis). A node subscribes to the rooms it has a live actor for; the
+//!   actor checks seq continuity and fills gaps from the log. Pub/sub is at-most-once, so every
+//!   (re)subscription confirmation — after a reconnect too — makes the room's actor catch up from
+//!   the log, and actors with subscribers also catch up every few seconds.
+//! - **Node notices** on `cr:nodes`: pushes to a user's sessions wherever they are connected
+//!   (`joined`, `removed`, `room_deleted`, `task_notice`), closing a user's sessions (disabled,
+//!   tokens revoked), and this node's liveness probe: a stalled subscription can look healthy,
+//!   so the node publishes a probe every second and is *degraded* (not ready) while its own
+//!   probes stop coming back.
+
+use crate::connection::outbound::CloseRequest;
+use crate::hub::Hub;
+use crate::store::redis::Conn;
+use crate::store::StoreError;
+use crossroom_protocol::{close, Event, EventBody, RoomId, ServerFrame, UserId};
+use redis::{PushInfo, PushKind, Value};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The channel of node notices.
+const NODES: &str = "cr:nodes";
+/// How often the liveness probe goes out.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// A node whose own probe has not come back for this long is degraded.
+const PROBE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The pub/sub channel of a room's events (same hash tag as the room's keys).
+pub fn room_channel(room: &RoomId) -> String {
+    format!("cr:{{{}}}:ev", room.0)
+}
+
+fn room_of_channel(channel: &str) -> Option<RoomId> {
+    channel
+        .strip_prefix("cr:{")
+        .and_then(|c| c.strip_suffix("}:ev"))
+        .map(|r| RoomId(r.to_owned()))
+}
+
+/// The message published for one committed entry: `seq \n epoch \n entry JSON`.
+pub fn decode_event(room: &RoomId, payload: &str) -> Option<Event> {
+    let mut parts = payload.splitn(3, '\n');
+    let seq = parts.next()?.parse().ok()?;
+    let epoch = parts.next()?.parse().ok()?;
+    #[derive(Deserialize)]
+    struct Entry {
+        ts: i64,
+        author: UserId,
+        body: EventBody,
+    }
+    let e: Entry = serde_json::from_str(parts.next()?).ok()?;
+    Some(Event {
+        room: room.clone(),
+        epoch,
+        seq,
+        ts: e.ts,
+        author: e.author,
+        body: e.body,
+    })
+}
+
+/// What one node tells the others.
+#[derive(Serialize, Deserialize)]
+struct Notice {
+    from: String,
+    #[serde(flatten)]
+    what: What,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum What {
+    Push { user: UserId, frame: ServerFrame },
+    Close { user: UserId, code: u16 },
+    Probe { n: u64 },
+}
+
+enum Sub {
+    Subscribe(RoomId),
+    Unsubscribe(RoomId),
+}
+
+pub struct Bus {
+    node: String,
+    /// Publishes node notices (the store's connection would do, but keeping them apart keeps a
+    /// slow store from delaying notices).
+    publish: Conn,
+    subs: mpsc::UnboundedSender<Sub>,
+    sharded: bool,
+    /// Set while this node's own probes come back in time.
+    healthy: AtomicBool,
+    probes_sent: AtomicU64,
+    probe_seen_at: std::sync::Mutex<Instant>,
+    pub gap_fills: AtomicU64,
+    pub resubscriptions: AtomicU64,
+}
+
+impl Bus {
+    /// Connect (same URLs as the store) and start listening; incoming messages go to `hub`.
+    pub async fn start(urls: &[String], hub: Weak<Hub>) -> Result<Arc<Bus>, StoreError> {
+        let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
+        let listen = Conn::connect_with_pushes(urls, push_tx).await?;
+        let publish = Conn::connect(urls).await?;
+        let sharded = matches!(listen, Conn::Cluster(_));
+        let (subs_tx, subs_rx) = mpsc::unbounded_channel();
+        let bus = Arc::new(Bus {
+            node: crate::random::token(),
+            publish,
+            subs: subs_tx,
+            sharded,
+            healthy: AtomicBool::new(true),
+            probes_sent: AtomicU64::new(0),
+            probe_seen_at: std::sync::Mutex::new(Instant::now()),
+            gap_fills: AtomicU64::new(0),
+            resubscriptions: AtomicU64::new(0),
+        });
+        let mut conn = listen.clone();
+        subscribe_plain(&mut conn, NODES).await?;
+        tokio::spawn(subscriptions(conn, sharded, subs_rx));
+        tokio::spawn(listen_loop(Arc::downgrade(&bus), hub.clone(), push_rx));
+        tokio::spawn(probe_loop(Arc::downgrade(&bus), hub));
+        Ok(bus)
+    }
+
+    /// This node's id in notices.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// `SPUBLISH` on a cluster, `PUBLISH` on a single server.
+    pub fn sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// False while this node's probes do not come back: its subscription may have stalled.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Receive `room`'s events (this node has an actor for it).
+    pub fn subscribe(&self, room: &RoomId) {
+        let _ = self.subs.send(Sub::Subscribe(room.clone()));
+    }
+
+    pub fn unsubscribe(&self, room: &RoomId) {
+        let _ = self.subs.send(Sub::Unsubscribe(room.clone()));
+    }
+
+    /// Push `frame` to `user`'s sessions on the other nodes.
+    pub fn push(&self, user: &UserId, frame: &ServerFrame) {
+        self.notify(What::Push {
+            user: user.clone(),
+            frame: frame.clone(),
+        });
+    }
+
+    /// Close `user`'s sessions on the other nodes.
+    pub fn close_sessions(&self, user: &UserId, code: u16) {
+        self.notify(What::Close {
+            user: user.clone(),
+            code,
+        });
+    }
+
+    fn notify(&self, what: What) {
+        let Ok(payload) = serde_json::to_string(&Notice {
+            from: self.node.clone(),
+            what,
+        }) else {
+            return;
+        };
+        let mut conn = self.publish.clone();
+        tokio::spawn(async move {
+            let sent: Result<Value, _> = redis::cmd("PUBLISH")
+                .arg(NODES)
+                .arg(payload)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "cannot publish a node notice");
+            }
+        });
+    }
+}
+
+async fn subscribe_plain(conn: &mut Conn, channel: &str) -> Result<(), StoreError> {
+    match conn {
+        Conn::Single(c) => c.subscribe(channel).await,
+        Conn::Cluster(c) => c.subscribe(channel).await,
+    }
+    .map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// Apply subscription changes in order.
+async fn subscriptions(mut conn: Conn, sharded: bool, mut rx: mpsc::UnboundedReceiver<Sub>) {
+    while let Some(sub) = rx.recv().await {
+        let result = match (&mut conn, sub) {
+            (Conn::Single(c), Sub::Subscribe(r)) => c.subscribe(room_channel(&r)).await,
+            (Conn::Single(c), Sub::Unsubscribe(r)) => c.unsubscribe(room_channel(&r)).await,
+            (Conn::Cluster(c), Sub::Subscribe(r)) if sharded => {
+                c.ssubscribe(room_channel(&r)).await
+            }
+            (Conn::Cluster(c), Sub::Unsubscribe(r)) if sharded => {
+                c.sunsubscribe(room_channel(&r)).await
+            }
+            (Conn::Cluster(c), Sub::Subscribe(r)) => c.subscribe(room_channel(&r)).await,
+            (Conn::Cluster(c), Sub::Unsubscribe(r)) => c.unsubscribe(room_channel(&r)).await,
+        };
+        if let Err(e) = result {
+            // The connection resubscribes what it tracks once it is back; actors catch up
+            // from the log on each confirmation.
+            tracing::warn!(error = %e, "bus subscription change failed");
+        }
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+async fn listen_loop(
+    bus: Weak<Bus>,
+    hub: Weak<Hub>,
+    mut rx: mpsc::UnboundedReceiver<PushInfo>,
+) {
+    while let Some(push) = rx.recv().await {
+        let (Some(bus), Some(hub)) = (bus.upgrade(), hub.upgrade()) else {
+            return;
+        };
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                let (Some(channel), Some(payload)) = (
+                    push.data.first().and_then(text),
+                    push.data.get(1).and_then(text),
+                ) else {
+                    continue;
+                };
+                if let Some(room) = room_of_channel(&channel) {
+                    match decode_event(&room, &payload) {
+                        Some(event) => hub.remote_event(event),
+                        None => tracing::warn!(%room, "undecodable bus event"),
+                    }
+                } else if channel == NODES {
+                    on_notice(&bus, &hub, &payload);
+                }
+            }
+            PushKind::Subscribe | PushKind::SSubscribe => {
+                if let Some(room) = push.data.first().and_then(text).and_then(|c| room_of_channel(&c))
+                {
+                    // First subscription, or again after a reconnect: whatever was published
+                    // meanwhile is in the log.
+                    bus.resubscriptions.fetch_add(1, Ordering::Relaxed);
+                    hub.room_catch_up(&room);
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::warn!("bus connection lost; reconnecting");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn on_notice(bus: &Bus, hub: &Arc<Hub>, payload: &str) {
+    let Ok(notice) = serde_json::from_str::<Notice>(payload) else {
+        tracing::warn!("undecodable node notice");
+        return;
+    };
+    if notice.from != bus.node {
+        match notice.what {
+            What::Push { user, frame } => hub.push_local(&user, &frame),
+            What::Close { user, code } => hub.close_local(&user, close_request(code)),
+            What::Probe { .. } => {}
+        }
+        return;
+    }
+    if let What::Probe { .. } = notice.what {
+        if let Ok(mut t) = bus.probe_seen_at.lock() {
+            *t = Instant::now();
+        }
+        if !bus.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!("bus healthy again");
+        }
+    }
+}
+
+/// A close code received from another node, with its reason.
+fn close_request(code: u16) -> CloseRequest {
+    let reason = match code {
+        close::USER_DISABLED => "user disabled",
+        close::TOKEN_EXPIRED => "token revoked",
+        close::UNAUTHORIZED => "unauthorized",
+        _ => "closed by the server",
+    };
+    CloseRequest {
+        code,
+        reason,
+        drain: true,
+    }
+}
+
+/// Publish a probe every second; degraded while our own stop coming back.
+async fn probe_loop(bus: Weak<Bus>, hub: Weak<Hub>) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (Some(bus), Some(hub)) = (bus.upgrade(), hub.upgrade()) else {
+            return;
+        };
+        if hub.shutdown.is_triggered() {
+            return;
+        }
+        let n = bus.probes_sent.fetch_add(1, Ordering::Relaxed);
+        bus.notify(What::Probe { n });
+        let silent = bus
+            .probe_seen_at
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        if silent > PROBE_DEADLINE && bus.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                silent_ms = silent.as_millis() as u64,
+                "bus degraded: our own probes do not come back"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_channels_round_trip() {
+        let r = RoomId("r_abc".into());
+        assert_eq!(room_channel(&r), "cr:{r_abc}:ev");
+        assert_eq!(room_of_channel(&room_channel(&r)), Some(r));
+        assert_eq!(room_of_channel(NODES), None);
+    }
+
+    #[test]
+    fn events_decode_from_the_published_form() {
+        let r = RoomId("r_abc".into());
+        let payload = "42\n9007199254740991\n{\"ts\":5,\"author\":\"a@x.example\",\"body\":{\"kind\":\"message\",\"client_msg_id\":\"c\",\"text\":\"hi\"}}";
+        let e = decode_event(&r, payload).expect("decodes");
+        assert_eq!((e.seq, e.epoch, e.ts), (42, 9_007_199_254_740_991, 5));
+        assert!(decode_event(&r, "x\n1\n{}").is_none());
+    }
+}
