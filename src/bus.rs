@@ -76,7 +76,7 @@ struct Notice {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum What {
-    Push { user: UserId, frame: ServerFrame },
+    Push { user: UserId, frame: Box<ServerFrame> },
     Close { user: UserId, code: u16 },
     Probe { n: u64 },
 }
@@ -156,7 +156,7 @@ impl Bus {
     pub fn push(&self, user: &UserId, frame: &ServerFrame) {
         self.notify(What::Push {
             user: user.clone(),
-            frame: frame.clone(),
+            frame: Box::new(frame.clone()),
         });
     }
 
@@ -228,11 +228,7 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-async fn listen_loop(
-    bus: Weak<Bus>,
-    hub: Weak<Hub>,
-    mut rx: mpsc::UnboundedReceiver<PushInfo>,
-) {
+async fn listen_loop(bus: Weak<Bus>, hub: Weak<Hub>, mut rx: mpsc::UnboundedReceiver<PushInfo>) {
     while let Some(push) = rx.recv().await {
         let (Some(bus), Some(hub)) = (bus.upgrade(), hub.upgrade()) else {
             return;
@@ -255,7 +251,11 @@ async fn listen_loop(
                 }
             }
             PushKind::Subscribe | PushKind::SSubscribe => {
-                if let Some(room) = push.data.first().and_then(text).and_then(|c| room_of_channel(&c))
+                if let Some(room) = push
+                    .data
+                    .first()
+                    .and_then(text)
+                    .and_then(|c| room_of_channel(&c))
                 {
                     // First subscription, or again after a reconnect: whatever was published
                     // meanwhile is in the log.

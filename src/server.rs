@@ -58,9 +58,7 @@ where
         // configured ones are used as they are; generated ones are agreed on through Redis
         // (the first node's wins) and written back to this node's files.
         if config.token_secret.is_none() {
-            secrets.token_secret = redis
-                .shared_secret("token", &secrets.token_secret)
-                .await?;
+            secrets.token_secret = redis.shared_secret("token", &secrets.token_secret).await?;
             std::fs::write(config.data_dir.join("token.secret"), &secrets.token_secret)?;
         }
         if config.operator_key.is_none() {
@@ -199,7 +197,9 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<serde_json::Va
     if hub.bus.get().is_some_and(|b| !b.is_healthy()) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "degraded", "detail": "the bus subscription is not delivering" })),
+            Json(
+                json!({ "status": "degraded", "detail": "the bus subscription is not delivering" }),
+            ),
         );
     }
     match hub.store_ready().await {

@@ -115,13 +115,12 @@ impl Conn {
                 ))
             }
             many => {
-                let client = ::redis::cluster::ClusterClientBuilder::new(
-                    many.iter().map(|u| resp3(u)),
-                )
-                .use_protocol(::redis::ProtocolVersion::RESP3)
-                .push_sender(pushes)
-                .build()
-                .map_err(backend)?;
+                let client =
+                    ::redis::cluster::ClusterClientBuilder::new(many.iter().map(|u| resp3(u)))
+                        .use_protocol(::redis::ProtocolVersion::RESP3)
+                        .push_sender(pushes)
+                        .build()
+                        .map_err(backend)?;
                 Ok(Conn::Cluster(
                     client.get_async_connection().await.map_err(backend)?,
                 ))

@@ -21,6 +21,8 @@ pub struct Server {
     /// Keeps the data directory alive for the test's duration.
     _tmp: Option<tempfile::TempDir>,
     config: Option<PathBuf>,
+    /// Extra command-line arguments (cluster mode: `--redis`).
+    args: Vec<String>,
 }
 
 impl Server {
@@ -40,22 +42,41 @@ impl Server {
             std::fs::write(&p, toml).expect("write config");
             Some(p)
         };
-        let (child, addr) = spawn(&dir, config.as_deref()).await;
+        let (child, addr) = spawn(&dir, config.as_deref(), &[]).await;
         Server {
             child: Some(child),
             addr,
             data_dir: dir,
             _tmp: Some(tmp),
             config,
+            args: Vec::new(),
         }
     }
+
+    /// A cluster-mode node on `redis` (one URL, or a cluster's seeds), with its own data
+    /// directory (which then holds only secrets and files).
+    pub async fn start_node(redis: &[String]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let args = vec!["--redis".to_owned(), redis.join(",")];
+        let (child, addr) = spawn(&dir, None, &args).await;
+        Server {
+            child: Some(child),
+            addr,
+            data_dir: dir,
+            _tmp: Some(tmp),
+            config: None,
+            args,
+        }
+    }
+
 
     /// Start again on the same data directory (after a kill or stop).
     pub async fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill().await;
         }
-        let (child, addr) = spawn(&self.data_dir, self.config.as_deref()).await;
+        let (child, addr) = spawn(&self.data_dir, self.config.as_deref(), &self.args).await;
         self.child = Some(child);
         self.addr = addr;
     }
@@ -125,7 +146,7 @@ impl Drop for Server {
     }
 }
 
-async fn spawn(dir: &Path, config: Option<&Path>) -> (Child, String) {
+async fn spawn(dir: &Path, config: Option<&Path>, args: &[String]) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -144,6 +165,7 @@ async fn spawn(dir: &Path, config: Option<&Path>) -> (Child, String) {
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
+    cmd.args(args);
     let mut child = cmd.spawn().expect("spawn crossroom");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();

@@ -3,6 +3,7 @@
 
 mod admin;
 mod browser;
+mod cluster;
 mod delivery;
 mod features;
 mod groups;
