@@ -14,6 +14,7 @@
 
 use crate::connection::outbound::CloseRequest;
 use crate::hub::Hub;
+use crate::metrics::METRICS;
 use crate::store::redis::Conn;
 use crate::store::StoreError;
 use crossroom_protocol::{close, Event, EventBody, RoomId, ServerFrame, UserId};
@@ -76,9 +77,17 @@ struct Notice {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum What {
-    Push { user: UserId, frame: Box<ServerFrame> },
-    Close { user: UserId, code: u16 },
-    Probe { n: u64 },
+    Push {
+        user: UserId,
+        frame: Box<ServerFrame>,
+    },
+    Close {
+        user: UserId,
+        code: u16,
+    },
+    Probe {
+        n: u64,
+    },
 }
 
 enum Sub {
@@ -97,8 +106,6 @@ pub struct Bus {
     healthy: AtomicBool,
     probes_sent: AtomicU64,
     probe_seen_at: std::sync::Mutex<Instant>,
-    pub gap_fills: AtomicU64,
-    pub resubscriptions: AtomicU64,
 }
 
 impl Bus {
@@ -117,8 +124,6 @@ impl Bus {
             healthy: AtomicBool::new(true),
             probes_sent: AtomicU64::new(0),
             probe_seen_at: std::sync::Mutex::new(Instant::now()),
-            gap_fills: AtomicU64::new(0),
-            resubscriptions: AtomicU64::new(0),
         });
         let mut conn = listen.clone();
         subscribe_plain(&mut conn, NODES).await?;
@@ -243,7 +248,13 @@ async fn listen_loop(bus: Weak<Bus>, hub: Weak<Hub>, mut rx: mpsc::UnboundedRece
                 };
                 if let Some(room) = room_of_channel(&channel) {
                     match decode_event(&room, &payload) {
-                        Some(event) => hub.remote_event(event),
+                        Some(event) => {
+                            let lag = crate::room::now_ms().saturating_sub(event.ts);
+                            METRICS
+                                .bus_lag
+                                .observe(Duration::from_millis(lag.max(0) as u64));
+                            hub.remote_event(event)
+                        }
                         None => tracing::warn!(%room, "undecodable bus event"),
                     }
                 } else if channel == NODES {
@@ -259,7 +270,7 @@ async fn listen_loop(bus: Weak<Bus>, hub: Weak<Hub>, mut rx: mpsc::UnboundedRece
                 {
                     // First subscription, or again after a reconnect: whatever was published
                     // meanwhile is in the log.
-                    bus.resubscriptions.fetch_add(1, Ordering::Relaxed);
+                    METRICS.bus_resubscriptions.inc();
                     hub.room_catch_up(&room);
                 }
             }

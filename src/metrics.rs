@@ -41,6 +41,11 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     pub commit: Latency,
     pub fanout: Latency,
+    /// Cluster mode: commit to arrival on this node's bus subscription.
+    pub bus_lag: Latency,
+    pub bus_gap_fills: Counter,
+    pub bus_resubscriptions: Counter,
+    bus_up: Gauge,
     connections: Gauge,
     sessions: Gauge,
     sessions_by_company: Family<Labels, Gauge>,
@@ -62,6 +67,10 @@ impl Metrics {
             slow_consumers: Counter::default(),
             commit: Latency::new(),
             fanout: Latency::new(),
+            bus_lag: Latency::new(),
+            bus_gap_fills: Counter::default(),
+            bus_resubscriptions: Counter::default(),
+            bus_up: Gauge::default(),
             connections: Gauge::default(),
             sessions: Gauge::default(),
             sessions_by_company: Family::default(),
@@ -112,6 +121,26 @@ impl Metrics {
             m.fanout.histogram.clone(),
         );
         r.register(
+            "bus_lag_seconds",
+            "Cluster mode: time from an entry's timestamp to its arrival over this node's bus subscription",
+            m.bus_lag.histogram.clone(),
+        );
+        r.register(
+            "bus_gap_fills",
+            "Cluster mode: gaps in a room's seqs filled from the log (entries the bus did not bring)",
+            m.bus_gap_fills.clone(),
+        );
+        r.register(
+            "bus_resubscriptions",
+            "Cluster mode: room subscriptions confirmed (first and after every reconnect)",
+            m.bus_resubscriptions.clone(),
+        );
+        r.register(
+            "bus_up",
+            "Cluster mode: 1 while this node's own bus probes come back (0 = degraded); single node: 1",
+            m.bus_up.clone(),
+        );
+        r.register(
             "connections",
             "Open WebSocket connections (chat and ops)",
             m.connections.clone(),
@@ -158,6 +187,8 @@ impl Metrics {
         self.sessions.set(gauge(hub.session_count()));
         self.rooms.set(gauge(hub.active_rooms()));
         self.store_up.set(i64::from(store_up));
+        self.bus_up
+            .set(i64::from(hub.bus.get().is_none_or(|b| b.is_healthy())));
         // Companies whose last session closed disappear rather than linger at 0.
         self.sessions_by_company.clear();
         for (company, n) in hub.sessions_by_company() {

@@ -499,9 +499,7 @@ impl RoomActor {
                     return;
                 }
             };
-            if let Some(bus) = self.hub.bus.get() {
-                bus.gap_fills.fetch_add(1, Ordering::Relaxed);
-            }
+            METRICS.bus_gap_fills.inc();
             for e in events {
                 after = e.seq;
                 if e.seq == self.delivered + 1 {

@@ -46,6 +46,7 @@ use crossroom_protocol::Item;
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most appends the writer takes from its queue at once.
@@ -88,6 +89,19 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// A command that gets no answer in this long fails (Redis down or partitioned), so a request
+/// is refused rather than left hanging; the client retries (posts are idempotent).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connecting (and reconnecting) gives up after this long per attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn manager_config() -> ::redis::aio::ConnectionManagerConfig {
+    ::redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_max_delay(Duration::from_millis(500))
+}
+
 fn resp3(url: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}protocol=resp3")
@@ -104,7 +118,9 @@ impl Conn {
             [] => Err(StoreError::Backend("no Redis URL given".into())),
             [one] => {
                 let client = ::redis::Client::open(resp3(one).as_str()).map_err(backend)?;
-                let config = ::redis::aio::ConnectionManagerConfig::new()
+                let config = manager_config()
+                    // Subscriptions wait for messages: no response deadline on them.
+                    .set_response_timeout(None)
                     .set_push_sender(pushes)
                     .set_automatic_resubscription();
                 Ok(Conn::Single(
@@ -119,6 +135,7 @@ impl Conn {
                     ::redis::cluster::ClusterClientBuilder::new(many.iter().map(|u| resp3(u)))
                         .use_protocol(::redis::ProtocolVersion::RESP3)
                         .push_sender(pushes)
+                        .connection_timeout(CONNECT_TIMEOUT)
                         .build()
                         .map_err(backend)?;
                 Ok(Conn::Cluster(
@@ -135,12 +152,19 @@ impl Conn {
             [one] => {
                 let client = ::redis::Client::open(one.as_str()).map_err(backend)?;
                 Ok(Conn::Single(
-                    client.get_connection_manager().await.map_err(backend)?,
+                    client
+                        .get_connection_manager_with_config(manager_config())
+                        .await
+                        .map_err(backend)?,
                 ))
             }
             many => {
-                let client = ::redis::cluster::ClusterClient::new(many.iter().map(String::as_str))
-                    .map_err(backend)?;
+                let client =
+                    ::redis::cluster::ClusterClientBuilder::new(many.iter().map(String::as_str))
+                        .connection_timeout(CONNECT_TIMEOUT)
+                        .response_timeout(RESPONSE_TIMEOUT)
+                        .build()
+                        .map_err(backend)?;
                 Ok(Conn::Cluster(
                     client.get_async_connection().await.map_err(backend)?,
                 ))

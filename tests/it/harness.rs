@@ -70,7 +70,6 @@ impl Server {
         }
     }
 
-
     /// Start again on the same data directory (after a kill or stop).
     pub async fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
