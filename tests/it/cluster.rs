@@ -597,3 +597,99 @@ async fn redis_killed_and_restarted_with_aof_loses_no_acknowledged_post() {
     let want: Vec<String> = (0..total).map(|i| format!("o{i}")).collect();
     assert_eq!(texts, want);
 }
+
+/// The same fan-out on a 3-master Redis Cluster: sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_over_a_redis_cluster_with_sharded_pub_sub() {
+    let cluster = RedisCluster::start(3).await;
+    let urls = cluster.urls();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(Server::start_node(&urls).await);
+    }
+    let w = world(&nodes[0]).await;
+    let mut alice = nodes[0].connect(&w.alice.token, Encoding::MsgPack).await;
+    let mut readers = Vec::new();
+    let mut rooms = Vec::new();
+    // Several rooms, so their channels land on different shards.
+    for r in 0..4 {
+        let room = group(&mut alice, &format!("Sharded {r}"), &[&w.carol.id]).await;
+        for i in 0..2 {
+            let mut c = nodes[i % 2]
+                .connect(&w.carol.token, Encoding::MsgPack)
+                .await;
+            subscribe(&mut c, &room, None).await;
+            readers.push((
+                r,
+                tokio::spawn(async move { collect_messages(&mut c, 100).await }),
+            ));
+        }
+        rooms.push(room);
+    }
+    let mut acked = Vec::new();
+    for room in &rooms {
+        acked.push(post_many(&mut alice, room, "s", 100, 20).await);
+    }
+    for (r, reader) in readers {
+        let expected: Vec<(u64, String)> = acked[r]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (*s, format!("s{i}")))
+            .collect();
+        assert_eq!(reader.await.expect("reader"), expected, "room {r}");
+    }
+}
+
+/// G12/G13 across nodes: a removal decided on one node reaches the removed user's sessions on
+/// another (`removed`), and an admin disabling a user on one node closes their sessions on
+/// every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g13_directory_and_membership_changes_reach_sessions_on_every_node() {
+    let redis = Redis::start(&[]).await;
+    let (nodes, w) = three_nodes(&[redis.url()]).await;
+    let mut alice = nodes[0].connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Directory", &[&w.carol.id, &w.dave.id]).await;
+    // Carol is connected to node 2 but not subscribed: no actor for the room there.
+    let mut carol = nodes[2].connect(&w.carol.token, Encoding::MsgPack).await;
+    let r = alice
+        .request(ClientFrame::RemoveMember {
+            id: 0,
+            room: room.clone(),
+            user: w.carol.id.clone(),
+        })
+        .await
+        .expect("remove");
+    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+    loop {
+        match carol
+            .next_push(Duration::from_secs(10))
+            .await
+            .expect("a push")
+        {
+            ServerFrame::Removed { room: r, .. } => {
+                assert_eq!(r, room);
+                break;
+            }
+            _ => continue,
+        }
+    }
+    // Dave on node 1; his company's admin disables him through node 0.
+    let mut dave = nodes[1].connect(&w.dave.token, Encoding::MsgPack).await;
+    let r = nodes[0]
+        .http(Some(&w.globex_key))
+        .patch(
+            &format!("/v1/admin/users/{}", w.dave.id),
+            serde_json::json!({ "active": false }),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let code = loop {
+        match dave.next_frame(Duration::from_secs(10)).await {
+            Ok(_) => continue,
+            Err(crossroom_protocol::client::ClientError::Closed { code, .. }) => break code,
+            Err(e) => panic!("dave's session on node 1 was not closed: {e}"),
+        }
+    };
+    assert_eq!(code, Some(crossroom_protocol::close::USER_DISABLED));
+}
