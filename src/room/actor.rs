@@ -233,9 +233,15 @@ impl RoomActor {
         tracing::debug!(room = %self.id, "room actor stopped");
     }
 
+    /// Take the room's state from the store (first load, or after a failed or refused append).
     async fn reload(&mut self) {
         match self.hub.store.room(&self.id).await {
-            Ok(room) => self.room = room,
+            Ok(Some(room)) if self.room.as_ref().is_some_and(|c| c.epoch != room.epoch) => {
+                self.new_epoch(room)
+            }
+            Ok(Some(room)) => self.room = Some(room),
+            Ok(None) if self.room.is_some() => Box::pin(self.vanished()).await,
+            Ok(None) => {}
             Err(e) => tracing::error!(room = %self.id, error = %e, "cannot load room"),
         }
     }
@@ -515,15 +521,68 @@ impl RoomActor {
             return;
         }
         match self.hub.store.room(&self.id).await {
+            Ok(Some(r)) if self.room.as_ref().is_some_and(|c| c.epoch != r.epoch) => {
+                self.new_epoch(r)
+            }
             Ok(Some(r)) if r.head > self.delivered => self.fill(r.head).await,
             Ok(Some(_)) => {}
-            Ok(None) => {
-                // Deleted elsewhere: nothing more to deliver here.
-                self.subscribers.clear();
-                self.room = None;
-            }
+            Ok(None) => self.vanished().await,
             Err(e) => tracing::warn!(room = %self.id, error = %e, "catch-up failed"),
         }
+    }
+
+    /// The store no longer has the room we know: deleted (by another node), or lost (Redis
+    /// restarted without its data). A lost room starts again from our projection under a new
+    /// epoch, and every subscriber is told to reset (D1).
+    async fn vanished(&mut self) {
+        let Some(cached) = self.room.clone() else {
+            return;
+        };
+        let notice = NewEntry {
+            author: cached.created_by.clone(),
+            ts: now_ms(),
+            body: EventBody::Notice {
+                text: "The history of this room before this point was lost; it goes on from here."
+                    .into(),
+            },
+        };
+        let epoch = crate::random::epoch();
+        match self.hub.store.restore_room(&cached, epoch, notice).await {
+            Ok(true) => {
+                tracing::warn!(room = %self.id, epoch, "room log lost; restored under a new epoch")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                return tracing::warn!(room = %self.id, error = %e, "cannot restore a lost room")
+            }
+        }
+        match self.hub.store.room(&self.id).await {
+            Ok(Some(r)) => self.new_epoch(r),
+            Ok(None) => {
+                // Deleted: nothing more to deliver here.
+                self.subscribers.clear();
+                self.count_subscribers();
+                self.room = None;
+            }
+            Err(e) => tracing::warn!(room = %self.id, error = %e, "cannot reload a restored room"),
+        }
+    }
+
+    /// The room goes on under another epoch: what subscribers hold cannot be resumed; tell them
+    /// to reset, and follow the new log from its head.
+    fn new_epoch(&mut self, room: RoomRecord) {
+        let reset = ServerFrame::Reset {
+            room: self.id.clone(),
+            epoch: room.epoch,
+            head: room.head,
+        };
+        self.subscribers.retain(|_, sub| {
+            sub.from = sub.from.min(1);
+            sub.out.send(&reset).is_ok()
+        });
+        self.count_subscribers();
+        self.delivered = room.head;
+        self.room = Some(room);
     }
 
     /// A feature action (N1, E1, T1, F1, recall): decided against the items as committed.

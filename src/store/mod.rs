@@ -385,6 +385,19 @@ pub trait Store: Send + Sync + 'static {
     /// Members other than `except` whose read marker is at `seq` or later (M2).
     async fn readers(&self, room: &RoomId, seq: u64, except: &UserId) -> StoreResult<Vec<UserId>>;
 
+    /// The room's log was lost (its store restarted without its data) while `room` — a node's
+    /// cached projection — still knows it: start the room again from that projection under a
+    /// fresh `epoch`, its log beginning with `notice` as seq 1, so that every client is told to
+    /// reset (D1) rather than left with a silent gap. Does nothing and returns false when the
+    /// room exists (restored by another node meanwhile) or was deleted; a store that cannot
+    /// lose part of its data (SQLite) always returns false.
+    async fn restore_room(
+        &self,
+        room: &RoomRecord,
+        epoch: u64,
+        notice: NewEntry,
+    ) -> StoreResult<bool>;
+
     /// Finish queued writes and stop accepting new ones.
     async fn close(&self);
 }

@@ -352,6 +352,16 @@ redis.call('HSET', KEYS[3], 1, ARGV[3])
 return 1
 ";
 
+/// Start a lost room again (nothing of it left, not even a tombstone). KEYS: state, meta, log.
+/// ARGV: epoch, meta, first entry.
+const RESTORE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'head', 1, 'version', 1, 'epoch', ARGV[1], 'deleted', 0)
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], 1, ARGV[3])
+return 1
+";
+
 /// A post. KEYS: state, log, cmid, msgs, msgs of the author. ARGV: cmid field, entry, expected
 /// state version ('' = any), publish command, channel (the entry is published there as
 /// `seq \n epoch \n entry`, atomically with the commit). Returns {1, seq, epoch} when stored, {0, seq, epoch} for a
@@ -469,6 +479,7 @@ return old
 
 struct Scripts {
     create: Script,
+    restore: Script,
     projected: Script,
     cas_field: Script,
     reserve: Script,
@@ -482,6 +493,7 @@ impl Scripts {
     fn new() -> Scripts {
         Scripts {
             create: Script::new(CREATE),
+            restore: Script::new(RESTORE),
             projected: Script::new(PROJECTED),
             cas_field: Script::new(CAS_FIELD),
             reserve: Script::new(RESERVE),
@@ -1858,6 +1870,52 @@ impl Store for RedisStore {
             .into_iter()
             .filter(|u| u != except && reads.get(&u.0).is_some_and(|s| *s >= seq))
             .collect())
+    }
+
+    async fn restore_room(
+        &self,
+        room: &RoomRecord,
+        epoch: u64,
+        notice: NewEntry,
+    ) -> StoreResult<bool> {
+        let mut meta = Meta::of(room);
+        // Everyone sees the restored log from its first entry.
+        for since in meta.member_since.values_mut() {
+            *since = 1;
+        }
+        // The lost indexes come back first (supersets, as always).
+        let mut index = Vec::new();
+        for u in room.members.iter().chain(&room.masters) {
+            let mut c = ::redis::cmd("SADD");
+            c.arg(user_rooms_key(u)).arg(&room.id.0);
+            index.push(c);
+        }
+        if room.kind == RoomKind::Group {
+            let mut c = ::redis::cmd("SADD");
+            c.arg(format!("cr:co:{}:groups", room.owner_company.0))
+                .arg(&room.id.0);
+            index.push(c);
+        }
+        self.each(index).await?;
+        let entry = to_json(&StoredEntry {
+            ts: notice.ts,
+            author: notice.author,
+            body: notice.body,
+        })?;
+        let restored: i64 = self
+            .inner
+            .scripts
+            .restore
+            .key(rk(&room.id, "state"))
+            .key(rk(&room.id, "meta"))
+            .key(rk(&room.id, "log"))
+            .arg(epoch)
+            .arg(to_json(&meta)?)
+            .arg(entry)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(restored == 1)
     }
 
     async fn close(&self) {

@@ -1455,6 +1455,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn restore_room(
+        &self,
+        _room: &RoomRecord,
+        _epoch: u64,
+        _notice: NewEntry,
+    ) -> StoreResult<bool> {
+        // One file, one transaction log: a room is never lost while the database is there.
+        Ok(false)
+    }
+
     async fn close(&self) {
         // Dropping the sender lets the writer finish what is queued and stop.
         if let Ok(mut jobs) = self.jobs.lock() {

@@ -693,3 +693,98 @@ async fn g13_directory_and_membership_changes_reach_sessions_on_every_node() {
     };
     assert_eq!(code, Some(crossroom_protocol::close::USER_DISABLED));
 }
+
+/// D1 on data loss: Redis restarts without persistence. Every subscribed client is told to
+/// reset (a new epoch), the room goes on from its nodes' knowledge, and a resume from the old
+/// position gets `reset` too — never a silent gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d1_redis_losing_its_data_makes_every_client_reset() {
+    let mut redis = Redis::start(&[]).await;
+    let url = redis.url();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(Server::start_node(std::slice::from_ref(&url)).await);
+    }
+    let w = world(&nodes[0]).await;
+    let mut alice = nodes[0].connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Amnesia", &[&w.carol.id]).await;
+    let (old_epoch, _) = subscribe(&mut alice, &room, None).await;
+    let mut carol = nodes[1].connect(&w.carol.token, Encoding::MsgPack).await;
+    subscribe(&mut carol, &room, None).await;
+    let mut last = 0;
+    for i in 0..10 {
+        last = post_ok(&mut alice, &room, &format!("a{i}"), "before").await;
+    }
+    redis.restart().await;
+    // Both subscribers are told, each on its own node.
+    let mut new_epochs = Vec::new();
+    for c in [&mut alice, &mut carol] {
+        let epoch = loop {
+            match c.next_push(Duration::from_secs(15)).await.expect("a reset") {
+                ServerFrame::Reset { room: r, epoch, .. } => {
+                    assert_eq!(r, room);
+                    break epoch;
+                }
+                _ => continue,
+            }
+        };
+        assert_ne!(epoch, old_epoch);
+        new_epochs.push(epoch);
+    }
+    assert_eq!(new_epochs[0], new_epochs[1], "one new epoch for everyone");
+    // The room goes on: a post after the loss reaches carol live.
+    let seq = loop {
+        match alice
+            .request(post(&room, "after", "after the loss"))
+            .await
+            .expect("reply")
+        {
+            ServerFrame::Posted { seq, epoch, .. } => {
+                assert_eq!(epoch, new_epochs[0]);
+                break seq;
+            }
+            ServerFrame::Error { .. } => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("{other:?}"),
+        }
+    };
+    loop {
+        match carol
+            .next_push(Duration::from_secs(10))
+            .await
+            .expect("live")
+        {
+            ServerFrame::Event(e) if e.seq == seq => {
+                assert_eq!(e.epoch, new_epochs[0]);
+                break;
+            }
+            _ => continue,
+        }
+    }
+    // Resuming from a position before the loss is answered with reset too (the directory was
+    // lost with everything else, so no new session could sign in: carol's live one resumes).
+    carol
+        .send(&mut ClientFrame::Subscribe {
+            id: 0,
+            room: room.clone(),
+            since: Some(crossroom_protocol::Position {
+                epoch: old_epoch,
+                seq: last,
+            }),
+        })
+        .await
+        .expect("send");
+    loop {
+        match carol
+            .next_frame(Duration::from_secs(10))
+            .await
+            .expect("answer")
+        {
+            ServerFrame::Reset { epoch, .. } => {
+                assert_eq!(epoch, new_epochs[0]);
+                break;
+            }
+            ServerFrame::Event(e) => panic!("replayed {e:?} across epochs"),
+            _ => continue,
+        }
+    }
+}
