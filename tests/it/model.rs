@@ -2,6 +2,9 @@
 //! revocations and reconnects against the real server, checked against a reference model of
 //! who is a member at each seq. Every case must end with zero deliveries to anyone who was not a
 //! member at that seq (D4, G12, G13) and zero missing deliveries to members (D1, D3).
+//!
+//! It runs on one node (SQLite), and on two cluster-mode nodes sharing a Redis: the users'
+//! sessions are spread over both, reconnects switch node, and admins act through the other one.
 
 use crate::harness::*;
 use crossroom_protocol::client::Client;
@@ -180,11 +183,13 @@ async fn subscribe_seat(
     }
 }
 
-async fn run_case(server: &Server, w: &World, ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn run_case(nodes: &[Server], w: &World, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let people = [&w.alice, &w.bob, &w.carol, &w.dave];
     let mut seats = Vec::new();
-    for p in people {
-        seats.push(seat(server, p).await);
+    // Which node each user is connected to (they switch on reconnect).
+    let mut at: Vec<usize> = (0..USERS).map(|u| u % nodes.len()).collect();
+    for (u, p) in people.into_iter().enumerate() {
+        seats.push(seat(&nodes[at[u]], p).await);
     }
     let room = group(&mut seats[0].client, "model", &[]).await;
     let mut model = Model {
@@ -207,7 +212,7 @@ async fn run_case(server: &Server, w: &World, ops: Vec<Op>) -> Result<(), TestCa
     model.epoch = epoch;
     seats[0].subscribed = true;
     seats[0].owed_from = Some(1);
-    let globex = server.http(Some(&w.globex_key));
+    let globex = nodes[nodes.len() - 1].http(Some(&w.globex_key));
 
     for (i, op) in ops.iter().enumerate() {
         match *op {
@@ -295,7 +300,8 @@ async fn run_case(server: &Server, w: &World, ops: Vec<Op>) -> Result<(), TestCa
                 if seats[u].subscribed && owed_up_to > seats[u].last {
                     drain(&mut seats[u], &room, owed_up_to, Duration::from_secs(5)).await?;
                 }
-                let fresh = server.connect(&seats[u].token, Encoding::Json).await;
+                at[u] = (at[u] + 1) % nodes.len();
+                let fresh = nodes[at[u]].connect(&seats[u].token, Encoding::Json).await;
                 let old = std::mem::replace(&mut seats[u].client, fresh);
                 old.close().await;
                 seats[u].subscribed = false;
@@ -347,15 +353,37 @@ async fn run_case(server: &Server, w: &World, ops: Vec<Op>) -> Result<(), TestCa
 
 #[test]
 fn d4_g12_g13_model_zero_unauthorised_zero_missing() {
+    run_model(|| async { (vec![Server::start().await], None) });
+}
+
+/// The same model across two cluster-mode nodes on one Redis.
+#[test]
+fn d4_g12_g13_model_across_two_nodes_zero_unauthorised_zero_missing() {
+    run_model(|| async {
+        let redis = Redis::start(&[]).await;
+        let url = redis.url();
+        let nodes = vec![
+            Server::start_node(std::slice::from_ref(&url)).await,
+            Server::start_node(std::slice::from_ref(&url)).await,
+        ];
+        (nodes, Some(redis))
+    });
+}
+
+fn run_model<F, Fut>(start: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = (Vec<Server>, Option<Redis>)>,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let (server, w) = rt.block_on(async {
-        let server = Server::start().await;
-        let w = world(&server).await;
-        let globex = server.http(Some(&w.globex_key));
+    let (nodes, _redis, w) = rt.block_on(async {
+        let (nodes, redis) = start().await;
+        let w = world(&nodes[0]).await;
+        let globex = nodes[0].http(Some(&w.globex_key));
         globex
             .patch(
                 "/v1/admin/company/settings",
@@ -372,7 +400,7 @@ fn d4_g12_g13_model_zero_unauthorised_zero_missing() {
                 .await
                 .expect("http");
         }
-        (server, w)
+        (nodes, redis, w)
     });
     let cases: u32 = std::env::var("CROSSROOM_MODEL_CASES")
         .ok()
@@ -384,7 +412,7 @@ fn d4_g12_g13_model_zero_unauthorised_zero_missing() {
         ..Config::default()
     });
     let result = runner.run(&proptest::collection::vec(op(), 1..30), |ops| {
-        rt.block_on(run_case(&server, &w, ops))
+        rt.block_on(run_case(&nodes, &w, ops))
     });
     if let Err(e) = result {
         panic!("{e}");
