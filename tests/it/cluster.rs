@@ -788,3 +788,59 @@ async fn d1_redis_losing_its_data_makes_every_client_reset() {
         }
     }
 }
+
+/// A stalled subscription looks healthy to the connection: the node's own liveness probe
+/// notices, readiness reports degraded, and it recovers once messages flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_bus_makes_the_node_not_ready_until_it_flows_again() {
+    let redis = Redis::start(&[]).await;
+    let node = Server::start_node(&[redis.url()]).await;
+    let ready = |s: &Server| {
+        let http = s.http(None);
+        async move { http.get("/readyz").await.expect("readyz") }
+    };
+    let mut ok = false;
+    for _ in 0..50 {
+        if ready(&node).await.status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "ready at first");
+    // Writes (PUBLISH among them) are held for 8 s: probes stop coming back.
+    let client = ::redis::Client::open(redis.url().as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(8000)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .expect("pause");
+    let mut degraded = None;
+    for _ in 0..80 {
+        let r = ready(&node).await;
+        if r.status == 503 {
+            degraded = Some(r.body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = degraded.expect("not ready while the bus is stalled");
+    assert_eq!(body["status"], "degraded");
+    let m = scrape(&node).await;
+    assert_eq!(metric(&m, "crossroom_bus_up"), 0.0);
+    let mut back = false;
+    for _ in 0..150 {
+        if ready(&node).await.status == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "ready again once the bus flows");
+}
