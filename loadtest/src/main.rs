@@ -1,6 +1,10 @@
 //! `loadtest`: drives a crossroom server through its public protocol and reports latency,
 //! throughput and delivery correctness.
 //!
+//! With several `--addr` (comma-separated: cluster-mode nodes), set-up goes through the first;
+//! publishers and subscribers are spread over all of them, round robin, so every delivery to a
+//! subscriber on another node than its publisher crosses the Redis bus.
+//!
 //! Scenario implemented: **broadcast** — one external group, `--subscribers` connections reading
 //! it, `--publishers` connections each posting `--rate` messages per second for `--duration`
 //! seconds. Set-up goes through the admin API with the operator key: a fresh company, its users,
@@ -19,8 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 struct Args {
-    /// `host:port` of the server.
+    /// `host:port` of the server (the first node, for set-up).
     addr: String,
+    /// Every node to spread connections over (`--addr a,b,c`).
+    nodes: Vec<String>,
     operator_key: String,
     subscribers: usize,
     publishers: usize,
@@ -31,12 +37,13 @@ struct Args {
     size: usize,
     encoding: Encoding,
     /// The server's pid, to read its CPU time and RSS from /proc.
-    server_pid: Option<u32>,
+    /// Server pids (several nodes: their CPU and RSS are summed).
+    server_pids: Vec<u32>,
 }
 
-const USAGE: &str = "usage: loadtest broadcast --addr HOST:PORT --operator-key KEY \
+const USAGE: &str = "usage: loadtest broadcast --addr HOST:PORT[,HOST:PORT...] --operator-key KEY \
 [--subscribers N=100] [--publishers N=1] [--rate MSG_PER_SEC=100] [--duration SECS=10] \
-[--size BYTES=64] [--encoding msgpack|json] [--server-pid PID]";
+[--size BYTES=64] [--encoding msgpack|json] [--server-pid PID[,PID...]]";
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
@@ -46,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
     }
     let mut a = Args {
         addr: "127.0.0.1:8080".into(),
+        nodes: Vec::new(),
         operator_key: std::env::var("CROSSROOM_OPERATOR_KEY").unwrap_or_default(),
         subscribers: 100,
         publishers: 1,
@@ -53,7 +61,7 @@ fn parse_args() -> Result<Args, String> {
         duration: Duration::from_secs(10),
         size: 64,
         encoding: Encoding::MsgPack,
-        server_pid: None,
+        server_pids: Vec::new(),
     };
     while let Some(flag) = it.next() {
         let value = it
@@ -61,14 +69,23 @@ fn parse_args() -> Result<Args, String> {
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
-            "--addr" => a.addr = value,
+            "--addr" => {
+                a.nodes = value.split(',').map(str::to_owned).collect();
+                a.addr = a.nodes[0].clone();
+            }
             "--operator-key" => a.operator_key = value,
             "--subscribers" => a.subscribers = value.parse().map_err(|e| bad(&e))?,
             "--publishers" => a.publishers = value.parse().map_err(|e| bad(&e))?,
             "--rate" => a.rate = value.parse().map_err(|e| bad(&e))?,
             "--duration" => a.duration = Duration::from_secs(value.parse().map_err(|e| bad(&e))?),
             "--size" => a.size = value.parse().map_err(|e| bad(&e))?,
-            "--server-pid" => a.server_pid = Some(value.parse().map_err(|e| bad(&e))?),
+            "--server-pid" => {
+                a.server_pids = value
+                    .split(',')
+                    .map(|p| p.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| bad(&e))?
+            }
             "--encoding" => {
                 a.encoding = match value.as_str() {
                     "msgpack" => Encoding::MsgPack,
@@ -101,6 +118,16 @@ fn now_micros() -> u64 {
 }
 
 /// Server CPU seconds (user + system) and RSS in KiB, from /proc.
+/// CPU seconds and RSS summed over `pids` (none: unknown).
+fn usage_of(pids: &[u32]) -> Option<(f64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0.0, 0), |(cpu, rss), p| {
+        server_usage(*p).map(|(c, r)| (cpu + c, rss + r))
+    })
+}
+
 fn server_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
@@ -184,6 +211,14 @@ async fn setup(a: &Args) -> Result<Setup, String> {
 
 fn ws_url(a: &Args) -> String {
     format!("ws://{}/v1/ws", a.addr)
+}
+
+/// The WebSocket URL of the `i`-th connection: nodes in turn.
+fn ws_url_of(a: &Args, i: usize) -> String {
+    match a.nodes.len() {
+        0 => ws_url(a),
+        n => format!("ws://{}/v1/ws", a.nodes[i % n]),
+    }
 }
 
 /// What one subscriber saw.
@@ -374,15 +409,14 @@ async fn run(a: Args) -> Result<bool, String> {
         a.subscribers, a.publishers, a.addr
     );
     let s = setup(&a).await?;
-    let url = ws_url(&a);
     let delivered = Arc::new(AtomicU64::new(0));
     // Set (to the time in µs) when every publisher is done.
     let ended_at = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(a.subscribers.max(1));
-    for (_, token) in &s.tokens[a.publishers..] {
+    for (i, (_, token)) in s.tokens[a.publishers..].iter().enumerate() {
         subs.push(tokio::spawn(subscriber(
-            url.clone(),
+            ws_url_of(&a, a.publishers + i),
             token.clone(),
             s.room.clone(),
             a.encoding,
@@ -398,12 +432,12 @@ async fn run(a: Args) -> Result<bool, String> {
             _ => return Err("subscribers did not all subscribe within 30 s".into()),
         }
     }
-    let usage_before = a.server_pid.and_then(server_usage);
+    let usage_before = usage_of(&a.server_pids);
     let started = Instant::now();
     let mut pubs = Vec::new();
     for (i, (_, token)) in s.tokens[..a.publishers].iter().enumerate() {
         pubs.push(tokio::spawn(publisher(Publish {
-            url: url.clone(),
+            url: ws_url_of(&a, i),
             token: token.clone(),
             room: s.room.clone(),
             enc: a.encoding,
@@ -433,7 +467,7 @@ async fn run(a: Args) -> Result<bool, String> {
     }
     let publish_secs = started.elapsed().as_secs_f64();
     ended_at.store(now_micros(), Ordering::Release);
-    let usage_after = a.server_pid.and_then(server_usage);
+    let usage_after = usage_of(&a.server_pids);
     let mut lat = Vec::new();
     let (mut got, mut dup, mut ooo, mut lost) = (0u64, 0u64, 0u64, 0u64);
     for sub in subs {

@@ -1352,19 +1352,13 @@ impl Store for RedisStore {
             body: body.clone(),
         })?;
         // Superset indexes first.
-        let mut index = Vec::new();
-        for u in room.members.iter().chain(&room.masters) {
-            let mut c = ::redis::cmd("SADD");
-            c.arg(user_rooms_key(u)).arg(&room.id.0);
-            index.push(c);
-        }
-        if room.kind == RoomKind::Group {
-            let mut c = ::redis::cmd("SADD");
-            c.arg(format!("cr:co:{}:groups", room.owner_company.0))
-                .arg(&room.id.0);
-            index.push(c);
-        }
-        self.each(index).await?;
+        self.index_room(
+            &room.id,
+            room.members.iter().chain(&room.masters),
+            room.kind,
+            &room.owner_company,
+        )
+        .await?;
         let created: i64 = self
             .inner
             .scripts
@@ -1884,19 +1878,13 @@ impl Store for RedisStore {
             *since = 1;
         }
         // The lost indexes come back first (supersets, as always).
-        let mut index = Vec::new();
-        for u in room.members.iter().chain(&room.masters) {
-            let mut c = ::redis::cmd("SADD");
-            c.arg(user_rooms_key(u)).arg(&room.id.0);
-            index.push(c);
-        }
-        if room.kind == RoomKind::Group {
-            let mut c = ::redis::cmd("SADD");
-            c.arg(format!("cr:co:{}:groups", room.owner_company.0))
-                .arg(&room.id.0);
-            index.push(c);
-        }
-        self.each(index).await?;
+        self.index_room(
+            &room.id,
+            room.members.iter().chain(&room.masters),
+            room.kind,
+            &room.owner_company,
+        )
+        .await?;
         let entry = to_json(&StoredEntry {
             ts: notice.ts,
             author: notice.author,
@@ -1938,6 +1926,28 @@ impl RedisStore {
             r.map_err(backend)?;
         }
         Ok(())
+    }
+
+    /// Add a room to its people's and (a group) its owner's superset indexes.
+    async fn index_room(
+        &self,
+        room: &RoomId,
+        people: impl Iterator<Item = &UserId>,
+        kind: RoomKind,
+        owner: &CompanyId,
+    ) -> StoreResult<()> {
+        let mut index = Vec::new();
+        for u in people {
+            let mut c = ::redis::cmd("SADD");
+            c.arg(user_rooms_key(u)).arg(&room.0);
+            index.push(c);
+        }
+        if kind == RoomKind::Group {
+            let mut c = ::redis::cmd("SADD");
+            c.arg(format!("cr:co:{}:groups", owner.0)).arg(&room.0);
+            index.push(c);
+        }
+        self.each(index).await
     }
 
     async fn indexed_rooms(&self, user: &UserId) -> StoreResult<Vec<RoomId>> {

@@ -151,35 +151,13 @@ async fn concurrent_writers_on_every_node_get_unique_gapless_seqs() {
     assert_eq!(hi - lo + 1, 960, "no gap: {lo}..={hi}");
     // The log agrees, read through another node.
     let mut reader = nodes[2].connect(&w.carol.token, Encoding::MsgPack).await;
-    let mut texts = HashSet::new();
-    let mut before = None;
-    loop {
-        let r = reader
-            .request(ClientFrame::History {
-                id: 0,
-                room: room.clone(),
-                before,
-                limit: Some(100),
-            })
-            .await
-            .expect("history");
-        let ServerFrame::History {
-            events, has_more, ..
-        } = r
-        else {
-            panic!("{r:?}")
-        };
-        before = events.first().map(|e| e.seq);
-        for e in events {
-            if let EventBody::Message { text, .. } = e.body {
-                assert!(texts.insert(text), "stored once");
-            }
-        }
-        if !has_more {
-            break;
-        }
-    }
-    assert_eq!(texts.len(), 960);
+    let texts = message_texts(&whole_history(&mut reader, &room).await);
+    let distinct: HashSet<&String> = texts.iter().collect();
+    assert_eq!(
+        (texts.len(), distinct.len()),
+        (960, 960),
+        "each stored once"
+    );
 }
 
 /// D2 across nodes: 40 racing sends of one client id, on every node, store one message.
@@ -562,38 +540,7 @@ async fn redis_killed_and_restarted_with_aof_loses_no_acknowledged_post() {
     assert_eq!(reader.await.expect("reader"), expected);
     // Read back through the other node: every acknowledged post, once.
     let mut check = nodes[1].connect(&w.carol.token, Encoding::MsgPack).await;
-    let mut texts = Vec::new();
-    let mut before = None;
-    loop {
-        let r = check
-            .request(ClientFrame::History {
-                id: 0,
-                room: room.clone(),
-                before,
-                limit: Some(100),
-            })
-            .await
-            .expect("history");
-        let ServerFrame::History {
-            events, has_more, ..
-        } = r
-        else {
-            panic!("{r:?}")
-        };
-        before = events.first().map(|e| e.seq);
-        let mut page: Vec<String> = events
-            .into_iter()
-            .filter_map(|e| match e.body {
-                EventBody::Message { text, .. } => Some(text),
-                _ => None,
-            })
-            .collect();
-        page.append(&mut texts);
-        texts = page;
-        if !has_more {
-            break;
-        }
-    }
+    let texts = message_texts(&whole_history(&mut check, &room).await);
     let want: Vec<String> = (0..total).map(|i| format!("o{i}")).collect();
     assert_eq!(texts, want);
 }
@@ -651,15 +598,7 @@ async fn g13_directory_and_membership_changes_reach_sessions_on_every_node() {
     let room = group(&mut alice, "Directory", &[&w.carol.id, &w.dave.id]).await;
     // Carol is connected to node 2 but not subscribed: no actor for the room there.
     let mut carol = nodes[2].connect(&w.carol.token, Encoding::MsgPack).await;
-    let r = alice
-        .request(ClientFrame::RemoveMember {
-            id: 0,
-            room: room.clone(),
-            user: w.carol.id.clone(),
-        })
-        .await
-        .expect("remove");
-    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+    remove_ok(&mut alice, &room, &w.carol.id).await;
     loop {
         match carol
             .next_push(Duration::from_secs(10))

@@ -303,31 +303,9 @@ async fn d2_sigkill_mid_stream_loses_no_acknowledged_post() {
     server.restart().await;
     let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
     let mut stored = std::collections::HashMap::new();
-    let mut before = None;
-    loop {
-        let h = carol
-            .request(ClientFrame::History {
-                id: 0,
-                room: room.clone(),
-                before,
-                limit: Some(100),
-            })
-            .await
-            .expect("history");
-        let ServerFrame::History {
-            events, has_more, ..
-        } = h
-        else {
-            panic!("{h:?}")
-        };
-        for e in &events {
-            if let EventBody::Message { client_msg_id, .. } = &e.body {
-                stored.insert(e.seq, client_msg_id.clone());
-            }
-        }
-        before = events.first().map(|e| e.seq);
-        if !has_more {
-            break;
+    for e in whole_history(&mut carol, &room).await {
+        if let EventBody::Message { client_msg_id, .. } = e.body {
+            stored.insert(e.seq, client_msg_id);
         }
     }
     for (seq, id) in &acked {

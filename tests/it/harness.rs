@@ -578,3 +578,61 @@ impl RedisCluster {
         self.nodes.iter().map(Redis::url).collect()
     }
 }
+
+/// A room's whole log as `c` may read it, oldest first, paging through `history`.
+pub async fn whole_history(c: &mut Client, room: &RoomId) -> Vec<crossroom_protocol::Event> {
+    let mut all = Vec::new();
+    let mut before = None;
+    loop {
+        let r = c
+            .request(ClientFrame::History {
+                id: 0,
+                room: room.clone(),
+                before,
+                limit: Some(100),
+            })
+            .await
+            .expect("history");
+        let ServerFrame::History {
+            mut events,
+            has_more,
+            ..
+        } = r
+        else {
+            panic!("expected history, got {r:?}")
+        };
+        before = events.first().map(|e| e.seq);
+        events.append(&mut all);
+        all = events;
+        if !has_more {
+            return all;
+        }
+    }
+}
+
+/// The texts of the messages among `events`.
+pub fn message_texts(events: &[crossroom_protocol::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            crossroom_protocol::EventBody::Message { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `c` removes `user` from `room`; returns the removal's seq.
+pub async fn remove_ok(c: &mut Client, room: &RoomId, user: &UserId) -> u64 {
+    let r = c
+        .request(ClientFrame::RemoveMember {
+            id: 0,
+            room: room.clone(),
+            user: user.clone(),
+        })
+        .await
+        .expect("remove_member");
+    match r {
+        ServerFrame::Changed { seq, .. } => seq,
+        other => panic!("expected changed, got {other:?}"),
+    }
+}
