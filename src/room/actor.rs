@@ -280,6 +280,7 @@ impl RoomActor {
             RoomCommand::CatchUp => return self.catch_up().await,
             _ => {}
         }
+        self.freshen_for(&cmd).await;
         let Some(room) = &self.room else {
             if let Some(r) = cmd.into_reply() {
                 r.fail(self.not_found());
@@ -463,6 +464,46 @@ impl RoomActor {
                 reply,
             } => self.add_file(user, folder, file, reply).await,
             RoomCommand::Remote(_) | RoomCommand::CatchUp => {}
+        }
+    }
+
+    /// Cluster mode: our copy of the room may lag what another node just committed (the bus is
+    /// quick, not instant). Acceptances are safe anyway — appends are conditional on the state
+    /// version — but a refusal or a change decision must stand on the current state: before
+    /// refusing someone who is not in our copy, and before deciding a change, catch up from the
+    /// log. Ordinary posts of members cost nothing extra.
+    async fn freshen_for(&mut self, cmd: &RoomCommand) {
+        if self.hub.bus.get().is_none() {
+            return;
+        }
+        let Some(room) = &self.room else {
+            // Perhaps created elsewhere since we looked.
+            self.reload().await;
+            self.delivered = self.room.as_ref().map(|r| r.head).unwrap_or(0);
+            return;
+        };
+        let outsider = |u: &UserId| {
+            room.members.binary_search(u).is_err() && room.masters.binary_search(u).is_err()
+        };
+        let stale_risk = match cmd {
+            RoomCommand::Change { .. } | RoomCommand::Delete { .. } | RoomCommand::Invite { .. } => {
+                true
+            }
+            RoomCommand::Subscribe { user, .. }
+            | RoomCommand::Post { user, .. }
+            | RoomCommand::History { user, .. }
+            | RoomCommand::MarkRead { user, .. }
+            | RoomCommand::Typing { user, .. }
+            | RoomCommand::Get { user, .. }
+            | RoomCommand::Act { user, .. }
+            | RoomCommand::Query { user, .. }
+            | RoomCommand::AddFile { user, .. } => outsider(user),
+            RoomCommand::Unsubscribe { .. } | RoomCommand::Remote(_) | RoomCommand::CatchUp => {
+                false
+            }
+        };
+        if stale_risk {
+            self.catch_up().await;
         }
     }
 
