@@ -486,9 +486,9 @@ impl RoomActor {
             room.members.binary_search(u).is_err() && room.masters.binary_search(u).is_err()
         };
         let stale_risk = match cmd {
-            RoomCommand::Change { .. } | RoomCommand::Delete { .. } | RoomCommand::Invite { .. } => {
-                true
-            }
+            RoomCommand::Change { .. }
+            | RoomCommand::Delete { .. }
+            | RoomCommand::Invite { .. } => true,
             RoomCommand::Subscribe { user, .. }
             | RoomCommand::Post { user, .. }
             | RoomCommand::History { user, .. }
