@@ -1,6 +1,10 @@
 //! `loadtest`: drives a crossroom server through its public protocol and reports latency,
 //! throughput and delivery correctness.
 //!
+//! `--target ceiling` runs the same workload against `loadtest ceiling` (`src/ceiling.rs`), a
+//! minimal broadcast server on plain tokio-tungstenite: the ceiling of our own stack. It needs no
+//! set-up.
+//!
 //! With several `--addr` (comma-separated: cluster-mode nodes), set-up goes through the first;
 //! publishers and subscribers are spread over all of them, round robin, so every delivery to a
 //! subscriber on another node than its publisher crosses the Redis bus.
@@ -13,6 +17,8 @@
 //! Every message carries its publisher's send time; every subscriber measures the latency on
 //! receipt and checks, per publisher, that messages arrive once and in order. A run is clean when
 //! nothing is lost or duplicated.
+
+mod ceiling;
 
 use crossroom_protocol::client::{Client, Http};
 use crossroom_protocol::{ClientFrame, Encoding, EventBody, RoomId, ServerFrame, UserId};
@@ -39,16 +45,31 @@ struct Args {
     /// The server's pid, to read its CPU time and RSS from /proc.
     /// Server pids (several nodes: their CPU and RSS are summed).
     server_pids: Vec<u32>,
+    /// `crossroom` (set up through the admin API) or `ceiling` (no set-up).
+    ceiling: bool,
 }
 
 const USAGE: &str = "usage: loadtest broadcast --addr HOST:PORT[,HOST:PORT...] --operator-key KEY \
 [--subscribers N=100] [--publishers N=1] [--rate MSG_PER_SEC=100] [--duration SECS=10] \
-[--size BYTES=64] [--encoding msgpack|json] [--server-pid PID[,PID...]]";
+[--size BYTES=64] [--encoding msgpack|json] [--server-pid PID[,PID...]] [--target crossroom|ceiling]
+       loadtest ceiling [--listen HOST:PORT=127.0.0.1:18500]";
 
-fn parse_args() -> Result<Args, String> {
+enum Command {
+    Broadcast(Args),
+    Ceiling(String),
+}
+
+fn parse_args() -> Result<Command, String> {
     let mut it = std::env::args().skip(1);
     match it.next().as_deref() {
         Some("broadcast") => {}
+        Some("ceiling") => {
+            return match (it.next().as_deref(), it.next()) {
+                (None, _) => Ok(Command::Ceiling("127.0.0.1:18500".into())),
+                (Some("--listen"), Some(addr)) => Ok(Command::Ceiling(addr)),
+                _ => Err(USAGE.into()),
+            }
+        }
         _ => return Err(USAGE.into()),
     }
     let mut a = Args {
@@ -62,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
         size: 64,
         encoding: Encoding::MsgPack,
         server_pids: Vec::new(),
+        ceiling: false,
     };
     while let Some(flag) = it.next() {
         let value = it
@@ -69,6 +91,13 @@ fn parse_args() -> Result<Args, String> {
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
+            "--target" => {
+                a.ceiling = match value.as_str() {
+                    "crossroom" => false,
+                    "ceiling" => true,
+                    _ => return Err(bad(&"expected crossroom or ceiling")),
+                }
+            }
             "--addr" => {
                 a.nodes = value.split(',').map(str::to_owned).collect();
                 a.addr = a.nodes[0].clone();
@@ -96,7 +125,7 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
-    if a.operator_key.is_empty() {
+    if a.operator_key.is_empty() && !a.ceiling {
         return Err(format!(
             "--operator-key (or CROSSROOM_OPERATOR_KEY) is required\n{USAGE}"
         ));
@@ -104,7 +133,7 @@ fn parse_args() -> Result<Args, String> {
     if a.publishers == 0 || a.rate <= 0.0 || a.subscribers + a.publishers > 999 {
         return Err("need at least one publisher, a positive rate, and at most 999 users in the group (one create request)".into());
     }
-    Ok(a)
+    Ok(Command::Broadcast(a))
 }
 
 /// How long subscribers keep listening after the last publisher finished.
@@ -150,6 +179,15 @@ struct Setup {
 }
 
 async fn setup(a: &Args) -> Result<Setup, String> {
+    if a.ceiling {
+        // The ceiling server has no accounts: any token, one room.
+        return Ok(Setup {
+            room: RoomId("r_ceiling".into()),
+            tokens: (0..a.subscribers + a.publishers)
+                .map(|i| (UserId(format!("u{i}@ceiling.example")), "ceiling".into()))
+                .collect(),
+        });
+    }
     let op = Http::new(a.addr.clone(), Some(a.operator_key.clone()));
     let company = format!("lt{}.example", now_micros());
     let r = op
@@ -387,7 +425,16 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let a = match parse_args() {
-        Ok(a) => a,
+        Ok(Command::Broadcast(a)) => a,
+        Ok(Command::Ceiling(listen)) => {
+            return match ceiling::serve(&listen).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("loadtest ceiling: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Err(e) => {
             eprintln!("{e}");
             return std::process::ExitCode::from(2);
