@@ -19,6 +19,7 @@
 //! nothing is lost or duplicated.
 
 mod ceiling;
+mod chart;
 
 use crossroom_protocol::client::{Client, Http};
 use crossroom_protocol::{ClientFrame, Encoding, EventBody, RoomId, ServerFrame, UserId};
@@ -47,11 +48,13 @@ struct Args {
     server_pids: Vec<u32>,
     /// `crossroom` (set up through the admin API) or `ceiling` (no set-up).
     ceiling: bool,
+    /// Write PREFIX.json, PREFIX.md and PREFIX.svg (latency percentiles over time).
+    out: Option<String>,
 }
 
 const USAGE: &str = "usage: loadtest broadcast --addr HOST:PORT[,HOST:PORT...] --operator-key KEY \
 [--subscribers N=100] [--publishers N=1] [--rate MSG_PER_SEC=100] [--duration SECS=10] \
-[--size BYTES=64] [--encoding msgpack|json] [--server-pid PID[,PID...]] [--target crossroom|ceiling]
+[--size BYTES=64] [--encoding msgpack|json] [--server-pid PID[,PID...]] [--target crossroom|ceiling] [--out PREFIX]
        loadtest ceiling [--listen HOST:PORT=127.0.0.1:18500]";
 
 enum Command {
@@ -84,6 +87,7 @@ fn parse_args() -> Result<Command, String> {
         encoding: Encoding::MsgPack,
         server_pids: Vec::new(),
         ceiling: false,
+        out: None,
     };
     while let Some(flag) = it.next() {
         let value = it
@@ -91,6 +95,7 @@ fn parse_args() -> Result<Command, String> {
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
+            "--out" => a.out = Some(value),
             "--target" => {
                 a.ceiling = match value.as_str() {
                     "crossroom" => false,
@@ -262,7 +267,8 @@ fn ws_url_of(a: &Args, i: usize) -> String {
 /// What one subscriber saw.
 #[derive(Default)]
 struct Seen {
-    latencies_us: Vec<u64>,
+    /// (arrival time, latency), both in µs.
+    samples: Vec<(u64, u64)>,
     delivered: u64,
     duplicated: u64,
     out_of_order: u64,
@@ -320,7 +326,7 @@ async fn subscriber(
                 _ => {}
             }
         }
-        seen.latencies_us.push(now.saturating_sub(t));
+        seen.samples.push((now, now.saturating_sub(t)));
         seen.delivered += 1;
         delivered.fetch_add(1, Ordering::Relaxed);
         let last = seen.last.entry(p).or_insert(0);
@@ -516,6 +522,7 @@ async fn run(a: Args) -> Result<bool, String> {
     ended_at.store(now_micros(), Ordering::Release);
     let usage_after = usage_of(&a.server_pids);
     let mut lat = Vec::new();
+    let mut samples = Vec::new();
     let (mut got, mut dup, mut ooo, mut lost) = (0u64, 0u64, 0u64, 0u64);
     for sub in subs {
         let seen = sub.await.map_err(|e| e.to_string())??;
@@ -523,7 +530,8 @@ async fn run(a: Args) -> Result<bool, String> {
         dup += seen.duplicated;
         ooo += seen.out_of_order;
         lost += sent.saturating_sub(seen.delivered - seen.duplicated);
-        lat.extend(seen.latencies_us);
+        lat.extend(seen.samples.iter().map(|(_, l)| *l));
+        samples.extend(seen.samples);
     }
     progress.abort();
     lat.sort_unstable();
@@ -557,17 +565,11 @@ async fn run(a: Args) -> Result<bool, String> {
         "server_cpu_secs": cpu,
         "server_rss_kib": usage_after.map(|u| u.1),
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&result).unwrap_or_default()
-    );
-    println!();
-    println!(
-        "| subscribers | publishers × rate | deliveries/s | p50 ms | p99 ms | lost | dup | ooo |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {} | {} × {} | {:.0} | {:.2} | {:.2} | {lost} | {dup} | {ooo} |",
+    let json_text = serde_json::to_string_pretty(&result).unwrap_or_default();
+    let table = format!(
+        "| subscribers | publishers × rate | deliveries/s | p50 ms | p99 ms | lost | dup | ooo |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | {} | {} × {} | {:.0} | {:.2} | {:.2} | {lost} | {dup} | {ooo} |",
         a.subscribers,
         a.publishers,
         a.rate,
@@ -575,5 +577,24 @@ async fn run(a: Args) -> Result<bool, String> {
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
+    println!("{json_text}");
+    println!();
+    println!("{table}");
+    if let Some(prefix) = &a.out {
+        let series = chart::per_second(&samples);
+        let title = format!(
+            "broadcast: {} subscribers, {} × {}/s",
+            a.subscribers, a.publishers, a.rate
+        );
+        for (ext, body) in [
+            ("json", json_text.clone()),
+            ("md", format!("{table}\n")),
+            ("svg", chart::svg(&title, &series)),
+        ] {
+            let path = format!("{prefix}.{ext}");
+            std::fs::write(&path, body).map_err(|e| format!("{path}: {e}"))?;
+            eprintln!("wrote {path}");
+        }
+    }
     Ok(lost == 0 && dup == 0 && ooo == 0 && acked == sent)
 }
