@@ -985,9 +985,7 @@ impl RoomActor {
                 tracing::warn!(room = %self.id, error = %e, "append failed; reloading state");
                 // The decision was applied to our state already; the store has the truth.
                 self.reload().await;
-                return match ack {
-                    Ack::Posted(r) | Ack::Changed(r, ..) | Ack::Acted(r, ..) => r.fail(e.into()),
-                };
+                return ack.into_reply().fail(e.into());
             }
         };
         let mut last = None;

@@ -225,7 +225,7 @@ fn named_users(body: &EventBody) -> Vec<&UserId> {
 }
 
 /// A stored audit record.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
     pub id: u64,
     pub ts: i64,
@@ -236,7 +236,7 @@ pub struct AuditEntry {
 }
 
 /// A group's invitation link (G14).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Invite {
     pub token: String,
     /// Seconds since the Unix epoch; `None` = never expires.
@@ -244,7 +244,7 @@ pub struct Invite {
 }
 
 /// A stored file's record (G17: its bytes count against `company`'s shared storage).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileRecord {
     pub id: String,
     pub room: RoomId,

@@ -280,81 +280,11 @@ impl Meta {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredInvite {
-    token: String,
-    expires_at: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredFile {
-    id: String,
-    room: RoomId,
-    company: CompanyId,
-    size: u64,
-    sha256: String,
-    name: String,
-    content_type: String,
-    created_by: UserId,
-    created_at: i64,
-}
-
-impl From<&FileRecord> for StoredFile {
-    fn from(f: &FileRecord) -> Self {
-        StoredFile {
-            id: f.id.clone(),
-            room: f.room.clone(),
-            company: f.company.clone(),
-            size: f.size,
-            sha256: f.sha256.clone(),
-            name: f.name.clone(),
-            content_type: f.content_type.clone(),
-            created_by: f.created_by.clone(),
-            created_at: f.created_at,
-        }
-    }
-}
-
-impl From<StoredFile> for FileRecord {
-    fn from(f: StoredFile) -> Self {
-        FileRecord {
-            id: f.id,
-            room: f.room,
-            company: f.company,
-            size: f.size,
-            sha256: f.sha256,
-            name: f.name,
-            content_type: f.content_type,
-            created_by: f.created_by,
-            created_at: f.created_at,
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredAudit {
-    id: u64,
-    ts: i64,
-    room: RoomId,
-    actor: UserId,
-    action: String,
-    detail: serde_json::Value,
-}
-
 // ---- scripts -------------------------------------------------------------------------------
 
-/// Create a room unless the id was ever used. KEYS: state, meta, log. ARGV: epoch, meta, entry.
-const CREATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'head', 1, 'version', 1, 'epoch', ARGV[1], 'deleted', 0)
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[3], 1, ARGV[3])
-return 1
-";
-
-/// Start a lost room again (nothing of it left, not even a tombstone). KEYS: state, meta, log.
-/// ARGV: epoch, meta, first entry.
-const RESTORE: &str = r"
+/// Start a room's log at seq 1 unless its state exists (in use, or a deleted room's tombstone):
+/// creation, and restoring a lost room. KEYS: state, meta, log. ARGV: epoch, meta, first entry.
+const START: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'head', 1, 'version', 1, 'epoch', ARGV[1], 'deleted', 0)
 redis.call('SET', KEYS[2], ARGV[2])
@@ -426,6 +356,13 @@ end
 return 1
 ";
 
+/// Compare-and-set a string key. KEYS: key. ARGV: old, new.
+const CAS_STRING: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+";
+
 /// Compare-and-set one hash field ('' = absent). KEYS: hash. ARGV: field, old, new.
 const CAS_FIELD: &str = r"
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
@@ -478,8 +415,8 @@ return old
 ";
 
 struct Scripts {
-    create: Script,
-    restore: Script,
+    start: Script,
+    cas_string: Script,
     projected: Script,
     cas_field: Script,
     reserve: Script,
@@ -492,8 +429,8 @@ struct Scripts {
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
-            create: Script::new(CREATE),
-            restore: Script::new(RESTORE),
+            start: Script::new(START),
+            cas_string: Script::new(CAS_STRING),
             projected: Script::new(PROJECTED),
             cas_field: Script::new(CAS_FIELD),
             reserve: Script::new(RESERVE),
@@ -1050,7 +987,7 @@ impl Inner {
             .await
             .map_err(backend)?;
         if let Some(raw) = raw {
-            let f: StoredFile = from_json(&raw)?;
+            let f: FileRecord = from_json(&raw)?;
             let _: () = ::redis::cmd("SREM")
                 .arg(rk(&f.room, "files"))
                 .arg(id)
@@ -1080,7 +1017,7 @@ impl Inner {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
-        let record = to_json(&StoredAudit {
+        let record = to_json(&AuditEntry {
             id,
             ts: a.ts,
             room: a.room.clone(),
@@ -1346,33 +1283,16 @@ impl Store for RedisStore {
             members: room.members.clone(),
             features: room.features,
         };
-        let entry = to_json(&StoredEntry {
+        let first = StoredEntry {
             ts: room.created_at,
             author: room.created_by.clone(),
             body: body.clone(),
-        })?;
-        // Superset indexes first.
-        self.index_room(
-            &room.id,
-            room.members.iter().chain(&room.masters),
-            room.kind,
-            &room.owner_company,
-        )
-        .await?;
-        let created: i64 = self
-            .inner
-            .scripts
-            .create
-            .key(rk(&room.id, "state"))
-            .key(rk(&room.id, "meta"))
-            .key(rk(&room.id, "log"))
-            .arg(room.epoch)
-            .arg(to_json(&meta)?)
-            .arg(entry)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        if created == 0 {
+        };
+        let people: Vec<&UserId> = room.members.iter().chain(&room.masters).collect();
+        let created = self
+            .start_room(&room.id, &meta, &people, room.epoch, &first)
+            .await?;
+        if !created {
             return Err(StoreError::AlreadyExists(format!("room {}", room.id)));
         }
         let event = Event {
@@ -1583,7 +1503,7 @@ impl Store for RedisStore {
             return Err(StoreError::NotFound(format!("room {room}")));
         }
         if let Some(i) = invite {
-            let i: StoredInvite = from_json(&i)?;
+            let i: Invite = from_json(&i)?;
             let _: () = ::redis::cmd("DEL")
                 .arg(format!("cr:invite:{}", i.token))
                 .query_async(&mut self.conn())
@@ -1633,7 +1553,7 @@ impl Store for RedisStore {
         let mut record = ::redis::cmd("SET");
         record
             .arg(format!("cr:file:{}", file.id))
-            .arg(to_json(&StoredFile::from(file))?);
+            .arg(to_json(file)?);
         let mut index = ::redis::cmd("SADD");
         index.arg(rk(&file.room, "files")).arg(&file.id);
         self.each(vec![record, index]).await
@@ -1645,10 +1565,7 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(raw
-            .map(|r| from_json::<StoredFile>(&r))
-            .transpose()?
-            .map(FileRecord::from))
+        raw.map(|r| from_json(&r)).transpose()
     }
 
     async fn delete_file(&self, id: &str) -> StoreResult<()> {
@@ -1663,12 +1580,7 @@ impl Store for RedisStore {
     ) -> StoreResult<()> {
         let json = invite
             .as_ref()
-            .map(|i| {
-                to_json(&StoredInvite {
-                    token: i.token.clone(),
-                    expires_at: i.expires_at,
-                })
-            })
+            .map(to_json)
             .transpose()?
             .unwrap_or_default();
         if let Some(i) = &invite {
@@ -1695,7 +1607,7 @@ impl Store for RedisStore {
             _ => None,
         };
         if let Some(old) = old {
-            let old: StoredInvite = from_json(&old)?;
+            let old: Invite = from_json(&old)?;
             if invite.as_ref().map(|i| &i.token) != Some(&old.token) {
                 let _: () = ::redis::cmd("DEL")
                     .arg(format!("cr:invite:{}", old.token))
@@ -1716,13 +1628,7 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(raw
-            .map(|r| from_json::<StoredInvite>(&r))
-            .transpose()?
-            .map(|i| Invite {
-                token: i.token,
-                expires_at: i.expires_at,
-            }))
+        raw.map(|r| from_json(&r)).transpose()
     }
 
     async fn room_by_invite(&self, token: &str) -> StoreResult<Option<(RoomId, Invite)>> {
@@ -1773,18 +1679,11 @@ impl Store for RedisStore {
             let done = page.len() < limit.max(1) * 4;
             for (raw, score) in page {
                 max = format!("({}", score as u64);
-                let a: StoredAudit = from_json(&raw)?;
+                let a: AuditEntry = from_json(&raw)?;
                 if room.is_some_and(|r| *r != a.room) {
                     continue;
                 }
-                out.push(AuditEntry {
-                    id: a.id,
-                    ts: a.ts,
-                    room: a.room,
-                    actor: a.actor,
-                    action: a.action,
-                    detail: a.detail,
-                });
+                out.push(a);
                 if out.len() == limit {
                     return Ok(out);
                 }
@@ -1877,33 +1776,14 @@ impl Store for RedisStore {
         for since in meta.member_since.values_mut() {
             *since = 1;
         }
-        // The lost indexes come back first (supersets, as always).
-        self.index_room(
-            &room.id,
-            room.members.iter().chain(&room.masters),
-            room.kind,
-            &room.owner_company,
-        )
-        .await?;
-        let entry = to_json(&StoredEntry {
+        let first = StoredEntry {
             ts: notice.ts,
             author: notice.author,
             body: notice.body,
-        })?;
-        let restored: i64 = self
-            .inner
-            .scripts
-            .restore
-            .key(rk(&room.id, "state"))
-            .key(rk(&room.id, "meta"))
-            .key(rk(&room.id, "log"))
-            .arg(epoch)
-            .arg(to_json(&meta)?)
-            .arg(entry)
-            .invoke_async(&mut self.conn())
+        };
+        let people: Vec<&UserId> = room.members.iter().chain(&room.masters).collect();
+        self.start_room(&room.id, &meta, &people, epoch, &first)
             .await
-            .map_err(backend)?;
-        Ok(restored == 1)
     }
 
     async fn close(&self) {
@@ -1928,26 +1808,44 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Add a room to its people's and (a group) its owner's superset indexes.
-    async fn index_room(
+    /// Start `room`'s log at seq 1 with `first` unless its id is in use or was deleted (see
+    /// [`START`]); its people's and (a group) its owner's superset indexes are written first.
+    /// True when it started.
+    async fn start_room(
         &self,
         room: &RoomId,
-        people: impl Iterator<Item = &UserId>,
-        kind: RoomKind,
-        owner: &CompanyId,
-    ) -> StoreResult<()> {
+        meta: &Meta,
+        people: &[&UserId],
+        epoch: u64,
+        first: &StoredEntry,
+    ) -> StoreResult<bool> {
         let mut index = Vec::new();
         for u in people {
             let mut c = ::redis::cmd("SADD");
             c.arg(user_rooms_key(u)).arg(&room.0);
             index.push(c);
         }
-        if kind == RoomKind::Group {
+        if meta.kind == RoomKind::Group {
             let mut c = ::redis::cmd("SADD");
-            c.arg(format!("cr:co:{}:groups", owner.0)).arg(&room.0);
+            c.arg(format!("cr:co:{}:groups", meta.owner_company.0))
+                .arg(&room.0);
             index.push(c);
         }
-        self.each(index).await
+        self.each(index).await?;
+        let started: i64 = self
+            .inner
+            .scripts
+            .start
+            .key(rk(room, "state"))
+            .key(rk(room, "meta"))
+            .key(rk(room, "log"))
+            .arg(epoch)
+            .arg(to_json(meta)?)
+            .arg(to_json(first)?)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(started == 1)
     }
 
     async fn indexed_rooms(&self, user: &UserId) -> StoreResult<Vec<RoomId>> {
@@ -1984,12 +1882,10 @@ impl RedisStore {
 
     /// Compare-and-set a string key.
     async fn cas_string(&self, key: &str, old: &str, new: &str) -> StoreResult<bool> {
-        const CAS: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-";
-        let ok: i64 = Script::new(CAS)
+        let ok: i64 = self
+            .inner
+            .scripts
+            .cas_string
             .key(key)
             .arg(old)
             .arg(new)
