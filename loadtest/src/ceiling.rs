@@ -1,6 +1,6 @@
 //! `loadtest ceiling --listen ADDR`: the ceiling of our own stack — a minimal broadcast server on
 //! plain tokio-tungstenite that speaks just enough of the crossroom protocol for the broadcast
-//! scenario (`hello`, `subscribe`, `post` → `posted` + `event` to every subscriber), with no
+//! scenario (`hello`, `subscribe`, `post` → `posted` + `event` to every subscriber, `ping`), with no
 //! store, no rules and no limits. Measured with the same client and workload as crossroom
 //! (`loadtest broadcast --target ceiling`), it says how much of the transport's cost crossroom
 //! adds: durability, authorisation, bounded queues.
@@ -162,6 +162,11 @@ async fn connection(stream: TcpStream, hub: Arc<Hub>) {
                     let _ = tx.send(m).await;
                 }
                 broadcast(&hub, room, seq, ts, client_msg_id, text);
+            }
+            ClientFrame::Ping { id } => {
+                if let Some(m) = message(encoding, &ServerFrame::Pong { id, ts: now_ms() }) {
+                    let _ = tx.send(m).await;
+                }
             }
             _ => {}
         }

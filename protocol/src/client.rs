@@ -54,30 +54,37 @@ impl Client {
         token: Option<&str>,
         encoding: Encoding,
     ) -> Result<(Client, Option<ServerFrame>), ClientError> {
-        let mut req = ws_url.into_client_request()?;
-        req.headers_mut().insert(
-            "sec-websocket-protocol",
-            encoding
-                .subprotocol()
-                .parse()
-                .map_err(|_| ClientError::Http("bad subprotocol".into()))?,
-        );
-        if let Some(t) = token {
-            req.headers_mut().insert(
-                "authorization",
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| ClientError::Http("bad token header".into()))?,
-            );
-        }
+        let req = upgrade_request(ws_url, token, encoding)?;
         let (ws, _resp) = tokio_tungstenite::connect_async(req).await?;
+        Client::start(ws, token.is_some(), encoding).await
+    }
+
+    /// As [`Client::connect`], over a TCP connection the caller dialled (the load tester binds
+    /// it to one of several source addresses).
+    pub async fn connect_stream(
+        stream: TcpStream,
+        ws_url: &str,
+        token: Option<&str>,
+        encoding: Encoding,
+    ) -> Result<(Client, Option<ServerFrame>), ClientError> {
+        let req = upgrade_request(ws_url, token, encoding)?;
+        let (ws, _resp) =
+            tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await?;
+        Client::start(ws, token.is_some(), encoding).await
+    }
+
+    async fn start(
+        ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        authenticated: bool,
+        encoding: Encoding,
+    ) -> Result<(Client, Option<ServerFrame>), ClientError> {
         let mut client = Client {
             ws,
             encoding,
             next_id: 1,
             backlog: VecDeque::new(),
         };
-        let hello = if token.is_some() {
+        let hello = if authenticated {
             Some(client.next_frame(DEFAULT_WAIT).await?)
         } else {
             None
@@ -205,6 +212,31 @@ impl Client {
             }))
             .await;
     }
+}
+
+/// The upgrade request: the encoding's subprotocol, and the token as a Bearer header.
+fn upgrade_request(
+    ws_url: &str,
+    token: Option<&str>,
+    encoding: Encoding,
+) -> Result<tungstenite::handshake::client::Request, ClientError> {
+    let mut req = ws_url.into_client_request()?;
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        encoding
+            .subprotocol()
+            .parse()
+            .map_err(|_| ClientError::Http("bad subprotocol".into()))?,
+    );
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| ClientError::Http("bad token header".into()))?,
+        );
+    }
+    Ok(req)
 }
 
 /// An HTTP/1.1 client for the admin API, one connection per request (set-up traffic only).

@@ -1,0 +1,678 @@
+//! The parent of a run: set-up through the admin API (crossroom), the plan of every connection,
+//! the worker processes that hold them, and the result (JSON, Markdown, SVG; medians over runs).
+
+use crate::chart;
+use crate::peer::{Endpoint, Target};
+use crate::worker::{ConnSpec, Job, Report};
+use crossroom_protocol::client::Http;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// One room, `subscribers` readers, `publishers` posting.
+    Broadcast,
+    /// `connections` in rooms of `group_size`, every connection reading and posting.
+    Groups,
+    /// `connections` in rooms of `group_size`: one steady publisher per room, the others closing
+    /// and resuming `churn_rate` times per second in all.
+    Churn,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Broadcast => "broadcast",
+            Scenario::Groups => "groups",
+            Scenario::Churn => "churn",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Args {
+    pub scenario: Scenario,
+    pub endpoint: Endpoint,
+    /// Every node to spread connections over; set-up goes through the first.
+    pub nodes: Vec<String>,
+    pub operator_key: String,
+    pub subscribers: usize,
+    pub publishers: usize,
+    pub connections: usize,
+    pub group_size: usize,
+    pub rate: f64,
+    pub churn_rate: f64,
+    pub duration: Duration,
+    pub size: usize,
+    pub processes: usize,
+    pub bind: Vec<IpAddr>,
+    pub server_pids: Vec<u32>,
+    pub runs: usize,
+    pub out: Option<String>,
+}
+
+/// Users per company: under the server's default of 10,000 sessions per company.
+const PER_COMPANY: usize = 5000;
+/// Admin requests in flight during set-up.
+const SETUP_CONCURRENCY: usize = 32;
+
+/// CPU seconds and RSS (KiB) summed over `pids`, from /proc (none: unknown).
+fn usage_of(pids: &[u32]) -> Option<(f64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0.0, 0), |(cpu, rss), p| {
+        usage(*p).map(|(c, r)| (cpu + c, rss + r))
+    })
+}
+
+fn usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, rss))
+}
+
+/// Who is in which room: `rooms[i]` lists connection indexes; the plan says who publishes.
+struct Layout {
+    /// Members of each room, as connection indexes.
+    rooms: Vec<Vec<usize>>,
+}
+
+fn layout(a: &Args) -> Layout {
+    match a.scenario {
+        Scenario::Broadcast => Layout {
+            rooms: vec![(0..a.publishers + a.subscribers).collect()],
+        },
+        Scenario::Groups | Scenario::Churn => Layout {
+            rooms: (0..a.connections / a.group_size)
+                .map(|g| (g * a.group_size..(g + 1) * a.group_size).collect())
+                .collect(),
+        },
+    }
+}
+
+/// Create the companies, users, tokens and groups; returns a token per connection and the room
+/// id of each room.
+async fn setup_crossroom(a: &Args, lay: &Layout) -> Result<(Vec<String>, Vec<String>), String> {
+    let users = lay.rooms.iter().map(Vec::len).sum::<usize>();
+    let op = Http::new(a.nodes[0].clone(), Some(a.operator_key.clone()));
+    // Companies of whole rooms, at most PER_COMPANY users each.
+    let per_company = (PER_COMPANY / lay.rooms[0].len()).max(1) * lay.rooms[0].len();
+    let stamp = crate::worker::now_micros();
+    let mut admins = Vec::new();
+    for c in 0..users.div_ceil(per_company) {
+        let r = op
+            .post(
+                "/v1/admin/companies",
+                json!({"id": format!("lt{stamp}-{c}.example"), "name": "loadtest",
+                       "settings": {"external_chat": true}}),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status != 201 {
+            return Err(format!("create company: {} {}", r.status, r.body));
+        }
+        admins.push(op.with_key(r.body["admin_key"].as_str().unwrap_or_default()));
+    }
+    let made = futures_util::stream::iter(0..users)
+        .map(|i| {
+            let admin = admins[i / per_company].clone();
+            async move {
+                let r = admin
+                    .post(
+                        "/v1/admin/users",
+                        json!({"login": format!("u{i}"), "name": format!("user {i}")}),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.status != 201 {
+                    return Err(format!("create user: {} {}", r.status, r.body));
+                }
+                let id = r.body["id"].as_str().unwrap_or_default().to_owned();
+                let t = admin
+                    .post(
+                        &format!("/v1/admin/users/{id}/tokens"),
+                        json!({"ttl_secs": 86400}),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let token = t.body["token"].as_str().unwrap_or_default().to_owned();
+                if token.is_empty() {
+                    return Err(format!("mint token: {} {}", t.status, t.body));
+                }
+                Ok((id, token))
+            }
+        })
+        .buffered(SETUP_CONCURRENCY)
+        .collect::<Vec<Result<(String, String), String>>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let rooms = futures_util::stream::iter(lay.rooms.iter().enumerate())
+        .map(|(g, members)| {
+            let admin = admins[members[0] / per_company].clone();
+            let body = json!({
+                "name": format!("loadtest {} {g}", a.scenario.name()),
+                "masters": [made[members[0]].0],
+                "members": members.iter().map(|m| &made[*m].0).collect::<Vec<_>>(),
+            });
+            async move {
+                let r = admin
+                    .post("/v1/admin/groups", body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match r.body["room"]["id"].as_str() {
+                    Some(room) if r.status == 201 => Ok(room.to_owned()),
+                    _ => Err(format!("create group: {} {}", r.status, r.body)),
+                }
+            }
+        })
+        .buffered(SETUP_CONCURRENCY)
+        .collect::<Vec<Result<String, String>>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((made.into_iter().map(|(_, t)| t).collect(), rooms))
+}
+
+/// Every connection of the run.
+async fn plan(a: &Args) -> Result<(Vec<ConnSpec>, u64), String> {
+    let lay = layout(a);
+    let (tokens, rooms) = match a.endpoint.target {
+        Target::Crossroom => setup_crossroom(a, &lay).await?,
+        // The others have no accounts: any token, rooms by name.
+        _ => {
+            let n = lay.rooms.iter().map(Vec::len).sum();
+            (
+                vec!["loadtest".to_owned(); n],
+                (0..lay.rooms.len()).map(|g| format!("lt{g}")).collect(),
+            )
+        }
+    };
+    let mut conns = Vec::new();
+    let mut churners = 0usize;
+    for (g, members) in lay.rooms.iter().enumerate() {
+        for (k, &i) in members.iter().enumerate() {
+            let room = Some(rooms[g].clone());
+            let (subscribe, publish, churn) = match a.scenario {
+                Scenario::Broadcast if i < a.publishers => (None, room, false),
+                Scenario::Broadcast => (room, None, false),
+                Scenario::Groups => (room.clone(), room, false),
+                Scenario::Churn if k == 0 => (None, room, false),
+                Scenario::Churn => (room, None, true),
+            };
+            let churn_offset_ms = churn.then(|| {
+                churners += 1;
+                ((churners - 1) as f64 * 1000.0 / a.churn_rate) as u64
+            });
+            conns.push(ConnSpec {
+                id: i as u32,
+                addr: a.nodes[i % a.nodes.len()].clone(),
+                token: tokens[i].clone(),
+                subscribe,
+                publish,
+                churn_offset_ms,
+            });
+        }
+    }
+    // Each churner closes and resumes once per period: `churn_rate` per second in all.
+    let period_ms = (churners as f64 * 1000.0 / a.churn_rate.max(f64::MIN_POSITIVE)) as u64;
+    Ok((conns, period_ms))
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+enum Line {
+    Ready(u64, u64),
+    Progress(u64),
+    Published,
+    Report(Box<Report>),
+    Gone(String),
+}
+
+fn spawn_worker(
+    k: usize,
+    job: &Job,
+    dir: &std::path::Path,
+    tx: mpsc::UnboundedSender<(usize, Line)>,
+) -> Result<Worker, String> {
+    let path = dir.join(format!("job{k}.json"));
+    std::fs::write(&path, serde_json::to_vec(job).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .arg("worker")
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("spawn worker: {e}"))?;
+    let stdin = child.stdin.take().ok_or("worker stdin")?;
+    let stdout = child.stdout.take().ok_or("worker stdout")?;
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let (word, rest) = l.split_once(' ').unwrap_or((&l, ""));
+            let line = match word {
+                "ready" => {
+                    let mut n = rest.split(' ').map(|v| v.parse().unwrap_or(0));
+                    Line::Ready(n.next().unwrap_or(0), n.next().unwrap_or(0))
+                }
+                "progress" => Line::Progress(rest.parse().unwrap_or(0)),
+                "published" => Line::Published,
+                "report" => match serde_json::from_str(rest) {
+                    Ok(r) => Line::Report(Box::new(r)),
+                    Err(e) => Line::Gone(format!("bad report: {e}")),
+                },
+                _ => continue,
+            };
+            let _ = tx.send((k, line));
+        }
+        let _ = tx.send((k, Line::Gone("worker exited".into())));
+    });
+    Ok(Worker { child, stdin })
+}
+
+async fn tell(workers: &mut [Worker], word: &str) -> Result<(), String> {
+    for w in workers.iter_mut() {
+        w.stdin
+            .write_all(format!("{word}\n").as_bytes())
+            .await
+            .map_err(|e| format!("worker stdin: {e}"))?;
+        w.stdin.flush().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// One run: its figures (for medians) and everything about it (for JSON).
+pub struct Outcome {
+    pub clean: bool,
+    pub figures: Vec<(&'static str, f64)>,
+    pub detail: Value,
+    pub series: Vec<chart::Second>,
+}
+
+pub async fn run_once(a: &Args) -> Result<Outcome, String> {
+    eprintln!(
+        "setting up {} on {} ({})",
+        a.scenario.name(),
+        a.nodes.join(","),
+        a.endpoint.target.name()
+    );
+    let (conns, churn_period_ms) = plan(a).await?;
+    let baseline = usage_of(&a.server_pids);
+    let dir = std::env::temp_dir().join(format!(
+        "loadtest-{}-{}",
+        std::process::id(),
+        crate::worker::now_micros()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut workers = Vec::new();
+    for k in 0..a.processes {
+        let job = Job {
+            endpoint: a.endpoint.clone(),
+            rate: a.rate,
+            size: a.size,
+            duration_ms: a.duration.as_millis() as u64,
+            churn_period_ms,
+            bind: a.bind.clone(),
+            conns: conns
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % a.processes == k)
+                .map(|(_, c)| c.clone())
+                .collect(),
+        };
+        workers.push(spawn_worker(k, &job, &dir, tx.clone())?);
+    }
+    drop(tx);
+    let n = workers.len();
+    let (mut ready, mut opened, mut open_failed) = (0, 0, 0);
+    let connect_started = Instant::now();
+    while ready < n {
+        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Some((_, Line::Ready(o, f)))) => {
+                ready += 1;
+                opened += o;
+                open_failed += f;
+            }
+            Ok(Some((k, Line::Gone(why)))) => return Err(format!("worker {k}: {why}")),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("workers gone".into()),
+            Err(_) => eprintln!(
+                "connecting: {ready}/{n} workers ready after {:.0} s",
+                connect_started.elapsed().as_secs_f64()
+            ),
+        }
+    }
+    eprintln!(
+        "{opened} connections open ({open_failed} failed) in {:.1} s",
+        connect_started.elapsed().as_secs_f64()
+    );
+    let connected = usage_of(&a.server_pids);
+    tell(&mut workers, "go").await?;
+    let started = Instant::now();
+    let mut progress = vec![0u64; n];
+    let mut published = 0;
+    let mut last_total = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while published < n {
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some((k, Line::Progress(d))) => progress[k] = d,
+                Some((_, Line::Published)) => published += 1,
+                Some((k, Line::Gone(why))) => return Err(format!("worker {k}: {why}")),
+                Some(_) => {}
+                None => return Err("workers gone".into()),
+            },
+            _ = tick.tick() => {
+                let total: u64 = progress.iter().sum();
+                eprintln!(
+                    "{:>4.0} s  delivered {total} (+{}/s)",
+                    started.elapsed().as_secs_f64(),
+                    total - last_total
+                );
+                last_total = total;
+            }
+        }
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
+    let after = usage_of(&a.server_pids);
+    tell(&mut workers, "end").await?;
+    let mut report = Report::default();
+    let mut reported = vec![false; n];
+    while reported.contains(&false) {
+        match rx.recv().await {
+            Some((k, Line::Report(r))) => {
+                report.merge(*r);
+                reported[k] = true;
+            }
+            Some((k, Line::Gone(why))) if !reported[k] => return Err(format!("worker {k}: {why}")),
+            Some(_) => {}
+            None => return Err("workers gone".into()),
+        }
+    }
+    for mut w in workers {
+        let _ = w.child.wait().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(summarise(
+        a,
+        &conns,
+        report,
+        publish_secs,
+        [baseline, connected, after],
+    ))
+}
+
+fn summarise(
+    a: &Args,
+    conns: &[ConnSpec],
+    r: Report,
+    secs: f64,
+    [baseline, connected, after]: [Option<(f64, u64)>; 3],
+) -> Outcome {
+    // What every subscriber should have received: everything sent into its room, but its own.
+    let mut room_sent: HashMap<&str, u64> = HashMap::new();
+    for c in conns {
+        if let (Some(room), Some(s)) = (&c.publish, r.sent.get(&c.id)) {
+            *room_sent.entry(room).or_insert(0) += s;
+        }
+    }
+    let mut expected = 0u64;
+    let mut distinct = 0u64;
+    for c in conns {
+        let (Some(room), Some(got)) = (&c.subscribe, r.received.get(&c.id)) else {
+            continue;
+        };
+        let own = match &c.publish {
+            Some(p) if p == room => r.sent.get(&c.id).copied().unwrap_or(0),
+            _ => 0,
+        };
+        expected += room_sent.get(room.as_str()).copied().unwrap_or(0) - own;
+        distinct += got;
+    }
+    let lost = expected.saturating_sub(distinct);
+    let sent: u64 = r.sent.values().sum();
+    let clean = lost == 0
+        && r.duplicated == 0
+        && r.out_of_order == 0
+        && r.resets == 0
+        && r.open_failed == 0
+        && r.dropped == 0
+        && r.reconnect_failed == 0
+        && r.acked == sent;
+    let cpu = match (connected, after) {
+        (Some(b), Some(e)) => Some(e.0 - b.0),
+        _ => None,
+    };
+    let per_conn_kib = match (baseline, connected) {
+        (Some(b), Some(c)) if r.opened > 0 => Some((c.1 as f64 - b.1 as f64) / r.opened as f64),
+        _ => None,
+    };
+    let l = &r.latency;
+    let rl = &r.reconnect_latency;
+    let figures = vec![
+        ("connections", r.opened as f64),
+        ("posts_per_sec", r.acked as f64 / secs),
+        ("deliveries_per_sec", r.delivered as f64 / secs),
+        ("p50_ms", l.quantile_ms(0.5)),
+        ("p90_ms", l.quantile_ms(0.9)),
+        ("p99_ms", l.quantile_ms(0.99)),
+        ("max_ms", l.quantile_ms(1.0)),
+        ("lost", lost as f64),
+        ("duplicated", r.duplicated as f64),
+        ("out_of_order", r.out_of_order as f64),
+        ("dropped", (r.dropped + r.open_failed) as f64),
+        ("resumes_per_sec", r.reconnects as f64 / secs),
+        ("resume_p50_ms", rl.quantile_ms(0.5)),
+        ("resume_p99_ms", rl.quantile_ms(0.99)),
+        ("replayed", r.replayed as f64),
+        ("server_cpu_secs", cpu.unwrap_or(f64::NAN)),
+        (
+            "server_rss_mib",
+            after.map(|u| u.1 as f64 / 1024.0).unwrap_or(f64::NAN),
+        ),
+        ("rss_per_connection_kib", per_conn_kib.unwrap_or(f64::NAN)),
+    ];
+    let detail = json!({
+        "scenario": a.scenario.name(),
+        "target": a.endpoint.target.name(),
+        "encoding": if a.endpoint.json { "json" } else { "msgpack" },
+        "nodes": a.nodes,
+        "processes": a.processes,
+        "source_addresses": a.bind.len().max(1),
+        "rate_per_publisher": a.rate,
+        "churn_rate": a.churn_rate,
+        "duration_secs": a.duration.as_secs(),
+        "clean": clean,
+        "opened": r.opened,
+        "open_failed": r.open_failed,
+        "dropped": r.dropped,
+        "errors": r.errors,
+        "sent": sent,
+        "acknowledged": r.acked,
+        "expected_deliveries": expected,
+        "delivered": r.delivered,
+        "resets": r.resets,
+        "reconnects": r.reconnects,
+        "reconnect_failed": r.reconnect_failed,
+        "server_rss_kib": {
+            "before_connections": baseline.map(|u| u.1),
+            "connected": connected.map(|u| u.1),
+            "end": after.map(|u| u.1),
+        },
+        "figures": figures.iter().map(|(k, v)| (k.to_string(), json!(finite(*v)))).collect::<serde_json::Map<_, _>>(),
+    });
+    Outcome {
+        clean,
+        figures,
+        detail,
+        series: chart::per_second(&r.per_second),
+    }
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some((v * 100.0).round() / 100.0)
+}
+
+/// The median of each figure over the runs (NaN where unknown).
+pub fn medians(runs: &[Outcome]) -> Vec<(&'static str, f64)> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    (0..first.figures.len())
+        .map(|i| {
+            let mut v: Vec<f64> = runs.iter().map(|r| r.figures[i].1).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            (first.figures[i].0, v[v.len() / 2])
+        })
+        .collect()
+}
+
+/// The Markdown table: one row per run and, with several, the median.
+pub fn table(a: &Args, runs: &[Outcome]) -> String {
+    let cols: &[&str] = match a.scenario {
+        Scenario::Churn => &[
+            "connections",
+            "posts_per_sec",
+            "resumes_per_sec",
+            "resume_p50_ms",
+            "resume_p99_ms",
+            "replayed",
+            "p99_ms",
+            "lost",
+            "duplicated",
+            "dropped",
+            "server_cpu_secs",
+            "server_rss_mib",
+        ],
+        _ => &[
+            "connections",
+            "posts_per_sec",
+            "deliveries_per_sec",
+            "p50_ms",
+            "p99_ms",
+            "max_ms",
+            "lost",
+            "duplicated",
+            "out_of_order",
+            "dropped",
+            "server_cpu_secs",
+            "server_rss_mib",
+            "rss_per_connection_kib",
+        ],
+    };
+    let fmt = |v: f64| {
+        if !v.is_finite() {
+            "—".to_owned()
+        } else if v.fract() == 0.0 || v >= 1000.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    let mut out = format!(
+        "| run | {} |\n|---|{}\n",
+        cols.join(" | "),
+        "---|".repeat(cols.len())
+    );
+    let row = |name: String, figures: &[(&str, f64)]| {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                figures
+                    .iter()
+                    .find(|(k, _)| k == c)
+                    .map(|(_, v)| fmt(*v))
+                    .unwrap_or_default()
+            })
+            .collect();
+        format!("| {name} | {} |\n", cells.join(" | "))
+    };
+    for (i, r) in runs.iter().enumerate() {
+        out.push_str(&row(format!("{}", i + 1), &r.figures));
+    }
+    if runs.len() > 1 {
+        out.push_str(&row("**median**".into(), &medians(runs)));
+    }
+    out
+}
+
+/// Run `a.runs` times; print and write the results. Ok(true) when every run was clean.
+pub async fn run(a: Args) -> Result<bool, String> {
+    let mut runs = Vec::new();
+    for i in 0..a.runs {
+        if a.runs > 1 {
+            eprintln!("run {} of {}", i + 1, a.runs);
+        }
+        let o = run_once(&a).await?;
+        if !o.clean {
+            eprintln!(
+                "run {} was NOT clean: {}",
+                i + 1,
+                serde_json::to_string(&o.detail["errors"]).unwrap_or_default()
+            );
+        }
+        runs.push(o);
+    }
+    let med = medians(&runs);
+    let result = json!({
+        "runs": runs.iter().map(|r| r.detail.clone()).collect::<Vec<_>>(),
+        "median": med.iter().map(|(k, v)| (k.to_string(), json!(finite(*v)))).collect::<serde_json::Map<_, _>>(),
+    });
+    let json_text = serde_json::to_string_pretty(&result).unwrap_or_default();
+    let table = table(&a, &runs);
+    println!("{json_text}\n\n{table}");
+    if let Some(prefix) = &a.out {
+        // The chart of the run with the median p99.
+        let p99 = |r: &Outcome| r.figures.iter().find(|(k, _)| *k == "p99_ms").map(|f| f.1);
+        let mut order: Vec<&Outcome> = runs.iter().collect();
+        order.sort_by(|x, y| p99(x).unwrap_or(0.0).total_cmp(&p99(y).unwrap_or(0.0)));
+        let series = order
+            .get(order.len() / 2)
+            .map(|r| r.series.clone())
+            .unwrap_or_default();
+        let title = format!(
+            "{} on {}: {} connections, {}/s each",
+            a.scenario.name(),
+            a.endpoint.target.name(),
+            runs.first().map(|r| r.figures[0].1).unwrap_or(0.0),
+            a.rate
+        );
+        for (ext, body) in [
+            ("json", json_text.clone()),
+            ("md", table.clone()),
+            ("svg", chart::svg(&title, &series)),
+        ] {
+            let path = format!("{prefix}.{ext}");
+            std::fs::write(&path, body).map_err(|e| format!("{path}: {e}"))?;
+            eprintln!("wrote {path}");
+        }
+    }
+    Ok(runs.iter().all(|r| r.clean))
+}
