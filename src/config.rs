@@ -141,7 +141,7 @@ impl Default for Limits {
             max_sessions_per_company: 10_000,
             max_image_bytes: 5 * 1024 * 1024,
             max_upload_bytes: 1024 * 1024 * 1024,
-            ws_read_buffer: 4 * 1024,
+            ws_read_buffer: 1024,
             ws_write_buffer: 16 * 1024,
         }
     }

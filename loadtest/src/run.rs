@@ -321,6 +321,7 @@ pub async fn run_once(a: &Args) -> Result<Outcome, String> {
         a.nodes.join(","),
         a.endpoint.target.name()
     );
+    let fresh = usage_of(&a.server_pids);
     let (conns, churn_period_ms) = plan(a).await?;
     let baseline = usage_of(&a.server_pids);
     let dir = std::env::temp_dir().join(format!(
@@ -400,6 +401,8 @@ pub async fn run_once(a: &Args) -> Result<Outcome, String> {
             }
         }
     }
+    // Idle connections (`--rate 0`) are held for the whole duration.
+    tokio::time::sleep_until((started + a.duration).into()).await;
     let publish_secs = started.elapsed().as_secs_f64();
     let after = usage_of(&a.server_pids);
     tell(&mut workers, "end").await?;
@@ -425,7 +428,7 @@ pub async fn run_once(a: &Args) -> Result<Outcome, String> {
         &conns,
         report,
         publish_secs,
-        [baseline, connected, after],
+        [fresh, baseline, connected, after],
     ))
 }
 
@@ -434,7 +437,7 @@ fn summarise(
     conns: &[ConnSpec],
     r: Report,
     secs: f64,
-    [baseline, connected, after]: [Option<(f64, u64)>; 3],
+    [fresh, baseline, connected, after]: [Option<(f64, u64)>; 4],
 ) -> Outcome {
     // What every subscriber should have received: everything sent into its room, but its own.
     let mut room_sent: HashMap<&str, u64> = HashMap::new();
@@ -470,10 +473,14 @@ fn summarise(
         (Some(b), Some(e)) => Some(e.0 - b.0),
         _ => None,
     };
-    let per_conn_kib = match (baseline, connected) {
+    // Everything the run added to the server, set-up included (users, groups), per connection:
+    // an upper bound. The marginal figure (connections only) is smaller but flattered by the
+    // allocator reusing memory the set-up freed.
+    let per_conn = |from: Option<(f64, u64)>| match (from, connected) {
         (Some(b), Some(c)) if r.opened > 0 => Some((c.1 as f64 - b.1 as f64) / r.opened as f64),
         _ => None,
     };
+    let per_conn_kib = per_conn(fresh);
     let l = &r.latency;
     let rl = &r.reconnect_latency;
     let figures = vec![
@@ -521,7 +528,9 @@ fn summarise(
         "resets": r.resets,
         "reconnects": r.reconnects,
         "reconnect_failed": r.reconnect_failed,
+        "rss_per_connection_after_setup_kib": per_conn(baseline).and_then(finite),
         "server_rss_kib": {
+            "before_setup": fresh.map(|u| u.1),
             "before_connections": baseline.map(|u| u.1),
             "connected": connected.map(|u| u.1),
             "end": after.map(|u| u.1),

@@ -230,7 +230,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
             let _ = out.send(&hello(&hub, id, None, &u));
             Some(u)
         }
-        None => authenticate_by_frame(&hub, id, &mut stream, &out, encoding).await,
+        None => Box::pin(authenticate_by_frame(&hub, id, &mut stream, &out, encoding)).await,
     };
     if let Some(user) = user {
         tracing::Span::current().record("user", tracing::field::display(&user.id));
@@ -523,7 +523,9 @@ impl Session {
                     }
                 }
                 FrameBytes::Data(bytes) => match decode::<ClientFrame>(self.encoding, &bytes) {
-                    Ok(frame) => self.dispatch(frame).await,
+                    // Boxed: the dispatch future is large and lives only while a request is
+                    // handled, instead of inside every idle session's task.
+                    Ok(frame) => Box::pin(self.dispatch(frame)).await,
                     Err(e) => {
                         let _ = self.out.send(&bad_frame_error(self.encoding, &bytes, &e));
                         self.count_bad_frame();

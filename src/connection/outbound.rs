@@ -11,9 +11,10 @@ use crate::metrics::METRICS;
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use crossroom_protocol::{close, encode, Encoding, Event, ServerFrame};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use tokio::sync::{mpsc, watch};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{watch, Notify};
 
 /// Why and how a session is being closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,11 +29,19 @@ pub struct CloseRequest {
 /// The sending half, cloned into every place that delivers to this session.
 #[derive(Clone)]
 pub struct Outbound {
-    tx: mpsc::Sender<Message>,
     shared: Arc<Shared>,
 }
 
+/// The queue itself is a `VecDeque` under a lock held for a push or a pop, not a tokio channel:
+/// an idle session's queue then costs nothing (a channel allocates a block of slots up front),
+/// which matters at tens of thousands of mostly idle connections per node.
 struct Shared {
+    queue: Mutex<VecDeque<Message>>,
+    /// Wakes the writer after a push (a permit is kept when it is not waiting).
+    pushed: Notify,
+    frame_budget: usize,
+    /// The writer is gone: pushes fail.
+    shut: AtomicBool,
     encoding: Encoding,
     /// Bytes pushed and not yet written to the socket.
     queued_bytes: AtomicUsize,
@@ -43,8 +52,13 @@ struct Shared {
 
 /// The receiving half, owned by the writer task.
 pub struct OutboundReceiver {
-    rx: mpsc::Receiver<Message>,
     shared: Arc<Shared>,
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        self.shut();
+    }
 }
 
 /// The push failed: the session is closed (or is being closed now).
@@ -53,9 +67,12 @@ pub struct SessionClosed;
 
 /// A queue of `frames` messages and `bytes` bytes for a session speaking `encoding`.
 pub fn channel(encoding: Encoding, frames: usize, bytes: usize) -> (Outbound, OutboundReceiver) {
-    let (tx, rx) = mpsc::channel(frames);
     let (close, _) = watch::channel(None);
     let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        pushed: Notify::new(),
+        frame_budget: frames,
+        shut: AtomicBool::new(false),
         encoding,
         queued_bytes: AtomicUsize::new(0),
         byte_budget: bytes,
@@ -63,10 +80,9 @@ pub fn channel(encoding: Encoding, frames: usize, bytes: usize) -> (Outbound, Ou
     });
     (
         Outbound {
-            tx,
             shared: shared.clone(),
         },
-        OutboundReceiver { rx, shared },
+        OutboundReceiver { shared },
     )
 }
 
@@ -103,15 +119,24 @@ impl Outbound {
             self.slow_consumer();
             return Err(SessionClosed);
         }
-        match self.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                self.slow_consumer();
-                Err(SessionClosed)
+        let full = {
+            let Ok(mut q) = self.shared.queue.lock() else {
+                return Err(SessionClosed);
+            };
+            if q.len() >= self.shared.frame_budget {
+                true
+            } else {
+                q.push_back(msg);
+                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SessionClosed),
+        };
+        if full {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.slow_consumer();
+            return Err(SessionClosed);
         }
+        self.shared.pushed.notify_one();
+        Ok(())
     }
 
     /// Encode `frame` in this session's encoding and queue it.
@@ -148,7 +173,7 @@ impl Outbound {
     }
 
     pub fn is_closing(&self) -> bool {
-        self.shared.close.borrow().is_some() || self.tx.is_closed()
+        self.shared.close.borrow().is_some() || self.shared.shut.load(Ordering::Acquire)
     }
 
     /// Resolves when someone asked this session to close.
@@ -197,16 +222,31 @@ impl OutboundReceiver {
     /// The next queued message, or the close request when one arrives first. Returns
     /// `Err(close)` once the session must close.
     pub async fn next(&mut self) -> Result<Message, CloseRequest> {
-        tokio::select! {
-            biased;
-            c = wait_close(&self.shared) => Err(c),
-            m = self.rx.recv() => m.ok_or(CloseRequest { code: close::NORMAL, reason: "", drain: false }),
+        loop {
+            // A close request wins over queued messages, as it always did.
+            if let Some(c) = self.shared.close.borrow().clone() {
+                return Err(c);
+            }
+            if let Some(m) = self.try_next() {
+                return Ok(m);
+            }
+            tokio::select! {
+                biased;
+                c = wait_close(&self.shared) => return Err(c),
+                _ = self.shared.pushed.notified() => {}
+            }
         }
     }
 
     /// A message already queued, without waiting.
     pub fn try_next(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok()
+        let mut q = self.shared.queue.lock().ok()?;
+        let m = q.pop_front();
+        // After a burst, give the memory back: most sessions are idle most of the time.
+        if q.is_empty() && q.capacity() > 64 {
+            q.shrink_to(8);
+        }
+        m
     }
 
     /// Account for a message that left for the socket.
@@ -227,7 +267,7 @@ impl OutboundReceiver {
 
     /// Stop accepting pushes (the socket is gone).
     pub fn shut(&mut self) {
-        self.rx.close();
+        self.shared.shut.store(true, Ordering::Release);
     }
 }
 
