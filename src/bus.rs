@@ -5,7 +5,8 @@
 //!   `PUBLISH` on a single Redis). A node subscribes to the rooms it has a live actor for; the
 //!   actor checks seq continuity and fills gaps from the log. Pub/sub is at-most-once, so every
 //!   (re)subscription confirmation — after a reconnect too — makes the room's actor catch up from
-//!   the log, and actors with subscribers also catch up every few seconds.
+//!   the log; and every 2 s a sweep reads the heads of all the rooms the node holds (pipelined
+//!   `HMGET`s, not one room load per actor), and an actor whose subscribers are behind catches up.
 //! - **Node notices** on `cr:nodes`: pushes to a user's sessions wherever they are connected
 //!   (`joined`, `removed`, `room_deleted`, `task_notice`), closing a user's sessions (disabled,
 //!   tokens revoked), and this node's liveness probe: a stalled subscription can look healthy,
@@ -129,7 +130,8 @@ impl Bus {
         subscribe_plain(&mut conn, NODES).await?;
         tokio::spawn(subscriptions(conn, sharded, subs_rx));
         tokio::spawn(listen_loop(Arc::downgrade(&bus), hub.clone(), push_rx));
-        tokio::spawn(probe_loop(Arc::downgrade(&bus), hub));
+        tokio::spawn(probe_loop(Arc::downgrade(&bus), hub.clone()));
+        tokio::spawn(sweep_loop(hub));
         Ok(bus)
     }
 
@@ -367,5 +369,34 @@ mod tests {
         let e = decode_event(&r, payload).expect("decodes");
         assert_eq!((e.seq, e.epoch, e.ts), (42, 9_007_199_254_740_991, 5));
         assert!(decode_event(&r, "x\n1\n{}").is_none());
+    }
+}
+
+/// How often a node reads the heads of the rooms it holds, for entries the bus did not bring.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// Rooms read per store call during a sweep.
+const SWEEP_CHUNK: usize = 1000;
+
+/// Pub/sub may lose a message (a subscription that broke and came back, a shard that failed
+/// over); the log never does. Every `SWEEP_EVERY`, read where the log of every room this node
+/// holds an actor for stands — a few pipelined reads for the whole node, instead of one read per
+/// room — and hand each actor its head: one that is behind catches up (`RoomActor::swept`).
+async fn sweep_loop(hub: Weak<Hub>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        let rooms: Vec<RoomId> = hub.rooms.iter().map(|e| e.key().clone()).collect();
+        for chunk in rooms.chunks(SWEEP_CHUNK) {
+            match hub.store.heads(chunk).await {
+                Ok(heads) => {
+                    for (room, head) in chunk.iter().zip(heads) {
+                        hub.room_sweep(room, head);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "sweep: cannot read room heads"),
+            }
+        }
     }
 }

@@ -157,6 +157,14 @@ impl Hub {
         }
     }
 
+    /// Hand the room's actor (if any) the log's head read by the node's sweep. A full mailbox
+    /// skips it: the actor is busy, and the next sweep comes.
+    pub fn room_sweep(&self, room: &RoomId, head: Option<crossroom_protocol::Position>) {
+        if let Some(h) = self.rooms.get(room).map(|h| h.tx.clone()) {
+            let _ = h.try_send(RoomCommand::Sweep(head));
+        }
+    }
+
     /// Number of live room actors on this node.
     pub fn active_rooms(&self) -> usize {
         self.rooms.len()

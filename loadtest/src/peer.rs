@@ -60,6 +60,11 @@ impl Target {
         self == Target::Crossroom
     }
 
+    /// Whether a connection must subscribe to a room to publish into it (Pusher client events).
+    pub fn publishers_subscribe(self) -> bool {
+        self == Target::Sockudo
+    }
+
     /// Whether posts are acknowledged by the server (otherwise they count as acknowledged once
     /// written).
     pub fn acknowledges(self) -> bool {
@@ -189,8 +194,12 @@ impl Conn {
             }
             Target::Socketio => {
                 let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-                let (mut ws, _) =
-                    tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+                let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+                    url,
+                    MaybeTlsStream::Plain(stream),
+                    Some(crossroom_protocol::client::small_buffers()),
+                )
+                .await?;
                 // Engine.IO `open` (0{...}), then connect to the main namespace: 40 → 40{sid}.
                 expect_text(&mut ws, |t| t.starts_with('0')).await?;
                 ws.send(Message::Text("40".into())).await?;
@@ -202,8 +211,12 @@ impl Conn {
                     "ws://{addr}/app/{}?protocol=7&client=crossroom-loadtest&version=1",
                     ep.app_key
                 );
-                let (mut ws, _) =
-                    tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+                let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+                    url,
+                    MaybeTlsStream::Plain(stream),
+                    Some(crossroom_protocol::client::small_buffers()),
+                )
+                .await?;
                 let t =
                     expect_text(&mut ws, |t| t.contains("pusher:connection_established")).await?;
                 let v: serde_json::Value =

@@ -151,6 +151,8 @@ struct Shared {
     go_at: AtomicU64,
     /// µs when `end` arrived (0 before).
     end_at: AtomicU64,
+    /// Changes once, at `end`: idle connections sleep until then instead of polling.
+    ended: watch::Sender<bool>,
     delivered: AtomicU64,
     publishing: AtomicUsize,
     published: tokio::sync::Notify,
@@ -167,6 +169,7 @@ pub async fn main(job_path: &str) -> Result<(), String> {
     let shared = Arc::new(Shared {
         go_at: AtomicU64::new(0),
         end_at: AtomicU64::new(0),
+        ended: watch::channel(false).0,
         delivered: AtomicU64::new(0),
         publishing: AtomicUsize::new(publishers),
         published: tokio::sync::Notify::new(),
@@ -215,6 +218,7 @@ pub async fn main(job_path: &str) -> Result<(), String> {
     println!("published");
     wait_for(&mut lines, "end").await?;
     shared.end_at.store(now_micros(), Ordering::Release);
+    shared.ended.send_replace(true);
     let mut report = Report::default();
     for t in tasks {
         report.merge(t.await.map_err(|e| e.to_string())?);
@@ -243,6 +247,8 @@ async fn wait_for(
 /// What one connection tracks about what it receives.
 struct Inbox {
     me: u32,
+    /// Whether this connection is a subscriber whose messages count.
+    counts: bool,
     /// Highest message number seen per publisher.
     last: HashMap<u32, u64>,
     cursor: Option<Position>,
@@ -258,7 +264,7 @@ impl Inbox {
                     self.cursor = at;
                 }
                 let (t, p, n) = parse_message(&text);
-                if p == self.me {
+                if p == self.me || !self.counts {
                     return;
                 }
                 r.delivered += 1;
@@ -319,7 +325,13 @@ async fn open(
         .await
         .map_err(|e| format!("open {}: {e}", spec.addr))?;
     let mut replay = Vec::new();
-    if let Some(room) = &spec.subscribe {
+    // Pusher servers take client events only from subscribers of the channel: a publisher
+    // subscribes too, and ignores what it receives (`Inbox::counts`).
+    let room = spec.subscribe.as_ref().or(spec
+        .publish
+        .as_ref()
+        .filter(|_| job.endpoint.target.publishers_subscribe()));
+    if let Some(room) = room {
         replay = conn
             .subscribe(&job.endpoint, room, since)
             .await
@@ -339,6 +351,7 @@ async fn connection(
     let mut r = Report::default();
     let mut inbox = Inbox {
         me: spec.id,
+        counts: spec.subscribe.is_some(),
         last: HashMap::new(),
         cursor: None,
         distinct: 0,
@@ -395,6 +408,7 @@ async fn connection(
     let mut next_churn = spec
         .churn_offset_ms
         .map(|o| start + Duration::from_millis(o));
+    let mut end = sh.ended.subscribe();
     let mut sent = 0u64;
     let pad = "x".repeat(job.size);
     let result: Result<(), String> = async {
@@ -413,6 +427,11 @@ async fn connection(
                     .await
                     .map_err(|e| format!("publish: {e}"))?;
                 next_post += interval;
+                if next_post >= publish_until {
+                    // That was the last post: say so now, not at the next slot.
+                    publishing = false;
+                    done_publishing(&sh);
+                }
                 continue;
             }
             let ended = sh.end_at.load(Ordering::Acquire);
@@ -444,18 +463,24 @@ async fn connection(
                     continue;
                 }
             }
-            let mut until = now + Duration::from_millis(250);
+            // Sleep until something is due: a post, a churn, the end of the grace period, or
+            // `end` itself (15,000 connections polling would cost the load tester a core).
+            let mut until = now + Duration::from_secs(30);
+            if ended != 0 {
+                let grace_left = (ended + GRACE.as_micros() as u64).saturating_sub(now_micros());
+                until = until.min(now + Duration::from_micros(grace_left));
+            }
             if publishing {
                 until = until.min(next_post);
             }
             if let Some(at) = next_churn {
                 until = until.min(at);
             }
-            let got = conn
-                .next(until.saturating_duration_since(now))
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            inbox.take(got, true, &mut r, &sh);
+            let got = tokio::select! {
+                got = conn.next(until.saturating_duration_since(now)) => got,
+                _ = end.wait_for(|e| *e), if ended == 0 => continue,
+            };
+            inbox.take(got.map_err(|e| format!("read: {e}"))?, true, &mut r, &sh);
         }
     }
     .await;

@@ -200,15 +200,8 @@ impl RoomActor {
         };
         let mut tick = tokio::time::interval(idle);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Cluster mode: pub/sub may lose a message; the log never does.
-        let mut catch_up = tokio::time::interval(CATCH_UP_EVERY);
-        catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let clustered = self.hub.bus.get().is_some();
         loop {
             tokio::select! {
-                _ = catch_up.tick(), if clustered && !self.subscribers.is_empty() => {
-                    self.catch_up().await;
-                }
                 Some((result, ack, redo)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.committed(result, ack, redo).await;
                 }
@@ -278,6 +271,7 @@ impl RoomActor {
         match cmd {
             RoomCommand::Remote(event) => return self.accept(event, false).await,
             RoomCommand::CatchUp => return self.catch_up().await,
+            RoomCommand::Sweep(head) => return self.swept(head).await,
             _ => {}
         }
         self.freshen_for(&cmd).await;
@@ -463,7 +457,7 @@ impl RoomActor {
                 file,
                 reply,
             } => self.add_file(user, folder, file, reply).await,
-            RoomCommand::Remote(_) | RoomCommand::CatchUp => {}
+            RoomCommand::Remote(_) | RoomCommand::CatchUp | RoomCommand::Sweep(_) => {}
         }
     }
 
@@ -498,9 +492,10 @@ impl RoomActor {
             | RoomCommand::Act { user, .. }
             | RoomCommand::Query { user, .. }
             | RoomCommand::AddFile { user, .. } => outsider(user),
-            RoomCommand::Unsubscribe { .. } | RoomCommand::Remote(_) | RoomCommand::CatchUp => {
-                false
-            }
+            RoomCommand::Unsubscribe { .. }
+            | RoomCommand::Remote(_)
+            | RoomCommand::CatchUp
+            | RoomCommand::Sweep(_) => false,
         };
         if stale_risk {
             self.catch_up().await;
@@ -553,6 +548,20 @@ impl RoomActor {
                     Box::pin(self.accept(e, false)).await;
                 }
             }
+        }
+    }
+
+    /// Cluster mode: pub/sub may lose a message; the log never does. The node's sweep
+    /// (`bus::sweep_loop`) reads every room's head every couple of seconds; an actor whose
+    /// subscribers are behind it, or on another epoch, catches up from the log.
+    async fn swept(&mut self, head: Option<crossroom_protocol::Position>) {
+        let Some(room) = &self.room else { return };
+        if self.subscribers.is_empty() {
+            return;
+        }
+        match head {
+            Some(h) if h.epoch == room.epoch && h.seq <= self.delivered => {}
+            _ => self.catch_up().await,
         }
     }
 
@@ -1258,9 +1267,6 @@ fn stamp(author: &UserId, bodies: Vec<EventBody>) -> Vec<NewEntry> {
 
 /// Most attachments on one message.
 const MAX_ATTACHMENTS: usize = 20;
-/// Cluster mode: how often an actor with subscribers reads the log's head for entries the bus
-/// did not bring.
-const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
 
 /// Look up what [`features::decide`] needs: the named item, its parent folder, the message to
 /// recall and its author's recall window, the actor's name.

@@ -97,6 +97,9 @@ pub enum RoomCommand {
     /// Cluster mode: read the log for entries this node has not seen (after a resubscription,
     /// and periodically).
     CatchUp,
+    /// Cluster mode: the node's periodic sweep read the log's head (`None`: the room is gone).
+    /// An actor with subscribers that is behind it, or on another epoch, catches up.
+    Sweep(Option<crossroom_protocol::Position>),
     /// A file the user uploaded into the room's folder (F1): record it in the log.
     AddFile {
         user: UserId,
@@ -111,7 +114,7 @@ impl RoomCommand {
     pub fn into_reply(self) -> Option<Reply> {
         match self {
             RoomCommand::Unsubscribe { reply, .. } => reply,
-            RoomCommand::Remote(_) | RoomCommand::CatchUp => None,
+            RoomCommand::Remote(_) | RoomCommand::CatchUp | RoomCommand::Sweep(_) => None,
             RoomCommand::Subscribe { reply, .. }
             | RoomCommand::Post { reply, .. }
             | RoomCommand::History { reply, .. }

@@ -15,7 +15,9 @@ pub mod suite;
 
 use crate::directory::{Company, CompanySettings, User};
 use async_trait::async_trait;
-use crossroom_protocol::{CompanyId, Event, EventBody, Features, RoomId, RoomKind, UserId};
+use crossroom_protocol::{
+    CompanyId, Event, EventBody, Features, Position, RoomId, RoomKind, UserId,
+};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
@@ -291,6 +293,20 @@ pub trait Store: Send + Sync + 'static {
     /// Create a room and its first entry (`Created`, seq 1), durably. Returns that entry.
     async fn create_room(&self, room: &NewRoom) -> StoreResult<Event>;
     async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>>;
+
+    /// Where each room's log stands: its epoch and head, or `None` when the room does not exist
+    /// (or was deleted). Cluster mode reads this for every room a node holds, every couple of
+    /// seconds, to catch what the bus did not bring; a backend makes it cheaper than `room`.
+    async fn heads(&self, rooms: &[RoomId]) -> StoreResult<Vec<Option<Position>>> {
+        let mut out = Vec::with_capacity(rooms.len());
+        for r in rooms {
+            out.push(self.room(r).await?.map(|r| Position {
+                epoch: r.epoch,
+                seq: r.head,
+            }));
+        }
+        Ok(out)
+    }
 
     /// Queue `entries` for a durable append to `room`'s log and return a ticket that resolves
     /// when they are stored. The call returns once the entries hold their place in line:

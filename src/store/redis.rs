@@ -1313,6 +1313,38 @@ impl Store for RedisStore {
         self.inner.load_room(id).await
     }
 
+    /// One small `HMGET` per room, all in flight at once: the multiplexed connection pipelines
+    /// them (and a cluster connection routes each to its shard).
+    async fn heads(
+        &self,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Option<crossroom_protocol::Position>>> {
+        let reads = rooms.iter().map(|room| {
+            let mut conn = self.inner.conn.clone();
+            async move {
+                let (head, epoch, deleted): (Option<u64>, Option<u64>, Option<String>) =
+                    ::redis::cmd("HMGET")
+                        .arg(rk(room, "state"))
+                        .arg("head")
+                        .arg("epoch")
+                        .arg("deleted")
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(backend)?;
+                Ok(match (head, epoch, deleted.as_deref()) {
+                    (Some(seq), Some(epoch), d) if d != Some("1") => {
+                        Some(crossroom_protocol::Position { epoch, seq })
+                    }
+                    _ => None,
+                })
+            }
+        });
+        futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     async fn append(
         &self,
         room: &RoomId,

@@ -1,0 +1,220 @@
+//! The load tester against the real server: every scenario on a small scale, through worker
+//! processes and two source addresses, must come out clean (nothing lost, duplicated or
+//! reordered), and its outputs must say so. The server binary is the workspace's own
+//! `crossroom`, built next to `loadtest` by `cargo test --workspace`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+const KEY: &str = "op_loadtest_scenarios_key_0123";
+
+fn loadtest() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_loadtest"))
+}
+
+/// Starts a process that prints `... listening on [http://]ADDR` on stdout; kills it on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    /// Kept open: a server writing to a closed pipe would fail.
+    _stdout: BufReader<ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(mut cmd: Command, dir: tempfile::TempDir) -> Server {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        if reader.read_line(&mut line).expect("read") == 0 {
+            panic!("the server exited before listening");
+        }
+    }
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("address")
+        .trim_start_matches("http://")
+        .to_owned();
+    assert!(addr.contains(':'), "no address in {line:?}");
+    Server {
+        child,
+        addr,
+        _stdout: reader,
+        _dir: dir,
+    }
+}
+
+fn crossroom() -> Server {
+    let bin = loadtest().with_file_name(format!("crossroom{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} missing: run through `cargo test --workspace`",
+        bin.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--operator-key", KEY])
+        .arg("--data-dir")
+        .arg(dir.path());
+    start(cmd, dir)
+}
+
+/// Run the load tester; returns (exit code, the JSON result).
+fn run(args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(loadtest())
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run loadtest");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The JSON result comes first, then a blank line and the Markdown table.
+    let json = text.split("\n\n|").next().unwrap_or_default();
+    let v = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn median(v: &serde_json::Value, figure: &str) -> f64 {
+    v["median"][figure].as_f64().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn groups_through_two_workers_and_two_source_addresses_are_clean() {
+    let s = crossroom();
+    let out = tempfile::tempdir().expect("tempdir");
+    let prefix = out.path().join("groups");
+    let (code, v) = run(&[
+        "groups",
+        "--addr",
+        &s.addr,
+        "--operator-key",
+        KEY,
+        "--connections",
+        "40",
+        "--group-size",
+        "10",
+        "--rate",
+        "5",
+        "--duration",
+        "2",
+        "--processes",
+        "2",
+        "--bind",
+        "127.0.0.1,127.0.0.2",
+        "--runs",
+        "2",
+        "--out",
+        prefix.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    let runs = v["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        assert_eq!(r["clean"], true);
+        assert_eq!(r["opened"], 40);
+        assert_eq!(r["processes"], 2);
+        // Every post reached the 9 other members of its group, exactly once.
+        let sent = r["sent"].as_u64().expect("sent");
+        assert!(sent >= 40 * 5, "{r:#}");
+        assert_eq!(r["expected_deliveries"].as_u64(), Some(sent * 9));
+        assert_eq!(r["delivered"].as_u64(), Some(sent * 9));
+    }
+    assert_eq!(median(&v, "lost"), 0.0);
+    assert!(median(&v, "p99_ms") > 0.0);
+    let md = std::fs::read_to_string(prefix.with_extension("md")).expect("md");
+    assert!(md.contains("| **median** | 40 |"), "{md}");
+    let svg = std::fs::read_to_string(prefix.with_extension("svg")).expect("svg");
+    assert_eq!(svg.matches("<polyline").count(), 3);
+}
+
+#[test]
+fn churn_resumes_lose_nothing() {
+    let s = crossroom();
+    let (code, v) = run(&[
+        "churn",
+        "--addr",
+        &s.addr,
+        "--operator-key",
+        KEY,
+        "--connections",
+        "30",
+        "--group-size",
+        "10",
+        "--rate",
+        "20",
+        "--churn-rate",
+        "30",
+        "--duration",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    let r = &v["runs"][0];
+    assert_eq!(r["clean"], true, "{r:#}");
+    // 27 churners close and resume 30 times a second for 3 s.
+    assert!(r["reconnects"].as_u64().expect("reconnects") >= 60, "{r:#}");
+    assert_eq!(median(&v, "lost"), 0.0);
+    assert_eq!(median(&v, "duplicated"), 0.0);
+}
+
+#[test]
+fn broadcast_against_the_ceiling() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(loadtest());
+    cmd.args(["ceiling", "--listen", "127.0.0.1:0"]);
+    let s = start(cmd, dir);
+    let (code, v) = run(&[
+        "broadcast",
+        "--target",
+        "ceiling",
+        "--addr",
+        &s.addr,
+        "--subscribers",
+        "20",
+        "--publishers",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    let r = &v["runs"][0];
+    assert_eq!(r["clean"], true);
+    let sent = r["sent"].as_u64().expect("sent");
+    assert_eq!(r["delivered"].as_u64(), Some(sent * 20));
+}
+
+#[test]
+fn a_refused_set_up_is_an_error_not_a_clean_run() {
+    let s = crossroom();
+    let out = Command::new(loadtest())
+        .args([
+            "groups",
+            "--addr",
+            &s.addr,
+            "--operator-key",
+            "op_wrong_key_000000000000000000",
+            "--connections",
+            "10",
+        ])
+        .output()
+        .expect("run loadtest");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("create company: 401"), "{err}");
+}
