@@ -166,8 +166,10 @@ impl Client {
 
     /// Read the next frame from the socket, skipping control frames.
     async fn read_frame(&mut self, wait: Duration) -> Result<ServerFrame, ClientError> {
+        // One deadline for the whole wait: control frames (the server's pings) do not extend it.
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let msg = tokio::time::timeout(wait, self.ws.next())
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .map_err(|_| ClientError::Timeout("a frame"))?;
             match msg {

@@ -1495,12 +1495,15 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        // The index is a superset (written before each commit): check every candidate, all
+        // reads in flight at once (the multiplexed connection pipelines them), not one round
+        // trip per group — a company with thousands of groups creates its next one quickly.
+        let rooms: Vec<RoomId> = ids.into_iter().map(RoomId).collect();
+        let loads = rooms.iter().map(|id| self.inner.load_room(id));
         let mut n = 0;
-        for id in ids {
-            if let Some(r) = self.inner.load_room(&RoomId(id)).await? {
-                if r.kind == RoomKind::Group && r.owner_company == *company {
-                    n += 1;
-                }
+        for r in futures_util::future::join_all(loads).await {
+            if r?.is_some_and(|r| r.kind == RoomKind::Group && r.owner_company == *company) {
+                n += 1;
             }
         }
         Ok(n)
