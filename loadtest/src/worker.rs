@@ -24,8 +24,11 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
-/// How long connections keep reading after every publisher finished.
+/// After every publisher finished, connections keep reading until nothing has arrived at this
+/// worker for this long (so a server running late is measured late, not lossy)...
 pub const GRACE: Duration = Duration::from_secs(3);
+/// ...but no longer than this after the end: what has not arrived by then is lost.
+pub const LATEST: Duration = Duration::from_secs(60);
 /// Connections being opened at once per worker (so the server's accept backlog keeps up).
 const OPENING: usize = 128;
 
@@ -154,6 +157,8 @@ struct Shared {
     /// Changes once, at `end`: idle connections sleep until then instead of polling.
     ended: watch::Sender<bool>,
     delivered: AtomicU64,
+    /// µs of the last delivery to any connection of this worker.
+    last_delivery: AtomicU64,
     publishing: AtomicUsize,
     published: tokio::sync::Notify,
 }
@@ -171,6 +176,7 @@ pub async fn main(job_path: &str) -> Result<(), String> {
         end_at: AtomicU64::new(0),
         ended: watch::channel(false).0,
         delivered: AtomicU64::new(0),
+        last_delivery: AtomicU64::new(0),
         publishing: AtomicUsize::new(publishers),
         published: tokio::sync::Notify::new(),
     });
@@ -269,6 +275,7 @@ impl Inbox {
                 }
                 r.delivered += 1;
                 sh.delivered.fetch_add(1, Ordering::Relaxed);
+                sh.last_delivery.store(now_micros(), Ordering::Relaxed);
                 let last = self.last.entry(p).or_insert(0);
                 if n <= *last {
                     if n == *last {
@@ -435,7 +442,10 @@ async fn connection(
                 continue;
             }
             let ended = sh.end_at.load(Ordering::Acquire);
-            if ended != 0 && now_micros() > ended + GRACE.as_micros() as u64 {
+            let stop_at = (ended.max(sh.last_delivery.load(Ordering::Relaxed))
+                + GRACE.as_micros() as u64)
+                .min(ended + LATEST.as_micros() as u64);
+            if ended != 0 && now_micros() > stop_at {
                 return Ok(());
             }
             if let Some(at) = next_churn {
@@ -467,7 +477,7 @@ async fn connection(
             // `end` itself (15,000 connections polling would cost the load tester a core).
             let mut until = now + Duration::from_secs(30);
             if ended != 0 {
-                let grace_left = (ended + GRACE.as_micros() as u64).saturating_sub(now_micros());
+                let grace_left = stop_at.saturating_sub(now_micros());
                 until = until.min(now + Duration::from_micros(grace_left));
             }
             if publishing {
