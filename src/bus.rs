@@ -350,28 +350,6 @@ async fn probe_loop(bus: Weak<Bus>, hub: Weak<Hub>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn room_channels_round_trip() {
-        let r = RoomId("r_abc".into());
-        assert_eq!(room_channel(&r), "cr:{r_abc}:ev");
-        assert_eq!(room_of_channel(&room_channel(&r)), Some(r));
-        assert_eq!(room_of_channel(NODES), None);
-    }
-
-    #[test]
-    fn events_decode_from_the_published_form() {
-        let r = RoomId("r_abc".into());
-        let payload = "42\n9007199254740991\n{\"ts\":5,\"author\":\"a@x.example\",\"body\":{\"kind\":\"message\",\"client_msg_id\":\"c\",\"text\":\"hi\"}}";
-        let e = decode_event(&r, payload).expect("decodes");
-        assert_eq!((e.seq, e.epoch, e.ts), (42, 9_007_199_254_740_991, 5));
-        assert!(decode_event(&r, "x\n1\n{}").is_none());
-    }
-}
-
 /// How often a node reads the heads of the rooms it holds, for entries the bus did not bring.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// Rooms read per store call during a sweep.
@@ -398,5 +376,27 @@ async fn sweep_loop(hub: Weak<Hub>) {
                 Err(e) => tracing::warn!(error = %e, "sweep: cannot read room heads"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_channels_round_trip() {
+        let r = RoomId("r_abc".into());
+        assert_eq!(room_channel(&r), "cr:{r_abc}:ev");
+        assert_eq!(room_of_channel(&room_channel(&r)), Some(r));
+        assert_eq!(room_of_channel(NODES), None);
+    }
+
+    #[test]
+    fn events_decode_from_the_published_form() {
+        let r = RoomId("r_abc".into());
+        let payload = "42\n9007199254740991\n{\"ts\":5,\"author\":\"a@x.example\",\"body\":{\"kind\":\"message\",\"client_msg_id\":\"c\",\"text\":\"hi\"}}";
+        let e = decode_event(&r, payload).expect("decodes");
+        assert_eq!((e.seq, e.epoch, e.ts), (42, 9_007_199_254_740_991, 5));
+        assert!(decode_event(&r, "x\n1\n{}").is_none());
     }
 }
