@@ -370,7 +370,8 @@ async fn sweep_loop(hub: Weak<Hub>) {
             match hub.store.heads(chunk).await {
                 Ok(heads) => {
                     for (room, head) in chunk.iter().zip(heads) {
-                        hub.room_sweep(room, head);
+                        // A full mailbox skips it: the actor is busy, and the next sweep comes.
+                        hub.try_tell(room, crate::room::RoomCommand::Sweep(head));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "sweep: cannot read room heads"),

@@ -142,26 +142,24 @@ impl Hub {
     /// actor, nobody here to deliver to). A full mailbox drops it; the actor catches up from
     /// the log.
     pub fn remote_event(&self, event: crossroom_protocol::Event) {
-        let Some(h) = self.rooms.get(&event.room).map(|h| h.tx.clone()) else {
-            return;
-        };
-        if h.try_send(RoomCommand::Remote(event)).is_err() {
-            tracing::debug!("room mailbox full; the actor will catch up from the log");
+        let room = event.room.clone();
+        if !self.try_tell(&room, RoomCommand::Remote(event)) {
+            tracing::debug!("no room actor here, or its mailbox is full (it will catch up)");
         }
     }
 
     /// Make the room's actor (if any) catch up from the log.
     pub fn room_catch_up(&self, room: &RoomId) {
-        if let Some(h) = self.rooms.get(room).map(|h| h.tx.clone()) {
-            let _ = h.try_send(RoomCommand::CatchUp);
-        }
+        self.try_tell(room, RoomCommand::CatchUp);
     }
 
-    /// Hand the room's actor (if any) the log's head read by the node's sweep. A full mailbox
-    /// skips it: the actor is busy, and the next sweep comes.
-    pub fn room_sweep(&self, room: &RoomId, head: Option<crossroom_protocol::Position>) {
-        if let Some(h) = self.rooms.get(room).map(|h| h.tx.clone()) {
-            let _ = h.try_send(RoomCommand::Sweep(head));
+    /// Give a command to the room's actor if this node has one, without waiting: false when it
+    /// has none or its mailbox is full. For the cluster's hints (bus events, catch-ups, sweeps),
+    /// which the log makes good if they are dropped; never for a command with a reply.
+    pub fn try_tell(&self, room: &RoomId, cmd: RoomCommand) -> bool {
+        match self.rooms.get(room).map(|h| h.tx.clone()) {
+            Some(h) => h.try_send(cmd).is_ok(),
+            None => false,
         }
     }
 
