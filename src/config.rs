@@ -28,7 +28,7 @@ pub struct Config {
     /// How long a graceful shutdown waits for connections to drain before forcing them closed.
     pub shutdown_grace_secs: u64,
     /// Outgoing mail; without it, invitation emails go to `DATA_DIR/outbox/`.
-    pub smtp: Option<crate::mail::SmtpConfig>,
+    pub smtp: Option<SmtpConfig>,
     /// Browser origins allowed to open a WebSocket (exact match, e.g. `https://chat.example`).
     /// The server's own origin (from `public_url`) is always allowed; requests without an
     /// `Origin` header (native clients) are not affected.
@@ -355,6 +355,21 @@ fn secret_file(path: &Path, prefix: &str) -> Result<String, ConfigError> {
         }
         Err(e) => Err(err(e)),
     }
+}
+
+/// `[smtp]` in the configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The sender, e.g. `crossroom <noreply@example.com>`.
+    pub from: String,
+}
+
+fn default_port() -> u16 {
+    25
 }
 
 #[cfg(test)]

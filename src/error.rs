@@ -1,7 +1,8 @@
 //! The one error type every client-facing boundary returns, and the one place that maps it to
 //! what the client sees: an `error` frame on the WebSocket, a status and JSON body over HTTP.
+//! It depends on nothing else of the server: every layer may return it (a store failure becomes
+//! one by `From<StoreError>`, beside `StoreError` in [`crate::store`]).
 
-use crate::store::StoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use crossroom_protocol::{ErrorCode, ServerFrame};
@@ -68,26 +69,6 @@ impl ApiError {
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::AlreadyExists(what) => {
-                ApiError::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
-            }
-            StoreError::NotFound(what) => ApiError::not_found(what),
-            StoreError::Closed => ApiError::new(ErrorCode::Unavailable, "server is shutting down"),
-            StoreError::Conflict => ApiError::new(
-                ErrorCode::Unavailable,
-                "the room is changing too fast; try again",
-            ),
-            StoreError::Backend(detail) => {
-                tracing::error!(%detail, "store failure");
-                ApiError::internal()
-            }
         }
     }
 }

@@ -5,18 +5,24 @@
 
 pub mod blob;
 pub mod bus;
+pub mod clock;
 pub mod config;
-pub mod connection;
+
 pub mod demo;
 pub mod directory;
+pub mod domain;
 pub mod error;
+pub mod http;
 pub mod hub;
 pub mod mail;
 pub mod metrics;
 pub mod ops;
+pub mod outbound;
 pub mod random;
 pub mod room;
 pub mod server;
+pub mod session;
+pub mod sessions;
 pub mod shutdown;
 pub mod store;
 pub mod web;

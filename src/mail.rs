@@ -1,26 +1,11 @@
 //! Outgoing email (G15 invitations): through SMTP when `[smtp]` is configured, otherwise into
 //! `DATA_DIR/outbox/` as `.eml` files, so a server without mail still keeps what it would send.
 
+use crate::config::SmtpConfig;
 use crate::error::{ApiError, ApiResult};
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use serde::Deserialize;
 use std::path::PathBuf;
-
-/// `[smtp]` in the configuration.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpConfig {
-    pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// The sender, e.g. `crossroom <noreply@example.com>`.
-    pub from: String,
-}
-
-fn default_port() -> u16 {
-    25
-}
 
 /// Where mail goes.
 pub enum Mailer {
@@ -92,7 +77,7 @@ impl Mailer {
                     ApiError::internal()
                 };
                 tokio::fs::create_dir_all(dir).await.map_err(io)?;
-                let name = format!("{}-{}.eml", crate::room::now_ms(), crate::random::token());
+                let name = format!("{}-{}.eml", crate::clock::now_ms(), crate::random::token());
                 tokio::fs::write(dir.join(name), message.formatted())
                     .await
                     .map_err(io)?;

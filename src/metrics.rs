@@ -1,15 +1,11 @@
-//! Process-wide metrics: counters and latency histograms bumped on the hot paths, gauges read off
-//! the hub when scraped. `GET /metrics` renders them in the Prometheus/OpenMetrics text format
+//! Process-wide metrics: counters and latency histograms bumped on the hot paths, gauges set from
+//! the node's state when scraped ([`Gauges`], by `http::health`). `GET /metrics` renders them in the Prometheus/OpenMetrics text format
 //! (the `prometheus-client` crate); the ops stream ([`crate::ops`]) samples the same values every
 //! second.
 //!
 //! One static instance: the counters are atomics, cheap enough to bump anywhere without threading
 //! a handle through every layer.
 
-use crate::hub::Hub;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use crossroom_protocol::ops::Percentiles;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -181,17 +177,16 @@ impl Metrics {
         self.ops_streams.dec();
     }
 
-    /// Read the gauges off the hub and render everything.
-    fn render(&self, hub: &Hub, store_up: bool) -> String {
-        self.connections.set(gauge(hub.shutdown.live_connections()));
-        self.sessions.set(gauge(hub.session_count()));
-        self.rooms.set(gauge(hub.active_rooms()));
-        self.store_up.set(i64::from(store_up));
-        self.bus_up
-            .set(i64::from(hub.bus.get().is_none_or(|b| b.is_healthy())));
+    /// Set the gauges to `now` and render everything.
+    pub fn render(&self, now: Gauges) -> String {
+        self.connections.set(gauge(now.connections));
+        self.sessions.set(gauge(now.sessions));
+        self.rooms.set(gauge(now.rooms));
+        self.store_up.set(i64::from(now.store_up));
+        self.bus_up.set(i64::from(now.bus_up));
         // Companies whose last session closed disappear rather than linger at 0.
         self.sessions_by_company.clear();
-        for (company, n) in hub.sessions_by_company() {
+        for (company, n) in now.sessions_by_company {
             self.sessions_by_company
                 .get_or_create(&vec![("company", company.0)])
                 .set(gauge(n));
@@ -201,6 +196,16 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The node's state at scrape time, read by the `/metrics` handler.
+pub struct Gauges {
+    pub connections: usize,
+    pub sessions: usize,
+    pub rooms: usize,
+    pub store_up: bool,
+    pub bus_up: bool,
+    pub sessions_by_company: Vec<(crossroom_protocol::CompanyId, usize)>,
 }
 
 fn gauge(n: usize) -> i64 {
@@ -302,20 +307,6 @@ impl LatencyReading {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// `GET /metrics`.
-pub async fn handler(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
-    let store_up = hub.store_ready().await.is_ok();
-    let body = METRICS.render(&hub, store_up);
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
 }
 
 #[cfg(test)]

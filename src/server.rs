@@ -3,6 +3,8 @@
 //!
 //! Shutdown is a parameter ([`run`] takes a [`Shutdown`]), so tests and `main` drive it alike.
 
+use crate::bus::redis::RedisBus;
+use crate::bus::{Inbox, LocalBus, SharedBus};
 use crate::config::Config;
 use crate::directory::admin;
 use crate::directory::token::TokenKey;
@@ -10,11 +12,8 @@ use crate::hub::{Hub, Services};
 use crate::shutdown::Shutdown;
 use crate::store::sqlite::SqliteStore;
 use crate::store::SharedStore;
-use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -69,8 +68,18 @@ where
         }
         Arc::new(redis)
     };
+    // One bus per node: the Redis bus in cluster mode, told below where to deliver.
+    let redis_bus = match config.redis.is_empty() {
+        true => None,
+        false => Some(RedisBus::start(&config.redis, shutdown.clone()).await?),
+    };
+    let bus: SharedBus = match &redis_bus {
+        Some(b) => b.clone(),
+        None => Arc::new(LocalBus),
+    };
     let hub = Hub::new(Services {
         store: store.clone(),
+        bus,
         limits: config.limits.clone(),
         tokens: TokenKey::new(secrets.token_secret.as_bytes()),
         operator_key: secrets.operator_key.clone(),
@@ -84,9 +93,12 @@ where
         shutdown: shutdown.clone(),
     });
     let addr = listener.local_addr()?;
-    if !config.redis.is_empty() {
-        let bus = crate::bus::Bus::start(&config.redis, Arc::downgrade(&hub)).await?;
-        let _ = hub.bus.set(bus);
+    if let Some(bus) = &redis_bus {
+        let inbox: Arc<dyn Inbox> = hub.clone();
+        bus.attach(Arc::downgrade(&inbox));
+        shutdown.spawn_background(crate::room::registry::sweep_loop(Arc::downgrade(
+            hub.rooms.context(),
+        )));
     }
     crate::ops::spawn_sampler(hub.clone());
     on_start(Started {
@@ -97,10 +109,8 @@ where
     .await;
 
     let app = Router::new()
-        .route("/v1/ws", get(crate::connection::ws_handler))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::handler))
+        .route("/v1/ws", get(crate::session::ws_handler))
+        .merge(crate::http::health::routes())
         .route("/v1/ops", get(crate::ops::handler))
         .merge(crate::web::routes())
         .merge(admin::routes())
@@ -120,13 +130,27 @@ where
 
     // Sessions saw the same signal and are closing with 1001; give them the grace period.
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    if tokio::time::timeout(grace, shutdown.drained())
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, shutdown.drained())
         .await
         .is_err()
     {
         tracing::warn!(
             left = shutdown.live_connections(),
             "grace period over; closing the remaining connections by force"
+        );
+    }
+    // No session is left to send to a room: let the actors finish what they queued and stop,
+    // end the background loops, and wait for every task before the store closes.
+    hub.rooms.stop_all();
+    shutdown.stop_background();
+    if tokio::time::timeout_at(deadline, shutdown.tasks_finished())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = shutdown.tasks_running(),
+            "grace period over; closing the store with tasks still running"
         );
     }
     store.close().await;
@@ -163,8 +187,8 @@ async fn serve(listener: TcpListener, app: Router, shutdown: &Shutdown, head_tim
         let conn = http
             .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
             .with_upgrades();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        let stop = shutdown.clone();
+        shutdown.spawn(async move {
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
@@ -172,41 +196,12 @@ async fn serve(listener: TcpListener, app: Router, shutdown: &Shutdown, head_tim
                         tracing::debug!(error = %e, "http connection ended");
                     }
                 }
-                _ = shutdown.triggered() => {
+                _ = stop.triggered() => {
                     conn.as_mut().graceful_shutdown();
                     // Bounded by the head timeout or the request in flight.
                     let _ = conn.await;
                 }
             }
         });
-    }
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// Ready while not draining and the store answers.
-async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<serde_json::Value>) {
-    if hub.shutdown.is_triggered() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "draining" })),
-        );
-    }
-    if hub.bus.get().is_some_and(|b| !b.is_healthy()) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "degraded", "detail": "the bus subscription is not delivering" }),
-            ),
-        );
-    }
-    match hub.store_ready().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "store unavailable", "detail": e.to_string() })),
-        ),
     }
 }

@@ -1,14 +1,27 @@
-//! Graceful shutdown: one signal that every part listens to, and a count of live connections
-//! so the server can drain them under a deadline.
+//! Graceful shutdown: one signal that every part listens to, a count of live connections so
+//! the server can drain them under a deadline, and the tracker of every task the server spawns,
+//! so that shutdown waits for room actors, requests in flight and store work before the store
+//! closes.
+//!
+//! Two kinds of task: work that ends by itself ([`Shutdown::spawn`]: a request, a room actor, a
+//! commit), and background loops that run until the node stops ([`Shutdown::spawn_background`]:
+//! the bus listener, the probe, the sweep, the ops sampler), cancelled by
+//! [`Shutdown::stop_background`] once the connections are gone.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Cloneable shutdown signal plus the tracker of live connections.
+/// Cloneable shutdown signal, the tracker of live connections and of spawned tasks.
 #[derive(Clone)]
 pub struct Shutdown {
-    signal: Arc<watch::Sender<bool>>,
+    signal: CancellationToken,
+    background: CancellationToken,
+    tasks: TaskTracker,
     live: Arc<Live>,
 }
 
@@ -25,9 +38,10 @@ impl Default for Shutdown {
 
 impl Shutdown {
     pub fn new() -> Shutdown {
-        let (tx, _) = watch::channel(false);
         Shutdown {
-            signal: Arc::new(tx),
+            signal: CancellationToken::new(),
+            background: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             live: Arc::new(Live {
                 count: AtomicUsize::new(0),
                 changed: Notify::new(),
@@ -37,18 +51,55 @@ impl Shutdown {
 
     /// Start shutting down (idempotent).
     pub fn trigger(&self) {
-        self.signal.send_replace(true);
+        self.signal.cancel();
     }
 
     pub fn is_triggered(&self) -> bool {
-        *self.signal.borrow()
+        self.signal.is_cancelled()
     }
 
     /// Resolves once shutdown has been triggered.
     pub async fn triggered(&self) {
-        let mut rx = self.signal.subscribe();
-        // The sender lives as long as `self`; an error cannot happen while we borrow it.
-        let _ = rx.wait_for(|t| *t).await;
+        self.signal.cancelled().await;
+    }
+
+    /// Spawn work that ends by itself; shutdown waits for it ([`Shutdown::tasks_finished`]).
+    pub fn spawn<F>(&self, work: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(work)
+    }
+
+    /// Spawn a loop that runs until [`Shutdown::stop_background`]; tracked like any task.
+    pub fn spawn_background<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.background.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = work => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// End the background loops (after the connections drained).
+    pub fn stop_background(&self) {
+        self.background.cancel();
+    }
+
+    /// Resolves when every tracked task has ended; no task may be spawned after it is called.
+    pub async fn tasks_finished(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Tracked tasks still running.
+    pub fn tasks_running(&self) -> usize {
+        self.tasks.len()
     }
 
     /// Count a live connection until the guard is dropped.
@@ -133,6 +184,25 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(g2);
         waiter.await.expect("drained");
+    }
+
+    #[tokio::test]
+    async fn tasks_finished_waits_for_work_and_stops_background_loops() {
+        let s = Shutdown::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        s.spawn(async move {
+            let _ = rx.await;
+        });
+        s.spawn_background(std::future::pending());
+        assert_eq!(s.tasks_running(), 2);
+        s.stop_background();
+        let s2 = s.clone();
+        let waiter = tokio::spawn(async move { s2.tasks_finished().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the work is still running");
+        let _ = tx.send(());
+        waiter.await.expect("finished");
+        assert_eq!(s.tasks_running(), 0);
     }
 
     #[tokio::test]

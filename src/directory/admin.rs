@@ -5,7 +5,7 @@
 //! SHA-256 hashes; the operator key is compared in constant time. Neither is ever logged.
 
 use super::{validate_company_id, validate_login, Company, CompanySettings, User, UserKind};
-use crate::connection::bearer;
+use crate::directory::token::bearer;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::room::policy;
@@ -341,9 +341,9 @@ async fn patch_user(
     });
     policy::revoke(&hub, &c, &lost).await?;
     if before.active && !user.active {
-        hub.close_user_sessions(
+        hub.sessions.close_user(
             &user.id,
-            crate::connection::outbound::CloseRequest {
+            crate::outbound::CloseRequest {
                 code: crossroom_protocol::close::USER_DISABLED,
                 reason: "user disabled",
                 drain: true,
@@ -439,9 +439,9 @@ async fn revoke_tokens(
     let mut user = own_user(&hub, &c, &id).await?;
     user.tokens_valid_after = super::now_secs();
     hub.store.update_user(&user).await?;
-    hub.close_user_sessions(
+    hub.sessions.close_user(
         &user.id,
-        crate::connection::outbound::CloseRequest {
+        crate::outbound::CloseRequest {
             code: crossroom_protocol::close::UNAUTHORIZED,
             reason: "tokens revoked",
             drain: true,

@@ -1,7 +1,7 @@
 //! The room actor: one task per active room on this node.
 //!
 //! It owns the room's state (members, masters, feature switches, epoch, committed head) and its
-//! local subscribers. It decides each command with [`super::rules`], applies the decision to its
+//! local subscribers. It decides each command with [`crate::domain::rules`], applies the decision to its
 //! own state at once (so the next command is decided against it), queues the append in the store
 //! without waiting, and when each commit lands — in queue order — acknowledges it and delivers
 //! the event, encoded once, with `try_send` into each subscriber's bounded queue. It never awaits
@@ -12,23 +12,26 @@
 //! session of theirs is told `removed`.
 //!
 //! It stops when it has had no subscriber and no work for `room_idle_secs`, removing itself from
-//! the hub only when nobody holds its sender, so no command is ever lost to a stopping actor.
+//! the registry only when nobody holds its sender, so no command is ever lost to a stopping actor.
 
-use super::rules::{self, Actor, Change, Context, Decision};
-use super::{features, info, lookup, now_ms, query, InviteOp, RoomCommand};
-use crate::connection::outbound::{Outbound, OutboundReceiver, SharedEvent};
-use crate::connection::{Reply, SessionId};
-use crate::error::{ApiError, ApiResult};
-use crate::hub::Hub;
+use super::context::RoomContext;
+use super::handle::RoomHandle;
+use super::{info, lookup, query, InviteOp, RoomCommand};
+use crate::clock::now_ms;
+use crate::domain::features;
+use crate::domain::rules::{self, Actor, Change, Decision};
+use crate::error::ApiError;
 use crate::metrics::METRICS;
-use crate::ops::RoomStats;
+use crate::ops::feed::RoomStats;
+use crate::outbound::{Outbound, OutboundReceiver, SharedEvent};
+use crate::outbound::{Reply, SessionId};
 use crate::store::{
     moves_version, Appended, FileRecord, Invite, NewAudit, NewEntry, RoomRecord, StoreError,
     StoreResult,
 };
 use crossroom_protocol::{
-    Action, Attachment, ErrorCode, Event, EventBody, Item, LeftOut, Position, RemovalReason,
-    RoomId, RoomKind, RoomSummary, ServerFrame, UserId,
+    Action, ErrorCode, Event, EventBody, Item, LeftOut, Position, RemovalReason, RoomId, RoomKind,
+    RoomSummary, ServerFrame, UserId,
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
@@ -39,26 +42,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-/// The hub's handle on a room actor.
-#[derive(Clone)]
-pub struct RoomHandle {
-    pub tx: mpsc::Sender<RoomCommand>,
-    /// Tells this actor from a later one for the same room.
-    pub generation: u64,
-    /// Counters the ops sampler reads.
-    pub stats: Arc<RoomStats>,
-}
-
 /// Spawn the actor for `id`; it loads its state itself, so spawning never waits.
-pub fn spawn(hub: Arc<Hub>, id: RoomId, generation: u64) -> RoomHandle {
-    let (tx, rx) = mpsc::channel(hub.limits.room_mailbox);
+pub fn spawn(ctx: Arc<RoomContext>, id: RoomId, generation: u64) -> RoomHandle {
+    let (tx, rx) = mpsc::channel(ctx.limits.room_mailbox);
     let stats = Arc::new(RoomStats::default());
     let span = tracing::info_span!("room", room = %id);
-    if let Some(bus) = hub.bus.get() {
-        bus.subscribe(&id);
-    }
+    ctx.bus.subscribe(&id);
     let actor = RoomActor {
-        hub,
+        ctx,
         delivered: 0,
         stats: stats.clone(),
         id,
@@ -69,7 +60,8 @@ pub fn spawn(hub: Arc<Hub>, id: RoomId, generation: u64) -> RoomHandle {
         pending: FuturesOrdered::new(),
         last_activity: Instant::now(),
     };
-    tokio::spawn(actor.run().instrument(span));
+    let shutdown = actor.ctx.shutdown.clone();
+    shutdown.spawn(actor.run().instrument(span));
     RoomHandle {
         tx,
         generation,
@@ -170,7 +162,7 @@ impl Redo {
 type Pending = futures_util::future::BoxFuture<'static, (StoreResult<Vec<Appended>>, Ack, Redo)>;
 
 struct RoomActor {
-    hub: Arc<Hub>,
+    ctx: Arc<RoomContext>,
     id: RoomId,
     generation: u64,
     stats: Arc<RoomStats>,
@@ -194,7 +186,7 @@ impl RoomActor {
         // A room that does not exist keeps no state worth keeping: retire within a second, so
         // requests for made-up room ids cannot pile up actors.
         let idle = if self.room.is_some() {
-            Duration::from_secs(self.hub.limits.room_idle_secs.max(1))
+            Duration::from_secs(self.ctx.limits.room_idle_secs.max(1))
         } else {
             Duration::from_secs(1)
         };
@@ -220,15 +212,13 @@ impl RoomActor {
             }
         }
         self.drain_pending().await;
-        if let Some(bus) = self.hub.bus.get() {
-            bus.unsubscribe(&self.id);
-        }
+        self.ctx.bus.unsubscribe(&self.id);
         tracing::debug!(room = %self.id, "room actor stopped");
     }
 
     /// Take the room's state from the store (first load, or after a failed or refused append).
     async fn reload(&mut self) {
-        match self.hub.store.room(&self.id).await {
+        match self.ctx.store.room(&self.id).await {
             Ok(Some(room)) if self.room.as_ref().is_some_and(|c| c.epoch != room.epoch) => {
                 self.new_epoch(room)
             }
@@ -246,16 +236,16 @@ impl RoomActor {
         }
     }
 
-    /// Leave the hub if idle and nobody can still reach us.
+    /// Leave the registry if idle and nobody can still reach us.
     fn retire(&self) -> bool {
         if !self.subscribers.is_empty() || !self.pending.is_empty() {
             return false;
         }
-        self.hub
+        self.ctx
             .rooms
             .remove_if(&self.id, |_, h| {
                 h.generation == self.generation
-                    // Only the hub's own copy exists: no sender is mid-send.
+                    // Only the registry's own copy exists: no sender is mid-send.
                     && h.tx.strong_count() == 1
                     // Nothing waits in the mailbox.
                     && h.tx.capacity() == h.tx.max_capacity()
@@ -313,11 +303,17 @@ impl RoomActor {
                 {
                     return reply.fail(e);
                 }
-                let files =
-                    match attachments_of(&self.hub, &self.id, &user, attachments.clone()).await {
-                        Ok(a) => a,
-                        Err(e) => return reply.fail(e),
-                    };
+                let files = match lookup::attachments_of(
+                    &*self.ctx.store,
+                    &self.id,
+                    &user,
+                    attachments.clone(),
+                )
+                .await
+                {
+                    Ok(a) => a,
+                    Err(e) => return reply.fail(e),
+                };
                 let entry = NewEntry {
                     author: user.clone(),
                     ts: now_ms(),
@@ -347,15 +343,15 @@ impl RoomActor {
                 if let Err(e) = rules::check_member(room, &user) {
                     return reply.fail(e);
                 }
-                let max = self.hub.limits.max_history_page;
+                let max = self.ctx.limits.max_history_page;
                 let limit = limit.unwrap_or(50).clamp(1, max) as usize;
                 // Only what this member was entitled to at the time of asking: from their join
                 // up to the head (D4).
                 let before = before.unwrap_or(u64::MAX).min(room.head + 1);
                 let from = room.member_since.get(&user).copied().unwrap_or(u64::MAX);
-                let store = self.hub.store.clone();
+                let store = self.ctx.store.clone();
                 let (id, epoch) = (self.id.clone(), room.epoch);
-                tokio::spawn(async move {
+                self.ctx.shutdown.spawn(async move {
                     match store.read_before(&id, from, before, limit + 1).await {
                         Ok(mut events) => {
                             let has_more = events.len() > limit;
@@ -379,9 +375,9 @@ impl RoomActor {
                     return reply.fail(e);
                 }
                 let seq = seq.min(room.head);
-                let store = self.hub.store.clone();
+                let store = self.ctx.store.clone();
                 let id = self.id.clone();
-                tokio::spawn(async move {
+                self.ctx.shutdown.spawn(async move {
                     match store.set_read_marker(&id, &user, seq).await {
                         Ok(()) => reply.send(ServerFrame::Ok { id: reply.id }),
                         Err(e) => reply.fail(e.into()),
@@ -439,9 +435,9 @@ impl RoomActor {
                     kind: room.kind,
                     features: room.features,
                 };
-                let (hub, id) = (self.hub.clone(), self.id.clone());
-                tokio::spawn(async move {
-                    match query::answer(&hub, &id, &viewer, query).await {
+                let (store, id) = (self.ctx.store.clone(), self.id.clone());
+                self.ctx.shutdown.spawn(async move {
+                    match query::answer(&*store, &id, &viewer, query).await {
                         Ok(result) => reply.send(ServerFrame::QueryResult {
                             id: reply.id,
                             room: id,
@@ -467,7 +463,7 @@ impl RoomActor {
     /// refusing someone who is not in our copy, and before deciding a change, catch up from the
     /// log. Ordinary posts of members cost nothing extra.
     async fn freshen_for(&mut self, cmd: &RoomCommand) {
-        if self.hub.bus.get().is_none() {
+        if !self.ctx.bus.is_cluster() {
             return;
         }
         let Some(room) = &self.room else {
@@ -530,10 +526,10 @@ impl RoomActor {
 
     /// Deliver what the log has after `delivered`, up to `upto`.
     async fn fill(&mut self, upto: u64) {
-        let (after, max) = (self.delivered, self.hub.limits.max_replay as usize);
+        let (after, max) = (self.delivered, self.ctx.limits.max_replay as usize);
         let mut after = after;
         while after < upto {
-            let events = match self.hub.store.read_range(&self.id, after, upto, max).await {
+            let events = match self.ctx.store.read_range(&self.id, after, upto, max).await {
                 Ok(e) if !e.is_empty() => e,
                 Ok(_) => return,
                 Err(e) => {
@@ -570,7 +566,7 @@ impl RoomActor {
         if self.room.is_none() {
             return;
         }
-        match self.hub.store.room(&self.id).await {
+        match self.ctx.store.room(&self.id).await {
             Ok(Some(r)) if self.room.as_ref().is_some_and(|c| c.epoch != r.epoch) => {
                 self.new_epoch(r)
             }
@@ -597,7 +593,7 @@ impl RoomActor {
             },
         };
         let epoch = crate::random::epoch();
-        match self.hub.store.restore_room(&cached, epoch, notice).await {
+        match self.ctx.store.restore_room(&cached, epoch, notice).await {
             Ok(true) => {
                 tracing::warn!(room = %self.id, epoch, "room log lost; restored under a new epoch")
             }
@@ -606,7 +602,7 @@ impl RoomActor {
                 return tracing::warn!(room = %self.id, error = %e, "cannot restore a lost room")
             }
         }
-        match self.hub.store.room(&self.id).await {
+        match self.ctx.store.room(&self.id).await {
             Ok(Some(r)) => self.new_epoch(r),
             Ok(None) => {
                 // Deleted: nothing more to deliver here.
@@ -645,7 +641,7 @@ impl RoomActor {
         self.drain_pending().await;
         let Some(room) = &self.room else { return };
         let master = room.masters.binary_search(&user).is_ok();
-        let ctx = match feature_context(&self.hub, room, &user, &action).await {
+        let ctx = match lookup::feature_context(&*self.ctx.store, room, &user, &action).await {
             Ok(c) => c,
             Err(e) => return reply.fail(e),
         };
@@ -664,7 +660,7 @@ impl RoomActor {
         }
         // Only a purge needs the whole tree, to know which file bytes go with it.
         let items = if matches!(action, Action::Purge { .. }) {
-            match self.hub.store.items(&self.id).await {
+            match self.ctx.store.items(&self.id).await {
                 Ok(items) => items,
                 Err(e) => return reply.fail(e.into()),
             }
@@ -702,7 +698,7 @@ impl RoomActor {
         let Some(room) = &self.room else { return };
         let parent = match folder {
             None => None,
-            Some(id) => match self.hub.store.item(&self.id, id).await {
+            Some(id) => match self.ctx.store.item(&self.id, id).await {
                 Ok(Some(Item::Folder(f))) if f.trashed.is_none() => Some(f),
                 Ok(_) => return reply.fail(ApiError::not_found(format!("folder {id}"))),
                 Err(e) => return reply.fail(e.into()),
@@ -718,7 +714,7 @@ impl RoomActor {
         }];
         let notices = room.kind == RoomKind::Room || room.features.notifications;
         if notices && parent.as_ref().is_some_and(|f| f.notify_on_new_file) {
-            let who = lookup::person(&self.hub, &user)
+            let who = lookup::person(&*self.ctx.store, &user)
                 .await
                 .map(|p| p.user.name)
                 .unwrap_or_else(|_| user.to_string());
@@ -742,7 +738,7 @@ impl RoomActor {
         let moves = entries.iter().any(|e| moves_version(&e.body));
         let queued = Instant::now();
         match self
-            .hub
+            .ctx
             .store
             .append(&self.id, entries, Some(room.version))
             .await
@@ -778,7 +774,7 @@ impl RoomActor {
         };
         let (epoch, head) = (room.epoch, room.head);
         let from = room.member_since.get(&user).copied().unwrap_or(u64::MAX);
-        let limits = &self.hub.limits;
+        let limits = &self.ctx.limits;
         let mut replayed = 0u64;
         if let Some(pos) = since {
             // Never replay across a time the user was not a member (D4): reset instead.
@@ -789,7 +785,7 @@ impl RoomActor {
             let mut replay = Vec::new();
             if resumable && pos.seq < head {
                 match self
-                    .hub
+                    .ctx
                     .store
                     .read_range(&self.id, pos.seq, head, limits.max_replay as usize)
                     .await
@@ -839,7 +835,15 @@ impl RoomActor {
     /// Look up what the rules need, decide, apply to our state at once, and queue the entries.
     async fn change(&mut self, actor: Actor, change: Change, reply: Reply) {
         let Some(room) = &self.room else { return };
-        let decided = match context(&self.hub, room, &actor, &change).await {
+        let decided = match lookup::decision_context(
+            &*self.ctx.store,
+            self.ctx.limits.max_participants,
+            room,
+            &actor,
+            &change,
+        )
+        .await
+        {
             Ok(ctx) => rules::decide(room, &actor, &change, &ctx),
             Err(e) => Err(e),
         };
@@ -895,9 +899,9 @@ impl RoomActor {
             detail: serde_json::json!({ "name": room.name }).to_string(),
             companies: companies_of(&room),
         };
-        match self.hub.store.delete_room(&self.id, audit.clone()).await {
+        match self.ctx.store.delete_room(&self.id, audit.clone()).await {
             Ok(files) => {
-                self.hub.ops.publish(&audit);
+                self.ctx.ops.publish(&audit);
                 self.remove_blobs(files);
             }
             Err(e) => {
@@ -912,7 +916,7 @@ impl RoomActor {
         let mut told = HashSet::new();
         for u in room.members.iter().chain(&room.masters) {
             if told.insert(u) {
-                self.hub.push_to_user(u, &gone);
+                self.ctx.sessions.push_to_user(u, &gone);
             }
         }
         self.subscribers.clear();
@@ -937,12 +941,12 @@ impl RoomActor {
             companies: companies_of(room),
         };
         let result = match op {
-            InviteOp::Get => self.hub.store.invite_of(&self.id).await,
+            InviteOp::Get => self.ctx.store.invite_of(&self.id).await,
             InviteOp::Revoke => {
                 let record = audit("invite_revoked");
-                let r = self.hub.store.set_invite(&self.id, None, record.clone());
+                let r = self.ctx.store.set_invite(&self.id, None, record.clone());
                 r.await.map(|()| {
-                    self.hub.ops.publish(&record);
+                    self.ctx.ops.publish(&record);
                     None
                 })
             }
@@ -950,15 +954,15 @@ impl RoomActor {
                 let invite = Invite {
                     token: crate::random::token(),
                     expires_at: expires_in_secs
-                        .map(|s| crate::directory::now_secs() + s.min(365 * 86_400) as i64),
+                        .map(|s| crate::clock::now_secs() + s.min(365 * 86_400) as i64),
                 };
                 let record = audit("invite_created");
                 let r = self
-                    .hub
+                    .ctx
                     .store
                     .set_invite(&self.id, Some(invite.clone()), record.clone());
                 r.await.map(|()| {
-                    self.hub.ops.publish(&record);
+                    self.ctx.ops.publish(&record);
                     Some(invite)
                 })
             }
@@ -968,7 +972,7 @@ impl RoomActor {
             Ok(invite) => reply.send(ServerFrame::Invite {
                 id: reply.id,
                 room: self.id.clone(),
-                url: invite.as_ref().map(|i| self.hub.invite_url(&i.token)),
+                url: invite.as_ref().map(|i| self.ctx.invite_url(&i.token)),
                 expires_at: invite.as_ref().and_then(|i| i.expires_at),
                 token: invite.map(|i| i.token),
             }),
@@ -1032,7 +1036,7 @@ impl RoomActor {
                         seq: a.event.seq,
                     };
                     for u in notify {
-                        self.hub.push_to_user(u, &notice);
+                        self.ctx.sessions.push_to_user(u, &notice);
                     }
                 }
             }
@@ -1113,10 +1117,10 @@ impl RoomActor {
         }
         let Some(room) = &self.room else { return };
         if let Some(record) = crate::store::audit_of(event, &room.owner_company) {
-            self.hub.ops.publish(&record);
+            self.ctx.ops.publish(&record);
         }
         let removed = |user: &UserId, reason: RemovalReason| {
-            self.hub.push_to_user(
+            self.ctx.sessions.push_to_user(
                 user,
                 &ServerFrame::Removed {
                     room: self.id.clone(),
@@ -1145,7 +1149,7 @@ impl RoomActor {
                         },
                     };
                     for u in users {
-                        self.hub.push_to_user(u, &joined);
+                        self.ctx.sessions.push_to_user(u, &joined);
                     }
                 }
             }
@@ -1164,8 +1168,8 @@ impl RoomActor {
         if ids.is_empty() {
             return;
         }
-        let blobs = self.hub.blobs.clone();
-        tokio::spawn(async move {
+        let blobs = self.ctx.blobs.clone();
+        self.ctx.shutdown.spawn(async move {
             for id in ids {
                 if let Err(e) = blobs.delete(&id).await {
                     tracing::warn!(file = %id, error = %e, "cannot remove file bytes");
@@ -1181,77 +1185,6 @@ impl RoomActor {
     }
 }
 
-/// Look up what [`rules::decide`] needs for `change` (a free function: the actor itself is
-/// not `Sync`, and this awaits).
-async fn context(
-    hub: &Hub,
-    room: &RoomRecord,
-    actor: &Actor,
-    change: &Change,
-) -> ApiResult<Context> {
-    let mut named = change.named();
-    if matches!(change, Change::Convert { .. }) {
-        named.extend(room.members.iter().cloned());
-    }
-    let people = lookup::people(hub, &named).await?;
-    let (contacts, actor_company, owned_groups) = match actor {
-        Actor::User(p) => {
-            let contacts: HashSet<UserId> =
-                hub.store.contacts(&p.user.id).await?.into_iter().collect();
-            let settings = lookup::company_settings(hub, &p.user.company).await?;
-            let owned = if matches!(change, Change::Convert { .. }) {
-                hub.store.count_owned_groups(&p.user.company).await?
-            } else {
-                0
-            };
-            (contacts, Some(settings), owned)
-        }
-        Actor::Admin(_) | Actor::Policy(_) => (HashSet::new(), None, 0),
-    };
-    let invite = if matches!(change, Change::Join { .. }) {
-        hub.store.invite_of(&room.id).await?
-    } else {
-        None
-    };
-    Ok(Context {
-        people,
-        contacts,
-        owner: lookup::company_settings(hub, &room.owner_company).await?,
-        actor_company,
-        owned_groups,
-        max_participants: hub.limits.max_participants,
-        invite,
-        now_secs: crate::directory::now_secs(),
-    })
-}
-
-/// The attachments of a post: files this user uploaded to this room (M1).
-async fn attachments_of(
-    hub: &Hub,
-    room: &RoomId,
-    user: &UserId,
-    ids: Vec<String>,
-) -> ApiResult<Vec<Attachment>> {
-    if ids.len() > MAX_ATTACHMENTS {
-        return Err(ApiError::invalid(format!(
-            "at most {MAX_ATTACHMENTS} attachments per message"
-        )));
-    }
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        match hub.store.file(&id).await? {
-            Some(f) if f.room == *room && f.created_by == *user => out.push(Attachment {
-                file: f.id,
-                name: f.name,
-                size: f.size,
-                content_type: f.content_type,
-            }),
-            _ => return Err(ApiError::not_found(format!("attachment {id}"))),
-        }
-    }
-    Ok(out)
-}
-
 /// Entries by `author`, stamped with the time they were accepted.
 fn stamp(author: &UserId, bodies: Vec<EventBody>) -> Vec<NewEntry> {
     let ts = now_ms();
@@ -1263,66 +1196,6 @@ fn stamp(author: &UserId, bodies: Vec<EventBody>) -> Vec<NewEntry> {
             body,
         })
         .collect()
-}
-
-/// Most attachments on one message.
-const MAX_ATTACHMENTS: usize = 20;
-
-/// Look up what [`features::decide`] needs: the named item, its parent folder, the message to
-/// recall and its author's recall window, the actor's name.
-async fn feature_context(
-    hub: &Hub,
-    room: &RoomRecord,
-    user: &UserId,
-    action: &Action,
-) -> ApiResult<features::Context> {
-    let store = &hub.store;
-    let mut ctx = features::Context {
-        now_ms: now_ms(),
-        ..Default::default()
-    };
-    let item_id = match action {
-        Action::EditNote { note, .. }
-        | Action::DeleteNote { note }
-        | Action::CommentNote { note, .. }
-        | Action::DeleteComment { note, .. }
-        | Action::LikeNote { note, .. } => Some(*note),
-        Action::UpdateCalendarEvent { event, .. } | Action::DeleteCalendarEvent { event } => {
-            Some(*event)
-        }
-        Action::UpdateTask { task, .. }
-        | Action::CompleteTask { task }
-        | Action::ReopenTask { task }
-        | Action::DeleteTask { task } => Some(*task),
-        Action::UpdateFolder { folder, .. } => Some(*folder),
-        Action::Trash { item } | Action::Restore { item } | Action::Purge { item } => Some(*item),
-        _ => None,
-    };
-    if let Some(id) = item_id {
-        ctx.item = store.item(&room.id, id).await?;
-    }
-    if let Action::CreateFolder {
-        parent: Some(p), ..
-    } = action
-    {
-        ctx.parent = store.item(&room.id, *p).await?;
-    }
-    if let Action::Recall { message } = action {
-        ctx.message = store.event_at(&room.id, *message).await?;
-        if let Some(company) = ctx.message.as_ref().and_then(|m| m.author.company()) {
-            ctx.recall_window_secs = lookup::company_settings(hub, &company)
-                .await
-                .map(|s| s.recall_window_secs)
-                .unwrap_or(0);
-        }
-    }
-    if matches!(action, Action::PostNote(_)) {
-        ctx.actor_name = lookup::person(hub, user)
-            .await
-            .map(|p| p.user.name)
-            .unwrap_or_else(|_| user.to_string());
-    }
-    Ok(ctx)
 }
 
 /// File bytes an action makes garbage once committed: a purged subtree's files, a recalled

@@ -100,6 +100,7 @@ async fn change(
     change: Change,
 ) -> ApiResult<Json<Value>> {
     match hub
+        .rooms
         .ask(&room, |reply| RoomCommand::Change {
             actor: Actor::Admin(company),
             change,
@@ -186,11 +187,12 @@ async fn remove(
     CompanyAdmin(c): CompanyAdmin,
     Path(room): Path<RoomId>,
 ) -> ApiResult<StatusCode> {
-    hub.ask(&room, |reply| RoomCommand::Delete {
-        actor: Actor::Admin(c),
-        reply,
-    })
-    .await?;
+    hub.rooms
+        .ask(&room, |reply| RoomCommand::Delete {
+            actor: Actor::Admin(c),
+            reply,
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,10 +1,10 @@
-//! Creating rooms: look up everyone involved, let [`super::rules`] decide, store the room with
+//! Creating rooms: look up everyone involved, let [`crate::domain::rules`] decide, store the room with
 //! its first log entry, and tell every participant's live sessions (`joined`).
 
 use super::lookup::{company_settings, people};
-use super::now_ms;
-use super::rules::{self, Person};
+use crate::clock::now_ms;
 use crate::directory::{holds_external_permission, User};
+use crate::domain::rules::{self, Person};
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::store::{MembershipRow, NewRoom};
@@ -39,13 +39,13 @@ pub async fn create_group(
             format!("at most {max} participants per request"),
         ));
     }
-    let settings = company_settings(hub, &creator.company).await?;
+    let settings = company_settings(&*hub.store, &creator.company).await?;
     let me = Person {
         user: creator.clone(),
         permitted: holds_external_permission(creator, &settings),
     };
     let named: Vec<UserId> = spec.members.iter().chain(&spec.masters).cloned().collect();
-    let people = people(hub, &named).await?;
+    let people = people(&*hub.store, &named).await?;
     let contacts: HashSet<UserId> = hub.store.contacts(&creator.id).await?.into_iter().collect();
     let plan = rules::plan_group(&rules::GroupRequest {
         creator: &me,
@@ -87,9 +87,9 @@ pub async fn create_group_as_admin(
             format!("at most {max} participants per request"),
         ));
     }
-    let settings = company_settings(hub, company).await?;
+    let settings = company_settings(&*hub.store, company).await?;
     let named: Vec<UserId> = spec.members.iter().chain(&spec.masters).cloned().collect();
-    let people = people(hub, &named).await?;
+    let people = people(&*hub.store, &named).await?;
     let plan = rules::plan_admin_group(
         company,
         &spec.name,
@@ -118,12 +118,12 @@ pub async fn create_room(
             format!("at most {max} participants per request"),
         ));
     }
-    let settings = company_settings(hub, &creator.company).await?;
+    let settings = company_settings(&*hub.store, &creator.company).await?;
     let me = Person {
         user: creator.clone(),
         permitted: holds_external_permission(creator, &settings),
     };
-    let people = people(hub, members).await?;
+    let people = people(&*hub.store, members).await?;
     let plan = rules::plan_room(&me, name, members, &people, max)?;
     store_room(
         hub,
@@ -189,7 +189,7 @@ async fn store_room(
         },
     };
     for user in info.members.iter() {
-        hub.push_to_user(user, &joined);
+        hub.sessions.push_to_user(user, &joined);
     }
     tracing::info!(room = %info.id, kind = ?info.kind, by = %created_by, members = info.members.len(), "room created");
     Ok((info, plan.left_out))

@@ -32,13 +32,13 @@ pub fn routes() -> Router<Arc<Hub>> {
 
 /// The signed-in user of an HTTP request (`Authorization: Bearer TOKEN`).
 async fn user_of(hub: &Hub, headers: &HeaderMap) -> ApiResult<UserId> {
-    let token = crate::connection::bearer(headers).ok_or_else(|| {
+    let token = crate::directory::token::bearer(headers).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
             "sign in first (Authorization: Bearer TOKEN)",
         )
     })?;
-    crate::directory::authenticate(&hub.store, &hub.tokens, token, crate::directory::now_secs())
+    crate::directory::authenticate(&hub.store, &hub.tokens, token, crate::clock::now_secs())
         .await
         .map(|u| u.id)
         .map_err(|f| ApiError::new(f.code, f.message))
@@ -128,7 +128,7 @@ async fn receive(
         _ => {}
     }
     let company = record.owner_company.clone();
-    let quota = lookup::company_settings(hub, &company)
+    let quota = lookup::company_settings(&*hub.store, &company)
         .await?
         .shared_storage_quota;
     if !hub.store.reserve_storage(&company, size, quota).await? {
@@ -163,7 +163,7 @@ async fn receive(
         name,
         content_type,
         created_by: user.clone(),
-        created_at: super::now_ms(),
+        created_at: crate::clock::now_ms(),
     };
     if let Err(e) = hub.store.add_file(&file).await {
         discard(hub, &file).await;
@@ -214,15 +214,16 @@ async fn put_image(
     )
     .await?;
     let decided = async {
-        let me = lookup::person(&hub, &user).await?;
-        hub.ask(&room, |reply| RoomCommand::Change {
-            actor: Actor::User(me),
-            change: Change::SetImage {
-                file: file.id.clone(),
-            },
-            reply,
-        })
-        .await
+        let me = lookup::person(&*hub.store, &user).await?;
+        hub.rooms
+            .ask(&room, |reply| RoomCommand::Change {
+                actor: Actor::User(me),
+                change: Change::SetImage {
+                    file: file.id.clone(),
+                },
+                reply,
+            })
+            .await
     }
     .await;
     match decided {
@@ -299,6 +300,7 @@ async fn post_file(
     let upload = describe(&q, &headers, Purpose::Folder)?;
     let file = receive(&hub, &room, &user, &headers, body, upload).await?;
     let decided = hub
+        .rooms
         .ask(&room, |reply| RoomCommand::AddFile {
             user,
             folder: q.folder,
@@ -329,7 +331,8 @@ async fn get_file(
 ) -> ApiResult<Response> {
     let user = user_of(&hub, &headers).await?;
     // Asked of the actor, so a member removed a moment ago is refused (D4).
-    hub.ask(&room, |reply| RoomCommand::Get { user, reply })
+    hub.rooms
+        .ask(&room, |reply| RoomCommand::Get { user, reply })
         .await?;
     let file = hub
         .store
@@ -378,6 +381,7 @@ async fn get_image(
     let user = user_of(&hub, &headers).await?;
     // Asked of the actor, so a member removed a moment ago is refused (D4).
     let info = match hub
+        .rooms
         .ask(&room, |reply| RoomCommand::Get { user, reply })
         .await?
     {

@@ -34,7 +34,7 @@ async fn valid_invite(hub: &Hub, token: &str) -> ApiResult<RoomId> {
     let (room, invite) = hub.store.room_by_invite(token).await?.ok_or_else(gone)?;
     if invite
         .expires_at
-        .is_some_and(|at| crate::directory::now_secs() >= at)
+        .is_some_and(|at| crate::clock::now_secs() >= at)
     {
         return Err(gone());
     }
@@ -65,8 +65,9 @@ async fn look(State(hub): State<Arc<Hub>>, Path(token): Path<String>) -> ApiResu
 /// Join `room` as `user` with `token`, through the room actor (which checks the link again and
 /// the user's permission: G14).
 async fn join_as(hub: &Arc<Hub>, user: &UserId, room: &RoomId, token: String) -> ApiResult<Value> {
-    let me = lookup::person(hub, user).await?;
+    let me = lookup::person(&*hub.store, user).await?;
     match hub
+        .rooms
         .ask(room, |reply| RoomCommand::Change {
             actor: Actor::User(me),
             change: Change::Join { token },
@@ -85,20 +86,16 @@ async fn join(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    let bearer = crate::connection::bearer(&headers).ok_or_else(|| {
+    let bearer = crate::directory::token::bearer(&headers).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
             "sign in first (Authorization: Bearer TOKEN)",
         )
     })?;
-    let user = crate::directory::authenticate(
-        &hub.store,
-        &hub.tokens,
-        bearer,
-        crate::directory::now_secs(),
-    )
-    .await
-    .map_err(|f| ApiError::new(f.code, f.message))?;
+    let user =
+        crate::directory::authenticate(&hub.store, &hub.tokens, bearer, crate::clock::now_secs())
+            .await
+            .map_err(|f| ApiError::new(f.code, f.message))?;
     let room = valid_invite(&hub, &token).await?;
     Ok(Json(join_as(&hub, &user.id, &room, token).await?))
 }
@@ -172,7 +169,7 @@ async fn signup(
     };
     hub.store.create_user(&user).await?;
     let joined = join_as(&hub, &user.id, &room, token).await?;
-    let now = crate::directory::now_secs();
+    let now = crate::clock::now_secs();
     let user_token = hub.tokens.sign(&user.id, &user.company, now, 24 * 3600);
     tracing::info!(company = %company.id, user = %user.id, %room, "signed up by invitation");
     Ok((
@@ -202,14 +199,15 @@ pub async fn send_invites(
     for e in emails {
         Mailer::check_address(e)?;
     }
-    let me = lookup::person(hub, user).await?;
+    let me = lookup::person(&*hub.store, user).await?;
     let ask = |op| {
         let actor = Actor::User(me.clone());
         move |reply| RoomCommand::Invite { actor, op, reply }
     };
-    let url = match hub.ask(room, ask(InviteOp::Get)).await? {
+    let url = match hub.rooms.ask(room, ask(InviteOp::Get)).await? {
         ServerFrame::Invite { url: Some(url), .. } => url,
         _ => match hub
+            .rooms
             .ask(
                 room,
                 ask(InviteOp::Create {
@@ -223,6 +221,7 @@ pub async fn send_invites(
         },
     };
     let name = match hub
+        .rooms
         .ask(room, |reply| RoomCommand::Get {
             user: me.user.id.clone(),
             reply,

@@ -2,23 +2,23 @@
 //!
 //! - [`actor`]: one task per active room per node, owning the room's state and subscribers;
 //!   every command for a room goes through it ([`RoomCommand`]).
-//! - [`rules`]: the pure decisions (who may post, who may join), unit-tested.
 //! - [`create`]: creating rooms — before a room exists there is no actor to ask.
 
 pub mod actor;
 pub mod admin;
+pub mod context;
 pub mod create;
-pub mod features;
 pub mod files;
+pub mod handle;
 pub mod invite;
 pub mod lookup;
 pub mod policy;
 pub mod query;
-pub mod rules;
+pub mod registry;
 
-use crate::connection::{Reply, SessionId};
+pub use crate::domain::rules::{Actor, Change};
+use crate::outbound::{Reply, SessionId};
 use crossroom_protocol::{Position, UserId};
-pub use rules::{Actor, Change};
 
 /// What a room actor is asked to do. Every command carries the [`Reply`] to answer through,
 /// which is the requesting session's own outbound queue: the actor never waits for a client.
@@ -66,7 +66,7 @@ pub enum RoomCommand {
     },
     /// The room's details, for members and masters (G8).
     Get { user: UserId, reply: Reply },
-    /// A membership or settings change, decided by [`rules::decide`] and written to the log.
+    /// A membership or settings change, decided by [`crate::domain::rules::decide`] and written to the log.
     Change {
         actor: Actor,
         change: Change,
@@ -160,12 +160,4 @@ pub fn info(r: &crate::store::RoomRecord) -> crossroom_protocol::RoomInfo {
         converted_from: r.converted_from.clone(),
         image: r.image.clone(),
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

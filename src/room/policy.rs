@@ -30,6 +30,7 @@ pub async fn revoke(hub: &Arc<Hub>, company: &CompanyId, users: &[User]) -> ApiR
     for user in users {
         for room in hub.store.groups_of(&user.id).await? {
             let result = hub
+                .rooms
                 .ask(&room, |reply| RoomCommand::Change {
                     actor: Actor::Policy(company.clone()),
                     change: Change::RemoveMember(user.id.clone()),

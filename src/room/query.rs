@@ -2,11 +2,11 @@
 //! the store's item projection. The room actor checks membership first; what is answered is
 //! limited to what the member may see (their join onwards, D4) and to switched-on features (G18).
 
-use super::features::occurrences;
 use super::lookup;
 use crate::directory::ReadReceipts;
+use crate::domain::features::occurrences;
 use crate::error::{ApiError, ApiResult};
-use crate::hub::Hub;
+use crate::store::Store;
 use crossroom_protocol::{
     ErrorCode, EventBody, Features, Item, Query, QueryResult, RoomId, RoomKind, UserId,
 };
@@ -33,8 +33,12 @@ fn switch(v: &Viewer, on: bool, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-pub async fn answer(hub: &Hub, room: &RoomId, v: &Viewer, query: Query) -> ApiResult<QueryResult> {
-    let store = &hub.store;
+pub async fn answer(
+    store: &dyn Store,
+    room: &RoomId,
+    v: &Viewer,
+    query: Query,
+) -> ApiResult<QueryResult> {
     Ok(match query {
         Query::Notes => {
             switch(v, v.features.note, "note")?;
@@ -130,7 +134,7 @@ pub async fn answer(hub: &Hub, room: &RoomId, v: &Viewer, query: Query) -> ApiRe
             let readers = store.readers(room, message, &ev.author).await?;
             // Who read it is shown as the sender's company decides (M2).
             let policy = match ev.author.company() {
-                Some(c) => lookup::company_settings(hub, &c)
+                Some(c) => lookup::company_settings(store, &c)
                     .await
                     .map(|s| s.read_receipts)
                     .unwrap_or(ReadReceipts::Off),

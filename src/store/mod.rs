@@ -4,20 +4,19 @@
 //!   writer thread that commits batches (group commit).
 //! - [`redis`]: the cluster store — everything in Redis (single server or Redis Cluster), shared
 //!   by every node; a room's keys share one hash tag.
-//! - [`suite`]: the behaviour test-suite every `Store` must pass.
+//! - the behaviour test-suite every `Store` must pass is `tests/it/store_checks.rs`.
 //!
 //! The room log is the truth: every change in a room is one [`NewEntry`] appended with the next
 //! `seq`; the current state (members, masters, head) is a projection updated in the same commit.
 
 pub mod redis;
 pub mod sqlite;
-pub mod suite;
 
-use crate::directory::{Company, CompanySettings, User};
+use crate::domain::directory::{Company, CompanySettings, User};
+pub use crate::domain::records::*;
+use crate::error::ApiError;
 use async_trait::async_trait;
-use crossroom_protocol::{
-    CompanyId, Event, EventBody, Features, Position, RoomId, RoomKind, UserId,
-};
+use crossroom_protocol::{CompanyId, ErrorCode, Event, Position, RoomId, UserId};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
@@ -50,221 +49,32 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(what) => {
+                ApiError::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
+            }
+            StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::Closed => ApiError::new(ErrorCode::Unavailable, "server is shutting down"),
+            StoreError::Conflict => ApiError::new(
+                ErrorCode::Unavailable,
+                "the room is changing too fast; try again",
+            ),
+            StoreError::Backend(detail) => {
+                tracing::error!(%detail, "store failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// A room's durable state: the projection of its log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoomRecord {
-    pub id: RoomId,
-    pub kind: RoomKind,
-    pub name: String,
-    pub description: String,
-    pub owner_company: CompanyId,
-    pub created_by: UserId,
-    pub created_at: i64,
-    pub features: Features,
-    /// Sorted.
-    pub masters: Vec<UserId>,
-    /// Sorted.
-    pub members: Vec<UserId>,
-    pub epoch: u64,
-    /// The seq of the last committed entry.
-    pub head: u64,
-    /// The state version: the seq of the last entry that was not a message (see
-    /// [`moves_version`]). Appends are conditional on it, which makes authorisation
-    /// linearizable across nodes.
-    pub version: u64,
-    /// The general room this group was converted from (its own id: conversion is in place).
-    pub converted_from: Option<RoomId>,
-    /// The profile image's file id.
-    pub image: Option<String>,
-    /// For each member, the seq of the entry that (last) made them a member: they see the log
-    /// from there on, never what happened while they were not a member (D4).
-    pub member_since: std::collections::HashMap<UserId, u64>,
-}
-
-/// A room to create; its `Created` entry becomes seq 1.
-#[derive(Clone, Debug)]
-pub struct NewRoom {
-    pub id: RoomId,
-    pub kind: RoomKind,
-    pub name: String,
-    pub description: String,
-    pub owner_company: CompanyId,
-    pub created_by: UserId,
-    pub created_at: i64,
-    pub features: Features,
-    pub masters: Vec<UserId>,
-    pub members: Vec<UserId>,
-    pub epoch: u64,
-}
-
-/// An entry to append to a room's log.
-#[derive(Clone, Debug)]
-pub struct NewEntry {
-    pub author: UserId,
-    pub ts: i64,
-    pub body: EventBody,
-}
-
-impl NewEntry {
-    /// The idempotency key of this entry, if it has one: `(author, client_msg_id)` is unique per
-    /// room (D2).
-    pub fn client_msg_id(&self) -> Option<&str> {
-        match &self.body {
-            EventBody::Message { client_msg_id, .. } => Some(client_msg_id),
-            _ => None,
-        }
-    }
-}
-
-/// The outcome of one appended entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Appended {
-    /// The stored event: the new one, or the original when `duplicate`.
-    pub event: Event,
-    /// True when an entry with the same `(author, client_msg_id)` was stored before; nothing new
-    /// was written.
-    pub duplicate: bool,
-}
-
-/// A room in a user's list, with the user's read state (M2).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MembershipRow {
-    pub room: RoomId,
-    pub kind: RoomKind,
-    pub name: String,
-    pub epoch: u64,
-    pub head: u64,
-    pub last_read: u64,
-    pub unread: u64,
-}
-
-/// An audit record to write (G19).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewAudit {
-    pub ts: i64,
-    pub room: RoomId,
-    /// Who did it: a user, `#admin@company` or `#policy@company`.
-    pub actor: UserId,
-    pub action: String,
-    /// JSON details.
-    pub detail: String,
-    /// Every company involved; each one's admins can read the record.
-    pub companies: Vec<CompanyId>,
-}
-
-/// Whether an entry moves its room's state version: everything but a message may change what
-/// later decisions depend on (membership, settings, items); messages never do, so concurrent
-/// posts never conflict.
-pub fn moves_version(body: &EventBody) -> bool {
-    !matches!(body, EventBody::Message { .. })
-}
-
-/// Life-cycle and membership entries are audited (G19); room content is not.
-pub fn is_audited(body: &EventBody) -> bool {
-    matches!(
-        body,
-        EventBody::Created { .. }
-            | EventBody::MembersAdded { .. }
-            | EventBody::MemberRemoved { .. }
-            | EventBody::MastersAdded { .. }
-            | EventBody::MasterRemoved { .. }
-            | EventBody::GroupUpdated { .. }
-            | EventBody::Converted { .. }
-    )
-}
-
-/// The audit record of a committed entry of a room owned by `owner`, if it is audited: it
-/// involves the owner, the author's company and the company of every user it names. The store
-/// writes it in the entry's transaction; the room actor publishes the same record on the ops
-/// stream.
-pub fn audit_of(event: &Event, owner: &CompanyId) -> Option<NewAudit> {
-    if !is_audited(&event.body) {
-        return None;
-    }
-    let mut companies = vec![owner.clone()];
-    companies.extend(event.author.company());
-    companies.extend(
-        named_users(&event.body)
-            .into_iter()
-            .filter_map(|u| u.company()),
-    );
-    companies.sort();
-    companies.dedup();
-    Some(NewAudit {
-        ts: event.ts,
-        room: event.room.clone(),
-        actor: event.author.clone(),
-        action: event.body.kind(),
-        detail: serde_json::to_string(&event.body).unwrap_or_else(|_| "null".into()),
-        companies,
-    })
-}
-
-/// Every user an entry names.
-fn named_users(body: &EventBody) -> Vec<&UserId> {
-    match body {
-        EventBody::Created {
-            members, masters, ..
-        } => members.iter().chain(masters).collect(),
-        EventBody::MembersAdded { users } | EventBody::MastersAdded { users } => {
-            users.iter().collect()
-        }
-        EventBody::MemberRemoved { user, .. } | EventBody::MasterRemoved { user } => vec![user],
-        EventBody::Converted {
-            members,
-            masters,
-            left_out,
-            ..
-        } => members
-            .iter()
-            .chain(masters)
-            .chain(left_out.iter().map(|l| &l.user))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// A stored audit record.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AuditEntry {
-    pub id: u64,
-    pub ts: i64,
-    pub room: RoomId,
-    pub actor: UserId,
-    pub action: String,
-    pub detail: serde_json::Value,
-}
-
-/// A group's invitation link (G14).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Invite {
-    pub token: String,
-    /// Seconds since the Unix epoch; `None` = never expires.
-    pub expires_at: Option<i64>,
-}
-
-/// A stored file's record (G17: its bytes count against `company`'s shared storage).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FileRecord {
-    pub id: String,
-    pub room: RoomId,
-    /// The owner company of the room, charged for the bytes.
-    pub company: CompanyId,
-    pub size: u64,
-    /// Hex SHA-256 of the content.
-    pub sha256: String,
-    pub name: String,
-    pub content_type: String,
-    pub created_by: UserId,
-    pub created_at: i64,
-}
 
 /// A durable commit in flight: resolves once the entries are durably stored (or failed).
 pub type CommitTicket = BoxFuture<'static, StoreResult<Vec<Appended>>>;
 
-/// The system of record. Every implementation passes [`suite`].
+/// The system of record. Every implementation passes the store suite (`tests/it/store_suite.rs`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- directory ---------------------------------------------------------------------------

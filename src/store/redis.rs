@@ -28,7 +28,7 @@
 //! One writer task takes appends in call order. A plain post (one message) is one script that
 //! dedupes by client id, takes the next seq and writes the entry; consecutive posts to a room go
 //! in one pipeline. Any other entry is projected in Rust with the same pure functions the SQLite
-//! store uses ([`crate::room::rules::apply`], [`crate::room::features::apply`]) and written by a
+//! store uses ([`crate::domain::rules::apply`], [`crate::domain::features::apply`]) and written by a
 //! script that first checks that the room's head (and every item it rewrites) is still what the
 //! projection was computed from; if not, it is computed again. Non-post entries move the room's
 //! state `version`.
@@ -38,11 +38,11 @@
 //! which the record can be rebuilt) but not the record.
 
 use super::*;
-use crate::directory::{Company, CompanySettings, User};
+use crate::domain::directory::{Company, CompanySettings, User};
 use ::redis::aio::{ConnectionLike, ConnectionManager};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Cmd, Pipeline, RedisFuture, Script, Value};
-use crossroom_protocol::Item;
+use crossroom_protocol::{EventBody, Features, Item, RoomKind};
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -53,6 +53,11 @@ use tokio::sync::{mpsc, oneshot};
 const WRITE_BATCH: usize = 512;
 /// Retries of a projected append whose room moved meanwhile.
 const MAX_RETRIES: usize = 100;
+
+/// The pub/sub channel of a room's events (same hash tag as the room's keys).
+pub fn room_channel(room: &RoomId) -> String {
+    format!("cr:{{{}}}:ev", room.0)
+}
 
 /// A Redis connection: a single server (reconnecting) or a cluster.
 #[derive(Clone)]
@@ -589,7 +594,7 @@ impl Inner {
                 .arg(payload)
                 .arg(job.expect.map(|v| v.to_string()).unwrap_or_default())
                 .arg(self.publish_cmd())
-                .arg(crate::bus::room_channel(room));
+                .arg(room_channel(room));
             pipe.add_command(cmd);
             payloads.push(Ok(()));
         }
@@ -730,7 +735,7 @@ impl Inner {
                 .arg(expect.map(|v| v.to_string()).unwrap_or_default())
                 .arg(plan.new_version)
                 .arg(self.publish_cmd())
-                .arg(crate::bus::room_channel(room))
+                .arg(room_channel(room))
                 .arg(plan.logs.len());
             for (seq, entry) in &plan.logs {
                 inv.arg(*seq).arg(entry);
@@ -842,7 +847,7 @@ impl Inner {
             ));
             // Room projection.
             let old_image = room.image.clone();
-            crate::room::rules::apply(&mut room, &entry.author, &entry.body);
+            crate::domain::rules::apply(&mut room, &entry.author, &entry.body);
             match &entry.body {
                 EventBody::MembersAdded { users } => {
                     for u in users {
@@ -874,16 +879,16 @@ impl Inner {
             // Item projection.
             if let EventBody::ItemPurged { item } = &entry.body {
                 let all = self.items_of(&id).await?;
-                for gone in crate::room::features::subtree(&all, *item) {
+                for gone in crate::domain::features::subtree(&all, *item) {
                     let current = self.item_entry(&id, gone, &mut items).await?;
                     if let Some(Item::File(f)) = &current.1 {
                         plan.garbage.push(f.file.clone());
                     }
                     current.1 = None;
                 }
-            } else if let Some(target) = crate::room::features::target(&event) {
+            } else if let Some(target) = crate::domain::features::target(&event) {
                 let current = self.item_entry(&id, target, &mut items).await?;
-                current.1 = crate::room::features::apply(current.1.take(), &event);
+                current.1 = crate::domain::features::apply(current.1.take(), &event);
             }
             if let Some(a) = audit_of(&event, &room.owner_company) {
                 plan.audits.push(a);

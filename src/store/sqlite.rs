@@ -12,7 +12,7 @@ use super::{
     Appended, AuditEntry, CommitTicket, FileRecord, Invite, MembershipRow, NewAudit, NewEntry,
     NewRoom, RoomRecord, Store, StoreError, StoreResult,
 };
-use crate::directory::{Company, CompanySettings, User, UserKind};
+use crate::domain::directory::{Company, CompanySettings, User, UserKind};
 use async_trait::async_trait;
 use crossroom_protocol::{CompanyId, Event, EventBody, Features, Item, RoomId, RoomKind, UserId};
 use futures_util::FutureExt;
@@ -485,7 +485,7 @@ fn set_membership(
 /// record life-cycle and membership entries in the audit log — in the same transaction.
 fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
     let room = &event.room;
-    if let Some(id) = crate::room::features::target(event) {
+    if let Some(id) = crate::domain::features::target(event) {
         project_item(conn, event, id)?;
     }
     match &event.body {
@@ -641,7 +641,7 @@ fn project_item(conn: &Connection, event: &Event, id: u64) -> StoreResult<()> {
     let room = &event.room;
     if let EventBody::ItemPurged { item } = &event.body {
         let items = all_items(conn, room)?;
-        for gone in crate::room::features::subtree(&items, *item) {
+        for gone in crate::domain::features::subtree(&items, *item) {
             if let Some(Item::File(f)) = items.iter().find(|i| i.id() == gone) {
                 delete_file_row(conn, &f.file)?;
             }
@@ -650,7 +650,7 @@ fn project_item(conn: &Connection, event: &Event, id: u64) -> StoreResult<()> {
         return Ok(());
     }
     let current = load_item(conn, room, id)?;
-    let next = crate::room::features::apply(current, event);
+    let next = crate::domain::features::apply(current, event);
     save_item(conn, room, id, next.as_ref())
 }
 

@@ -2,6 +2,7 @@
 //! Each test names the SPEC.md rule it proves.
 
 mod admin;
+mod architecture;
 mod browser;
 mod cluster;
 mod delivery;
@@ -13,4 +14,5 @@ mod lifecycle;
 mod model;
 mod ops;
 mod rooms;
+mod store_checks;
 mod store_suite;

@@ -1,29 +1,98 @@
-//! The store behaviour suite on every backend.
+//! The store behaviour suite ([`crate::store_checks`]) on every backend: SQLite, Redis, and a
+//! three-master Redis Cluster, each check on a fresh store.
 
 use crate::harness::{Redis, RedisCluster};
 use crossroom::store::redis::RedisStore;
 use crossroom::store::sqlite::SqliteStore;
-use crossroom::store::{suite, SharedStore};
+use crossroom::store::SharedStore;
 use std::sync::Arc;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_suite_passes_on_sqlite() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("t.db")).expect("open"));
-    suite::run(store.clone()).await;
-    store.close().await;
+/// A fresh store of one backend, with what keeps it alive (a temporary folder, Redis processes).
+struct Fresh {
+    store: SharedStore,
+    _keep: Box<dyn std::any::Any + Send>,
 }
+
+impl Fresh {
+    async fn sqlite() -> Fresh {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store: SharedStore =
+            Arc::new(SqliteStore::open(&dir.path().join("t.db")).expect("open"));
+        Fresh {
+            store,
+            _keep: Box::new(dir),
+        }
+    }
+
+    async fn redis() -> Fresh {
+        let redis = Redis::start(&[]).await;
+        let store: SharedStore = Arc::new(RedisStore::open(&[redis.url()]).await.expect("open"));
+        Fresh {
+            store,
+            _keep: Box::new(redis),
+        }
+    }
+
+    async fn redis_cluster() -> Fresh {
+        let cluster = RedisCluster::start(3).await;
+        let store: SharedStore = Arc::new(RedisStore::open(&cluster.urls()).await.expect("open"));
+        Fresh {
+            store,
+            _keep: Box::new(cluster),
+        }
+    }
+}
+
+/// One test per check and backend: `sqlite::directory`, `redis::directory`,
+/// `redis_cluster::directory`, …
+macro_rules! every_check_on {
+    ($backend:ident: $($check:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let fresh = super::Fresh::$backend().await;
+                    crate::store_checks::$check(&fresh.store).await;
+                    fresh.store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_backend {
+    ($($check:ident),* $(,)?) => {
+        every_check_on!(sqlite: $($check),*);
+        every_check_on!(redis: $($check),*);
+        every_check_on!(redis_cluster: $($check),*);
+    };
+}
+
+every_backend!(
+    directory,
+    rooms_and_log,
+    idempotent_appends,
+    conditional_appends,
+    ordered_pipelined_appends,
+    read_state,
+    projections_and_audit,
+    invites,
+    storage_and_delete,
+    items_and_recall,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_everything_across_reopen() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("t.db");
     let store: SharedStore = Arc::new(SqliteStore::open(&path).expect("open"));
-    suite::run(store.clone()).await;
+    crate::store_checks::ordered_pipelined_appends(&store).await;
+    crate::store_checks::projections_and_audit(&store).await;
     let before = store
         .read_range(&"r_pipe".into(), 0, u64::MAX, 1000)
         .await
         .expect("read");
+    let room_before = store.room(&"r_proj".into()).await.expect("read");
     store.close().await;
     drop(store);
     let again: SharedStore = Arc::new(SqliteStore::open(&path).expect("reopen"));
@@ -33,23 +102,11 @@ async fn sqlite_keeps_everything_across_reopen() {
         .expect("read");
     assert_eq!(before, after);
     assert_eq!(after.len(), 201);
+    assert_eq!(
+        again.room(&"r_proj".into()).await.expect("read"),
+        room_before
+    );
     again.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_suite_passes_on_redis() {
-    let redis = Redis::start(&[]).await;
-    let store: SharedStore = Arc::new(RedisStore::open(&[redis.url()]).await.expect("open"));
-    suite::run(store.clone()).await;
-    store.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_suite_passes_on_a_three_master_redis_cluster() {
-    let cluster = RedisCluster::start(3).await;
-    let store: SharedStore = Arc::new(RedisStore::open(&cluster.urls()).await.expect("open"));
-    suite::run(store.clone()).await;
-    store.close().await;
 }
 
 /// With AOF `appendfsync always`, an acknowledged append survives `redis-server` being

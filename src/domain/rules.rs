@@ -1,9 +1,9 @@
 //! The pure rules of rooms: plain functions over plain data, no I/O, each tested beside it and
 //! named after the SPEC.md rule it enforces.
 
-use crate::directory::{CompanySettings, GroupCreation, User, UserKind};
+use crate::domain::directory::{CompanySettings, GroupCreation, User, UserKind};
+use crate::domain::records::RoomRecord;
 use crate::error::{ApiError, ApiResult};
-use crate::store::RoomRecord;
 use crossroom_protocol::{
     CompanyId, ErrorCode, EventBody, Features, LeftOut, RemovalReason, RoomKind, UserId,
 };
@@ -452,7 +452,7 @@ pub struct Context {
     pub owned_groups: u64,
     pub max_participants: usize,
     /// The group's current invitation link (for `Join`).
-    pub invite: Option<crate::store::Invite>,
+    pub invite: Option<crate::domain::records::Invite>,
     /// Seconds since the Unix epoch (invitation expiry).
     pub now_secs: i64,
 }
@@ -1477,7 +1477,7 @@ mod tests {
             decide(&r, &carol, &join, &c).expect_err("no link").code,
             ErrorCode::NotFound
         );
-        c.invite = Some(crate::store::Invite {
+        c.invite = Some(crate::domain::records::Invite {
             token: "t".into(),
             expires_at: Some(999),
         });
@@ -1485,7 +1485,7 @@ mod tests {
             decide(&r, &carol, &join, &c).expect_err("expired").code,
             ErrorCode::NotFound
         );
-        c.invite = Some(crate::store::Invite {
+        c.invite = Some(crate::domain::records::Invite {
             token: "t".into(),
             expires_at: None,
         });

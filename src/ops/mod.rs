@@ -5,12 +5,15 @@
 //! One sampler task per node turns the [`METRICS`] counters and the hub's state into a
 //! [`Stats`] each second and publishes it on a watch channel; audit records go out on a broadcast
 //! channel. Every ops connection reads both, so a dashboard costs the node nothing per second but
-//! its own frame.
+//! its own frame. The feeds themselves ([`feed`]) sit low, so room actors can publish to them.
+
+pub mod feed;
+
+pub use feed::{OpsFeed, RoomStats};
 
 use crate::directory::admin::is_operator_key;
 use crate::hub::Hub;
 use crate::metrics::{LatencyReading, METRICS};
-use crate::store::NewAudit;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -22,15 +25,13 @@ use crossroom_protocol::{close, CompanyId, ErrorCode, RoomId};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 /// How often a `stats` frame is sampled.
 pub const INTERVAL: Duration = Duration::from_secs(1);
-/// Audit records an ops stream may fall behind by before it is told it skipped some.
-const AUDIT_BACKLOG: usize = 1024;
 /// Rooms listed in `busiest_rooms`.
 const BUSIEST: usize = 10;
 /// A dashboard that does not take a frame within this long is dropped.
@@ -38,57 +39,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame a dashboard may send.
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
-/// The node's ops feeds.
-pub struct OpsFeed {
-    audit: broadcast::Sender<Arc<AuditRecord>>,
-    stats: watch::Sender<Arc<Stats>>,
-    started: Instant,
-}
-
-impl Default for OpsFeed {
-    fn default() -> Self {
-        OpsFeed {
-            audit: broadcast::channel(AUDIT_BACKLOG).0,
-            stats: watch::channel(Arc::new(Stats::default())).0,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl OpsFeed {
-    /// Publish an audit record that was just written.
-    pub fn publish(&self, a: &NewAudit) {
-        if self.audit.receiver_count() == 0 {
-            return;
-        }
-        let record = AuditRecord {
-            ts: a.ts,
-            room: a.room.clone(),
-            actor: a.actor.clone(),
-            action: a.action.clone(),
-            detail: serde_json::from_str(&a.detail).unwrap_or(serde_json::Value::Null),
-            companies: a.companies.clone(),
-        };
-        // No receiver left in between: nobody to tell.
-        let _ = self.audit.send(Arc::new(record));
-    }
-
-    /// The latest sample.
-    pub fn latest(&self) -> Arc<Stats> {
-        self.stats.borrow().clone()
-    }
-}
-
-/// A room actor's counters, read by the sampler.
-#[derive(Default)]
-pub struct RoomStats {
-    pub entries: AtomicU64,
-    pub subscribers: AtomicU64,
-}
-
 /// Sample the node every [`INTERVAL`] until shutdown.
 pub fn spawn_sampler(hub: Arc<Hub>) {
-    tokio::spawn(async move {
+    let shutdown = hub.shutdown.clone();
+    shutdown.spawn_background(async move {
         let mut sampler = Sampler::new();
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -98,7 +52,7 @@ pub fn spawn_sampler(hub: Arc<Hub>) {
                 _ = hub.shutdown.triggered() => return,
             }
             let stats = sampler.sample(&hub);
-            hub.ops.stats.send_replace(Arc::new(stats));
+            hub.ops.set_stats(stats);
         }
     });
 }
@@ -138,28 +92,29 @@ impl Sampler {
         let fanout = METRICS.fanout.read();
         let mut rooms = HashMap::with_capacity(self.rooms.len());
         let mut busiest = Vec::new();
-        for r in hub.rooms.iter() {
-            let entries = r.stats.entries.load(Ordering::Relaxed);
-            let before = self.rooms.get(r.key()).copied().unwrap_or(0);
+        for (room, stats) in hub.rooms.stats() {
+            let entries = stats.entries.load(Ordering::Relaxed);
+            let before = self.rooms.get(&room).copied().unwrap_or(0);
             if entries > before {
                 busiest.push(RoomActivity {
-                    room: r.key().clone(),
+                    room: room.clone(),
                     events_per_sec: rate(entries, before),
-                    subscribers: r.stats.subscribers.load(Ordering::Relaxed),
+                    subscribers: stats.subscribers.load(Ordering::Relaxed),
                 });
             }
-            rooms.insert(r.key().clone(), entries);
+            rooms.insert(room, entries);
         }
         busiest.sort_by(|a, b| b.events_per_sec.total_cmp(&a.events_per_sec));
         busiest.truncate(BUSIEST);
         let stats = Stats {
-            ts: crate::room::now_ms(),
-            uptime_secs: hub.ops.started.elapsed().as_secs(),
+            ts: crate::clock::now_ms(),
+            uptime_secs: hub.ops.uptime().as_secs(),
             connections: hub.shutdown.live_connections() as u64,
-            sessions: hub.session_count() as u64,
-            rooms: hub.active_rooms() as u64,
+            sessions: hub.sessions.count() as u64,
+            rooms: hub.rooms.active() as u64,
             sessions_by_company: hub
-                .sessions_by_company()
+                .sessions
+                .by_company()
                 .into_iter()
                 .map(|(c, n)| (c, n as u64))
                 .collect(),
@@ -235,10 +190,10 @@ pub async fn handler(
     Query(q): Query<OpsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(refusal) = crate::connection::admit_upgrade(&hub, &headers) {
+    if let Err(refusal) = crate::session::admit_upgrade(&hub, &headers) {
         return refusal.into_response();
     }
-    let authed = match crate::connection::bearer(&headers) {
+    let authed = match crate::directory::token::bearer(&headers) {
         Some(key) if is_operator_key(&hub, key) => true,
         Some(_) => {
             return crate::error::ApiError::new(ErrorCode::Unauthorized, "not the operator key")
@@ -320,8 +275,8 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, authed: bool, mut filter: Filter)
         }
     }
 
-    let mut stats = hub.ops.stats.subscribe();
-    let mut audit = hub.ops.audit.subscribe();
+    let mut stats = hub.ops.watch_stats();
+    let mut audit = hub.ops.watch_audit();
     let hello = |f: &Filter| OpsServerFrame::Hello {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         interval_ms: INTERVAL.as_millis() as u64,

@@ -3,8 +3,8 @@
 //! keeps an item's state in step with a committed entry (the store's projection uses it in the
 //! same transaction), and [`occurrences`] expands calendar recurrences.
 
+use crate::domain::records::RoomRecord;
 use crate::error::{ApiError, ApiResult};
-use crate::store::RoomRecord;
 use crossroom_protocol::{
     Action, CalendarEvent, CalendarFields, Comment, Completion, ErrorCode, Event, EventBody,
     FileItem, Folder, Frequency, Item, Note, NoteFields, Occurrence, RoomKind, Task, TaskFields,

@@ -1,4 +1,5 @@
-//! A session's outbound queue: bounded in frames and in bytes, fed with `try_send` by anyone
+//! A session's outbound queue, and [`Reply`], the handle through which a request's answer
+//! reaches it. The queue is bounded in frames and in bytes, fed with `try_send` by anyone
 //! (room actors, the session's own reader, the hub) and drained by the session's writer task.
 //!
 //! Nobody ever waits on a slow client: when the queue is full or past its byte budget, the push
@@ -7,6 +8,7 @@
 //! Room events are encoded once per encoding ([`SharedEvent`]) and their bytes shared by every
 //! recipient.
 
+use crate::error::ApiError;
 use crate::metrics::METRICS;
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
@@ -342,6 +344,72 @@ impl SharedEvent {
         };
         cell.get_or_init(|| encode_frame(encoding, &self.frame))
             .clone()
+    }
+}
+
+/// Identifies one session on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Where a request's answer goes: the requesting session's queue (replies and pushes then keep
+/// their order), or a one-shot channel for callers that are not sessions (the admin API).
+pub struct Reply {
+    pub id: u32,
+    target: ReplyTarget,
+}
+
+enum ReplyTarget {
+    Session(Outbound),
+    /// Taken by the first frame sent.
+    Once(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<ServerFrame>>>),
+}
+
+impl Reply {
+    pub fn session(out: Outbound, id: u32) -> Reply {
+        Reply {
+            id,
+            target: ReplyTarget::Session(out),
+        }
+    }
+
+    /// A reply that lands in the returned receiver.
+    pub fn channel() -> (Reply, tokio::sync::oneshot::Receiver<ServerFrame>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Reply {
+                id: 0,
+                target: ReplyTarget::Once(std::sync::Mutex::new(Some(tx))),
+            },
+            rx,
+        )
+    }
+
+    /// The session behind this reply, if it comes from one.
+    pub fn outbound(&self) -> Option<&Outbound> {
+        match &self.target {
+            ReplyTarget::Session(o) => Some(o),
+            ReplyTarget::Once(_) => None,
+        }
+    }
+
+    pub fn send(&self, frame: ServerFrame) {
+        match &self.target {
+            // A session that cannot take its reply is being closed; the client retries on
+            // reconnect (posts are idempotent by client_msg_id).
+            ReplyTarget::Session(out) => {
+                let _ = out.send(&frame);
+            }
+            ReplyTarget::Once(tx) => {
+                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                    // The caller may have given up waiting; nothing to do then.
+                    let _ = tx.send(frame);
+                }
+            }
+        }
+    }
+
+    pub fn fail(&self, e: ApiError) {
+        self.send(e.to_frame(Some(self.id)));
     }
 }
 

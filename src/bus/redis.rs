@@ -1,11 +1,11 @@
-//! Cross-node fan-out over Redis pub/sub (cluster mode).
+//! The Redis bus: cross-node fan-out over Redis pub/sub (cluster mode).
 //!
 //! - **Room events**: the store's append scripts publish every committed entry on the room's
 //!   channel `cr:{<room>}:ev` in the same atomic step as the commit (`SPUBLISH` on Redis Cluster,
 //!   `PUBLISH` on a single Redis). A node subscribes to the rooms it has a live actor for; the
 //!   actor checks seq continuity and fills gaps from the log. Pub/sub is at-most-once, so every
 //!   (re)subscription confirmation — after a reconnect too — makes the room's actor catch up from
-//!   the log; and every 2 s a sweep reads the heads of all the rooms the node holds (pipelined
+//!   the log; and every 2 s a sweep (`crate::room::registry`) reads the heads of all the rooms the node holds (pipelined
 //!   `HMGET`s, not one room load per actor), and an actor whose subscribers are behind catches up.
 //! - **Node notices** on `cr:nodes`: pushes to a user's sessions wherever they are connected
 //!   (`joined`, `removed`, `room_deleted`, `task_notice`), closing a user's sessions (disabled,
@@ -13,16 +13,17 @@
 //!   so the node publishes a probe every second and is *degraded* (not ready) while its own
 //!   probes stop coming back.
 
-use crate::connection::outbound::CloseRequest;
-use crate::hub::Hub;
+use super::{Bus, Inbox};
 use crate::metrics::METRICS;
-use crate::store::redis::Conn;
+use crate::outbound::CloseRequest;
+use crate::shutdown::Shutdown;
+use crate::store::redis::{room_channel, Conn};
 use crate::store::StoreError;
 use crossroom_protocol::{close, Event, EventBody, RoomId, ServerFrame, UserId};
 use redis::{PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -32,11 +33,6 @@ const NODES: &str = "cr:nodes";
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A node whose own probe has not come back for this long is degraded.
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);
-
-/// The pub/sub channel of a room's events (same hash tag as the room's keys).
-pub fn room_channel(room: &RoomId) -> String {
-    format!("cr:{{{}}}:ev", room.0)
-}
 
 fn room_of_channel(channel: &str) -> Option<RoomId> {
     channel
@@ -96,7 +92,7 @@ enum Sub {
     Unsubscribe(RoomId),
 }
 
-pub struct Bus {
+pub struct RedisBus {
     node: String,
     /// Publishes node notices (the store's connection would do, but keeping them apart keeps a
     /// slow store from delaying notices).
@@ -107,17 +103,23 @@ pub struct Bus {
     healthy: AtomicBool,
     probes_sent: AtomicU64,
     probe_seen_at: std::sync::Mutex<Instant>,
+    /// Where incoming events and notices go; set once by [`RedisBus::attach`].
+    inbox: OnceLock<Weak<dyn Inbox>>,
+    /// The listener's pushes, until [`RedisBus::attach`] starts the loop that reads them.
+    pushes: std::sync::Mutex<Option<mpsc::UnboundedReceiver<PushInfo>>>,
+    shutdown: Shutdown,
 }
 
-impl Bus {
-    /// Connect (same URLs as the store) and start listening; incoming messages go to `hub`.
-    pub async fn start(urls: &[String], hub: Weak<Hub>) -> Result<Arc<Bus>, StoreError> {
+impl RedisBus {
+    /// Connect (same URLs as the store) and subscribe to the node notices. Nothing is delivered
+    /// until [`RedisBus::attach`] names where it goes.
+    pub async fn start(urls: &[String], shutdown: Shutdown) -> Result<Arc<RedisBus>, StoreError> {
         let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
         let listen = Conn::connect_with_pushes(urls, push_tx).await?;
         let publish = Conn::connect(urls).await?;
         let sharded = matches!(listen, Conn::Cluster(_));
         let (subs_tx, subs_rx) = mpsc::unbounded_channel();
-        let bus = Arc::new(Bus {
+        let bus = Arc::new(RedisBus {
             node: crate::random::token(),
             publish,
             subs: subs_tx,
@@ -125,14 +127,30 @@ impl Bus {
             healthy: AtomicBool::new(true),
             probes_sent: AtomicU64::new(0),
             probe_seen_at: std::sync::Mutex::new(Instant::now()),
+            inbox: OnceLock::new(),
+            pushes: std::sync::Mutex::new(Some(push_rx)),
+            shutdown,
         });
         let mut conn = listen.clone();
         subscribe_plain(&mut conn, NODES).await?;
-        tokio::spawn(subscriptions(conn, sharded, subs_rx));
-        tokio::spawn(listen_loop(Arc::downgrade(&bus), hub.clone(), push_rx));
-        tokio::spawn(probe_loop(Arc::downgrade(&bus), hub.clone()));
-        tokio::spawn(sweep_loop(hub));
+        bus.shutdown
+            .spawn_background(subscriptions(conn, sharded, subs_rx));
         Ok(bus)
+    }
+
+    /// Deliver incoming room events and node notices to `inbox` from now on, and start the
+    /// liveness probe. Called once, when the node is assembled.
+    pub fn attach(self: &Arc<Self>, inbox: Weak<dyn Inbox>) {
+        if self.inbox.set(inbox).is_err() {
+            return;
+        }
+        let Some(rx) = self.pushes.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        self.shutdown
+            .spawn_background(listen_loop(Arc::downgrade(self), rx));
+        self.shutdown
+            .spawn_background(probe_loop(Arc::downgrade(self)));
     }
 
     /// This node's id in notices.
@@ -145,36 +163,6 @@ impl Bus {
         self.sharded
     }
 
-    /// False while this node's probes do not come back: its subscription may have stalled.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    /// Receive `room`'s events (this node has an actor for it).
-    pub fn subscribe(&self, room: &RoomId) {
-        let _ = self.subs.send(Sub::Subscribe(room.clone()));
-    }
-
-    pub fn unsubscribe(&self, room: &RoomId) {
-        let _ = self.subs.send(Sub::Unsubscribe(room.clone()));
-    }
-
-    /// Push `frame` to `user`'s sessions on the other nodes.
-    pub fn push(&self, user: &UserId, frame: &ServerFrame) {
-        self.notify(What::Push {
-            user: user.clone(),
-            frame: Box::new(frame.clone()),
-        });
-    }
-
-    /// Close `user`'s sessions on the other nodes.
-    pub fn close_sessions(&self, user: &UserId, code: u16) {
-        self.notify(What::Close {
-            user: user.clone(),
-            code,
-        });
-    }
-
     fn notify(&self, what: What) {
         let Ok(payload) = serde_json::to_string(&Notice {
             from: self.node.clone(),
@@ -183,7 +171,7 @@ impl Bus {
             return;
         };
         let mut conn = self.publish.clone();
-        tokio::spawn(async move {
+        self.shutdown.spawn(async move {
             let sent: Result<Value, _> = redis::cmd("PUBLISH")
                 .arg(NODES)
                 .arg(payload)
@@ -192,6 +180,42 @@ impl Bus {
             if let Err(e) = sent {
                 tracing::warn!(error = %e, "cannot publish a node notice");
             }
+        });
+    }
+}
+
+impl Bus for RedisBus {
+    fn is_cluster(&self) -> bool {
+        true
+    }
+
+    /// False while this node's probes do not come back: its subscription may have stalled.
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Receive `room`'s events (this node has an actor for it).
+    fn subscribe(&self, room: &RoomId) {
+        let _ = self.subs.send(Sub::Subscribe(room.clone()));
+    }
+
+    fn unsubscribe(&self, room: &RoomId) {
+        let _ = self.subs.send(Sub::Unsubscribe(room.clone()));
+    }
+
+    /// Push `frame` to `user`'s sessions on the other nodes.
+    fn push(&self, user: &UserId, frame: &ServerFrame) {
+        self.notify(What::Push {
+            user: user.clone(),
+            frame: Box::new(frame.clone()),
+        });
+    }
+
+    /// Close `user`'s sessions on the other nodes.
+    fn close_sessions(&self, user: &UserId, code: u16) {
+        self.notify(What::Close {
+            user: user.clone(),
+            code,
         });
     }
 }
@@ -235,9 +259,10 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-async fn listen_loop(bus: Weak<Bus>, hub: Weak<Hub>, mut rx: mpsc::UnboundedReceiver<PushInfo>) {
+async fn listen_loop(bus: Weak<RedisBus>, mut rx: mpsc::UnboundedReceiver<PushInfo>) {
     while let Some(push) = rx.recv().await {
-        let (Some(bus), Some(hub)) = (bus.upgrade(), hub.upgrade()) else {
+        let Some(bus) = bus.upgrade() else { return };
+        let Some(inbox) = bus.inbox.get().and_then(Weak::upgrade) else {
             return;
         };
         match push.kind {
@@ -251,16 +276,16 @@ async fn listen_loop(bus: Weak<Bus>, hub: Weak<Hub>, mut rx: mpsc::UnboundedRece
                 if let Some(room) = room_of_channel(&channel) {
                     match decode_event(&room, &payload) {
                         Some(event) => {
-                            let lag = crate::room::now_ms().saturating_sub(event.ts);
+                            let lag = crate::clock::now_ms().saturating_sub(event.ts);
                             METRICS
                                 .bus_lag
                                 .observe(Duration::from_millis(lag.max(0) as u64));
-                            hub.remote_event(event)
+                            inbox.room_event(event)
                         }
                         None => tracing::warn!(%room, "undecodable bus event"),
                     }
                 } else if channel == NODES {
-                    on_notice(&bus, &hub, &payload);
+                    on_notice(&bus, &inbox, &payload);
                 }
             }
             PushKind::Subscribe | PushKind::SSubscribe => {
@@ -273,7 +298,7 @@ async fn listen_loop(bus: Weak<Bus>, hub: Weak<Hub>, mut rx: mpsc::UnboundedRece
                     // First subscription, or again after a reconnect: whatever was published
                     // meanwhile is in the log.
                     METRICS.bus_resubscriptions.inc();
-                    hub.room_catch_up(&room);
+                    inbox.room_catch_up(&room);
                 }
             }
             PushKind::Disconnection => {
@@ -284,15 +309,15 @@ async fn listen_loop(bus: Weak<Bus>, hub: Weak<Hub>, mut rx: mpsc::UnboundedRece
     }
 }
 
-fn on_notice(bus: &Bus, hub: &Arc<Hub>, payload: &str) {
+fn on_notice(bus: &RedisBus, inbox: &Arc<dyn Inbox>, payload: &str) {
     let Ok(notice) = serde_json::from_str::<Notice>(payload) else {
         tracing::warn!("undecodable node notice");
         return;
     };
     if notice.from != bus.node {
         match notice.what {
-            What::Push { user, frame } => hub.push_local(&user, &frame),
-            What::Close { user, code } => hub.close_local(&user, close_request(code)),
+            What::Push { user, frame } => inbox.push_local(&user, &frame),
+            What::Close { user, code } => inbox.close_local(&user, close_request(code)),
             What::Probe { .. } => {}
         }
         return;
@@ -323,15 +348,13 @@ fn close_request(code: u16) -> CloseRequest {
 }
 
 /// Publish a probe every second; degraded while our own stop coming back.
-async fn probe_loop(bus: Weak<Bus>, hub: Weak<Hub>) {
+async fn probe_loop(bus: Weak<RedisBus>) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (Some(bus), Some(hub)) = (bus.upgrade(), hub.upgrade()) else {
-            return;
-        };
-        if hub.shutdown.is_triggered() {
+        let Some(bus) = bus.upgrade() else { return };
+        if bus.shutdown.is_triggered() {
             return;
         }
         let n = bus.probes_sent.fetch_add(1, Ordering::Relaxed);
@@ -350,39 +373,10 @@ async fn probe_loop(bus: Weak<Bus>, hub: Weak<Hub>) {
     }
 }
 
-/// How often a node reads the heads of the rooms it holds, for entries the bus did not bring.
-const SWEEP_EVERY: Duration = Duration::from_secs(2);
-/// Rooms read per store call during a sweep.
-const SWEEP_CHUNK: usize = 1000;
-
-/// Pub/sub may lose a message (a subscription that broke and came back, a shard that failed
-/// over); the log never does. Every `SWEEP_EVERY`, read where the log of every room this node
-/// holds an actor for stands — a few pipelined reads for the whole node, instead of one read per
-/// room — and hand each actor its head: one that is behind catches up (`RoomActor::swept`).
-async fn sweep_loop(hub: Weak<Hub>) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(hub) = hub.upgrade() else { return };
-        let rooms: Vec<RoomId> = hub.rooms.iter().map(|e| e.key().clone()).collect();
-        for chunk in rooms.chunks(SWEEP_CHUNK) {
-            match hub.store.heads(chunk).await {
-                Ok(heads) => {
-                    for (room, head) in chunk.iter().zip(heads) {
-                        // A full mailbox skips it: the actor is busy, and the next sweep comes.
-                        hub.try_tell(room, crate::room::RoomCommand::Sweep(head));
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "sweep: cannot read room heads"),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossroom_protocol::RoomId;
 
     #[test]
     fn room_channels_round_trip() {

@@ -1,11 +1,9 @@
-//! The behaviour every [`Store`] must show, as one test-suite that any implementation runs:
-//! `suite::run(store).await` from a test, on a fresh store. It panics on the first difference.
-//!
-//! It is a public module (not `#[cfg(test)]`) so that the integration tests can run it against
-//! each backend: SQLite, Redis, and Redis Cluster.
+//! The behaviour every `Store` must show: one function per check, each run on a fresh store of
+//! every backend by [`crate::store_suite`] (one test per check and backend, so a failure names
+//! both and does not hide the checks after it).
 
-use super::{FileRecord, Invite, NewAudit, NewEntry, NewRoom, SharedStore, StoreError};
-use crate::directory::{Company, CompanySettings, User, UserKind};
+use crossroom::domain::directory::{Company, CompanySettings, User, UserKind};
+use crossroom::store::{FileRecord, Invite, NewAudit, NewEntry, NewRoom, SharedStore, StoreError};
 use crossroom_protocol::{
     CompanyId, ErrorCode, EventBody, Features, LeftOut, RemovalReason, RoomId, RoomKind, UserId,
 };
@@ -37,21 +35,7 @@ fn message(author: &UserId, cmid: &str, text: &str) -> NewEntry {
     }
 }
 
-/// Run every check.
-pub async fn run(store: SharedStore) {
-    directory(&store).await;
-    rooms_and_log(&store).await;
-    idempotent_appends(&store).await;
-    conditional_appends(&store).await;
-    ordered_pipelined_appends(&store).await;
-    read_state(&store).await;
-    projections_and_audit(&store).await;
-    invites(&store).await;
-    storage_and_delete(&store).await;
-    items_and_recall(&store).await;
-}
-
-async fn directory(store: &SharedStore) {
+pub async fn directory(store: &SharedStore) {
     let acme = Company {
         id: "acme.example".into(),
         name: "Acme".into(),
@@ -172,7 +156,7 @@ fn new_room(id: &str, members: &[&UserId], masters: &[&UserId]) -> NewRoom {
     }
 }
 
-async fn rooms_and_log(store: &SharedStore) {
+pub async fn rooms_and_log(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
     let b: UserId = "bob@acme.example".into();
     let m: UserId = "mia@acme.example".into();
@@ -256,7 +240,7 @@ async fn rooms_and_log(store: &SharedStore) {
 
 /// Appends conditional on the state version: messages never move it, anything else does; a
 /// decision made on an older version is refused and writes nothing.
-async fn conditional_appends(store: &SharedStore) {
+pub async fn conditional_appends(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
     let b: UserId = "bob@acme.example".into();
     let room: RoomId = "r_cond".into();
@@ -329,7 +313,7 @@ async fn conditional_appends(store: &SharedStore) {
         .expect("post");
 }
 
-async fn idempotent_appends(store: &SharedStore) {
+pub async fn idempotent_appends(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
     let b: UserId = "bob@acme.example".into();
     store
@@ -372,7 +356,7 @@ async fn idempotent_appends(store: &SharedStore) {
     assert_eq!(all.len(), 3, "created + two messages");
 }
 
-async fn ordered_pipelined_appends(store: &SharedStore) {
+pub async fn ordered_pipelined_appends(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
     store
         .create_room(&new_room("r_pipe", &[&a], &[&a]))
@@ -408,7 +392,7 @@ async fn ordered_pipelined_appends(store: &SharedStore) {
     }
 }
 
-async fn read_state(store: &SharedStore) {
+pub async fn read_state(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
     let b: UserId = "bob@acme.example".into();
     store
@@ -425,7 +409,7 @@ async fn read_state(store: &SharedStore) {
             .expect("commit");
     }
     // Seqs: 1 created, 2 a, 3 b, 4 b, 5 a, 6 b.
-    let row = |rows: Vec<super::MembershipRow>| {
+    let row = |rows: Vec<crossroom::store::MembershipRow>| {
         rows.into_iter()
             .find(|r| r.room == room)
             .expect("member of r_read")
@@ -462,7 +446,7 @@ async fn commit(store: &SharedStore, room: &RoomId, author: &UserId, body: Event
     got[0].event.seq
 }
 
-async fn projections_and_audit(store: &SharedStore) {
+pub async fn projections_and_audit(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
     let b: UserId = "bob@acme.example".into();
     let c: UserId = "carol@globex.example".into();
@@ -613,7 +597,7 @@ fn audit_of(room: &str, action: &str) -> NewAudit {
     }
 }
 
-async fn invites(store: &SharedStore) {
+pub async fn invites(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
     store
         .create_room(&new_room("r_inv", &[&a], &[&a]))
@@ -654,7 +638,7 @@ async fn invites(store: &SharedStore) {
     ));
 }
 
-async fn storage_and_delete(store: &SharedStore) {
+pub async fn storage_and_delete(store: &SharedStore) {
     let acme: CompanyId = "acme.example".into();
     let a: UserId = "alice@acme.example".into();
     store
@@ -751,7 +735,7 @@ async fn storage_and_delete(store: &SharedStore) {
     ));
 }
 
-async fn items_and_recall(store: &SharedStore) {
+pub async fn items_and_recall(store: &SharedStore) {
     use crossroom_protocol::{Attachment, Item, NoteFields};
     let acme: CompanyId = "acme.example".into();
     let a: UserId = "alice@acme.example".into();

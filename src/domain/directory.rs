@@ -1,0 +1,252 @@
+//! The directory's records — companies, users, their admin settings — and the pure rules over
+//! them (who holds external permission, what a valid id is). No I/O.
+
+use crossroom_protocol::{CompanyId, UserId, UserInfo};
+use serde::{Deserialize, Serialize};
+
+/// A company (tenant).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Company {
+    pub id: CompanyId,
+    pub name: String,
+    pub settings: CompanySettings,
+}
+
+/// Who may talk with other companies (SPEC "Company admin settings").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExternalPermission {
+    /// Every member (subject to `external_chat`).
+    AllMembers,
+    /// Only members whose `external_permission` flag is granted.
+    PerMember,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupCreation {
+    AdminsOnly,
+    AlsoMembers,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadReceipts {
+    Off,
+    SenderOnly,
+    Everyone,
+}
+
+/// A company's admin settings, with SPEC.md's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompanySettings {
+    pub external_chat: bool,
+    pub external_permission: ExternalPermission,
+    pub group_creation: GroupCreation,
+    pub masters_can_change_settings: bool,
+    /// Seconds: 3600 (1 h) or 86400 (24 h).
+    pub recall_window_secs: u64,
+    pub read_receipts: ReadReceipts,
+    pub shared_storage_quota: u64,
+    pub max_groups: u64,
+}
+
+impl Default for CompanySettings {
+    fn default() -> Self {
+        CompanySettings {
+            external_chat: false,
+            external_permission: ExternalPermission::AllMembers,
+            group_creation: GroupCreation::AlsoMembers,
+            masters_can_change_settings: true,
+            recall_window_secs: 3600,
+            read_receipts: ReadReceipts::SenderOnly,
+            shared_storage_quota: 10 * 1024 * 1024 * 1024,
+            max_groups: 100_000,
+        }
+    }
+}
+
+impl CompanySettings {
+    /// Check the values an admin may set.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.recall_window_secs != 3600 && self.recall_window_secs != 86_400 {
+            return Err("recall_window_secs must be 3600 (1 h) or 86400 (24 h)".into());
+        }
+        if self.max_groups == 0 {
+            return Err("max_groups must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A company member (`works`) or a consumer LINE user (`line`, general rooms only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    Works,
+    Line,
+}
+
+impl UserKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserKind::Works => "works",
+            UserKind::Line => "line",
+        }
+    }
+}
+
+/// A user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// `login@company`.
+    pub id: UserId,
+    pub company: CompanyId,
+    pub name: String,
+    pub email: String,
+    pub kind: UserKind,
+    pub active: bool,
+    /// The per-member grant, used when the company's `external_permission` is `per_member`.
+    #[serde(rename = "external_permission")]
+    pub external_granted: bool,
+    /// Tokens issued before this time (seconds since the Unix epoch) are refused: an admin
+    /// revoked them.
+    #[serde(default)]
+    pub tokens_valid_after: i64,
+}
+
+impl User {
+    pub fn info(&self) -> UserInfo {
+        UserInfo {
+            id: self.id.clone(),
+            company: self.company.clone(),
+            name: self.name.clone(),
+            kind: self.kind.as_str().to_owned(),
+        }
+    }
+}
+
+/// SPEC: a user **holds external permission** when their company has `external_chat` on and the
+/// user is granted by `external_permission`, the user is `works`, and the user is active.
+pub fn holds_external_permission(user: &User, company: &CompanySettings) -> bool {
+    user.active
+        && user.kind == UserKind::Works
+        && company.external_chat
+        && match company.external_permission {
+            ExternalPermission::AllMembers => true,
+            ExternalPermission::PerMember => user.external_granted,
+        }
+}
+
+/// Validate a login (the part before `@`): 1–64 of `a-z 0-9 . _ -`.
+pub fn validate_login(login: &str) -> Result<(), String> {
+    let ok = !login.is_empty()
+        && login.len() <= 64
+        && login
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("login must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-'".into())
+    }
+}
+
+/// Validate a company id: a lowercase domain name such as `acme.example`.
+pub fn validate_company_id(id: &str) -> Result<(), String> {
+    let labels_ok = id.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    if id.len() <= 253 && id.contains('.') && labels_ok {
+        Ok(())
+    } else {
+        Err("company id must be a lowercase domain name such as acme.example".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(kind: UserKind, active: bool, granted: bool) -> User {
+        User {
+            id: UserId::from("u@a.example"),
+            company: CompanyId::from("a.example"),
+            name: "U".into(),
+            email: "u@a.example".into(),
+            kind,
+            active,
+            external_granted: granted,
+            tokens_valid_after: 0,
+        }
+    }
+
+    #[test]
+    fn external_permission_needs_every_condition() {
+        let on = CompanySettings {
+            external_chat: true,
+            ..Default::default()
+        };
+        let per_member = CompanySettings {
+            external_chat: true,
+            external_permission: ExternalPermission::PerMember,
+            ..Default::default()
+        };
+        let off = CompanySettings::default();
+        assert!(holds_external_permission(
+            &user(UserKind::Works, true, false),
+            &on
+        ));
+        assert!(!holds_external_permission(
+            &user(UserKind::Works, true, true),
+            &off
+        ));
+        assert!(!holds_external_permission(
+            &user(UserKind::Line, true, true),
+            &on
+        ));
+        assert!(!holds_external_permission(
+            &user(UserKind::Works, false, true),
+            &on
+        ));
+        assert!(!holds_external_permission(
+            &user(UserKind::Works, true, false),
+            &per_member
+        ));
+        assert!(holds_external_permission(
+            &user(UserKind::Works, true, true),
+            &per_member
+        ));
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = CompanySettings::default();
+        assert!(!s.external_chat);
+        assert_eq!(s.external_permission, ExternalPermission::AllMembers);
+        assert_eq!(s.group_creation, GroupCreation::AlsoMembers);
+        assert!(s.masters_can_change_settings);
+        assert_eq!(s.recall_window_secs, 3600);
+        assert_eq!(s.read_receipts, ReadReceipts::SenderOnly);
+        assert_eq!(s.shared_storage_quota, 10 << 30);
+        assert_eq!(s.max_groups, 100_000);
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn ids_are_validated() {
+        assert!(validate_company_id("acme.example").is_ok());
+        assert!(validate_company_id("acme").is_err());
+        assert!(validate_company_id("Acme.example").is_err());
+        assert!(validate_company_id("-a.example").is_err());
+        assert!(validate_login("alice").is_ok());
+        assert!(validate_login("").is_err());
+        assert!(validate_login("a@b").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! The domain: the records, the rules and the one projection of the room log that the room actor
+//! and both stores use. Pure: no I/O, no tasks, no frames; refusals are [`crate::error::ApiError`]
+//! values (a code and a message), mapped to frames, HTTP statuses and close codes at the edges.
+//!
+//! - [`directory`]: companies, users, settings; who holds external permission.
+//! - [`records`]: rooms, log entries, audit records, invitations, files as the store keeps them.
+//! - [`rules`]: who may create, post, add, remove, convert, join — and [`rules::apply`], the
+//!   projection of one entry onto a room.
+//! - [`features`]: notes, calendar, tasks, folder, recall — decisions and the item projection.
+
+pub mod directory;
+pub mod features;
+pub mod records;
+pub mod rules;

@@ -1,0 +1,38 @@
+//! [`RoomContext`]: everything a room actor uses beyond its own state — the store, the limits,
+//! the bus, the node's live sessions (for pushes), file bytes, the ops feed — and the map of live
+//! actors, from which an idle actor retires itself.
+
+use super::handle::RoomHandle;
+use crate::blob::BlobStore;
+use crate::bus::SharedBus;
+use crate::config::Limits;
+use crate::ops::feed::OpsFeed;
+use crate::sessions::Sessions;
+use crate::shutdown::Shutdown;
+use crate::store::SharedStore;
+use crossroom_protocol::RoomId;
+use dashmap::DashMap;
+use std::sync::Arc;
+
+pub struct RoomContext {
+    pub store: SharedStore,
+    pub limits: Limits,
+    pub bus: SharedBus,
+    pub sessions: Arc<Sessions>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub ops: Arc<OpsFeed>,
+    /// Tracks the actors and the work they spawn.
+    pub shutdown: Shutdown,
+    /// Base URL for links people open (invitations).
+    pub public_url: String,
+    /// Live room actors on this node. An entry is inserted by the registry and removed only by
+    /// its own actor, when idle ([`crate::room::registry`]).
+    pub rooms: DashMap<RoomId, RoomHandle>,
+}
+
+impl RoomContext {
+    /// The link a person opens to join with an invitation token (G14).
+    pub fn invite_url(&self, token: &str) -> String {
+        format!("{}/v1/invite/{token}", self.public_url)
+    }
+}

@@ -1,0 +1,153 @@
+//! The registry of this node's room actors: it spawns an actor on first use and hands it
+//! commands ([`Rooms::send`], [`Rooms::ask`]); an actor retires itself when idle, removing its
+//! entry only when nobody holds its sender, so no command is lost to a stopping actor. In
+//! cluster mode it also runs the node's head sweep ([`sweep_loop`]).
+
+use super::actor;
+use super::context::RoomContext;
+use super::handle::RoomHandle;
+use super::RoomCommand;
+use crate::error::ApiError;
+use crate::outbound::Reply;
+use crossroom_protocol::{RoomId, ServerFrame};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+pub struct Rooms {
+    ctx: Arc<RoomContext>,
+    next_generation: AtomicU64,
+}
+
+impl Rooms {
+    pub fn new(ctx: Arc<RoomContext>) -> Rooms {
+        Rooms {
+            ctx,
+            next_generation: AtomicU64::new(1),
+        }
+    }
+
+    /// What every actor of this node shares.
+    pub fn context(&self) -> &Arc<RoomContext> {
+        &self.ctx
+    }
+
+    /// Send a command to the room's actor, spawning it if needed. Waits while the actor's
+    /// mailbox is full (back-pressure on the sender, never on the actor). The command's reply is
+    /// never lost: if no actor can take it, the reply says so.
+    pub async fn send(&self, room: &RoomId, cmd: RoomCommand) {
+        let mut cmd = cmd;
+        // An actor only leaves the map when nobody holds its sender, so a send to a handle we
+        // hold cannot find it gone; the retry covers an actor that died of a panic.
+        for _ in 0..2 {
+            let handle = self.handle(room);
+            match handle.tx.send(cmd).await {
+                Ok(()) => return,
+                Err(mpsc_err) => {
+                    cmd = mpsc_err.0;
+                    tracing::error!(%room, "room actor is gone; replacing it");
+                    self.ctx
+                        .rooms
+                        .remove_if(room, |_, h| h.generation == handle.generation);
+                }
+            }
+        }
+        if let Some(reply) = cmd.into_reply() {
+            reply.fail(ApiError::internal());
+        }
+    }
+
+    /// Send a command and wait for its answer (for callers that are not sessions, like the
+    /// admin API). An `error` answer becomes `Err`.
+    pub async fn ask(
+        &self,
+        room: &RoomId,
+        command: impl FnOnce(Reply) -> RoomCommand,
+    ) -> Result<ServerFrame, ApiError> {
+        let (reply, rx) = Reply::channel();
+        self.send(room, command(reply)).await;
+        match rx.await {
+            Ok(ServerFrame::Error { code, message, .. }) => Err(ApiError::new(code, message)),
+            Ok(frame) => Ok(frame),
+            Err(_) => Err(ApiError::internal()),
+        }
+    }
+
+    fn handle(&self, room: &RoomId) -> RoomHandle {
+        if let Some(h) = self.ctx.rooms.get(room) {
+            return h.clone();
+        }
+        self.ctx
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| {
+                let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                actor::spawn(self.ctx.clone(), room.clone(), generation)
+            })
+            .clone()
+    }
+
+    /// Give a command to the room's actor if this node has one, without waiting: false when it
+    /// has none or its mailbox is full. For the cluster's hints (bus events, catch-ups, sweeps),
+    /// which the log makes good if they are dropped; never for a command with a reply.
+    pub fn try_tell(&self, room: &RoomId, cmd: RoomCommand) -> bool {
+        try_tell(&self.ctx, room, cmd)
+    }
+
+    /// Let every actor go (shutdown): once the senders in flight are done, each finds its mailbox
+    /// closed, finishes the appends it queued and stops.
+    pub fn stop_all(&self) {
+        self.ctx.rooms.clear();
+    }
+
+    /// Number of live room actors on this node.
+    pub fn active(&self) -> usize {
+        self.ctx.rooms.len()
+    }
+
+    /// The live actors' ids and counters (the ops sampler).
+    pub fn stats(&self) -> Vec<(RoomId, Arc<crate::ops::feed::RoomStats>)> {
+        self.ctx
+            .rooms
+            .iter()
+            .map(|e| (e.key().clone(), e.value().stats.clone()))
+            .collect()
+    }
+}
+
+fn try_tell(ctx: &RoomContext, room: &RoomId, cmd: RoomCommand) -> bool {
+    match ctx.rooms.get(room).map(|h| h.tx.clone()) {
+        Some(h) => h.try_send(cmd).is_ok(),
+        None => false,
+    }
+}
+
+/// How often a node reads the heads of the rooms it holds, for entries the bus did not bring.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// Rooms read per store call during a sweep.
+const SWEEP_CHUNK: usize = 1000;
+
+/// Pub/sub may lose a message (a subscription that broke and came back, a shard that failed
+/// over); the log never does. Every `SWEEP_EVERY`, read where the log of every room this node
+/// holds an actor for stands — a few pipelined reads for the whole node, instead of one read per
+/// room — and hand each actor its head: one that is behind catches up (`RoomActor::swept`).
+pub async fn sweep_loop(rooms: Weak<RoomContext>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(ctx) = rooms.upgrade() else { return };
+        let ids: Vec<RoomId> = ctx.rooms.iter().map(|e| e.key().clone()).collect();
+        for chunk in ids.chunks(SWEEP_CHUNK) {
+            match ctx.store.heads(chunk).await {
+                Ok(heads) => {
+                    for (room, head) in chunk.iter().zip(heads) {
+                        // A full mailbox skips it: the actor is busy, and the next sweep comes.
+                        try_tell(&ctx, room, RoomCommand::Sweep(head));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "sweep: cannot read room heads"),
+            }
+        }
+    }
+}

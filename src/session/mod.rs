@@ -1,0 +1,315 @@
+//! One WebSocket session: the upgrade (subprotocol, header auth, buffer sizes), a reader that
+//! decodes frames and dispatches commands, and a writer task that drains the bounded outbound
+//! queue ([`crate::outbound`]), feeding many frames and flushing once.
+//!
+//! - [`reader`]: the read loop (idle timeout, pings, request budget from [`rate`]);
+//! - [`dispatch`]: each request to its room actor or service;
+//! - [`writer`]: the outbound queue into the socket;
+//! - [`frames`]: which messages carry data, and the answers to bad ones.
+
+mod dispatch;
+mod frames;
+mod rate;
+mod reader;
+mod writer;
+
+use frames::{bad_frame_error, frame_bytes, protocol_error, wrong_type_error, FrameBytes};
+use rate::TokenBucket;
+use reader::Session;
+use writer::{write_loop, CLOSE_TIMEOUT};
+
+use crate::directory::{self, User};
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::outbound::{self, CloseRequest, Outbound, SessionId};
+use crate::room::RoomCommand;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use crossroom_protocol::{
+    close, decode, ClientFrame, Encoding, ErrorCode, Limits as WireLimits, ServerFrame,
+    PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
+};
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// `GET /v1/ws`.
+pub async fn ws_handler(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(refusal) = admit_upgrade(&hub, &headers) {
+        return refusal.into_response();
+    }
+    // A token in the header authenticates before the upgrade: a bad one never gets a socket.
+    let user = match crate::directory::token::bearer(&headers) {
+        Some(token) => {
+            match directory::authenticate(&hub.store, &hub.tokens, token, directory::now_secs())
+                .await
+            {
+                Ok(u) if !hub.sessions.has_room_for(&u.id, &u.company) => {
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ApiError::new(
+                            ErrorCode::LimitExceeded,
+                            "too many sessions; close one first",
+                        ),
+                    )
+                        .into_response();
+                }
+                Ok(u) => Some(u),
+                Err(f) => {
+                    let status = if f.code == ErrorCode::Forbidden {
+                        StatusCode::FORBIDDEN
+                    } else {
+                        StatusCode::UNAUTHORIZED
+                    };
+                    return (status, ApiError::new(f.code, f.message)).into_response();
+                }
+            }
+        }
+        None => None,
+    };
+    let l = &hub.limits;
+    let ws = ws
+        .protocols([SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON])
+        .read_buffer_size(l.ws_read_buffer)
+        .write_buffer_size(l.ws_write_buffer)
+        .max_message_size(l.max_frame_bytes)
+        .max_frame_size(l.max_frame_bytes);
+    let encoding = ws
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .and_then(Encoding::from_subprotocol)
+        .unwrap_or(Encoding::MsgPack);
+    // Everything a connection logs carries its session id and, once known, its user.
+    let span = tracing::info_span!(
+        "connection",
+        session = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
+    ws.on_upgrade(move |socket| run(hub, socket, encoding, user).instrument(span))
+}
+
+/// What every WebSocket upgrade checks first: not draining, and an allowed origin. Cross-site
+/// WebSocket hijacking: a browser page of another origin may not use a user's session. Native
+/// clients send no Origin and are not affected.
+pub fn admit_upgrade(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
+    if hub.shutdown.is_triggered() {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "server is shutting down",
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| hub.origins.iter().any(|a| a == o));
+        if !allowed {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this origin may not open a session",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `hello` frame that opens an authenticated session.
+fn hello(hub: &Hub, session: SessionId, req: Option<u32>, user: &User) -> ServerFrame {
+    ServerFrame::Hello {
+        id: req,
+        protocol: PROTOCOL_VERSION,
+        session: format!("s{}", session.0),
+        user: user.info(),
+        limits: wire_limits(hub),
+    }
+}
+
+fn wire_limits(hub: &Hub) -> WireLimits {
+    let l = &hub.limits;
+    WireLimits {
+        max_frame_bytes: l.max_frame_bytes as u32,
+        max_text_chars: crate::domain::rules::MAX_TEXT_CHARS as u32,
+        max_replay: l.max_replay,
+        max_history_page: l.max_history_page,
+        max_subscriptions: l.max_subscriptions,
+    }
+}
+
+/// A session from upgrade to close.
+async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<User>) {
+    let _live = hub.shutdown.track();
+    let (sink, mut stream) = socket.split();
+    let (out, out_rx) = outbound::channel(
+        encoding,
+        hub.limits.outbound_queue_frames,
+        hub.limits.outbound_queue_bytes,
+    );
+    let writer = hub.shutdown.spawn(write_loop(sink, out_rx));
+    let id = hub.sessions.new_session_id();
+    tracing::Span::current().record("session", id.0);
+
+    let user = match user {
+        Some(u) => {
+            let _ = out.send(&hello(&hub, id, None, &u));
+            Some(u)
+        }
+        None => Box::pin(authenticate_by_frame(&hub, id, &mut stream, &out, encoding)).await,
+    };
+    if let Some(user) = user {
+        tracing::Span::current().record("user", tracing::field::display(&user.id));
+        if !hub
+            .sessions
+            .register(&user.id, &user.company, id, out.clone())
+        {
+            let _ = out.send(
+                &ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    "too many sessions; close one first",
+                )
+                .to_frame(None),
+            );
+            out.close(CloseRequest {
+                code: close::TOO_MANY_SESSIONS,
+                reason: "too many sessions",
+                drain: true,
+            });
+            let _ = writer.await;
+            linger(&mut stream).await;
+            return;
+        }
+        let mut session = Session {
+            hub: hub.clone(),
+            id,
+            user,
+            out: out.clone(),
+            encoding,
+            subscriptions: HashSet::new(),
+            bad_frames: 0,
+            bucket: TokenBucket::new(hub.limits.requests_per_sec, hub.limits.request_burst),
+        };
+        tracing::debug!("session opened");
+        session.read_loop(&mut stream).await;
+        tracing::debug!("session closed");
+        for room in std::mem::take(&mut session.subscriptions) {
+            let cmd = RoomCommand::Unsubscribe {
+                session: id,
+                reply: None,
+            };
+            // If this cannot be delivered the actor drops us anyway on its next push.
+            hub.rooms.send(&room, cmd).await;
+        }
+        hub.sessions
+            .unregister(&session.user.id, &session.user.company, id);
+    }
+    // Whatever ended the reader, make sure the writer ends too.
+    out.close(CloseRequest {
+        code: close::NORMAL,
+        reason: "",
+        drain: false,
+    });
+    let _ = writer.await;
+    linger(&mut stream).await;
+}
+
+/// After our close frame, keep reading (and discarding) until the peer closes too, for a short
+/// while: the closing handshake lets the client read our close code instead of meeting a reset
+/// when it answers a last ping.
+async fn linger(stream: &mut SplitStream<WebSocket>) {
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    // Bounded: a peer that never answers is dropped when the time is up.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+}
+
+/// Wait for an `auth` frame (browsers cannot set headers). Returns the user, or `None` after
+/// closing the session.
+async fn authenticate_by_frame(
+    hub: &Arc<Hub>,
+    session: SessionId,
+    stream: &mut SplitStream<WebSocket>,
+    out: &Outbound,
+    encoding: Encoding,
+) -> Option<User> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(hub.limits.auth_timeout_secs);
+    let mut bad = 0u32;
+    loop {
+        let msg = tokio::select! {
+            m = tokio::time::timeout_at(deadline, stream.next()) => m,
+            _ = hub.shutdown.triggered() => {
+                out.close(CloseRequest { code: close::GOING_AWAY, reason: "server shutting down", drain: true });
+                return None;
+            }
+        };
+        let bytes = match msg {
+            Err(_) => {
+                out.close(CloseRequest {
+                    code: close::AUTH_TIMEOUT,
+                    reason: "no auth frame in time",
+                    drain: true,
+                });
+                return None;
+            }
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(m))) => match frame_bytes(&m, encoding) {
+                FrameBytes::Data(b) => b,
+                FrameBytes::Control => continue,
+                FrameBytes::WrongType => {
+                    let _ = out.send(&wrong_type_error(encoding));
+                    bad += 1;
+                    if bad > hub.limits.max_bad_frames {
+                        out.close(protocol_error());
+                        return None;
+                    }
+                    continue;
+                }
+            },
+        };
+        match decode::<ClientFrame>(encoding, &bytes) {
+            Ok(ClientFrame::Auth { id, token }) => {
+                match directory::authenticate(
+                    &hub.store,
+                    &hub.tokens,
+                    &token,
+                    directory::now_secs(),
+                )
+                .await
+                {
+                    Ok(user) => {
+                        let _ = out.send(&hello(hub, session, Some(id), &user));
+                        return Some(user);
+                    }
+                    Err(f) => {
+                        let _ = out.send(&ApiError::new(f.code, f.message).to_frame(Some(id)));
+                        out.close(CloseRequest {
+                            code: f.close,
+                            reason: f.message,
+                            drain: true,
+                        });
+                        return None;
+                    }
+                }
+            }
+            Ok(other) => {
+                let _ = out.send(
+                    &ApiError::new(ErrorCode::Unauthorized, "send an auth frame first")
+                        .to_frame(Some(other.id())),
+                );
+            }
+            Err(e) => {
+                bad += 1;
+                let _ = out.send(&bad_frame_error(encoding, &bytes, &e));
+                if bad > hub.limits.max_bad_frames {
+                    out.close(protocol_error());
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The reader side of an authenticated session: reads frames under the idle timeout and the
+//! request budget, pings, and hands each decoded request to [`Session::dispatch`].
+
+use super::frames::{
+    bad_frame_error, frame_bytes, protocol_error, read_error_close, wrong_type_error, FrameBytes,
+};
+use super::rate::TokenBucket;
+use crate::directory::User;
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::metrics::METRICS;
+use crate::outbound::{CloseRequest, Outbound, SessionId};
+use axum::extract::ws::{Message, WebSocket};
+use crossroom_protocol::codec::salvage_request_id;
+use crossroom_protocol::{close, decode, ClientFrame, Encoding, ErrorCode, RoomId};
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An authenticated session's reader side.
+pub struct Session {
+    pub hub: Arc<Hub>,
+    pub id: SessionId,
+    pub user: User,
+    pub out: Outbound,
+    pub encoding: Encoding,
+    /// Rooms this session subscribed to, to unsubscribe on close and to bound.
+    pub subscriptions: HashSet<RoomId>,
+    pub bad_frames: u32,
+    /// Requests per second: a flood must not starve the others.
+    pub bucket: TokenBucket,
+}
+
+impl Session {
+    pub async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) {
+        let idle_timeout = Duration::from_secs(self.hub.limits.idle_timeout_secs);
+        let mut ping =
+            tokio::time::interval(Duration::from_secs(self.hub.limits.ping_interval_secs));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        let mut last_seen = tokio::time::Instant::now();
+        loop {
+            let msg = tokio::select! {
+                _ = self.out.closing() => return,
+                _ = self.hub.shutdown.triggered() => {
+                    self.out.close(CloseRequest { code: close::GOING_AWAY, reason: "server shutting down", drain: true });
+                    return;
+                }
+                _ = ping.tick() => {
+                    // A silent peer (half-open TCP, frozen client) is closed; a live one
+                    // answers the ping with a pong, which counts as seen.
+                    if last_seen.elapsed() >= idle_timeout {
+                        self.out.close(CloseRequest { code: close::PING_TIMEOUT, reason: "no pong", drain: false });
+                        return;
+                    }
+                    let _ = self.out.push(Message::Ping(bytes::Bytes::from_static(b"cr")));
+                    continue;
+                }
+                m = stream.next() => m,
+            };
+            last_seen = tokio::time::Instant::now();
+            let msg = match msg {
+                None | Some(Ok(Message::Close(_))) => return,
+                Some(Err(e)) => {
+                    self.out.close(read_error_close(e));
+                    return;
+                }
+                Some(Ok(m)) => m,
+            };
+            let kind = frame_bytes(&msg, self.encoding);
+            if !matches!(kind, FrameBytes::Control) {
+                METRICS.frames_in.inc();
+            }
+            match kind {
+                FrameBytes::Data(bytes) if !self.bucket.take() => {
+                    let _ = self.out.send(
+                        &ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
+                            .to_frame(salvage_request_id(self.encoding, &bytes)),
+                    );
+                    if self.bucket.refused_in_a_row > self.hub.limits.request_burst {
+                        self.out.close(CloseRequest {
+                            code: close::RATE_LIMITED,
+                            reason: "too many requests",
+                            drain: true,
+                        });
+                    }
+                }
+                FrameBytes::Data(bytes) => match decode::<ClientFrame>(self.encoding, &bytes) {
+                    // Boxed: the dispatch future is large and lives only while a request is
+                    // handled, instead of inside every idle session's task.
+                    Ok(frame) => Box::pin(self.dispatch(frame)).await,
+                    Err(e) => {
+                        let _ = self.out.send(&bad_frame_error(self.encoding, &bytes, &e));
+                        self.count_bad_frame();
+                    }
+                },
+                FrameBytes::Control => {}
+                FrameBytes::WrongType => {
+                    let _ = self.out.send(&wrong_type_error(self.encoding));
+                    self.count_bad_frame();
+                }
+            }
+        }
+    }
+
+    fn count_bad_frame(&mut self) {
+        self.bad_frames += 1;
+        if self.bad_frames > self.hub.limits.max_bad_frames {
+            self.out.close(protocol_error());
+        }
+    }
+}
