@@ -188,8 +188,62 @@ pub fn decide(
     action: &Action,
     ctx: &Context,
 ) -> ApiResult<Vec<EventBody>> {
+    let by = By {
+        room,
+        user,
+        master,
+        ctx,
+        notices: room.kind == RoomKind::Room || room.features.notifications,
+    };
+    match action {
+        Action::PostNote(_)
+        | Action::EditNote { .. }
+        | Action::DeleteNote { .. }
+        | Action::CommentNote { .. }
+        | Action::DeleteComment { .. }
+        | Action::LikeNote { .. } => notes(&by, action),
+        Action::CreateCalendarEvent(_)
+        | Action::UpdateCalendarEvent { .. }
+        | Action::DeleteCalendarEvent { .. } => calendar(&by, action),
+        Action::CreateTask(_)
+        | Action::UpdateTask { .. }
+        | Action::CompleteTask { .. }
+        | Action::ReopenTask { .. }
+        | Action::DeleteTask { .. } => tasks(&by, action),
+        Action::CreateFolder { .. }
+        | Action::UpdateFolder { .. }
+        | Action::Trash { .. }
+        | Action::Restore { .. }
+        | Action::Purge { .. } => folder(&by, action),
+        Action::Recall { .. } => recall(&by, action),
+    }
+}
+
+/// Who acts, where, and with what looked up.
+struct By<'a> {
+    room: &'a RoomRecord,
+    user: &'a UserId,
+    master: bool,
+    ctx: &'a Context,
+    /// Whether feature changes also post a notice in the room.
+    notices: bool,
+}
+
+/// An action routed to the wrong feature's decision (a bug, not a refusal).
+fn misrouted() -> ApiError {
+    ApiError::internal()
+}
+
+/// Decide an action on notes (N1).
+fn notes(by: &By, action: &Action) -> ApiResult<Vec<EventBody>> {
+    let By {
+        room,
+        user,
+        master,
+        ctx,
+        notices,
+    } = *by;
     let f = &room.features;
-    let notices = room.kind == RoomKind::Room || f.notifications;
     Ok(match action {
         Action::PostNote(n) => {
             check_switch(room, f.note, "note")?;
@@ -280,6 +334,15 @@ pub fn decide(
                 }]
             }
         }
+        _ => return Err(misrouted()),
+    })
+}
+
+/// Decide an action on calendar events (E1).
+fn calendar(by: &By, action: &Action) -> ApiResult<Vec<EventBody>> {
+    let By { room, ctx, .. } = *by;
+    let f = &room.features;
+    Ok(match action {
         Action::CreateCalendarEvent(e) => {
             check_switch(room, f.event, "the calendar")?;
             vec![EventBody::CalendarEventCreated {
@@ -305,6 +368,21 @@ pub fn decide(
             }
             vec![EventBody::CalendarEventDeleted { event: *event }]
         }
+        _ => return Err(misrouted()),
+    })
+}
+
+/// Decide an action on tasks (T1).
+fn tasks(by: &By, action: &Action) -> ApiResult<Vec<EventBody>> {
+    let By {
+        room,
+        user,
+        master,
+        ctx,
+        ..
+    } = *by;
+    let f = &room.features;
+    Ok(match action {
         Action::CreateTask(t) => {
             check_switch(room, f.task, "tasks")?;
             vec![EventBody::TaskCreated {
@@ -343,6 +421,21 @@ pub fn decide(
             }
             vec![EventBody::TaskDeleted { task: *id }]
         }
+        _ => return Err(misrouted()),
+    })
+}
+
+/// Decide an action on the folder (F1).
+fn folder(by: &By, action: &Action) -> ApiResult<Vec<EventBody>> {
+    let By {
+        room,
+        user,
+        master,
+        ctx,
+        ..
+    } = *by;
+    let f = &room.features;
+    Ok(match action {
         Action::CreateFolder {
             parent,
             name,
@@ -402,6 +495,21 @@ pub fn decide(
                 _ => return Err(ApiError::internal()),
             }
         }
+        _ => return Err(misrouted()),
+    })
+}
+
+/// Decide an action on a recall (M1).
+fn recall(by: &By, action: &Action) -> ApiResult<Vec<EventBody>> {
+    let By {
+        room,
+        user,
+        master,
+        ctx,
+        ..
+    } = *by;
+    let f = &room.features;
+    Ok(match action {
         Action::Recall { message } => {
             check_switch(room, f.message, "messages")?;
             let ev = ctx
@@ -424,6 +532,7 @@ pub fn decide(
             }
             vec![EventBody::MessageRecalled { message: *message }]
         }
+        _ => return Err(misrouted()),
     })
 }
 
@@ -463,6 +572,33 @@ fn task_done(status: &BTreeMap<UserId, bool>, completion: Completion) -> bool {
 
 /// Apply a committed entry to the state of the item it targets.
 pub fn apply(item: Option<Item>, event: &Event) -> Option<Item> {
+    match &event.body {
+        EventBody::NoteDeleted { .. }
+        | EventBody::CalendarEventDeleted { .. }
+        | EventBody::TaskDeleted { .. }
+        | EventBody::ItemPurged { .. } => None,
+        EventBody::NotePosted { .. }
+        | EventBody::NoteEdited { .. }
+        | EventBody::NoteCommented { .. }
+        | EventBody::CommentDeleted { .. }
+        | EventBody::NoteLiked { .. } => apply_note(item, event),
+        EventBody::CalendarEventCreated { .. }
+        | EventBody::CalendarEventUpdated { .. }
+        | EventBody::TaskCreated { .. }
+        | EventBody::TaskUpdated { .. }
+        | EventBody::TaskCompleted { .. }
+        | EventBody::TaskReopened { .. } => apply_plan(item, event),
+        EventBody::FolderCreated { .. }
+        | EventBody::FolderUpdated { .. }
+        | EventBody::FileAdded { .. }
+        | EventBody::ItemTrashed { .. }
+        | EventBody::ItemRestored { .. } => apply_folder(item, event),
+        _ => item,
+    }
+}
+
+/// [`apply`] for an entry about a note.
+fn apply_note(item: Option<Item>, event: &Event) -> Option<Item> {
     let (seq, ts, author) = (event.seq, event.ts, &event.author);
     match (&event.body, item) {
         (EventBody::NotePosted { note }, _) => Some(Item::Note(Note {
@@ -521,6 +657,15 @@ pub fn apply(item: Option<Item>, event: &Event) -> Option<Item> {
             }
             Some(Item::Note(n))
         }
+        // An entry about an item that is gone changes nothing.
+        (_, other) => other,
+    }
+}
+
+/// [`apply`] for an entry about a calendar event or a task.
+fn apply_plan(item: Option<Item>, event: &Event) -> Option<Item> {
+    let (seq, author) = (event.seq, &event.author);
+    match (&event.body, item) {
         (EventBody::CalendarEventCreated { event: fields }, _) => {
             Some(Item::CalendarEvent(CalendarEvent {
                 id: seq,
@@ -563,6 +708,15 @@ pub fn apply(item: Option<Item>, event: &Event) -> Option<Item> {
             t.done = task_done(&t.status, t.fields.completion);
             Some(Item::Task(t))
         }
+        // An entry about an item that is gone changes nothing.
+        (_, other) => other,
+    }
+}
+
+/// [`apply`] for an entry about a folder or a file.
+fn apply_folder(item: Option<Item>, event: &Event) -> Option<Item> {
+    let (seq, ts, author) = (event.seq, event.ts, &event.author);
+    match (&event.body, item) {
         (
             EventBody::FolderCreated {
                 parent,
@@ -627,13 +781,6 @@ pub fn apply(item: Option<Item>, event: &Event) -> Option<Item> {
             }
             Some(it)
         }
-        (
-            EventBody::NoteDeleted { .. }
-            | EventBody::CalendarEventDeleted { .. }
-            | EventBody::TaskDeleted { .. }
-            | EventBody::ItemPurged { .. },
-            _,
-        ) => None,
         // An entry about an item that is gone changes nothing.
         (_, other) => other,
     }

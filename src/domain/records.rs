@@ -34,6 +34,37 @@ pub struct RoomRecord {
     pub member_since: std::collections::HashMap<UserId, u64>,
 }
 
+impl RoomRecord {
+    /// A room before its first entry, which [`crate::domain::projection::project`] turns into
+    /// the room it says.
+    pub fn empty(id: &RoomId, owner: CompanyId) -> RoomRecord {
+        RoomRecord {
+            id: id.clone(),
+            kind: RoomKind::Room,
+            name: String::new(),
+            description: String::new(),
+            owner_company: owner,
+            created_by: UserId(String::new()),
+            created_at: 0,
+            features: Features::default(),
+            masters: Vec::new(),
+            members: Vec::new(),
+            epoch: 0,
+            head: 0,
+            version: 0,
+            converted_from: None,
+            image: None,
+            member_since: Default::default(),
+        }
+    }
+
+    /// The first seq of the log `user` may see: their join's (D4). `None` for someone who is
+    /// not a member, or whose join has not committed yet: they see nothing.
+    pub fn sees_from(&self, user: &UserId) -> Option<u64> {
+        self.member_since.get(user).copied()
+    }
+}
+
 /// A room to create; its `Created` entry becomes seq 1.
 #[derive(Clone, Debug)]
 pub struct NewRoom {
@@ -48,6 +79,24 @@ pub struct NewRoom {
     pub masters: Vec<UserId>,
     pub members: Vec<UserId>,
     pub epoch: u64,
+}
+
+impl NewRoom {
+    /// The room's first entry: `Created`, by its creator, at seq 1.
+    pub fn first_entry(&self) -> NewEntry {
+        NewEntry {
+            author: self.created_by.clone(),
+            ts: self.created_at,
+            body: EventBody::Created {
+                room_kind: self.kind,
+                name: self.name.clone(),
+                description: self.description.clone(),
+                masters: self.masters.clone(),
+                members: self.members.clone(),
+                features: self.features,
+            },
+        }
+    }
 }
 
 /// An entry to append to a room's log.

@@ -511,13 +511,9 @@ pub fn decide(
             format!("at most {} users per request", ctx.max_participants),
         ));
     }
-    let one = |e: EventBody| Decision {
-        entries: vec![e],
-        left_out: Vec::new(),
-    };
     match room.kind {
-        RoomKind::Group => decide_group(room, actor, change, ctx, one),
-        RoomKind::Room => decide_general(room, actor, change, ctx, one),
+        RoomKind::Group => decide_group(room, actor, change, ctx),
+        RoomKind::Room => decide_general(room, actor, change, ctx),
     }
 }
 
@@ -526,7 +522,6 @@ fn decide_group(
     actor: &Actor,
     change: &Change,
     ctx: &Context,
-    one: impl Fn(EventBody) -> Decision,
 ) -> ApiResult<Decision> {
     // The contacts rule (G7) binds users; an admin chooses freely (G3).
     let (adder_company, contacts) = match actor {
@@ -552,59 +547,8 @@ fn decide_group(
             };
             Ok(Decision { entries, left_out })
         }
-        Change::RemoveMember(target) => {
-            if !is_member(room, target) && !is_master(room, target) {
-                check_manager(room, actor).or_else(|e| match actor {
-                    Actor::Policy(_) => Ok(()),
-                    _ => Err(e),
-                })?;
-                return Err(ApiError::not_found(format!("{target} in this group")));
-            }
-            if let Actor::Policy(c) = actor {
-                // G13: a company's policy reaches its own users only — and wins over G10.
-                if target.company().as_ref() != Some(c) {
-                    return Err(forbidden("policy applies to the company's own users"));
-                }
-                return Ok(one(EventBody::MemberRemoved {
-                    user: target.clone(),
-                    reason: RemovalReason::Policy,
-                }));
-            }
-            check_manager(room, actor)?;
-            if is_master(room, target) && room.masters.len() == 1 {
-                return Err(ApiError::new(
-                    ErrorCode::LastMaster,
-                    "the last master cannot be removed; make someone else a master first",
-                ));
-            }
-            Ok(one(EventBody::MemberRemoved {
-                user: target.clone(),
-                reason: RemovalReason::Removed,
-            }))
-        }
-        Change::AddMasters(users) => {
-            check_manager(room, actor)?;
-            let mut added = BTreeSet::new();
-            for id in users {
-                if is_master(room, id) {
-                    continue;
-                }
-                // G5: a master must hold external permission — an error, never a silent drop.
-                check_group_candidate(&adder_company, person(ctx, id)?, contacts)?;
-                added.insert(id.clone());
-            }
-            let entries = if added.is_empty() {
-                Vec::new()
-            } else {
-                vec![EventBody::MastersAdded {
-                    users: added.into_iter().collect(),
-                }]
-            };
-            Ok(Decision {
-                entries,
-                left_out: Vec::new(),
-            })
-        }
+        Change::RemoveMember(target) => remove_member(room, actor, target),
+        Change::AddMasters(users) => add_masters(room, actor, users, ctx, &adder_company, contacts),
         Change::RemoveMaster(target) => {
             check_manager(room, actor)?;
             if !is_master(room, target) {
@@ -618,49 +562,11 @@ fn decide_group(
                     "the last master cannot be demoted; make someone else a master first",
                 ));
             }
-            Ok(one(EventBody::MasterRemoved {
+            Ok(single(EventBody::MasterRemoved {
                 user: target.clone(),
             }))
         }
-        Change::Update {
-            name,
-            description,
-            features,
-        } => {
-            check_manager(room, actor)?;
-            if matches!(actor, Actor::User(_)) && !ctx.owner.masters_can_change_settings {
-                return Err(forbidden(
-                    "the owner company lets only its admins change this group's settings",
-                ));
-            }
-            if name.is_none() && description.is_none() && features.is_none() {
-                return Err(ApiError::invalid("nothing to change"));
-            }
-            let name = name.as_deref().map(check_name).transpose()?;
-            if let Some(d) = description {
-                check_description(d)?;
-            }
-            Ok(one(EventBody::GroupUpdated {
-                name,
-                description: description.clone(),
-                features: *features,
-                image: None,
-            }))
-        }
-        Change::SetImage { file } => {
-            check_manager(room, actor)?;
-            if matches!(actor, Actor::User(_)) && !ctx.owner.masters_can_change_settings {
-                return Err(forbidden(
-                    "the owner company lets only its admins change this group's settings",
-                ));
-            }
-            Ok(one(EventBody::GroupUpdated {
-                name: None,
-                description: None,
-                features: None,
-                image: Some(file.clone()),
-            }))
-        }
+        Change::Update { .. } | Change::SetImage { .. } => update_group(room, actor, change, ctx),
         Change::Leave => {
             check_member(room, &actor.id())?;
             Err(ApiError::new(
@@ -674,29 +580,149 @@ fn decide_group(
                 "this is already an external group; conversion cannot be undone",
             ))
         }
-        Change::Join { token } => {
-            let Actor::User(p) = actor else {
-                return Err(forbidden("only users join by invitation"));
-            };
-            let valid = ctx.invite.as_ref().is_some_and(|i| {
-                i.token == *token && i.expires_at.is_none_or(|at| ctx.now_secs < at)
-            });
-            if !valid {
-                return Err(ApiError::not_found(
-                    "invitation link (it may have expired or been revoked)",
-                ));
-            }
-            if is_member(room, &p.user.id) {
-                return Ok(Decision {
-                    entries: Vec::new(),
-                    left_out: Vec::new(),
-                });
-            }
-            check_group_candidate(&p.user.company, p, None)?;
-            Ok(one(EventBody::MembersAdded {
-                users: vec![p.user.id.clone()],
-            }))
+        Change::Join { token } => join(room, actor, token, ctx),
+    }
+}
+
+/// A group member removed by a master, an admin, or their company's policy (G10, G13).
+fn remove_member(room: &RoomRecord, actor: &Actor, target: &UserId) -> ApiResult<Decision> {
+    if !is_member(room, target) && !is_master(room, target) {
+        check_manager(room, actor).or_else(|e| match actor {
+            Actor::Policy(_) => Ok(()),
+            _ => Err(e),
+        })?;
+        return Err(ApiError::not_found(format!("{target} in this group")));
+    }
+    if let Actor::Policy(c) = actor {
+        // G13: a company's policy reaches its own users only — and wins over G10.
+        if target.company().as_ref() != Some(c) {
+            return Err(forbidden("policy applies to the company's own users"));
         }
+        return Ok(single(EventBody::MemberRemoved {
+            user: target.clone(),
+            reason: RemovalReason::Policy,
+        }));
+    }
+    check_manager(room, actor)?;
+    if is_master(room, target) && room.masters.len() == 1 {
+        return Err(ApiError::new(
+            ErrorCode::LastMaster,
+            "the last master cannot be removed; make someone else a master first",
+        ));
+    }
+    Ok(single(EventBody::MemberRemoved {
+        user: target.clone(),
+        reason: RemovalReason::Removed,
+    }))
+}
+
+/// Masters added (G5: each must hold external permission — an error, never a silent drop).
+fn add_masters(
+    room: &RoomRecord,
+    actor: &Actor,
+    users: &[UserId],
+    ctx: &Context,
+    adder_company: &CompanyId,
+    contacts: Option<&HashSet<UserId>>,
+) -> ApiResult<Decision> {
+    check_manager(room, actor)?;
+    let mut added = BTreeSet::new();
+    for id in users {
+        if is_master(room, id) {
+            continue;
+        }
+        // G5: a master must hold external permission — an error, never a silent drop.
+        check_group_candidate(adder_company, person(ctx, id)?, contacts)?;
+        added.insert(id.clone());
+    }
+    let entries = if added.is_empty() {
+        Vec::new()
+    } else {
+        vec![EventBody::MastersAdded {
+            users: added.into_iter().collect(),
+        }]
+    };
+    Ok(Decision {
+        entries,
+        left_out: Vec::new(),
+    })
+}
+
+/// The group's name, description, switches or image changed (G9).
+fn update_group(
+    room: &RoomRecord,
+    actor: &Actor,
+    change: &Change,
+    ctx: &Context,
+) -> ApiResult<Decision> {
+    check_manager(room, actor)?;
+    if matches!(actor, Actor::User(_)) && !ctx.owner.masters_can_change_settings {
+        return Err(forbidden(
+            "the owner company lets only its admins change this group's settings",
+        ));
+    }
+    let body = match change {
+        Change::Update {
+            name,
+            description,
+            features,
+        } => {
+            if name.is_none() && description.is_none() && features.is_none() {
+                return Err(ApiError::invalid("nothing to change"));
+            }
+            let name = name.as_deref().map(check_name).transpose()?;
+            if let Some(d) = description {
+                check_description(d)?;
+            }
+            EventBody::GroupUpdated {
+                name,
+                description: description.clone(),
+                features: *features,
+                image: None,
+            }
+        }
+        Change::SetImage { file } => EventBody::GroupUpdated {
+            name: None,
+            description: None,
+            features: None,
+            image: Some(file.clone()),
+        },
+        _ => return Err(ApiError::internal()),
+    };
+    Ok(single(body))
+}
+
+/// Joining with the group's invitation link (G14).
+fn join(room: &RoomRecord, actor: &Actor, token: &str, ctx: &Context) -> ApiResult<Decision> {
+    let Actor::User(p) = actor else {
+        return Err(forbidden("only users join by invitation"));
+    };
+    let valid = ctx
+        .invite
+        .as_ref()
+        .is_some_and(|i| i.token == *token && i.expires_at.is_none_or(|at| ctx.now_secs < at));
+    if !valid {
+        return Err(ApiError::not_found(
+            "invitation link (it may have expired or been revoked)",
+        ));
+    }
+    if is_member(room, &p.user.id) {
+        return Ok(Decision {
+            entries: Vec::new(),
+            left_out: Vec::new(),
+        });
+    }
+    check_group_candidate(&p.user.company, p, None)?;
+    Ok(single(EventBody::MembersAdded {
+        users: vec![p.user.id.clone()],
+    }))
+}
+
+/// A decision of one entry, nobody left out.
+fn single(entry: EventBody) -> Decision {
+    Decision {
+        entries: vec![entry],
+        left_out: Vec::new(),
     }
 }
 
@@ -705,7 +731,6 @@ fn decide_general(
     actor: &Actor,
     change: &Change,
     ctx: &Context,
-    one: impl Fn(EventBody) -> Decision,
 ) -> ApiResult<Decision> {
     let Actor::User(me) = actor else {
         return Err(forbidden("general rooms are managed by their participants"));
@@ -741,7 +766,7 @@ fn decide_general(
             };
             Ok(Decision { entries, left_out })
         }
-        Change::Leave => Ok(one(EventBody::MemberRemoved {
+        Change::Leave => Ok(single(EventBody::MemberRemoved {
             user: me.user.id.clone(),
             reason: RemovalReason::Left,
         })),
@@ -849,9 +874,8 @@ pub fn apply(room: &mut RoomRecord, author: &UserId, body: &EventBody) {
         EventBody::Created { .. } => {}
         EventBody::MembersAdded { users } => {
             for u in users {
+                // Sees nothing until the join commits: `projection::seal` sets its seq.
                 insert(&mut room.members, u);
-                // Sees nothing until the join's own seq is known (set when it commits).
-                room.member_since.entry(u.clone()).or_insert(u64::MAX);
             }
         }
         EventBody::MemberRemoved { user, .. } => {

@@ -19,6 +19,7 @@ use super::handle::RoomHandle;
 use super::{info, lookup, query, InviteOp, RoomCommand};
 use crate::clock::now_ms;
 use crate::domain::features;
+use crate::domain::projection;
 use crate::domain::rules::{self, Actor, Change, Decision};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
@@ -99,13 +100,7 @@ impl Ack {
 /// What to decide again when an append finds the room's state moved (another node changed it
 /// after our decision): the command, without its reply (which waits in the [`Ack`]).
 enum Redo {
-    Post {
-        user: UserId,
-        client_msg_id: String,
-        text: String,
-        attachments: Vec<String>,
-        mentions: Vec<UserId>,
-    },
+    Post(PostRequest),
     Change {
         actor: Actor,
         change: Change,
@@ -121,16 +116,25 @@ enum Redo {
     },
 }
 
+/// A post as it was asked for.
+struct PostRequest {
+    user: UserId,
+    client_msg_id: String,
+    text: String,
+    attachments: Vec<String>,
+    mentions: Vec<UserId>,
+}
+
 impl Redo {
     fn command(self, reply: Reply) -> RoomCommand {
         match self {
-            Redo::Post {
+            Redo::Post(PostRequest {
                 user,
                 client_msg_id,
                 text,
                 attachments,
                 mentions,
-            } => RoomCommand::Post {
+            }) => RoomCommand::Post {
                 user,
                 client_msg_id,
                 text,
@@ -298,121 +302,28 @@ impl RoomActor {
                 mentions,
                 reply,
             } => {
-                if let Err(e) = rules::check_post(room, &user, &client_msg_id, &text)
-                    .and_then(|()| rules::check_mentions(room, &mentions))
-                {
-                    return reply.fail(e);
-                }
-                let files = match lookup::attachments_of(
-                    &*self.ctx.store,
-                    &self.id,
-                    &user,
-                    attachments.clone(),
-                )
-                .await
-                {
-                    Ok(a) => a,
-                    Err(e) => return reply.fail(e),
-                };
-                let entry = NewEntry {
-                    author: user.clone(),
-                    ts: now_ms(),
-                    body: EventBody::Message {
-                        client_msg_id: client_msg_id.clone(),
-                        text: text.clone(),
-                        attachments: files,
-                        mentions: mentions.clone(),
-                        recalled: false,
-                    },
-                };
-                let redo = Redo::Post {
+                let req = PostRequest {
                     user,
                     client_msg_id,
                     text,
                     attachments,
                     mentions,
                 };
-                self.append(vec![entry], Ack::Posted(reply), redo).await;
+                self.post(req, reply).await;
             }
             RoomCommand::History {
                 user,
                 before,
                 limit,
                 reply,
-            } => {
-                if let Err(e) = rules::check_member(room, &user) {
-                    return reply.fail(e);
-                }
-                let max = self.ctx.limits.max_history_page;
-                let limit = limit.unwrap_or(50).clamp(1, max) as usize;
-                // Only what this member was entitled to at the time of asking: from their join
-                // up to the head (D4).
-                let before = before.unwrap_or(u64::MAX).min(room.head + 1);
-                let from = room.member_since.get(&user).copied().unwrap_or(u64::MAX);
-                let store = self.ctx.store.clone();
-                let (id, epoch) = (self.id.clone(), room.epoch);
-                self.ctx.shutdown.spawn(async move {
-                    match store.read_before(&id, from, before, limit + 1).await {
-                        Ok(mut events) => {
-                            let has_more = events.len() > limit;
-                            if has_more {
-                                events.remove(0);
-                            }
-                            reply.send(ServerFrame::History {
-                                id: reply.id,
-                                room: id,
-                                epoch,
-                                events,
-                                has_more,
-                            });
-                        }
-                        Err(e) => reply.fail(e.into()),
-                    }
-                });
-            }
-            RoomCommand::MarkRead { user, seq, reply } => {
-                if let Err(e) = rules::check_member(room, &user) {
-                    return reply.fail(e);
-                }
-                let seq = seq.min(room.head);
-                let store = self.ctx.store.clone();
-                let id = self.id.clone();
-                self.ctx.shutdown.spawn(async move {
-                    match store.set_read_marker(&id, &user, seq).await {
-                        Ok(()) => reply.send(ServerFrame::Ok { id: reply.id }),
-                        Err(e) => reply.fail(e.into()),
-                    }
-                });
-            }
+            } => self.history(user, before, limit, reply),
+            RoomCommand::MarkRead { user, seq, reply } => self.mark_read(user, seq, reply),
             RoomCommand::Typing {
                 user,
                 session,
                 reply,
-            } => {
-                if let Err(e) = rules::check_member(room, &user) {
-                    return reply.fail(e);
-                }
-                let frame = ServerFrame::Typing {
-                    room: self.id.clone(),
-                    user,
-                };
-                // Ephemeral: a full queue just misses it, and is closed as a slow consumer.
-                self.subscribers
-                    .retain(|s, sub| *s == session || sub.out.send(&frame).is_ok());
-                reply.send(ServerFrame::Ok { id: reply.id });
-            }
-            RoomCommand::Get { user, reply } => {
-                // Members and masters see the group; to anyone else it does not exist (G8).
-                let known = room.members.binary_search(&user).is_ok()
-                    || room.masters.binary_search(&user).is_ok();
-                if !known {
-                    return reply.fail(self.not_found());
-                }
-                reply.send(ServerFrame::Room {
-                    id: reply.id,
-                    room: info(room),
-                });
-            }
+            } => self.typing(user, session, reply),
+            RoomCommand::Get { user, reply } => self.get(user, reply),
             RoomCommand::Change {
                 actor,
                 change,
@@ -425,28 +336,7 @@ impl RoomActor {
                 action,
                 reply,
             } => self.act(user, action, reply).await,
-            RoomCommand::Query { user, query, reply } => {
-                if let Err(e) = rules::check_member(room, &user) {
-                    return reply.fail(e);
-                }
-                let viewer = query::Viewer {
-                    since: room.member_since.get(&user).copied().unwrap_or(u64::MAX),
-                    user,
-                    kind: room.kind,
-                    features: room.features,
-                };
-                let (store, id) = (self.ctx.store.clone(), self.id.clone());
-                self.ctx.shutdown.spawn(async move {
-                    match query::answer(&*store, &id, &viewer, query).await {
-                        Ok(result) => reply.send(ServerFrame::QueryResult {
-                            id: reply.id,
-                            room: id,
-                            result,
-                        }),
-                        Err(e) => reply.fail(e),
-                    }
-                });
-            }
+            RoomCommand::Query { user, query, reply } => self.query(user, query, reply),
             RoomCommand::AddFile {
                 user,
                 folder,
@@ -455,6 +345,155 @@ impl RoomActor {
             } => self.add_file(user, folder, file, reply).await,
             RoomCommand::Remote(_) | RoomCommand::CatchUp | RoomCommand::Sweep(_) => {}
         }
+    }
+
+    /// The room, for a command that found it existing.
+    fn existing(&self) -> &RoomRecord {
+        self.room
+            .as_ref()
+            .expect("handled only while the room exists")
+    }
+
+    /// A message (M1): checked, its attachments resolved, appended; `posted` after the commit.
+    async fn post(&mut self, req: PostRequest, reply: Reply) {
+        let PostRequest {
+            user,
+            client_msg_id,
+            text,
+            attachments,
+            mentions,
+        } = &req;
+        let room = self.existing();
+        if let Err(e) = rules::check_post(room, user, client_msg_id, text)
+            .and_then(|()| rules::check_mentions(room, mentions))
+        {
+            return reply.fail(e);
+        }
+        let files =
+            match lookup::attachments_of(&*self.ctx.store, &self.id, user, attachments.clone())
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => return reply.fail(e),
+            };
+        let entry = NewEntry {
+            author: user.clone(),
+            ts: now_ms(),
+            body: EventBody::Message {
+                client_msg_id: client_msg_id.clone(),
+                text: text.clone(),
+                attachments: files,
+                mentions: mentions.clone(),
+                recalled: false,
+            },
+        };
+        self.append(vec![entry], Ack::Posted(reply), Redo::Post(req))
+            .await;
+    }
+
+    /// A page of the log: only what this member was entitled to at the time of asking, from
+    /// their join up to the head (D4). Read off the actor.
+    fn history(&self, user: UserId, before: Option<u64>, limit: Option<u32>, reply: Reply) {
+        let room = self.existing();
+        if let Err(e) = rules::check_member(room, &user) {
+            return reply.fail(e);
+        }
+        let max = self.ctx.limits.max_history_page;
+        let limit = limit.unwrap_or(50).clamp(1, max) as usize;
+        let before = before.unwrap_or(u64::MAX).min(room.head + 1);
+        let from = room.sees_from(&user).unwrap_or(u64::MAX);
+        let store = self.ctx.store.clone();
+        let (id, epoch) = (self.id.clone(), room.epoch);
+        self.ctx.shutdown.spawn(async move {
+            match store.read_before(&id, from, before, limit + 1).await {
+                Ok(mut events) => {
+                    let has_more = events.len() > limit;
+                    if has_more {
+                        events.remove(0);
+                    }
+                    reply.send(ServerFrame::History {
+                        id: reply.id,
+                        room: id,
+                        epoch,
+                        events,
+                        has_more,
+                    });
+                }
+                Err(e) => reply.fail(e.into()),
+            }
+        });
+    }
+
+    /// Move the user's read marker (M2), never past the head.
+    fn mark_read(&self, user: UserId, seq: u64, reply: Reply) {
+        let room = self.existing();
+        if let Err(e) = rules::check_member(room, &user) {
+            return reply.fail(e);
+        }
+        let seq = seq.min(room.head);
+        let store = self.ctx.store.clone();
+        let id = self.id.clone();
+        self.ctx.shutdown.spawn(async move {
+            match store.set_read_marker(&id, &user, seq).await {
+                Ok(()) => reply.send(ServerFrame::Ok { id: reply.id }),
+                Err(e) => reply.fail(e.into()),
+            }
+        });
+    }
+
+    /// Relay "typing" to the other subscribers (M3). Ephemeral: a full queue just misses it,
+    /// and is closed as a slow consumer.
+    fn typing(&mut self, user: UserId, session: SessionId, reply: Reply) {
+        if let Err(e) = rules::check_member(self.existing(), &user) {
+            return reply.fail(e);
+        }
+        let frame = ServerFrame::Typing {
+            room: self.id.clone(),
+            user,
+        };
+        self.subscribers
+            .retain(|s, sub| *s == session || sub.out.send(&frame).is_ok());
+        reply.send(ServerFrame::Ok { id: reply.id });
+    }
+
+    /// The room's details: members and masters see the group; to anyone else it does not
+    /// exist (G8).
+    fn get(&self, user: UserId, reply: Reply) {
+        let room = self.existing();
+        let known =
+            room.members.binary_search(&user).is_ok() || room.masters.binary_search(&user).is_ok();
+        if !known {
+            return reply.fail(self.not_found());
+        }
+        reply.send(ServerFrame::Room {
+            id: reply.id,
+            room: info(room),
+        });
+    }
+
+    /// A room-feature question by a member, answered off the actor.
+    fn query(&self, user: UserId, query: crossroom_protocol::Query, reply: Reply) {
+        let room = self.existing();
+        if let Err(e) = rules::check_member(room, &user) {
+            return reply.fail(e);
+        }
+        let viewer = query::Viewer {
+            since: room.sees_from(&user).unwrap_or(u64::MAX),
+            user,
+            kind: room.kind,
+            features: room.features,
+        };
+        let (store, id) = (self.ctx.store.clone(), self.id.clone());
+        self.ctx.shutdown.spawn(async move {
+            match query::answer(&*store, &id, &viewer, query).await {
+                Ok(result) => reply.send(ServerFrame::QueryResult {
+                    id: reply.id,
+                    room: id,
+                    result,
+                }),
+                Err(e) => reply.fail(e),
+            }
+        });
     }
 
     /// Cluster mode: our copy of the room may lag what another node just committed (the bus is
@@ -512,12 +551,11 @@ impl RoomActor {
             }
         }
         if let Some(room) = &mut self.room {
-            if !own {
-                rules::apply(room, &event.author, &event.body);
-            }
-            room.head = room.head.max(event.seq);
-            if moves_version(&event.body) {
-                room.version = room.version.max(event.seq);
+            if own {
+                // Applied when decided; now it has its seq.
+                projection::seal(room, &event);
+            } else {
+                projection::project(room, &event);
             }
         }
         self.delivered = event.seq;
@@ -773,7 +811,7 @@ impl RoomActor {
             return reply.fail(ApiError::invalid("only sessions subscribe"));
         };
         let (epoch, head) = (room.epoch, room.head);
-        let from = room.member_since.get(&user).copied().unwrap_or(u64::MAX);
+        let from = room.sees_from(&user).unwrap_or(u64::MAX);
         let limits = &self.ctx.limits;
         let mut replayed = 0u64;
         if let Some(pos) = since {
@@ -1063,10 +1101,7 @@ impl RoomActor {
     /// Deliver one committed event to every local subscriber, then act on membership changes.
     fn deliver(&mut self, event: Event) {
         // A join takes effect at its own seq: the new member sees it and what follows.
-        if let (EventBody::MembersAdded { users }, Some(room)) = (&event.body, &mut self.room) {
-            for u in users {
-                room.member_since.insert(u.clone(), event.seq);
-            }
+        if let EventBody::MembersAdded { users } = &event.body {
             for sub in self.subscribers.values_mut() {
                 if users.contains(&sub.user) {
                     sub.from = event.seq;

@@ -95,62 +95,8 @@ pub async fn answer(
                 .collect();
             QueryResult::Tasks { tasks }
         }
-        Query::Folder { folder, trash } => {
-            switch(v, v.features.folder, "the folder")?;
-            let items = store.items(room).await?;
-            let is_folder_item = |i: &Item| matches!(i, Item::Folder(_) | Item::File(_));
-            if let Some(id) = folder {
-                let ok = items
-                    .iter()
-                    .any(|i| matches!(i, Item::Folder(f) if f.id == id && f.trashed.is_none()));
-                if !ok {
-                    return Err(ApiError::not_found(format!("folder {id}")));
-                }
-            }
-            let items = items
-                .into_iter()
-                .filter(|i| is_folder_item(i))
-                .filter(|i| {
-                    let (parent, trashed) = match i {
-                        Item::Folder(f) => (f.parent, f.trashed.is_some()),
-                        Item::File(f) => (f.folder, f.trashed.is_some()),
-                        _ => (None, false),
-                    };
-                    if trash {
-                        trashed
-                    } else {
-                        !trashed && parent == folder
-                    }
-                })
-                .collect();
-            QueryResult::Folder { items }
-        }
-        Query::Receipts { message } => {
-            let ev = store
-                .event_at(room, message)
-                .await?
-                .filter(|e| e.seq >= v.since && matches!(e.body, EventBody::Message { .. }))
-                .ok_or_else(|| ApiError::not_found(format!("message {message}")))?;
-            let readers = store.readers(room, message, &ev.author).await?;
-            // Who read it is shown as the sender's company decides (M2).
-            let policy = match ev.author.company() {
-                Some(c) => lookup::company_settings(store, &c)
-                    .await
-                    .map(|s| s.read_receipts)
-                    .unwrap_or(ReadReceipts::Off),
-                None => ReadReceipts::Off,
-            };
-            let visible = match policy {
-                ReadReceipts::Off => false,
-                ReadReceipts::SenderOnly => ev.author == v.user,
-                ReadReceipts::Everyone => true,
-            };
-            QueryResult::Receipts {
-                message,
-                read_count: readers.len() as u64,
-                readers: visible.then_some(readers),
-            }
-        }
+        Query::Folder { folder, trash } => folder_items(store, room, v, folder, trash).await?,
+        Query::Receipts { message } => receipts(store, room, v, message).await?,
         Query::ReadNote { note } => {
             switch(v, v.features.note, "note")?;
             let read_count = store
@@ -159,5 +105,76 @@ pub async fn answer(
                 .ok_or_else(|| ApiError::not_found(format!("note {note}")))?;
             QueryResult::ReadNote { note, read_count }
         }
+    })
+}
+
+/// A folder's items, or the trash (F1).
+async fn folder_items(
+    store: &dyn Store,
+    room: &RoomId,
+    v: &Viewer,
+    folder: Option<u64>,
+    trash: bool,
+) -> ApiResult<QueryResult> {
+    switch(v, v.features.folder, "the folder")?;
+    let items = store.items(room).await?;
+    let is_folder_item = |i: &Item| matches!(i, Item::Folder(_) | Item::File(_));
+    if let Some(id) = folder {
+        let ok = items
+            .iter()
+            .any(|i| matches!(i, Item::Folder(f) if f.id == id && f.trashed.is_none()));
+        if !ok {
+            return Err(ApiError::not_found(format!("folder {id}")));
+        }
+    }
+    let items = items
+        .into_iter()
+        .filter(|i| is_folder_item(i))
+        .filter(|i| {
+            let (parent, trashed) = match i {
+                Item::Folder(f) => (f.parent, f.trashed.is_some()),
+                Item::File(f) => (f.folder, f.trashed.is_some()),
+                _ => (None, false),
+            };
+            if trash {
+                trashed
+            } else {
+                !trashed && parent == folder
+            }
+        })
+        .collect();
+    Ok(QueryResult::Folder { items })
+}
+
+/// Who read a message, as the sender's company lets them be shown (M2).
+async fn receipts(
+    store: &dyn Store,
+    room: &RoomId,
+    v: &Viewer,
+    message: u64,
+) -> ApiResult<QueryResult> {
+    let ev = store
+        .event_at(room, message)
+        .await?
+        .filter(|e| e.seq >= v.since && matches!(e.body, EventBody::Message { .. }))
+        .ok_or_else(|| ApiError::not_found(format!("message {message}")))?;
+    let readers = store.readers(room, message, &ev.author).await?;
+    // Who read it is shown as the sender's company decides (M2).
+    let policy = match ev.author.company() {
+        Some(c) => lookup::company_settings(store, &c)
+            .await
+            .map(|s| s.read_receipts)
+            .unwrap_or(ReadReceipts::Off),
+        None => ReadReceipts::Off,
+    };
+    let visible = match policy {
+        ReadReceipts::Off => false,
+        ReadReceipts::SenderOnly => ev.author == v.user,
+        ReadReceipts::Everyone => true,
+    };
+    Ok(QueryResult::Receipts {
+        message,
+        read_count: readers.len() as u64,
+        readers: visible.then_some(readers),
     })
 }

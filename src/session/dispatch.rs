@@ -13,6 +13,12 @@ use crate::room::{create, lookup, Actor, Change, InviteOp, RoomCommand};
 use crossroom_protocol::{ClientFrame, ErrorCode, RoomId, ServerFrame};
 use std::future::Future;
 
+/// A request taken by one router, or handed on to the next.
+enum Routed<T> {
+    Taken(T),
+    Next(ClientFrame),
+}
+
 /// A request that acts on a room as the session's user, decided with their directory entry as
 /// it is now.
 enum Acting {
@@ -28,13 +34,13 @@ impl Session {
             return;
         };
         let frame = match self.room_request(frame) {
-            Ok(Some((room, cmd))) => return self.hub.rooms.send(&room, cmd).await,
-            Ok(None) => return,
-            Err(frame) => frame,
+            Routed::Taken(Some((room, cmd))) => return self.hub.rooms.send(&room, cmd).await,
+            Routed::Taken(None) => return,
+            Routed::Next(frame) => frame,
         };
         let frame = match acting_request(frame) {
-            Ok((id, room, acting)) => return self.act(id, &room, acting).await,
-            Err(frame) => frame,
+            Routed::Taken((id, room, acting)) => return self.act(id, &room, acting).await,
+            Routed::Next(frame) => frame,
         };
         if let ClientFrame::JoinByInvite { id, token } = frame {
             return self.join_by_invite(id, token).await;
@@ -63,34 +69,13 @@ impl Session {
 
     /// The command a request for a room's actor becomes (`None` when it was answered here), or
     /// the request back if it is not one.
-    fn room_request(
-        &mut self,
-        frame: ClientFrame,
-    ) -> Result<Option<(RoomId, RoomCommand)>, ClientFrame> {
+    fn room_request(&mut self, frame: ClientFrame) -> Routed<Option<(RoomId, RoomCommand)>> {
         let user = self.user.id.clone();
         let (room, cmd) = match frame {
-            ClientFrame::Subscribe { id, room, since } => {
-                let max = self.hub.limits.max_subscriptions;
-                if !self.subscriptions.contains(&room) && self.subscriptions.len() >= max as usize {
-                    let e = ApiError::new(
-                        ErrorCode::LimitExceeded,
-                        format!("at most {max} subscriptions per connection"),
-                    );
-                    self.reply(id).fail(e);
-                    return Ok(None);
-                }
-                self.subscriptions.insert(room.clone());
-                let reply = self.reply(id);
-                (
-                    room,
-                    RoomCommand::Subscribe {
-                        session: self.id,
-                        user,
-                        since,
-                        reply,
-                    },
-                )
-            }
+            ClientFrame::Subscribe { id, room, since } => match self.subscribe(id, room, since) {
+                Some(routed) => routed,
+                None => return Routed::Taken(None),
+            },
             ClientFrame::Unsubscribe { id, room } => {
                 self.subscriptions.remove(&room);
                 let reply = Some(self.reply(id));
@@ -180,9 +165,37 @@ impl Session {
                     reply: self.reply(id),
                 },
             ),
-            other => return Err(other),
+            other => return Routed::Next(other),
         };
-        Ok(Some((room, cmd)))
+        Routed::Taken(Some((room, cmd)))
+    }
+
+    /// A subscription, within the per-connection limit; `None` when refused (and answered).
+    fn subscribe(
+        &mut self,
+        id: u32,
+        room: RoomId,
+        since: Option<crossroom_protocol::Position>,
+    ) -> Option<(RoomId, RoomCommand)> {
+        let user = self.user.id.clone();
+        let max = self.hub.limits.max_subscriptions;
+        if !self.subscriptions.contains(&room) && self.subscriptions.len() >= max as usize {
+            let e = ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!("at most {max} subscriptions per connection"),
+            );
+            self.reply(id).fail(e);
+            return None;
+        }
+        self.subscriptions.insert(room.clone());
+        let reply = self.reply(id);
+        let cmd = RoomCommand::Subscribe {
+            session: self.id,
+            user,
+            since,
+            reply,
+        };
+        Some((room, cmd))
     }
 
     /// Act on `room` as this session's user, looked up fresh (their permission may have changed
@@ -310,9 +323,9 @@ impl Session {
 }
 
 /// The room and action of a request that acts on a room as the user, or the request back.
-fn acting_request(frame: ClientFrame) -> Result<(u32, RoomId, Acting), ClientFrame> {
+fn acting_request(frame: ClientFrame) -> Routed<(u32, RoomId, Acting)> {
     let change = |c| Acting::Change(c);
-    Ok(match frame {
+    Routed::Taken(match frame {
         ClientFrame::AddMembers { id, room, users } => {
             (id, room, change(Change::AddMembers(users)))
         }
@@ -354,6 +367,6 @@ fn acting_request(frame: ClientFrame) -> Result<(u32, RoomId, Acting), ClientFra
         ),
         ClientFrame::GetInvite { id, room } => (id, room, Acting::Invite(InviteOp::Get)),
         ClientFrame::RevokeInvite { id, room } => (id, room, Acting::Invite(InviteOp::Revoke)),
-        other => return Err(other),
+        other => return Routed::Next(other),
     })
 }

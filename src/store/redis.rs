@@ -27,8 +27,8 @@
 //! ## Appends
 //! One writer task takes appends in call order. A plain post (one message) is one script that
 //! dedupes by client id, takes the next seq and writes the entry; consecutive posts to a room go
-//! in one pipeline. Any other entry is projected in Rust with the same pure functions the SQLite
-//! store uses ([`crate::domain::rules::apply`], [`crate::domain::features::apply`]) and written by a
+//! in one pipeline. Any other entry is projected in Rust by the one projection the SQLite store and
+//! the room actor use ([`crate::domain::projection`]) and written by a
 //! script that first checks that the room's head (and every item it rewrites) is still what the
 //! projection was computed from; if not, it is computed again. Non-post entries move the room's
 //! state `version`.
@@ -39,6 +39,7 @@
 
 use super::*;
 use crate::domain::directory::{Company, CompanySettings, User};
+use crate::domain::projection::{self, ItemChange};
 use ::redis::aio::{ConnectionLike, ConnectionManager};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Cmd, Pipeline, RedisFuture, Script, Value};
@@ -845,54 +846,9 @@ impl Inner {
                     body: entry.body.clone(),
                 })?,
             ));
-            // Room projection.
-            let old_image = room.image.clone();
-            crate::domain::rules::apply(&mut room, &entry.author, &entry.body);
-            match &entry.body {
-                EventBody::MembersAdded { users } => {
-                    for u in users {
-                        if room.member_since.get(u) == Some(&u64::MAX) {
-                            room.member_since.insert(u.clone(), seq);
-                        }
-                        plan.joined.push(u.clone());
-                    }
-                    state_changed = true;
-                }
-                EventBody::MastersAdded { users } => {
-                    plan.joined.extend(users.iter().cloned());
-                    state_changed = true;
-                }
-                EventBody::GroupUpdated { image, .. } => {
-                    if let (Some(_), Some(old)) = (image, old_image) {
-                        plan.garbage.push(old);
-                    }
-                    state_changed = true;
-                }
-                EventBody::MemberRemoved { .. }
-                | EventBody::MasterRemoved { .. }
-                | EventBody::Converted { .. } => state_changed = true,
-                EventBody::MessageRecalled { message } => {
-                    self.plan_recall(&id, &room, *message, &mut plan).await?;
-                }
-                _ => {}
-            }
-            // Item projection.
-            if let EventBody::ItemPurged { item } = &entry.body {
-                let all = self.items_of(&id).await?;
-                for gone in crate::domain::features::subtree(&all, *item) {
-                    let current = self.item_entry(&id, gone, &mut items).await?;
-                    if let Some(Item::File(f)) = &current.1 {
-                        plan.garbage.push(f.file.clone());
-                    }
-                    current.1 = None;
-                }
-            } else if let Some(target) = crate::domain::features::target(&event) {
-                let current = self.item_entry(&id, target, &mut items).await?;
-                current.1 = crate::domain::features::apply(current.1.take(), &event);
-            }
-            if let Some(a) = audit_of(&event, &room.owner_company) {
-                plan.audits.push(a);
-            }
+            state_changed |= self
+                .plan_projection(&mut plan, &mut room, &mut items, &event)
+                .await?;
             plan.appended.push(Appended {
                 event,
                 duplicate: false,
@@ -910,6 +866,46 @@ impl Inner {
         Ok(plan)
     }
 
+    /// What the one projection (`domain::projection`) of `event` writes: the room (returns
+    /// whether it changed), the user indexes, the items, a recalled message, freed files, audit.
+    async fn plan_projection(
+        &self,
+        plan: &mut Plan,
+        room: &mut RoomRecord,
+        items: &mut BTreeMap<u64, (String, Option<Item>)>,
+        event: &Event,
+    ) -> StoreResult<bool> {
+        let id = room.id.clone();
+        // The one projection (`domain::projection`), persisted by the script.
+        let p = projection::project(room, event);
+        plan.joined.extend(
+            p.members
+                .iter()
+                .filter(|m| m.member || m.master)
+                .map(|m| m.user.clone()),
+        );
+        plan.garbage.extend(p.freed);
+        if let Some(message) = p.recall {
+            self.plan_recall(&id, room, message, plan).await?;
+        }
+        match p.item {
+            ItemChange::None => {}
+            ItemChange::Apply(target) => {
+                let current = self.item_entry(&id, target, items).await?;
+                current.1 = crate::domain::features::apply(current.1.take(), event);
+            }
+            ItemChange::Purge(root) => {
+                let (gone, files) = projection::purge(&self.items_of(&id).await?, root);
+                for g in gone {
+                    self.item_entry(&id, g, items).await?.1 = None;
+                }
+                plan.garbage.extend(files);
+            }
+        }
+        plan.audits.extend(p.audit);
+        Ok(p.room_changed)
+    }
+
     /// M1: the recalled message keeps its place and client id, and loses the rest; its
     /// attachments' bytes are freed.
     async fn plan_recall(
@@ -923,26 +919,14 @@ impl Inner {
         let Some(event) = self.event_at(id, room.epoch, seq).await? else {
             return Ok(());
         };
-        if let EventBody::Message {
-            client_msg_id,
-            attachments,
-            ..
-        } = event.body
-        {
-            plan.garbage
-                .extend(attachments.iter().map(|a| a.file.clone()));
+        if let Some((placeholder, freed)) = projection::recalled(event.body) {
+            plan.garbage.extend(freed);
             plan.logs.push((
                 seq,
                 to_json(&StoredEntry {
                     ts: event.ts,
                     author: event.author,
-                    body: EventBody::Message {
-                        client_msg_id,
-                        text: String::new(),
-                        attachments: Vec::new(),
-                        mentions: Vec::new(),
-                        recalled: true,
-                    },
+                    body: placeholder,
                 })?,
             ));
         }
@@ -1256,42 +1240,22 @@ impl Store for RedisStore {
     }
 
     async fn create_room(&self, room: &NewRoom) -> StoreResult<Event> {
-        let mut member_since = HashMap::new();
-        for m in &room.members {
-            member_since.insert(m.clone(), 1);
-        }
-        let mut members = room.members.clone();
-        members.sort();
-        members.dedup();
-        let mut masters = room.masters.clone();
-        masters.sort();
-        masters.dedup();
-        let meta = Meta {
-            kind: room.kind,
-            name: room.name.clone(),
-            description: room.description.clone(),
-            owner_company: room.owner_company.clone(),
-            created_by: room.created_by.clone(),
-            created_at: room.created_at,
-            features: room.features,
-            masters,
-            members,
-            converted_from: None,
-            image: None,
-            member_since,
+        let entry = room.first_entry();
+        let event = Event {
+            room: room.id.clone(),
+            epoch: room.epoch,
+            seq: 1,
+            ts: entry.ts,
+            author: entry.author.clone(),
+            body: entry.body.clone(),
         };
-        let body = EventBody::Created {
-            room_kind: room.kind,
-            name: room.name.clone(),
-            description: room.description.clone(),
-            masters: room.masters.clone(),
-            members: room.members.clone(),
-            features: room.features,
-        };
+        let mut record = RoomRecord::empty(&room.id, room.owner_company.clone());
+        let p = projection::project(&mut record, &event);
+        let meta = Meta::of(&record);
         let first = StoredEntry {
-            ts: room.created_at,
-            author: room.created_by.clone(),
-            body: body.clone(),
+            ts: entry.ts,
+            author: entry.author,
+            body: entry.body,
         };
         let people: Vec<&UserId> = room.members.iter().chain(&room.masters).collect();
         let created = self
@@ -1300,16 +1264,8 @@ impl Store for RedisStore {
         if !created {
             return Err(StoreError::AlreadyExists(format!("room {}", room.id)));
         }
-        let event = Event {
-            room: room.id.clone(),
-            epoch: room.epoch,
-            seq: 1,
-            ts: room.created_at,
-            author: room.created_by.clone(),
-            body,
-        };
-        if let Some(a) = audit_of(&event, &room.owner_company) {
-            self.inner.write_audit(&a).await?;
+        if let Some(a) = &p.audit {
+            self.inner.write_audit(a).await?;
         }
         Ok(event)
     }

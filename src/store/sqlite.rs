@@ -13,6 +13,7 @@ use super::{
     NewRoom, RoomRecord, Store, StoreError, StoreResult,
 };
 use crate::domain::directory::{Company, CompanySettings, User, UserKind};
+use crate::domain::projection::{self, ItemChange, Membership};
 use async_trait::async_trait;
 use crossroom_protocol::{CompanyId, Event, EventBody, Features, Item, RoomId, RoomKind, UserId};
 use futures_util::FutureExt;
@@ -462,141 +463,146 @@ fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult
     })
 }
 
-/// Set a user's flags in a room (inserting the row if needed); `None` leaves a flag alone.
-fn set_membership(
-    conn: &Connection,
-    room: &RoomId,
-    user: &UserId,
-    member: Option<bool>,
-    master: Option<bool>,
-) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO room_members (room, user, is_member, is_master)
-         VALUES (?1, ?2, coalesce(?3, 0), coalesce(?4, 0))
-         ON CONFLICT (room, user) DO UPDATE SET
-             is_member = coalesce(?3, is_member),
-             is_master = coalesce(?4, is_master)",
-    )?
-    .execute(params![room.0, user.0, member, master])?;
+/// Persist what [`projection::project`] computes for a committed entry, in the entry's
+/// transaction: the room's row, the membership rows it changed, the item it changes, the message
+/// it recalls, the files it frees, its audit record.
+fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
+    let room = &event.room;
+    let p = if projection::touches_room(&event.body) {
+        let mut record =
+            load_room(conn, room)?.ok_or_else(|| StoreError::NotFound(format!("room {room}")))?;
+        let p = projection::project(&mut record, event);
+        save_room_row(conn, &record)?;
+        p
+    } else {
+        projection::content(event)
+    };
+    for m in &p.members {
+        save_membership(conn, room, m)?;
+    }
+    match p.item {
+        ItemChange::None => {}
+        ItemChange::Apply(id) => {
+            let next = crate::domain::features::apply(load_item(conn, room, id)?, event);
+            save_item(conn, room, id, next.as_ref())?;
+        }
+        ItemChange::Purge(root) => {
+            let (gone, files) = projection::purge(&all_items(conn, room)?, root);
+            for id in gone {
+                save_item(conn, room, id, None)?;
+            }
+            for f in &files {
+                delete_file_row(conn, f)?;
+            }
+        }
+    }
+    if let Some(seq) = p.recall {
+        recall(conn, room, seq)?;
+    }
+    for f in &p.freed {
+        delete_file_row(conn, f)?;
+    }
+    if let Some(audit) = &p.audit {
+        write_audit(conn, audit)?;
+    }
     Ok(())
 }
 
-/// Keep the room's projection (members, masters, settings) in step with a new entry, and
-/// record life-cycle and membership entries in the audit log — in the same transaction.
-fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
-    let room = &event.room;
-    if let Some(id) = crate::domain::features::target(event) {
-        project_item(conn, event, id)?;
-    }
-    match &event.body {
-        EventBody::MessageRecalled { message } => recall(conn, room, *message)?,
-        EventBody::Created { .. }
-        | EventBody::Message { .. }
-        | EventBody::Notice { .. }
-        | EventBody::NotePosted { .. }
-        | EventBody::NoteEdited { .. }
-        | EventBody::NoteDeleted { .. }
-        | EventBody::NoteCommented { .. }
-        | EventBody::CommentDeleted { .. }
-        | EventBody::NoteLiked { .. }
-        | EventBody::CalendarEventCreated { .. }
-        | EventBody::CalendarEventUpdated { .. }
-        | EventBody::CalendarEventDeleted { .. }
-        | EventBody::TaskCreated { .. }
-        | EventBody::TaskUpdated { .. }
-        | EventBody::TaskCompleted { .. }
-        | EventBody::TaskReopened { .. }
-        | EventBody::TaskDeleted { .. }
-        | EventBody::FolderCreated { .. }
-        | EventBody::FolderUpdated { .. }
-        | EventBody::FileAdded { .. }
-        | EventBody::ItemTrashed { .. }
-        | EventBody::ItemRestored { .. }
-        | EventBody::ItemPurged { .. } => {}
-        EventBody::MembersAdded { users } => {
-            for u in users {
-                conn.prepare_cached(
-                    "INSERT INTO room_members (room, user, is_member, is_master, joined_seq)
-                     VALUES (?1, ?2, 1, 0, ?3)
-                     ON CONFLICT (room, user) DO UPDATE SET
-                         joined_seq = CASE WHEN is_member = 1 THEN joined_seq ELSE excluded.joined_seq END,
-                         is_member = 1",
-                )?
-                .execute(params![room.0, u.0, sql_seq(event.seq)])?;
-            }
-        }
-        EventBody::MemberRemoved { user, .. } => {
-            set_membership(conn, room, user, Some(false), Some(false))?;
-        }
-        EventBody::MastersAdded { users } => {
-            for u in users {
-                set_membership(conn, room, u, None, Some(true))?;
-            }
-        }
-        EventBody::MasterRemoved { user } => {
-            set_membership(conn, room, user, None, Some(false))?;
-        }
-        EventBody::GroupUpdated {
-            name,
-            description,
-            features,
-            image,
-        } => {
-            let features = features.as_ref().map(json).transpose()?;
-            if image.is_some() {
-                // The replaced image's bytes are freed with it (G17).
-                let old: Option<String> = conn
-                    .prepare_cached("SELECT image FROM rooms WHERE id = ?1")?
-                    .query_row(params![room.0], |r| r.get(0))?;
-                if let Some(old) = old {
-                    delete_file_row(conn, &old)?;
-                }
-            }
-            conn.prepare_cached(
-                "UPDATE rooms SET name = coalesce(?2, name), description = coalesce(?3, description),
-                                  features = coalesce(?4, features), image = coalesce(?5, image)
-                 WHERE id = ?1",
-            )?
-            .execute(params![room.0, name, description, features, image])?;
-        }
-        EventBody::Converted {
-            name,
-            masters,
-            members,
-            ..
-        } => {
-            let owner = event.author.company().map(|c| c.0).unwrap_or_default();
-            conn.prepare_cached(
-                "UPDATE rooms SET kind = 'group', name = ?2, owner_company = ?3, converted_from = ?1
-                 WHERE id = ?1",
-            )?
-            .execute(params![room.0, name, owner])?;
-            // Members stay members (keeping the seq they joined at); the rest are left out.
-            let keep: std::collections::HashSet<&str> =
-                members.iter().map(|u| u.as_str()).collect();
-            let current: Vec<String> = conn
-                .prepare_cached("SELECT user FROM room_members WHERE room = ?1 AND is_member = 1")?
-                .query_map(params![room.0], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for u in current.iter().filter(|u| !keep.contains(u.as_str())) {
-                set_membership(conn, room, &UserId(u.clone()), Some(false), Some(false))?;
-            }
-            conn.prepare_cached("UPDATE room_members SET is_master = 0 WHERE room = ?1")?
-                .execute(params![room.0])?;
-            for u in masters {
-                set_membership(conn, room, u, None, Some(true))?;
-            }
-        }
-    }
-    if super::is_audited(&event.body) {
-        let owner: String = conn
-            .prepare_cached("SELECT owner_company FROM rooms WHERE id = ?1")?
-            .query_row(params![room.0], |r| r.get(0))?;
-        if let Some(audit) = super::audit_of(event, &CompanyId(owner)) {
-            write_audit(conn, &audit)?;
-        }
-    }
+/// The room's own row as projected (head and version are written with each entry).
+fn save_room_row(conn: &Connection, r: &RoomRecord) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE rooms SET kind = ?2, name = ?3, description = ?4, owner_company = ?5,
+                          features = ?6, image = ?7, converted_from = ?8
+          WHERE id = ?1",
+    )?
+    .execute(params![
+        r.id.0,
+        kind_str(r.kind),
+        r.name,
+        r.description,
+        r.owner_company.0,
+        json(&r.features)?,
+        r.image,
+        r.converted_from.as_ref().map(|c| c.0.clone()),
+    ])?;
     Ok(())
+}
+
+/// One user's standing in a room, as projected.
+fn save_membership(conn: &Connection, room: &RoomId, m: &Membership) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO room_members (room, user, is_member, is_master, joined_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (room, user) DO UPDATE SET
+             is_member = excluded.is_member,
+             is_master = excluded.is_master,
+             joined_seq = excluded.joined_seq",
+    )?
+    .execute(params![
+        room.0,
+        m.user.0,
+        m.member,
+        m.master,
+        sql_seq(m.since.unwrap_or(0))
+    ])?;
+    Ok(())
+}
+
+/// A room as stored (not deleted): its row and its members.
+fn load_room(conn: &Connection, id: &RoomId) -> StoreResult<Option<RoomRecord>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT kind, name, description, owner_company, created_by, created_at,
+                    features, epoch, head, converted_from, image, version
+               FROM rooms WHERE id = ?1 AND deleted = 0",
+        )?
+        .query_row(params![id.0], |r| {
+            let kind: String = r.get(0)?;
+            let features: String = r.get(6)?;
+            Ok(RoomRecord {
+                id: id.clone(),
+                kind: kind_from(&kind),
+                name: r.get(1)?,
+                description: r.get(2)?,
+                owner_company: CompanyId(r.get(3)?),
+                created_by: UserId(r.get(4)?),
+                created_at: r.get(5)?,
+                features: from_json::<Features>(&features)?,
+                epoch: r.get::<_, i64>(7)? as u64,
+                head: r.get::<_, i64>(8)? as u64,
+                converted_from: r.get::<_, Option<String>>(9)?.map(RoomId),
+                image: r.get(10)?,
+                version: r.get::<_, i64>(11)? as u64,
+                masters: Vec::new(),
+                members: Vec::new(),
+                member_since: Default::default(),
+            })
+        })
+        .optional()?;
+    let Some(mut room) = row else { return Ok(None) };
+    let mut st = conn.prepare_cached(
+        "SELECT user, is_member, is_master, joined_seq FROM room_members
+          WHERE room = ?1 ORDER BY user",
+    )?;
+    let rows = st.query_map(params![id.0], |r| {
+        Ok((
+            UserId(r.get(0)?),
+            r.get::<_, bool>(1)?,
+            r.get::<_, bool>(2)?,
+            r.get::<_, i64>(3)? as u64,
+        ))
+    })?;
+    for row in rows {
+        let (u, member, master, joined) = row?;
+        if member {
+            room.member_since.insert(u.clone(), joined);
+            room.members.push(u.clone());
+        }
+        if master {
+            room.masters.push(u);
+        }
+    }
+    Ok(Some(room))
 }
 
 fn load_item(conn: &Connection, room: &RoomId, id: u64) -> StoreResult<Option<Item>> {
@@ -635,27 +641,7 @@ fn all_items(conn: &Connection, room: &RoomId) -> StoreResult<Vec<Item>> {
     Ok(out)
 }
 
-/// Keep the item an entry targets in step; a purged folder takes its subtree with it, and a
-/// purged file's bytes are freed (F1, G17).
-fn project_item(conn: &Connection, event: &Event, id: u64) -> StoreResult<()> {
-    let room = &event.room;
-    if let EventBody::ItemPurged { item } = &event.body {
-        let items = all_items(conn, room)?;
-        for gone in crate::domain::features::subtree(&items, *item) {
-            if let Some(Item::File(f)) = items.iter().find(|i| i.id() == gone) {
-                delete_file_row(conn, &f.file)?;
-            }
-            save_item(conn, room, gone, None)?;
-        }
-        return Ok(());
-    }
-    let current = load_item(conn, room, id)?;
-    let next = crate::domain::features::apply(current, event);
-    save_item(conn, room, id, next.as_ref())
-}
-
-/// M1: a recalled message keeps its place and its client id, and loses its text, attachments
-/// (their bytes freed) and mentions.
+/// M1: rewrite a recalled message as [`projection::recalled`] says, freeing its attachments.
 fn recall(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
     let body: Option<Vec<u8>> = conn
         .prepare_cached("SELECT body FROM events WHERE room = ?1 AND seq = ?2")?
@@ -664,22 +650,10 @@ fn recall(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
     let Some(body) = body else { return Ok(()) };
     let body: EventBody =
         rmp_serde::from_slice(&body).map_err(|e| StoreError::Backend(e.to_string()))?;
-    if let EventBody::Message {
-        client_msg_id,
-        attachments,
-        ..
-    } = body
-    {
-        for a in &attachments {
-            delete_file_row(conn, &a.file)?;
+    if let Some((placeholder, freed)) = projection::recalled(body) {
+        for f in &freed {
+            delete_file_row(conn, f)?;
         }
-        let placeholder = EventBody::Message {
-            client_msg_id,
-            text: String::new(),
-            attachments: Vec::new(),
-            mentions: Vec::new(),
-            recalled: true,
-        };
         conn.prepare_cached("UPDATE events SET body = ?3 WHERE room = ?1 AND seq = ?2")?
             .execute(params![room.0, sql_seq(seq), encode_body(&placeholder)?])?;
     }
@@ -943,33 +917,8 @@ impl Store for SqliteStore {
                     e.into()
                 }
             })?;
-            let mut st = conn.prepare_cached(
-                "INSERT INTO room_members (room, user, is_member, is_master) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (room, user) DO UPDATE SET is_member = max(is_member, excluded.is_member),
-                                                       is_master = max(is_master, excluded.is_master)",
-            )?;
-            for m in &r.members {
-                st.execute(params![r.id.0, m.0, true, false])?;
-            }
-            for m in &r.masters {
-                st.execute(params![r.id.0, m.0, false, true])?;
-            }
-            let created = append_one(
-                conn,
-                &r.id,
-                &NewEntry {
-                    author: r.created_by.clone(),
-                    ts: r.created_at,
-                    body: EventBody::Created {
-                        room_kind: r.kind,
-                        name: r.name.clone(),
-                        description: r.description.clone(),
-                        masters: r.masters.clone(),
-                        members: r.members.clone(),
-                        features: r.features,
-                    },
-                },
-            )?;
+            // Its members, masters and audit record come from projecting its first entry.
+            let created = append_one(conn, &r.id, &r.first_entry())?;
             Ok(created.event)
         })
         .await
@@ -977,62 +926,7 @@ impl Store for SqliteStore {
 
     async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>> {
         let id = id.clone();
-        self.read(move |conn| {
-            let row = conn
-                .prepare_cached(
-                    "SELECT kind, name, description, owner_company, created_by, created_at,
-                            features, epoch, head, converted_from, image, version
-                       FROM rooms WHERE id = ?1 AND deleted = 0",
-                )?
-                .query_row(params![id.0], |r| {
-                    let kind: String = r.get(0)?;
-                    let features: String = r.get(6)?;
-                    Ok(RoomRecord {
-                        id: id.clone(),
-                        kind: kind_from(&kind),
-                        name: r.get(1)?,
-                        description: r.get(2)?,
-                        owner_company: CompanyId(r.get(3)?),
-                        created_by: UserId(r.get(4)?),
-                        created_at: r.get(5)?,
-                        features: from_json::<Features>(&features)?,
-                        epoch: r.get::<_, i64>(7)? as u64,
-                        head: r.get::<_, i64>(8)? as u64,
-                        converted_from: r.get::<_, Option<String>>(9)?.map(RoomId),
-                        image: r.get(10)?,
-                        version: r.get::<_, i64>(11)? as u64,
-                        masters: Vec::new(),
-                        members: Vec::new(),
-                        member_since: Default::default(),
-                    })
-                })
-                .optional()?;
-            let Some(mut room) = row else { return Ok(None) };
-            let mut st = conn.prepare_cached(
-                "SELECT user, is_member, is_master, joined_seq FROM room_members
-                  WHERE room = ?1 ORDER BY user",
-            )?;
-            let rows = st.query_map(params![id.0], |r| {
-                Ok((
-                    UserId(r.get(0)?),
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, bool>(2)?,
-                    r.get::<_, i64>(3)? as u64,
-                ))
-            })?;
-            for row in rows {
-                let (u, member, master, joined) = row?;
-                if member {
-                    room.member_since.insert(u.clone(), joined);
-                    room.members.push(u.clone());
-                }
-                if master {
-                    room.masters.push(u);
-                }
-            }
-            Ok(Some(room))
-        })
-        .await
+        self.read(move |conn| load_room(conn, &id)).await
     }
 
     async fn append(

@@ -446,6 +446,130 @@ async fn commit(store: &SharedStore, room: &RoomId, author: &UserId, body: Event
     got[0].event.seq
 }
 
+/// What the store keeps of `room` — its record and its items — is the one projection
+/// (`domain::projection`) of the room's own log, replayed from its first entry.
+async fn assert_projection_of_log(store: &SharedStore, room: &RoomId) {
+    use crossroom::domain::features;
+    use crossroom::domain::projection::{self, ItemChange};
+    use crossroom::domain::records::RoomRecord;
+    let stored = store.room(room).await.expect("read").expect("exists");
+    let log = store
+        .read_range(room, 0, u64::MAX, 100_000)
+        .await
+        .expect("read");
+    assert_eq!(
+        log.first().map(|e| e.seq),
+        Some(1),
+        "the log starts at its creation"
+    );
+    let mut replayed = RoomRecord::empty(room, stored.owner_company.clone());
+    let mut items: std::collections::BTreeMap<u64, crossroom_protocol::Item> = Default::default();
+    for event in &log {
+        let p = projection::project(&mut replayed, event);
+        match p.item {
+            ItemChange::None => {}
+            ItemChange::Apply(id) => {
+                if let Some(it) = features::apply(items.remove(&id), event) {
+                    items.insert(id, it);
+                }
+            }
+            ItemChange::Purge(root) => {
+                let all: Vec<_> = items.values().cloned().collect();
+                for gone in projection::purge(&all, root).0 {
+                    items.remove(&gone);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        replayed, stored,
+        "the stored room is the projection of its log"
+    );
+    let mut kept = store.items(room).await.expect("read");
+    kept.sort_by_key(|i| i.id());
+    // Who read a note is kept beside the log, like read markers, not in it (N1).
+    for it in &mut kept {
+        if let crossroom_protocol::Item::Note(n) = it {
+            n.readers.clear();
+        }
+    }
+    assert_eq!(
+        kept,
+        items.into_values().collect::<Vec<_>>(),
+        "the stored items are the projection of the log"
+    );
+}
+
+/// Joins, removals, re-joins, masters, settings and an image: after each, the store's room is
+/// the projection of its log (D4: a re-joined member sees the log from the re-join on).
+pub async fn the_room_is_the_projection_of_its_log(store: &SharedStore) {
+    let a: UserId = "alice@acme.example".into();
+    let b: UserId = "bob@acme.example".into();
+    let c: UserId = "carol@globex.example".into();
+    store
+        .create_room(&new_room("r_fold", &[&a, &b], &[&a]))
+        .await
+        .expect("create");
+    let room = RoomId::from("r_fold");
+    assert_projection_of_log(store, &room).await;
+    let steps = vec![
+        (
+            a.clone(),
+            EventBody::MembersAdded {
+                users: vec![c.clone()],
+            },
+        ),
+        (c.clone(), message(&c, "c1", "hello").body),
+        (
+            a.clone(),
+            EventBody::MemberRemoved {
+                user: c.clone(),
+                reason: RemovalReason::Removed,
+            },
+        ),
+        (
+            a.clone(),
+            EventBody::MembersAdded {
+                users: vec![c.clone()],
+            },
+        ),
+        (
+            a.clone(),
+            EventBody::MastersAdded {
+                users: vec![b.clone()],
+            },
+        ),
+        (a.clone(), EventBody::MasterRemoved { user: a.clone() }),
+        (
+            b.clone(),
+            EventBody::GroupUpdated {
+                name: Some("Folded".into()),
+                description: Some("new".into()),
+                features: None,
+                image: Some("f_none".into()),
+            },
+        ),
+        (
+            b.clone(),
+            EventBody::MemberRemoved {
+                user: a.clone(),
+                reason: RemovalReason::Policy,
+            },
+        ),
+    ];
+    for (author, body) in steps {
+        commit(store, &room, &author, body).await;
+        assert_projection_of_log(store, &room).await;
+    }
+    let r = store.room(&room).await.expect("read").expect("exists");
+    assert_eq!(
+        r.sees_from(&c),
+        Some(5),
+        "carol sees the log from her re-join"
+    );
+    assert_eq!(r.sees_from(&a), None, "alice is gone");
+}
+
 pub async fn projections_and_audit(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
     let b: UserId = "bob@acme.example".into();
@@ -584,6 +708,7 @@ pub async fn projections_and_audit(store: &SharedStore) {
         .await
         .expect("audit")
         .is_empty());
+    assert_projection_of_log(store, &room).await;
 }
 
 fn audit_of(room: &str, action: &str) -> NewAudit {
@@ -910,4 +1035,5 @@ pub async fn items_and_recall(store: &SharedStore) {
     );
     assert_eq!(store.file("f_att").await.expect("read"), None);
     assert_eq!(store.storage_used(&acme).await.expect("used"), base);
+    assert_projection_of_log(store, &room).await;
 }

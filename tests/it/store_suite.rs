@@ -76,6 +76,7 @@ every_backend!(
     ordered_pipelined_appends,
     read_state,
     projections_and_audit,
+    the_room_is_the_projection_of_its_log,
     invites,
     storage_and_delete,
     items_and_recall,
