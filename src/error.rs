@@ -33,6 +33,14 @@ impl ApiError {
         ApiError::new(ErrorCode::NotFound, format!("{what} not found"))
     }
 
+    /// The user or their company holds as many live sessions on this node as allowed.
+    pub fn too_many_sessions() -> ApiError {
+        ApiError::new(
+            ErrorCode::TooManySessions,
+            "too many sessions; close one first",
+        )
+    }
+
     pub fn internal() -> ApiError {
         ApiError::new(
             ErrorCode::Internal,
@@ -66,7 +74,7 @@ impl ApiError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AlreadyExists => StatusCode::CONFLICT,
             ErrorCode::QuotaExceeded | ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::TooManySessions => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -12,7 +12,8 @@ use crate::error::ApiError;
 use crate::metrics::METRICS;
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
-use crossroom_protocol::{close, encode, Encoding, Event, ServerFrame};
+use crossroom_protocol::close::CloseReason;
+use crossroom_protocol::{encode, Encoding, Event, ServerFrame};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,11 +22,32 @@ use tokio::sync::{watch, Notify};
 /// Why and how a session is being closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseRequest {
-    pub code: u16,
-    pub reason: &'static str,
-    /// Send what is already queued before the close frame (graceful shutdown), or not (slow
-    /// consumer, protocol error).
+    pub reason: CloseReason,
+    /// Send what is already queued before the close frame (graceful shutdown, a refusal the
+    /// client should read), or not (the client is not reading, or broke the stream).
     pub drain: bool,
+}
+
+impl CloseRequest {
+    pub fn code(&self) -> u16 {
+        self.reason.code()
+    }
+}
+
+impl From<CloseReason> for CloseRequest {
+    /// Queued frames go out first unless the client cannot or will not read them.
+    fn from(reason: CloseReason) -> Self {
+        let drain = !matches!(
+            reason,
+            CloseReason::Normal
+                | CloseReason::SlowConsumer
+                | CloseReason::PingTimeout
+                | CloseReason::TooBig
+                | CloseReason::WebSocketError
+                | CloseReason::Internal
+        );
+        CloseRequest { reason, drain }
+    }
 }
 
 /// The sending half, cloned into every place that delivers to this session.
@@ -159,11 +181,9 @@ impl Outbound {
 
     fn slow_consumer(&self) {
         tracing::debug!("slow consumer: outbound queue full");
-        let first = self.shared.request_close(CloseRequest {
-            code: close::SLOW_CONSUMER,
-            reason: "slow consumer",
-            drain: false,
-        });
+        let first = self
+            .shared
+            .request_close(CloseRequest::from(CloseReason::SlowConsumer));
         if first {
             METRICS.slow_consumers.inc();
         }
@@ -211,11 +231,7 @@ async fn wait_close(shared: &Shared) -> CloseRequest {
         }
         if rx.changed().await.is_err() {
             // The sender lives in `shared`, which we borrow: unreachable, but stay safe.
-            return CloseRequest {
-                code: close::INTERNAL,
-                reason: "closed",
-                drain: false,
-            };
+            return CloseRequest::from(CloseReason::Internal);
         }
     }
 }
@@ -444,7 +460,7 @@ mod tests {
         assert_eq!(out.send_event(&ev(9)), Err(SessionClosed));
         assert!(out.is_closing());
         let c = rx.next().await.expect_err("closing");
-        assert_eq!(c.code, close::SLOW_CONSUMER);
+        assert_eq!(c.reason, CloseReason::SlowConsumer);
     }
 
     #[tokio::test]
@@ -481,19 +497,11 @@ mod tests {
     #[tokio::test]
     async fn first_close_request_wins() {
         let (out, mut rx) = channel(Encoding::Json, 8, 1 << 20);
-        out.close(CloseRequest {
-            code: close::GOING_AWAY,
-            reason: "shutdown",
-            drain: true,
-        });
-        out.close(CloseRequest {
-            code: close::SLOW_CONSUMER,
-            reason: "slow",
-            drain: false,
-        });
+        out.close(CloseRequest::from(CloseReason::GoingAway));
+        out.close(CloseRequest::from(CloseReason::SlowConsumer));
         assert_eq!(
-            rx.next().await.expect_err("closing").code,
-            close::GOING_AWAY
+            rx.next().await.expect_err("closing").reason,
+            CloseReason::GoingAway
         );
     }
 }

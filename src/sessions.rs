@@ -92,7 +92,7 @@ impl Sessions {
 
     /// Close every live session of `user`, on every node (disabled, or tokens revoked).
     pub fn close_user(&self, user: &UserId, req: CloseRequest) {
-        self.bus.close_sessions(user, req.code);
+        self.bus.close_sessions(user, req.code());
         self.close_local(user, req);
     }
 

@@ -37,6 +37,96 @@ pub const USER_DISABLED: u16 = 4502;
 /// Permanent: the client broke the protocol too often (undecodable frames).
 pub const PROTOCOL_ERROR: u16 = 4503;
 
+/// Why the server closes a session: one code and one text per reason, so every place that
+/// closes a session says the same thing for the same cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The session ended (the client went, or the socket failed).
+    Normal,
+    /// The server is shutting down or draining.
+    GoingAway,
+    /// A frame or message was larger than the server's limit.
+    TooBig,
+    /// The server failed.
+    Internal,
+    SlowConsumer,
+    AuthTimeout,
+    RateLimited,
+    PingTimeout,
+    TooManySessions,
+    /// The token is invalid.
+    Unauthorized,
+    /// An admin revoked the user's tokens (code 4500: the token is no longer valid).
+    TokensRevoked,
+    TokenExpired,
+    UserDisabled,
+    /// Too many undecodable frames.
+    TooManyBadFrames,
+    /// The WebSocket stream itself was malformed (code 4503).
+    WebSocketError,
+}
+
+impl CloseReason {
+    /// The close code this reason is sent with.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Normal => NORMAL,
+            CloseReason::GoingAway => GOING_AWAY,
+            CloseReason::TooBig => TOO_BIG,
+            CloseReason::Internal => INTERNAL,
+            CloseReason::SlowConsumer => SLOW_CONSUMER,
+            CloseReason::AuthTimeout => AUTH_TIMEOUT,
+            CloseReason::RateLimited => RATE_LIMITED,
+            CloseReason::PingTimeout => PING_TIMEOUT,
+            CloseReason::TooManySessions => TOO_MANY_SESSIONS,
+            CloseReason::Unauthorized | CloseReason::TokensRevoked => UNAUTHORIZED,
+            CloseReason::TokenExpired => TOKEN_EXPIRED,
+            CloseReason::UserDisabled => USER_DISABLED,
+            CloseReason::TooManyBadFrames | CloseReason::WebSocketError => PROTOCOL_ERROR,
+        }
+    }
+
+    /// The close frame's reason text.
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "",
+            CloseReason::GoingAway => "server shutting down",
+            CloseReason::TooBig => "message too big",
+            CloseReason::Internal => "server error",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::AuthTimeout => "no auth frame in time",
+            CloseReason::RateLimited => "too many requests",
+            CloseReason::PingTimeout => "no pong",
+            CloseReason::TooManySessions => "too many sessions",
+            CloseReason::Unauthorized => "invalid token",
+            CloseReason::TokensRevoked => "tokens revoked",
+            CloseReason::TokenExpired => "token has expired",
+            CloseReason::UserDisabled => "user disabled",
+            CloseReason::TooManyBadFrames => "too many bad frames",
+            CloseReason::WebSocketError => "websocket protocol error",
+        }
+    }
+
+    /// The reason a code stands for (a close that another node asks for by code).
+    pub fn from_code(code: u16) -> CloseReason {
+        match code {
+            NORMAL => CloseReason::Normal,
+            GOING_AWAY => CloseReason::GoingAway,
+            TOO_BIG => CloseReason::TooBig,
+            SLOW_CONSUMER => CloseReason::SlowConsumer,
+            AUTH_TIMEOUT => CloseReason::AuthTimeout,
+            RATE_LIMITED => CloseReason::RateLimited,
+            PING_TIMEOUT => CloseReason::PingTimeout,
+            TOO_MANY_SESSIONS => CloseReason::TooManySessions,
+            UNAUTHORIZED => CloseReason::Unauthorized,
+            TOKEN_EXPIRED => CloseReason::TokenExpired,
+            USER_DISABLED => CloseReason::UserDisabled,
+            PROTOCOL_ERROR => CloseReason::TooManyBadFrames,
+            _ => CloseReason::Internal,
+        }
+    }
+}
+
 /// How a client should react to a close code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reaction {
@@ -71,5 +161,34 @@ mod tests {
         assert_eq!(reaction(TOKEN_EXPIRED), Reaction::Stop);
         assert_eq!(reaction(NORMAL), Reaction::Stop);
         assert_eq!(reaction(TOO_BIG), Reaction::Stop);
+    }
+
+    #[test]
+    fn every_reason_round_trips_through_its_code() {
+        use CloseReason::*;
+        for r in [
+            Normal,
+            GoingAway,
+            TooBig,
+            Internal,
+            SlowConsumer,
+            AuthTimeout,
+            RateLimited,
+            PingTimeout,
+            TooManySessions,
+            Unauthorized,
+            TokenExpired,
+            UserDisabled,
+            TooManyBadFrames,
+        ] {
+            assert_eq!(CloseReason::from_code(r.code()), r);
+        }
+        // Two reasons share a code; the code names the first.
+        assert_eq!(CloseReason::from_code(TokensRevoked.code()), Unauthorized);
+        assert_eq!(
+            CloseReason::from_code(WebSocketError.code()),
+            TooManyBadFrames
+        );
+        assert_eq!(CloseReason::from_code(4999), Internal);
     }
 }

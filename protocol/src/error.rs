@@ -45,6 +45,8 @@ pub enum ErrorCode {
     LimitExceeded,
     /// Too many requests; slow down.
     RateLimited,
+    /// The user (or their company) holds too many live sessions on this node.
+    TooManySessions,
     /// The server failed; the request may be retried.
     Internal,
     /// The server is shutting down or not ready; retry on another node or later.
@@ -75,6 +77,7 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManySessions => "too_many_sessions",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",

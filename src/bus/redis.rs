@@ -19,7 +19,8 @@ use crate::outbound::CloseRequest;
 use crate::shutdown::Shutdown;
 use crate::store::redis::{room_channel, Conn};
 use crate::store::StoreError;
-use crossroom_protocol::{close, Event, EventBody, RoomId, ServerFrame, UserId};
+use crossroom_protocol::close::CloseReason;
+use crossroom_protocol::{Event, EventBody, RoomId, ServerFrame, UserId};
 use redis::{PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -225,7 +226,7 @@ async fn subscribe_plain(conn: &mut Conn, channel: &str) -> Result<(), StoreErro
         Conn::Single(c) => c.subscribe(channel).await,
         Conn::Cluster(c) => c.subscribe(channel).await,
     }
-    .map_err(|e| StoreError::Backend(e.to_string()))
+    .map_err(StoreError::backend)
 }
 
 /// Apply subscription changes in order.
@@ -332,19 +333,9 @@ fn on_notice(bus: &RedisBus, inbox: &Arc<dyn Inbox>, payload: &str) {
     }
 }
 
-/// A close code received from another node, with its reason.
+/// A close another node asks for by its code.
 fn close_request(code: u16) -> CloseRequest {
-    let reason = match code {
-        close::USER_DISABLED => "user disabled",
-        close::TOKEN_EXPIRED => "token revoked",
-        close::UNAUTHORIZED => "unauthorized",
-        _ => "closed by the server",
-    };
-    CloseRequest {
-        code,
-        reason,
-        drain: true,
-    }
+    CloseReason::from_code(code).into()
 }
 
 /// Publish a probe every second; degraded while our own stop coming back.

@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use crossroom_protocol::close::CloseReason;
 use crossroom_protocol::{CompanyId, ErrorCode, UserId};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -341,14 +342,8 @@ async fn patch_user(
     });
     policy::revoke(&hub, &c, &lost).await?;
     if before.active && !user.active {
-        hub.sessions.close_user(
-            &user.id,
-            crate::outbound::CloseRequest {
-                code: crossroom_protocol::close::USER_DISABLED,
-                reason: "user disabled",
-                drain: true,
-            },
-        );
+        hub.sessions
+            .close_user(&user.id, CloseReason::UserDisabled.into());
     }
     Ok(Json(user))
 }
@@ -439,14 +434,8 @@ async fn revoke_tokens(
     let mut user = own_user(&hub, &c, &id).await?;
     user.tokens_valid_after = super::now_secs();
     hub.store.update_user(&user).await?;
-    hub.sessions.close_user(
-        &user.id,
-        crate::outbound::CloseRequest {
-            code: crossroom_protocol::close::UNAUTHORIZED,
-            reason: "tokens revoked",
-            drain: true,
-        },
-    );
+    hub.sessions
+        .close_user(&user.id, CloseReason::TokensRevoked.into());
     tracing::info!(user = %user.id, "tokens revoked");
     Ok(StatusCode::NO_CONTENT)
 }

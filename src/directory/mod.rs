@@ -13,7 +13,7 @@ pub use crate::domain::directory::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthFailure {
     pub code: crossroom_protocol::ErrorCode,
-    pub close: u16,
+    pub close: crossroom_protocol::close::CloseReason,
     pub message: &'static str,
 }
 
@@ -25,16 +25,17 @@ pub async fn authenticate(
     token: &str,
     now_secs: i64,
 ) -> Result<User, AuthFailure> {
-    use crossroom_protocol::{close, ErrorCode};
+    use crossroom_protocol::close::CloseReason;
+    use crossroom_protocol::ErrorCode;
     let refused = |message| AuthFailure {
         code: ErrorCode::Unauthorized,
-        close: close::UNAUTHORIZED,
+        close: CloseReason::Unauthorized,
         message,
     };
     let claims = key.verify(token, now_secs).map_err(|e| match e {
         token::TokenError::Expired => AuthFailure {
             code: ErrorCode::TokenExpired,
-            close: close::TOKEN_EXPIRED,
+            close: CloseReason::TokenExpired,
             message: "token has expired",
         },
         _ => refused("invalid token"),
@@ -45,7 +46,7 @@ pub async fn authenticate(
         Err(_) => {
             return Err(AuthFailure {
                 code: ErrorCode::Unavailable,
-                close: close::INTERNAL,
+                close: CloseReason::Internal,
                 message: "cannot verify the token now; retry",
             })
         }
@@ -57,7 +58,7 @@ pub async fn authenticate(
     if !user.active {
         return Err(AuthFailure {
             code: ErrorCode::Forbidden,
-            close: close::USER_DISABLED,
+            close: CloseReason::UserDisabled,
             message: "user is disabled",
         });
     }

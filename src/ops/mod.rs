@@ -18,10 +18,11 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use crossroom_protocol::close::CloseReason;
 use crossroom_protocol::ops::{
     AuditRecord, OpsClientFrame, OpsServerFrame, Rates, RoomActivity, Stats, Totals,
 };
-use crossroom_protocol::{close, CompanyId, ErrorCode, RoomId};
+use crossroom_protocol::{CompanyId, ErrorCode, RoomId};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -225,10 +226,10 @@ async fn send(sink: &mut Sink, frame: &OpsServerFrame) -> bool {
     )
 }
 
-async fn close_with(sink: &mut Sink, code: u16, reason: &'static str) {
+async fn close_with(sink: &mut Sink, reason: CloseReason) {
     let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
+        code: reason.code(),
+        reason: reason.text().into(),
     }));
     let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await;
 }
@@ -256,7 +257,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, authed: bool, mut filter: Filter)
                 Ok(OpsClientFrame::Auth { token }) if is_operator_key(&hub, &token)
             ),
             Err(_) => {
-                close_with(&mut sink, close::AUTH_TIMEOUT, "no auth frame in time").await;
+                close_with(&mut sink, CloseReason::AuthTimeout).await;
                 return;
             }
             _ => false,
@@ -270,7 +271,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, authed: bool, mut filter: Filter)
                 ),
             )
             .await;
-            close_with(&mut sink, close::UNAUTHORIZED, "not the operator key").await;
+            close_with(&mut sink, CloseReason::Unauthorized).await;
             return;
         }
     }
@@ -290,7 +291,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, authed: bool, mut filter: Filter)
     loop {
         let frame = tokio::select! {
             _ = hub.shutdown.triggered() => {
-                close_with(&mut sink, close::GOING_AWAY, "server shutting down").await;
+                close_with(&mut sink, CloseReason::GoingAway).await;
                 return;
             }
             changed = stats.changed() => match changed {

@@ -59,6 +59,7 @@ pub fn spawn(ctx: Arc<RoomContext>, id: RoomId, generation: u64) -> RoomHandle {
         room: None,
         subscribers: HashMap::new(),
         pending: FuturesOrdered::new(),
+        redeciding: 0,
         last_activity: Instant::now(),
     };
     let shutdown = actor.ctx.shutdown.clone();
@@ -163,7 +164,15 @@ impl Redo {
 }
 
 /// An append in flight with the acknowledgement that waits for it.
-type Pending = futures_util::future::BoxFuture<'static, (StoreResult<Vec<Appended>>, Ack, Redo)>;
+type Pending = futures_util::future::BoxFuture<'static, Committed>;
+
+/// An append's outcome with its acknowledgement, what to decide again on a conflict, and how
+/// many conflicts that decision has met already.
+type Committed = (StoreResult<Vec<Appended>>, Ack, Redo, u32);
+
+/// How many times one command is decided again after conflicts before it is refused as
+/// `unavailable` (the room is changing too fast): a bounded loop, not an endless one.
+const MAX_REDECISIONS: u32 = 16;
 
 struct RoomActor {
     ctx: Arc<RoomContext>,
@@ -180,6 +189,9 @@ struct RoomActor {
     subscribers: HashMap<SessionId, Subscriber>,
     /// Appends queued in the store, in commit order.
     pending: FuturesOrdered<Pending>,
+    /// Conflicts met by the command being decided again right now (0 for a fresh command);
+    /// `append` hands it to the commit it queues.
+    redeciding: u32,
     last_activity: Instant,
 }
 
@@ -198,8 +210,8 @@ impl RoomActor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                Some((result, ack, redo)) = self.pending.next(), if !self.pending.is_empty() => {
-                    self.committed(result, ack, redo).await;
+                Some(done) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.committed(done).await;
                 }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => {
@@ -235,8 +247,8 @@ impl RoomActor {
 
     /// Finish what was queued: those entries are stored; their senders deserve the ack.
     async fn drain_pending(&mut self) {
-        while let Some((result, ack, redo)) = self.pending.next().await {
-            self.committed(result, ack, redo).await;
+        while let Some(done) = self.pending.next().await {
+            self.committed(done).await;
         }
     }
 
@@ -775,6 +787,7 @@ impl RoomActor {
         };
         let moves = entries.iter().any(|e| moves_version(&e.body));
         let queued = Instant::now();
+        let attempt = std::mem::take(&mut self.redeciding);
         match self
             .ctx
             .store
@@ -785,7 +798,7 @@ impl RoomActor {
                 ticket
                     .map(move |r| {
                         METRICS.commit.observe(queued.elapsed());
-                        (r, ack, redo)
+                        (r, ack, redo, attempt)
                     })
                     .boxed(),
             ),
@@ -1020,17 +1033,24 @@ impl RoomActor {
 
     /// An append landed: acknowledge it, deliver it, and carry out what it means for sessions
     /// (removed users are cut off after their line; added users are told).
-    async fn committed(&mut self, result: StoreResult<Vec<Appended>>, ack: Ack, redo: Redo) {
+    async fn committed(&mut self, (result, ack, redo, attempt): Committed) {
         let appended = match result {
             Ok(a) => a,
+            Err(StoreError::Conflict) if attempt + 1 >= MAX_REDECISIONS => {
+                tracing::warn!(room = %self.id, attempt, "decided again too often; refusing");
+                return ack.into_reply().fail(StoreError::Conflict.into());
+            }
             Err(StoreError::Conflict) => {
                 // Another node changed the room after we decided: learn what it did, and
                 // decide again (a removal there refuses this post here).
-                tracing::debug!(room = %self.id, "state moved under a decision; deciding again");
+                tracing::debug!(room = %self.id, attempt, "state moved under a decision; deciding again");
                 self.reload().await;
                 self.fill(self.room.as_ref().map(|r| r.head).unwrap_or(0))
                     .await;
-                return Box::pin(self.handle(redo.command(ack.into_reply()))).await;
+                self.redeciding = attempt + 1;
+                Box::pin(self.handle(redo.command(ack.into_reply()))).await;
+                self.redeciding = 0;
+                return;
             }
             Err(e) => {
                 tracing::warn!(room = %self.id, error = %e, "append failed; reloading state");

@@ -4,8 +4,9 @@
 use crate::error::ApiError;
 use crate::outbound::CloseRequest;
 use axum::extract::ws::Message;
+use crossroom_protocol::close::CloseReason;
 use crossroom_protocol::codec::salvage_request_id;
-use crossroom_protocol::{close, Encoding, ErrorCode, ServerFrame};
+use crossroom_protocol::{Encoding, ErrorCode, ServerFrame};
 
 pub enum FrameBytes {
     Data(bytes::Bytes),
@@ -37,11 +38,7 @@ pub fn bad_frame_error(encoding: Encoding, bytes: &[u8], e: &dyn std::fmt::Displ
 }
 
 pub fn protocol_error() -> CloseRequest {
-    CloseRequest {
-        code: close::PROTOCOL_ERROR,
-        reason: "too many bad frames",
-        drain: true,
-    }
+    CloseRequest::from(CloseReason::TooManyBadFrames)
 }
 
 /// The close to answer a read error with: 1009 for an oversized message or frame.
@@ -55,17 +52,9 @@ pub fn read_error_close(e: axum::Error) -> CloseRequest {
         ))
     );
     if too_big {
-        CloseRequest {
-            code: close::TOO_BIG,
-            reason: "message too big",
-            drain: false,
-        }
+        CloseRequest::from(CloseReason::TooBig)
     } else {
         tracing::debug!(error = %inner, "websocket read error");
-        CloseRequest {
-            code: close::PROTOCOL_ERROR,
-            reason: "websocket protocol error",
-            drain: false,
-        }
+        CloseRequest::from(CloseReason::WebSocketError)
     }
 }

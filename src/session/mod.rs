@@ -25,11 +25,12 @@ use crate::outbound::{self, CloseRequest, Outbound, SessionId};
 use crate::room::RoomCommand;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use crossroom_protocol::close::CloseReason;
 use crossroom_protocol::{
-    close, decode, ClientFrame, Encoding, ErrorCode, Limits as WireLimits, ServerFrame,
-    PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
+    decode, ClientFrame, Encoding, ErrorCode, Limits as WireLimits, ServerFrame, PROTOCOL_VERSION,
+    SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
 };
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
@@ -54,24 +55,10 @@ pub async fn ws_handler(
                 .await
             {
                 Ok(u) if !hub.sessions.has_room_for(&u.id, &u.company) => {
-                    return (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        ApiError::new(
-                            ErrorCode::LimitExceeded,
-                            "too many sessions; close one first",
-                        ),
-                    )
-                        .into_response();
+                    return ApiError::too_many_sessions().into_response();
                 }
                 Ok(u) => Some(u),
-                Err(f) => {
-                    let status = if f.code == ErrorCode::Forbidden {
-                        StatusCode::FORBIDDEN
-                    } else {
-                        StatusCode::UNAUTHORIZED
-                    };
-                    return (status, ApiError::new(f.code, f.message)).into_response();
-                }
+                Err(f) => return ApiError::new(f.code, f.message).into_response(),
             }
         }
         None => None,
@@ -169,18 +156,8 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
             .sessions
             .register(&user.id, &user.company, id, out.clone())
         {
-            let _ = out.send(
-                &ApiError::new(
-                    ErrorCode::LimitExceeded,
-                    "too many sessions; close one first",
-                )
-                .to_frame(None),
-            );
-            out.close(CloseRequest {
-                code: close::TOO_MANY_SESSIONS,
-                reason: "too many sessions",
-                drain: true,
-            });
+            let _ = out.send(&ApiError::too_many_sessions().to_frame(None));
+            out.close(CloseRequest::from(CloseReason::TooManySessions));
             let _ = writer.await;
             linger(&mut stream).await;
             return;
@@ -210,11 +187,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
             .unregister(&session.user.id, &session.user.company, id);
     }
     // Whatever ended the reader, make sure the writer ends too.
-    out.close(CloseRequest {
-        code: close::NORMAL,
-        reason: "",
-        drain: false,
-    });
+    out.close(CloseRequest::from(CloseReason::Normal));
     let _ = writer.await;
     linger(&mut stream).await;
 }
@@ -243,17 +216,13 @@ async fn authenticate_by_frame(
         let msg = tokio::select! {
             m = tokio::time::timeout_at(deadline, stream.next()) => m,
             _ = hub.shutdown.triggered() => {
-                out.close(CloseRequest { code: close::GOING_AWAY, reason: "server shutting down", drain: true });
+                out.close(CloseRequest::from(CloseReason::GoingAway));
                 return None;
             }
         };
         let bytes = match msg {
             Err(_) => {
-                out.close(CloseRequest {
-                    code: close::AUTH_TIMEOUT,
-                    reason: "no auth frame in time",
-                    drain: true,
-                });
+                out.close(CloseRequest::from(CloseReason::AuthTimeout));
                 return None;
             }
             Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return None,
@@ -287,11 +256,7 @@ async fn authenticate_by_frame(
                     }
                     Err(f) => {
                         let _ = out.send(&ApiError::new(f.code, f.message).to_frame(Some(id)));
-                        out.close(CloseRequest {
-                            code: f.close,
-                            reason: f.message,
-                            drain: true,
-                        });
+                        out.close(f.close.into());
                         return None;
                     }
                 }

@@ -11,8 +11,9 @@ use crate::hub::Hub;
 use crate::metrics::METRICS;
 use crate::outbound::{CloseRequest, Outbound, SessionId};
 use axum::extract::ws::{Message, WebSocket};
+use crossroom_protocol::close::CloseReason;
 use crossroom_protocol::codec::salvage_request_id;
-use crossroom_protocol::{close, decode, ClientFrame, Encoding, ErrorCode, RoomId};
+use crossroom_protocol::{decode, ClientFrame, Encoding, ErrorCode, RoomId};
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use std::collections::HashSet;
@@ -45,14 +46,14 @@ impl Session {
             let msg = tokio::select! {
                 _ = self.out.closing() => return,
                 _ = self.hub.shutdown.triggered() => {
-                    self.out.close(CloseRequest { code: close::GOING_AWAY, reason: "server shutting down", drain: true });
+                    self.out.close(CloseRequest::from(CloseReason::GoingAway));
                     return;
                 }
                 _ = ping.tick() => {
                     // A silent peer (half-open TCP, frozen client) is closed; a live one
                     // answers the ping with a pong, which counts as seen.
                     if last_seen.elapsed() >= idle_timeout {
-                        self.out.close(CloseRequest { code: close::PING_TIMEOUT, reason: "no pong", drain: false });
+                        self.out.close(CloseRequest::from(CloseReason::PingTimeout));
                         return;
                     }
                     let _ = self.out.push(Message::Ping(bytes::Bytes::from_static(b"cr")));
@@ -80,11 +81,7 @@ impl Session {
                             .to_frame(salvage_request_id(self.encoding, &bytes)),
                     );
                     if self.bucket.refused_in_a_row > self.hub.limits.request_burst {
-                        self.out.close(CloseRequest {
-                            code: close::RATE_LIMITED,
-                            reason: "too many requests",
-                            drain: true,
-                        });
+                        self.out.close(CloseRequest::from(CloseReason::RateLimited));
                     }
                 }
                 FrameBytes::Data(bytes) => match decode::<ClientFrame>(self.encoding, &bytes) {

@@ -4,7 +4,7 @@
 use crate::metrics::METRICS;
 use crate::outbound::{CloseRequest, OutboundReceiver};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use crossroom_protocol::close;
+use crossroom_protocol::close::CloseReason;
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use std::time::Duration;
@@ -42,7 +42,7 @@ pub async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: Outboun
                     rx.written(bytes);
                     METRICS.frames_out.inc_by(frames);
                 }
-                Err(_) => break CloseRequest { code: close::NORMAL, reason: "", drain: false },
+                Err(_) => break CloseRequest::from(CloseReason::Normal),
             },
             // A client that stops reading blocks the flush; a close request must still win.
             c = watch.until_abort() => break c,
@@ -56,8 +56,8 @@ pub async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: Outboun
             }
         }
         sink.send(Message::Close(Some(CloseFrame {
-            code: close.code,
-            reason: close.reason.into(),
+            code: close.code(),
+            reason: close.reason.text().into(),
         })))
         .await?;
         sink.close().await

@@ -38,14 +38,21 @@ pub enum StoreError {
     /// changed the room meanwhile. Reload and decide again.
     #[error("the room changed meanwhile")]
     Conflict,
-    /// The backend failed; the operation may or may not be retried.
+    /// The backend failed; the operation may or may not be retried. Keeps its cause.
     #[error("store backend: {0}")]
-    Backend(String),
+    Backend(#[source] Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// A backend failure caused by `e` (an error of the backend, or a description).
+    pub fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Backend(Arc::from(e.into()))
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        StoreError::backend(e)
     }
 }
 
@@ -61,8 +68,8 @@ impl From<StoreError> for ApiError {
                 ErrorCode::Unavailable,
                 "the room is changing too fast; try again",
             ),
-            StoreError::Backend(detail) => {
-                tracing::error!(%detail, "store failure");
+            StoreError::Backend(cause) => {
+                tracing::error!(error = %cause, "store failure");
                 ApiError::internal()
             }
         }

@@ -121,7 +121,7 @@ impl Conn {
         pushes: tokio::sync::mpsc::UnboundedSender<::redis::PushInfo>,
     ) -> Result<Conn, StoreError> {
         match urls {
-            [] => Err(StoreError::Backend("no Redis URL given".into())),
+            [] => Err(StoreError::backend("no Redis URL given")),
             [one] => {
                 let client = ::redis::Client::open(resp3(one).as_str()).map_err(backend)?;
                 let config = manager_config()
@@ -154,7 +154,7 @@ impl Conn {
     /// Connect to `urls`: one URL is a single server; several are Redis Cluster seed nodes.
     pub async fn connect(urls: &[String]) -> Result<Conn, StoreError> {
         match urls {
-            [] => Err(StoreError::Backend("no Redis URL given".into())),
+            [] => Err(StoreError::backend("no Redis URL given")),
             [one] => {
                 let client = ::redis::Client::open(one.as_str()).map_err(backend)?;
                 Ok(Conn::Single(
@@ -179,8 +179,8 @@ impl Conn {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::backend(e)
 }
 
 fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
@@ -514,7 +514,7 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        value.ok_or_else(|| StoreError::Backend(format!("secret {name} vanished")))
+        value.ok_or_else(|| StoreError::backend(format!("secret {name} vanished")))
     }
 }
 
@@ -609,7 +609,7 @@ impl Inner {
             Ok(r) => r.into_iter(),
             Err(e) => {
                 for job in posts {
-                    let _ = job.done.send(Err(backend(&e)));
+                    let _ = job.done.send(Err(backend(e.clone())));
                 }
                 return;
             }
@@ -619,7 +619,7 @@ impl Inner {
                 Err(e) => Err(e),
                 Ok(()) => match replies.next() {
                     Some(v) => self.post_outcome(room, &job.entries[0], v).await,
-                    None => Err(StoreError::Backend("missing pipeline reply".into())),
+                    None => Err(StoreError::backend("missing pipeline reply")),
                 },
             };
             let _ = job.done.send(result.map(|a| vec![a]));
@@ -655,7 +655,7 @@ impl Inner {
         let original = self
             .event_at(room, epoch, seq)
             .await?
-            .ok_or_else(|| StoreError::Backend(format!("room {room}: seq {seq} missing")))?;
+            .ok_or_else(|| StoreError::backend(format!("room {room}: seq {seq} missing")))?;
         Ok(Appended {
             event: original,
             duplicate: true,
@@ -773,7 +773,7 @@ impl Inner {
                 _ => continue,
             }
         }
-        Err(StoreError::Backend(format!(
+        Err(StoreError::backend(format!(
             "room {room}: too much contention to append"
         )))
     }
@@ -814,7 +814,7 @@ impl Inner {
                     let event = self
                         .event_at(&id, room.epoch, seq)
                         .await?
-                        .ok_or_else(|| StoreError::Backend(format!("seq {seq} missing")))?;
+                        .ok_or_else(|| StoreError::backend(format!("seq {seq} missing")))?;
                     plan.appended.push(Appended {
                         event,
                         duplicate: true,
@@ -1142,7 +1142,7 @@ impl Store for RedisStore {
                 return Ok(());
             }
         }
-        Err(StoreError::Backend(format!("company {id}: contention")))
+        Err(StoreError::backend(format!("company {id}: contention")))
     }
 
     async fn create_user(&self, user: &User) -> StoreResult<()> {
@@ -1743,7 +1743,7 @@ impl Store for RedisStore {
                 return Ok(Some(count));
             }
         }
-        Err(StoreError::Backend(format!("room {room}: contention")))
+        Err(StoreError::backend(format!("room {room}: contention")))
     }
 
     async fn readers(&self, room: &RoomId, seq: u64, except: &UserId) -> StoreResult<Vec<UserId>> {

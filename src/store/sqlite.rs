@@ -166,7 +166,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::backend(format!(
                 "{} was written by a newer crossroom (schema {version}, this build knows {SCHEMA_VERSION})",
                 path.display()
             )));
@@ -181,7 +181,7 @@ impl SqliteStore {
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || write_loop(conn, rx))
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(StoreError::backend)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             jobs: Mutex::new(Some(tx)),
@@ -193,7 +193,7 @@ impl SqliteStore {
     fn sender(&self) -> StoreResult<mpsc::Sender<Job>> {
         self.jobs
             .lock()
-            .map_err(|_| StoreError::Backend("writer lock poisoned".into()))?
+            .map_err(|_| StoreError::backend("writer lock poisoned"))?
             .clone()
             .ok_or(StoreError::Closed)
     }
@@ -257,7 +257,7 @@ impl SqliteStore {
             out
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        .map_err(StoreError::backend)?
     }
 }
 
@@ -312,7 +312,7 @@ impl Clone for StoreError {
             StoreError::NotFound(s) => StoreError::NotFound(s.clone()),
             StoreError::Closed => StoreError::Closed,
             StoreError::Conflict => StoreError::Conflict,
-            StoreError::Backend(s) => StoreError::Backend(s.clone()),
+            StoreError::Backend(s) => StoreError::backend(s.clone()),
         }
     }
 }
@@ -344,11 +344,11 @@ fn kind_from(s: &str) -> RoomKind {
 }
 
 fn encode_body(b: &EventBody) -> StoreResult<Vec<u8>> {
-    rmp_serde::to_vec_named(b).map_err(|e| StoreError::Backend(e.to_string()))
+    rmp_serde::to_vec_named(b).map_err(StoreError::backend)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+    serde_json::to_string(v).map_err(StoreError::backend)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
@@ -611,7 +611,7 @@ fn load_item(conn: &Connection, room: &RoomId, id: u64) -> StoreResult<Option<It
         .query_row(params![room.0, sql_seq(id)], |r| r.get(0))
         .optional()?;
     state
-        .map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Backend(e.to_string())))
+        .map(|s| serde_json::from_str(&s).map_err(StoreError::backend))
         .transpose()
 }
 
@@ -636,7 +636,7 @@ fn all_items(conn: &Connection, room: &RoomId) -> StoreResult<Vec<Item>> {
     let rows = st.query_map(params![room.0], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for s in rows {
-        out.push(serde_json::from_str(&s?).map_err(|e| StoreError::Backend(e.to_string()))?);
+        out.push(serde_json::from_str(&s?).map_err(StoreError::backend)?);
     }
     Ok(out)
 }
@@ -648,8 +648,7 @@ fn recall(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
         .query_row(params![room.0, sql_seq(seq)], |r| r.get(0))
         .optional()?;
     let Some(body) = body else { return Ok(()) };
-    let body: EventBody =
-        rmp_serde::from_slice(&body).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let body: EventBody = rmp_serde::from_slice(&body).map_err(StoreError::backend)?;
     if let Some((placeholder, freed)) = projection::recalled(body) {
         for f in &freed {
             delete_file_row(conn, f)?;
