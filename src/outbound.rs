@@ -17,7 +17,7 @@ use crossroom_protocol::{encode, Encoding, Event, ServerFrame};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 /// Why and how a session is being closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -367,21 +367,35 @@ impl SharedEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
+/// A typed answer to a request, turned into its frame only at the session edge.
+pub trait Answer: Send + 'static {
+    /// The frame answering request `id`.
+    fn into_frame(self, id: u32) -> ServerFrame;
+}
+
+/// A frame answers as itself (it names its request already).
+impl Answer for ServerFrame {
+    fn into_frame(self, _id: u32) -> ServerFrame {
+        self
+    }
+}
+
 /// Where a request's answer goes: the requesting session's queue (replies and pushes then keep
-/// their order), or a one-shot channel for callers that are not sessions (the admin API).
-pub struct Reply {
+/// their order; the answer becomes its frame there), or a one-shot channel that hands the typed
+/// answer, or the refusal, to a caller that is not a session (the admin API).
+pub struct Reply<T = ServerFrame> {
     pub id: u32,
-    target: ReplyTarget,
+    target: ReplyTarget<T>,
 }
 
-enum ReplyTarget {
+enum ReplyTarget<T> {
     Session(Outbound),
-    /// Taken by the first frame sent.
-    Once(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<ServerFrame>>>),
+    /// Taken by the first answer sent.
+    Once(std::sync::Mutex<Option<oneshot::Sender<Result<T, ApiError>>>>),
 }
 
-impl Reply {
-    pub fn session(out: Outbound, id: u32) -> Reply {
+impl<T: Answer> Reply<T> {
+    pub fn session(out: Outbound, id: u32) -> Reply<T> {
         Reply {
             id,
             target: ReplyTarget::Session(out),
@@ -389,8 +403,8 @@ impl Reply {
     }
 
     /// A reply that lands in the returned receiver.
-    pub fn channel() -> (Reply, tokio::sync::oneshot::Receiver<ServerFrame>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    pub fn channel() -> (Reply<T>, oneshot::Receiver<Result<T, ApiError>>) {
+        let (tx, rx) = oneshot::channel();
         (
             Reply {
                 id: 0,
@@ -408,24 +422,32 @@ impl Reply {
         }
     }
 
-    pub fn send(&self, frame: ServerFrame) {
+    pub fn send(&self, answer: T) {
+        self.deliver(Ok(answer));
+    }
+
+    pub fn fail(&self, e: ApiError) {
+        self.deliver(Err(e));
+    }
+
+    fn deliver(&self, answer: Result<T, ApiError>) {
         match &self.target {
             // A session that cannot take its reply is being closed; the client retries on
             // reconnect (posts are idempotent by client_msg_id).
             ReplyTarget::Session(out) => {
+                let frame = match answer {
+                    Ok(a) => a.into_frame(self.id),
+                    Err(e) => e.to_frame(Some(self.id)),
+                };
                 let _ = out.send(&frame);
             }
             ReplyTarget::Once(tx) => {
                 if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
                     // The caller may have given up waiting; nothing to do then.
-                    let _ = tx.send(frame);
+                    let _ = tx.send(answer);
                 }
             }
         }
-    }
-
-    pub fn fail(&self, e: ApiError) {
-        self.send(e.to_frame(Some(self.id)));
     }
 }
 

@@ -16,7 +16,8 @@
 
 use super::context::RoomContext;
 use super::handle::RoomHandle;
-use super::{info, lookup, query, InviteOp, RoomCommand};
+use super::reply::{Changed, InviteLink, RoomReply};
+use super::{info, lookup, query, InviteOp, Reply, RoomCommand};
 use crate::clock::now_ms;
 use crate::domain::features;
 use crate::domain::projection;
@@ -24,8 +25,8 @@ use crate::domain::rules::{self, Actor, Change, Decision};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::ops::feed::RoomStats;
+use crate::outbound::SessionId;
 use crate::outbound::{Outbound, OutboundReceiver, SharedEvent};
-use crate::outbound::{Reply, SessionId};
 use crate::store::{
     moves_version, Appended, FileRecord, Invite, NewAudit, NewEntry, RoomRecord, StoreError,
     StoreResult,
@@ -303,7 +304,7 @@ impl RoomActor {
                 self.subscribers.remove(&session);
                 self.count_subscribers();
                 if let Some(r) = reply {
-                    r.send(ServerFrame::Ok { id: r.id });
+                    r.send(RoomReply::Done);
                 }
             }
             RoomCommand::Post {
@@ -423,8 +424,7 @@ impl RoomActor {
                     if has_more {
                         events.remove(0);
                     }
-                    reply.send(ServerFrame::History {
-                        id: reply.id,
+                    reply.send(RoomReply::History {
                         room: id,
                         epoch,
                         events,
@@ -447,7 +447,7 @@ impl RoomActor {
         let id = self.id.clone();
         self.ctx.shutdown.spawn(async move {
             match store.set_read_marker(&id, &user, seq).await {
-                Ok(()) => reply.send(ServerFrame::Ok { id: reply.id }),
+                Ok(()) => reply.send(RoomReply::Done),
                 Err(e) => reply.fail(e.into()),
             }
         });
@@ -465,7 +465,7 @@ impl RoomActor {
         };
         self.subscribers
             .retain(|s, sub| *s == session || sub.out.send(&frame).is_ok());
-        reply.send(ServerFrame::Ok { id: reply.id });
+        reply.send(RoomReply::Done);
     }
 
     /// The room's details: members and masters see the group; to anyone else it does not
@@ -477,10 +477,7 @@ impl RoomActor {
         if !known {
             return reply.fail(self.not_found());
         }
-        reply.send(ServerFrame::Room {
-            id: reply.id,
-            room: info(room),
-        });
+        reply.send(RoomReply::Room(Box::new(info(room))));
     }
 
     /// A room-feature question by a member, answered off the actor.
@@ -498,11 +495,7 @@ impl RoomActor {
         let (store, id) = (self.ctx.store.clone(), self.id.clone());
         self.ctx.shutdown.spawn(async move {
             match query::answer(&*store, &id, &viewer, query).await {
-                Ok(result) => reply.send(ServerFrame::QueryResult {
-                    id: reply.id,
-                    room: id,
-                    result,
-                }),
+                Ok(result) => reply.send(RoomReply::Query { room: id, result }),
                 Err(e) => reply.fail(e),
             }
         });
@@ -700,13 +693,12 @@ impl RoomActor {
             Err(e) => return reply.fail(e),
         };
         if entries.is_empty() {
-            return reply.send(ServerFrame::Changed {
-                id: reply.id,
+            return reply.send(RoomReply::Changed(Changed {
                 room: self.id.clone(),
                 epoch: room.epoch,
                 seq: room.head,
                 left_out: Vec::new(),
-            });
+            }));
         }
         // Only a purge needs the whole tree, to know which file bytes go with it.
         let items = if matches!(action, Action::Purge { .. }) {
@@ -874,8 +866,7 @@ impl RoomActor {
         self.subscribers
             .insert(session, Subscriber { user, out, from });
         self.count_subscribers();
-        reply.send(ServerFrame::Subscribed {
-            id: reply.id,
+        reply.send(RoomReply::Subscribed {
             room: self.id.clone(),
             epoch,
             head,
@@ -904,13 +895,12 @@ impl RoomActor {
         };
         let Some(room) = &mut self.room else { return };
         if entries.is_empty() {
-            return reply.send(ServerFrame::Changed {
-                id: reply.id,
+            return reply.send(RoomReply::Changed(Changed {
                 room: self.id.clone(),
                 epoch: room.epoch,
                 seq: room.head,
                 left_out,
-            });
+            }));
         }
         // A replaced profile image's bytes go once the change is stored (G17).
         let garbage: Vec<String> = match (&change, &room.image) {
@@ -971,7 +961,7 @@ impl RoomActor {
             }
         }
         self.subscribers.clear();
-        reply.send(ServerFrame::Ok { id: reply.id });
+        reply.send(RoomReply::Done);
     }
 
     /// G14: the invitation link, managed by masters (and the owner company's admins).
@@ -1019,14 +1009,13 @@ impl RoomActor {
             }
         };
         match result {
-            Ok(_) if op == InviteOp::Revoke => reply.send(ServerFrame::Ok { id: reply.id }),
-            Ok(invite) => reply.send(ServerFrame::Invite {
-                id: reply.id,
+            Ok(_) if op == InviteOp::Revoke => reply.send(RoomReply::Done),
+            Ok(invite) => reply.send(RoomReply::Invite(InviteLink {
                 room: self.id.clone(),
                 url: invite.as_ref().map(|i| self.ctx.invite_url(&i.token)),
                 expires_at: invite.as_ref().and_then(|i| i.expires_at),
                 token: invite.map(|i| i.token),
-            }),
+            })),
             Err(e) => reply.fail(e.into()),
         }
     }
@@ -1063,8 +1052,7 @@ impl RoomActor {
         for a in &appended {
             let ev = &a.event;
             if let Ack::Posted(reply) = &ack {
-                reply.send(ServerFrame::Posted {
-                    id: reply.id,
+                reply.send(RoomReply::Posted {
                     room: ev.room.clone(),
                     epoch: ev.epoch,
                     seq: ev.seq,
@@ -1098,23 +1086,21 @@ impl RoomActor {
                     }
                 }
             }
-            reply.send(ServerFrame::Changed {
-                id: reply.id,
+            reply.send(RoomReply::Changed(Changed {
                 room: self.id.clone(),
                 epoch,
                 seq,
                 left_out: Vec::new(),
-            });
+            }));
         }
         if let (Ack::Changed(reply, left_out, garbage), Some((epoch, seq))) = (ack, last) {
             self.remove_blobs(garbage);
-            reply.send(ServerFrame::Changed {
-                id: reply.id,
+            reply.send(RoomReply::Changed(Changed {
                 room: self.id.clone(),
                 epoch,
                 seq,
                 left_out,
-            });
+            }));
         }
     }
 

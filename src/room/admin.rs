@@ -3,7 +3,7 @@
 //! audit log of everything involving their company (G19).
 
 use super::create::{create_group_as_admin, GroupSpec};
-use super::{Actor, Change, RoomCommand};
+use super::{Actor, Change};
 use crate::directory::admin::{Body, CompanyAdmin};
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use crossroom_protocol::{CompanyId, Features, RoomId, ServerFrame, UserId};
+use crossroom_protocol::{CompanyId, Features, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -99,25 +99,13 @@ async fn change(
     room: RoomId,
     change: Change,
 ) -> ApiResult<Json<Value>> {
-    match hub
+    let c = hub
         .rooms
-        .ask(&room, |reply| RoomCommand::Change {
-            actor: Actor::Admin(company),
-            change,
-            reply,
-        })
-        .await?
-    {
-        ServerFrame::Changed {
-            room,
-            seq,
-            left_out,
-            ..
-        } => Ok(Json(
-            json!({ "room": room, "seq": seq, "left_out": left_out }),
-        )),
-        _ => Err(ApiError::internal()),
-    }
+        .change(&room, Actor::Admin(company), change)
+        .await?;
+    Ok(Json(
+        json!({ "room": c.room, "seq": c.seq, "left_out": c.left_out }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -187,12 +175,7 @@ async fn remove(
     CompanyAdmin(c): CompanyAdmin,
     Path(room): Path<RoomId>,
 ) -> ApiResult<StatusCode> {
-    hub.rooms
-        .ask(&room, |reply| RoomCommand::Delete {
-            actor: Actor::Admin(c),
-            reply,
-        })
-        .await?;
+    hub.rooms.delete(&room, Actor::Admin(c)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -6,7 +6,7 @@
 //! `quota_exceeded` and nothing stored when it would pass the quota — then streams to the blob
 //! store, then the room actor decides the change; any failure gives the bytes back.
 
-use super::{lookup, Actor, Change, RoomCommand};
+use super::{lookup, Actor, Change};
 use crate::blob::BlobError;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
@@ -17,7 +17,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use crossroom_protocol::{ErrorCode, RoomId, RoomKind, ServerFrame, UserId};
+use crossroom_protocol::{ErrorCode, RoomId, RoomKind, UserId};
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -215,22 +215,16 @@ async fn put_image(
     .await?;
     let decided = async {
         let me = lookup::person(&*hub.store, &user).await?;
-        hub.rooms
-            .ask(&room, |reply| RoomCommand::Change {
-                actor: Actor::User(me),
-                change: Change::SetImage {
-                    file: file.id.clone(),
-                },
-                reply,
-            })
-            .await
+        let change = Change::SetImage {
+            file: file.id.clone(),
+        };
+        hub.rooms.change(&room, Actor::User(me), change).await
     }
     .await;
     match decided {
-        Ok(ServerFrame::Changed { seq, .. }) => Ok(Json(json!({
-            "file": file.id, "size": file.size, "sha256": file.sha256, "seq": seq
+        Ok(c) => Ok(Json(json!({
+            "file": file.id, "size": file.size, "sha256": file.sha256, "seq": c.seq
         }))),
-        Ok(_) => Err(ApiError::internal()),
         Err(e) => {
             // Refused after all: nothing of the upload stays, and its bytes are given back.
             discard(&hub, &file).await;
@@ -301,20 +295,14 @@ async fn post_file(
     let file = receive(&hub, &room, &user, &headers, body, upload).await?;
     let decided = hub
         .rooms
-        .ask(&room, |reply| RoomCommand::AddFile {
-            user,
-            folder: q.folder,
-            file: file.clone(),
-            reply,
-        })
+        .add_file(&room, user, q.folder, file.clone())
         .await;
     match decided {
-        Ok(ServerFrame::Changed { seq, .. }) => {
+        Ok(c) => {
             let mut v = file_json(&file);
-            v["item"] = json!(seq);
+            v["item"] = json!(c.seq);
             Ok((StatusCode::CREATED, Json(v)))
         }
-        Ok(_) => Err(ApiError::internal()),
         Err(e) => {
             discard(&hub, &file).await;
             Err(e)
@@ -331,9 +319,7 @@ async fn get_file(
 ) -> ApiResult<Response> {
     let user = user_of(&hub, &headers).await?;
     // Asked of the actor, so a member removed a moment ago is refused (D4).
-    hub.rooms
-        .ask(&room, |reply| RoomCommand::Get { user, reply })
-        .await?;
+    hub.rooms.get(&room, user).await?;
     let file = hub
         .store
         .file(&id)
@@ -380,14 +366,7 @@ async fn get_image(
 ) -> ApiResult<Response> {
     let user = user_of(&hub, &headers).await?;
     // Asked of the actor, so a member removed a moment ago is refused (D4).
-    let info = match hub
-        .rooms
-        .ask(&room, |reply| RoomCommand::Get { user, reply })
-        .await?
-    {
-        ServerFrame::Room { room, .. } => room,
-        _ => return Err(ApiError::internal()),
-    };
+    let info = hub.rooms.get(&room, user).await?;
     let id = info
         .image
         .ok_or_else(|| ApiError::not_found("profile image"))?;

@@ -1,7 +1,7 @@
 //! Invitations (G14, G15): the HTTP side of invitation links — look, join, sign up — and
 //! invitation emails. The link itself is managed by the room actor ([`super::InviteOp`]).
 
-use super::{lookup, Actor, Change, InviteOp, RoomCommand};
+use super::{lookup, Actor, Change, InviteOp};
 use crate::directory::admin::{hash_key, new_admin_key, Body};
 use crate::directory::{
     validate_company_id, validate_login, Company, CompanySettings, User, UserKind,
@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use crossroom_protocol::{CompanyId, ErrorCode, RoomId, ServerFrame, UserId};
+use crossroom_protocol::{CompanyId, ErrorCode, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -66,18 +66,11 @@ async fn look(State(hub): State<Arc<Hub>>, Path(token): Path<String>) -> ApiResu
 /// the user's permission: G14).
 async fn join_as(hub: &Arc<Hub>, user: &UserId, room: &RoomId, token: String) -> ApiResult<Value> {
     let me = lookup::person(&*hub.store, user).await?;
-    match hub
+    let c = hub
         .rooms
-        .ask(room, |reply| RoomCommand::Change {
-            actor: Actor::User(me),
-            change: Change::Join { token },
-            reply,
-        })
-        .await?
-    {
-        ServerFrame::Changed { room, seq, .. } => Ok(json!({ "room": room, "seq": seq })),
-        _ => Err(ApiError::internal()),
-    }
+        .change(room, Actor::User(me), Change::Join { token })
+        .await?;
+    Ok(json!({ "room": c.room, "seq": c.seq }))
 }
 
 /// `POST /v1/invite/{token}/join` with the user's bearer token.
@@ -200,36 +193,21 @@ pub async fn send_invites(
         Mailer::check_address(e)?;
     }
     let me = lookup::person(&*hub.store, user).await?;
-    let ask = |op| {
-        let actor = Actor::User(me.clone());
-        move |reply| RoomCommand::Invite { actor, op, reply }
+    let actor = || Actor::User(me.clone());
+    let current = hub.rooms.invite(room, actor(), InviteOp::Get).await?;
+    let url = match current.url {
+        Some(url) => url,
+        None => {
+            let create = InviteOp::Create {
+                expires_in_secs: None,
+            };
+            let made = hub.rooms.invite(room, actor(), create).await?;
+            made.url.ok_or_else(ApiError::internal)?
+        }
     };
-    let url = match hub.rooms.ask(room, ask(InviteOp::Get)).await? {
-        ServerFrame::Invite { url: Some(url), .. } => url,
-        _ => match hub
-            .rooms
-            .ask(
-                room,
-                ask(InviteOp::Create {
-                    expires_in_secs: None,
-                }),
-            )
-            .await?
-        {
-            ServerFrame::Invite { url: Some(url), .. } => url,
-            _ => return Err(ApiError::internal()),
-        },
-    };
-    let name = match hub
-        .rooms
-        .ask(room, |reply| RoomCommand::Get {
-            user: me.user.id.clone(),
-            reply,
-        })
-        .await
-    {
-        Ok(ServerFrame::Room { room, .. }) => room.name,
-        _ => String::from("a group"),
+    let name = match hub.rooms.get(room, me.user.id.clone()).await {
+        Ok(info) => info.name,
+        Err(_) => String::from("a group"),
     };
     let subject = format!("{} invites you to \"{name}\" on crossroom", me.user.name);
     let body = format!(

@@ -15,9 +15,14 @@ pub mod lookup;
 pub mod policy;
 pub mod query;
 pub mod registry;
+pub mod reply;
 
 pub use crate::domain::rules::{Actor, Change};
-use crate::outbound::{Reply, SessionId};
+use crate::outbound::SessionId;
+pub use reply::RoomReply;
+
+/// Where a room command's answer goes: a [`RoomReply`], made a frame at the session edge.
+pub type Reply = crate::outbound::Reply<RoomReply>;
 use crossroom_protocol::{Position, UserId};
 
 /// What a room actor is asked to do. Every command carries the [`Reply`] to answer through,

@@ -2,7 +2,7 @@
 //! `external_chat` off) or disables the user, the user is removed from every external group at
 //! once — each removal a `member_removed` entry with reason `policy`, by rule G12.
 
-use super::{Actor, Change, RoomCommand};
+use super::{Actor, Change};
 use crate::directory::{holds_external_permission, CompanySettings, User};
 use crate::error::ApiResult;
 use crate::hub::Hub;
@@ -31,11 +31,11 @@ pub async fn revoke(hub: &Arc<Hub>, company: &CompanyId, users: &[User]) -> ApiR
         for room in hub.store.groups_of(&user.id).await? {
             let result = hub
                 .rooms
-                .ask(&room, |reply| RoomCommand::Change {
-                    actor: Actor::Policy(company.clone()),
-                    change: Change::RemoveMember(user.id.clone()),
-                    reply,
-                })
+                .change(
+                    &room,
+                    Actor::Policy(company.clone()),
+                    Change::RemoveMember(user.id.clone()),
+                )
                 .await;
             match result {
                 Ok(_) => removed += 1,

@@ -6,10 +6,11 @@
 use super::actor;
 use super::context::RoomContext;
 use super::handle::RoomHandle;
-use super::RoomCommand;
-use crate::error::ApiError;
-use crate::outbound::Reply;
-use crossroom_protocol::{RoomId, ServerFrame};
+use super::reply::{Changed, InviteLink, RoomReply};
+use super::{Actor, Change, InviteOp, Reply, RoomCommand};
+use crate::domain::records::FileRecord;
+use crate::error::{ApiError, ApiResult};
+use crossroom_protocol::{RoomId, RoomInfo, UserId};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -58,18 +59,90 @@ impl Rooms {
     }
 
     /// Send a command and wait for its answer (for callers that are not sessions, like the
-    /// admin API). An `error` answer becomes `Err`.
-    pub async fn ask(
+    /// admin API); the typed methods below are built on it.
+    async fn ask(
         &self,
         room: &RoomId,
         command: impl FnOnce(Reply) -> RoomCommand,
-    ) -> Result<ServerFrame, ApiError> {
+    ) -> ApiResult<RoomReply> {
         let (reply, rx) = Reply::channel();
         self.send(room, command(reply)).await;
-        match rx.await {
-            Ok(ServerFrame::Error { code, message, .. }) => Err(ApiError::new(code, message)),
-            Ok(frame) => Ok(frame),
-            Err(_) => Err(ApiError::internal()),
+        rx.await.unwrap_or_else(|_| Err(ApiError::internal()))
+    }
+
+    /// A membership or settings change (G2–G14), decided by the room's actor.
+    pub async fn change(&self, room: &RoomId, actor: Actor, change: Change) -> ApiResult<Changed> {
+        let answer = self
+            .ask(room, |reply| RoomCommand::Change {
+                actor,
+                change,
+                reply,
+            })
+            .await?;
+        match answer {
+            RoomReply::Changed(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Delete the group and everything in it (G16).
+    pub async fn delete(&self, room: &RoomId, actor: Actor) -> ApiResult<()> {
+        match self
+            .ask(room, |reply| RoomCommand::Delete { actor, reply })
+            .await?
+        {
+            RoomReply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Make, read or revoke the group's invitation link (G14); a revocation answers no link.
+    pub async fn invite(&self, room: &RoomId, actor: Actor, op: InviteOp) -> ApiResult<InviteLink> {
+        match self
+            .ask(room, |reply| RoomCommand::Invite { actor, op, reply })
+            .await?
+        {
+            RoomReply::Invite(link) => Ok(link),
+            RoomReply::Done => Ok(InviteLink {
+                room: room.clone(),
+                token: None,
+                url: None,
+                expires_at: None,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The room's details, as `user` may see them (G8).
+    pub async fn get(&self, room: &RoomId, user: UserId) -> ApiResult<RoomInfo> {
+        match self
+            .ask(room, |reply| RoomCommand::Get { user, reply })
+            .await?
+        {
+            RoomReply::Room(info) => Ok(*info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Record a file `user` uploaded into the room's folder (F1).
+    pub async fn add_file(
+        &self,
+        room: &RoomId,
+        user: UserId,
+        folder: Option<u64>,
+        file: FileRecord,
+    ) -> ApiResult<Changed> {
+        let answer = self
+            .ask(room, |reply| RoomCommand::AddFile {
+                user,
+                folder,
+                file,
+                reply,
+            })
+            .await?;
+        match answer {
+            RoomReply::Changed(c) => Ok(c),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -113,6 +186,12 @@ impl Rooms {
             .map(|e| (e.key().clone(), e.value().stats.clone()))
             .collect()
     }
+}
+
+/// An actor answered a command with the answer of another: a bug, logged, not a refusal.
+fn unexpected(answer: RoomReply) -> ApiError {
+    tracing::error!(?answer, "room actor answered out of kind");
+    ApiError::internal()
 }
 
 fn try_tell(ctx: &RoomContext, room: &RoomId, cmd: RoomCommand) -> bool {

@@ -8,7 +8,7 @@
 
 use super::reader::Session;
 use crate::error::{ApiError, ApiResult};
-use crate::outbound::Reply;
+use crate::outbound::{Answer, Reply};
 use crate::room::{create, lookup, Actor, Change, InviteOp, RoomCommand};
 use crossroom_protocol::{ClientFrame, ErrorCode, RoomId, ServerFrame};
 use std::future::Future;
@@ -51,9 +51,10 @@ impl Session {
     /// Requests about the session itself; `None` when handled.
     fn session_request(&mut self, frame: ClientFrame) -> Option<ClientFrame> {
         match frame {
-            ClientFrame::Auth { id, .. } => self
-                .reply(id)
-                .fail(ApiError::invalid("this session is already authenticated")),
+            ClientFrame::Auth { id, .. } => self.refuse(
+                id,
+                ApiError::invalid("this session is already authenticated"),
+            ),
             ClientFrame::Ping { id } => self.reply(id).send(ServerFrame::Pong {
                 id,
                 ts: crate::clock::now_ms(),
@@ -63,7 +64,13 @@ impl Session {
         None
     }
 
-    fn reply(&self, id: u32) -> Reply {
+    /// Refuse request `id`.
+    fn refuse(&self, id: u32, e: ApiError) {
+        self.reply::<ServerFrame>(id).fail(e);
+    }
+
+    /// The handle through which request `id` is answered: a frame, or a room's typed reply.
+    fn reply<T: Answer>(&self, id: u32) -> Reply<T> {
         Reply::session(self.out.clone(), id)
     }
 
@@ -184,7 +191,7 @@ impl Session {
                 ErrorCode::LimitExceeded,
                 format!("at most {max} subscriptions per connection"),
             );
-            self.reply(id).fail(e);
+            self.refuse(id, e);
             return None;
         }
         self.subscriptions.insert(room.clone());
@@ -223,11 +230,12 @@ impl Session {
         let room = match self.hub.store.room_by_invite(&token).await {
             Ok(Some((room, _))) => room,
             Ok(None) => {
-                return self.reply(id).fail(ApiError::not_found(
-                    "invitation link (it may have expired or been revoked)",
-                ))
+                return self.refuse(
+                    id,
+                    ApiError::not_found("invitation link (it may have expired or been revoked)"),
+                )
             }
-            Err(e) => return self.reply(id).fail(e.into()),
+            Err(e) => return self.refuse(id, e.into()),
         };
         self.act(id, &room, Acting::Change(Change::Join { token }))
             .await;
@@ -305,7 +313,7 @@ impl Session {
             other => {
                 // Every other request was routed above; a new frame type lands here until it is.
                 tracing::error!(request = other.id(), "request not routed");
-                self.reply(other.id()).fail(ApiError::internal());
+                self.refuse(other.id(), ApiError::internal());
             }
         }
     }
