@@ -12,7 +12,7 @@
 //! an entry committed elsewhere and for the stores.
 
 use super::features;
-use super::records::{audit_of, moves_version, NewAudit, RoomRecord};
+use super::records::{audit_of, changes_room, moves_version, NewAudit, RoomRecord};
 use super::rules;
 use crossroom_protocol::{Event, EventBody, Item, UserId};
 use std::collections::BTreeSet;
@@ -58,21 +58,6 @@ pub enum ItemChange {
     Purge(u64),
 }
 
-/// Whether an entry changes the room's record or its membership (and so needs the room to be
-/// projected). Content entries — messages, notes, events, tasks, folder items, recalls — do not.
-pub fn touches_room(body: &EventBody) -> bool {
-    matches!(
-        body,
-        EventBody::Created { .. }
-            | EventBody::MembersAdded { .. }
-            | EventBody::MemberRemoved { .. }
-            | EventBody::MastersAdded { .. }
-            | EventBody::MasterRemoved { .. }
-            | EventBody::GroupUpdated { .. }
-            | EventBody::Converted { .. }
-    )
-}
-
 /// Project committed `event` onto `room` (the state before it, which becomes the state after)
 /// and say what else it changes.
 pub fn project(room: &mut RoomRecord, event: &Event) -> Projection {
@@ -81,7 +66,7 @@ pub fn project(room: &mut RoomRecord, event: &Event) -> Projection {
         // A room's first entry makes it what it says.
         *room = fresh;
     }
-    if touches_room(&event.body) {
+    if changes_room(&event.body) {
         let affected = affected(room, &event.body);
         if let EventBody::GroupUpdated { image: Some(_), .. } = &event.body {
             // The replaced image's bytes are freed with it (G17).

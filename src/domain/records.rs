@@ -161,8 +161,10 @@ pub fn moves_version(body: &EventBody) -> bool {
     !matches!(body, EventBody::Message { .. })
 }
 
-/// Life-cycle and membership entries are audited (G19); room content is not.
-pub fn is_audited(body: &EventBody) -> bool {
+/// Whether an entry changes the room's own record or its membership — its life-cycle,
+/// members, masters, settings — rather than its content (messages, notes, events, tasks, folder
+/// items, recalls).
+pub fn changes_room(body: &EventBody) -> bool {
     matches!(
         body,
         EventBody::Created { .. }
@@ -173,6 +175,11 @@ pub fn is_audited(body: &EventBody) -> bool {
             | EventBody::GroupUpdated { .. }
             | EventBody::Converted { .. }
     )
+}
+
+/// Life-cycle and membership entries are audited (G19); room content is not.
+pub fn is_audited(body: &EventBody) -> bool {
+    changes_room(body)
 }
 
 /// The audit record of a committed entry of a room owned by `owner`, if it is audited: it

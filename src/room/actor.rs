@@ -258,16 +258,7 @@ impl RoomActor {
         if !self.subscribers.is_empty() || !self.pending.is_empty() {
             return false;
         }
-        self.ctx
-            .rooms
-            .remove_if(&self.id, |_, h| {
-                h.generation == self.generation
-                    // Only the registry's own copy exists: no sender is mid-send.
-                    && h.tx.strong_count() == 1
-                    // Nothing waits in the mailbox.
-                    && h.tx.capacity() == h.tx.max_capacity()
-            })
-            .is_some()
+        self.ctx.retire(&self.id, self.generation)
     }
 
     fn not_found(&self) -> ApiError {

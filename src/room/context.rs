@@ -31,6 +31,19 @@ pub struct RoomContext {
 }
 
 impl RoomContext {
+    /// Take the actor of `room` of this `generation` out of the map, if nobody can still reach
+    /// it: only the map's own copy of its sender exists (no sender is mid-send) and its mailbox is
+    /// empty. Returns whether it was taken out (and so may stop).
+    pub fn retire(&self, room: &RoomId, generation: u64) -> bool {
+        self.rooms
+            .remove_if(room, |_, h| {
+                h.generation == generation
+                    && h.tx.strong_count() == 1
+                    && h.tx.capacity() == h.tx.max_capacity()
+            })
+            .is_some()
+    }
+
     /// The link a person opens to join with an invitation token (G14).
     pub fn invite_url(&self, token: &str) -> String {
         format!("{}/v1/invite/{token}", self.public_url)

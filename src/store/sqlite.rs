@@ -468,7 +468,7 @@ fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult
 /// it recalls, the files it frees, its audit record.
 fn project(conn: &Connection, event: &Event) -> StoreResult<()> {
     let room = &event.room;
-    let p = if projection::touches_room(&event.body) {
+    let p = if crate::domain::records::changes_room(&event.body) {
         let mut record =
             load_room(conn, room)?.ok_or_else(|| StoreError::NotFound(format!("room {room}")))?;
         let p = projection::project(&mut record, event);
