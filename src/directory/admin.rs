@@ -4,7 +4,9 @@
 //! Every route authenticates with `Authorization: Bearer KEY`. Admin keys are stored only as
 //! SHA-256 hashes; the operator key is compared in constant time. Neither is ever logged.
 
-use super::{validate_company_id, validate_login, Company, CompanySettings, User, UserKind};
+use super::{
+    validate_company_id, validate_login, Company, CompanySettings, User, UserChange, UserKind,
+};
 use crate::directory::token::bearer;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
@@ -204,22 +206,21 @@ async fn patch_settings(
     CompanyAdmin(c): CompanyAdmin,
     Body(patch): Body<serde_json::Map<String, Value>>,
 ) -> ApiResult<Json<CompanySettings>> {
+    // Checked against the settings as read; written merged into the settings as stored then,
+    // so two admins changing different fields at once both keep their change.
     let current = company(&hub, &c).await?.settings;
-    let mut merged = serde_json::to_value(&current).map_err(|_| ApiError::internal())?;
-    if let Value::Object(m) = &mut merged {
-        m.extend(patch);
-    }
-    let settings: CompanySettings =
-        serde_json::from_value(merged).map_err(|e| ApiError::invalid(format!("settings: {e}")))?;
-    settings.validate().map_err(ApiError::invalid)?;
-    hub.store.update_settings(&c, &settings).await?;
+    super::patch_settings(&current, &patch).map_err(ApiError::invalid)?;
+    let (_, settings) = hub.store.change_settings(&c, &patch).await?;
     tracing::info!(company = %c, "settings changed");
-    // G13: whoever lost external permission with this change leaves every external group now.
-    let users = hub.store.users_of(&c).await?;
-    let lost = policy::lost_permission(users.iter().map(|u| (u, &current)), |u| {
-        Some((u.clone(), settings.clone()))
-    });
-    policy::revoke(&hub, &c, &lost).await?;
+    // G13: whoever does not hold external permission now leaves every external group.
+    let users: Vec<UserId> = hub
+        .store
+        .users_of(&c)
+        .await?
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    policy::enforce(&hub, &users).await?;
     Ok(Json(settings))
 }
 
@@ -317,34 +318,31 @@ async fn patch_user(
     Path(id): Path<String>,
     Body(p): Body<UserPatch>,
 ) -> ApiResult<Json<User>> {
-    let mut user = own_user(&hub, &c, &id).await?;
-    let before = user.clone();
-    if let Some(n) = p.name {
-        user.name = check_display_name(&n)?;
-    }
-    if let Some(e) = p.email {
-        check_email(&e)?;
-        user.email = e;
-    }
-    if let Some(a) = p.active {
-        user.active = a;
-    }
-    if let Some(x) = p.external_permission {
-        user.external_granted = x;
-    }
-    hub.store.update_user(&user).await?;
+    let user = own_user(&hub, &c, &id).await?;
+    let change = UserChange {
+        name: p.name.as_deref().map(check_display_name).transpose()?,
+        email: match p.email {
+            Some(e) => {
+                check_email(&e)?;
+                Some(e)
+            }
+            None => None,
+        },
+        active: p.active,
+        external_granted: p.external_permission,
+        revoke_tokens_at: None,
+    };
+    // Applied to the user as stored: concurrent changes of other fields are kept.
+    let (_, user) = hub.store.change_user(&user.id, &change).await?;
     tracing::info!(user = %user.id, active = user.active, "user changed");
-    // G13: losing external permission (or being disabled) removes them from every external
-    // group at once; a disabled user's sessions are closed too.
-    let settings = company(&hub, &c).await?.settings;
-    let lost = policy::lost_permission([(&before, &settings)], |_| {
-        Some((user.clone(), settings.clone()))
-    });
-    policy::revoke(&hub, &c, &lost).await?;
-    if before.active && !user.active {
+    // A disabled user's sessions close on every node (whoever disabled them, and however many
+    // changes raced this one).
+    if !user.active {
         hub.sessions
             .close_user(&user.id, CloseReason::UserDisabled.into());
     }
+    // G13: without external permission now, they leave every external group now.
+    policy::enforce(&hub, std::slice::from_ref(&user.id)).await?;
     Ok(Json(user))
 }
 
@@ -431,9 +429,12 @@ async fn revoke_tokens(
     CompanyAdmin(c): CompanyAdmin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let mut user = own_user(&hub, &c, &id).await?;
-    user.tokens_valid_after = super::now_secs();
-    hub.store.update_user(&user).await?;
+    let user = own_user(&hub, &c, &id).await?;
+    let change = UserChange {
+        revoke_tokens_at: Some(super::now_secs()),
+        ..UserChange::default()
+    };
+    let (_, user) = hub.store.change_user(&user.id, &change).await?;
     hub.sessions
         .close_user(&user.id, CloseReason::TokensRevoked.into());
     tracing::info!(user = %user.id, "tokens revoked");

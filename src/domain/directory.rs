@@ -127,6 +127,61 @@ impl User {
     }
 }
 
+/// A change to some of a user's fields, applied to the user as stored at the instant it is
+/// written ([`crate::store::Store::change_user`]): two admins changing different fields at once
+/// both see their change kept, and a revocation never moves back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserChange {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub active: Option<bool>,
+    pub external_granted: Option<bool>,
+    /// Refuse every token issued at or before this second (revocation).
+    pub revoke_tokens_at: Option<i64>,
+}
+
+impl UserChange {
+    /// `user` with this change.
+    pub fn apply(&self, user: &User) -> User {
+        let mut u = user.clone();
+        if let Some(n) = &self.name {
+            u.name = n.clone();
+        }
+        if let Some(e) = &self.email {
+            u.email = e.clone();
+        }
+        if let Some(a) = self.active {
+            u.active = a;
+        }
+        if let Some(g) = self.external_granted {
+            u.external_granted = g;
+        }
+        if let Some(t) = self.revoke_tokens_at {
+            u.tokens_valid_after = u.tokens_valid_after.max(t);
+        }
+        u
+    }
+}
+
+/// The settings an admin changes, as JSON fields: merged into the settings as stored at the
+/// instant they are written ([`crate::store::Store::change_settings`]).
+pub type SettingsPatch = serde_json::Map<String, serde_json::Value>;
+
+/// `current` with `patch` merged in, checked.
+pub fn patch_settings(
+    current: &CompanySettings,
+    patch: &SettingsPatch,
+) -> Result<CompanySettings, String> {
+    let mut merged = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    if let serde_json::Value::Object(m) = &mut merged {
+        m.extend(patch.clone());
+    }
+    let settings: CompanySettings =
+        serde_json::from_value(merged).map_err(|e| format!("settings: {e}"))?;
+    settings.validate()?;
+    Ok(settings)
+}
+
 /// SPEC: a user **holds external permission** when their company has `external_chat` on and the
 /// user is granted by `external_permission`, the user is `works`, and the user is active.
 pub fn holds_external_permission(user: &User, company: &CompanySettings) -> bool {
@@ -237,6 +292,42 @@ mod tests {
         assert_eq!(s.shared_storage_quota, 10 << 30);
         assert_eq!(s.max_groups, 100_000);
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn user_changes_keep_other_fields_and_never_undo_a_revocation() {
+        let mut u = user(UserKind::Works, true, false);
+        u.tokens_valid_after = 100;
+        let name = UserChange {
+            name: Some("New".into()),
+            ..Default::default()
+        };
+        let off = UserChange {
+            active: Some(false),
+            revoke_tokens_at: Some(50),
+            ..Default::default()
+        };
+        let both = off.apply(&name.apply(&u));
+        assert_eq!((both.name.as_str(), both.active), ("New", false));
+        assert_eq!(
+            both.tokens_valid_after, 100,
+            "an older revocation does not move it back"
+        );
+        assert_eq!(name.apply(&off.apply(&u)), both, "in either order");
+    }
+
+    #[test]
+    fn settings_patches_merge_and_are_checked() {
+        let mut p = SettingsPatch::new();
+        p.insert("external_chat".into(), serde_json::json!(true));
+        let s = patch_settings(&CompanySettings::default(), &p).expect("valid");
+        assert!(s.external_chat);
+        assert_eq!(s.max_groups, CompanySettings::default().max_groups);
+        p.insert("recall_window_secs".into(), serde_json::json!(5));
+        assert!(patch_settings(&CompanySettings::default(), &p).is_err());
+        let mut bad = SettingsPatch::new();
+        bad.insert("no_such_field".into(), serde_json::json!(1));
+        assert!(patch_settings(&CompanySettings::default(), &bad).is_err());
     }
 
     #[test]

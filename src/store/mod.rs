@@ -12,7 +12,7 @@
 pub mod redis;
 pub mod sqlite;
 
-use crate::domain::directory::{Company, CompanySettings, User};
+use crate::domain::directory::{Company, CompanySettings, SettingsPatch, User, UserChange};
 pub use crate::domain::records::*;
 use crate::error::ApiError;
 use async_trait::async_trait;
@@ -92,14 +92,23 @@ pub trait Store: Send + Sync + 'static {
     async fn companies(&self) -> StoreResult<Vec<Company>>;
     /// The company whose admin API key hashes to `key_hash`.
     async fn company_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<CompanyId>>;
-    async fn update_settings(&self, id: &CompanyId, settings: &CompanySettings) -> StoreResult<()>;
+    /// Merge `patch` into the company's settings as stored at this instant (so concurrent
+    /// changes of different fields compose). Returns the settings before and after. A patch that
+    /// does not make valid settings is `Backend`: callers check it first.
+    async fn change_settings(
+        &self,
+        id: &CompanyId,
+        patch: &SettingsPatch,
+    ) -> StoreResult<(CompanySettings, CompanySettings)>;
 
     async fn create_user(&self, user: &User) -> StoreResult<()>;
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>>;
     /// The users that exist among `ids` (unknown ids are skipped).
     async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>>;
     async fn users_of(&self, company: &CompanyId) -> StoreResult<Vec<User>>;
-    async fn update_user(&self, user: &User) -> StoreResult<()>;
+    /// Apply `change` to the user as stored at this instant (so concurrent changes compose).
+    /// Returns the user before and after.
+    async fn change_user(&self, id: &UserId, change: &UserChange) -> StoreResult<(User, User)>;
 
     async fn add_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()>;
     async fn remove_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()>;

@@ -38,7 +38,9 @@
 //! which the record can be rebuilt) but not the record.
 
 use super::*;
-use crate::domain::directory::{Company, CompanySettings, User};
+use crate::domain::directory::{
+    patch_settings, Company, CompanySettings, SettingsPatch, User, UserChange,
+};
 use crate::domain::projection::{self, ItemChange};
 use ::redis::aio::{ConnectionLike, ConnectionManager};
 use ::redis::cluster_async::ClusterConnection;
@@ -1122,8 +1124,12 @@ impl Store for RedisStore {
         Ok(id.map(CompanyId))
     }
 
-    async fn update_settings(&self, id: &CompanyId, settings: &CompanySettings) -> StoreResult<()> {
-        // Settings change only through the operator/admin API; compare-and-set the whole record.
+    async fn change_settings(
+        &self,
+        id: &CompanyId,
+        patch: &SettingsPatch,
+    ) -> StoreResult<(CompanySettings, CompanySettings)> {
+        // Compare-and-set the whole record, merging the patch into what is stored each time.
         for _ in 0..MAX_RETRIES {
             let raw: Option<String> = ::redis::cmd("GET")
                 .arg(company_key(id))
@@ -1134,12 +1140,14 @@ impl Store for RedisStore {
                 return Err(StoreError::NotFound(format!("company {id}")));
             };
             let mut stored: StoredCompany = from_json(&raw)?;
-            stored.company.settings = settings.clone();
+            let before = stored.company.settings.clone();
+            let after = patch_settings(&before, patch).map_err(StoreError::backend)?;
+            stored.company.settings = after.clone();
             if self
                 .cas_string(&company_key(id), &raw, &to_json(&stored)?)
                 .await?
             {
-                return Ok(());
+                return Ok((before, after));
             }
         }
         Err(StoreError::backend(format!("company {id}: contention")))
@@ -1195,18 +1203,27 @@ impl Store for RedisStore {
         self.users(&ids).await
     }
 
-    async fn update_user(&self, user: &User) -> StoreResult<()> {
-        let updated: bool = ::redis::cmd("SET")
-            .arg(user_key(&user.id))
-            .arg(to_json(user)?)
-            .arg("XX")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        if !updated {
-            return Err(StoreError::NotFound(format!("user {}", user.id)));
+    async fn change_user(&self, id: &UserId, change: &UserChange) -> StoreResult<(User, User)> {
+        // Compare-and-set the record, applying the change to what is stored each time.
+        for _ in 0..MAX_RETRIES {
+            let raw: Option<String> = ::redis::cmd("GET")
+                .arg(user_key(id))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            let Some(raw) = raw else {
+                return Err(StoreError::NotFound(format!("user {id}")));
+            };
+            let before: User = from_json(&raw)?;
+            let after = change.apply(&before);
+            if self
+                .cas_string(&user_key(id), &raw, &to_json(&after)?)
+                .await?
+            {
+                return Ok((before, after));
+            }
         }
-        Ok(())
+        Err(StoreError::backend(format!("user {id}: contention")))
     }
 
     async fn add_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()> {

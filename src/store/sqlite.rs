@@ -12,7 +12,9 @@ use super::{
     Appended, AuditEntry, CommitTicket, FileRecord, Invite, MembershipRow, NewAudit, NewEntry,
     NewRoom, RoomRecord, Store, StoreError, StoreResult,
 };
-use crate::domain::directory::{Company, CompanySettings, User, UserKind};
+use crate::domain::directory::{
+    patch_settings, Company, CompanySettings, SettingsPatch, User, UserChange, UserKind,
+};
 use crate::domain::projection::{self, ItemChange, Membership};
 use async_trait::async_trait;
 use crossroom_protocol::{CompanyId, Event, EventBody, Features, Item, RoomId, RoomKind, UserId};
@@ -748,18 +750,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_settings(&self, id: &CompanyId, settings: &CompanySettings) -> StoreResult<()> {
-        let id = id.clone();
-        let s = json(settings)?;
+    async fn change_settings(
+        &self,
+        id: &CompanyId,
+        patch: &SettingsPatch,
+    ) -> StoreResult<(CompanySettings, CompanySettings)> {
+        let (id, patch) = (id.clone(), patch.clone());
+        // One writer thread: this read-modify-write is atomic with every other write.
         self.write(move |conn| {
-            let n = conn.execute(
+            let raw: Option<String> = conn
+                .prepare_cached("SELECT settings FROM companies WHERE id = ?1")?
+                .query_row(params![id.0], |r| r.get(0))
+                .optional()?;
+            let raw = raw.ok_or_else(|| StoreError::NotFound(format!("company {id}")))?;
+            let before: CompanySettings = from_json(&raw)?;
+            let after = patch_settings(&before, &patch).map_err(StoreError::backend)?;
+            conn.execute(
                 "UPDATE companies SET settings = ?2 WHERE id = ?1",
-                params![id.0, s],
+                params![id.0, json(&after)?],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("company {id}")));
-            }
-            Ok(())
+            Ok((before, after))
         })
         .await
     }
@@ -830,10 +840,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_user(&self, user: &User) -> StoreResult<()> {
-        let u = user.clone();
+    async fn change_user(&self, id: &UserId, change: &UserChange) -> StoreResult<(User, User)> {
+        let (id, change) = (id.clone(), change.clone());
+        // One writer thread: this read-modify-write is atomic with every other write.
         self.write(move |conn| {
-            let n = conn.execute(
+            let before = conn
+                .prepare_cached(&format!("SELECT {USER_COLUMNS} WHERE id = ?1"))?
+                .query_row(params![id.0], user_from_row)
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+            let u = change.apply(&before);
+            conn.execute(
                 "UPDATE users SET name = ?2, email = ?3, active = ?4, external_granted = ?5,
                                   tokens_valid_after = ?6
                  WHERE id = ?1",
@@ -846,10 +863,7 @@ impl Store for SqliteStore {
                     u.tokens_valid_after
                 ],
             )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("user {}", u.id)));
-            }
-            Ok(())
+            Ok((before, u))
         })
         .await
     }

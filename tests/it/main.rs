@@ -2,6 +2,7 @@
 //! Each test names the SPEC.md rule it proves.
 
 mod admin;
+mod admin_races;
 mod architecture;
 mod browser;
 mod cluster;

@@ -2,7 +2,9 @@
 //! every backend by [`crate::store_suite`] (one test per check and backend, so a failure names
 //! both and does not hide the checks after it).
 
-use crossroom::domain::directory::{Company, CompanySettings, User, UserKind};
+use crossroom::domain::directory::{
+    Company, CompanySettings, SettingsPatch, User, UserChange, UserKind,
+};
 use crossroom::store::{FileRecord, Invite, NewAudit, NewEntry, NewRoom, SharedStore, StoreError};
 use crossroom_protocol::{
     CompanyId, ErrorCode, EventBody, Features, LeftOut, RemovalReason, RoomId, RoomKind, UserId,
@@ -59,19 +61,28 @@ pub async fn directory(store: &SharedStore) {
     );
     assert_eq!(store.company_by_key_hash("nope").await.expect("read"), None);
 
-    let mut settings = CompanySettings {
+    // Patches of different fields compose: each is merged into what is stored.
+    let patch = |k: &str, v: serde_json::Value| {
+        let mut p = SettingsPatch::new();
+        p.insert(k.into(), v);
+        p
+    };
+    let (before, after) = store
+        .change_settings(&acme.id, &patch("external_chat", true.into()))
+        .await
+        .expect("settings");
+    assert_eq!(before, CompanySettings::default());
+    assert!(after.external_chat);
+    let (_, after) = store
+        .change_settings(&acme.id, &patch("max_groups", 5.into()))
+        .await
+        .expect("settings");
+    let settings = CompanySettings {
         external_chat: true,
+        max_groups: 5,
         ..Default::default()
     };
-    store
-        .update_settings(&acme.id, &settings)
-        .await
-        .expect("settings");
-    settings.max_groups = 5;
-    store
-        .update_settings(&acme.id, &settings)
-        .await
-        .expect("settings");
+    assert_eq!(after, settings, "the earlier change is kept");
     let got = store
         .company(&acme.id)
         .await
@@ -80,7 +91,7 @@ pub async fn directory(store: &SharedStore) {
     assert_eq!(got.settings, settings);
     assert!(matches!(
         store
-            .update_settings(&"none.example".into(), &settings)
+            .change_settings(&"none.example".into(), &patch("max_groups", 5.into()))
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -101,7 +112,27 @@ pub async fn directory(store: &SharedStore) {
     disabled.active = false;
     disabled.external_granted = true;
     disabled.tokens_valid_after = 1234;
-    store.update_user(&disabled).await.expect("update");
+    let off = UserChange {
+        active: Some(false),
+        revoke_tokens_at: Some(1234),
+        ..Default::default()
+    };
+    let grant = UserChange {
+        external_granted: Some(true),
+        revoke_tokens_at: Some(1000),
+        ..Default::default()
+    };
+    let (was, _) = store.change_user(&bob.id, &off).await.expect("update");
+    assert_eq!(was, bob);
+    let (_, now) = store.change_user(&bob.id, &grant).await.expect("update");
+    assert_eq!(
+        now, disabled,
+        "both changes kept; the older revocation does not move it back"
+    );
+    assert!(matches!(
+        store.change_user(&"nobody@acme.example".into(), &off).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert_eq!(
         store.user(&bob.id).await.expect("read"),
         Some(disabled.clone())
