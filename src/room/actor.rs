@@ -1058,6 +1058,10 @@ impl RoomActor {
             self.accept(ev.clone(), true).await;
             self.announce(ev);
         }
+        let admitted = self.admitted(&appended);
+        if !admitted.is_empty() {
+            Box::pin(self.recheck_admitted(admitted)).await;
+        }
         // A feature action answers with its first entry: the item it created or changed (a
         // notice may follow it).
         let first = appended.first().map(|a| (a.event.epoch, a.event.seq));
@@ -1092,6 +1096,52 @@ impl RoomActor {
                 seq,
                 left_out,
             }));
+        }
+    }
+
+    /// The users that committed entries of an external group admitted (as members or masters).
+    fn admitted(&self, appended: &[Appended]) -> Vec<UserId> {
+        if self.room.as_ref().is_none_or(|r| r.kind != RoomKind::Group) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for a in appended.iter().filter(|a| !a.duplicate) {
+            match &a.event.body {
+                EventBody::MembersAdded { users } | EventBody::MastersAdded { users } => {
+                    out.extend(users.iter().cloned())
+                }
+                EventBody::Converted {
+                    members, masters, ..
+                } => out.extend(members.iter().chain(masters).cloned()),
+                _ => {}
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// An admission and a withdrawal of the same user's permission may race: the withdrawal's
+    /// reconciliation (`policy::enforce`) may read the user's groups just before this admission
+    /// committed. So once an admission commits, the actor reads each admitted user again and
+    /// removes (reason `policy`) whoever no longer holds external permission, before it takes its
+    /// next command: either the withdrawal sees the member, or this sees the withdrawal.
+    async fn recheck_admitted(&mut self, users: Vec<UserId>) {
+        for user in users {
+            let person = match lookup::person(&*self.ctx.store, &user).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(room = %self.id, %user, error = %e, "cannot re-check an admission");
+                    continue;
+                }
+            };
+            if person.permitted {
+                continue;
+            }
+            tracing::info!(room = %self.id, %user, "admitted while losing permission; removing");
+            let (reply, _answer) = Reply::channel();
+            let actor = Actor::Policy(person.user.company.clone());
+            self.change(actor, Change::RemoveMember(user), reply).await;
         }
     }
 

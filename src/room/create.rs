@@ -136,6 +136,23 @@ pub async fn create_room(
     .await
 }
 
+/// A withdrawal of permission may have raced the creation, reading the user's groups just before
+/// this one existed: read every participant again now, and reconcile whoever lost permission
+/// (as the room actor does after every admission).
+async fn recheck_participants(hub: &Arc<Hub>, new: &NewRoom) -> ApiResult<()> {
+    let named: Vec<UserId> = new.members.iter().chain(&new.masters).cloned().collect();
+    let lost: Vec<UserId> = people(&*hub.store, &named)
+        .await?
+        .into_values()
+        .filter(|p| !p.permitted)
+        .map(|p| p.user.id)
+        .collect();
+    if !lost.is_empty() {
+        super::policy::enforce(hub, &lost).await?;
+    }
+    Ok(())
+}
+
 async fn store_room(
     hub: &Arc<Hub>,
     created_by: &UserId,
@@ -160,6 +177,9 @@ async fn store_room(
     let created = hub.store.create_room(&new).await?;
     if let Some(audit) = crate::store::audit_of(&created, &new.owner_company) {
         hub.ops.publish(&audit);
+    }
+    if kind == RoomKind::Group {
+        recheck_participants(hub, &new).await?;
     }
     let info = RoomInfo {
         id: new.id,

@@ -145,3 +145,83 @@ async fn d5_disables_and_revocations_hold_across_two_nodes() {
         0
     );
 }
+
+/// Joins by invitation racing the joiner's company withdrawing their permission: count the
+/// trials that end with them in the group without permission (G5, G13, G14). The goal is 0.
+async fn joins_racing_withdrawals(servers: &[&Server], trials: usize) -> usize {
+    use crossroom_protocol::{ClientFrame, ServerFrame};
+    let w = world(servers[0]).await;
+    let per_member = json!({ "external_permission": "per_member" });
+    let globex = servers[0].http(Some(&w.globex_key));
+    let r = globex
+        .patch("/v1/admin/company/settings", per_member)
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut alice = servers[0].connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Open door", &[]).await;
+    let token = match alice
+        .request(ClientFrame::CreateInvite {
+            id: 0,
+            room: room.clone(),
+            expires_in_secs: None,
+        })
+        .await
+        .expect("reply")
+    {
+        ServerFrame::Invite { token, .. } => token.expect("a link"),
+        other => panic!("{other:?}"),
+    };
+    let mut leaked = 0;
+    for i in 0..trials {
+        let (id, user_token) = fresh_user(&globex, &format!("j{i}")).await;
+        let joiner = servers[i % servers.len()].http(Some(&user_token));
+        let admin = servers[(i + 1) % servers.len()].http(Some(&w.globex_key));
+        let join_path = format!("/v1/invite/{token}/join");
+        let join = tokio::spawn(async move { joiner.post(&join_path, json!({})).await });
+        let withdraw_path = format!("/v1/admin/users/{id}");
+        let withdraw = tokio::spawn(async move {
+            admin
+                .patch(&withdraw_path, json!({ "external_permission": false }))
+                .await
+        });
+        let joined = join.await.expect("task").expect("http");
+        assert!(
+            joined.status == 200 || joined.status == 403,
+            "{:?}",
+            joined.body
+        );
+        let withdrawn = withdraw.await.expect("task").expect("http");
+        assert_eq!(withdrawn.status, 200, "{:?}", withdrawn.body);
+        let info = match alice
+            .request(ClientFrame::GetRoom {
+                id: 0,
+                room: room.clone(),
+            })
+            .await
+            .expect("reply")
+        {
+            ServerFrame::Room { room, .. } => room,
+            other => panic!("{other:?}"),
+        };
+        let id = crossroom_protocol::UserId(id);
+        if info.members.contains(&id) || info.masters.contains(&id) {
+            leaked += 1;
+        }
+    }
+    leaked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g13_a_join_racing_a_permission_withdrawal_never_keeps_a_member_without_it() {
+    let server = Server::start().await;
+    assert_eq!(joins_racing_withdrawals(&[&server], TRIALS).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g13_joins_racing_withdrawals_across_two_nodes_keep_no_member_without_permission() {
+    let redis = Redis::start(&[]).await;
+    let a = Server::start_node(&[redis.url()]).await;
+    let b = Server::start_node(&[redis.url()]).await;
+    assert_eq!(joins_racing_withdrawals(&[&a, &b], CLUSTER_TRIALS).await, 0);
+}
