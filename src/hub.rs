@@ -130,4 +130,15 @@ impl Inbox for Hub {
     fn close_local(&self, user: &UserId, req: CloseRequest) {
         self.sessions.close_local(user, req);
     }
+
+    fn bus_recovered(&self) {
+        // Closes and pushes sent while we were deaf are lost; the directory and the logs are not.
+        for (room, _) in self.rooms.stats() {
+            self.rooms.try_tell(&room, RoomCommand::CatchUp);
+        }
+        let (sessions, store) = (self.sessions.clone(), self.store.clone());
+        self.shutdown.spawn(async move {
+            sessions.reverify(&*store).await;
+        });
+    }
 }

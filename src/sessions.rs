@@ -3,17 +3,28 @@
 //! the bus on the other nodes.
 
 use crate::bus::SharedBus;
+use crate::domain::directory::session_refusal;
 use crate::outbound::{CloseRequest, Outbound, SessionId};
+use crate::store::Store;
 use crossroom_protocol::{CompanyId, ServerFrame, UserId};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One live session.
+#[derive(Clone)]
+struct Live {
+    id: SessionId,
+    out: Outbound,
+    issued_at: i64,
+}
 
 pub struct Sessions {
     bus: SharedBus,
     max_per_user: usize,
     max_per_company: usize,
-    /// Live sessions of each user on this node (several devices at once).
-    by_user: DashMap<UserId, Vec<(SessionId, Outbound)>>,
+    /// Live sessions of each user on this node (several devices at once), with when the
+    /// token that opened each was issued.
+    by_user: DashMap<UserId, Vec<Live>>,
     /// Live sessions per company on this node.
     by_company: DashMap<CompanyId, usize>,
     next_session: AtomicU64,
@@ -49,13 +60,18 @@ impl Sessions {
         company: &CompanyId,
         session: SessionId,
         out: Outbound,
+        issued_at: i64,
     ) -> bool {
         let mut entry = self.by_user.entry(user.clone()).or_default();
         let mut count = self.by_company.entry(company.clone()).or_insert(0);
         if entry.len() >= self.max_per_user || *count >= self.max_per_company {
             return false;
         }
-        entry.push((session, out));
+        entry.push(Live {
+            id: session,
+            out,
+            issued_at,
+        });
         *count += 1;
         true
     }
@@ -64,7 +80,7 @@ impl Sessions {
         let mut removed = false;
         self.by_user.remove_if_mut(user, |_, v| {
             let before = v.len();
-            v.retain(|(s, _)| *s != session);
+            v.retain(|l| l.id != session);
             removed = v.len() < before;
             v.is_empty()
         });
@@ -105,9 +121,40 @@ impl Sessions {
 
     fn of(&self, user: &UserId) -> Vec<Outbound> {
         match self.by_user.get(user) {
-            Some(v) => v.iter().map(|(_, o)| o.clone()).collect(),
+            Some(v) => v.iter().map(|l| l.out.clone()).collect(),
             None => Vec::new(),
         }
+    }
+
+    /// Read every user with a live session here again, and close the sessions the directory no
+    /// longer allows (disabled, tokens revoked): after a gap in what this node heard from the
+    /// others, whose close notices may have been lost. Returns how many it closed.
+    pub async fn reverify(&self, store: &dyn Store) -> usize {
+        let users: Vec<UserId> = self.by_user.iter().map(|e| e.key().clone()).collect();
+        let mut closed = 0;
+        for id in users {
+            let user = match store.user(&id).await {
+                // Unknown is not revoked: a store that lost its directory must not cut everyone
+                // off (their next connect is refused anyway).
+                Ok(None) => continue,
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(user = %id, error = %e, "cannot re-verify sessions");
+                    continue;
+                }
+            };
+            let live: Vec<Live> = self.by_user.get(&id).map(|v| v.clone()).unwrap_or_default();
+            for l in live {
+                if let Some(reason) = session_refusal(user.as_ref(), l.issued_at) {
+                    l.out.close(reason.into());
+                    closed += 1;
+                }
+            }
+        }
+        if closed > 0 {
+            tracing::info!(closed, "sessions closed on re-verification");
+        }
+        closed
     }
 
     /// Live sessions per company on this node.

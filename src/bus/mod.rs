@@ -45,6 +45,9 @@ pub trait Inbox: Send + Sync + 'static {
     fn push_local(&self, user: &UserId, frame: &ServerFrame);
     /// Close `user`'s sessions on this node.
     fn close_local(&self, user: &UserId, req: CloseRequest);
+    /// The node hears the others again after a gap in which notices may have been lost: check
+    /// the local sessions against the directory, and catch every room up from its log.
+    fn bus_recovered(&self);
 }
 
 /// The bus of a single node: nobody else to tell, nothing to hear.

@@ -104,6 +104,9 @@ pub struct RedisBus {
     healthy: AtomicBool,
     probes_sent: AtomicU64,
     probe_seen_at: std::sync::Mutex<Instant>,
+    /// The subscribed connection, which the probe pings: a connection that nothing sends on
+    /// would otherwise never notice it broke, nor reconnect and resubscribe.
+    listen: Conn,
     /// Where incoming events and notices go; set once by [`RedisBus::attach`].
     inbox: OnceLock<Weak<dyn Inbox>>,
     /// The listener's pushes, until [`RedisBus::attach`] starts the loop that reads them.
@@ -128,6 +131,7 @@ impl RedisBus {
             healthy: AtomicBool::new(true),
             probes_sent: AtomicU64::new(0),
             probe_seen_at: std::sync::Mutex::new(Instant::now()),
+            listen: listen.clone(),
             inbox: OnceLock::new(),
             pushes: std::sync::Mutex::new(Some(push_rx)),
             shutdown,
@@ -300,10 +304,16 @@ async fn listen_loop(bus: Weak<RedisBus>, mut rx: mpsc::UnboundedReceiver<PushIn
                     // meanwhile is in the log.
                     METRICS.bus_resubscriptions.inc();
                     inbox.room_catch_up(&room);
+                } else if push.data.first().and_then(text).as_deref() == Some(NODES) {
+                    // Listening again: probe now rather than at the next tick, to be ready soon.
+                    let n = bus.probes_sent.fetch_add(1, Ordering::Relaxed);
+                    bus.notify(What::Probe { n });
                 }
             }
             PushKind::Disconnection => {
-                tracing::warn!("bus connection lost; reconnecting");
+                // Deaf until our own probe comes back through the new connection.
+                bus.healthy.store(false, Ordering::Relaxed);
+                tracing::warn!("bus connection lost; reconnecting (degraded until it delivers)");
             }
             _ => {}
         }
@@ -329,6 +339,7 @@ fn on_notice(bus: &RedisBus, inbox: &Arc<dyn Inbox>, payload: &str) {
         }
         if !bus.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!("bus healthy again");
+            inbox.bus_recovered();
         }
     }
 }
@@ -350,6 +361,14 @@ async fn probe_loop(bus: Weak<RedisBus>) {
         }
         let n = bus.probes_sent.fetch_add(1, Ordering::Relaxed);
         bus.notify(What::Probe { n });
+        // A command on the subscribed connection makes a broken one reconnect (and resubscribe
+        // everything, each room then catching up): without it, nothing would ever ask.
+        let mut listen = bus.listen.clone();
+        let cmd = ::redis::cmd("PING");
+        let ping = cmd.query_async::<Value>(&mut listen);
+        if let Ok(Err(e)) = tokio::time::timeout(PROBE_EVERY, ping).await {
+            tracing::debug!(error = %e, "bus ping failed; the connection reconnects");
+        }
         let silent = bus
             .probe_seen_at
             .lock()

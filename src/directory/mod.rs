@@ -8,13 +8,24 @@ pub mod token;
 
 pub use crate::clock::now_secs;
 pub use crate::domain::directory::*;
+use crossroom_protocol::close::CloseReason;
 
 /// Why a token was refused, with the error code and the close code to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthFailure {
     pub code: crossroom_protocol::ErrorCode,
-    pub close: crossroom_protocol::close::CloseReason,
+    pub close: CloseReason,
     pub message: &'static str,
+}
+
+/// A verified token: its user as the directory has them now, and the token's validity.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub user: User,
+    /// When the token was issued (a revocation refuses tokens issued at or before it).
+    pub issued_at: i64,
+    /// When the token expires: a session it opened closes then (4501).
+    pub expires_at: i64,
 }
 
 /// Verify a user token and find its user: signature, algorithm, audience, validity window,
@@ -25,7 +36,18 @@ pub async fn authenticate(
     token: &str,
     now_secs: i64,
 ) -> Result<User, AuthFailure> {
-    use crossroom_protocol::close::CloseReason;
+    authenticate_token(store, key, token, now_secs)
+        .await
+        .map(|a| a.user)
+}
+
+/// [`authenticate`], keeping what a session needs of the token.
+pub async fn authenticate_token(
+    store: &crate::store::SharedStore,
+    key: &token::TokenKey,
+    token: &str,
+    now_secs: i64,
+) -> Result<Authenticated, AuthFailure> {
     use crossroom_protocol::ErrorCode;
     let refused = |message| AuthFailure {
         code: ErrorCode::Unauthorized,
@@ -62,5 +84,9 @@ pub async fn authenticate(
             message: "user is disabled",
         });
     }
-    Ok(user)
+    Ok(Authenticated {
+        user,
+        issued_at: claims.iat,
+        expires_at: claims.exp,
+    })
 }

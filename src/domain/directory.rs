@@ -1,6 +1,7 @@
 //! The directory's records — companies, users, their admin settings — and the pure rules over
 //! them (who holds external permission, what a valid id is). No I/O.
 
+use crossroom_protocol::close::CloseReason;
 use crossroom_protocol::{CompanyId, UserId, UserInfo};
 use serde::{Deserialize, Serialize};
 
@@ -180,6 +181,17 @@ pub fn patch_settings(
         serde_json::from_value(merged).map_err(|e| format!("settings: {e}"))?;
     settings.validate()?;
     Ok(settings)
+}
+
+/// Why a session opened by a token issued at `issued_at` may no longer stay open, with the
+/// user as the directory has them now (`None`: gone): disabled, or the token revoked.
+pub fn session_refusal(user: Option<&User>, issued_at: i64) -> Option<CloseReason> {
+    match user {
+        None => Some(CloseReason::Unauthorized),
+        Some(u) if !u.active => Some(CloseReason::UserDisabled),
+        Some(u) if issued_at <= u.tokens_valid_after => Some(CloseReason::TokensRevoked),
+        Some(_) => None,
+    }
 }
 
 /// SPEC: a user **holds external permission** when their company has `external_chat` on and the

@@ -18,7 +18,7 @@ use rate::TokenBucket;
 use reader::Session;
 use writer::{write_loop, CLOSE_TIMEOUT};
 
-use crate::directory::{self, User};
+use crate::directory::{self, Authenticated, User};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::outbound::{self, CloseRequest, Outbound, SessionId};
@@ -51,13 +51,12 @@ pub async fn ws_handler(
     // A token in the header authenticates before the upgrade: a bad one never gets a socket.
     let user = match crate::directory::token::bearer(&headers) {
         Some(token) => {
-            match directory::authenticate(&hub.store, &hub.tokens, token, directory::now_secs())
-                .await
-            {
-                Ok(u) if !hub.sessions.has_room_for(&u.id, &u.company) => {
+            let now = directory::now_secs();
+            match directory::authenticate_token(&hub.store, &hub.tokens, token, now).await {
+                Ok(a) if !hub.sessions.has_room_for(&a.user.id, &a.user.company) => {
                     return ApiError::too_many_sessions().into_response();
                 }
-                Ok(u) => Some(u),
+                Ok(a) => Some(a),
                 Err(f) => return ApiError::new(f.code, f.message).into_response(),
             }
         }
@@ -131,7 +130,7 @@ fn wire_limits(hub: &Hub) -> WireLimits {
 }
 
 /// A session from upgrade to close.
-async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<User>) {
+async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<Authenticated>) {
     let _live = hub.shutdown.track();
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = outbound::channel(
@@ -143,18 +142,23 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
     let id = hub.sessions.new_session_id();
     tracing::Span::current().record("session", id.0);
 
-    let user = match user {
-        Some(u) => {
-            let _ = out.send(&hello(&hub, id, None, &u));
-            Some(u)
+    let authed = match user {
+        Some(a) => {
+            let _ = out.send(&hello(&hub, id, None, &a.user));
+            Some(a)
         }
         None => Box::pin(authenticate_by_frame(&hub, id, &mut stream, &out, encoding)).await,
     };
-    if let Some(user) = user {
+    if let Some(Authenticated {
+        user,
+        issued_at,
+        expires_at,
+    }) = authed
+    {
         tracing::Span::current().record("user", tracing::field::display(&user.id));
         if !hub
             .sessions
-            .register(&user.id, &user.company, id, out.clone())
+            .register(&user.id, &user.company, id, out.clone(), issued_at)
         {
             let _ = out.send(&ApiError::too_many_sessions().to_frame(None));
             out.close(CloseRequest::from(CloseReason::TooManySessions));
@@ -171,6 +175,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
             subscriptions: HashSet::new(),
             bad_frames: 0,
             bucket: TokenBucket::new(hub.limits.requests_per_sec, hub.limits.request_burst),
+            token_expires_at: expires_at,
         };
         tracing::debug!("session opened");
         session.read_loop(&mut stream).await;
@@ -209,7 +214,7 @@ async fn authenticate_by_frame(
     stream: &mut SplitStream<WebSocket>,
     out: &Outbound,
     encoding: Encoding,
-) -> Option<User> {
+) -> Option<Authenticated> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(hub.limits.auth_timeout_secs);
     let mut bad = 0u32;
     loop {
@@ -242,7 +247,7 @@ async fn authenticate_by_frame(
         };
         match decode::<ClientFrame>(encoding, &bytes) {
             Ok(ClientFrame::Auth { id, token }) => {
-                match directory::authenticate(
+                match directory::authenticate_token(
                     &hub.store,
                     &hub.tokens,
                     &token,
@@ -250,9 +255,9 @@ async fn authenticate_by_frame(
                 )
                 .await
                 {
-                    Ok(user) => {
-                        let _ = out.send(&hello(hub, session, Some(id), &user));
-                        return Some(user);
+                    Ok(a) => {
+                        let _ = out.send(&hello(hub, session, Some(id), &a.user));
+                        return Some(a);
                     }
                     Err(f) => {
                         let _ = out.send(&ApiError::new(f.code, f.message).to_frame(Some(id)));

@@ -32,6 +32,9 @@ pub struct Session {
     pub bad_frames: u32,
     /// Requests per second: a flood must not starve the others.
     pub bucket: TokenBucket,
+    /// When the token that opened this session expires (seconds since the Unix epoch): the
+    /// session closes then with 4501, and the client authenticates again.
+    pub token_expires_at: i64,
 }
 
 impl Session {
@@ -54,6 +57,12 @@ impl Session {
                     // answers the ping with a pong, which counts as seen.
                     if last_seen.elapsed() >= idle_timeout {
                         self.out.close(CloseRequest::from(CloseReason::PingTimeout));
+                        return;
+                    }
+                    // Checked at each ping (no timer per session): an expired token's session
+                    // closes within one ping interval; the client authenticates again.
+                    if crate::clock::now_secs() >= self.token_expires_at {
+                        self.out.close(CloseRequest::from(CloseReason::TokenExpired));
                         return;
                     }
                     let _ = self.out.push(Message::Ping(bytes::Bytes::from_static(b"cr")));

@@ -266,3 +266,31 @@ async fn revoked_tokens_close_every_session() {
             .is_ok()
     );
 }
+
+/// A token that expires while its session is open closes the session with 4501 (within one
+/// ping interval), so the client gets a new token and authenticates again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_closes_with_4501_when_its_token_expires() {
+    let server = Server::start_with_config("[limits]\nping_interval_secs = 1\n").await;
+    let w = world(&server).await;
+    let secret = std::fs::read_to_string(server.data_dir.join("token.secret")).expect("secret");
+    let key = TokenKey::new(secret.trim().as_bytes());
+    let now = crossroom::directory::now_secs();
+    let short = key.sign(&w.alice.id, &"acme.example".into(), now, 2);
+    let (mut c, _hello) = Client::connect(&server.ws_url(), Some(&short), Encoding::Json)
+        .await
+        .expect("the token is still valid");
+    // A long-lived token of the same user is not affected.
+    let mut other = server.connect(&w.alice.token, Encoding::Json).await;
+    assert_eq!(
+        c.closed(std::time::Duration::from_secs(10))
+            .await
+            .expect("a close"),
+        Some(crossroom_protocol::close::TOKEN_EXPIRED)
+    );
+    let r = other
+        .request(crossroom_protocol::ClientFrame::Ping { id: 0 })
+        .await
+        .expect("still open");
+    assert!(matches!(r, crossroom_protocol::ServerFrame::Pong { .. }));
+}
