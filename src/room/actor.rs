@@ -1076,7 +1076,8 @@ impl RoomActor {
                         by: a.event.author.clone(),
                         seq: a.event.seq,
                     };
-                    for u in notify {
+                    // Only to who is a member now: a removed assignee hears nothing more.
+                    for u in notify.iter().filter(|u| self.is_member(u)) {
                         self.ctx.sessions.push_to_user(u, &notice);
                     }
                 }
@@ -1097,6 +1098,12 @@ impl RoomActor {
                 left_out,
             }));
         }
+    }
+
+    fn is_member(&self, user: &UserId) -> bool {
+        self.room
+            .as_ref()
+            .is_some_and(|r| r.members.binary_search(user).is_ok())
     }
 
     /// The users that committed entries of an external group admitted (as members or masters).

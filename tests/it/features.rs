@@ -838,3 +838,58 @@ async fn m2_read_receipts_follow_the_senders_company() {
         receipts(result(&mut alice, &room, Query::Receipts { message: seq }).await);
     assert_eq!((count, readers), (1, None));
 }
+
+/// T1 and G12: a removed assignee hears nothing more of the room's tasks — a change to a task
+/// they were assigned to pushes no `task_notice` to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t1_a_removed_assignee_gets_no_more_task_notices() {
+    let Room {
+        server,
+        w,
+        room,
+        mut alice,
+        mut carol,
+    } = room().await;
+    let fields = TaskFields {
+        title: "Ship it".into(),
+        content: String::new(),
+        due: None,
+        category: String::new(),
+        assignees: vec![w.carol.id.clone()],
+        completion: Completion::All,
+    };
+    let id = act_ok(&mut alice, &room, Action::CreateTask(fields.clone())).await;
+    remove_ok(&mut alice, &room, &w.carol.id).await;
+    // Carol now only has her `removed` (and earlier pushes) to read.
+    while let Ok(f) = carol.next_push(Duration::from_millis(300)).await {
+        if matches!(f, ServerFrame::Removed { .. }) {
+            break;
+        }
+    }
+    let bob_fields = TaskFields {
+        assignees: vec![w.bob.id.clone()],
+        ..fields
+    };
+    act_ok(
+        &mut alice,
+        &room,
+        Action::UpdateTask {
+            task: id,
+            fields: bob_fields,
+        },
+    )
+    .await;
+    let mut bob = server.connect(&w.bob.token, Encoding::MsgPack).await;
+    act_ok(&mut alice, &room, Action::DeleteTask { task: id }).await;
+    // Bob, the assignee now, hears of it; carol does not.
+    let heard = loop {
+        match bob.next_push(Duration::from_secs(5)).await.expect("push") {
+            f @ ServerFrame::TaskNotice { .. } => break f,
+            _ => continue,
+        }
+    };
+    assert!(matches!(heard, ServerFrame::TaskNotice { task, .. } if task == id));
+    while let Ok(f) = carol.next_push(Duration::from_millis(300)).await {
+        assert!(!matches!(f, ServerFrame::TaskNotice { .. }), "{f:?}");
+    }
+}
