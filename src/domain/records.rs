@@ -79,6 +79,9 @@ pub struct NewRoom {
     pub masters: Vec<UserId>,
     pub members: Vec<UserId>,
     pub epoch: u64,
+    /// G20: create it only while its owner company owns fewer external groups than this; the
+    /// store checks it atomically with the insert ([`crate::store::StoreError::LimitReached`]).
+    pub max_owned_groups: Option<u64>,
 }
 
 impl NewRoom {

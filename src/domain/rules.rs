@@ -252,13 +252,15 @@ pub fn check_group_count(owned: u64, settings: &CompanySettings) -> ApiResult<()
     if owned >= settings.max_groups {
         return Err(ApiError::new(
             ErrorCode::LimitExceeded,
-            format!(
-                "the company owns its maximum of {} groups",
-                settings.max_groups
-            ),
+            group_limit_message(settings.max_groups),
         ));
     }
     Ok(())
+}
+
+/// What a creation past G20's limit is told.
+pub fn group_limit_message(max: u64) -> String {
+    format!("the company owns its maximum of {max} groups")
 }
 
 /// R1: a general room of the creator and `members`. Colleagues always; other companies' WORKS

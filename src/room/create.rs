@@ -70,6 +70,7 @@ pub async fn create_group(
         RoomKind::Group,
         plan,
         spec.features,
+        Some(settings.max_groups),
     )
     .await
 }
@@ -101,7 +102,17 @@ pub async fn create_group_as_admin(
     )?;
     rules::check_group_count(hub.store.count_owned_groups(company).await?, &settings)?;
     let admin = rules::Actor::Admin(company.clone()).id();
-    store_room(hub, &admin, company, RoomKind::Group, plan, spec.features).await
+    let limit = Some(settings.max_groups);
+    store_room(
+        hub,
+        &admin,
+        company,
+        RoomKind::Group,
+        plan,
+        spec.features,
+        limit,
+    )
+    .await
 }
 
 /// R1: a user creates a general room.
@@ -132,6 +143,7 @@ pub async fn create_room(
         RoomKind::Room,
         plan,
         Features::default(),
+        None,
     )
     .await
 }
@@ -160,6 +172,7 @@ async fn store_room(
     kind: RoomKind,
     plan: rules::Plan,
     features: Features,
+    max_owned_groups: Option<u64>,
 ) -> ApiResult<(RoomInfo, Vec<LeftOut>)> {
     let new = NewRoom {
         id: RoomId(format!("r_{}", crate::random::token())),
@@ -173,6 +186,7 @@ async fn store_room(
         masters: plan.masters,
         members: plan.members,
         epoch: crate::random::epoch(),
+        max_owned_groups,
     };
     let created = hub.store.create_room(&new).await?;
     if let Some(audit) = crate::store::audit_of(&created, &new.owner_company) {

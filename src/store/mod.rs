@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A unique key is taken (company id, user id, room id).
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// A counted limit would be passed (G20: the company owns its maximum of groups).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
     /// The thing to change does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -63,6 +66,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
             }
             StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::LimitReached(what) => ApiError::new(ErrorCode::LimitExceeded, what),
             StoreError::Closed => ApiError::new(ErrorCode::Unavailable, "server is shutting down"),
             StoreError::Conflict => ApiError::new(
                 ErrorCode::Unavailable,

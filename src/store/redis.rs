@@ -57,6 +57,11 @@ const WRITE_BATCH: usize = 512;
 /// Retries of a projected append whose room moved meanwhile.
 const MAX_RETRIES: usize = 100;
 
+/// G20's count of the external groups a company owns.
+fn owned_groups_key(company: &CompanyId) -> String {
+    format!("cr:co:{}:owned_groups", company.0)
+}
+
 /// The pub/sub channel of a room's events (same hash tag as the room's keys).
 pub fn room_channel(room: &RoomId) -> String {
     format!("cr:{{{}}}:ev", room.0)
@@ -396,6 +401,12 @@ redis.call('SET', KEYS[1], left)
 return left
 ";
 
+/// Count one more, if counting has started. KEYS: the count.
+const COUNT_IN: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+return 0
+";
+
 /// Move a read marker forward. KEYS: reads. ARGV: user, seq.
 const READ_MARKER: &str = r"
 local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -432,6 +443,7 @@ struct Scripts {
     read_marker: Script,
     delete: Script,
     set_invite: Script,
+    count_in: Script,
 }
 
 impl Scripts {
@@ -446,6 +458,7 @@ impl Scripts {
             read_marker: Script::new(READ_MARKER),
             delete: Script::new(DELETE),
             set_invite: Script::new(SET_INVITE),
+            count_in: Script::new(COUNT_IN),
         }
     }
 }
@@ -764,6 +777,14 @@ impl Inner {
                     for f in &plan.garbage {
                         self.delete_file(f).await?;
                     }
+                    // A conversion makes one more group its owner counts (G20).
+                    for a in plan.appended.iter().filter(|a| !a.duplicate) {
+                        if let (EventBody::Converted { .. }, Some(owner)) =
+                            (&a.event.body, a.event.author.company())
+                        {
+                            self.count_in_group(&owner, room).await?;
+                        }
+                    }
                     for a in &plan.audits {
                         self.write_audit(a).await?;
                     }
@@ -1002,6 +1023,53 @@ impl Inner {
         Ok(())
     }
 
+    /// G20: take one of `company`'s group slots if it owns fewer than `max` groups. The count is
+    /// kept exactly beside the rooms (it lives on another shard than any room's keys): taken
+    /// before a group is created, given back when the creation fails or the group is deleted.
+    async fn claim_group(&self, company: &CompanyId, max: u64) -> StoreResult<bool> {
+        let ok: i64 = self
+            .scripts
+            .reserve
+            .key(owned_groups_key(company))
+            .arg(1)
+            .arg(max)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(ok == 1)
+    }
+
+    /// A room converted into a group of `company`: in its group index, and in its count if it
+    /// has one (else the first count finds it in the index).
+    async fn count_in_group(&self, company: &CompanyId, room: &RoomId) -> StoreResult<()> {
+        let _: () = ::redis::cmd("SADD")
+            .arg(format!("cr:co:{}:groups", company.0))
+            .arg(&room.0)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        let _: i64 = self
+            .scripts
+            .count_in
+            .key(owned_groups_key(company))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn release_group(&self, company: &CompanyId) -> StoreResult<()> {
+        let _: i64 = self
+            .scripts
+            .release
+            .key(owned_groups_key(company))
+            .arg(1)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn write_audit(&self, a: &NewAudit) -> StoreResult<()> {
         let id: u64 = ::redis::cmd("INCR")
             .arg("cr:audit:seq")
@@ -1059,6 +1127,94 @@ fn entry_event(room: &RoomId, epoch: u64, seq: u64, raw: &str) -> StoreResult<Ev
         author: e.author,
         body: e.body,
     })
+}
+
+impl RedisStore {
+    /// G20: take a group slot of `company`, counting its groups first if it was never counted.
+    async fn claim_group_slot(&self, company: &CompanyId, max: u64) -> StoreResult<()> {
+        self.count_owned_groups(company).await?;
+        if self.inner.claim_group(company, max).await? {
+            Ok(())
+        } else {
+            Err(StoreError::LimitReached(
+                crate::domain::rules::group_limit_message(max),
+            ))
+        }
+    }
+
+    /// Count the groups `company` owns from its index and the rooms' own projections, and keep
+    /// the count (the first use of G20's counter on a deployment that had none).
+    async fn recount_owned_groups(&self, company: &CompanyId) -> StoreResult<u64> {
+        let ids: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(format!("cr:co:{}:groups", company.0))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        // The index is a superset (written before each commit): check every candidate, all
+        // reads in flight at once (the multiplexed connection pipelines them), not one round
+        // trip per group — a company with thousands of groups creates its next one quickly.
+        let rooms: Vec<RoomId> = ids.into_iter().map(RoomId).collect();
+        let loads = rooms.iter().map(|id| self.inner.load_room(id));
+        let mut n = 0;
+        for r in futures_util::future::join_all(loads).await {
+            if r?.is_some_and(|r| r.kind == RoomKind::Group && r.owner_company == *company) {
+                n += 1;
+            }
+        }
+        // Whoever counted first wins; a creation meanwhile counted itself in already.
+        let _: () = ::redis::cmd("SET")
+            .arg(owned_groups_key(company))
+            .arg(n)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(n)
+    }
+
+    /// Delete a room's keys and records (G16), keeping its tombstone.
+    async fn delete_room_keys(&self, room: &RoomId, audit: NewAudit) -> StoreResult<Vec<String>> {
+        let (files, invite, authors): (Vec<String>, Option<String>, Vec<String>) = ::redis::pipe()
+            .cmd("SMEMBERS")
+            .arg(rk(room, "files"))
+            .cmd("GET")
+            .arg(rk(room, "invite"))
+            .cmd("HKEYS")
+            .arg(rk(room, "cmid"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let mut keys: Vec<String> = ["meta", "log", "cmid", "msgs", "reads", "items", "invite"]
+            .iter()
+            .map(|k| rk(room, k))
+            .collect();
+        let writers: HashSet<&str> = authors
+            .iter()
+            .filter_map(|f| f.split('\n').next())
+            .collect();
+        keys.extend(writers.iter().map(|a| rk(room, &format!("msgs:{a}"))));
+        let mut inv = self.inner.scripts.delete.key(rk(room, "state"));
+        for k in &keys {
+            inv.key(k);
+        }
+        let deleted: i64 = inv.invoke_async(&mut self.conn()).await.map_err(backend)?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound(format!("room {room}")));
+        }
+        if let Some(i) = invite {
+            let i: Invite = from_json(&i)?;
+            let _: () = ::redis::cmd("DEL")
+                .arg(format!("cr:invite:{}", i.token))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+        }
+        for f in &files {
+            self.inner.delete_file(f).await?;
+        }
+        self.inner.write_audit(&audit).await?;
+        Ok(files)
+    }
 }
 
 #[async_trait]
@@ -1275,10 +1431,16 @@ impl Store for RedisStore {
             body: entry.body,
         };
         let people: Vec<&UserId> = room.members.iter().chain(&room.masters).collect();
+        if let Some(max) = room.max_owned_groups {
+            self.claim_group_slot(&room.owner_company, max).await?;
+        }
         let created = self
             .start_room(&room.id, &meta, &people, room.epoch, &first)
-            .await?;
-        if !created {
+            .await;
+        if !matches!(created, Ok(true)) && room.max_owned_groups.is_some() {
+            self.inner.release_group(&room.owner_company).await?;
+        }
+        if !created? {
             return Err(StoreError::AlreadyExists(format!("room {}", room.id)));
         }
         if let Some(a) = &p.audit {
@@ -1468,65 +1630,23 @@ impl Store for RedisStore {
     }
 
     async fn count_owned_groups(&self, company: &CompanyId) -> StoreResult<u64> {
-        let ids: Vec<String> = ::redis::cmd("SMEMBERS")
-            .arg(format!("cr:co:{}:groups", company.0))
+        let counted: Option<u64> = ::redis::cmd("GET")
+            .arg(owned_groups_key(company))
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        // The index is a superset (written before each commit): check every candidate, all
-        // reads in flight at once (the multiplexed connection pipelines them), not one round
-        // trip per group — a company with thousands of groups creates its next one quickly.
-        let rooms: Vec<RoomId> = ids.into_iter().map(RoomId).collect();
-        let loads = rooms.iter().map(|id| self.inner.load_room(id));
-        let mut n = 0;
-        for r in futures_util::future::join_all(loads).await {
-            if r?.is_some_and(|r| r.kind == RoomKind::Group && r.owner_company == *company) {
-                n += 1;
-            }
+        match counted {
+            Some(n) => Ok(n),
+            None => self.recount_owned_groups(company).await,
         }
-        Ok(n)
     }
 
     async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<Vec<String>> {
-        let (files, invite, authors): (Vec<String>, Option<String>, Vec<String>) = ::redis::pipe()
-            .cmd("SMEMBERS")
-            .arg(rk(room, "files"))
-            .cmd("GET")
-            .arg(rk(room, "invite"))
-            .cmd("HKEYS")
-            .arg(rk(room, "cmid"))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        let mut keys: Vec<String> = ["meta", "log", "cmid", "msgs", "reads", "items", "invite"]
-            .iter()
-            .map(|k| rk(room, k))
-            .collect();
-        let writers: HashSet<&str> = authors
-            .iter()
-            .filter_map(|f| f.split('\n').next())
-            .collect();
-        keys.extend(writers.iter().map(|a| rk(room, &format!("msgs:{a}"))));
-        let mut inv = self.inner.scripts.delete.key(rk(room, "state"));
-        for k in &keys {
-            inv.key(k);
+        let before = self.inner.load_room(room).await?;
+        let files = self.delete_room_keys(room, audit).await?;
+        if let Some(r) = before.filter(|r| r.kind == RoomKind::Group) {
+            self.inner.release_group(&r.owner_company).await?;
         }
-        let deleted: i64 = inv.invoke_async(&mut self.conn()).await.map_err(backend)?;
-        if deleted == 0 {
-            return Err(StoreError::NotFound(format!("room {room}")));
-        }
-        if let Some(i) = invite {
-            let i: Invite = from_json(&i)?;
-            let _: () = ::redis::cmd("DEL")
-                .arg(format!("cr:invite:{}", i.token))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
-        }
-        for f in &files {
-            self.inner.delete_file(f).await?;
-        }
-        self.inner.write_audit(&audit).await?;
         Ok(files)
     }
 

@@ -312,6 +312,7 @@ impl Clone for StoreError {
         match self {
             StoreError::AlreadyExists(s) => StoreError::AlreadyExists(s.clone()),
             StoreError::NotFound(s) => StoreError::NotFound(s.clone()),
+            StoreError::LimitReached(s) => StoreError::LimitReached(s.clone()),
             StoreError::Closed => StoreError::Closed,
             StoreError::Conflict => StoreError::Conflict,
             StoreError::Backend(s) => StoreError::backend(s.clone()),
@@ -907,6 +908,20 @@ impl Store for SqliteStore {
         let r = room.clone();
         let features = json(&r.features)?;
         self.write(move |conn| {
+            // G20, in the insert's transaction: concurrent creations cannot both see room.
+            if let Some(max) = r.max_owned_groups {
+                let owned: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM rooms
+                          WHERE owner_company = ?1 AND kind = 'group' AND deleted = 0",
+                    )?
+                    .query_row(params![r.owner_company.0], |row| row.get(0))?;
+                if owned as u64 >= max {
+                    return Err(StoreError::LimitReached(
+                        crate::domain::rules::group_limit_message(max),
+                    ));
+                }
+            }
             conn.execute(
                 "INSERT INTO rooms (id, kind, name, description, owner_company, created_by,
                                     created_at, features, epoch, head)

@@ -225,3 +225,70 @@ async fn g13_joins_racing_withdrawals_across_two_nodes_keep_no_member_without_pe
     let b = Server::start_node(&[redis.url()]).await;
     assert_eq!(joins_racing_withdrawals(&[&a, &b], CLUSTER_TRIALS).await, 0);
 }
+
+/// G20: eight members of a company with `max_groups = 2` create groups at once, through every
+/// node in turn: count the trials that end with more (or fewer) than two groups. The goal is 0.
+async fn group_limits_hold(servers: &[&Server], trials: usize, prefix: &str) -> usize {
+    use crossroom_protocol::{ClientFrame, ServerFrame};
+    let mut wrong = 0;
+    for t in 0..trials {
+        let id = format!("{prefix}{t}.example");
+        let key = company(
+            servers[0],
+            &id,
+            json!({ "external_chat": true, "max_groups": 2 }),
+        )
+        .await;
+        let maker = user(servers[0], &key, "maker", "works").await;
+        let mut clients = Vec::new();
+        for i in 0..8 {
+            clients.push(
+                servers[i % servers.len()]
+                    .connect(&maker.token, Encoding::MsgPack)
+                    .await,
+            );
+        }
+        let creates = clients
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| async move {
+                c.request(ClientFrame::CreateGroup {
+                    id: 0,
+                    name: format!("g{i}"),
+                    description: String::new(),
+                    members: vec![],
+                    masters: vec![],
+                    add_self_as_member: true,
+                    features: None,
+                })
+                .await
+                .expect("reply")
+            });
+        let made = futures_util::future::join_all(creates)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, ServerFrame::RoomCreated { .. }))
+            .count();
+        if made != 2 {
+            wrong += 1;
+        }
+    }
+    wrong
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g20_racing_creations_never_pass_max_groups() {
+    let server = Server::start().await;
+    assert_eq!(group_limits_hold(&[&server], TRIALS, "lim").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g20_racing_creations_across_two_nodes_never_pass_max_groups() {
+    let redis = Redis::start(&[]).await;
+    let a = Server::start_node(&[redis.url()]).await;
+    let b = Server::start_node(&[redis.url()]).await;
+    assert_eq!(
+        group_limits_hold(&[&a, &b], CLUSTER_TRIALS, "clim").await,
+        0
+    );
+}

@@ -184,6 +184,7 @@ fn new_room(id: &str, members: &[&UserId], masters: &[&UserId]) -> NewRoom {
         masters: masters.iter().map(|u| (*u).clone()).collect(),
         members: members.iter().map(|u| (*u).clone()).collect(),
         epoch: 42,
+        max_owned_groups: None,
     }
 }
 
@@ -1067,4 +1068,51 @@ pub async fn items_and_recall(store: &SharedStore) {
     assert_eq!(store.file("f_att").await.expect("read"), None);
     assert_eq!(store.storage_used(&acme).await.expect("used"), base);
     assert_projection_of_log(store, &room).await;
+}
+
+/// G20: creations racing for a company's last group slots never pass its limit — the count is
+/// checked atomically with the insert — and a deleted group gives its slot back.
+pub async fn group_limits_are_atomic(store: &SharedStore) {
+    let a: UserId = "alice@acme.example".into();
+    let racing = (0..8).map(|i| {
+        let store = store.clone();
+        let mut r = new_room(&format!("r_lim{i}"), &[&a], &[&a]);
+        r.max_owned_groups = Some(2);
+        async move { store.create_room(&r).await }
+    });
+    let results = futures_util::future::join_all(racing).await;
+    let made: Vec<&crossroom_protocol::Event> =
+        results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(made.len(), 2, "{results:?}");
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|e| matches!(e, StoreError::LimitReached(_))));
+    let acme: CompanyId = "acme.example".into();
+    assert_eq!(store.count_owned_groups(&acme).await.expect("count"), 2);
+    let gone = made[0].room.clone();
+    store
+        .delete_room(&gone, audit_of(&gone.0, "group_deleted"))
+        .await
+        .expect("delete");
+    assert_eq!(store.count_owned_groups(&acme).await.expect("count"), 1);
+    let mut again = new_room("r_lim_again", &[&a], &[&a]);
+    again.max_owned_groups = Some(2);
+    store
+        .create_room(&again)
+        .await
+        .expect("a slot was given back");
+    again.id = "r_lim_more".into();
+    assert!(matches!(
+        store.create_room(&again).await,
+        Err(StoreError::LimitReached(_))
+    ));
+    // A room without a limit (a general room) is not counted against it.
+    let mut general = new_room("r_lim_general", &[&a], &[&a]);
+    general.kind = RoomKind::Room;
+    general.masters = vec![];
+    store
+        .create_room(&general)
+        .await
+        .expect("general rooms are not limited");
 }

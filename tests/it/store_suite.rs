@@ -77,6 +77,7 @@ every_backend!(
     read_state,
     projections_and_audit,
     the_room_is_the_projection_of_its_log,
+    group_limits_are_atomic,
     invites,
     storage_and_delete,
     items_and_recall,
@@ -133,6 +134,7 @@ async fn redis_with_aof_always_keeps_acknowledged_appends_across_a_kill() {
             masters: vec![],
             members: vec![alice.clone()],
             epoch: 7,
+            max_owned_groups: None,
         })
         .await
         .expect("create");
