@@ -50,7 +50,7 @@ pub struct Hub {
     pub blobs: Arc<dyn BlobStore>,
     pub shutdown: Shutdown,
     /// This node's room actors.
-    pub rooms: Rooms,
+    pub rooms: Arc<Rooms>,
     /// This node's live sessions.
     pub sessions: Arc<Sessions>,
     /// Origins allowed to open a WebSocket from a browser.
@@ -67,7 +67,7 @@ impl Hub {
             s.limits.max_sessions_per_company,
         ));
         let ops = Arc::new(OpsFeed::default());
-        let rooms = Rooms::new(Arc::new(RoomContext {
+        let rooms = Arc::new(Rooms::new(Arc::new(RoomContext {
             store: s.store.clone(),
             limits: s.limits.clone(),
             bus: s.bus.clone(),
@@ -77,7 +77,7 @@ impl Hub {
             shutdown: s.shutdown.clone(),
             public_url: s.public_url.clone(),
             rooms: Default::default(),
-        }));
+        })));
         Arc::new(Hub {
             store: s.store,
             bus: s.bus,
@@ -124,6 +124,18 @@ impl Inbox for Hub {
     }
 
     fn push_local(&self, user: &UserId, frame: &ServerFrame) {
+        // A deletion reaches this node's actor for the room first, which then tells the user:
+        // nothing here serves the room after its `room_deleted`.
+        if let ServerFrame::RoomDeleted { room } = frame {
+            if self.rooms.has(room) {
+                let (rooms, room) = (self.rooms.clone(), room.clone());
+                let notify = Some((user.clone(), frame.clone()));
+                self.shutdown.spawn(async move {
+                    rooms.send(&room, RoomCommand::Deleted { notify }).await;
+                });
+                return;
+            }
+        }
         self.sessions.push_local(user, frame);
     }
 

@@ -270,6 +270,7 @@ impl RoomActor {
             RoomCommand::Remote(event) => return self.accept(event, false).await,
             RoomCommand::CatchUp => return self.catch_up().await,
             RoomCommand::Sweep(head) => return self.swept(head).await,
+            RoomCommand::Deleted { notify } => return self.deleted_elsewhere(notify),
             _ => {}
         }
         self.freshen_for(&cmd).await;
@@ -347,7 +348,22 @@ impl RoomActor {
                 file,
                 reply,
             } => self.add_file(user, folder, file, reply).await,
-            RoomCommand::Remote(_) | RoomCommand::CatchUp | RoomCommand::Sweep(_) => {}
+            RoomCommand::Remote(_)
+            | RoomCommand::CatchUp
+            | RoomCommand::Sweep(_)
+            | RoomCommand::Deleted { .. } => {}
+        }
+    }
+
+    /// Another node deleted the room: nothing of it is served here from now on.
+    fn deleted_elsewhere(&mut self, notify: Option<(UserId, ServerFrame)>) {
+        if self.room.take().is_some() {
+            tracing::debug!(room = %self.id, "deleted on another node");
+        }
+        self.subscribers.clear();
+        self.count_subscribers();
+        if let Some((user, frame)) = notify {
+            self.ctx.sessions.push_local(&user, &frame);
         }
     }
 
@@ -526,7 +542,8 @@ impl RoomActor {
             RoomCommand::Unsubscribe { .. }
             | RoomCommand::Remote(_)
             | RoomCommand::CatchUp
-            | RoomCommand::Sweep(_) => false,
+            | RoomCommand::Sweep(_)
+            | RoomCommand::Deleted { .. } => false,
         };
         if stale_risk {
             self.catch_up().await;

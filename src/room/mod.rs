@@ -99,6 +99,12 @@ pub enum RoomCommand {
     },
     /// Cluster mode: an entry another node committed, from the bus.
     Remote(crossroom_protocol::Event),
+    /// Cluster mode: another node deleted the room (G16). The actor forgets it, and only then
+    /// tells `notify`'s sessions here `room_deleted` — so a request they send after it finds the
+    /// room gone.
+    Deleted {
+        notify: Option<(UserId, crossroom_protocol::ServerFrame)>,
+    },
     /// Cluster mode: read the log for entries this node has not seen (after a resubscription,
     /// and periodically).
     CatchUp,
@@ -119,7 +125,10 @@ impl RoomCommand {
     pub fn into_reply(self) -> Option<Reply> {
         match self {
             RoomCommand::Unsubscribe { reply, .. } => reply,
-            RoomCommand::Remote(_) | RoomCommand::CatchUp | RoomCommand::Sweep(_) => None,
+            RoomCommand::Remote(_)
+            | RoomCommand::CatchUp
+            | RoomCommand::Sweep(_)
+            | RoomCommand::Deleted { .. } => None,
             RoomCommand::Subscribe { reply, .. }
             | RoomCommand::Post { reply, .. }
             | RoomCommand::History { reply, .. }

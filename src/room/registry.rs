@@ -173,6 +173,11 @@ impl Rooms {
         self.ctx.rooms.clear();
     }
 
+    /// Whether this node has an actor for `room`.
+    pub fn has(&self, room: &RoomId) -> bool {
+        self.ctx.rooms.contains_key(room)
+    }
+
     /// Number of live room actors on this node.
     pub fn active(&self) -> usize {
         self.ctx.rooms.len()

@@ -827,3 +827,65 @@ async fn d5_after_a_redis_restart_nodes_recover_alone_and_revocations_reach_ever
         "the session on the other node is cut off"
     );
 }
+
+/// G16 across nodes: a group deleted through one node is gone on every node at once — after a
+/// member on another node is told `room_deleted`, that node serves neither the room nor its
+/// history. Counted over many deletions; the goal is 0 stale answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g16_after_room_deleted_no_node_serves_the_room() {
+    let redis = Redis::start(&[]).await;
+    let a = Server::start_node(&[redis.url()]).await;
+    let b = Server::start_node(&[redis.url()]).await;
+    let w = world(&a).await;
+    let mut alice = a.connect(&w.alice.token, Encoding::MsgPack).await;
+    let mut carol = b.connect(&w.carol.token, Encoding::MsgPack).await;
+    let mut stale = 0;
+    let trials = 50;
+    for i in 0..trials {
+        let room = group(&mut alice, &format!("Doomed {i}"), &[&w.carol.id]).await;
+        subscribe(&mut carol, &room, None).await;
+        let r = alice
+            .request(ClientFrame::DeleteGroup {
+                id: 0,
+                room: room.clone(),
+            })
+            .await
+            .expect("reply");
+        assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
+        loop {
+            match carol
+                .next_push(Duration::from_secs(10))
+                .await
+                .expect("a push")
+            {
+                ServerFrame::RoomDeleted { room: r } if r == room => break,
+                _ => continue,
+            }
+        }
+        let got = carol
+            .request(ClientFrame::GetRoom {
+                id: 0,
+                room: room.clone(),
+            })
+            .await
+            .expect("reply");
+        let history = carol
+            .request(ClientFrame::History {
+                id: 0,
+                room: room.clone(),
+                before: None,
+                limit: None,
+            })
+            .await
+            .expect("reply");
+        if !matches!(got, ServerFrame::Error { .. })
+            || !matches!(history, ServerFrame::Error { .. })
+        {
+            stale += 1;
+        }
+    }
+    assert_eq!(
+        stale, 0,
+        "stale answers after room_deleted in {trials} deletions"
+    );
+}
