@@ -253,6 +253,10 @@ pub struct Invite {
     pub token: String,
     /// Seconds since the Unix epoch; `None` = never expires.
     pub expires_at: Option<i64>,
+    /// Users a master (or an admin) removed since this link was made: it no longer admits them,
+    /// until a master adds them again or makes a new link (G14).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub barred: Vec<UserId>,
 }
 
 /// A stored file's record (G17: its bytes count against `company`'s shared storage).

@@ -714,6 +714,15 @@ fn join(room: &RoomRecord, actor: &Actor, token: &str, ctx: &Context) -> ApiResu
             left_out: Vec::new(),
         });
     }
+    if ctx
+        .invite
+        .as_ref()
+        .is_some_and(|i| i.barred.contains(&p.user.id))
+    {
+        return Err(forbidden(
+            "a master removed you from this group: this link no longer admits you (ask a master)",
+        ));
+    }
     check_group_candidate(&p.user.company, p, None)?;
     Ok(single(EventBody::MembersAdded {
         users: vec![p.user.id.clone()],
@@ -1506,6 +1515,7 @@ mod tests {
         c.invite = Some(crate::domain::records::Invite {
             token: "t".into(),
             expires_at: Some(999),
+            barred: vec![],
         });
         assert_eq!(
             decide(&r, &carol, &join, &c).expect_err("expired").code,
@@ -1514,6 +1524,17 @@ mod tests {
         c.invite = Some(crate::domain::records::Invite {
             token: "t".into(),
             expires_at: None,
+            barred: vec!["carol@globex.example".into()],
+        });
+        assert_eq!(
+            decide(&r, &carol, &join, &c).expect_err("barred").code,
+            ErrorCode::Forbidden,
+            "removed by a master: the same link does not readmit her"
+        );
+        c.invite = Some(crate::domain::records::Invite {
+            token: "t".into(),
+            expires_at: None,
+            barred: vec![],
         });
         assert!(decide(&r, &carol, &join, &c).is_ok());
         let erin = user_actor(&w, "erin@globex.example");

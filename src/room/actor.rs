@@ -1004,6 +1004,7 @@ impl RoomActor {
                     token: crate::random::token(),
                     expires_at: expires_in_secs
                         .map(|s| crate::clock::now_secs() + s.min(365 * 86_400) as i64),
+                    barred: Vec::new(),
                 };
                 let record = audit("invite_created");
                 let r = self
@@ -1079,6 +1080,7 @@ impl RoomActor {
         if !admitted.is_empty() {
             Box::pin(self.recheck_admitted(admitted)).await;
         }
+        self.update_link_bars(&appended).await;
         // A feature action answers with its first entry: the item it created or changed (a
         // notice may follow it).
         let first = appended.first().map(|a| (a.event.epoch, a.event.seq));
@@ -1121,6 +1123,59 @@ impl RoomActor {
         self.room
             .as_ref()
             .is_some_and(|r| r.members.binary_search(user).is_ok())
+    }
+
+    /// G14: a user a master (or an admin) removes is barred from the group's current link, and
+    /// one a master adds again is let back in (a new link bars nobody).
+    async fn update_link_bars(&mut self, appended: &[Appended]) {
+        let (mut bar, mut clear) = (Vec::new(), Vec::new());
+        let mut by = None;
+        for a in appended.iter().filter(|a| !a.duplicate) {
+            match &a.event.body {
+                EventBody::MemberRemoved {
+                    user,
+                    reason: RemovalReason::Removed,
+                } => bar.push(user.clone()),
+                EventBody::MembersAdded { users } => {
+                    clear.extend(users.iter().filter(|u| **u != a.event.author).cloned())
+                }
+                _ => continue,
+            }
+            by = Some(a.event.author.clone());
+        }
+        let (Some(by), Some(room)) = (by, &self.room) else {
+            return;
+        };
+        let Ok(Some(mut invite)) = self.ctx.store.invite_of(&self.id).await else {
+            return;
+        };
+        let before = invite.barred.clone();
+        invite.barred.retain(|u| !clear.contains(u));
+        for u in bar {
+            if !invite.barred.contains(&u) {
+                invite.barred.push(u);
+            }
+        }
+        if invite.barred == before {
+            return;
+        }
+        let record = NewAudit {
+            ts: now_ms(),
+            room: self.id.clone(),
+            actor: by,
+            action: "invite_updated".into(),
+            detail: serde_json::json!({ "barred": invite.barred }).to_string(),
+            companies: companies_of(room),
+        };
+        match self
+            .ctx
+            .store
+            .set_invite(&self.id, Some(invite), record.clone())
+            .await
+        {
+            Ok(()) => self.ctx.ops.publish(&record),
+            Err(e) => tracing::warn!(room = %self.id, error = %e, "cannot update the link's bars"),
+        }
     }
 
     /// The users that committed entries of an external group admitted (as members or masters).

@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS rooms (
     deleted INTEGER NOT NULL DEFAULT 0,
     invite_token TEXT UNIQUE,
     invite_expires INTEGER,
+    invite_barred TEXT NOT NULL DEFAULT '[]',
     image TEXT
 );
 CREATE INDEX IF NOT EXISTS rooms_owner ON rooms(owner_company, kind);
@@ -157,7 +158,7 @@ CREATE TABLE IF NOT EXISTS audit_companies (
 "#;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 impl SqliteStore {
     /// Open (or create) the database file at `path`.
@@ -176,6 +177,12 @@ impl SqliteStore {
         if version == 1 {
             // Schema 2 added the rooms' state version.
             conn.execute_batch("ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 0")?;
+        }
+        if (1..=2).contains(&version) {
+            // Schema 3 added who an invitation link no longer admits.
+            conn.execute_batch(
+                "ALTER TABLE rooms ADD COLUMN invite_barred TEXT NOT NULL DEFAULT '[]'",
+            )?;
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -1230,15 +1237,16 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let r = room.clone();
         self.write(move |conn| {
-            let (token, expires) = match &invite {
-                Some(i) => (Some(i.token.clone()), i.expires_at),
-                None => (None, None),
+            let (token, expires, barred) = match &invite {
+                Some(i) => (Some(i.token.clone()), i.expires_at, json(&i.barred)?),
+                None => (None, None, "[]".to_owned()),
             };
             let n = conn
                 .prepare_cached(
-                    "UPDATE rooms SET invite_token = ?2, invite_expires = ?3 WHERE id = ?1 AND deleted = 0",
+                    "UPDATE rooms SET invite_token = ?2, invite_expires = ?3, invite_barred = ?4
+                      WHERE id = ?1 AND deleted = 0",
                 )?
-                .execute(params![r.0, token, expires])?;
+                .execute(params![r.0, token, expires, barred])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("room {r}")));
             }
@@ -1250,17 +1258,22 @@ impl Store for SqliteStore {
     async fn invite_of(&self, room: &RoomId) -> StoreResult<Option<Invite>> {
         let r = room.clone();
         self.read(move |conn| {
-            let row: Option<(Option<String>, Option<i64>)> = conn
+            let row: Option<(Option<String>, Option<i64>, String)> = conn
                 .prepare_cached(
-                    "SELECT invite_token, invite_expires FROM rooms WHERE id = ?1 AND deleted = 0",
+                    "SELECT invite_token, invite_expires, invite_barred FROM rooms
+                      WHERE id = ?1 AND deleted = 0",
                 )?
-                .query_row(params![r.0], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()?;
-            Ok(row.and_then(|(t, e)| {
-                t.map(|token| Invite {
-                    token,
-                    expires_at: e,
+                .query_row(params![r.0], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })
+                .optional()?;
+            let Some((Some(token), expires_at, barred)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(Invite {
+                token,
+                expires_at,
+                barred: from_json(&barred)?,
             }))
         })
         .await
@@ -1271,14 +1284,17 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id, invite_expires FROM rooms WHERE invite_token = ?1 AND deleted = 0",
+                    "SELECT id, invite_expires, invite_barred FROM rooms
+                      WHERE invite_token = ?1 AND deleted = 0",
                 )?
                 .query_row(params![t], |row| {
+                    let barred: String = row.get(2)?;
                     Ok((
                         RoomId(row.get(0)?),
                         Invite {
                             token: t.clone(),
                             expires_at: row.get(1)?,
+                            barred: from_json(&barred)?,
                         },
                     ))
                 })

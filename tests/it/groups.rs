@@ -1164,3 +1164,54 @@ async fn g15_invitation_email_through_smtp() {
         "nothing in the outbox"
     );
 }
+
+/// G14: a member a master removes cannot come straight back with the group's link; a master
+/// adding them again, or a new link, lets them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g14_a_removed_member_cannot_rejoin_with_the_same_link() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Gated", &[]).await;
+    let link = |expires_in_secs| ClientFrame::CreateInvite {
+        id: 0,
+        room: room.clone(),
+        expires_in_secs,
+    };
+    let (token, _) = invite(&mut alice, link(None)).await;
+    let token = token.expect("token");
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let join = |token: &str| ClientFrame::JoinByInvite {
+        id: 0,
+        token: token.to_owned(),
+    };
+    let r = carol.request(join(&token)).await.expect("reply");
+    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+    remove_ok(&mut alice, &room, &w.carol.id).await;
+    let r = carol.request(join(&token)).await.expect("reply");
+    assert_eq!(
+        error_code(&r),
+        ErrorCode::Forbidden,
+        "barred from this link"
+    );
+    // A master adds her again: the bar is lifted (and she is a member).
+    let r = alice
+        .request(ClientFrame::AddMembers {
+            id: 0,
+            room: room.clone(),
+            users: vec![w.carol.id.clone()],
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+    remove_ok(&mut alice, &room, &w.carol.id).await;
+    let r = carol.request(join(&token)).await.expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::Forbidden, "barred again");
+    // A new link bars nobody.
+    let (fresh, _) = invite(&mut alice, link(None)).await;
+    let r = carol
+        .request(join(&fresh.expect("token")))
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+}

@@ -765,6 +765,7 @@ pub async fn invites(store: &SharedStore) {
     let inv = Invite {
         token: "tok1".into(),
         expires_at: Some(99),
+        barred: vec!["bob@acme.example".into()],
     };
     store
         .set_invite(
