@@ -35,6 +35,8 @@ pub struct Metrics {
     pub entries: Counter,
     pub queue_drops: Counter,
     pub slow_consumers: Counter,
+    /// Members the periodic reconciliation found without external permission (G13) and removed.
+    pub policy_repairs: Counter,
     pub commit: Latency,
     pub fanout: Latency,
     /// Cluster mode: commit to arrival on this node's bus subscription.
@@ -61,6 +63,7 @@ impl Metrics {
             entries: Counter::default(),
             queue_drops: Counter::default(),
             slow_consumers: Counter::default(),
+            policy_repairs: Counter::default(),
             commit: Latency::new(),
             fanout: Latency::new(),
             bus_lag: Latency::new(),
@@ -75,98 +78,113 @@ impl Metrics {
             ops_streams: Gauge::default(),
             registry: Registry::default(),
         };
+        m.register_counters(&mut r);
+        m.register_gauges(&mut r);
+        Metrics { registry: r, ..m }
+    }
+
+    /// Counters and latency histograms.
+    fn register_counters(&self, r: &mut Registry) {
         r.register(
             "frames_in",
             "WebSocket data frames received from clients",
-            m.frames_in.clone(),
+            self.frames_in.clone(),
         );
         r.register(
             "frames_out",
             "WebSocket frames written to clients",
-            m.frames_out.clone(),
+            self.frames_out.clone(),
         );
         r.register(
             "deliveries",
             "Room events queued to subscribed sessions",
-            m.deliveries.clone(),
+            self.deliveries.clone(),
         );
-        r.register("messages", "Messages committed", m.messages.clone());
+        r.register("messages", "Messages committed", self.messages.clone());
         r.register(
             "entries",
             "Room log entries committed (messages, changes, feature entries)",
-            m.entries.clone(),
+            self.entries.clone(),
         );
         r.register(
             "queue_drops",
             "Frames not queued because the session was closing or over its queue budget",
-            m.queue_drops.clone(),
+            self.queue_drops.clone(),
         );
         r.register(
             "slow_consumer_disconnects",
             "Sessions closed because their outbound queue was full (close 4000)",
-            m.slow_consumers.clone(),
+            self.slow_consumers.clone(),
+        );
+        r.register(
+            "policy_repairs",
+            "Group members found without external permission by the periodic reconciliation, and removed (stays 0 unless a revocation was cut short)",
+            self.policy_repairs.clone(),
         );
         r.register(
             "commit_latency_seconds",
             "Time from handing entries to the store to their durable commit",
-            m.commit.histogram.clone(),
+            self.commit.histogram.clone(),
         );
         r.register(
             "fanout_latency_seconds",
             "Time to queue one committed event to every subscribed session of its room",
-            m.fanout.histogram.clone(),
+            self.fanout.histogram.clone(),
         );
         r.register(
             "bus_lag_seconds",
             "Cluster mode: time from an entry's timestamp to its arrival over this node's bus subscription",
-            m.bus_lag.histogram.clone(),
+            self.bus_lag.histogram.clone(),
         );
         r.register(
             "bus_gap_fills",
             "Cluster mode: gaps in a room's seqs filled from the log (entries the bus did not bring)",
-            m.bus_gap_fills.clone(),
+            self.bus_gap_fills.clone(),
         );
         r.register(
             "bus_resubscriptions",
             "Cluster mode: room subscriptions confirmed (first and after every reconnect)",
-            m.bus_resubscriptions.clone(),
+            self.bus_resubscriptions.clone(),
         );
+    }
+
+    /// Gauges, set at scrape time.
+    fn register_gauges(&self, r: &mut Registry) {
         r.register(
             "bus_up",
             "Cluster mode: 1 while this node's own bus probes come back (0 = degraded); single node: 1",
-            m.bus_up.clone(),
+            self.bus_up.clone(),
         );
         r.register(
             "connections",
             "Open WebSocket connections (chat and ops)",
-            m.connections.clone(),
+            self.connections.clone(),
         );
         r.register(
             "sessions",
             "Authenticated chat sessions",
-            m.sessions.clone(),
+            self.sessions.clone(),
         );
         r.register(
             "company_sessions",
             "Authenticated chat sessions per company",
-            m.sessions_by_company.clone(),
+            self.sessions_by_company.clone(),
         );
         r.register(
             "rooms_active",
             "Rooms with a live actor on this node",
-            m.rooms.clone(),
+            self.rooms.clone(),
         );
         r.register(
             "store_up",
             "1 when the store answered the last scrape's probe, else 0",
-            m.store_up.clone(),
+            self.store_up.clone(),
         );
         r.register(
             "ops_streams",
             "Open ops streams (GET /v1/ops)",
-            m.ops_streams.clone(),
+            self.ops_streams.clone(),
         );
-        Metrics { registry: r, ..m }
     }
 
     pub fn ops_stream_opened(&self) {

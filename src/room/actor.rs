@@ -225,6 +225,7 @@ impl RoomActor {
                     if self.last_activity.elapsed() >= idle && self.retire() {
                         break;
                     }
+                    self.reconcile();
                 }
             }
         }
@@ -271,6 +272,7 @@ impl RoomActor {
             RoomCommand::CatchUp => return self.catch_up().await,
             RoomCommand::Sweep(head) => return self.swept(head).await,
             RoomCommand::Deleted { notify } => return self.deleted_elsewhere(notify),
+            RoomCommand::Repair(lacking) => return self.repair(lacking).await,
             _ => {}
         }
         self.freshen_for(&cmd).await;
@@ -351,7 +353,57 @@ impl RoomActor {
             RoomCommand::Remote(_)
             | RoomCommand::CatchUp
             | RoomCommand::Sweep(_)
+            | RoomCommand::Repair(_)
             | RoomCommand::Deleted { .. } => {}
+        }
+    }
+
+    /// Reconciliation, on every tick of an external group's actor: read its members and masters
+    /// from the directory (off the actor) and have whoever lacks external permission removed —
+    /// what a revocation cut short (a node that died half-way) would otherwise leave (G13).
+    fn reconcile(&self) {
+        let Some(room) = self.room.as_ref().filter(|r| r.kind == RoomKind::Group) else {
+            return;
+        };
+        let mut people: Vec<UserId> = room.members.iter().chain(&room.masters).cloned().collect();
+        people.sort();
+        people.dedup();
+        let (ctx, id) = (self.ctx.clone(), self.id.clone());
+        self.ctx.shutdown.spawn(async move {
+            let lacking: Vec<(UserId, crossroom_protocol::CompanyId)> =
+                match lookup::people(&*ctx.store, &people).await {
+                    Ok(found) => found
+                        .into_values()
+                        .filter(|p| !p.permitted)
+                        .map(|p| (p.user.id, p.user.company))
+                        .collect(),
+                    Err(e) => {
+                        return tracing::debug!(room = %id, error = %e, "reconciliation skipped")
+                    }
+                };
+            if lacking.is_empty() {
+                return;
+            }
+            let tx = ctx.rooms.get(&id).map(|h| h.tx.clone());
+            if let Some(tx) = tx {
+                let _ = tx.send(RoomCommand::Repair(lacking)).await;
+            }
+        });
+    }
+
+    /// Remove members the reconciliation found without permission, counting each repair.
+    async fn repair(&mut self, lacking: Vec<(UserId, crossroom_protocol::CompanyId)>) {
+        for (user, company) in lacking {
+            let still = self.room.as_ref().is_some_and(|r| {
+                r.members.binary_search(&user).is_ok() || r.masters.binary_search(&user).is_ok()
+            });
+            if !still {
+                continue;
+            }
+            METRICS.policy_repairs.inc();
+            tracing::warn!(room = %self.id, %user, "member without external permission; removing");
+            let (reply, _answer) = Reply::channel();
+            Box::pin(self.change(Actor::Policy(company), Change::RemoveMember(user), reply)).await;
         }
     }
 
@@ -543,6 +595,7 @@ impl RoomActor {
             | RoomCommand::Remote(_)
             | RoomCommand::CatchUp
             | RoomCommand::Sweep(_)
+            | RoomCommand::Repair(_)
             | RoomCommand::Deleted { .. } => false,
         };
         if stale_risk {

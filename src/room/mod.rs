@@ -99,6 +99,9 @@ pub enum RoomCommand {
     },
     /// Cluster mode: an entry another node committed, from the bus.
     Remote(crossroom_protocol::Event),
+    /// The periodic reconciliation found these members (with their companies) without external
+    /// permission: remove them (reason `policy`).
+    Repair(Vec<(UserId, crossroom_protocol::CompanyId)>),
     /// Cluster mode: another node deleted the room (G16). The actor forgets it, and only then
     /// tells `notify`'s sessions here `room_deleted` — so a request they send after it finds the
     /// room gone.
@@ -128,6 +131,7 @@ impl RoomCommand {
             RoomCommand::Remote(_)
             | RoomCommand::CatchUp
             | RoomCommand::Sweep(_)
+            | RoomCommand::Repair(_)
             | RoomCommand::Deleted { .. } => None,
             RoomCommand::Subscribe { reply, .. }
             | RoomCommand::Post { reply, .. }

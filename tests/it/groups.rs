@@ -1215,3 +1215,34 @@ async fn g14_a_removed_member_cannot_rejoin_with_the_same_link() {
         .expect("reply");
     assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
 }
+
+/// G13 repaired: a member left without external permission by a revocation that never ran (the
+/// directory changed behind the server's back, as a node dying half-way would leave it) is found
+/// by the group's periodic reconciliation and removed with reason `policy`, and the repair is
+/// counted (`crossroom_policy_repairs_total`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g13_reconciliation_removes_a_member_left_without_permission() {
+    let server = Server::start_with_config("[limits]\nroom_idle_secs = 1\n").await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Repaired", &[&w.carol.id]).await;
+    subscribe(&mut alice, &room, None).await;
+    let before = metric(&scrape(&server).await, "crossroom_policy_repairs_total");
+    // Behind the server's back: carol is disabled in the database, and nothing revokes.
+    let db = rusqlite::Connection::open(server.data_dir.join("crossroom.db")).expect("db");
+    db.busy_timeout(Duration::from_secs(5)).expect("timeout");
+    db.execute(
+        "UPDATE users SET active = 0 WHERE id = ?1",
+        [w.carol.id.as_str()],
+    )
+    .expect("update");
+    let removed = loop {
+        let e = next_event(&mut alice).await;
+        if let EventBody::MemberRemoved { user, reason } = e.body {
+            break (user, reason);
+        }
+    };
+    assert_eq!(removed, (w.carol.id.clone(), RemovalReason::Policy));
+    let after = metric(&scrape(&server).await, "crossroom_policy_repairs_total");
+    assert_eq!(after - before, 1.0, "one repair counted");
+}
