@@ -1339,11 +1339,12 @@ impl Store for RedisStore {
     }
 
     async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        // All reads in flight at once (the multiplexed connection pipelines them): the keys are
+        // on many shards, so no MGET.
+        let reads = futures_util::future::join_all(ids.iter().map(|id| self.user(id))).await;
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(u) = self.user(id).await? {
-                out.push(u);
-            }
+        for u in reads {
+            out.extend(u?);
         }
         Ok(out)
     }
