@@ -1,5 +1,5 @@
 //! A model-based property test (proptest): random sequences of posts, adds, removals, admin
-//! revocations and reconnects against the real server, checked against a reference model of
+//! revocations, adds racing revocations, and reconnects against the real server, checked against a reference model of
 //! who is a member at each seq. Every case must end with zero deliveries to anyone who was not a
 //! member at that seq (D4, G12, G13) and zero missing deliveries to members (D1, D3).
 //!
@@ -26,6 +26,10 @@ enum Op {
     Remove(usize),
     /// The globex admin withdraws the user's external permission, then grants it again.
     Revoke(usize),
+    /// Alice adds the user while, at the same instant, the globex admin withdraws their
+    /// permission (through the other node); then grants it again. Either outcome is allowed —
+    /// refused, or admitted then removed — but never a member without permission.
+    AddRacingWithdrawal(usize),
     Reconnect(usize),
 }
 
@@ -35,6 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1..USERS).prop_map(Op::Add),
         1 => (1..USERS).prop_map(Op::Remove),
         1 => (2..USERS).prop_map(Op::Revoke),
+        1 => (2..USERS).prop_map(Op::AddRacingWithdrawal),
         1 => (0..USERS).prop_map(Op::Reconnect),
     ]
 }
@@ -292,6 +297,9 @@ async fn run_case(nodes: &[Server], w: &World, ops: Vec<Op>) -> Result<(), TestC
                     seats[u].subscribed = false;
                 }
             }
+            Op::AddRacingWithdrawal(u) => {
+                add_racing_withdrawal(&mut seats, &mut model, &room, &globex, u).await?;
+            }
             Op::Reconnect(u) => {
                 let owed_up_to = model
                     .owed
@@ -348,6 +356,94 @@ async fn run_case(nodes: &[Server], w: &World, ops: Vec<Op>) -> Result<(), TestC
     for s in seats {
         s.client.close().await;
     }
+    Ok(())
+}
+
+/// [`Op::AddRacingWithdrawal`]: run the race, learn its outcome from the room (the model cannot
+/// predict it), check nobody is left a member without permission, and grant it again.
+async fn add_racing_withdrawal(
+    seats: &mut [Seat],
+    model: &mut Model,
+    room: &RoomId,
+    globex: &crossroom_protocol::client::Http,
+    u: usize,
+) -> Result<(), TestCaseError> {
+    let fail = |e: crossroom_protocol::client::ClientError| TestCaseError::fail(e.to_string());
+    let target = seats[u].id.clone();
+    let path = format!("/v1/admin/users/{target}");
+    let was = model.member(u);
+    let add = seats[0].client.request(ClientFrame::AddMembers {
+        id: 0,
+        room: room.clone(),
+        users: vec![target.clone()],
+    });
+    let withdraw = globex.patch(&path, json!({ "external_permission": false }));
+    let (added, withdrawn) = tokio::join!(add, withdraw);
+    added.map_err(fail)?;
+    prop_assert_eq!(withdrawn.map_err(fail)?.status, 200);
+    // Both calls have returned: whatever they committed is committed. Alice's node may hear of
+    // a removal made on the other node a moment later; wait for it (bounded).
+    let mut info = None;
+    for _ in 0..50 {
+        let r = seats[0]
+            .client
+            .request(ClientFrame::GetRoom {
+                id: 0,
+                room: room.clone(),
+            })
+            .await
+            .map_err(fail)?;
+        let ServerFrame::Room { room: i, .. } = r else {
+            return Err(TestCaseError::fail(format!("get_room: {r:?}")));
+        };
+        let settled = !i.members.contains(&target) && !i.masters.contains(&target);
+        info = Some(i);
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = info.expect("read");
+    prop_assert!(
+        !info.members.contains(&target),
+        "{} is a member without permission",
+        target
+    );
+    match (was, info.head - model.head) {
+        // Refused: it never got in.
+        (false, 0) => {}
+        // Admitted, then removed (by the withdrawal or by the admission's re-check).
+        (false, 2) => {
+            let seq = model.head + 1;
+            model.spans.entry(u).or_default().push((seq, None));
+            model.entry(seats, None);
+            seats[u].subscribed = false;
+            seats[u].resume = None;
+            let removed = model.entry(seats, Some(u));
+            if let Some(span) = model.spans.get_mut(&u).and_then(|v| v.last_mut()) {
+                span.1 = Some(removed);
+            }
+        }
+        // Already a member: removed by the withdrawal.
+        (true, 1) => {
+            let removed = model.entry(seats, Some(u));
+            if let Some(span) = model.spans.get_mut(&u).and_then(|v| v.last_mut()) {
+                span.1 = Some(removed);
+            }
+            drain(&mut seats[u], room, Some(removed), Duration::from_secs(5)).await?;
+            seats[u].subscribed = false;
+        }
+        (was, k) => {
+            return Err(TestCaseError::fail(format!(
+                "member before: {was}; {k} entries from the race"
+            )))
+        }
+    }
+    let r = globex
+        .patch(&path, json!({ "external_permission": true }))
+        .await
+        .map_err(fail)?;
+    prop_assert_eq!(r.status, 200);
     Ok(())
 }
 
