@@ -144,7 +144,7 @@ pub struct MembershipRow {
 }
 
 /// An audit record to write (G19).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewAudit {
     pub ts: i64,
     pub room: RoomId,

@@ -16,6 +16,7 @@
 //! | `cr:{r}:items` | hash | item id → item JSON (notes, events, tasks, folders, files) |
 //! | `cr:{r}:files` | set | file ids stored for the room |
 //! | `cr:{r}:invite` | string | the invitation link (JSON) |
+//! | `cr:{r}:audit` | list | audit records written with their entries, until copied to the companies' logs |
 //!
 //! Directory keys (`cr:co:<id>`, `cr:u:<id>`, `cr:contacts:<user>`, `cr:storage:<company>`,
 //! `cr:file:<id>`, `cr:invite:<token>`, `cr:audit:<company>`) live on whatever shard they hash
@@ -33,9 +34,12 @@
 //! projection was computed from; if not, it is computed again. Non-post entries move the room's
 //! state `version`.
 //!
-//! Written after the room's script, not in it (they live on other shards): audit records, the
-//! release of storage of deleted files. A node crash in that instant leaves the log entry (from
-//! which the record can be rebuilt) but not the record.
+//! Audit records (G19) are written by the room's own scripts into the room's outbox
+//! (`cr:{r}:audit`), in the same atomic step as their entry, and copied from there to each
+//! company's audit log (`cr:audit:<company>`, on other shards) right after — each exactly once,
+//! by an id fixed the first time it is copied. A node that dies in between leaves them in the
+//! outbox, and the room in `cr:audit:pending`; every audit read copies what is pending first.
+//! Still written after the room's script (other shards): the release of storage of deleted files.
 
 use super::*;
 use crate::domain::directory::{
@@ -56,6 +60,17 @@ use tokio::sync::{mpsc, oneshot};
 const WRITE_BATCH: usize = 512;
 /// Retries of a projected append whose room moved meanwhile.
 const MAX_RETRIES: usize = 100;
+
+/// Rooms whose audit outbox may hold records not yet written to the companies' audit logs.
+const AUDIT_PENDING: &str = "cr:audit:pending";
+
+/// An audit record waiting in a room's outbox (`cr:{r}:audit`), tagged `room:epoch:seq` by the
+/// entry it records.
+#[derive(Serialize, Deserialize)]
+struct OutboxAudit {
+    tag: String,
+    audit: NewAudit,
+}
 
 /// G20's count of the external groups a company owns.
 fn owned_groups_key(company: &CompanyId) -> String {
@@ -302,6 +317,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'head', 1, 'version', 1, 'epoch', ARGV[1], 'deleted', 0)
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], 1, ARGV[3])
+if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[4]) end
 return 1
 ";
 
@@ -357,6 +373,9 @@ for k = 0, nm - 1 do
   redis.call('ZADD', KEYS[6], ARGV[i + 2 * k], ARGV[i + 2 * k])
   redis.call('ZADD', ARGV[i + 2 * k + 1], ARGV[i + 2 * k], ARGV[i + 2 * k])
 end
+i = i + 2 * nm
+local na = tonumber(ARGV[i]); i = i + 1
+for k = 0, na - 1 do redis.call('RPUSH', KEYS[7], ARGV[i + k]) end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
 redis.call('HSET', KEYS[1], 'head', ARGV[2], 'version', ARGV[5])
 local head = tonumber(ARGV[1])
@@ -414,20 +433,24 @@ if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) en
 return 1
 ";
 
-/// Delete a room for good, keeping the state hash as a tombstone. KEYS: state, then the keys to
-/// delete. Returns 0 when it did not exist.
+/// Delete a room for good, keeping the state hash as a tombstone. KEYS: state, the audit outbox
+/// (kept; ARGV[1], the deletion's record, goes into it), then the keys to delete. Returns 0 when
+/// it did not exist.
 const DELETE: &str = r"
 local st = redis.call('HMGET', KEYS[1], 'head', 'deleted')
 if not st[1] or st[2] == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'deleted', 1)
-for k = 2, #KEYS do redis.call('DEL', KEYS[k]) end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+for k = 3, #KEYS do redis.call('DEL', KEYS[k]) end
 return 1
 ";
 
-/// Set or clear a room's invitation. KEYS: state, invite. ARGV: invite JSON or ''.
+/// Set or clear a room's invitation, its audit record into the room's outbox. KEYS: state,
+/// invite, audit outbox. ARGV: invite JSON or '', the outbox item.
 const SET_INVITE: &str = r"
 local st = redis.call('HMGET', KEYS[1], 'head', 'deleted')
 if not st[1] or st[2] == '1' then return -1 end
+redis.call('RPUSH', KEYS[3], ARGV[2])
 local old = redis.call('GET', KEYS[2]) or ''
 if ARGV[1] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[1]) end
 return old
@@ -745,6 +768,7 @@ impl Inner {
                 .key(rk(room, "items"))
                 .key(rk(room, "cmid"))
                 .key(rk(room, "msgs"))
+                .key(rk(room, "audit"))
                 .arg(plan.head)
                 .arg(plan.new_head)
                 .arg(&plan.meta)
@@ -768,6 +792,19 @@ impl Inner {
             for (seq, author) in &plan.messages {
                 inv.arg(*seq).arg(rk(room, &format!("msgs:{}", author.0)));
             }
+            inv.arg(plan.audits.len());
+            for a in &plan.audits {
+                inv.arg(to_json(a)?);
+            }
+            if !plan.audits.is_empty() {
+                // Superset, before the commit: a crash after it leaves an empty outbox listed.
+                let _: () = ::redis::cmd("SADD")
+                    .arg(AUDIT_PENDING)
+                    .arg(&room.0)
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(backend)?;
+            }
             let outcome: i64 = inv
                 .invoke_async(&mut self.conn.clone())
                 .await
@@ -785,9 +822,7 @@ impl Inner {
                             self.count_in_group(&owner, room).await?;
                         }
                     }
-                    for a in &plan.audits {
-                        self.write_audit(a).await?;
-                    }
+                    self.flush_audits(room).await?;
                     return Ok(plan.appended);
                 }
                 -1 => return Err(StoreError::NotFound(format!("room {room}"))),
@@ -925,7 +960,10 @@ impl Inner {
                 plan.garbage.extend(files);
             }
         }
-        plan.audits.extend(p.audit);
+        if let Some(audit) = p.audit {
+            let tag = format!("{}:{}:{}", id.0, event.epoch, event.seq);
+            plan.audits.push(OutboxAudit { tag, audit });
+        }
         Ok(p.room_changed)
     }
 
@@ -1070,12 +1108,76 @@ impl Inner {
         Ok(())
     }
 
-    async fn write_audit(&self, a: &NewAudit) -> StoreResult<()> {
-        let id: u64 = ::redis::cmd("INCR")
-            .arg("cr:audit:seq")
+    /// Write the audit records waiting in `room`'s outbox — put there by the room's own script,
+    /// in the same atomic step as their entries — each exactly once: a record's id is fixed the
+    /// first time it is seen (`cr:audit:id:<tag>`), so writing it again after a crash rewrites the
+    /// same record. A record leaves the outbox only once written.
+    async fn flush_audits(&self, room: &RoomId) -> StoreResult<()> {
+        let outbox = rk(room, "audit");
+        loop {
+            let raw: Option<String> = ::redis::cmd("LINDEX")
+                .arg(&outbox)
+                .arg(0)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+            let Some(raw) = raw else {
+                let _: () = ::redis::cmd("SREM")
+                    .arg(AUDIT_PENDING)
+                    .arg(&room.0)
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(backend)?;
+                return Ok(());
+            };
+            let item: OutboxAudit = from_json(&raw)?;
+            let id_key = format!("cr:audit:id:{}", item.tag);
+            let fresh: u64 = ::redis::cmd("INCR")
+                .arg("cr:audit:seq")
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+            // The first id given to this record wins (kept a week: far longer than a retry).
+            let _: () = ::redis::cmd("SET")
+                .arg(&id_key)
+                .arg(fresh)
+                .arg("NX")
+                .arg("EX")
+                .arg(7 * 86_400)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+            let id: u64 = ::redis::cmd("GET")
+                .arg(&id_key)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+            self.write_audit_as(id, &item.audit).await?;
+            let _: () = ::redis::cmd("LREM")
+                .arg(&outbox)
+                .arg(1)
+                .arg(&raw)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+        }
+    }
+
+    /// Write every room's pending audit records (before audit records are read).
+    async fn flush_pending_audits(&self) -> StoreResult<()> {
+        let rooms: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(AUDIT_PENDING)
             .query_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
+        for r in rooms {
+            self.flush_audits(&RoomId(r)).await?;
+        }
+        Ok(())
+    }
+
+    /// Write an audit record under `id`; writing the same record again changes nothing.
+    async fn write_audit_as(&self, id: u64, a: &NewAudit) -> StoreResult<()> {
         let record = to_json(&AuditEntry {
             id,
             ts: a.ts,
@@ -1113,7 +1215,8 @@ struct Plan {
     joined: Vec<UserId>,
     /// File records (and their storage) to drop after the commit.
     garbage: Vec<String>,
-    audits: Vec<NewAudit>,
+    /// Audit records, written into the room's outbox by the script itself.
+    audits: Vec<OutboxAudit>,
     appended: Vec<Appended>,
 }
 
@@ -1130,6 +1233,18 @@ fn entry_event(room: &RoomId, epoch: u64, seq: u64, raw: &str) -> StoreResult<Ev
 }
 
 impl RedisStore {
+    /// List `room` as possibly holding audit records not yet written (before a script puts one
+    /// in its outbox: a superset, so a crash in between leaves at most an empty outbox listed).
+    async fn mark_audit_pending(&self, room: &RoomId) -> StoreResult<()> {
+        let _: () = ::redis::cmd("SADD")
+            .arg(AUDIT_PENDING)
+            .arg(&room.0)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     /// G20: take a group slot of `company`, counting its groups first if it was never counted.
     async fn claim_group_slot(&self, company: &CompanyId, max: u64) -> StoreResult<()> {
         self.count_owned_groups(company).await?;
@@ -1193,7 +1308,14 @@ impl RedisStore {
             .filter_map(|f| f.split('\n').next())
             .collect();
         keys.extend(writers.iter().map(|a| rk(room, &format!("msgs:{a}"))));
+        // The deletion's audit record goes into the room's outbox (kept) in the same step.
+        let item = OutboxAudit {
+            tag: format!("{}:deleted", room.0),
+            audit,
+        };
+        self.mark_audit_pending(room).await?;
         let mut inv = self.inner.scripts.delete.key(rk(room, "state"));
+        inv.key(rk(room, "audit")).arg(to_json(&item)?);
         for k in &keys {
             inv.key(k);
         }
@@ -1212,7 +1334,7 @@ impl RedisStore {
         for f in &files {
             self.inner.delete_file(f).await?;
         }
-        self.inner.write_audit(&audit).await?;
+        self.inner.flush_audits(room).await?;
         Ok(files)
     }
 }
@@ -1426,6 +1548,19 @@ impl Store for RedisStore {
         let mut record = RoomRecord::empty(&room.id, room.owner_company.clone());
         let p = projection::project(&mut record, &event);
         let meta = Meta::of(&record);
+        // Its audit record goes into the room's outbox with the room itself (G19).
+        let audit = p.audit.map(|audit| OutboxAudit {
+            tag: format!("{}:{}:1", room.id.0, room.epoch),
+            audit,
+        });
+        if audit.is_some() {
+            let _: () = ::redis::cmd("SADD")
+                .arg(AUDIT_PENDING)
+                .arg(&room.id.0)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+        }
         let first = StoredEntry {
             ts: entry.ts,
             author: entry.author,
@@ -1436,7 +1571,7 @@ impl Store for RedisStore {
             self.claim_group_slot(&room.owner_company, max).await?;
         }
         let created = self
-            .start_room(&room.id, &meta, &people, room.epoch, &first)
+            .start_room(&room.id, &meta, &people, room.epoch, &first, audit.as_ref())
             .await;
         if !matches!(created, Ok(true)) && room.max_owned_groups.is_some() {
             self.inner.release_group(&room.owner_company).await?;
@@ -1444,8 +1579,8 @@ impl Store for RedisStore {
         if !created? {
             return Err(StoreError::AlreadyExists(format!("room {}", room.id)));
         }
-        if let Some(a) = &p.audit {
-            self.inner.write_audit(a).await?;
+        if audit.is_some() {
+            self.inner.flush_audits(&room.id).await?;
         }
         Ok(event)
     }
@@ -1725,13 +1860,21 @@ impl Store for RedisStore {
                 .await
                 .map_err(backend)?;
         }
+        // Its audit record goes into the room's outbox in the same step (G19).
+        let item = OutboxAudit {
+            tag: format!("{}:invite:{}", room.0, crate::random::token()),
+            audit,
+        };
+        self.mark_audit_pending(room).await?;
         let old: Value = self
             .inner
             .scripts
             .set_invite
             .key(rk(room, "state"))
             .key(rk(room, "invite"))
+            .key(rk(room, "audit"))
             .arg(json)
+            .arg(to_json(&item)?)
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -1750,7 +1893,7 @@ impl Store for RedisStore {
                     .map_err(backend)?;
             }
         }
-        self.inner.write_audit(&audit).await
+        self.inner.flush_audits(room).await
     }
 
     async fn invite_of(&self, room: &RoomId) -> StoreResult<Option<Invite>> {
@@ -1789,6 +1932,8 @@ impl Store for RedisStore {
         before: Option<u64>,
         limit: usize,
     ) -> StoreResult<Vec<AuditEntry>> {
+        // Records a node could not write after their commit (it died) are written first.
+        self.inner.flush_pending_audits().await?;
         let key = format!("cr:audit:{}", company.0);
         let mut out = Vec::new();
         let mut max = match before {
@@ -1916,7 +2061,7 @@ impl Store for RedisStore {
             body: notice.body,
         };
         let people: Vec<&UserId> = room.members.iter().chain(&room.masters).collect();
-        self.start_room(&room.id, &meta, &people, epoch, &first)
+        self.start_room(&room.id, &meta, &people, epoch, &first, None)
             .await
     }
 
@@ -1952,6 +2097,7 @@ impl RedisStore {
         people: &[&UserId],
         epoch: u64,
         first: &StoredEntry,
+        audit: Option<&OutboxAudit>,
     ) -> StoreResult<bool> {
         let mut index = Vec::new();
         for u in people {
@@ -1973,9 +2119,11 @@ impl RedisStore {
             .key(rk(room, "state"))
             .key(rk(room, "meta"))
             .key(rk(room, "log"))
+            .key(rk(room, "audit"))
             .arg(epoch)
             .arg(to_json(meta)?)
             .arg(to_json(first)?)
+            .arg(audit.map(to_json).transpose()?.unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;

@@ -1117,3 +1117,9 @@ pub async fn group_limits_are_atomic(store: &SharedStore) {
         .await
         .expect("general rooms are not limited");
 }
+
+/// A group of alice's, for tests of one backend.
+pub fn new_room_for_audit(id: &str) -> NewRoom {
+    let a: UserId = "alice@acme.example".into();
+    new_room(id, &[&a], &[&a])
+}

@@ -179,3 +179,100 @@ async fn redis_with_aof_always_keeps_acknowledged_appends_across_a_kill() {
     assert_eq!(appended[0].event.seq, 102);
     redis.kill().await;
 }
+
+/// G19 in cluster mode loses nothing: an audit record is written into its room's outbox by the
+/// same script as its entry, and leaves it only once it is in the companies' logs. A node that
+/// dies between the two leaves it there (and the room in the pending set); the next audit read
+/// writes it — once, however many times it is written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_audit_records_survive_a_crash_after_their_commit() {
+    use crossroom::store::{NewAudit, NewEntry};
+    use crossroom_protocol::EventBody;
+    let redis = Redis::start(&[]).await;
+    let store: SharedStore = Arc::new(RedisStore::open(&[redis.url()]).await.expect("open"));
+    let fresh = crate::store_checks::new_room_for_audit("r_crash");
+    store.create_room(&fresh).await.expect("create");
+    let room = fresh.id.clone();
+    let bob: crossroom_protocol::UserId = "bob@acme.example".into();
+    let appended = store
+        .append(
+            &room,
+            vec![NewEntry {
+                author: fresh.created_by.clone(),
+                ts: 2,
+                body: EventBody::MembersAdded {
+                    users: vec![bob.clone()],
+                },
+            }],
+            None,
+        )
+        .await
+        .expect("queue")
+        .await
+        .expect("commit");
+    let seq = appended[0].event.seq;
+    let acme: crossroom_protocol::CompanyId = "acme.example".into();
+    let count = |action: &'static str| {
+        let store = store.clone();
+        let (acme, room) = (acme.clone(), room.clone());
+        async move {
+            let all = store
+                .audit(&acme, Some(&room), None, 100)
+                .await
+                .expect("audit");
+            all.iter().filter(|a| a.action == action).count()
+        }
+    };
+    assert_eq!(count("members_added").await, 1);
+    // The state a crash right after the script leaves: the record still in the outbox (written
+    // or not), the room pending. Put it back as it was.
+    let client = ::redis::Client::open(redis.url().as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let audit = NewAudit {
+        ts: 2,
+        room: room.clone(),
+        actor: fresh.created_by.clone(),
+        action: "members_added".into(),
+        detail: serde_json::to_string(&EventBody::MembersAdded {
+            users: vec![bob.clone()],
+        })
+        .expect("json"),
+        companies: vec![acme.clone()],
+    };
+    let again =
+        serde_json::json!({ "tag": format!("{}:{}:{}", room.0, fresh.epoch, seq), "audit": audit });
+    let never = serde_json::json!({
+        "tag": format!("{}:{}:{}", room.0, fresh.epoch, 999),
+        "audit": NewAudit { action: "group_updated".into(), ..audit.clone() },
+    });
+    for item in [again, never] {
+        let _: () = ::redis::cmd("RPUSH")
+            .arg(format!("cr:{{{}}}:audit", room.0))
+            .arg(item.to_string())
+            .query_async(&mut conn)
+            .await
+            .expect("rpush");
+    }
+    let _: () = ::redis::cmd("SADD")
+        .arg("cr:audit:pending")
+        .arg(&room.0)
+        .query_async(&mut conn)
+        .await
+        .expect("sadd");
+    assert_eq!(count("members_added").await, 1, "written again, not twice");
+    assert_eq!(
+        count("group_updated").await,
+        1,
+        "the never-written record is written"
+    );
+    let left: i64 = ::redis::cmd("LLEN")
+        .arg(format!("cr:{{{}}}:audit", room.0))
+        .query_async(&mut conn)
+        .await
+        .expect("llen");
+    assert_eq!(left, 0, "the outbox is empty once written");
+    store.close().await;
+}
