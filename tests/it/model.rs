@@ -1,5 +1,5 @@
 //! A model-based property test (proptest): random sequences of posts, adds, removals, admin
-//! revocations, adds racing revocations, and reconnects against the real server, checked against a reference model of
+//! revocations, adds racing a withdrawal or a disable, and reconnects against the real server, checked against a reference model of
 //! who is a member at each seq. Every case must end with zero deliveries to anyone who was not a
 //! member at that seq (D4, G12, G13) and zero missing deliveries to members (D1, D3).
 //!
@@ -30,6 +30,9 @@ enum Op {
     /// permission (through the other node); then grants it again. Either outcome is allowed —
     /// refused, or admitted then removed — but never a member without permission.
     AddRacingWithdrawal(usize),
+    /// The same race with the admin disabling the user (which also closes their sessions, 4502);
+    /// then enabling them again, and the user reconnects.
+    AddRacingDisable(usize),
     Reconnect(usize),
 }
 
@@ -40,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1..USERS).prop_map(Op::Remove),
         1 => (2..USERS).prop_map(Op::Revoke),
         1 => (2..USERS).prop_map(Op::AddRacingWithdrawal),
+        1 => (2..USERS).prop_map(Op::AddRacingDisable),
         1 => (0..USERS).prop_map(Op::Reconnect),
     ]
 }
@@ -298,7 +302,20 @@ async fn run_case(nodes: &[Server], w: &World, ops: Vec<Op>) -> Result<(), TestC
                 }
             }
             Op::AddRacingWithdrawal(u) => {
-                add_racing_withdrawal(&mut seats, &mut model, &room, &globex, u).await?;
+                let off = (
+                    json!({ "external_permission": false }),
+                    json!({ "external_permission": true }),
+                );
+                add_racing_withdrawal(&mut seats, &mut model, &room, &globex, u, off).await?;
+            }
+            Op::AddRacingDisable(u) => {
+                // Their sessions close with the disable: nothing more is owed to this one.
+                seats[u].subscribed = false;
+                let off = (json!({ "active": false }), json!({ "active": true }));
+                add_racing_withdrawal(&mut seats, &mut model, &room, &globex, u, off).await?;
+                let fresh = nodes[at[u]].connect(&seats[u].token, Encoding::Json).await;
+                let old = std::mem::replace(&mut seats[u].client, fresh);
+                old.close().await;
             }
             Op::Reconnect(u) => {
                 let owed_up_to = model
@@ -367,6 +384,7 @@ async fn add_racing_withdrawal(
     room: &RoomId,
     globex: &crossroom_protocol::client::Http,
     u: usize,
+    (withdraw_body, restore_body): (serde_json::Value, serde_json::Value),
 ) -> Result<(), TestCaseError> {
     let fail = |e: crossroom_protocol::client::ClientError| TestCaseError::fail(e.to_string());
     let target = seats[u].id.clone();
@@ -377,7 +395,7 @@ async fn add_racing_withdrawal(
         room: room.clone(),
         users: vec![target.clone()],
     });
-    let withdraw = globex.patch(&path, json!({ "external_permission": false }));
+    let withdraw = globex.patch(&path, withdraw_body);
     let (added, withdrawn) = tokio::join!(add, withdraw);
     added.map_err(fail)?;
     prop_assert_eq!(withdrawn.map_err(fail)?.status, 200);
@@ -430,7 +448,9 @@ async fn add_racing_withdrawal(
             if let Some(span) = model.spans.get_mut(&u).and_then(|v| v.last_mut()) {
                 span.1 = Some(removed);
             }
-            drain(&mut seats[u], room, Some(removed), Duration::from_secs(5)).await?;
+            if seats[u].subscribed {
+                drain(&mut seats[u], room, Some(removed), Duration::from_secs(5)).await?;
+            }
             seats[u].subscribed = false;
         }
         (was, k) => {
@@ -439,10 +459,7 @@ async fn add_racing_withdrawal(
             )))
         }
     }
-    let r = globex
-        .patch(&path, json!({ "external_permission": true }))
-        .await
-        .map_err(fail)?;
+    let r = globex.patch(&path, restore_body).await.map_err(fail)?;
     prop_assert_eq!(r.status, 200);
     Ok(())
 }
