@@ -107,23 +107,32 @@ impl CloseReason {
         }
     }
 
-    /// The reason a code stands for (a close that another node asks for by code).
+    /// Every reason; where two share a code, the one a code stands for comes first.
+    pub const ALL: [CloseReason; 15] = [
+        CloseReason::Normal,
+        CloseReason::GoingAway,
+        CloseReason::TooBig,
+        CloseReason::Internal,
+        CloseReason::SlowConsumer,
+        CloseReason::AuthTimeout,
+        CloseReason::RateLimited,
+        CloseReason::PingTimeout,
+        CloseReason::TooManySessions,
+        CloseReason::Unauthorized,
+        CloseReason::TokensRevoked,
+        CloseReason::TokenExpired,
+        CloseReason::UserDisabled,
+        CloseReason::TooManyBadFrames,
+        CloseReason::WebSocketError,
+    ];
+
+    /// The reason a code stands for (a close that another node asks for by code); an unknown
+    /// code is `Internal`.
     pub fn from_code(code: u16) -> CloseReason {
-        match code {
-            NORMAL => CloseReason::Normal,
-            GOING_AWAY => CloseReason::GoingAway,
-            TOO_BIG => CloseReason::TooBig,
-            SLOW_CONSUMER => CloseReason::SlowConsumer,
-            AUTH_TIMEOUT => CloseReason::AuthTimeout,
-            RATE_LIMITED => CloseReason::RateLimited,
-            PING_TIMEOUT => CloseReason::PingTimeout,
-            TOO_MANY_SESSIONS => CloseReason::TooManySessions,
-            UNAUTHORIZED => CloseReason::Unauthorized,
-            TOKEN_EXPIRED => CloseReason::TokenExpired,
-            USER_DISABLED => CloseReason::UserDisabled,
-            PROTOCOL_ERROR => CloseReason::TooManyBadFrames,
-            _ => CloseReason::Internal,
-        }
+        CloseReason::ALL
+            .into_iter()
+            .find(|r| r.code() == code)
+            .unwrap_or(CloseReason::Internal)
     }
 }
 

@@ -17,10 +17,10 @@ use super::{Bus, Inbox};
 use crate::metrics::METRICS;
 use crate::outbound::CloseRequest;
 use crate::shutdown::Shutdown;
-use crate::store::redis::{room_channel, Conn};
+use crate::store::redis::{decode_published, room_channel, Conn};
 use crate::store::StoreError;
 use crossroom_protocol::close::CloseReason;
-use crossroom_protocol::{Event, EventBody, RoomId, ServerFrame, UserId};
+use crossroom_protocol::{RoomId, ServerFrame, UserId};
 use redis::{PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,28 +40,6 @@ fn room_of_channel(channel: &str) -> Option<RoomId> {
         .strip_prefix("cr:{")
         .and_then(|c| c.strip_suffix("}:ev"))
         .map(|r| RoomId(r.to_owned()))
-}
-
-/// The message published for one committed entry: `seq \n epoch \n entry JSON`.
-pub fn decode_event(room: &RoomId, payload: &str) -> Option<Event> {
-    let mut parts = payload.splitn(3, '\n');
-    let seq = parts.next()?.parse().ok()?;
-    let epoch = parts.next()?.parse().ok()?;
-    #[derive(Deserialize)]
-    struct Entry {
-        ts: i64,
-        author: UserId,
-        body: EventBody,
-    }
-    let e: Entry = serde_json::from_str(parts.next()?).ok()?;
-    Some(Event {
-        room: room.clone(),
-        epoch,
-        seq,
-        ts: e.ts,
-        author: e.author,
-        body: e.body,
-    })
 }
 
 /// What one node tells the others.
@@ -279,7 +257,7 @@ async fn listen_loop(bus: Weak<RedisBus>, mut rx: mpsc::UnboundedReceiver<PushIn
                     continue;
                 };
                 if let Some(room) = room_of_channel(&channel) {
-                    match decode_event(&room, &payload) {
+                    match decode_published(&room, &payload) {
                         Some(event) => {
                             let lag = crate::clock::now_ms().saturating_sub(event.ts);
                             METRICS
@@ -400,8 +378,8 @@ mod tests {
     fn events_decode_from_the_published_form() {
         let r = RoomId("r_abc".into());
         let payload = "42\n9007199254740991\n{\"ts\":5,\"author\":\"a@x.example\",\"body\":{\"kind\":\"message\",\"client_msg_id\":\"c\",\"text\":\"hi\"}}";
-        let e = decode_event(&r, payload).expect("decodes");
+        let e = decode_published(&r, payload).expect("decodes");
         assert_eq!((e.seq, e.epoch, e.ts), (42, 9_007_199_254_740_991, 5));
-        assert!(decode_event(&r, "x\n1\n{}").is_none());
+        assert!(decode_published(&r, "x\n1\n{}").is_none());
     }
 }

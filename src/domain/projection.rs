@@ -158,15 +158,6 @@ pub fn created(event: &Event, owner: crossroom_protocol::CompanyId) -> Option<Ro
     })
 }
 
-/// Every user's standing in `room` (a store writing a whole room at once).
-pub fn memberships(room: &RoomRecord) -> Vec<Membership> {
-    let users: BTreeSet<&UserId> = room.members.iter().chain(&room.masters).collect();
-    users
-        .into_iter()
-        .map(|u| standing(room, u.clone()))
-        .collect()
-}
-
 fn standing(room: &RoomRecord, user: UserId) -> Membership {
     let member = room.members.binary_search(&user).is_ok();
     Membership {
@@ -288,7 +279,6 @@ mod tests {
             vec![1, 1]
         );
         assert_eq!((r.head, r.version, r.epoch), (1, 1, 7));
-        assert_eq!(memberships(&r).len(), 2);
     }
 
     #[test]

@@ -59,10 +59,7 @@ pub async fn create_group(
         contacts: &contacts,
         max_participants: max,
     })?;
-    rules::check_group_count(
-        hub.store.count_owned_groups(&creator.company).await?,
-        &settings,
-    )?;
+    // G20 is checked by the store, atomically with the insert (`max_owned_groups`).
     store_room(
         hub,
         &creator.id,
@@ -100,7 +97,6 @@ pub async fn create_group_as_admin(
         &people,
         max,
     )?;
-    rules::check_group_count(hub.store.count_owned_groups(company).await?, &settings)?;
     let admin = rules::Actor::Admin(company.clone()).id();
     let limit = Some(settings.max_groups);
     store_room(

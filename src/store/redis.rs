@@ -1131,27 +1131,7 @@ impl Inner {
                 return Ok(());
             };
             let item: OutboxAudit = from_json(&raw)?;
-            let id_key = format!("cr:audit:id:{}", item.tag);
-            let fresh: u64 = ::redis::cmd("INCR")
-                .arg("cr:audit:seq")
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(backend)?;
-            // The first id given to this record wins (kept a week: far longer than a retry).
-            let _: () = ::redis::cmd("SET")
-                .arg(&id_key)
-                .arg(fresh)
-                .arg("NX")
-                .arg("EX")
-                .arg(7 * 86_400)
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(backend)?;
-            let id: u64 = ::redis::cmd("GET")
-                .arg(&id_key)
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(backend)?;
+            let id = self.audit_id(&item.tag).await?;
             self.write_audit_as(id, &item.audit).await?;
             let _: () = ::redis::cmd("LREM")
                 .arg(&outbox)
@@ -1161,6 +1141,40 @@ impl Inner {
                 .await
                 .map_err(backend)?;
         }
+    }
+
+    /// The id of the audit record tagged `tag`: the one it was given the first time it was seen
+    /// (kept a week: far longer than any retry), or a new one.
+    async fn audit_id(&self, tag: &str) -> StoreResult<u64> {
+        let key = format!("cr:audit:id:{tag}");
+        let get = |key: String| async move {
+            ::redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<u64>>(&mut self.conn.clone())
+                .await
+                .map_err(backend)
+        };
+        if let Some(id) = get(key.clone()).await? {
+            return Ok(id);
+        }
+        let fresh: u64 = ::redis::cmd("INCR")
+            .arg("cr:audit:seq")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        // Whoever set it first (another node flushing the same outbox) wins.
+        let _: () = ::redis::cmd("SET")
+            .arg(&key)
+            .arg(fresh)
+            .arg("NX")
+            .arg("EX")
+            .arg(7 * 86_400)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        get(key)
+            .await?
+            .ok_or_else(|| StoreError::backend("audit id vanished"))
     }
 
     /// Write every room's pending audit records (before audit records are read).
@@ -1218,6 +1232,14 @@ struct Plan {
     /// Audit records, written into the room's outbox by the script itself.
     audits: Vec<OutboxAudit>,
     appended: Vec<Appended>,
+}
+
+/// An entry as the append scripts publish it on the room's channel: `seq \n epoch \n entry JSON`.
+pub fn decode_published(room: &RoomId, payload: &str) -> Option<Event> {
+    let mut parts = payload.splitn(3, '\n');
+    let seq = parts.next()?.parse().ok()?;
+    let epoch = parts.next()?.parse().ok()?;
+    entry_event(room, epoch, seq, parts.next()?).ok()
 }
 
 fn entry_event(room: &RoomId, epoch: u64, seq: u64, raw: &str) -> StoreResult<Event> {

@@ -11,23 +11,11 @@ const TRIALS: usize = 200;
 /// Trials per race across two cluster nodes.
 const CLUSTER_TRIALS: usize = 100;
 
-/// Make a user, with a token.
+/// Make a user of `admin`'s company who holds external permission, with a token.
 async fn fresh_user(admin: &Http, login: &str) -> (String, String) {
-    let r = admin
-        .post(
-            "/v1/admin/users",
-            json!({ "login": login, "name": login, "external_permission": true }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let id = r.body["id"].as_str().expect("id").to_owned();
-    let t = admin
-        .post(&format!("/v1/admin/users/{id}/tokens"), json!({}))
-        .await
-        .expect("http");
-    assert_eq!(t.status, 200, "{:?}", t.body);
-    (id, t.body["token"].as_str().expect("token").to_owned())
+    let body = json!({ "login": login, "name": login, "external_permission": true });
+    let p = user_with(admin, body).await;
+    (p.id.0, p.token)
 }
 
 /// Run `decisive` (a disable or a revocation) at once with four name changes, each through the

@@ -219,14 +219,13 @@ pub async fn company(server: &Server, id: &str, settings: serde_json::Value) -> 
 }
 
 pub async fn user(server: &Server, key: &str, login: &str, kind: &str) -> Person {
-    let admin = server.http(Some(key));
-    let r = admin
-        .post(
-            "/v1/admin/users",
-            json!({ "login": login, "name": login, "kind": kind }),
-        )
-        .await
-        .expect("http");
+    let body = json!({ "login": login, "name": login, "kind": kind });
+    user_with(&server.http(Some(key)), body).await
+}
+
+/// A user made by `admin` (any node) from `body` (`POST /v1/admin/users`), with a token.
+pub async fn user_with(admin: &Http, body: serde_json::Value) -> Person {
+    let r = admin.post("/v1/admin/users", body).await.expect("http");
     assert_eq!(r.status, 201, "{:?}", r.body);
     let id = r.body["id"].as_str().expect("id").to_owned();
     let t = admin
