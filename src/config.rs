@@ -37,7 +37,69 @@ pub struct Config {
     /// room log, projections and directory then live in Redis, shared by every node, and events
     /// fan out across nodes over Redis pub/sub. Empty: the embedded SQLite store.
     pub redis: Vec<String>,
+    /// Where file bytes live: S3-compatible object storage when set (cluster mode needs it, so
+    /// that every node serves every file); otherwise `DATA_DIR/files/`.
+    pub s3: Option<S3Config>,
+    /// The orphan sweep of file bytes.
+    pub files: FilesConfig,
     pub limits: Limits,
+}
+
+/// `[s3]`: an S3-compatible bucket for file bytes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `http(s)://host:port` of an S3-compatible server; unset: AWS S3 of `region`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Unset: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` from the environment (or instance
+    /// credentials).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Keys are `PREFIX/f_…`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Multipart part size (bytes, at least 5 MiB, S3's minimum); uploads up to one part are a
+    /// single PUT.
+    #[serde(default = "default_part_size")]
+    pub part_size_bytes: usize,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_prefix() -> String {
+    "files".to_owned()
+}
+
+fn default_part_size() -> usize {
+    8 * 1024 * 1024
+}
+
+/// `[files]`: stored bytes that no file record owns (a crash between the upload and its
+/// record) are removed by a periodic sweep once they are older than the grace period.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Seconds between sweeps (0: no sweep).
+    pub sweep_interval_secs: u64,
+    /// Bytes younger than this are never swept: an upload may still be about to record them.
+    pub orphan_grace_secs: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            sweep_interval_secs: 600,
+            orphan_grace_secs: 3600,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -113,6 +175,8 @@ impl Default for Config {
             smtp: None,
             allowed_origins: Vec::new(),
             redis: Vec::new(),
+            s3: None,
+            files: FilesConfig::default(),
             limits: Limits::default(),
         }
     }
@@ -212,6 +276,19 @@ impl Config {
             .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
         {
             return bad("redis: every URL must start with redis:// or rediss://");
+        }
+        if let Some(s3) = &self.s3 {
+            if s3.bucket.is_empty() {
+                return bad("s3.bucket must be set");
+            }
+            if s3.part_size_bytes < 5 * 1024 * 1024 {
+                return bad("s3.part_size_bytes must be at least 5 MiB (5242880), S3's minimum");
+            }
+            if let Some(e) = &s3.endpoint {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return bad("s3.endpoint must start with http:// or https://");
+                }
+            }
         }
         if l.max_frame_bytes < 1024 {
             return bad("limits.max_frame_bytes must be at least 1024");

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// Members the periodic reconciliation found without external permission (G13) and removed.
     pub policy_repairs: Counter,
+    /// Stored file bytes no record owned, removed by the orphan sweep.
+    pub orphan_blobs: Counter,
     pub commit: Latency,
     pub fanout: Latency,
     /// Cluster mode: commit to arrival on this node's bus subscription.
@@ -64,6 +66,7 @@ impl Metrics {
             queue_drops: Counter::default(),
             slow_consumers: Counter::default(),
             policy_repairs: Counter::default(),
+            orphan_blobs: Counter::default(),
             commit: Latency::new(),
             fanout: Latency::new(),
             bus_lag: Latency::new(),
@@ -120,6 +123,11 @@ impl Metrics {
             "policy_repairs",
             "Group members found without external permission by the periodic reconciliation, and removed (stays 0 unless a revocation was cut short)",
             self.policy_repairs.clone(),
+        );
+        r.register(
+            "orphan_blobs_removed",
+            "Stored file bytes that no file record owned (an upload cut short by a crash), removed by the orphan sweep",
+            self.orphan_blobs.clone(),
         );
         r.register(
             "commit_latency_seconds",

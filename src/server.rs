@@ -26,6 +26,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("file storage: {0}")]
+    Blob(#[from] crate::blob::BlobError),
 }
 
 /// What `run` reports once it is listening (for `--demo` and for tests).
@@ -77,6 +79,7 @@ where
         Some(b) => b.clone(),
         None => Arc::new(LocalBus),
     };
+    let blobs = open_blobs(&config)?;
     let hub = Hub::new(Services {
         store: store.clone(),
         bus,
@@ -88,7 +91,7 @@ where
             None => format!("http://{}", listener.local_addr()?),
         },
         mailer: crate::mail::Mailer::new(config.smtp.as_ref(), &config.data_dir),
-        blobs: Arc::new(crate::blob::LocalBlobs::new(config.data_dir.join("files"))),
+        blobs: blobs.clone(),
         origins: config.origins(listener.local_addr()?),
         shutdown: shutdown.clone(),
     });
@@ -99,6 +102,14 @@ where
         shutdown.spawn_background(crate::room::registry::sweep_loop(Arc::downgrade(
             hub.rooms.context(),
         )));
+    }
+    if config.files.sweep_interval_secs > 0 {
+        shutdown.spawn_background(crate::blob::sweep::sweep_loop(
+            blobs,
+            store.clone(),
+            Duration::from_secs(config.files.sweep_interval_secs),
+            Duration::from_secs(config.files.orphan_grace_secs),
+        ));
     }
     crate::ops::spawn_sampler(hub.clone());
     on_start(Started {
@@ -156,6 +167,22 @@ where
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The file bytes: the `[s3]` bucket when configured, else `DATA_DIR/files/`.
+fn open_blobs(config: &Config) -> Result<Arc<dyn crate::blob::BlobStore>, ServerError> {
+    let blobs: Arc<dyn crate::blob::BlobStore> = match &config.s3 {
+        Some(s3) => Arc::new(crate::blob::S3Blobs::new(s3)?),
+        None => Arc::new(crate::blob::LocalBlobs::new(config.data_dir.join("files"))),
+    };
+    if config.s3.is_none() && !config.redis.is_empty() {
+        tracing::warn!(
+            "cluster mode with files on this node's disk: a file uploaded here is served only \
+             here; configure [s3] so that every node serves every file"
+        );
+    }
+    tracing::info!(files = %blobs.describe(), "file storage");
+    Ok(blobs)
 }
 
 /// Accept connections until shutdown: HTTP/1.1 with upgrades (WebSocket), `TCP_NODELAY`, and a

