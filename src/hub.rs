@@ -6,7 +6,7 @@
 //! actors and sessions.
 
 use crate::blob::BlobStore;
-use crate::bus::{Inbox, SharedBus};
+use crate::bus::{Inbox, PresenceSaid, SharedBus};
 use crate::config::Limits;
 use crate::directory::token::TokenKey;
 use crate::mail::Mailer;
@@ -143,11 +143,34 @@ impl Inbox for Hub {
         self.sessions.close_local(user, req);
     }
 
+    fn presence(&self, node: &str, said: PresenceSaid) {
+        let presence = self.sessions.presence();
+        match said {
+            PresenceSaid::Alive => {
+                presence.heard(node);
+                presence.forget_silent();
+            }
+            PresenceSaid::Online(user) => presence.remote_change(node, &user, true),
+            PresenceSaid::Offline(user) => presence.remote_change(node, &user, false),
+            PresenceSaid::Snapshot(users) => presence.remote_snapshot(node, users),
+            PresenceSaid::Ask => self.bus.presence_snapshot(presence.local_users()),
+        }
+    }
+
+    fn room_typing(&self, room: &RoomId, user: UserId) {
+        // Ephemeral: no actor here (nobody to show it to) or a full mailbox drops it.
+        self.rooms
+            .try_tell(room, RoomCommand::RemoteTyping { user });
+    }
+
     fn bus_recovered(&self) {
         // Closes and pushes sent while we were deaf are lost; the directory and the logs are not.
         for (room, _) in self.rooms.stats() {
             self.rooms.try_tell(&room, RoomCommand::CatchUp);
         }
+        // Our presence notices sent while we were cut off may be lost: say it all again.
+        self.bus
+            .presence_snapshot(self.sessions.presence().local_users());
         let (sessions, store) = (self.sessions.clone(), self.store.clone());
         self.shutdown.spawn(async move {
             sessions.reverify(&*store).await;

@@ -18,6 +18,7 @@ pub mod mail;
 pub mod metrics;
 pub mod ops;
 pub mod outbound;
+pub mod presence;
 pub mod random;
 pub mod room;
 pub mod server;

@@ -50,26 +50,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let mut secrets = config.prepare()?;
-    let store: SharedStore = if config.redis.is_empty() {
-        Arc::new(SqliteStore::open(&config.database_path())?)
-    } else {
-        tracing::info!(redis = ?config.redis, "cluster mode: store and bus on Redis");
-        let redis = crate::store::redis::RedisStore::open(&config.redis).await?;
-        // Every node signs and checks tokens with one secret, and takes one operator key:
-        // configured ones are used as they are; generated ones are agreed on through Redis
-        // (the first node's wins) and written back to this node's files.
-        if config.token_secret.is_none() {
-            secrets.token_secret = redis.shared_secret("token", &secrets.token_secret).await?;
-            std::fs::write(config.data_dir.join("token.secret"), &secrets.token_secret)?;
-        }
-        if config.operator_key.is_none() {
-            secrets.operator_key = redis
-                .shared_secret("operator", &secrets.operator_key)
-                .await?;
-            std::fs::write(config.data_dir.join("operator.key"), &secrets.operator_key)?;
-        }
-        Arc::new(redis)
-    };
+    let store = open_store(&config, &mut secrets).await?;
     // One bus per node: the Redis bus in cluster mode, told below where to deliver.
     let redis_bus = match config.redis.is_empty() {
         true => None,
@@ -169,11 +150,39 @@ where
     Ok(())
 }
 
+/// The embedded SQLite store, or Redis in cluster mode. Every node signs and checks tokens with
+/// one secret, and takes one operator key: configured ones are used as they are; generated ones
+/// are agreed on through Redis (the first node's wins) and written back to this node's files.
+async fn open_store(
+    config: &Config,
+    secrets: &mut crate::config::Secrets,
+) -> Result<SharedStore, ServerError> {
+    Ok(if config.redis.is_empty() {
+        Arc::new(SqliteStore::open(&config.database_path())?)
+    } else {
+        tracing::info!(redis = ?config.redis, "cluster mode: store and bus on Redis");
+        let redis = crate::store::redis::RedisStore::open(&config.redis).await?;
+        if config.token_secret.is_none() {
+            secrets.token_secret = redis.shared_secret("token", &secrets.token_secret).await?;
+            std::fs::write(config.data_dir.join("token.secret"), &secrets.token_secret)?;
+        }
+        if config.operator_key.is_none() {
+            secrets.operator_key = redis
+                .shared_secret("operator", &secrets.operator_key)
+                .await?;
+            std::fs::write(config.data_dir.join("operator.key"), &secrets.operator_key)?;
+        }
+        Arc::new(redis)
+    })
+}
+
 /// The file bytes: the `[s3]` bucket when configured, else `DATA_DIR/files/`.
 fn open_blobs(config: &Config) -> Result<Arc<dyn crate::blob::BlobStore>, ServerError> {
     let blobs: Arc<dyn crate::blob::BlobStore> = match &config.s3 {
-        Some(s3) => Arc::new(crate::blob::S3Blobs::new(s3)?),
-        None => Arc::new(crate::blob::LocalBlobs::new(config.data_dir.join("files"))),
+        Some(s3) => Arc::new(crate::blob::s3::S3Blobs::new(s3)?),
+        None => Arc::new(crate::blob::local::LocalBlobs::new(
+            config.data_dir.join("files"),
+        )),
     };
     if config.s3.is_none() && !config.redis.is_empty() {
         tracing::warn!(

@@ -5,6 +5,7 @@
 use crate::bus::SharedBus;
 use crate::domain::directory::session_refusal;
 use crate::outbound::{CloseRequest, Outbound, SessionId};
+use crate::presence::Presence;
 use crate::store::Store;
 use crossroom_protocol::{CompanyId, ServerFrame, UserId};
 use dashmap::DashMap;
@@ -28,6 +29,8 @@ pub struct Sessions {
     /// Live sessions per company on this node.
     by_company: DashMap<CompanyId, usize>,
     next_session: AtomicU64,
+    /// Who is online here and elsewhere (M3); fed by register and unregister.
+    presence: Presence,
 }
 
 impl Sessions {
@@ -39,7 +42,12 @@ impl Sessions {
             by_user: DashMap::new(),
             by_company: DashMap::new(),
             next_session: AtomicU64::new(1),
+            presence: Presence::new(),
         }
+    }
+
+    pub fn presence(&self) -> &Presence {
+        &self.presence
     }
 
     pub fn new_session_id(&self) -> SessionId {
@@ -73,6 +81,10 @@ impl Sessions {
             issued_at,
         });
         *count += 1;
+        drop((entry, count));
+        if self.presence.local_up(user) {
+            self.bus.presence(user, true);
+        }
         true
     }
 
@@ -89,6 +101,9 @@ impl Sessions {
                 *c = c.saturating_sub(1);
                 *c == 0
             });
+            if self.presence.local_down(user) {
+                self.bus.presence(user, false);
+            }
         }
     }
 

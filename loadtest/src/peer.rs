@@ -248,6 +248,7 @@ impl Conn {
                         id: 0,
                         room: RoomId(room.to_owned()),
                         since,
+                        presence: false,
                     })
                     .await?;
                 loop {

@@ -370,11 +370,15 @@ pub enum ClientFrame {
     ListRooms { id: u32 },
     /// Receive a room's events live. With `since`, first replays every event after it, in order,
     /// or sends `reset` when that is impossible (D1). Reply: `subscribed`, after any replay.
+    /// With `presence: true`, also `presence` pushes (M3): a snapshot right after `subscribed`,
+    /// then the changes.
     Subscribe {
         id: u32,
         room: RoomId,
         #[serde(default)]
         since: Option<Position>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        presence: bool,
     },
     /// Stop receiving a room's events. Reply: `ok`.
     Unsubscribe { id: u32, room: RoomId },
@@ -607,6 +611,16 @@ pub enum ServerFrame {
     Reset { room: RoomId, epoch: u64, head: u64 },
     /// Someone in the room is typing (M3). Ephemeral.
     Typing { room: RoomId, user: UserId },
+    /// Which of the room's members are online (M3): at least one live session on any node.
+    /// Ephemeral. `snapshot: true` (right after `subscribed`): `online` is the whole set and
+    /// `offline` is empty; otherwise a change to apply (add `online`, remove `offline`), at
+    /// most one per room per second.
+    Presence {
+        room: RoomId,
+        online: Vec<UserId>,
+        offline: Vec<UserId>,
+        snapshot: bool,
+    },
     /// The user was added to a room (pushed to all their sessions): subscribe to follow it.
     Joined { room: RoomSummary },
     /// A room change was stored as the log entry `seq` (the last one, when it took several).
@@ -699,10 +713,15 @@ impl ServerFrame {
             ServerFrame::Event(_)
             | ServerFrame::Reset { .. }
             | ServerFrame::Typing { .. }
+            | ServerFrame::Presence { .. }
             | ServerFrame::Joined { .. }
             | ServerFrame::Removed { .. }
             | ServerFrame::RoomDeleted { .. }
             | ServerFrame::TaskNotice { .. } => None,
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

@@ -47,6 +47,7 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
                     epoch: 4_503_599_627_370_495,
                     seq: 41,
                 }),
+                presence: false,
             },
         ),
         (
@@ -270,6 +271,15 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
             ServerFrame::Typing {
                 room: "r_abc".into(),
                 user: "alice@acme.example".into(),
+            },
+        ),
+        (
+            "presence",
+            ServerFrame::Presence {
+                room: "r_abc".into(),
+                online: vec!["alice@acme.example".into()],
+                offline: vec!["carol@globex.example".into()],
+                snapshot: false,
             },
         ),
         (

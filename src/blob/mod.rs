@@ -5,12 +5,9 @@
 //! Bytes are streamed both ways (never whole in memory): an upload is hashed on the way and
 //! becomes visible only when complete, so a failed upload leaves nothing that can be read.
 
-mod local;
-mod s3;
+pub mod local;
+pub mod s3;
 pub mod sweep;
-
-pub use local::LocalBlobs;
-pub use s3::S3Blobs;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -33,6 +33,26 @@ pub trait Bus: Send + Sync + 'static {
     fn push(&self, user: &UserId, frame: &ServerFrame);
     /// Close `user`'s sessions on the other nodes.
     fn close_sessions(&self, user: &UserId, code: u16);
+    /// `user`'s first session opened on this node (`online`), or their last one closed (M3).
+    fn presence(&self, user: &UserId, online: bool);
+    /// Everyone with a live session on this node, replacing what the others knew of it.
+    fn presence_snapshot(&self, users: Vec<UserId>);
+    /// `user` is typing in `room` (M3): to that room's actors on the other nodes.
+    fn typing(&self, room: &RoomId, user: &UserId);
+}
+
+/// What another node said about presence (M3).
+pub enum PresenceSaid {
+    /// The node is alive (its probe came).
+    Alive,
+    /// `user`'s first session opened there.
+    Online(UserId),
+    /// `user`'s last session there closed.
+    Offline(UserId),
+    /// Everyone online there now.
+    Snapshot(Vec<UserId>),
+    /// The node (new, or hearing again) asks every node for its snapshot.
+    Ask,
 }
 
 /// Where what the other nodes say is delivered on this one.
@@ -45,6 +65,10 @@ pub trait Inbox: Send + Sync + 'static {
     fn push_local(&self, user: &UserId, frame: &ServerFrame);
     /// Close `user`'s sessions on this node.
     fn close_local(&self, user: &UserId, req: CloseRequest);
+    /// Presence news from node `node`.
+    fn presence(&self, node: &str, said: PresenceSaid);
+    /// `user` is typing in `room`, said on another node.
+    fn room_typing(&self, room: &RoomId, user: UserId);
     /// The node hears the others again after a gap in which notices may have been lost: check
     /// the local sessions against the directory, and catch every room up from its log.
     fn bus_recovered(&self);
@@ -64,4 +88,7 @@ impl Bus for LocalBus {
     fn unsubscribe(&self, _room: &RoomId) {}
     fn push(&self, _user: &UserId, _frame: &ServerFrame) {}
     fn close_sessions(&self, _user: &UserId, _code: u16) {}
+    fn presence(&self, _user: &UserId, _online: bool) {}
+    fn presence_snapshot(&self, _users: Vec<UserId>) {}
+    fn typing(&self, _room: &RoomId, _user: &UserId) {}
 }

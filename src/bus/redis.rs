@@ -13,7 +13,7 @@
 //!   so the node publishes a probe every second and is *degraded* (not ready) while its own
 //!   probes stop coming back.
 
-use super::{Bus, Inbox};
+use super::{Bus, Inbox, PresenceSaid};
 use crate::metrics::METRICS;
 use crate::outbound::CloseRequest;
 use crate::shutdown::Shutdown;
@@ -64,6 +64,26 @@ enum What {
     Probe {
         n: u64,
     },
+    Online {
+        user: UserId,
+    },
+    Offline {
+        user: UserId,
+    },
+    PresenceSnapshot {
+        users: Vec<UserId>,
+    },
+    PresenceAsk,
+}
+
+/// The prefix of an ephemeral signal on a room channel (entries start with their seq).
+const TYPING: &str = "!typing\n";
+
+/// A message for the ordered publisher.
+struct Outgoing {
+    channel: String,
+    payload: String,
+    sharded: bool,
 }
 
 enum Sub {
@@ -73,9 +93,11 @@ enum Sub {
 
 pub struct RedisBus {
     node: String,
-    /// Publishes node notices (the store's connection would do, but keeping them apart keeps a
-    /// slow store from delaying notices).
-    publish: Conn,
+    /// Node notices and room signals, published in the order they were said by one task on a
+    /// connection of its own (the store's would do, but keeping them apart keeps a slow store
+    /// from delaying notices): a `removed` never overtakes the `joined` before it, an
+    /// `offline` never its `online`.
+    outgoing: mpsc::UnboundedSender<Outgoing>,
     subs: mpsc::UnboundedSender<Sub>,
     sharded: bool,
     /// Set while this node's own probes come back in time.
@@ -101,9 +123,11 @@ impl RedisBus {
         let publish = Conn::connect(urls).await?;
         let sharded = matches!(listen, Conn::Cluster(_));
         let (subs_tx, subs_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        shutdown.spawn_background(publisher(publish, out_rx));
         let bus = Arc::new(RedisBus {
             node: crate::random::token(),
-            publish,
+            outgoing: out_tx,
             subs: subs_tx,
             sharded,
             healthy: AtomicBool::new(true),
@@ -134,6 +158,8 @@ impl RedisBus {
             .spawn_background(listen_loop(Arc::downgrade(self), rx));
         self.shutdown
             .spawn_background(probe_loop(Arc::downgrade(self)));
+        // Whoever is online elsewhere: every node answers with its snapshot.
+        self.notify(What::PresenceAsk);
     }
 
     /// This node's id in notices.
@@ -153,17 +179,28 @@ impl RedisBus {
         }) else {
             return;
         };
-        let mut conn = self.publish.clone();
-        self.shutdown.spawn(async move {
-            let sent: Result<Value, _> = redis::cmd("PUBLISH")
-                .arg(NODES)
-                .arg(payload)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, "cannot publish a node notice");
-            }
+        let _ = self.outgoing.send(Outgoing {
+            channel: NODES.to_owned(),
+            payload,
+            sharded: false,
         });
+    }
+}
+
+/// Publish what the node says, in order. A failed publish is logged and dropped: notices are
+/// at-most-once, and what they carry is also found by the re-verification and catch-up that
+/// follow a gap.
+async fn publisher(mut conn: Conn, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    while let Some(m) = rx.recv().await {
+        let command = if m.sharded { "SPUBLISH" } else { "PUBLISH" };
+        let sent: Result<Value, _> = redis::cmd(command)
+            .arg(&m.channel)
+            .arg(&m.payload)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(channel = %m.channel, error = %e, "cannot publish");
+        }
     }
 }
 
@@ -201,6 +238,33 @@ impl Bus for RedisBus {
             code,
         });
     }
+
+    fn presence(&self, user: &UserId, online: bool) {
+        let user = user.clone();
+        self.notify(match online {
+            true => What::Online { user },
+            false => What::Offline { user },
+        });
+    }
+
+    fn presence_snapshot(&self, users: Vec<UserId>) {
+        self.notify(What::PresenceSnapshot { users });
+    }
+
+    /// On the room's own channel, so only nodes with an actor for it hear it.
+    fn typing(&self, room: &RoomId, user: &UserId) {
+        let _ = self.outgoing.send(Outgoing {
+            channel: room_channel(room),
+            payload: format!("{TYPING}{}\n{}", self.node, user.0),
+            sharded: self.sharded,
+        });
+    }
+}
+
+/// A typing signal's node and user.
+fn typing_of(payload: &str) -> Option<(&str, UserId)> {
+    let (node, user) = payload.strip_prefix(TYPING)?.split_once('\n')?;
+    Some((node, UserId(user.to_owned())))
 }
 
 async fn subscribe_plain(conn: &mut Conn, channel: &str) -> Result<(), StoreError> {
@@ -257,6 +321,12 @@ async fn listen_loop(bus: Weak<RedisBus>, mut rx: mpsc::UnboundedReceiver<PushIn
                     continue;
                 };
                 if let Some(room) = room_of_channel(&channel) {
+                    if let Some((node, user)) = typing_of(&payload) {
+                        if node != bus.node {
+                            inbox.room_typing(&room, user);
+                        }
+                        continue;
+                    }
                     match decode_published(&room, &payload) {
                         Some(event) => {
                             let lag = crate::clock::now_ms().saturating_sub(event.ts);
@@ -304,10 +374,15 @@ fn on_notice(bus: &RedisBus, inbox: &Arc<dyn Inbox>, payload: &str) {
         return;
     };
     if notice.from != bus.node {
+        let node = notice.from.as_str();
         match notice.what {
             What::Push { user, frame } => inbox.push_local(&user, &frame),
             What::Close { user, code } => inbox.close_local(&user, close_request(code)),
-            What::Probe { .. } => {}
+            What::Probe { .. } => inbox.presence(node, PresenceSaid::Alive),
+            What::Online { user } => inbox.presence(node, PresenceSaid::Online(user)),
+            What::Offline { user } => inbox.presence(node, PresenceSaid::Offline(user)),
+            What::PresenceSnapshot { users } => inbox.presence(node, PresenceSaid::Snapshot(users)),
+            What::PresenceAsk => inbox.presence(node, PresenceSaid::Ask),
         }
         return;
     }
@@ -315,8 +390,13 @@ fn on_notice(bus: &RedisBus, inbox: &Arc<dyn Inbox>, payload: &str) {
         if let Ok(mut t) = bus.probe_seen_at.lock() {
             *t = Instant::now();
         }
+        // Our own probe is the clock by which silent nodes are found.
+        inbox.presence(&bus.node, PresenceSaid::Alive);
         if !bus.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!("bus healthy again");
+            // Presence notices sent meanwhile are lost both ways: ask for everyone's, and
+            // (bus_recovered) send ours.
+            bus.notify(What::PresenceAsk);
             inbox.bus_recovered();
         }
     }

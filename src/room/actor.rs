@@ -37,7 +37,7 @@ use crossroom_protocol::{
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +62,9 @@ pub fn spawn(ctx: Arc<RoomContext>, id: RoomId, generation: u64) -> RoomHandle {
         pending: FuturesOrdered::new(),
         redeciding: 0,
         last_activity: Instant::now(),
+        typed_at: HashMap::new(),
+        presence_sent: BTreeSet::new(),
+        presence_mark: (u64::MAX, 0),
     };
     let shutdown = actor.ctx.shutdown.clone();
     shutdown.spawn(actor.run().instrument(span));
@@ -78,6 +81,8 @@ struct Subscriber {
     /// The first seq this subscriber may receive: its user's join seq (`u64::MAX` while the
     /// join is not committed yet).
     from: u64,
+    /// Whether it asked for presence (M3).
+    presence: bool,
 }
 
 /// How to acknowledge an append once it commits.
@@ -194,7 +199,19 @@ struct RoomActor {
     /// `append` hands it to the commit it queues.
     redeciding: u32,
     last_activity: Instant,
+    /// When each user's last relayed `typing` was (M3): at most one per user per second.
+    typed_at: HashMap<UserId, Instant>,
+    /// The online members as the subscribers were last told (M3), and the presence generation
+    /// and head that was computed at: nothing moved, nothing to compute.
+    presence_sent: BTreeSet<UserId>,
+    presence_mark: (u64, u64),
 }
+
+/// How often an actor with subscribers looks at who is online (M3): the most presence updates
+/// a room pushes.
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// A user's `typing` is relayed at most once per this.
+const TYPING_EVERY: Duration = Duration::from_secs(1);
 
 impl RoomActor {
     async fn run(mut self) {
@@ -209,8 +226,13 @@ impl RoomActor {
         };
         let mut tick = tokio::time::interval(idle);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut presence_tick = tokio::time::interval(PRESENCE_EVERY);
+        presence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
+                _ = presence_tick.tick(), if self.subscribers.values().any(|s| s.presence) => {
+                    self.push_presence();
+                }
                 Some(done) = self.pending.next(), if !self.pending.is_empty() => {
                     self.committed(done).await;
                 }
@@ -269,6 +291,7 @@ impl RoomActor {
     async fn handle(&mut self, cmd: RoomCommand) {
         match cmd {
             RoomCommand::Remote(event) => return self.accept(event, false).await,
+            RoomCommand::RemoteTyping { user } => return self.remote_typing(user),
             RoomCommand::CatchUp => return self.catch_up().await,
             RoomCommand::Sweep(head) => return self.swept(head).await,
             RoomCommand::Deleted { notify } => return self.deleted_elsewhere(notify),
@@ -287,12 +310,16 @@ impl RoomActor {
                 session,
                 user,
                 since,
+                presence,
                 reply,
             } => {
                 if let Err(e) = rules::check_member(room, &user) {
                     return reply.fail(e);
                 }
                 self.subscribe(session, user, since, reply).await;
+                if presence {
+                    self.presence_snapshot(session);
+                }
             }
             RoomCommand::Unsubscribe { session, reply } => {
                 self.subscribers.remove(&session);
@@ -351,6 +378,7 @@ impl RoomActor {
                 reply,
             } => self.add_file(user, folder, file, reply).await,
             RoomCommand::Remote(_)
+            | RoomCommand::RemoteTyping { .. }
             | RoomCommand::CatchUp
             | RoomCommand::Sweep(_)
             | RoomCommand::Repair(_)
@@ -512,19 +540,88 @@ impl RoomActor {
         });
     }
 
-    /// Relay "typing" to the other subscribers (M3). Ephemeral: a full queue just misses it,
-    /// and is closed as a slow consumer.
+    /// Relay "typing" to the other subscribers, here and on the other nodes (M3), at most once
+    /// per user per second (repeats are acknowledged and dropped). Ephemeral: a full queue just
+    /// misses it, and is closed as a slow consumer.
     fn typing(&mut self, user: UserId, session: SessionId, reply: Reply) {
         if let Err(e) = rules::check_member(self.existing(), &user) {
             return reply.fail(e);
         }
+        reply.send(RoomReply::Done);
+        let now = Instant::now();
+        if self
+            .typed_at
+            .get(&user)
+            .is_some_and(|t| now.duration_since(*t) < TYPING_EVERY)
+        {
+            return;
+        }
+        if self.typed_at.len() >= 1024 {
+            self.typed_at
+                .retain(|_, t| now.duration_since(*t) < TYPING_EVERY);
+        }
+        self.typed_at.insert(user.clone(), now);
+        self.ctx.bus.typing(&self.id, &user);
         let frame = ServerFrame::Typing {
             room: self.id.clone(),
             user,
         };
         self.subscribers
             .retain(|s, sub| *s == session || sub.out.send(&frame).is_ok());
-        reply.send(RoomReply::Done);
+    }
+
+    /// Another node's member is typing: to every subscriber here, if they are a member in our
+    /// view too (a removal we applied stops it, D4).
+    fn remote_typing(&mut self, user: UserId) {
+        let Some(room) = &self.room else { return };
+        if rules::check_member(room, &user).is_err() {
+            return;
+        }
+        let frame = ServerFrame::Typing {
+            room: self.id.clone(),
+            user,
+        };
+        self.subscribers
+            .retain(|_, sub| sub.out.send(&frame).is_ok());
+    }
+
+    /// The room's members with a live session on any node.
+    fn online_members(&self) -> BTreeSet<UserId> {
+        let presence = self.ctx.sessions.presence();
+        self.room
+            .iter()
+            .flat_map(|r| r.members.iter())
+            .filter(|m| presence.is_online(m))
+            .cloned()
+            .collect()
+    }
+
+    /// Tell the subscribers who came online and who went offline since they were last told
+    /// (M3); nothing when nothing moved. Called at most once per [`PRESENCE_EVERY`].
+    fn push_presence(&mut self) {
+        let Some(head) = self.room.as_ref().map(|r| r.head) else {
+            return;
+        };
+        let mark = (self.ctx.sessions.presence().generation(), head);
+        if mark == self.presence_mark {
+            return;
+        }
+        self.presence_mark = mark;
+        let now = self.online_members();
+        let online: Vec<UserId> = now.difference(&self.presence_sent).cloned().collect();
+        let offline: Vec<UserId> = self.presence_sent.difference(&now).cloned().collect();
+        self.presence_sent = now;
+        if online.is_empty() && offline.is_empty() {
+            return;
+        }
+        let frame = ServerFrame::Presence {
+            room: self.id.clone(),
+            online,
+            offline,
+            snapshot: false,
+        };
+        self.subscribers
+            .retain(|_, sub| !sub.presence || sub.out.send(&frame).is_ok());
     }
 
     /// The room's details: members and masters see the group; to anyone else it does not
@@ -593,6 +690,7 @@ impl RoomActor {
             | RoomCommand::AddFile { user, .. } => outsider(user),
             RoomCommand::Unsubscribe { .. }
             | RoomCommand::Remote(_)
+            | RoomCommand::RemoteTyping { .. }
             | RoomCommand::CatchUp
             | RoomCommand::Sweep(_)
             | RoomCommand::Repair(_)
@@ -924,8 +1022,15 @@ impl RoomActor {
                 return;
             }
         }
-        self.subscribers
-            .insert(session, Subscriber { user, out, from });
+        self.subscribers.insert(
+            session,
+            Subscriber {
+                user,
+                out,
+                from,
+                presence: false,
+            },
+        );
         self.count_subscribers();
         reply.send(RoomReply::Subscribed {
             room: self.id.clone(),
@@ -933,6 +1038,34 @@ impl RoomActor {
             head,
             replayed,
         });
+    }
+
+    /// Who is online now, to a new subscriber that asked (M3); from now on it gets the changes.
+    /// The first such subscriber also sets what the next change is computed from.
+    fn presence_snapshot(&mut self, session: SessionId) {
+        let Some(sub) = self.subscribers.get_mut(&session) else {
+            return;
+        };
+        sub.presence = true;
+        // The generation is read first: a change while we look moves it, and is pushed next.
+        let generation = self.ctx.sessions.presence().generation();
+        let online = self.online_members();
+        if self.subscribers.values().filter(|s| s.presence).count() == 1 {
+            let head = self.room.as_ref().map_or(0, |r| r.head);
+            self.presence_mark = (generation, head);
+            self.presence_sent = online.clone();
+        }
+        let frame = ServerFrame::Presence {
+            room: self.id.clone(),
+            online: online.into_iter().collect(),
+            offline: Vec::new(),
+            snapshot: true,
+        };
+        if let Some(sub) = self.subscribers.get(&session) {
+            if sub.out.send(&frame).is_err() {
+                self.subscribers.remove(&session);
+            }
+        }
     }
 
     /// Look up what the rules need, decide, apply to our state at once, and queue the entries.

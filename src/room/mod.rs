@@ -33,6 +33,8 @@ pub enum RoomCommand {
         session: SessionId,
         user: UserId,
         since: Option<Position>,
+        /// Also push who of the members is online (M3).
+        presence: bool,
         reply: Reply,
     },
     /// Stop delivering to the session (`reply` is `None` when the session is gone).
@@ -99,6 +101,8 @@ pub enum RoomCommand {
     },
     /// Cluster mode: an entry another node committed, from the bus.
     Remote(crossroom_protocol::Event),
+    /// Cluster mode: `user` is typing, said on another node (M3).
+    RemoteTyping { user: UserId },
     /// The periodic reconciliation found these members (with their companies) without external
     /// permission: remove them (reason `policy`).
     Repair(Vec<(UserId, crossroom_protocol::CompanyId)>),
@@ -129,6 +133,7 @@ impl RoomCommand {
         match self {
             RoomCommand::Unsubscribe { reply, .. } => reply,
             RoomCommand::Remote(_)
+            | RoomCommand::RemoteTyping { .. }
             | RoomCommand::CatchUp
             | RoomCommand::Sweep(_)
             | RoomCommand::Repair(_)

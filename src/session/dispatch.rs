@@ -79,7 +79,12 @@ impl Session {
     fn room_request(&mut self, frame: ClientFrame) -> Routed<Option<(RoomId, RoomCommand)>> {
         let user = self.user.id.clone();
         let (room, cmd) = match frame {
-            ClientFrame::Subscribe { id, room, since } => match self.subscribe(id, room, since) {
+            ClientFrame::Subscribe {
+                id,
+                room,
+                since,
+                presence,
+            } => match self.subscribe(id, room, since, presence) {
                 Some(routed) => routed,
                 None => return Routed::Taken(None),
             },
@@ -183,6 +188,7 @@ impl Session {
         id: u32,
         room: RoomId,
         since: Option<crossroom_protocol::Position>,
+        presence: bool,
     ) -> Option<(RoomId, RoomCommand)> {
         let user = self.user.id.clone();
         let max = self.hub.limits.max_subscriptions;
@@ -200,6 +206,7 @@ impl Session {
             session: self.id,
             user,
             since,
+            presence,
             reply,
         };
         Some((room, cmd))

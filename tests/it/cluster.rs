@@ -703,6 +703,7 @@ async fn d1_redis_losing_its_data_makes_every_client_reset() {
                 epoch: old_epoch,
                 seq: last,
             }),
+            presence: false,
         })
         .await
         .expect("send");

@@ -111,6 +111,7 @@ async fn d1_resume_replays_the_50_missed_posts_in_order_then_live() {
                 epoch,
                 seq: first.seq,
             }),
+            presence: false,
         })
         .await
         .expect("subscribe");
@@ -167,6 +168,7 @@ async fn d1_unresumable_positions_get_reset() {
                     epoch: since.0,
                     seq: since.1,
                 }),
+                presence: false,
             })
             .await
             .expect("subscribe");

@@ -126,6 +126,7 @@ async fn g12_d4_removal_is_immediate_and_total() {
             id: 0,
             room: room.clone(),
             since: Some(crossroom_protocol::Position { epoch: 0, seq: r }),
+            presence: false,
         },
         history(&room),
         post(&room, "again", "let me in"),

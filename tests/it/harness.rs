@@ -332,6 +332,7 @@ pub async fn subscribe(c: &mut Client, room: &RoomId, since: Option<(u64, u64)>)
             id: 0,
             room: room.clone(),
             since: since.map(|(epoch, seq)| crossroom_protocol::Position { epoch, seq }),
+            presence: false,
         })
         .await
         .expect("subscribe");
@@ -741,8 +742,8 @@ impl S3Server {
     }
 
     /// The bucket as the server sees it, for checking what is stored.
-    pub fn blobs(&self) -> crossroom::blob::S3Blobs {
-        crossroom::blob::S3Blobs::new(&crossroom::config::S3Config {
+    pub fn blobs(&self) -> crossroom::blob::s3::S3Blobs {
+        crossroom::blob::s3::S3Blobs::new(&crossroom::config::S3Config {
             endpoint: Some(self.endpoint()),
             bucket: S3_BUCKET.into(),
             region: "us-east-1".into(),

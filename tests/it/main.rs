@@ -7,6 +7,7 @@ mod architecture;
 mod browser;
 mod cluster;
 mod cluster_files;
+mod cluster_presence;
 mod delivery;
 mod features;
 mod groups;

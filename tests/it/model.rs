@@ -175,6 +175,7 @@ async fn subscribe_seat(
             id: 0,
             room: room.clone(),
             since,
+            presence: false,
         })
         .await
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -212,6 +213,7 @@ async fn run_case(nodes: &[Server], w: &World, ops: Vec<Op>) -> Result<(), TestC
             id: 0,
             room: room.clone(),
             since: None,
+            presence: false,
         })
         .await
         .map_err(|e| TestCaseError::fail(e.to_string()))?;

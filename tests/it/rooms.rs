@@ -231,6 +231,7 @@ async fn g8_non_members_get_not_found() {
             id: 0,
             room: room.clone(),
             since: None,
+            presence: false,
         },
         post(&room, "x", "x"),
         ClientFrame::History {
