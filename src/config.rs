@@ -37,12 +37,35 @@ pub struct Config {
     /// room log, projections and directory then live in Redis, shared by every node, and events
     /// fan out across nodes over Redis pub/sub. Empty: the embedded SQLite store.
     pub redis: Vec<String>,
+    /// Cluster mode: what acknowledging an append waits for.
+    pub replication: ReplicationConfig,
     /// Where file bytes live: S3-compatible object storage when set (cluster mode needs it, so
     /// that every node serves every file); otherwise `DATA_DIR/files/`.
     pub s3: Option<S3Config>,
     /// The orphan sweep of file bytes.
     pub files: FilesConfig,
     pub limits: Limits,
+}
+
+/// `[replication]`: with Redis replicas, an acknowledged entry must survive a failover.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Acknowledge (and publish) an append only once this many replicas of its shard have it
+    /// (Redis `WAIT`). Unset: 1 if every primary has a replica at start, else 0.
+    pub ack_replicas: Option<u32>,
+    /// How long an append waits for them; past it the request fails `unavailable` (a retry is
+    /// not duplicated).
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            ack_replicas: None,
+            ack_timeout_ms: 1000,
+        }
+    }
 }
 
 /// `[s3]`: an S3-compatible bucket for file bytes.
@@ -175,6 +198,7 @@ impl Default for Config {
             smtp: None,
             allowed_origins: Vec::new(),
             redis: Vec::new(),
+            replication: ReplicationConfig::default(),
             s3: None,
             files: FilesConfig::default(),
             limits: Limits::default(),
@@ -276,6 +300,9 @@ impl Config {
             .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
         {
             return bad("redis: every URL must start with redis:// or rediss://");
+        }
+        if self.replication.ack_timeout_ms == 0 {
+            return bad("replication.ack_timeout_ms must be positive");
         }
         if let Some(s3) = &self.s3 {
             if s3.bucket.is_empty() {

@@ -161,7 +161,12 @@ async fn open_store(
         Arc::new(SqliteStore::open(&config.database_path())?)
     } else {
         tracing::info!(redis = ?config.redis, "cluster mode: store and bus on Redis");
-        let redis = crate::store::redis::RedisStore::open(&config.redis).await?;
+        let redis = crate::store::redis::RedisStore::open_with(
+            &config.redis,
+            config.replication.ack_replicas,
+            config.replication.ack_timeout_ms,
+        )
+        .await?;
         if config.token_secret.is_none() {
             secrets.token_secret = redis.shared_secret("token", &secrets.token_secret).await?;
             std::fs::write(config.data_dir.join("token.secret"), &secrets.token_secret)?;

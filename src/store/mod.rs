@@ -23,7 +23,7 @@ use std::sync::Arc;
 /// A shared store.
 pub type SharedStore = Arc<dyn Store>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique key is taken (company id, user id, room id).
     #[error("already exists: {0}")]
@@ -41,6 +41,10 @@ pub enum StoreError {
     /// changed the room meanwhile. Reload and decide again.
     #[error("the room changed meanwhile")]
     Conflict,
+    /// Committed on the primary, but not copied to the replicas the acknowledgement waits for
+    /// (Redis `WAIT`) in time: not acknowledged. A retry (posts are idempotent) finds it.
+    #[error("not replicated in time: {0}")]
+    Unreplicated(String),
     /// The backend failed; the operation may or may not be retried. Keeps its cause.
     #[error("store backend: {0}")]
     Backend(#[source] Arc<dyn std::error::Error + Send + Sync>),
@@ -71,6 +75,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict => ApiError::new(
                 ErrorCode::Unavailable,
                 "the room is changing too fast; try again",
+            ),
+            StoreError::Unreplicated(what) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("not acknowledged: {what}; retry (a retried post is not duplicated)"),
             ),
             StoreError::Backend(cause) => {
                 tracing::error!(error = %cause, "store failure");

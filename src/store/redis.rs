@@ -321,23 +321,34 @@ if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[4]) end
 return 1
 ";
 
-/// A post. KEYS: state, log, cmid, msgs, msgs of the author. ARGV: cmid field, entry, expected
-/// state version ('' = any), publish command, channel (the entry is published there as
-/// `seq \n epoch \n entry`, atomically with the commit). Returns {1, seq, epoch} when stored, {0, seq, epoch} for a
-/// duplicate, {-1} when the room is gone, {-2} when the state version moved.
-const POST: &str = r"
+/// A batch of posts to one room, in order. KEYS: state, log, cmid, msgs. ARGV: expected state
+/// version ('' = any), publish command ('' = the caller publishes after replication), channel,
+/// count, then per post: cmid field, entry, the author's msgs key. Returns {-1} (gone), {-2}
+/// (the state version moved), or {epoch, then per post its new seq, or minus the seq of the
+/// post it repeats, then — when the caller publishes — the server's run id}.
+const POSTS: &str = r"
 local st = redis.call('HMGET', KEYS[1], 'head', 'epoch', 'deleted', 'version')
-if not st[1] or st[3] == '1' then return {-1, false, false} end
-if ARGV[3] ~= '' and st[4] ~= ARGV[3] then return {-2, false, false} end
-local dup = redis.call('HGET', KEYS[3], ARGV[1])
-if dup then return {0, tonumber(dup), st[2]} end
-local seq = redis.call('HINCRBY', KEYS[1], 'head', 1)
-redis.call('HSET', KEYS[2], seq, ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], seq)
-redis.call('ZADD', KEYS[4], seq, seq)
-redis.call('ZADD', KEYS[5], seq, seq)
-redis.call(ARGV[4], ARGV[5], seq .. '\n' .. st[2] .. '\n' .. ARGV[2])
-return {1, seq, st[2]}
+if not st[1] or st[3] == '1' then return {-1} end
+if ARGV[1] ~= '' and st[4] ~= ARGV[1] then return {-2} end
+local out = {st[2]}
+local n = tonumber(ARGV[4])
+for k = 0, n - 1 do
+  local f, e, mk = ARGV[5 + 3 * k], ARGV[6 + 3 * k], ARGV[7 + 3 * k]
+  local dup = redis.call('HGET', KEYS[3], f)
+  if dup then
+    out[#out + 1] = -tonumber(dup)
+  else
+    local seq = redis.call('HINCRBY', KEYS[1], 'head', 1)
+    redis.call('HSET', KEYS[2], seq, e)
+    redis.call('HSET', KEYS[3], f, seq)
+    redis.call('ZADD', KEYS[4], seq, seq)
+    redis.call('ZADD', mk, seq, seq)
+    if ARGV[2] ~= '' then redis.call(ARGV[2], ARGV[3], seq .. '\n' .. st[2] .. '\n' .. e) end
+    out[#out + 1] = seq
+  end
+end
+if ARGV[2] == '' then out[#out + 1] = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') end
+return out
 ";
 
 /// A projected append. KEYS: state, log, meta, items, cmid, msgs. ARGV: expected head, new head,
@@ -381,10 +392,11 @@ redis.call('HSET', KEYS[1], 'head', ARGV[2], 'version', ARGV[5])
 local head = tonumber(ARGV[1])
 for k = 0, n - 1 do
   local seq = ARGV[logs + 2 * k]
-  if tonumber(seq) > head then
+  if tonumber(seq) > head and ARGV[6] ~= '' then
     redis.call(ARGV[6], ARGV[7], seq .. '\n' .. st[4] .. '\n' .. ARGV[logs + 2 * k + 1])
   end
 end
+if ARGV[6] == '' then return {1, string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')} end
 return 1
 ";
 
@@ -509,21 +521,53 @@ pub struct RedisStore {
 struct Inner {
     conn: Conn,
     scripts: Scripts,
+    ack: Ack,
+}
+
+/// What an acknowledgement waits for: the entry copied to `replicas` replicas of its shard
+/// (Redis `WAIT`), at most `timeout_ms`. 0 replicas: the primary's commit (and its AOF) alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub replicas: u32,
+    pub timeout_ms: u64,
 }
 
 impl RedisStore {
     /// Connect (one URL: a single Redis; several: Redis Cluster seeds) and start the writer.
     pub async fn open(urls: &[String]) -> StoreResult<RedisStore> {
-        let conn = Conn::connect(urls).await?;
+        let defaults = crate::config::ReplicationConfig::default();
+        RedisStore::open_with(urls, defaults.ack_replicas, defaults.ack_timeout_ms).await
+    }
+
+    /// [`RedisStore::open`], acknowledging appends once `ack_replicas` replicas have them
+    /// (`None`: 1 when every primary has a replica at start, else 0).
+    pub async fn open_with(
+        urls: &[String],
+        ack_replicas: Option<u32>,
+        ack_timeout_ms: u64,
+    ) -> StoreResult<RedisStore> {
+        let mut conn = Conn::connect(urls).await?;
+        // Fail now, not on the first request, when Redis is not there.
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let replicas = match ack_replicas {
+            Some(n) => n,
+            None => u32::from(fewest_replicas(&conn).await? > 0),
+        };
+        tracing::info!(
+            ack_replicas = replicas,
+            "appends are acknowledged after WAIT for this many replicas"
+        );
         let inner = Arc::new(Inner {
             conn,
             scripts: Scripts::new(),
+            ack: Ack {
+                replicas,
+                timeout_ms: ack_timeout_ms,
+            },
         });
-        // Fail now, not on the first request, when Redis is not there.
-        let _: String = ::redis::cmd("PING")
-            .query_async(&mut inner.conn.clone())
-            .await
-            .map_err(backend)?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(write_loop(inner.clone(), rx));
         Ok(RedisStore {
@@ -576,6 +620,101 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// The fewest replicas any primary has (`connected_slaves` of `INFO replication`).
+async fn fewest_replicas(conn: &Conn) -> StoreResult<u64> {
+    let mut cmd = ::redis::cmd("INFO");
+    cmd.arg("replication");
+    let reply: Value = match conn {
+        Conn::Single(c) => cmd.query_async(&mut c.clone()).await.map_err(backend)?,
+        Conn::Cluster(c) => {
+            use ::redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+            let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+            c.clone().route_command(cmd, all).await.map_err(backend)?
+        }
+    };
+    let mut texts = Vec::new();
+    collect_texts(&reply, &mut texts);
+    Ok(texts
+        .iter()
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("connected_slaves:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .min()
+        .unwrap_or(0))
+}
+
+fn collect_texts(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Map(kv) => kv.iter().for_each(|(_, v)| collect_texts(v, out)),
+        Value::Array(vs) => vs.iter().for_each(|v| collect_texts(v, out)),
+        v => out.extend(text_of(v)),
+    }
+}
+
+/// Fail every job of `groups` with `e`.
+fn fail_all(groups: Vec<Vec<(Job, String)>>, e: StoreError) {
+    for (job, _) in groups.into_iter().flatten() {
+        let _ = job.done.send(Err(e.clone()));
+    }
+}
+
+/// A `POSTS` reply: the epoch and each post's seq (negative: a repeat of that seq); a trailing
+/// run id is left out.
+fn posts_outcome(reply: &[Value]) -> StoreResult<(u64, Vec<i64>)> {
+    match reply.first() {
+        Some(Value::Int(-2)) => return Err(StoreError::Conflict),
+        Some(Value::Int(_)) | None => return Err(StoreError::NotFound("room".into())),
+        _ => {}
+    }
+    let epoch = text_of(&reply[0])
+        .and_then(|e| e.parse().ok())
+        .ok_or_else(|| StoreError::backend("POSTS: no epoch"))?;
+    let seqs = reply[1..]
+        .iter()
+        .filter(|v| !matches!(v, Value::BulkString(_) | Value::SimpleString(_)))
+        .map(|v| match v {
+            Value::Int(i) => Ok(*i),
+            _ => Err(StoreError::backend("POSTS: not a seq")),
+        })
+        .collect::<StoreResult<Vec<i64>>>()?;
+    Ok((epoch, seqs))
+}
+
+/// A `PROJECTED` reply: its outcome, and the server's run id when the caller publishes.
+fn projected_outcome(v: &Value) -> (i64, String) {
+    match v {
+        Value::Int(i) => (*i, String::new()),
+        Value::Array(v) => (
+            match v.first() {
+                Some(Value::Int(i)) => *i,
+                _ => 0,
+            },
+            v.get(1).and_then(text_of_bulk).unwrap_or_default(),
+        ),
+        _ => (0, String::new()),
+    }
+}
+
+/// A bulk string only (not an integer).
+fn text_of_bulk(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
 impl Inner {
     /// Sharded pub/sub on a cluster (the channel lives on the room's shard).
     fn publish_cmd(&self) -> &'static str {
@@ -599,14 +738,12 @@ impl Inner {
         self.run_posts(&room, posts).await;
     }
 
-    /// Consecutive posts to one room: one pipeline.
+    /// Consecutive posts to one room: one script call per run of posts decided on the same
+    /// state version (usually all of them: posts do not move it), in one pipeline — the group
+    /// commit of the Redis store. When acknowledgements wait for replicas, `WAIT`, then publish.
     async fn run_posts(&self, room: &RoomId, posts: Vec<Job>) {
-        if posts.is_empty() {
-            return;
-        }
-        let mut pipe = ::redis::pipe();
-        let mut payloads = Vec::with_capacity(posts.len());
-        for job in &posts {
+        let mut groups: Vec<Vec<(Job, String)>> = Vec::new();
+        for job in posts {
             let e = &job.entries[0];
             let payload = match to_json(&StoredEntry {
                 ts: e.ts,
@@ -615,52 +752,152 @@ impl Inner {
             }) {
                 Ok(p) => p,
                 Err(err) => {
-                    payloads.push(Err(err));
+                    let _ = job.done.send(Err(err));
                     continue;
                 }
             };
-            let cmid = cmid_field(&e.author, e.client_msg_id().unwrap_or_default());
+            match groups.last_mut() {
+                Some(g) if g[0].0.expect == job.expect => g.push((job, payload)),
+                _ => groups.push(vec![(job, payload)]),
+            }
+        }
+        if groups.is_empty() {
+            return;
+        }
+        let publish = if self.ack.replicas > 0 {
+            ""
+        } else {
+            self.publish_cmd()
+        };
+        let mut pipe = ::redis::pipe();
+        for g in &groups {
             // Sent whole (EVAL): a fresh or restarted shard never answers NOSCRIPT.
             let mut cmd = ::redis::cmd("EVAL");
-            cmd.arg(POST)
-                .arg(5)
+            cmd.arg(POSTS)
+                .arg(4)
                 .arg(rk(room, "state"))
                 .arg(rk(room, "log"))
                 .arg(rk(room, "cmid"))
                 .arg(rk(room, "msgs"))
-                .arg(rk(room, &format!("msgs:{}", e.author.0)))
-                .arg(cmid)
-                .arg(payload)
-                .arg(job.expect.map(|v| v.to_string()).unwrap_or_default())
-                .arg(self.publish_cmd())
-                .arg(room_channel(room));
+                .arg(g[0].0.expect.map(|v| v.to_string()).unwrap_or_default())
+                .arg(publish)
+                .arg(room_channel(room))
+                .arg(g.len());
+            for (job, payload) in g {
+                let e = &job.entries[0];
+                cmd.arg(cmid_field(&e.author, e.client_msg_id().unwrap_or_default()))
+                    .arg(payload)
+                    .arg(rk(room, &format!("msgs:{}", e.author.0)));
+            }
             pipe.add_command(cmd);
-            payloads.push(Ok(()));
         }
-        let mut conn = self.conn.clone();
-        let replies: RedisResultVec = if pipe.is_empty() {
-            Ok(Vec::new())
-        } else {
-            pipe.query_async(&mut conn).await
+        let replies: ::redis::RedisResult<Vec<Vec<Value>>> =
+            pipe.query_async(&mut self.conn.clone()).await;
+        let replies = match replies {
+            Ok(r) if r.len() == groups.len() => r,
+            Ok(_) => return fail_all(groups, StoreError::backend("missing pipeline reply")),
+            Err(e) => return fail_all(groups, backend(e)),
         };
-        let mut replies = match replies {
-            Ok(r) => r.into_iter(),
-            Err(e) => {
-                for job in posts {
-                    let _ = job.done.send(Err(backend(e.clone())));
+        if self.ack.replicas > 0 {
+            // Every group ran on the room's primary: one run id.
+            let writer = replies
+                .iter()
+                .find_map(|r| r.iter().skip(1).find_map(text_of_bulk))
+                .unwrap_or_default();
+            if let Err(e) = self.replicated(room, &writer).await {
+                return fail_all(groups, e);
+            }
+        }
+        let mut published = ::redis::pipe();
+        for (g, reply) in groups.into_iter().zip(replies) {
+            match posts_outcome(&reply) {
+                Err(e) => fail_all(vec![g], e),
+                Ok((epoch, seqs)) => {
+                    for ((job, payload), seq) in g.into_iter().zip(seqs) {
+                        if seq > 0 && self.ack.replicas > 0 {
+                            published
+                                .cmd(self.publish_cmd())
+                                .arg(room_channel(room))
+                                .arg(format!("{seq}\n{epoch}\n{payload}"))
+                                .ignore();
+                        }
+                        let result = self.post_outcome(room, &job.entries[0], epoch, seq).await;
+                        let _ = job.done.send(result.map(|a| vec![a]));
+                    }
                 }
-                return;
+            }
+        }
+        self.publish_replicated(published).await;
+    }
+
+    /// Wait until the room's shard copied what this connection wrote to `ack.replicas`
+    /// replicas, or the timeout passes (then nothing is acknowledged). `writer` is the run id of
+    /// the server that ran the write (its script returns it).
+    ///
+    /// On a cluster, `WAIT` is sent to the room's primary in one pipeline with `INFO server`:
+    /// the client falls back to another node when the primary's connection is down, where a
+    /// `WAIT` would count that node's replicas — its run id then differs, and nothing is
+    /// acknowledged.
+    async fn replicated(&self, room: &RoomId, writer: &str) -> StoreResult<()> {
+        let mut wait = ::redis::cmd("WAIT");
+        wait.arg(self.ack.replicas).arg(self.ack.timeout_ms);
+        let copies: i64 = match &self.conn {
+            Conn::Single(c) => wait.query_async(&mut c.clone()).await.map_err(backend)?,
+            Conn::Cluster(c) => {
+                use ::redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+                let mut pipe = ::redis::pipe();
+                pipe.cmd("INFO").arg("server").add_command(wait);
+                let route = Route::with_key(rk(room, "state"), SlotAddr::Master);
+                let replies = c
+                    .clone()
+                    .route_pipeline(pipe, 0, 2, SingleNodeRoutingInfo::SpecificNode(route))
+                    .await
+                    .map_err(backend)?;
+                let waited_on = replies.first().and_then(text_of).and_then(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("run_id:"))
+                        .map(|id| id.trim().to_owned())
+                });
+                match (waited_on, replies.get(1)) {
+                    (Some(id), Some(Value::Int(n))) if !writer.is_empty() && id == writer => *n,
+                    _ => {
+                        return Err(StoreError::Unreplicated(
+                            "WAIT did not reach the server that wrote the entry".into(),
+                        ))
+                    }
+                }
             }
         };
-        for (job, prepared) in posts.into_iter().zip(payloads) {
-            let result = match prepared {
-                Err(e) => Err(e),
-                Ok(()) => match replies.next() {
-                    Some(v) => self.post_outcome(room, &job.entries[0], v).await,
-                    None => Err(StoreError::backend("missing pipeline reply")),
-                },
-            };
-            let _ = job.done.send(result.map(|a| vec![a]));
+        if copies < i64::from(self.ack.replicas) {
+            return Err(StoreError::Unreplicated(format!(
+                "{copies} of {} replicas within {} ms",
+                self.ack.replicas, self.ack.timeout_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// Publish the entries a projected append added, once they reached their replicas.
+    async fn publish_new(&self, room: &RoomId, epoch: u64, plan: &Plan) {
+        let mut published = ::redis::pipe();
+        for (seq, entry) in plan.logs.iter().filter(|(seq, _)| *seq > plan.head) {
+            published
+                .cmd(self.publish_cmd())
+                .arg(room_channel(room))
+                .arg(format!("{seq}\n{epoch}\n{entry}"))
+                .ignore();
+        }
+        self.publish_replicated(published).await;
+    }
+
+    /// Publish entries that reached their replicas (the scripts published nothing). A failed
+    /// publish is caught up by the other nodes' head sweep.
+    async fn publish_replicated(&self, pipe: Pipeline) {
+        if pipe.is_empty() {
+            return;
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut self.conn.clone()).await {
+            tracing::warn!(error = %e, "cannot publish replicated entries; nodes catch up by sweep");
         }
     }
 
@@ -668,21 +905,15 @@ impl Inner {
         &self,
         room: &RoomId,
         entry: &NewEntry,
-        reply: (i64, Option<u64>, Option<String>),
+        epoch: u64,
+        seq: i64,
     ) -> StoreResult<Appended> {
-        let (status, seq, epoch) = reply;
-        if status == -2 {
-            return Err(StoreError::Conflict);
-        }
-        let (Some(seq), Some(epoch)) = (seq, epoch.and_then(|e| e.parse::<u64>().ok())) else {
-            return Err(StoreError::NotFound(format!("room {room}")));
-        };
-        if status == 1 {
+        if seq > 0 {
             return Ok(Appended {
                 event: Event {
                     room: room.clone(),
                     epoch,
-                    seq,
+                    seq: seq.unsigned_abs(),
                     ts: entry.ts,
                     author: entry.author.clone(),
                     body: entry.body.clone(),
@@ -690,6 +921,7 @@ impl Inner {
                 duplicate: false,
             });
         }
+        let seq = seq.unsigned_abs();
         let original = self
             .event_at(room, epoch, seq)
             .await?
@@ -751,6 +983,7 @@ impl Inner {
             let Some(record) = self.load_room(room).await? else {
                 return Err(StoreError::NotFound(format!("room {room}")));
             };
+            let epoch = record.epoch;
             let plan = self.plan(record, entries).await?;
             // Superset indexes first: a crash after this shows nothing extra (reads check).
             for u in &plan.joined {
@@ -774,7 +1007,11 @@ impl Inner {
                 .arg(&plan.meta)
                 .arg(expect.map(|v| v.to_string()).unwrap_or_default())
                 .arg(plan.new_version)
-                .arg(self.publish_cmd())
+                .arg(if self.ack.replicas > 0 {
+                    ""
+                } else {
+                    self.publish_cmd()
+                })
                 .arg(room_channel(room))
                 .arg(plan.logs.len());
             for (seq, entry) in &plan.logs {
@@ -805,12 +1042,17 @@ impl Inner {
                     .await
                     .map_err(backend)?;
             }
-            let outcome: i64 = inv
+            let outcome: Value = inv
                 .invoke_async(&mut self.conn.clone())
                 .await
                 .map_err(backend)?;
+            let (outcome, writer) = projected_outcome(&outcome);
             match outcome {
                 1 => {
+                    if self.ack.replicas > 0 {
+                        self.replicated(room, &writer).await?;
+                        self.publish_new(room, epoch, &plan).await;
+                    }
                     for f in &plan.garbage {
                         self.delete_file(f).await?;
                     }
@@ -1212,8 +1454,6 @@ impl Inner {
         Ok(())
     }
 }
-
-type RedisResultVec = ::redis::RedisResult<Vec<(i64, Option<u64>, Option<String>)>>;
 
 #[derive(Default)]
 struct Plan {

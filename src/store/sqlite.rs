@@ -314,19 +314,6 @@ fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
     tracing::debug!("sqlite writer stopped");
 }
 
-impl Clone for StoreError {
-    fn clone(&self) -> Self {
-        match self {
-            StoreError::AlreadyExists(s) => StoreError::AlreadyExists(s.clone()),
-            StoreError::NotFound(s) => StoreError::NotFound(s.clone()),
-            StoreError::LimitReached(s) => StoreError::LimitReached(s.clone()),
-            StoreError::Closed => StoreError::Closed,
-            StoreError::Conflict => StoreError::Conflict,
-            StoreError::Backend(s) => StoreError::backend(s.clone()),
-        }
-    }
-}
-
 /// A seq as SQLite's signed integer; seqs past `i64::MAX` (only "no bound" sentinels) clamp.
 fn sql_seq(seq: u64) -> i64 {
     seq.min(i64::MAX as u64) as i64

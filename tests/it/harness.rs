@@ -523,6 +523,33 @@ impl Redis {
         self.kill().await;
         self.spawn().await;
     }
+
+    /// Whether [`Redis::kill`] left it down.
+    pub fn is_killed(&self) -> bool {
+        self.child.is_none()
+    }
+
+    /// Send a signal (`STOP`, `CONT`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("running");
+        let st = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{sig}");
+    }
+
+    /// A command through `redis-cli` on this server; its output.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 /// A Redis Cluster of `n` masters (no replicas), each a real `redis-server`.
@@ -532,8 +559,13 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start(n: usize) -> RedisCluster {
+        RedisCluster::start_with_replicas(n, 0).await
+    }
+
+    /// `masters` primaries with `replicas` replicas each.
+    pub async fn start_with_replicas(masters: usize, replicas: usize) -> RedisCluster {
         let mut nodes = Vec::new();
-        for _ in 0..n {
+        for _ in 0..masters * (1 + replicas) {
             nodes.push(
                 Redis::start(&[
                     "--cluster-enabled",
@@ -542,6 +574,12 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    // A replica cut off for long still takes over (the failover tests freeze
+                    // one on purpose); what it lacks was never acknowledged.
+                    "--cluster-replica-validity-factor",
+                    "0",
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
                 .await,
             );
@@ -553,7 +591,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .await
             .expect("redis-cli");
@@ -584,11 +622,118 @@ impl RedisCluster {
             }
             assert!(ok, "cluster did not come up");
         }
+        // Replicas serve as copies only once their first sync is done (right after `create`,
+        // a node that becomes a replica may still say it is a primary).
+        for _ in 0..300 {
+            let mut synced = 0;
+            for r in &nodes {
+                if r.cli(&["info", "replication"])
+                    .await
+                    .contains("master_link_status:up")
+                {
+                    synced += 1;
+                }
+            }
+            if synced == masters * replicas {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         RedisCluster { nodes }
     }
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(Redis::url).collect()
+    }
+
+    /// A fresh `redis-server` joined as a replica of node `master`; returns its index once it
+    /// has synced (what an operator does after a failover left a primary without replica).
+    pub async fn add_replica(&mut self, master: usize) -> usize {
+        let node = Redis::start(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--cluster-replica-validity-factor",
+            "0",
+            "--repl-diskless-sync-delay",
+            "0",
+        ])
+        .await;
+        let id = self.nodes[master].cli(&["cluster", "myid"]).await;
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{}", node.port))
+            .arg(format!("127.0.0.1:{}", self.nodes[master].port))
+            .args(["--cluster-slave", "--cluster-master-id", id.trim()])
+            .output()
+            .await
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "add-node: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for _ in 0..300 {
+            if node
+                .cli(&["info", "replication"])
+                .await
+                .contains("master_link_status:up")
+            {
+                self.nodes.push(node);
+                return self.nodes.len() - 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the new replica did not sync");
+    }
+
+    /// The primary holding `key`'s slot and its replicas, as indexes into `nodes`, asked of
+    /// node `via` (which must be up).
+    /// `None` while no live primary holds it (mid-failover).
+    pub async fn shard_of(&self, key: &str, via: usize) -> Option<(usize, Vec<usize>)> {
+        let slot: u16 = self.nodes[via]
+            .cli(&["cluster", "keyslot", key])
+            .await
+            .trim()
+            .parse()
+            .expect("keyslot");
+        let table = self.nodes[via].cli(&["cluster", "nodes"]).await;
+        let index_of = |addr: &str| {
+            let port: u16 = addr
+                .split(['@', ':'])
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            self.nodes.iter().position(|n| n.port == port)
+        };
+        let mut master = None;
+        for line in table.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let holds = f[8..].iter().any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+            });
+            if holds {
+                master = Some((f[0].to_owned(), index_of(f[1]).expect("known node")));
+            }
+        }
+        let (id, m) = master?;
+        let replicas = table
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                (f.len() > 3 && f[2].contains("slave") && f[3] == id)
+                    .then(|| index_of(f[1]))
+                    .flatten()
+            })
+            .collect();
+        Some((m, replicas))
     }
 }
 

@@ -6,6 +6,7 @@ mod admin_races;
 mod architecture;
 mod browser;
 mod cluster;
+mod cluster_failover;
 mod cluster_files;
 mod cluster_presence;
 mod delivery;
