@@ -321,6 +321,18 @@ if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[4]) end
 return 1
 ";
 
+/// One line of a user's room list. KEYS: state, meta, reads, msgs, the user's msgs. ARGV: user.
+/// Returns head, epoch, deleted, version, meta, the read marker, messages after it, and the
+/// user's own among them.
+const ROOM_OF: &str = r"
+local st = redis.call('HMGET', KEYS[1], 'head', 'epoch', 'deleted', 'version')
+local meta = redis.call('GET', KEYS[2])
+local lr = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local all = redis.call('ZCOUNT', KEYS[4], '(' .. lr, '+inf')
+local mine = redis.call('ZCOUNT', KEYS[5], '(' .. lr, '+inf')
+return {st[1] or false, st[2] or false, st[3] or false, st[4] or false, meta or false, lr, all, mine}
+";
+
 /// A batch of posts to one room, in order. KEYS: state, log, cmid, msgs. ARGV: expected state
 /// version ('' = any), publish command ('' = the caller publishes after replication), channel,
 /// count, then per post: cmid field, entry, the author's msgs key. Returns {-1} (gone), {-2}
@@ -1941,52 +1953,58 @@ impl Store for RedisStore {
         self.read_seqs(room, r.epoch, first, last).await
     }
 
+    /// Two round trips whatever the number of rooms: the user's room index, then one script
+    /// per room (state, metadata, read marker, unread counts) in one pipeline.
     async fn rooms_of(&self, user: &UserId) -> StoreResult<Vec<MembershipRow>> {
+        let rooms = self.indexed_rooms(user).await?;
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for room in &rooms {
+            pipe.cmd("EVAL")
+                .arg(ROOM_OF)
+                .arg(5)
+                .arg(rk(room, "state"))
+                .arg(rk(room, "meta"))
+                .arg(rk(room, "reads"))
+                .arg(rk(room, "msgs"))
+                .arg(rk(room, &format!("msgs:{}", user.0)))
+                .arg(&user.0);
+        }
+        type Row = (
+            Option<u64>,
+            Option<u64>,
+            Option<String>,
+            Option<u64>,
+            Option<String>,
+            u64,
+            u64,
+            u64,
+        );
+        let replies: Vec<Row> = pipe.query_async(&mut self.conn()).await.map_err(backend)?;
         let mut rows = Vec::new();
-        for room in self.indexed_rooms(user).await? {
-            let Some(r) = self.inner.load_room(&room).await? else {
+        for (room, reply) in rooms.into_iter().zip(replies) {
+            let (Some(head), Some(epoch), deleted, version, Some(meta), last_read, all, mine) =
+                reply
+            else {
                 continue;
             };
+            if deleted.as_deref() == Some("1") {
+                continue;
+            }
+            let r = from_json::<Meta>(&meta)?.record(&room, epoch, head, version.unwrap_or(0));
             if r.members.binary_search(user).is_err() {
                 continue;
             }
-            let (last_read, all, mine): (Option<u64>, u64, u64) = ::redis::pipe()
-                .cmd("HGET")
-                .arg(rk(&room, "reads"))
-                .arg(&user.0)
-                .cmd("ZCARD")
-                .arg(rk(&room, "msgs"))
-                .cmd("ZCARD")
-                .arg(rk(&room, &format!("msgs:{}", user.0)))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
-            let last_read = last_read.unwrap_or(0);
-            let unread = if last_read == 0 {
-                all - mine
-            } else {
-                let (a, m): (u64, u64) = ::redis::pipe()
-                    .cmd("ZCOUNT")
-                    .arg(rk(&room, "msgs"))
-                    .arg(format!("({last_read}"))
-                    .arg("+inf")
-                    .cmd("ZCOUNT")
-                    .arg(rk(&room, &format!("msgs:{}", user.0)))
-                    .arg(format!("({last_read}"))
-                    .arg("+inf")
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(backend)?;
-                a.saturating_sub(m)
-            };
             rows.push(MembershipRow {
-                room: room.clone(),
+                room,
                 kind: r.kind,
                 name: r.name,
                 epoch: r.epoch,
                 head: r.head,
                 last_read,
-                unread,
+                unread: all.saturating_sub(mine),
             });
         }
         Ok(rows)
