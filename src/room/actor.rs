@@ -65,6 +65,7 @@ pub fn spawn(ctx: Arc<RoomContext>, id: RoomId, generation: u64) -> RoomHandle {
         typed_at: HashMap::new(),
         presence_sent: BTreeSet::new(),
         presence_mark: (u64::MAX, 0),
+        presence_wanted: false,
     };
     let shutdown = actor.ctx.shutdown.clone();
     shutdown.spawn(actor.run().instrument(span));
@@ -205,6 +206,9 @@ struct RoomActor {
     /// and head that was computed at: nothing moved, nothing to compute.
     presence_sent: BTreeSet<UserId>,
     presence_mark: (u64, u64),
+    /// Whether some subscriber may want presence (set when one asks; cleared by the next tick
+    /// that finds none): the loop does not scan the subscribers on every turn.
+    presence_wanted: bool,
 }
 
 /// How often an actor with subscribers looks at who is online (M3): the most presence updates
@@ -230,7 +234,7 @@ impl RoomActor {
         presence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = presence_tick.tick(), if self.subscribers.values().any(|s| s.presence) => {
+                _ = presence_tick.tick(), if self.presence_wanted => {
                     self.push_presence();
                 }
                 Some(done) = self.pending.next(), if !self.pending.is_empty() => {
@@ -599,6 +603,10 @@ impl RoomActor {
     /// Tell the subscribers who came online and who went offline since they were last told
     /// (M3); nothing when nothing moved. Called at most once per [`PRESENCE_EVERY`].
     fn push_presence(&mut self) {
+        self.presence_wanted = self.subscribers.values().any(|s| s.presence);
+        if !self.presence_wanted {
+            return;
+        }
         let Some(head) = self.room.as_ref().map(|r| r.head) else {
             return;
         };
@@ -1047,6 +1055,7 @@ impl RoomActor {
             return;
         };
         sub.presence = true;
+        self.presence_wanted = true;
         // The generation is read first: a change while we look moves it, and is pushed next.
         let generation = self.ctx.sessions.presence().generation();
         let online = self.online_members();

@@ -130,47 +130,11 @@ async fn failover_rounds(config: &str, rounds: usize) -> (usize, usize, usize, u
         // Frozen, and cut off: what the primary already wrote to its socket would still reach
         // it after the thaw.
         cluster.nodes[r].signal("STOP");
-        eprintln!(
-            "round {round}: primary {m} replica {r}: {}",
-            cluster.nodes[m]
-                .cli(&["info", "replication"])
-                .await
-                .lines()
-                .filter(|l| l.starts_with("slave") || l.starts_with("connected"))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
         cluster.nodes[m]
             .cli(&["client", "kill", "type", "replica"])
             .await;
         for (cmid, seq) in post_round(&mut alice, &room, &cmids).await {
             acked.insert((room.clone(), cmid), seq);
-        }
-        eprintln!(
-            "round {round} before kill: {}",
-            cluster.nodes[m]
-                .cli(&["info", "replication"])
-                .await
-                .lines()
-                .filter(|l| l.starts_with("slave") || l.starts_with("connected"))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
-        for (i, n) in cluster.nodes.iter().enumerate() {
-            if !n.is_killed() && i != r {
-                eprintln!(
-                    "  node {i} port {}: {}",
-                    n.port,
-                    n.cli(&["info", "replication"])
-                        .await
-                        .lines()
-                        .filter(|l| l.starts_with("role")
-                            || l.starts_with("master_port")
-                            || l.starts_with("connected"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-            }
         }
         cluster.nodes[m].kill().await;
         cluster.nodes[r].signal("CONT");

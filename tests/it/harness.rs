@@ -552,7 +552,24 @@ impl Redis {
     }
 }
 
-/// A Redis Cluster of `n` masters (no replicas), each a real `redis-server`.
+/// How every node of a test cluster runs.
+const CLUSTER_NODE: &[&str] = &[
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+    // A replica cut off for long still takes over (the failover tests freeze one on purpose);
+    // what it lacks was never acknowledged.
+    "--cluster-replica-validity-factor",
+    "0",
+    // Replicas sync at once rather than after 5 s.
+    "--repl-diskless-sync-delay",
+    "0",
+];
+
+/// A Redis Cluster of `n` masters (no replicas by default), each a real `redis-server`.
 pub struct RedisCluster {
     pub nodes: Vec<Redis>,
 }
@@ -566,23 +583,7 @@ impl RedisCluster {
     pub async fn start_with_replicas(masters: usize, replicas: usize) -> RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
-            nodes.push(
-                Redis::start(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                    // A replica cut off for long still takes over (the failover tests freeze
-                    // one on purpose); what it lacks was never acknowledged.
-                    "--cluster-replica-validity-factor",
-                    "0",
-                    "--repl-diskless-sync-delay",
-                    "0",
-                ])
-                .await,
-            );
+            nodes.push(Redis::start(CLUSTER_NODE).await);
         }
         let addrs: Vec<String> = nodes
             .iter()
@@ -649,19 +650,7 @@ impl RedisCluster {
     /// A fresh `redis-server` joined as a replica of node `master`; returns its index once it
     /// has synced (what an operator does after a failover left a primary without replica).
     pub async fn add_replica(&mut self, master: usize) -> usize {
-        let node = Redis::start(&[
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-node-timeout",
-            "2000",
-            "--cluster-replica-validity-factor",
-            "0",
-            "--repl-diskless-sync-delay",
-            "0",
-        ])
-        .await;
+        let node = Redis::start(CLUSTER_NODE).await;
         let id = self.nodes[master].cli(&["cluster", "myid"]).await;
         let out = Command::new("redis-cli")
             .args(["--cluster", "add-node"])
