@@ -57,7 +57,8 @@ pub async fn answer(
         }
         Query::Calendar { from, to } => {
             switch(v, v.features.event, "the calendar")?;
-            if to <= from || to - from > MAX_RANGE_MS {
+            // Checked: `i64::MAX - i64::MIN` wraps to -1 and would pass.
+            if to <= from || to.checked_sub(from).is_none_or(|d| d > MAX_RANGE_MS) {
                 return Err(ApiError::invalid(
                     "the range must be non-empty and at most ten years",
                 ));

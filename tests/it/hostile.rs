@@ -587,3 +587,41 @@ async fn length_bombs_are_refused() {
     let seq = post_ok(&mut alice, &room, "ok", "still fine").await;
     assert_eq!(next_event(&mut carol).await.seq, seq);
 }
+
+/// E1: a calendar range is checked without overflow — `from = i64::MIN, to = i64::MAX` is
+/// refused as longer than ten years (it wrapped to -1 and was accepted; a debug build panicked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendar_ranges_that_overflow_are_refused() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Calendar", &[&w.carol.id]).await;
+    for (from, to) in [(i64::MIN, i64::MAX), (i64::MIN, 0), (-1, i64::MAX)] {
+        let r = alice
+            .request(ClientFrame::Query {
+                id: 0,
+                room: room.clone(),
+                query: crossroom_protocol::Query::Calendar { from, to },
+            })
+            .await
+            .expect("reply");
+        assert_eq!(
+            error_code(&r),
+            ErrorCode::InvalidArgument,
+            "{from}..{to}: {r:?}"
+        );
+    }
+    // The server is fine afterwards.
+    let r = alice
+        .request(ClientFrame::Query {
+            id: 0,
+            room: room.clone(),
+            query: crossroom_protocol::Query::Calendar {
+                from: 0,
+                to: 86_400_000,
+            },
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::QueryResult { .. }), "{r:?}");
+}
