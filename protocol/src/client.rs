@@ -268,6 +268,18 @@ pub struct HttpReply {
     pub bytes: Bytes,
     /// `Content-Type`, if any.
     pub content_type: Option<String>,
+    /// Every header, names lowercase.
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpReply {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Http {
@@ -369,6 +381,11 @@ impl Http {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
         let bytes = resp
             .into_body()
             .collect()
@@ -381,6 +398,7 @@ impl Http {
             body,
             bytes,
             content_type,
+            headers,
         })
     }
 }

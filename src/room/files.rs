@@ -352,6 +352,13 @@ async fn stream_file(hub: &Hub, file: FileRecord) -> ApiResult<Response> {
             (header::CONTENT_LENGTH, file.size.to_string()),
             (header::ETAG, format!("\"{}\"", file.sha256)),
             (header::CONTENT_DISPOSITION, disposition),
+            // An uploaded `text/html` or `image/svg+xml` opened from our origin must not run:
+            // no type sniffing, and a sandbox without scripts or same-origin access.
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "sandbox; default-src 'none'".to_owned(),
+            ),
         ],
         Body::from_stream(stream),
     )

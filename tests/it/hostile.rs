@@ -625,3 +625,42 @@ async fn calendar_ranges_that_overflow_are_refused() {
         .expect("reply");
     assert!(matches!(r, ServerFrame::QueryResult { .. }), "{r:?}");
 }
+
+/// An uploaded HTML or SVG file cannot run as our origin when a member opens it: downloads are
+/// attachments, never sniffed, and sandboxed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_uploads_download_sandboxed_and_unsniffed() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Files", &[&w.carol.id]).await;
+    let http = server.http(Some(&w.carol.token));
+    for (name, ct) in [("x.html", "text/html"), ("x.svg", "image/svg+xml")] {
+        let page = b"<script>fetch('/v1/admin/users')</script>".to_vec();
+        let r = http
+            .call_raw(
+                "POST",
+                &format!("/v1/rooms/{room}/attachments?name={name}"),
+                Some((ct, page.into())),
+            )
+            .await
+            .expect("http");
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let file = r.body["file"].as_str().expect("file").to_owned();
+        let got = http
+            .get(&format!("/v1/rooms/{room}/files/{file}"))
+            .await
+            .expect("http");
+        assert_eq!(got.status, 200);
+        assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
+        assert!(
+            got.header("content-security-policy")
+                .is_some_and(|c| c.contains("sandbox")),
+            "{:?}",
+            got.headers
+        );
+        assert!(got
+            .header("content-disposition")
+            .is_some_and(|d| d.starts_with("attachment")));
+    }
+}
