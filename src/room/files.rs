@@ -318,8 +318,16 @@ async fn get_file(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let user = user_of(&hub, &headers).await?;
-    // Asked of the actor, so a member removed a moment ago is refused (D4).
-    hub.rooms.get(&room, user).await?;
+    // Asked of the actor, so a member removed a moment ago is refused (D4). A master who is not
+    // a member sees the group (G9), not its files: those are the members' (only the profile
+    // image is the masters' too, at `/image`).
+    let info = hub.rooms.get(&room, user.clone()).await?;
+    if !info.members.contains(&user) {
+        return Err(ApiError::new(
+            ErrorCode::NotMember,
+            "you are not a member of this room",
+        ));
+    }
     let file = hub
         .store
         .file(&id)

@@ -664,3 +664,66 @@ async fn active_uploads_download_sandboxed_and_unsniffed() {
             .is_some_and(|d| d.starts_with("attachment")));
     }
 }
+
+/// G9, F1: a master who is not a member manages the group but does not read its files — a
+/// folder file answers `not_member` (it answered 200); the profile image stays theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_who_is_not_a_member_gets_no_folder_file() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let r = alice
+        .request(ClientFrame::CreateGroup {
+            id: 0,
+            name: "Managed".into(),
+            description: String::new(),
+            members: vec![w.carol.id.clone()],
+            masters: vec![],
+            add_self_as_member: false,
+            features: None,
+        })
+        .await
+        .expect("create");
+    let ServerFrame::RoomCreated { room, .. } = r else {
+        panic!("{r:?}")
+    };
+    let room = room.id;
+    let carol = server.http(Some(&w.carol.token));
+    let r = carol
+        .call_raw(
+            "POST",
+            &format!("/v1/rooms/{room}/files?name=plan.txt"),
+            Some(("text/plain", b"plan".to_vec().into())),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let file = r.body["file"].as_str().expect("file").to_owned();
+    let alice_http = server.http(Some(&w.alice.token));
+    let png = vec![7u8; 64];
+    let r = alice_http
+        .call_raw(
+            "PUT",
+            &format!("/v1/rooms/{room}/image"),
+            Some(("image/png", png.clone().into())),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = alice_http
+        .get(&format!("/v1/rooms/{room}/files/{file}"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "not_member");
+    let r = alice_http
+        .get(&format!("/v1/rooms/{room}/image"))
+        .await
+        .expect("http");
+    assert_eq!((r.status, r.bytes.as_ref()), (200, &png[..]));
+    let r = carol
+        .get(&format!("/v1/rooms/{room}/files/{file}"))
+        .await
+        .expect("http");
+    assert_eq!((r.status, r.bytes.as_ref()), (200, &b"plan"[..]));
+}
