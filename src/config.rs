@@ -406,6 +406,13 @@ impl Config {
     pub fn prepare(&self) -> Result<Secrets, ConfigError> {
         let dir = &self.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| ConfigError::DataDir(dir.clone(), e))?;
+        // The database, files and outbox (invitation links) are nobody else's to read.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| ConfigError::DataDir(dir.clone(), e))?;
+        }
         let operator_key = match &self.operator_key {
             Some(k) => k.clone(),
             None => secret_file(&dir.join("operator.key"), "op_")?,

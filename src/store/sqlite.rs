@@ -164,6 +164,13 @@ impl SqliteStore {
     /// Open (or create) the database file at `path`.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let conn = Connection::open(path)?;
+        // Owner only; SQLite gives the WAL and shared-memory files the database's mode.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(StoreError::backend)?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;

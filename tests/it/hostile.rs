@@ -727,3 +727,21 @@ async fn a_master_who_is_not_a_member_gets_no_folder_file() {
         .expect("http");
     assert_eq!((r.status, r.bytes.as_ref()), (200, &b"plan"[..]));
 }
+
+/// The data directory is the owner's only (0700) and the database file too (0600): the
+/// database, its WAL, file bytes and the outbox of invitation links were world-readable.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start().await;
+    let _w = world(&server).await;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&server.data_dir), 0o700);
+    assert_eq!(mode(&server.data_dir.join("crossroom.db")), 0o600);
+    let wal = server.data_dir.join("crossroom.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+}
