@@ -44,7 +44,18 @@ pub struct Config {
     pub s3: Option<S3Config>,
     /// The orphan sweep of file bytes.
     pub files: FilesConfig,
+    /// What `/metrics` shows.
+    pub metrics: MetricsConfig,
     pub limits: Limits,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Label `crossroom_company_sessions` with each company's id (off by default: `/metrics`
+    /// is unauthenticated, and the list of tenants is not public).
+    pub tenant_labels: bool,
 }
 
 /// `[replication]`: with Redis replicas, an acknowledged entry must survive a failover.
@@ -201,6 +212,7 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             s3: None,
             files: FilesConfig::default(),
+            metrics: MetricsConfig::default(),
             limits: Limits::default(),
         }
     }

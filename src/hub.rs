@@ -33,6 +33,8 @@ pub struct Services {
     pub blobs: Arc<dyn BlobStore>,
     pub origins: Vec<String>,
     pub shutdown: Shutdown,
+    /// `/metrics` labels sessions with their company ids.
+    pub tenant_labels: bool,
 }
 
 pub struct Hub {
@@ -57,6 +59,9 @@ pub struct Hub {
     pub origins: Vec<String>,
     /// Stats and audit feeds for ops dashboards.
     pub ops: Arc<OpsFeed>,
+    /// `/metrics` labels sessions with their company ids (off: who the tenants are is not
+    /// public).
+    pub tenant_labels: bool,
 }
 
 impl Hub {
@@ -92,6 +97,7 @@ impl Hub {
             sessions,
             origins: s.origins,
             ops,
+            tenant_labels: s.tenant_labels,
         })
     }
 

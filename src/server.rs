@@ -75,6 +75,7 @@ where
         blobs: blobs.clone(),
         origins: config.origins(listener.local_addr()?),
         shutdown: shutdown.clone(),
+        tenant_labels: config.metrics.tenant_labels,
     });
     let addr = listener.local_addr()?;
     if let Some(bus) = &redis_bus {

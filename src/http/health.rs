@@ -56,7 +56,10 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         rooms: hub.rooms.active(),
         store_up,
         bus_up: hub.bus.is_healthy(),
-        sessions_by_company: hub.sessions.by_company(),
+        sessions_by_company: match hub.tenant_labels {
+            true => hub.sessions.by_company(),
+            false => Vec::new(),
+        },
     });
     (
         StatusCode::OK,

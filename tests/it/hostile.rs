@@ -745,3 +745,21 @@ async fn the_data_directory_is_the_owners_only() {
         assert_eq!(mode(&wal), 0o600);
     }
 }
+
+/// `/metrics` is unauthenticated: by default it does not list the tenants (company ids as
+/// labels); `[metrics] tenant_labels = true` turns them on (tested in `ops.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_do_not_name_tenants_by_default() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let _alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let m = scrape(&server).await;
+    assert_eq!(metric(&m, "crossroom_sessions"), 1.0);
+    assert!(
+        !m.keys().any(|k| k.contains("acme.example")),
+        "{:?}",
+        m.keys()
+            .filter(|k| k.contains("company"))
+            .collect::<Vec<_>>()
+    );
+}

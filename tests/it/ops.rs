@@ -14,7 +14,7 @@ type Ws =
 
 #[tokio::test]
 async fn metrics_count_messages_deliveries_frames_and_sessions() {
-    let server = Server::start().await;
+    let server = Server::start_with_config("[metrics]\ntenant_labels = true\n").await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let mut carol = server.connect(&w.carol.token, Encoding::Json).await;
