@@ -67,6 +67,52 @@ pub fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> Result<T
     })
 }
 
+/// Why a request frame could not be read.
+#[derive(Debug)]
+pub enum RequestError {
+    /// Not a request at all (not the encoding, no `type`, an unknown `type`, no `id`): a bad
+    /// frame.
+    Undecodable(CodecError),
+    /// A known request with a missing or mistyped field: answered `invalid_argument` with its
+    /// `id`; the message names the field.
+    Invalid { id: u32, message: String },
+}
+
+/// Decode a request, telling a frame that is no request from a request with a wrong field.
+pub fn decode_request(
+    encoding: Encoding,
+    bytes: &[u8],
+) -> Result<crate::frame::ClientFrame, RequestError> {
+    let e = match decode(encoding, bytes) {
+        Ok(frame) => return Ok(frame),
+        Err(e) => e,
+    };
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: String,
+        id: u32,
+    }
+    match decode::<Head>(encoding, bytes) {
+        Ok(head) if crate::frame::ClientFrame::TYPES.contains(&head.kind.as_str()) => {
+            Err(RequestError::Invalid {
+                id: head.id,
+                message: format!("invalid {}: {}", head.kind, field_error(&e)),
+            })
+        }
+        _ => Err(RequestError::Undecodable(e)),
+    }
+}
+
+/// The decoder's words without the encoding's prefix.
+fn field_error(e: &CodecError) -> String {
+    match e {
+        CodecError::Json(e) => e.to_string(),
+        CodecError::MsgPackDecode(e) => e.to_string(),
+        CodecError::MsgPackEncode(e) => e.to_string(),
+    }
+}
+
 /// Best effort: the `id` of a request that failed to decode as a whole, so its error can still
 /// name it.
 pub fn salvage_request_id(encoding: Encoding, bytes: &[u8]) -> Option<u32> {
@@ -80,6 +126,48 @@ pub fn salvage_request_id(encoding: Encoding, bytes: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_request_with_a_wrong_field_is_invalid_not_undecodable() {
+        let missing = br#"{"type":"post","id":7,"room":"r_abc","text":"hi"}"#;
+        match decode_request(Encoding::Json, missing) {
+            Err(RequestError::Invalid { id: 7, message }) => {
+                assert!(message.contains("client_msg_id"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mistyped = br#"{"type":"post","id":8,"room":"r_abc","client_msg_id":"c","text":12345}"#;
+        assert!(matches!(
+            decode_request(Encoding::Json, mistyped),
+            Err(RequestError::Invalid { id: 8, .. })
+        ));
+        for bad in [
+            &br#"{"type":"no_such_thing","id":1}"#[..],
+            br#"{"id":1}"#,
+            br#"{"type":"post"}"#,
+            b"not json",
+        ] {
+            assert!(
+                matches!(
+                    decode_request(Encoding::Json, bad),
+                    Err(RequestError::Undecodable(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn every_request_type_is_listed() {
+        for t in crate::frame::ClientFrame::TYPES {
+            let bytes = format!(r#"{{"type":"{t}","id":1}}"#);
+            let e = decode::<crate::frame::ClientFrame>(Encoding::Json, bytes.as_bytes());
+            if let Err(e) = e {
+                assert!(!e.to_string().contains("unknown variant"), "{t}: {e}");
+            }
+        }
+    }
     use crate::frame::*;
     use crate::ids::*;
     use crate::ErrorCode;

@@ -533,6 +533,41 @@ macro_rules! with_request_id {
 }
 
 impl ClientFrame {
+    /// Every request `type`, as the wire names it.
+    pub const TYPES: [&'static str; 31] = [
+        "auth",
+        "ping",
+        "create_group",
+        "create_room",
+        "list_rooms",
+        "subscribe",
+        "unsubscribe",
+        "post",
+        "history",
+        "mark_read",
+        "typing",
+        "get_room",
+        "add_members",
+        "remove_member",
+        "add_masters",
+        "remove_master",
+        "update_group",
+        "leave",
+        "convert_room",
+        "delete_group",
+        "search",
+        "list_contacts",
+        "add_contact",
+        "remove_contact",
+        "create_invite",
+        "get_invite",
+        "revoke_invite",
+        "join_by_invite",
+        "send_invites",
+        "act",
+        "query",
+    ];
+
     /// The request id.
     pub fn id(&self) -> u32 {
         with_request_id!(self, id => *id)

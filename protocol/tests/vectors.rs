@@ -387,6 +387,28 @@ fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
     assert_eq!(&back, f, "{name}: json decode");
 }
 
+/// `ClientFrame::TYPES` names every request the vectors hold (and the codec's unit test checks
+/// that each name it lists is a request).
+#[test]
+fn the_request_type_list_is_complete() {
+    let seen: std::collections::BTreeSet<String> = client_frames()
+        .iter()
+        .map(|(_, f)| {
+            serde_json::to_value(f).expect("json")["type"]
+                .as_str()
+                .expect("type")
+                .to_owned()
+        })
+        .collect();
+    let listed: std::collections::BTreeSet<String> =
+        ClientFrame::TYPES.iter().map(|t| (*t).to_owned()).collect();
+    assert!(
+        seen.is_subset(&listed),
+        "not listed: {:?}",
+        seen.difference(&listed)
+    );
+}
+
 #[test]
 fn vectors_match_the_codec_both_ways() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/vectors/frames.json");

@@ -12,8 +12,8 @@ use crate::metrics::METRICS;
 use crate::outbound::{CloseRequest, Outbound, SessionId};
 use axum::extract::ws::{Message, WebSocket};
 use crossroom_protocol::close::CloseReason;
-use crossroom_protocol::codec::salvage_request_id;
-use crossroom_protocol::{decode, ClientFrame, Encoding, ErrorCode, RoomId};
+use crossroom_protocol::codec::{decode_request, salvage_request_id, RequestError};
+use crossroom_protocol::{Encoding, ErrorCode, RoomId};
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use std::collections::HashSet;
@@ -93,11 +93,18 @@ impl Session {
                         self.out.close(CloseRequest::from(CloseReason::RateLimited));
                     }
                 }
-                FrameBytes::Data(bytes) => match decode::<ClientFrame>(self.encoding, &bytes) {
+                FrameBytes::Data(bytes) => match decode_request(self.encoding, &bytes) {
                     // Boxed: the dispatch future is large and lives only while a request is
                     // handled, instead of inside every idle session's task.
                     Ok(frame) => Box::pin(self.dispatch(frame)).await,
-                    Err(e) => {
+                    // A known request with a wrong field is answered like any refusal, naming
+                    // the field; it is no garbage, and does not count towards the close.
+                    Err(RequestError::Invalid { id, message }) => {
+                        let _ = self
+                            .out
+                            .send(&ApiError::invalid(message).to_frame(Some(id)));
+                    }
+                    Err(RequestError::Undecodable(e)) => {
                         let _ = self.out.send(&bad_frame_error(self.encoding, &bytes, &e));
                         self.count_bad_frame();
                     }

@@ -763,3 +763,45 @@ async fn metrics_do_not_name_tenants_by_default() {
             .collect::<Vec<_>>()
     );
 }
+
+/// A known request with a missing or mistyped field is `invalid_argument` naming the field, with
+/// its id — not `bad_frame`, and not counted towards the 4503 close: 30 of them (past the limit
+/// of 16 bad frames) and the session still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_fields_are_invalid_arguments_not_bad_frames() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Fields", &[&w.carol.id]).await;
+    for i in 0..30u32 {
+        let frame = if i % 2 == 0 {
+            serde_json::json!({ "type": "post", "id": 100 + i, "room": room.0, "text": "hi" })
+        } else {
+            serde_json::json!({
+                "type": "post", "id": 100 + i, "room": room.0, "client_msg_id": "c", "text": 12345
+            })
+        };
+        let bytes = rmp_serde::to_vec_named(&frame).expect("enc");
+        alice
+            .send_raw(WsMessage::Binary(bytes.into()))
+            .await
+            .expect("send");
+        match alice
+            .reply_to(100 + i, Duration::from_secs(5))
+            .await
+            .expect("answer")
+        {
+            ServerFrame::Error { id, code, message } => {
+                assert_eq!((id, code), (Some(100 + i), ErrorCode::InvalidArgument));
+                let field = if i % 2 == 0 { "client_msg_id" } else { "12345" };
+                assert!(message.contains(field), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let r = alice
+        .request(ClientFrame::Ping { id: 0 })
+        .await
+        .expect("still open");
+    assert!(matches!(r, ServerFrame::Pong { .. }), "{r:?}");
+}
