@@ -13,7 +13,9 @@ mod rate;
 mod reader;
 mod writer;
 
-use frames::{bad_frame_error, frame_bytes, protocol_error, wrong_type_error, FrameBytes};
+use frames::{
+    bad_frame_error, frame_bytes, protocol_error, read_error_close, wrong_type_error, FrameBytes,
+};
 use rate::TokenBucket;
 use reader::Session;
 use writer::{write_loop, CLOSE_TIMEOUT};
@@ -230,7 +232,12 @@ async fn authenticate_by_frame(
                 out.close(CloseRequest::from(CloseReason::AuthTimeout));
                 return None;
             }
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Err(e))) => {
+                // 1009 for an oversized message, as after authentication.
+                out.close(read_error_close(e));
+                return None;
+            }
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return None,
             Ok(Some(Ok(m))) => match frame_bytes(&m, encoding) {
                 FrameBytes::Data(b) => b,
                 FrameBytes::Control => continue,

@@ -805,3 +805,22 @@ async fn wrong_fields_are_invalid_arguments_not_bad_frames() {
         .expect("still open");
     assert!(matches!(r, ServerFrame::Pong { .. }), "{r:?}");
 }
+
+/// Before authentication too, an oversized frame closes with 1009 (it closed with 1000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_before_auth_closes_with_1009() {
+    let server = Server::start().await;
+    let (mut c, _) =
+        crossroom_protocol::client::Client::connect(&server.ws_url(), None, Encoding::Json)
+            .await
+            .expect("connect");
+    let huge = format!(
+        r#"{{"type":"auth","id":1,"token":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let _ = c.send_raw(WsMessage::Text(huge.into())).await;
+    assert_eq!(
+        c.closed(Duration::from_secs(5)).await.expect("closed"),
+        Some(close::TOO_BIG)
+    );
+}
