@@ -445,7 +445,8 @@ pub enum ClientFrame {
     ConvertRoom { id: u32, room: RoomId, name: String },
     /// Delete an external group and all its data (G16; masters). Reply: `ok`.
     DeleteGroup { id: u32, room: RoomId },
-    /// Search the user's rooms and contacts by name or id prefix, case-insensitive (G8).
+    /// Search the user's rooms and contacts by name or id prefix, case-insensitive, and contacts
+    /// by their whole email address (G8).
     /// Reply: `search_results`.
     Search {
         id: u32,

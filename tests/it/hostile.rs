@@ -824,3 +824,41 @@ async fn an_oversized_frame_before_auth_closes_with_1009() {
         Some(close::TOO_BIG)
     );
 }
+
+/// G8: a contact's email is never shown, so search matches it only on the whole address — a
+/// prefix of it matched, and ~400 probes spelled the address out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_search_matches_an_email_only_whole() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let zed = user_with(
+        &server.http(Some(&w.globex_key)),
+        serde_json::json!({
+            "login": "zed", "name": "Zed", "kind": "works", "email": "private.zed@mail.example"
+        }),
+    )
+    .await;
+    contact(&server, &w.acme_key, &w.alice.id, &zed.id).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let found = |r: ServerFrame| match r {
+        ServerFrame::SearchResults { contacts, .. } => contacts.iter().any(|c| c.id == zed.id),
+        other => panic!("{other:?}"),
+    };
+    for (query, want) in [
+        ("priv", false),
+        ("private.zed@mail", false),
+        ("mail.example", false),
+        ("PRIVATE.ZED@MAIL.EXAMPLE", true),
+        ("zed", true),
+    ] {
+        let r = alice
+            .request(ClientFrame::Search {
+                id: 0,
+                query: query.into(),
+                limit: None,
+            })
+            .await
+            .expect("search");
+        assert_eq!(found(r), want, "{query}");
+    }
+}
