@@ -810,21 +810,27 @@ impl Inner {
             Ok(_) => return fail_all(groups, StoreError::backend("missing pipeline reply")),
             Err(e) => return fail_all(groups, backend(e)),
         };
-        if self.ack.replicas > 0 {
-            // Every group ran on the room's primary: one run id.
-            let writer = replies
-                .iter()
-                .find_map(|r| r.iter().skip(1).find_map(text_of_bulk))
-                .unwrap_or_default();
-            if let Err(e) = self.replicated(room, &writer).await {
-                return fail_all(groups, e);
+        let outcomes: Vec<StoreResult<(u64, Vec<i64>)>> =
+            replies.iter().map(|r| posts_outcome(r)).collect();
+        // Only what was written waits for the replicas; a refused group (the room moved, or is
+        // gone) keeps its own error, so its posts are decided again rather than failed.
+        let waited = match outcomes.iter().any(|o| o.is_ok()) && self.ack.replicas > 0 {
+            true => {
+                // Every group ran on the room's primary: one run id.
+                let writer = replies
+                    .iter()
+                    .find_map(|r| r.iter().skip(1).find_map(text_of_bulk))
+                    .unwrap_or_default();
+                self.replicated(room, &writer).await
             }
-        }
+            false => Ok(()),
+        };
         let mut published = ::redis::pipe();
-        for (g, reply) in groups.into_iter().zip(replies) {
-            match posts_outcome(&reply) {
-                Err(e) => fail_all(vec![g], e),
-                Ok((epoch, seqs)) => {
+        for (g, outcome) in groups.into_iter().zip(outcomes) {
+            match (outcome, &waited) {
+                (Err(e), _) => fail_all(vec![g], e),
+                (Ok(_), Err(e)) => fail_all(vec![g], e.clone()),
+                (Ok((epoch, seqs)), Ok(())) => {
                     for ((job, payload), seq) in g.into_iter().zip(seqs) {
                         if seq > 0 && self.ack.replicas > 0 {
                             published
