@@ -160,7 +160,16 @@ async fn failover_rounds(config: &str, rounds: usize) -> (usize, usize, usize, u
     }
     // What the logs hold, read through the other node once it caught up (its head sweep runs
     // every 2 s; a publish lost in a failover is found by it).
-    let mut reader = b.connect(&w.carol.token, Encoding::MsgPack).await;
+    // Through a node started now: the open bug (RELIABILITY.md) can leave the running nodes'
+    // directory reads answering "not found" after a failover, which is not what this counts.
+    let live: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| !n.is_killed())
+        .map(Redis::url)
+        .collect();
+    let c = Server::start_node_with(&live, config).await;
+    let mut reader = c.connect(&w.carol.token, Encoding::MsgPack).await;
     let mut stored: HashMap<(RoomId, String), Vec<u64>> = HashMap::new();
     let mut by_seq: HashMap<(RoomId, u64), String> = HashMap::new();
     for _ in 0..20 {
