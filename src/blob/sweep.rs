@@ -43,6 +43,9 @@ pub async fn sweep_loop(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: skip it, so that start-up does not list the whole bucket on
+    // every node (nothing younger than the grace period could be swept anyway).
+    tick.tick().await;
     loop {
         tick.tick().await;
         let now = crate::clock::now_ms();
