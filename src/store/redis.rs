@@ -603,6 +603,15 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        // At start-up: a replica that just attached acknowledges within a second or two.
+        let mut settled = self.inner.settle([key.clone()]).await;
+        for _ in 0..10 {
+            if !matches!(settled, Err(StoreError::Unreplicated(_))) {
+                break;
+            }
+            settled = self.inner.settle([key.clone()]).await;
+        }
+        settled?;
         let value: Option<String> = ::redis::cmd("GET")
             .arg(&key)
             .query_async(&mut self.conn())
@@ -821,7 +830,7 @@ impl Inner {
                     .iter()
                     .find_map(|r| r.iter().skip(1).find_map(text_of_bulk))
                     .unwrap_or_default();
-                self.replicated(room, &writer).await
+                self.replicated(&rk(room, "state"), Some(&writer)).await
             }
             false => Ok(()),
         };
@@ -848,15 +857,15 @@ impl Inner {
         self.publish_replicated(published).await;
     }
 
-    /// Wait until the room's shard copied what this connection wrote to `ack.replicas`
-    /// replicas, or the timeout passes (then nothing is acknowledged). `writer` is the run id of
-    /// the server that ran the write (its script returns it).
+    /// Wait until `key`'s shard copied what this connection wrote to it to `ack.replicas`
+    /// replicas, or the timeout passes (then nothing is acknowledged). `writer`, when known, is
+    /// the run id of the server that ran the write (the room scripts return it).
     ///
-    /// On a cluster, `WAIT` is sent to the room's primary in one pipeline with `INFO server`:
+    /// On a cluster, `WAIT` is sent to the key's primary in one pipeline with `INFO server`:
     /// the client falls back to another node when the primary's connection is down, where a
     /// `WAIT` would count that node's replicas — its run id then differs, and nothing is
     /// acknowledged.
-    async fn replicated(&self, room: &RoomId, writer: &str) -> StoreResult<()> {
+    async fn replicated(&self, key: &str, writer: Option<&str>) -> StoreResult<()> {
         let mut wait = ::redis::cmd("WAIT");
         wait.arg(self.ack.replicas).arg(self.ack.timeout_ms);
         let copies: i64 = match &self.conn {
@@ -865,7 +874,7 @@ impl Inner {
                 use ::redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
                 let mut pipe = ::redis::pipe();
                 pipe.cmd("INFO").arg("server").add_command(wait);
-                let route = Route::with_key(rk(room, "state"), SlotAddr::Master);
+                let route = Route::with_key(key, SlotAddr::Master);
                 let replies = c
                     .clone()
                     .route_pipeline(pipe, 0, 2, SingleNodeRoutingInfo::SpecificNode(route))
@@ -876,8 +885,9 @@ impl Inner {
                         .find_map(|l| l.strip_prefix("run_id:"))
                         .map(|id| id.trim().to_owned())
                 });
-                match (waited_on, replies.get(1)) {
-                    (Some(id), Some(Value::Int(n))) if !writer.is_empty() && id == writer => *n,
+                match (waited_on, writer, replies.get(1)) {
+                    (Some(id), Some(w), Some(Value::Int(n))) if id == w => *n,
+                    (Some(_), None, Some(Value::Int(n))) => *n,
                     _ => {
                         return Err(StoreError::Unreplicated(
                             "WAIT did not reach the server that wrote the entry".into(),
@@ -891,6 +901,35 @@ impl Inner {
                 "{copies} of {} replicas within {} ms",
                 self.ack.replicas, self.ack.timeout_ms
             )));
+        }
+        Ok(())
+    }
+
+    /// Acknowledge a write only once it reached the replicas: [`Inner::replicated`] on the
+    /// primary of each of `keys` (once per slot). Every write outside the room scripts — the
+    /// directory, the superset indexes, files, quotas, audit records, read markers, shared
+    /// secrets — settles before its caller is answered, so what a client was told is stored
+    /// survives a failover like a post does. (These writes return no run id: a connection re-made
+    /// between the write and the `WAIT` would wait for nothing, which loses the write only if
+    /// its live primary then dies within the replication lag.)
+    async fn settle<I: IntoIterator<Item = String>>(&self, keys: I) -> StoreResult<()> {
+        if self.ack.replicas == 0 {
+            return Ok(());
+        }
+        let keys: Vec<String> = match &self.conn {
+            // One server: one WAIT covers every key.
+            Conn::Single(_) => keys.into_iter().take(1).collect(),
+            Conn::Cluster(_) => {
+                use ::redis::cluster_routing::{Route, SlotAddr};
+                let mut slots = HashSet::new();
+                keys.into_iter()
+                    .filter(|k| slots.insert(Route::with_key(k, SlotAddr::Master)))
+                    .collect()
+            }
+        };
+        let waits = keys.iter().map(|k| self.replicated(k, None));
+        for r in futures_util::future::join_all(waits).await {
+            r?;
         }
         Ok(())
     }
@@ -1060,6 +1099,9 @@ impl Inner {
                     .await
                     .map_err(backend)?;
             }
+            let audited = (!plan.audits.is_empty()).then(|| AUDIT_PENDING.to_owned());
+            self.settle(plan.joined.iter().map(user_rooms_key).chain(audited))
+                .await?;
             let outcome: Value = inv
                 .invoke_async(&mut self.conn.clone())
                 .await
@@ -1068,7 +1110,7 @@ impl Inner {
             match outcome {
                 1 => {
                     if self.ack.replicas > 0 {
-                        self.replicated(room, &writer).await?;
+                        self.replicated(&rk(room, "state"), Some(&writer)).await?;
                         self.publish_new(room, epoch, &plan).await;
                     }
                     for f in &plan.garbage {
@@ -1304,21 +1346,23 @@ impl Inner {
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(backend)?;
+            self.settle([key, rk(&f.room, "files")]).await?;
             self.release(&f.company, f.size).await?;
         }
         Ok(())
     }
 
     async fn release(&self, company: &CompanyId, bytes: u64) -> StoreResult<()> {
+        let key = format!("cr:storage:{}", company.0);
         let _: i64 = self
             .scripts
             .release
-            .key(format!("cr:storage:{}", company.0))
+            .key(&key)
             .arg(bytes)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
-        Ok(())
+        self.settle([key]).await
     }
 
     /// G20: take one of `company`'s group slots if it owns fewer than `max` groups. The count is
@@ -1334,6 +1378,7 @@ impl Inner {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
+        self.settle([owned_groups_key(company)]).await?;
         Ok(ok == 1)
     }
 
@@ -1353,7 +1398,11 @@ impl Inner {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
-        Ok(())
+        self.settle([
+            format!("cr:co:{}:groups", company.0),
+            owned_groups_key(company),
+        ])
+        .await
     }
 
     async fn release_group(&self, company: &CompanyId) -> StoreResult<()> {
@@ -1365,7 +1414,7 @@ impl Inner {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
-        Ok(())
+        self.settle([owned_groups_key(company)]).await
     }
 
     /// Write the audit records waiting in `room`'s outbox — put there by the room's own script,
@@ -1388,7 +1437,7 @@ impl Inner {
                     .query_async(&mut self.conn.clone())
                     .await
                     .map_err(backend)?;
-                return Ok(());
+                return self.settle([AUDIT_PENDING.to_owned()]).await;
             };
             let item: OutboxAudit = from_json(&raw)?;
             let id = self.audit_id(&item.tag).await?;
@@ -1432,6 +1481,8 @@ impl Inner {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
+        self.settle(["cr:audit:seq".to_owned(), key.clone()])
+            .await?;
         get(key)
             .await?
             .ok_or_else(|| StoreError::backend("audit id vanished"))
@@ -1469,7 +1520,8 @@ impl Inner {
                 .await
                 .map_err(backend)?;
         }
-        Ok(())
+        self.settle(a.companies.iter().map(|c| format!("cr:audit:{}", c.0)))
+            .await
     }
 }
 
@@ -1522,7 +1574,7 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(())
+        self.inner.settle([AUDIT_PENDING.to_owned()]).await
     }
 
     /// G20: take a group slot of `company`, counting its groups first if it was never counted.
@@ -1564,6 +1616,7 @@ impl RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        self.inner.settle([owned_groups_key(company)]).await?;
         Ok(n)
     }
 
@@ -1603,14 +1656,18 @@ impl RedisStore {
         if deleted == 0 {
             return Err(StoreError::NotFound(format!("room {room}")));
         }
+        let mut written = vec![rk(room, "state")];
         if let Some(i) = invite {
             let i: Invite = from_json(&i)?;
+            let key = format!("cr:invite:{}", i.token);
             let _: () = ::redis::cmd("DEL")
-                .arg(format!("cr:invite:{}", i.token))
+                .arg(&key)
                 .query_async(&mut self.conn())
                 .await
                 .map_err(backend)?;
+            written.push(key);
         }
+        self.inner.settle(written).await?;
         for f in &files {
             self.inner.delete_file(f).await?;
         }
@@ -1636,6 +1693,7 @@ impl Store for RedisStore {
         if !created {
             return Err(StoreError::AlreadyExists(format!("company {}", company.id)));
         }
+        self.inner.settle([company_key(&company.id)]).await?;
         let mut index = ::redis::cmd("SADD");
         index.arg("cr:cos").arg(&company.id.0);
         let mut by_key = ::redis::cmd("SET");
@@ -1722,13 +1780,14 @@ impl Store for RedisStore {
         if !created {
             return Err(StoreError::AlreadyExists(format!("user {}", user.id)));
         }
+        let index = format!("cr:co:{}:users", user.company.0);
         let _: () = ::redis::cmd("SADD")
-            .arg(format!("cr:co:{}:users", user.company.0))
+            .arg(&index)
             .arg(&user.id.0)
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(())
+        self.inner.settle([user_key(&user.id), index]).await
     }
 
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
@@ -1792,7 +1851,9 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(())
+        self.inner
+            .settle([format!("cr:contacts:{}", owner.0)])
+            .await
     }
 
     async fn remove_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()> {
@@ -1802,7 +1863,9 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(())
+        self.inner
+            .settle([format!("cr:contacts:{}", owner.0)])
+            .await
     }
 
     async fn contacts(&self, owner: &UserId) -> StoreResult<Vec<UserId>> {
@@ -1834,12 +1897,7 @@ impl Store for RedisStore {
             audit,
         });
         if audit.is_some() {
-            let _: () = ::redis::cmd("SADD")
-                .arg(AUDIT_PENDING)
-                .arg(&room.id.0)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
+            self.mark_audit_pending(&room.id).await?;
         }
         let first = StoredEntry {
             ts: entry.ts,
@@ -2033,7 +2091,7 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(())
+        self.inner.settle([rk(room, "reads")]).await
     }
 
     async fn groups_of(&self, user: &UserId) -> StoreResult<Vec<RoomId>> {
@@ -2088,6 +2146,9 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        self.inner
+            .settle([format!("cr:storage:{}", company.0)])
+            .await?;
         Ok(ok == 1)
     }
 
@@ -2138,7 +2199,9 @@ impl Store for RedisStore {
             .map(to_json)
             .transpose()?
             .unwrap_or_default();
+        let mut written = vec![rk(room, "state")];
         if let Some(i) = &invite {
+            written.push(format!("cr:invite:{}", i.token));
             let _: () = ::redis::cmd("SET")
                 .arg(format!("cr:invite:{}", i.token))
                 .arg(&room.0)
@@ -2177,8 +2240,10 @@ impl Store for RedisStore {
                     .query_async(&mut self.conn())
                     .await
                     .map_err(backend)?;
+                written.push(format!("cr:invite:{}", old.token));
             }
         }
+        self.inner.settle(written).await?;
         self.inner.flush_audits(room).await
     }
 
@@ -2309,6 +2374,7 @@ impl Store for RedisStore {
                 .await
                 .map_err(backend)?;
             if ok == 1 {
+                self.inner.settle([rk(room, "items")]).await?;
                 return Ok(Some(count));
             }
         }
@@ -2363,6 +2429,14 @@ impl RedisStore {
     /// Commands on keys of different slots: one by one (a cluster refuses cross-slot
     /// pipelines), side by side.
     async fn each(&self, cmds: Vec<Cmd>) -> StoreResult<()> {
+        // Each command's first argument is its key.
+        let keys: Vec<String> = cmds
+            .iter()
+            .filter_map(|c| match c.args_iter().nth(1) {
+                Some(::redis::Arg::Simple(k)) => Some(String::from_utf8_lossy(k).into_owned()),
+                _ => None,
+            })
+            .collect();
         let runs = cmds.into_iter().map(|c| {
             let mut conn = self.conn();
             async move { c.query_async::<Value>(&mut conn).await }
@@ -2370,7 +2444,7 @@ impl RedisStore {
         for r in futures_util::future::join_all(runs).await {
             r.map_err(backend)?;
         }
-        Ok(())
+        self.inner.settle(keys).await
     }
 
     /// Start `room`'s log at seq 1 with `first` unless its id is in use or was deleted (see
@@ -2413,6 +2487,9 @@ impl RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        if started == 1 {
+            self.inner.settle([rk(room, "state")]).await?;
+        }
         Ok(started == 1)
     }
 
@@ -2460,6 +2537,9 @@ impl RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        if ok == 1 {
+            self.inner.settle([key.to_owned()]).await?;
+        }
         Ok(ok == 1)
     }
 }

@@ -67,8 +67,8 @@ async fn group_on_replicated_shard(
     round: usize,
 ) -> (RoomId, usize, usize) {
     for attempt in 0..50 {
-        // Right after a failover a create can be refused for a moment (seen: a directory read
-        // answering "not found" about once in eight runs; see RELIABILITY.md): try again.
+        // Right after a failover a create can be refused for a moment (the shard of one of
+        // its writes has no replica yet): try again.
         let r = alice
             .request(ClientFrame::CreateGroup {
                 id: 0,
@@ -160,16 +160,7 @@ async fn failover_rounds(config: &str, rounds: usize) -> (usize, usize, usize, u
     }
     // What the logs hold, read through the other node once it caught up (its head sweep runs
     // every 2 s; a publish lost in a failover is found by it).
-    // Through a node started now: the open bug (RELIABILITY.md) can leave the running nodes'
-    // directory reads answering "not found" after a failover, which is not what this counts.
-    let live: Vec<String> = cluster
-        .nodes
-        .iter()
-        .filter(|n| !n.is_killed())
-        .map(Redis::url)
-        .collect();
-    let c = Server::start_node_with(&live, config).await;
-    let mut reader = c.connect(&w.carol.token, Encoding::MsgPack).await;
+    let mut reader = b.connect(&w.carol.token, Encoding::MsgPack).await;
     let mut stored: HashMap<(RoomId, String), Vec<u64>> = HashMap::new();
     let mut by_seq: HashMap<(RoomId, u64), String> = HashMap::new();
     for _ in 0..20 {
@@ -225,23 +216,109 @@ async fn failover_rounds(config: &str, rounds: usize) -> (usize, usize, usize, u
     (acked.len(), lost, reused, twice)
 }
 
-/// D2 through failover: 3 rounds × 20 posts, each round (on a fresh cluster) a primary killed
-/// while its replica was frozen; acknowledgement waits for the replica (auto: the cluster has replicas).
-/// Counted: 0 acknowledged posts lost, 0 seqs reused, 0 stored twice.
+/// D2 through failover: 3 rounds × 20 posts on one cluster, each round a primary killed while
+/// its replica was frozen; acknowledgement waits for the replica (auto: the cluster has
+/// replicas). Counted: 0 acknowledged posts lost, 0 seqs reused, 0 stored twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: after a failover the directory is sometimes unreadable even from a new node (RELIABILITY.md); run with --ignored"]
 async fn a_primary_killed_mid_stream_loses_no_acknowledged_post() {
-    // Each round on a fresh cluster: after a failover, a node's directory reads were seen to
-    // answer "not found" for good (RELIABILITY.md, "Not tried yet"), which is not what this
-    // test counts.
-    let (mut acked, mut lost, mut reused, mut twice) = (0, 0, 0, 0);
-    for _ in 0..3 {
-        let (a, l, r, t) = failover_rounds("[replication]\nack_timeout_ms = 500\n", 1).await;
-        (acked, lost, reused, twice) = (acked + a, lost + l, reused + r, twice + t);
-    }
+    let (acked, lost, reused, twice) =
+        failover_rounds("[replication]\nack_timeout_ms = 500\n", 3).await;
     eprintln!(
         "failover: {acked} acknowledged, {lost} lost, {reused} seqs reused, {twice} stored twice"
     );
     assert_eq!(acked, 60, "every post acknowledged in the end");
     assert_eq!((lost, reused, twice), (0, 0, 0));
+}
+
+/// The directory through a failover: users created while their shard's replica is frozen are
+/// acknowledged only once it has them (here: refused, `unavailable`), so none that was
+/// acknowledged is gone after the primary is killed and the replica promoted; retried, every
+/// one exists. Without `WAIT` on directory writes, all 10 were acknowledged and all 10 lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_loses_no_acknowledged_user() {
+    let mut cluster = RedisCluster::start_with_replicas(3, 1).await;
+    let config = "[replication]\nack_timeout_ms = 500\n";
+    let a = Server::start_node_with(&cluster.urls(), config).await;
+    let key = company(&a, "acme.example", serde_json::json!({})).await;
+    let admin = a.http(Some(&key));
+    // Ten logins whose records fall on the shard of the first one.
+    let (m, replicas) = cluster
+        .shard_of("cr:u:x0@acme.example", 0)
+        .await
+        .expect("shard");
+    let r = replicas[0];
+    let mut logins = Vec::new();
+    for i in 0.. {
+        let login = format!("x{i}");
+        let on = cluster
+            .shard_of(&format!("cr:u:{login}@acme.example"), 0)
+            .await;
+        if on.is_some_and(|(p, _)| p == m) {
+            logins.push(login);
+        }
+        if logins.len() == 10 {
+            break;
+        }
+    }
+    cluster.nodes[r].signal("STOP");
+    cluster.nodes[m]
+        .cli(&["client", "kill", "type", "replica"])
+        .await;
+    let create = |login: String| {
+        let admin = &admin;
+        async move {
+            let body = serde_json::json!({ "login": login, "name": login, "kind": "works" });
+            admin.post("/v1/admin/users", body).await.expect("http")
+        }
+    };
+    let mut acked = Vec::new();
+    for login in &logins {
+        let res = create(login.clone()).await;
+        match res.status {
+            201 => acked.push(login.clone()),
+            503 => assert_eq!(res.body["error"]["code"], "unavailable", "{:?}", res.body),
+            other => panic!("create {login}: {other} {:?}", res.body),
+        }
+    }
+    let via = (0..cluster.nodes.len())
+        .find(|i| *i != m && *i != r)
+        .expect("a third node");
+    cluster.nodes[m].kill().await;
+    cluster.nodes[r].signal("CONT");
+    let new_primary = promoted(&cluster, "cr:u:x0@acme.example", m, via).await;
+    cluster.add_replica(new_primary).await;
+    let mut lost = 0;
+    for login in &acked {
+        let res = admin
+            .get(&format!("/v1/admin/users/{login}@acme.example"))
+            .await
+            .expect("http");
+        if res.status != 200 {
+            eprintln!(
+                "lost: {login} acknowledged, now {} {:?}",
+                res.status, res.body
+            );
+            lost += 1;
+        }
+    }
+    // Retried, every login exists (created now, or found already there).
+    let mut missing = 0;
+    for login in &logins {
+        let mut ok = false;
+        for _ in 0..40 {
+            let res = create(login.clone()).await;
+            if res.status == 201 || res.status == 409 {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        missing += usize::from(!ok);
+    }
+    eprintln!(
+        "directory failover: {} of {} acknowledged before, {lost} lost, {missing} not created on retry",
+        acked.len(),
+        logins.len()
+    );
+    assert_eq!((lost, missing), (0, 0));
 }

@@ -465,13 +465,29 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// A free port whose cluster bus port (+10000) is free and valid too (a port above 55535 has
+/// none: redis-server refuses to start).
+fn free_cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p <= 55535 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+}
+
 impl Redis {
     /// Without persistence unless `args` ask for it (e.g. `["--appendonly", "yes"]`).
     pub async fn start(args: &[&str]) -> Redis {
         let dir = tempfile::tempdir().expect("redis dir");
+        let cluster = args.contains(&"--cluster-enabled");
         let mut r = Redis {
             child: None,
-            port: free_port(),
+            port: if cluster {
+                free_cluster_port()
+            } else {
+                free_port()
+            },
             dir,
             args: args.iter().map(|s| (*s).to_owned()).collect(),
         };
@@ -640,7 +656,75 @@ impl RedisCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        RedisCluster { nodes }
+        // ... and every node knows every replica's primary (a test picks replicas from the
+        // table of any node).
+        for _ in 0..300 {
+            let mut agreed = true;
+            for r in &nodes {
+                let table = r.cli(&["cluster", "nodes"]).await;
+                let known = table
+                    .lines()
+                    .filter(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.len() > 3 && f[2].contains("slave") && f[3] != "-"
+                    })
+                    .count();
+                agreed &= known == masters * replicas;
+            }
+            if agreed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cluster = RedisCluster { nodes };
+        if replicas > 0 {
+            let mut warmed = std::collections::HashSet::new();
+            for i in 0.. {
+                let key = format!("warmup:{i}");
+                let (m, _) = cluster.shard_of(&key, 0).await.expect("a primary");
+                if warmed.insert(m) {
+                    cluster.replicating(m, &key, replicas).await;
+                }
+                if warmed.len() == masters {
+                    break;
+                }
+            }
+        }
+        cluster
+    }
+
+    /// Wait until `replicas` replicas of primary `m` acknowledge a write (to `key`, one of its
+    /// slots'): a replica says its link is up before the primary streams to it (a diskless sync
+    /// puts it online at its first acknowledgement), and a write meanwhile reaches it only
+    /// later — a cluster used at once would lose it to a failover that no test meant.
+    async fn replicating(&self, m: usize, key: &str, replicas: usize) {
+        use tokio::io::AsyncWriteExt;
+        for _ in 0..100 {
+            // One connection: WAIT counts the writes of its own client.
+            let mut child = Command::new("redis-cli")
+                .args(["-p", &self.nodes[m].port.to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("redis-cli");
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin
+                .write_all(format!("SET {key} 1\nWAIT {replicas} 1000\n").as_bytes())
+                .await
+                .expect("write");
+            drop(stdin);
+            let out = child.wait_with_output().await.expect("redis-cli");
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text
+                .lines()
+                .nth(1)
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .is_some_and(|n| n >= replicas)
+            {
+                return;
+            }
+        }
+        panic!("the replicas of node {m} never acknowledged a write");
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -672,6 +756,13 @@ impl RedisCluster {
                 .contains("master_link_status:up")
             {
                 self.nodes.push(node);
+                for i in 0.. {
+                    let key = format!("warmup:{i}");
+                    if self.shard_of(&key, master).await.map(|(m, _)| m) == Some(master) {
+                        self.replicating(master, &key, 1).await;
+                        break;
+                    }
+                }
                 return self.nodes.len() - 1;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
