@@ -7,8 +7,8 @@ use crate::domain::records::RoomRecord;
 use crate::error::{ApiError, ApiResult};
 use crossroom_protocol::{
     Action, CalendarEvent, CalendarFields, Comment, Completion, ErrorCode, Event, EventBody,
-    FileItem, Folder, Frequency, Item, Note, NoteFields, Occurrence, RoomKind, Task, TaskFields,
-    Trashed, UserId,
+    FileItem, Folder, Frequency, Item, Note, NoteFields, Occurrence, Recurrence, RoomKind, Task,
+    TaskFields, Trashed, UserId,
 };
 use std::collections::BTreeMap;
 
@@ -25,6 +25,19 @@ pub const MAX_CALENDAR_TEXT: usize = 10_000;
 pub const MAX_FOLDER_NAME: usize = 255;
 /// Most occurrences a calendar query returns.
 pub const MAX_OCCURRENCES: usize = 2_000;
+/// Most feature items (notes, calendar events, tasks, folders and files, trashed ones until
+/// purged) in one room.
+pub const MAX_ITEMS_PER_ROOM: u64 = 2_000;
+/// Calendar times (event starts and ends, query ranges) lie in the years 1 to 9999 (UTC):
+/// 0001-01-01T00:00Z ..
+pub const MIN_TIME_MS: i64 = -62_135_596_800_000;
+/// .. 10000-01-01T00:00Z (exclusive).
+pub const MAX_TIME_MS: i64 = 253_402_300_800_000;
+
+/// Whether `t` is a calendar time ([`MIN_TIME_MS`] to [`MAX_TIME_MS`]).
+pub fn in_calendar(t: i64) -> bool {
+    (MIN_TIME_MS..MAX_TIME_MS).contains(&t)
+}
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -41,6 +54,8 @@ pub struct Context {
     pub recall_window_secs: u64,
     /// The acting user's display name (for notices).
     pub actor_name: String,
+    /// For actions that create an item: how many the room holds.
+    pub items: u64,
     pub now_ms: i64,
 }
 
@@ -116,6 +131,11 @@ fn check_calendar(f: &CalendarFields) -> ApiResult<CalendarFields> {
         f.time_zone = "UTC".into();
     }
     check_len("time_zone", &f.time_zone, 1, 64)?;
+    if !in_calendar(f.start) || !in_calendar(f.end) {
+        return Err(ApiError::invalid(
+            "start and end must lie in the years 1 to 9999 (UTC)",
+        ));
+    }
     if f.end < f.start {
         return Err(ApiError::invalid("end must not be before start"));
     }
@@ -195,6 +215,9 @@ pub fn decide(
         ctx,
         notices: room.kind == RoomKind::Room || room.features.notifications,
     };
+    if creates_item(action) {
+        room_has_space(ctx.items)?;
+    }
     match action {
         Action::PostNote(_)
         | Action::EditNote { .. }
@@ -217,6 +240,30 @@ pub fn decide(
         | Action::Purge { .. } => folder(&by, action),
         Action::Recall { .. } => recall(&by, action),
     }
+}
+
+/// Refuse one more item in a room holding `items` ([`MAX_ITEMS_PER_ROOM`]).
+pub fn room_has_space(items: u64) -> ApiResult<()> {
+    if items >= MAX_ITEMS_PER_ROOM {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "a room holds at most {MAX_ITEMS_PER_ROOM} notes, events, tasks, folders and files"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `action` adds an item to the room.
+pub fn creates_item(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::PostNote(_)
+            | Action::CreateCalendarEvent(_)
+            | Action::CreateTask(_)
+            | Action::CreateFolder { .. }
+    )
 }
 
 /// Who acts, where, and with what looked up.
@@ -865,15 +912,68 @@ fn nth_start(start: i64, freq: Frequency, n: i64) -> Option<i64> {
     }
 }
 
+/// The step (in periods of `interval`) of the first occurrence that may overlap `from`: computed,
+/// not walked, and at most a few steps early (a month's length varies; the walk from it checks).
+fn first_step(start: i64, len: i64, r: &Recurrence, from: i64) -> i64 {
+    let interval = i64::from(r.interval);
+    let reach = from.saturating_sub(len.max(1)).saturating_sub(start);
+    if reach < 0 {
+        return 0;
+    }
+    let k = match r.freq {
+        Frequency::Daily => reach / (interval * DAY_MS),
+        Frequency::Weekly => reach / (interval * 7 * DAY_MS),
+        Frequency::Monthly | Frequency::Yearly => {
+            let per = if r.freq == Frequency::Monthly { 1 } else { 12 };
+            let month = |t: i64| {
+                let (y, m, _) = civil_from_days(t.div_euclid(DAY_MS));
+                y * 12 + i64::from(m)
+            };
+            (month(start + reach) - month(start)) / (interval * per)
+        }
+    };
+    (k - 1).max(0)
+}
+
+/// How many occurrences steps `0..k` produce (steps on a day their month lacks produce none).
+/// Only monthly and yearly rules on the 29th to 31st skip: the Gregorian calendar repeats every
+/// 4,800 months, so whole cycles are counted once, not walked.
+fn produced_before(start: i64, r: &Recurrence, k: i64) -> i64 {
+    let (_, _, d) = civil_from_days(start.div_euclid(DAY_MS));
+    if matches!(r.freq, Frequency::Daily | Frequency::Weekly) || d <= 28 {
+        return k;
+    }
+    let months = i64::from(r.interval) * if r.freq == Frequency::Monthly { 1 } else { 12 };
+    let cycle = 4_800 / gcd(months, 4_800);
+    let valid = |n: i64| {
+        (0..n)
+            .filter(|i| nth_start(start, Frequency::Monthly, i * months).is_some())
+            .count() as i64
+    };
+    (k / cycle) * valid(cycle) + valid(k % cycle)
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// Occurrences of `events` overlapping `[from, to)`, in start order, at most
-/// [`MAX_OCCURRENCES`].
+/// [`MAX_OCCURRENCES`]. Each event's expansion starts at its first occurrence near `from`
+/// (computed), so an event that started long ago costs no more than one that starts today.
 pub fn occurrences(events: &[CalendarEvent], from: i64, to: i64) -> Vec<Occurrence> {
-    let mut out = Vec::new();
+    let mut out: Vec<Occurrence> = Vec::new();
+    // Once MAX_OCCURRENCES are kept, an occurrence starting after the last kept one cannot be
+    // in the answer.
+    let mut bound = to;
     for e in events {
         let f = &e.fields;
-        let len = f.end - f.start;
+        let len = f.end.saturating_sub(f.start);
         let Some(r) = f.recurrence else {
-            if f.start < to && f.end.max(f.start + 1) > from {
+            if f.start < bound && f.end.max(f.start.saturating_add(1)) > from {
                 out.push(Occurrence {
                     event: e.id,
                     start: f.start,
@@ -882,29 +982,41 @@ pub fn occurrences(events: &[CalendarEvent], from: i64, to: i64) -> Vec<Occurren
             }
             continue;
         };
-        let mut produced = 0u32;
-        let mut n = 0i64;
-        // Bounded: every step advances at least a day; stop past `to`, `until`, `count`.
-        while out.len() < MAX_OCCURRENCES && n < 1_000_000 {
-            let step = n * r.interval as i64;
-            n += 1;
-            let Some(start) = nth_start(f.start, r.freq, step) else {
-                continue;
-            };
-            if start >= to || r.until.is_some_and(|u| start > u) {
+        let k0 = first_step(f.start, len, &r, from);
+        let mut produced = match r.count {
+            Some(_) => produced_before(f.start, &r, k0),
+            None => 0,
+        };
+        let mut kept = 0;
+        // Bounded: from `k0`, a few steps reach `from`, and between two occurrences at most
+        // eleven steps skip (a day some months lack).
+        for n in k0..k0 + 12 * MAX_OCCURRENCES as i64 + 64 {
+            if kept >= MAX_OCCURRENCES {
                 break;
             }
-            if r.count.is_some_and(|c| produced >= c) {
+            let Some(start) = nth_start(f.start, r.freq, n * i64::from(r.interval)) else {
+                continue;
+            };
+            if start >= bound || r.until.is_some_and(|u| start > u) {
+                break;
+            }
+            if r.count.is_some_and(|c| produced >= i64::from(c)) {
                 break;
             }
             produced += 1;
-            if start + len.max(1) > from {
+            if start.saturating_add(len.max(1)) > from {
                 out.push(Occurrence {
                     event: e.id,
                     start,
-                    end: start + len,
+                    end: start.saturating_add(len),
                 });
+                kept += 1;
             }
+        }
+        if out.len() >= 2 * MAX_OCCURRENCES {
+            out.sort_by_key(|o| (o.start, o.event));
+            out.truncate(MAX_OCCURRENCES);
+            bound = out.last().map_or(to, |o| o.start.saturating_add(1));
         }
     }
     out.sort_by_key(|o| (o.start, o.event));
@@ -915,7 +1027,7 @@ pub fn occurrences(events: &[CalendarEvent], from: i64, to: i64) -> Vec<Occurren
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossroom_protocol::{Features, Recurrence, RoomId};
+    use crossroom_protocol::{Features, RoomId};
 
     fn room() -> RoomRecord {
         RoomRecord {
@@ -1359,6 +1471,123 @@ mod tests {
                 memo: String::new(),
             },
         }
+    }
+
+    /// The expansion walked from the first occurrence (what the computed start replaces).
+    fn walked(events: &[CalendarEvent], from: i64, to: i64) -> Vec<Occurrence> {
+        let mut out = Vec::new();
+        for e in events {
+            let f = &e.fields;
+            let len = f.end - f.start;
+            let r = f.recurrence.expect("recurring");
+            let mut produced = 0u32;
+            for n in 0.. {
+                let Some(start) = nth_start(f.start, r.freq, n * r.interval as i64) else {
+                    continue;
+                };
+                if start >= to || r.until.is_some_and(|u| start > u) {
+                    break;
+                }
+                if r.count.is_some_and(|c| produced >= c) {
+                    break;
+                }
+                produced += 1;
+                if start + len.max(1) > from {
+                    out.push(Occurrence {
+                        event: e.id,
+                        start,
+                        end: start + len,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|o| (o.start, o.event));
+        out.truncate(MAX_OCCURRENCES);
+        out
+    }
+
+    #[test]
+    fn e1_computed_expansion_equals_the_walk() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let freqs = [
+            Frequency::Daily,
+            Frequency::Weekly,
+            Frequency::Monthly,
+            Frequency::Yearly,
+        ];
+        for case in 0..3_000 {
+            let freq = freqs[next(4) as usize];
+            let (y, m) = (1990 + next(30) as i64, 1 + next(12) as u32);
+            let d = 1 + next(u64::from(days_in_month(y, m))) as u32;
+            let start = days_from_civil(y, m, d) * DAY_MS + next(DAY_MS as u64) as i64;
+            let len = [0, 1, 3_600_000, 3 * DAY_MS, 40 * DAY_MS][next(5) as usize];
+            let r = Recurrence {
+                freq,
+                interval: {
+                    let wide = next(2) == 0;
+                    1 + next(if wide { 40 } else { 3 }) as u32
+                },
+                until: (next(3) == 0).then(|| start + next(400 * DAY_MS as u64 * 30) as i64),
+                count: (next(3) == 0).then(|| 1 + next(300) as u32),
+            };
+            let events: Vec<CalendarEvent> = (0..1 + next(3))
+                .map(|i| {
+                    let mut e = cal(start + i as i64 * 7_200_000, start + len, Some(r));
+                    e.fields.end = e.fields.start + len;
+                    e.id = i + 1;
+                    e
+                })
+                .collect();
+            let from = start - 30 * DAY_MS + next(40 * 366 * DAY_MS as u64) as i64;
+            let to = from + 1 + next(3 * 366 * DAY_MS as u64) as i64;
+            assert_eq!(
+                occurrences(&events, from, to),
+                walked(&events, from, to),
+                "case {case}: {r:?} from {start} over [{from}, {to})"
+            );
+        }
+    }
+
+    #[test]
+    fn e1_an_event_from_year_one_is_expanded_today() {
+        let daily = Recurrence {
+            freq: Frequency::Daily,
+            interval: 1,
+            until: None,
+            count: None,
+        };
+        let monthly_31 = Recurrence {
+            freq: Frequency::Monthly,
+            ..daily
+        };
+        let year_one = days_from_civil(1, 1, 31) * DAY_MS;
+        let today = days_from_civil(2026, 12, 1) * DAY_MS;
+        for r in [daily, monthly_31] {
+            let occ = occurrences(
+                &[cal(year_one, year_one + 1, Some(r))],
+                today,
+                today + 32 * DAY_MS,
+            );
+            assert!(!occ.is_empty(), "{r:?}");
+            assert!(occ.iter().all(|o| o.start >= today));
+        }
+        // Counted from year one: 739,000 days are past, so a count of 1,000 is exhausted.
+        let counted = Recurrence {
+            count: Some(1_000),
+            ..daily
+        };
+        assert!(occurrences(
+            &[cal(year_one, year_one + 1, Some(counted))],
+            today,
+            today + DAY_MS
+        )
+        .is_empty());
     }
 
     #[test]

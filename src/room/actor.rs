@@ -913,6 +913,13 @@ impl RoomActor {
                 Err(e) => return reply.fail(e.into()),
             },
         };
+        let space = match self.ctx.store.item_count(&self.id).await {
+            Ok(n) => features::room_has_space(n),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = space {
+            return reply.fail(e);
+        }
         let mut entries = vec![EventBody::FileAdded {
             folder,
             file: file.id.clone(),

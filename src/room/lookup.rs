@@ -155,6 +155,9 @@ pub async fn feature_context(
     if let Some(id) = item_id {
         ctx.item = store.item(&room.id, id).await?;
     }
+    if features::creates_item(action) {
+        ctx.items = store.item_count(&room.id).await?;
+    }
     if let Action::CreateFolder {
         parent: Some(p), ..
     } = action

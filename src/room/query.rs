@@ -4,7 +4,7 @@
 
 use super::lookup;
 use crate::directory::ReadReceipts;
-use crate::domain::features::occurrences;
+use crate::domain::features::{self, occurrences};
 use crate::error::{ApiError, ApiResult};
 use crate::store::Store;
 use crossroom_protocol::{
@@ -61,6 +61,11 @@ pub async fn answer(
             if to <= from || to.checked_sub(from).is_none_or(|d| d > MAX_RANGE_MS) {
                 return Err(ApiError::invalid(
                     "the range must be non-empty and at most ten years",
+                ));
+            }
+            if !features::in_calendar(from) || !features::in_calendar(to - 1) {
+                return Err(ApiError::invalid(
+                    "the range must lie in the years 1 to 9999 (UTC)",
                 ));
             }
             let events: Vec<_> = store

@@ -232,6 +232,8 @@ pub trait Store: Send + Sync + 'static {
     /// The current feature items of a room (notes, calendar events, tasks, folders, files).
     async fn items(&self, room: &RoomId) -> StoreResult<Vec<crossroom_protocol::Item>>;
     async fn item(&self, room: &RoomId, id: u64) -> StoreResult<Option<crossroom_protocol::Item>>;
+    /// How many feature items a room holds (each kind, trashed ones included).
+    async fn item_count(&self, room: &RoomId) -> StoreResult<u64>;
     /// One log entry.
     async fn event_at(&self, room: &RoomId, seq: u64) -> StoreResult<Option<Event>>;
     /// Mark a note read by `user`; returns its read count (N1).

@@ -2328,6 +2328,14 @@ impl Store for RedisStore {
         self.inner.items_of(room).await
     }
 
+    async fn item_count(&self, room: &RoomId) -> StoreResult<u64> {
+        ::redis::cmd("HLEN")
+            .arg(rk(room, "items"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)
+    }
+
     async fn item(&self, room: &RoomId, id: u64) -> StoreResult<Option<Item>> {
         let raw: Option<String> = ::redis::cmd("HGET")
             .arg(rk(room, "items"))

@@ -1347,6 +1347,17 @@ impl Store for SqliteStore {
         self.read(move |conn| load_item(conn, &r, id)).await
     }
 
+    async fn item_count(&self, room: &RoomId) -> StoreResult<u64> {
+        let r = room.clone();
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM items WHERE room = ?1")?
+                .query_row(params![r.0], |row| row.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn event_at(&self, room: &RoomId, seq: u64) -> StoreResult<Option<Event>> {
         let r = room.clone();
         self.read(move |conn| {

@@ -862,3 +862,125 @@ async fn contact_search_matches_an_email_only_whole() {
         assert_eq!(found(r), want, "{query}");
     }
 }
+
+/// E1: an event cannot start ~80,000 years ago (calendar times lie in the years 1 to 9999: the
+/// expansion of such events walked a million steps on an async worker and stalled neighbours),
+/// and one from year one still expands today — its first occurrence near the query is computed,
+/// not walked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e1_ancient_calendar_events_are_refused_and_old_ones_expand_today() {
+    use crate::features::{act, act_ok};
+    use crossroom_protocol::{Action, CalendarFields, Frequency, QueryResult, Recurrence};
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Calendar", &[&w.carol.id]).await;
+    let monthly = |start: i64| CalendarFields {
+        title: "Ancient".into(),
+        start,
+        end: start + 3_600_000,
+        all_day: false,
+        time_zone: "UTC".into(),
+        recurrence: Some(Recurrence {
+            freq: Frequency::Monthly,
+            interval: 1,
+            until: None,
+            count: None,
+        }),
+        location: String::new(),
+        memo: String::new(),
+    };
+    let day: i64 = 86_400_000;
+    let ancient = -80_000 * 365 * day;
+    let r = act(&mut alice, &room, Action::CreateCalendarEvent(monthly(ancient))).await;
+    assert_eq!(error_code(&r), ErrorCode::InvalidArgument, "{r:?}");
+    // 0001-01-31T00:00Z, monthly: December 2026 has its 31st.
+    let year_one_jan_31 = -62_135_596_800_000 + 30 * day;
+    act_ok(
+        &mut alice,
+        &room,
+        Action::CreateCalendarEvent(monthly(year_one_jan_31)),
+    )
+    .await;
+    let dec_2026 = 1_796_083_200_000;
+    let r = alice
+        .request(ClientFrame::Query {
+            id: 0,
+            room: room.clone(),
+            query: crossroom_protocol::Query::Calendar {
+                from: dec_2026,
+                to: dec_2026 + 31 * day,
+            },
+        })
+        .await
+        .expect("reply");
+    let ServerFrame::QueryResult {
+        result: QueryResult::Calendar { occurrences, .. },
+        ..
+    } = r
+    else {
+        panic!("expected a calendar, got {r:?}");
+    };
+    assert_eq!(occurrences.len(), 1, "{occurrences:?}");
+    assert_eq!(occurrences[0].start, dec_2026 + 30 * day);
+}
+
+/// A room holds at most 2,000 items (notes, events, tasks, folders, files): the next one is
+/// `limit_exceeded`, and deleting one makes room again. (Unbounded, 45 notes of 100,000
+/// characters already closed a reader's session.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_holds_a_bounded_number_of_items() {
+    use crate::features::act;
+    use crossroom_protocol::{Action, NoteFields};
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Items", &[&w.carol.id]).await;
+    let note = |i: usize| {
+        Action::PostNote(NoteFields {
+            title: format!("n{i}"),
+            body: String::new(),
+            others_may_edit: false,
+            notify: false,
+            pinned: false,
+        })
+    };
+    let mut created = 0;
+    let mut first = None;
+    for chunk in (0..2_001).collect::<Vec<_>>().chunks(50) {
+        let mut ids = Vec::new();
+        for i in chunk {
+            ids.push(
+                alice
+                    .send(&mut ClientFrame::Act {
+                        id: 0,
+                        room: room.clone(),
+                        action: note(*i),
+                    })
+                    .await
+                    .expect("send"),
+            );
+        }
+        for id in ids {
+            match alice.reply_to(id, Duration::from_secs(30)).await.expect("reply") {
+                ServerFrame::Changed { seq, .. } => {
+                    created += 1;
+                    first.get_or_insert(seq);
+                }
+                other => assert_eq!(error_code(&other), ErrorCode::LimitExceeded, "{other:?}"),
+            }
+        }
+    }
+    assert_eq!(created, 2_000);
+    let r = act(
+        &mut alice,
+        &room,
+        Action::DeleteNote {
+            note: first.expect("a note"),
+        },
+    )
+    .await;
+    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+    let r = act(&mut alice, &room, note(2_001)).await;
+    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+}
