@@ -73,6 +73,7 @@ impl Hub {
         ));
         let ops = Arc::new(OpsFeed::default());
         let rooms = Arc::new(Rooms::new(Arc::new(RoomContext {
+            missing: dashmap::DashMap::new(),
             store: s.store.clone(),
             limits: s.limits.clone(),
             bus: s.bus.clone(),

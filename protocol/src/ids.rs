@@ -51,6 +51,19 @@ string_id!(
     RoomId
 );
 
+impl RoomId {
+    /// Whether this is a room id's shape: `r_` and 26 characters of `a-z2-7`. Anything else
+    /// names no room (and is refused `invalid_argument` before any work is done for it).
+    pub fn is_well_formed(&self) -> bool {
+        let b = self.0.as_bytes();
+        b.len() == 28
+            && b.starts_with(b"r_")
+            && b[2..]
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(c))
+    }
+}
+
 impl UserId {
     /// The company part of `login@company`.
     pub fn company(&self) -> Option<CompanyId> {

@@ -244,6 +244,10 @@ impl RoomActor {
                     Some(cmd) => {
                         self.last_activity = Instant::now();
                         self.handle(cmd).await;
+                        // A room that does not exist keeps no actor past its answers.
+                        if self.room.is_none() && self.retire() {
+                            break;
+                        }
                     }
                     None => break,
                 },
@@ -268,7 +272,7 @@ impl RoomActor {
             }
             Ok(Some(room)) => self.room = Some(room),
             Ok(None) if self.room.is_some() => Box::pin(self.vanished()).await,
-            Ok(None) => {}
+            Ok(None) => self.ctx.found_missing(&self.id),
             Err(e) => tracing::error!(room = %self.id, error = %e, "cannot load room"),
         }
     }

@@ -37,6 +37,15 @@ impl Rooms {
     /// mailbox is full (back-pressure on the sender, never on the actor). The command's reply is
     /// never lost: if no actor can take it, the reply says so.
     pub async fn send(&self, room: &RoomId, cmd: RoomCommand) {
+        if !room.is_well_formed() || self.ctx.known_missing(room) {
+            if let Some(reply) = cmd.into_reply() {
+                reply.fail(match room.is_well_formed() {
+                    true => ApiError::not_found(format!("room {room}")),
+                    false => ApiError::invalid("room must be r_ and 26 characters of a-z, 2-7"),
+                });
+            }
+            return;
+        }
         let mut cmd = cmd;
         // An actor only leaves the map when nobody holds its sender, so a send to a handle we
         // hold cannot find it gone; the retry covers an actor that died of a panic.

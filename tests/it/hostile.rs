@@ -892,7 +892,12 @@ async fn e1_ancient_calendar_events_are_refused_and_old_ones_expand_today() {
     };
     let day: i64 = 86_400_000;
     let ancient = -80_000 * 365 * day;
-    let r = act(&mut alice, &room, Action::CreateCalendarEvent(monthly(ancient))).await;
+    let r = act(
+        &mut alice,
+        &room,
+        Action::CreateCalendarEvent(monthly(ancient)),
+    )
+    .await;
     assert_eq!(error_code(&r), ErrorCode::InvalidArgument, "{r:?}");
     // 0001-01-31T00:00Z, monthly: December 2026 has its 31st.
     let year_one_jan_31 = -62_135_596_800_000 + 30 * day;
@@ -962,7 +967,11 @@ async fn a_room_holds_a_bounded_number_of_items() {
             );
         }
         for id in ids {
-            match alice.reply_to(id, Duration::from_secs(30)).await.expect("reply") {
+            match alice
+                .reply_to(id, Duration::from_secs(30))
+                .await
+                .expect("reply")
+            {
                 ServerFrame::Changed { seq, .. } => {
                     created += 1;
                     first.get_or_insert(seq);
@@ -983,4 +992,62 @@ async fn a_room_holds_a_bounded_number_of_items() {
     assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
     let r = act(&mut alice, &room, note(2_001)).await;
     assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+}
+
+/// Made-up room ids cost nothing: a malformed one (here 30 KB) is `invalid_argument` before any
+/// actor exists, and is not echoed back; a well-formed unknown one is `not_found`, its actor
+/// gone with its answer, and asked again it is answered without one. (Each used to spawn an
+/// actor: 12,000 typing frames with 30 KB ids grew the server by 449 MiB.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_room_ids_create_no_state() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let typing = |room: String| ClientFrame::Typing {
+        id: 0,
+        room: room.into(),
+    };
+    for i in 0..300 {
+        let r = alice
+            .request(typing(format!("r_{i}{}", "x".repeat(30_000))))
+            .await
+            .expect("reply");
+        let ServerFrame::Error { code, message, .. } = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(*code, ErrorCode::InvalidArgument);
+        assert!(
+            message.len() < 200,
+            "the id is not echoed: {} bytes",
+            message.len()
+        );
+    }
+    assert_eq!(
+        metric(&scrape(&server).await, "crossroom_rooms_active"),
+        0.0
+    );
+    let ids: Vec<String> = (0..200)
+        .map(|i| {
+            let digits: String = format!("{i:0>26}")
+                .bytes()
+                .map(|d| (b'a' + d - b'0') as char)
+                .collect();
+            format!("r_{digits}")
+        })
+        .collect();
+    for round in 0..2 {
+        for id in &ids {
+            let r = alice.request(typing(id.clone())).await.expect("reply");
+            assert_eq!(error_code(&r), ErrorCode::NotFound, "round {round}: {r:?}");
+        }
+    }
+    let mut active = f64::MAX;
+    for _ in 0..50 {
+        active = metric(&scrape(&server).await, "crossroom_rooms_active");
+        if active == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(active, 0.0, "no actor stays for a room that does not exist");
 }

@@ -260,7 +260,7 @@ async fn g8_non_members_get_not_found() {
     assert!(rooms.is_empty());
     // Same answer as for a room that does not exist at all.
     let r = bob
-        .request(post(&"r_doesnotexist".into(), "x", "x"))
+        .request(post(&"r_doesnotexistdoesnotexist22".into(), "x", "x"))
         .await
         .expect("reply");
     assert_eq!(error_code(&r), ErrorCode::NotFound);
