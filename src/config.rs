@@ -185,6 +185,10 @@ pub struct Limits {
     pub max_sessions_per_user: usize,
     /// Live sessions one company's users may hold on this node.
     pub max_sessions_per_company: usize,
+    /// WebSockets one source address may hold open before they authenticate (by `auth` frame);
+    /// past it an upgrade without a token is refused with 429. Behind a reverse proxy every
+    /// client shares its address: raise it there.
+    pub max_unauthenticated_per_address: u32,
     /// Largest group profile image (bytes).
     pub max_image_bytes: u64,
     /// Largest folder file or attachment (bytes).
@@ -239,6 +243,7 @@ impl Default for Limits {
             request_burst: 10_000,
             max_sessions_per_user: 20,
             max_sessions_per_company: 10_000,
+            max_unauthenticated_per_address: 256,
             max_image_bytes: 5 * 1024 * 1024,
             max_upload_bytes: 1024 * 1024 * 1024,
             ws_read_buffer: 1024,
@@ -361,6 +366,9 @@ impl Config {
             return bad(
                 "limits.max_sessions_per_user and max_sessions_per_company must be positive",
             );
+        }
+        if l.max_unauthenticated_per_address == 0 {
+            return bad("limits.max_unauthenticated_per_address must be positive");
         }
         if l.ws_read_buffer < 512 {
             return bad("limits.ws_read_buffer must be at least 512");

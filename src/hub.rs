@@ -62,6 +62,8 @@ pub struct Hub {
     /// `/metrics` labels sessions with their company ids (off: who the tenants are is not
     /// public).
     pub tenant_labels: bool,
+    /// WebSockets per source address not yet authenticated.
+    pub unauthenticated: Arc<crate::session::admission::Unauthenticated>,
 }
 
 impl Hub {
@@ -72,6 +74,9 @@ impl Hub {
             s.limits.max_sessions_per_company,
         ));
         let ops = Arc::new(OpsFeed::default());
+        let unauthenticated = crate::session::admission::Unauthenticated::new(
+            s.limits.max_unauthenticated_per_address,
+        );
         let rooms = Arc::new(Rooms::new(Arc::new(RoomContext {
             missing: dashmap::DashMap::new(),
             store: s.store.clone(),
@@ -99,6 +104,7 @@ impl Hub {
             origins: s.origins,
             ops,
             tenant_labels: s.tenant_labels,
+            unauthenticated,
         })
     }
 

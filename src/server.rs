@@ -209,7 +209,7 @@ async fn serve(listener: TcpListener, app: Router, shutdown: &Shutdown, head_tim
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(head_timeout);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -225,7 +225,16 @@ async fn serve(listener: TcpListener, app: Router, shutdown: &Shutdown, head_tim
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // Handlers learn the peer's address (`ConnectInfo`): admission counts per address.
+        let service =
+            hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+                app.clone(),
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            ));
         let conn = http
             .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
             .with_upgrades();

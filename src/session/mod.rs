@@ -7,6 +7,7 @@
 //! - [`writer`]: the outbound queue into the socket;
 //! - [`frames`]: which messages carry data, and the answers to bad ones.
 
+pub mod admission;
 mod dispatch;
 mod frames;
 mod rate;
@@ -44,6 +45,7 @@ use tracing::Instrument;
 /// `GET /v1/ws`.
 pub async fn ws_handler(
     State(hub): State<Arc<Hub>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -64,6 +66,20 @@ pub async fn ws_handler(
         }
         None => None,
     };
+    // Counted until it authenticates by frame (or closes).
+    let pending = match &user {
+        None => match hub.unauthenticated.admit(peer.ip()) {
+            Some(p) => Some(p),
+            None => {
+                return ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many unauthenticated connections from this address",
+                )
+                .into_response()
+            }
+        },
+        _ => None,
+    };
     let l = &hub.limits;
     let ws = ws
         .protocols([SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON])
@@ -82,7 +98,7 @@ pub async fn ws_handler(
         session = tracing::field::Empty,
         user = tracing::field::Empty
     );
-    ws.on_upgrade(move |socket| run(hub, socket, encoding, user).instrument(span))
+    ws.on_upgrade(move |socket| run(hub, socket, encoding, user, pending).instrument(span))
 }
 
 /// What every WebSocket upgrade checks first: not draining, and an allowed origin. Cross-site
@@ -132,7 +148,13 @@ fn wire_limits(hub: &Hub) -> WireLimits {
 }
 
 /// A session from upgrade to close.
-async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<Authenticated>) {
+async fn run(
+    hub: Arc<Hub>,
+    socket: WebSocket,
+    encoding: Encoding,
+    user: Option<Authenticated>,
+    pending: Option<admission::Pending>,
+) {
     let _live = hub.shutdown.track();
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = outbound::channel(
@@ -151,6 +173,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, encoding: Encoding, user: Option<
         }
         None => Box::pin(authenticate_by_frame(&hub, id, &mut stream, &out, encoding)).await,
     };
+    drop(pending);
     if let Some(Authenticated {
         user,
         issued_at,

@@ -1051,3 +1051,48 @@ async fn made_up_room_ids_create_no_state() {
     }
     assert_eq!(active, 0.0, "no actor stays for a room that does not exist");
 }
+
+/// One address holds at most `max_unauthenticated_per_address` WebSockets that have not
+/// authenticated: the next upgrade without a token is refused with 429 (a token in the header
+/// still gets in), and one that authenticates by frame makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_sockets_per_address_are_capped() {
+    let server = Server::start_with_config("[limits]\nmax_unauthenticated_per_address = 5\n").await;
+    let w = world(&server).await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let (c, _) = Client::connect(&server.ws_url(), None, Encoding::MsgPack)
+            .await
+            .expect("connect");
+        open.push(c);
+    }
+    let refused = Client::connect(&server.ws_url(), None, Encoding::MsgPack).await;
+    let text = format!("{:?}", refused.err().expect("the sixth is refused"));
+    assert!(text.contains("429"), "{text}");
+    // With a token in the header: authenticated at the upgrade, not counted.
+    let _alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    // One authenticates by frame: room for another.
+    let r = open[0]
+        .request(ClientFrame::Auth {
+            id: 0,
+            token: w.bob.token.clone(),
+        })
+        .await
+        .expect("hello");
+    assert!(matches!(r, ServerFrame::Hello { .. }), "{r:?}");
+    let (_again, _) = Client::connect(&server.ws_url(), None, Encoding::MsgPack)
+        .await
+        .expect("a free place");
+    // A closed one too.
+    drop(open.pop());
+    let mut admitted = false;
+    for _ in 0..100 {
+        if let Ok((c, _)) = Client::connect(&server.ws_url(), None, Encoding::MsgPack).await {
+            open.push(c);
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "a closed socket frees its place");
+}
