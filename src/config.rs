@@ -189,6 +189,12 @@ pub struct Limits {
     /// past it an upgrade without a token is refused with 429. Behind a reverse proxy every
     /// client shares its address: raise it there.
     pub max_unauthenticated_per_address: u32,
+    /// The most `shared_storage_quota` a company admin may set (the operator may set more).
+    pub company_storage_quota_ceiling: u64,
+    /// The most `max_groups` a company admin may set (the operator may set more).
+    pub company_max_groups_ceiling: u64,
+    /// Sign-ups one invitation link admits per hour, per node.
+    pub signups_per_link_per_hour: u32,
     /// Largest group profile image (bytes).
     pub max_image_bytes: u64,
     /// Largest folder file or attachment (bytes).
@@ -222,6 +228,16 @@ impl Default for Config {
     }
 }
 
+impl Limits {
+    /// The company settings an admin may not pass.
+    pub fn ceilings(&self) -> crate::domain::directory::Ceilings {
+        crate::domain::directory::Ceilings {
+            shared_storage_quota: self.company_storage_quota_ceiling,
+            max_groups: self.company_max_groups_ceiling,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -244,6 +260,9 @@ impl Default for Limits {
             max_sessions_per_user: 20,
             max_sessions_per_company: 10_000,
             max_unauthenticated_per_address: 256,
+            company_storage_quota_ceiling: 1024 * 1024 * 1024 * 1024,
+            company_max_groups_ceiling: 100_000,
+            signups_per_link_per_hour: 10,
             max_image_bytes: 5 * 1024 * 1024,
             max_upload_bytes: 1024 * 1024 * 1024,
             ws_read_buffer: 1024,

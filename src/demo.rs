@@ -52,6 +52,7 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
                     external_chat: true,
                     ..Default::default()
                 },
+                self_registered: false,
             };
             store.create_company(&company, &hash_key(&key)).await?;
             keys.push((id, key));

@@ -64,6 +64,8 @@ pub struct Hub {
     pub tenant_labels: bool,
     /// WebSockets per source address not yet authenticated.
     pub unauthenticated: Arc<crate::session::admission::Unauthenticated>,
+    /// Sign-ups per invitation link this hour.
+    pub signups: crate::room::invite::SignupBudget,
 }
 
 impl Hub {
@@ -105,6 +107,7 @@ impl Hub {
             ops,
             tenant_labels: s.tenant_labels,
             unauthenticated,
+            signups: Default::default(),
         })
     }
 

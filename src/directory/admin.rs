@@ -155,6 +155,7 @@ async fn create_company(
         id: req.id,
         name,
         settings,
+        self_registered: false,
     };
     let key = new_admin_key();
     hub.store.create_company(&company, &hash_key(&key)).await?;
@@ -209,7 +210,10 @@ async fn patch_settings(
     // Checked against the settings as read; written merged into the settings as stored then,
     // so two admins changing different fields at once both keep their change.
     let current = company(&hub, &c).await?.settings;
-    super::patch_settings(&current, &patch).map_err(ApiError::invalid)?;
+    let after = super::patch_settings(&current, &patch).map_err(ApiError::invalid)?;
+    after
+        .within_ceilings(&current, &hub.limits.ceilings())
+        .map_err(ApiError::invalid)?;
     let (_, settings) = hub.store.change_settings(&c, &patch).await?;
     tracing::info!(company = %c, "settings changed");
     // G13: whoever does not hold external permission now leaves every external group.

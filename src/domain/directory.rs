@@ -11,6 +11,10 @@ pub struct Company {
     pub id: CompanyId,
     pub name: String,
     pub settings: CompanySettings,
+    /// Created by someone who signed up through an invitation link, not by the operator: its
+    /// domain and name are what that person typed, unverified (shown wherever it is listed).
+    #[serde(default)]
+    pub self_registered: bool,
 }
 
 /// Who may talk with other companies (SPEC "Company admin settings").
@@ -68,7 +72,41 @@ impl Default for CompanySettings {
     }
 }
 
+/// What the operator lets a company admin set at most ([`CompanySettings::within_ceilings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ceilings {
+    pub shared_storage_quota: u64,
+    pub max_groups: u64,
+}
+
 impl CompanySettings {
+    /// An admin's change from `before`: no value raised past the operator's ceilings (a value
+    /// the operator set higher may stay, or be lowered).
+    pub fn within_ceilings(&self, before: &CompanySettings, c: &Ceilings) -> Result<(), String> {
+        if self.shared_storage_quota > c.shared_storage_quota
+            && self.shared_storage_quota > before.shared_storage_quota
+        {
+            return Err(format!(
+                "shared_storage_quota may be at most {} (the operator's ceiling)",
+                c.shared_storage_quota
+            ));
+        }
+        if self.max_groups > c.max_groups && self.max_groups > before.max_groups {
+            return Err(format!(
+                "max_groups may be at most {} (the operator's ceiling)",
+                c.max_groups
+            ));
+        }
+        Ok(())
+    }
+
+    /// These settings with no value past `c` (a new self-registered company's).
+    pub fn capped(mut self, c: &Ceilings) -> CompanySettings {
+        self.shared_storage_quota = self.shared_storage_quota.min(c.shared_storage_quota);
+        self.max_groups = self.max_groups.min(c.max_groups);
+        self
+    }
+
     /// Check the values an admin may set.
     pub fn validate(&self) -> Result<(), String> {
         if self.recall_window_secs != 3600 && self.recall_window_secs != 86_400 {

@@ -21,6 +21,36 @@ use std::sync::Arc;
 /// Most addresses in one `send_invites`.
 const MAX_EMAILS: usize = 100;
 
+/// Sign-ups per invitation link in the current hour (per node): a link shared publicly cannot
+/// mint companies without bound.
+#[derive(Default)]
+pub struct SignupBudget {
+    windows: dashmap::DashMap<String, (std::time::Instant, u32)>,
+}
+
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl SignupBudget {
+    /// Take one sign-up of `token`'s `per_hour`; false when the hour's are used.
+    pub fn take(&self, token: &str, per_hour: u32) -> bool {
+        if self.windows.len() > 10_000 {
+            self.windows.retain(|_, (start, _)| start.elapsed() < HOUR);
+        }
+        let mut w = self
+            .windows
+            .entry(token.to_owned())
+            .or_insert((std::time::Instant::now(), 0));
+        if w.0.elapsed() >= HOUR {
+            *w = (std::time::Instant::now(), 0);
+        }
+        if w.1 >= per_hour {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+}
+
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
         .route("/v1/invite/{token}", get(look))
@@ -138,13 +168,24 @@ async fn signup(
     if !req.user.email.is_empty() {
         Mailer::check_address(&req.user.email)?;
     }
+    if !hub
+        .signups
+        .take(&token, hub.limits.signups_per_link_per_hour)
+    {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "this invitation link admitted its sign-ups for this hour; try later",
+        ));
+    }
     let company = Company {
         id: req.company.id.clone(),
         name: company_name.to_owned(),
         settings: CompanySettings {
             external_chat: true,
             ..Default::default()
-        },
+        }
+        .capped(&hub.limits.ceilings()),
+        self_registered: true,
     };
     let admin_key = new_admin_key();
     hub.store

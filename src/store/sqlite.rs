@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS companies (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     settings TEXT NOT NULL,
-    key_hash TEXT NOT NULL UNIQUE
+    key_hash TEXT NOT NULL UNIQUE,
+    self_registered INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
@@ -158,7 +159,7 @@ CREATE TABLE IF NOT EXISTS audit_companies (
 "#;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 impl SqliteStore {
     /// Open (or create) the database file at `path`.
@@ -189,6 +190,12 @@ impl SqliteStore {
             // Schema 3 added who an invitation link no longer admits.
             conn.execute_batch(
                 "ALTER TABLE rooms ADD COLUMN invite_barred TEXT NOT NULL DEFAULT '[]'",
+            )?;
+        }
+        if (1..=3).contains(&version) {
+            // Schema 4 marked the companies made by a sign-up.
+            conn.execute_batch(
+                "ALTER TABLE companies ADD COLUMN self_registered INTEGER NOT NULL DEFAULT 0",
             )?;
         }
         conn.execute_batch(SCHEMA)?;
@@ -407,6 +414,7 @@ fn company_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Company> {
         id: CompanyId(row.get(0)?),
         name: row.get(1)?,
         settings: from_json(&settings)?,
+        self_registered: row.get(3)?,
     })
 }
 
@@ -705,8 +713,9 @@ impl Store for SqliteStore {
         let hash = admin_key_hash.to_owned();
         self.write(move |conn| {
             conn.execute(
-                "INSERT INTO companies (id, name, settings, key_hash) VALUES (?1, ?2, ?3, ?4)",
-                params![c.id.0, c.name, settings, hash],
+                "INSERT INTO companies (id, name, settings, key_hash, self_registered) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c.id.0, c.name, settings, hash, c.self_registered],
             )
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -724,7 +733,9 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT id, name, settings FROM companies WHERE id = ?1")?
+                .prepare_cached(
+                    "SELECT id, name, settings, self_registered FROM companies WHERE id = ?1",
+                )?
                 .query_row(params![id.0], company_from_row)
                 .optional()?)
         })
@@ -733,8 +744,9 @@ impl Store for SqliteStore {
 
     async fn companies(&self) -> StoreResult<Vec<Company>> {
         self.read(|conn| {
-            let mut st =
-                conn.prepare_cached("SELECT id, name, settings FROM companies ORDER BY id")?;
+            let mut st = conn.prepare_cached(
+                "SELECT id, name, settings, self_registered FROM companies ORDER BY id",
+            )?;
             let rows = st.query_map([], company_from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })

@@ -1096,3 +1096,95 @@ async fn unauthenticated_sockets_per_address_are_capped() {
     }
     assert!(admitted, "a closed socket frees its place");
 }
+
+/// Sign-up through an invitation link cannot impersonate or grow without bound: an existing
+/// domain is refused, a new company is marked `self_registered` wherever it is listed, its
+/// admin cannot raise the quota or `max_groups` past the operator's ceilings, and one link
+/// admits `signups_per_link_per_hour` sign-ups (here 3) an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signups_are_marked_capped_and_bounded_per_link() {
+    let server = Server::start_with_config("[limits]\nsignups_per_link_per_hour = 3\n").await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Open", &[]).await;
+    let token = match alice
+        .request(ClientFrame::CreateInvite {
+            id: 0,
+            room: room.clone(),
+            expires_in_secs: None,
+        })
+        .await
+        .expect("reply")
+    {
+        ServerFrame::Invite { token, .. } => token.expect("token"),
+        other => panic!("{other:?}"),
+    };
+    let signup = |domain: &str| {
+        serde_json::json!({ "company": { "id": domain, "name": "Acme Corp" },
+                            "user": { "login": "ceo", "name": "CEO" } })
+    };
+    let path = format!("/v1/invite/{token}/signup");
+    let http = server.http(None);
+    let r = http
+        .post(&path, signup("acme.example"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 409, "an existing domain: {:?}", r.body);
+    let r = http
+        .post(&path, signup("brand.example"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["company"]["self_registered"], true);
+    let key = r.body["admin_key"].as_str().expect("key").to_owned();
+    let listed = server
+        .operator()
+        .get("/v1/admin/companies")
+        .await
+        .expect("http");
+    let marks: Vec<(String, bool)> = listed.body["companies"]
+        .as_array()
+        .expect("companies")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or_default().to_owned(),
+                c["self_registered"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(marks.contains(&("brand.example".into(), true)), "{marks:?}");
+    assert!(marks.contains(&("acme.example".into(), false)), "{marks:?}");
+    let admin = server.http(Some(&key));
+    for patch in [
+        serde_json::json!({ "shared_storage_quota": 1u64 << 62 }),
+        serde_json::json!({ "max_groups": 1_000_000_000u64 }),
+    ] {
+        let r = admin
+            .patch("/v1/admin/company/settings", patch.clone())
+            .await
+            .expect("http");
+        assert_eq!(r.status, 400, "{patch}: {:?}", r.body);
+        assert_eq!(r.body["error"]["code"], "invalid_argument");
+    }
+    let r = admin
+        .patch(
+            "/v1/admin/company/settings",
+            serde_json::json!({ "max_groups": 50 }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "lowering is fine: {:?}", r.body);
+    // Three sign-ups this hour (the refused one counted): the fourth is refused.
+    let r = http
+        .post(&path, signup("third.example"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = http
+        .post(&path, signup("fourth.example"))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "rate_limited");
+}

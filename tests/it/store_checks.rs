@@ -42,6 +42,8 @@ pub async fn directory(store: &SharedStore) {
         id: "acme.example".into(),
         name: "Acme".into(),
         settings: CompanySettings::default(),
+        // Kept by every store (a sign-up's mark).
+        self_registered: true,
     };
     store
         .create_company(&acme, "hash-acme")
