@@ -204,28 +204,36 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "q", rename_all = "snake_case")]
 pub enum Query {
-    Notes,
-    /// Occurrences of calendar events overlapping `[from, to)` (ms).
+    /// A page of notes; `cursor` is the previous page's `next` (absent: the first page).
+    Notes {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// Occurrences of calendar events overlapping `[from, to)` (ms), a page at a time.
     Calendar {
         from: i64,
         to: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
-    Tasks,
-    /// A folder's content (`folder` absent = the root), or the trash.
+    /// A page of tasks.
+    Tasks {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// A folder's content (`folder` absent = the root), or the trash, a page at a time.
     Folder {
         #[serde(default)]
         folder: Option<u64>,
         #[serde(default)]
         trash: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// A message's read count, and who read it when the sender's company allows (M2).
-    Receipts {
-        message: u64,
-    },
+    Receipts { message: u64 },
     /// Mark a note read (counts in its read count).
-    ReadNote {
-        note: u64,
-    },
+    ReadNote { note: u64 },
 }
 
 /// A comment on a note.
@@ -332,18 +340,28 @@ pub struct Occurrence {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "q", rename_all = "snake_case")]
 pub enum QueryResult {
+    /// `next`, when present, is the cursor of the next page (absent: this is the last).
     Notes {
         notes: Vec<Note>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
+    /// A page of occurrences, and the events they are of.
     Calendar {
         events: Vec<CalendarEvent>,
         occurrences: Vec<Occurrence>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     Tasks {
         tasks: Vec<Task>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     Folder {
         items: Vec<Item>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     Receipts {
         message: u64,

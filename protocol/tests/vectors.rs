@@ -152,6 +152,17 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
                 query: Query::Calendar {
                     from: 1_796_000_000_000,
                     to: 1_797_000_000_000,
+                    cursor: None,
+                },
+            },
+        ),
+        (
+            "query_tasks_next_page",
+            ClientFrame::Query {
+                id: 34,
+                room: "r_abc".into(),
+                query: Query::Tasks {
+                    cursor: Some("0_61".into()),
                 },
             },
         ),
@@ -339,6 +350,17 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     message: 42,
                     read_count: 1,
                     readers: Some(vec!["carol@globex.example".into()]),
+                },
+            },
+        ),
+        (
+            "query_result_tasks_page",
+            ServerFrame::QueryResult {
+                id: 34,
+                room: "r_abc".into(),
+                result: QueryResult::Tasks {
+                    tasks: vec![],
+                    next: Some("0_61".into()),
                 },
             },
         ),

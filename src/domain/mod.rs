@@ -7,11 +7,13 @@
 //! - [`rules`]: who may create, post, add, remove, convert, join — and [`rules::apply`], the
 //!   projection of one entry onto a room.
 //! - [`features`]: notes, calendar, tasks, folder, recall — decisions and the item projection.
+//! - [`paging`]: how a query's answer is cut into pages (a cursor and a byte budget).
 //! - [`projection`]: what a committed entry does to its room — the one projection the actor and
 //!   both stores use.
 
 pub mod directory;
 pub mod features;
+pub mod paging;
 pub mod projection;
 pub mod records;
 pub mod rules;

@@ -5,6 +5,7 @@
 use super::lookup;
 use crate::directory::ReadReceipts;
 use crate::domain::features::{self, occurrences};
+use crate::domain::paging;
 use crate::error::{ApiError, ApiResult};
 use crate::store::Store;
 use crossroom_protocol::{
@@ -40,22 +41,23 @@ pub async fn answer(
     query: Query,
 ) -> ApiResult<QueryResult> {
     Ok(match query {
-        Query::Notes => {
+        Query::Notes { cursor } => {
             switch(v, v.features.note, "note")?;
-            let mut notes: Vec<_> = store
+            let after = cursor.as_deref().map(paging::parse_cursor).transpose()?;
+            let notes: Vec<_> = store
                 .items(room)
                 .await?
                 .into_iter()
                 .filter_map(|i| match i {
-                    Item::Note(n) => Some(n),
+                    // Pinned notices first, then newest first.
+                    Item::Note(n) => Some(((i64::from(!n.fields.pinned), -(n.id as i64)), n)),
                     _ => None,
                 })
                 .collect();
-            // Pinned notices first, then newest first.
-            notes.sort_by(|a, b| b.fields.pinned.cmp(&a.fields.pinned).then(b.id.cmp(&a.id)));
-            QueryResult::Notes { notes }
+            let (notes, next) = paging::page(notes, after, json_size);
+            QueryResult::Notes { notes, next }
         }
-        Query::Calendar { from, to } => {
+        Query::Calendar { from, to, cursor } => {
             switch(v, v.features.event, "the calendar")?;
             // Checked: `i64::MAX - i64::MIN` wraps to -1 and would pass.
             if to <= from || to.checked_sub(from).is_none_or(|d| d > MAX_RANGE_MS) {
@@ -68,6 +70,7 @@ pub async fn answer(
                     "the range must lie in the years 1 to 9999 (UTC)",
                 ));
             }
+            let after = cursor.as_deref().map(paging::parse_cursor).transpose()?;
             let events: Vec<_> = store
                 .items(room)
                 .await?
@@ -77,7 +80,24 @@ pub async fn answer(
                     _ => None,
                 })
                 .collect();
-            let occurrences = occurrences(&events, from, to);
+            // A later page expands from its cursor's start (what started earlier and still
+            // overlaps it was on an earlier page).
+            let start = after.map_or(from, |(s, _)| s.max(from));
+            let keyed: Vec<_> = occurrences(&events, start, to)
+                .into_iter()
+                .map(|o| ((o.start, o.event as i64), o))
+                .collect();
+            // An occurrence costs its own bytes, and its event's the first time it is named.
+            let sizes: std::collections::HashMap<u64, usize> =
+                events.iter().map(|e| (e.id, json_size(e))).collect();
+            let named = std::cell::RefCell::new(std::collections::HashSet::new());
+            let (occurrences, next) = paging::page(keyed, after, |o| {
+                let event = match named.borrow_mut().insert(o.event) {
+                    true => sizes.get(&o.event).copied().unwrap_or(0),
+                    false => 0,
+                };
+                json_size(o) + event
+            });
             let used: std::collections::BTreeSet<u64> =
                 occurrences.iter().map(|o| o.event).collect();
             QueryResult::Calendar {
@@ -86,22 +106,32 @@ pub async fn answer(
                     .filter(|e| used.contains(&e.id))
                     .collect(),
                 occurrences,
+                next,
             }
         }
-        Query::Tasks => {
+        Query::Tasks { cursor } => {
             switch(v, v.features.task, "tasks")?;
+            let after = cursor.as_deref().map(paging::parse_cursor).transpose()?;
             let tasks = store
                 .items(room)
                 .await?
                 .into_iter()
                 .filter_map(|i| match i {
-                    Item::Task(t) => Some(t),
+                    Item::Task(t) => Some(((0, t.id as i64), t)),
                     _ => None,
                 })
                 .collect();
-            QueryResult::Tasks { tasks }
+            let (tasks, next) = paging::page(tasks, after, json_size);
+            QueryResult::Tasks { tasks, next }
         }
-        Query::Folder { folder, trash } => folder_items(store, room, v, folder, trash).await?,
+        Query::Folder {
+            folder,
+            trash,
+            cursor,
+        } => {
+            let after = cursor.as_deref().map(paging::parse_cursor).transpose()?;
+            folder_items(store, room, v, (folder, trash), after).await?
+        }
         Query::Receipts { message } => receipts(store, room, v, message).await?,
         Query::ReadNote { note } => {
             switch(v, v.features.note, "note")?;
@@ -119,8 +149,8 @@ async fn folder_items(
     store: &dyn Store,
     room: &RoomId,
     v: &Viewer,
-    folder: Option<u64>,
-    trash: bool,
+    (folder, trash): (Option<u64>, bool),
+    after: Option<paging::Key>,
 ) -> ApiResult<QueryResult> {
     switch(v, v.features.folder, "the folder")?;
     let items = store.items(room).await?;
@@ -148,8 +178,10 @@ async fn folder_items(
                 !trashed && parent == folder
             }
         })
+        .map(|i| ((0, i.id() as i64), i))
         .collect();
-    Ok(QueryResult::Folder { items })
+    let (items, next) = paging::page(items, after, json_size);
+    Ok(QueryResult::Folder { items, next })
 }
 
 /// Who read a message, as the sender's company lets them be shown (M2).
@@ -183,4 +215,9 @@ async fn receipts(
         read_count: readers.len() as u64,
         readers: visible.then_some(readers),
     })
+}
+
+/// What an item costs in a page (its JSON size; MessagePack is smaller).
+fn json_size<T: serde::Serialize>(item: &T) -> usize {
+    serde_json::to_vec(item).map_or(0, |v| v.len())
 }

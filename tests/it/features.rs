@@ -171,7 +171,9 @@ async fn n1_notes() {
         panic!()
     };
     assert_eq!(read_count, 1);
-    let QueryResult::Notes { notes } = result(&mut carol, &room, Query::Notes).await else {
+    let QueryResult::Notes { notes, .. } =
+        result(&mut carol, &room, Query::Notes { cursor: None }).await
+    else {
         panic!()
     };
     assert_eq!(notes.len(), 1);
@@ -188,7 +190,9 @@ async fn n1_notes() {
         ErrorCode::Forbidden
     );
     act_ok(&mut alice, &room, Action::DeleteNote { note: id }).await;
-    let QueryResult::Notes { notes } = result(&mut carol, &room, Query::Notes).await else {
+    let QueryResult::Notes { notes, .. } =
+        result(&mut carol, &room, Query::Notes { cursor: None }).await
+    else {
         panic!()
     };
     assert!(notes.is_empty());
@@ -214,7 +218,7 @@ async fn n1_notes() {
         ErrorCode::FeatureDisabled
     );
     assert_eq!(
-        error_code(&query(&mut carol, &room, Query::Notes).await),
+        error_code(&query(&mut carol, &room, Query::Notes { cursor: None }).await),
         ErrorCode::FeatureDisabled
     );
     alice
@@ -227,7 +231,9 @@ async fn n1_notes() {
         })
         .await
         .expect("reply");
-    let QueryResult::Notes { notes } = result(&mut carol, &room, Query::Notes).await else {
+    let QueryResult::Notes { notes, .. } =
+        result(&mut carol, &room, Query::Notes { cursor: None }).await
+    else {
         panic!()
     };
     assert_eq!(notes.len(), 1, "back when switched on");
@@ -273,10 +279,12 @@ async fn e1_calendar() {
     let QueryResult::Calendar {
         events,
         occurrences,
+        ..
     } = result(
         &mut alice,
         &room,
         Query::Calendar {
+            cursor: None,
             from: start - DAY,
             to: start + 60 * DAY,
         },
@@ -307,10 +315,12 @@ async fn e1_calendar() {
     let QueryResult::Calendar {
         occurrences,
         events,
+        ..
     } = result(
         &mut carol,
         &room,
         Query::Calendar {
+            cursor: None,
             from: start,
             to: start + 60 * DAY,
         },
@@ -334,6 +344,7 @@ async fn e1_calendar() {
         &mut carol,
         &room,
         Query::Calendar {
+            cursor: None,
             from: start,
             to: start + DAY,
         },
@@ -399,13 +410,17 @@ async fn t1_tasks() {
         ErrorCode::Forbidden
     );
     act_ok(&mut carol, &room, Action::CompleteTask { task: id }).await;
-    let QueryResult::Tasks { tasks } = result(&mut alice, &room, Query::Tasks).await else {
+    let QueryResult::Tasks { tasks, .. } =
+        result(&mut alice, &room, Query::Tasks { cursor: None }).await
+    else {
         panic!()
     };
     assert!(!tasks[0].done);
     assert_eq!(tasks[0].status.get(&w.carol.id), Some(&true));
     act_ok(&mut bob, &room, Action::CompleteTask { task: id }).await;
-    let QueryResult::Tasks { tasks } = result(&mut alice, &room, Query::Tasks).await else {
+    let QueryResult::Tasks { tasks, .. } =
+        result(&mut alice, &room, Query::Tasks { cursor: None }).await
+    else {
         panic!()
     };
     assert!(tasks[0].done);
@@ -421,7 +436,9 @@ async fn t1_tasks() {
     )
     .await;
     act_ok(&mut bob, &room, Action::CompleteTask { task: any }).await;
-    let QueryResult::Tasks { tasks } = result(&mut carol, &room, Query::Tasks).await else {
+    let QueryResult::Tasks { tasks, .. } =
+        result(&mut carol, &room, Query::Tasks { cursor: None }).await
+    else {
         panic!()
     };
     let t = tasks.iter().find(|t| t.id == any).expect("task");
@@ -538,10 +555,11 @@ async fn f1_folder_files_trash_and_storage() {
         .await
         .expect("http");
     assert_eq!(r.status, 404, "non-members cannot download");
-    let QueryResult::Folder { items } = result(
+    let QueryResult::Folder { items, .. } = result(
         &mut carol,
         &room,
         Query::Folder {
+            cursor: None,
             folder: Some(docs),
             trash: false,
         },
@@ -554,10 +572,11 @@ async fn f1_folder_files_trash_and_storage() {
 
     // Trash the Docs folder (with everything in it), restore, trash again, purge.
     act_ok(&mut carol, &room, Action::Trash { item: docs }).await;
-    let QueryResult::Folder { items } = result(
+    let QueryResult::Folder { items, .. } = result(
         &mut carol,
         &room,
         Query::Folder {
+            cursor: None,
             folder: None,
             trash: false,
         },
@@ -567,10 +586,11 @@ async fn f1_folder_files_trash_and_storage() {
         panic!()
     };
     assert!(items.is_empty(), "trashed folders leave the tree");
-    let QueryResult::Folder { items } = result(
+    let QueryResult::Folder { items, .. } = result(
         &mut carol,
         &room,
         Query::Folder {
+            cursor: None,
             folder: None,
             trash: true,
         },
@@ -621,10 +641,11 @@ async fn f1_folder_files_trash_and_storage() {
     assert_eq!(r.body["error"]["code"], "quota_exceeded");
     let used = acme.get("/v1/admin/company/storage").await.expect("http");
     assert_eq!(used.body["used"], 0);
-    let QueryResult::Folder { items } = result(
+    let QueryResult::Folder { items, .. } = result(
         &mut carol,
         &room,
         Query::Folder {
+            cursor: None,
             folder: None,
             trash: false,
         },

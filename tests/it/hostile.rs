@@ -601,7 +601,11 @@ async fn calendar_ranges_that_overflow_are_refused() {
             .request(ClientFrame::Query {
                 id: 0,
                 room: room.clone(),
-                query: crossroom_protocol::Query::Calendar { from, to },
+                query: crossroom_protocol::Query::Calendar {
+                    from,
+                    to,
+                    cursor: None,
+                },
             })
             .await
             .expect("reply");
@@ -617,6 +621,7 @@ async fn calendar_ranges_that_overflow_are_refused() {
             id: 0,
             room: room.clone(),
             query: crossroom_protocol::Query::Calendar {
+                cursor: None,
                 from: 0,
                 to: 86_400_000,
             },
@@ -913,6 +918,7 @@ async fn e1_ancient_calendar_events_are_refused_and_old_ones_expand_today() {
             id: 0,
             room: room.clone(),
             query: crossroom_protocol::Query::Calendar {
+                cursor: None,
                 from: dec_2026,
                 to: dec_2026 + 31 * day,
             },
@@ -1187,4 +1193,76 @@ async fn signups_are_marked_capped_and_bounded_per_link() {
         .expect("http");
     assert_eq!(r.status, 429, "{:?}", r.body);
     assert_eq!(r.body["error"]["code"], "rate_limited");
+}
+
+/// Paged answers: 45 notes of 100,000 characters (4.5 MB, past a session's 4 MiB outbound
+/// budget in one answer) come to another member in pages that each fit, the session stays
+/// open, and the pages hold every note once, pinned first then newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_come_in_pages_that_fit() {
+    use crate::features::act_ok;
+    use crossroom_protocol::{Action, NoteFields, Query, QueryResult};
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Heavy notes", &[&w.carol.id]).await;
+    let mut ids = Vec::new();
+    for i in 0..45 {
+        let action = Action::PostNote(NoteFields {
+            title: format!("n{i}"),
+            body: "x".repeat(100_000),
+            others_may_edit: false,
+            notify: false,
+            pinned: i == 3,
+        });
+        ids.push(act_ok(&mut alice, &room, action).await);
+    }
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let r = carol
+            .request(ClientFrame::Query {
+                id: 0,
+                room: room.clone(),
+                query: Query::Notes { cursor },
+            })
+            .await
+            .expect("a page, not a close");
+        let ServerFrame::QueryResult {
+            result: QueryResult::Notes { notes, next },
+            ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert!(
+            !notes.is_empty() && notes.len() <= 3,
+            "{} notes",
+            notes.len()
+        );
+        seen.extend(notes.iter().map(|n| n.id));
+        pages += 1;
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(pages >= 15, "{pages} pages");
+    // Pinned first, then newest first; each note once.
+    let mut expected = vec![ids[3]];
+    expected.extend(ids.iter().rev().filter(|id| **id != ids[3]));
+    assert_eq!(seen, expected);
+    let r = carol
+        .request(ClientFrame::Query {
+            id: 0,
+            room: room.clone(),
+            query: Query::Notes {
+                cursor: Some("nonsense".into()),
+            },
+        })
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::InvalidArgument);
 }

@@ -1,0 +1,101 @@
+//! Paged answers: a query's items in answer order, cut into pages of at most [`PAGE_ITEMS`]
+//! items and about [`PAGE_BYTES`] bytes (always at least one item), each page naming where the
+//! next one starts. The cursor is the sort key of a page's last item, so a page after a change
+//! neither repeats nor skips what did not change.
+
+use crate::error::{ApiError, ApiResult};
+
+/// Most items in one page.
+pub const PAGE_ITEMS: usize = 200;
+/// About the most bytes of items in one page (JSON-encoded): well under a session's outbound
+/// budget (4 MiB), so a page never cuts off the session that asked for it.
+pub const PAGE_BYTES: usize = 256 * 1024;
+
+/// An item's place in the answer: pages run in ascending key order.
+pub type Key = (i64, i64);
+
+/// Read a cursor (`"<a>_<b>"`, as [`cursor`] writes it).
+pub fn parse_cursor(s: &str) -> ApiResult<Key> {
+    let bad = || ApiError::invalid("cursor is not one this server gave");
+    let (a, b) = s.split_once('_').ok_or_else(bad)?;
+    Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
+}
+
+/// The cursor of the page that ends with `key`.
+pub fn cursor(key: Key) -> String {
+    format!("{}_{}", key.0, key.1)
+}
+
+/// The page of `items` after `after` (all of them from the start when `None`): items in key
+/// order, as many as fit, and the cursor of the next page when some are left. `size` is an
+/// item's cost in bytes.
+pub fn page<T>(
+    mut items: Vec<(Key, T)>,
+    after: Option<Key>,
+    size: impl Fn(&T) -> usize,
+) -> (Vec<T>, Option<String>) {
+    items.sort_by_key(|(k, _)| *k);
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let mut last = None;
+    let mut rest = items
+        .into_iter()
+        .filter(|(k, _)| after.is_none_or(|a| *k > a))
+        .peekable();
+    while let Some((k, item)) = rest.next_if(|(_, item)| {
+        out.is_empty() || (out.len() < PAGE_ITEMS && bytes + size(item) <= PAGE_BYTES)
+    }) {
+        bytes += size(&item);
+        last = Some(k);
+        out.push(item);
+    }
+    let next = match rest.peek() {
+        Some(_) => last.map(cursor),
+        None => None,
+    };
+    (out, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_cover_everything_once_in_order() {
+        let items: Vec<(Key, usize)> = (0..1_000)
+            .map(|i| ((i % 7, -(i as i64)), i as usize))
+            .collect();
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let (page, next) = page(items.clone(), after, |_| 1_000);
+            assert!(!page.is_empty() && page.len() <= PAGE_ITEMS);
+            assert!(page.len() * 1_000 <= PAGE_BYTES);
+            seen.extend(page);
+            pages += 1;
+            match next {
+                Some(c) => after = Some(parse_cursor(&c).expect("cursor")),
+                None => break,
+            }
+        }
+        assert_eq!(
+            pages,
+            1_000usize.div_ceil(PAGE_ITEMS.min(PAGE_BYTES / 1_000))
+        );
+        let mut expected = items.clone();
+        expected.sort_by_key(|(k, _)| *k);
+        assert_eq!(
+            seen,
+            expected.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn one_big_item_still_makes_a_page() {
+        let (p, next) = page(vec![((0, 0), 1), ((0, 1), 2)], None, |_| PAGE_BYTES * 2);
+        assert_eq!((p, next), (vec![1], Some("0_0".to_owned())));
+        assert!(parse_cursor("x").is_err());
+        assert_eq!(parse_cursor("-5_3").expect("cursor"), (-5, 3));
+    }
+}
