@@ -63,7 +63,7 @@ mod tests {
     #[test]
     fn pages_cover_everything_once_in_order() {
         let items: Vec<(Key, usize)> = (0..1_000)
-            .map(|i| ((i % 7, -(i as i64)), i as usize))
+            .map(|i| ((i % 7, -i), i as usize))
             .collect();
         let mut seen = Vec::new();
         let mut after = None;
