@@ -195,6 +195,11 @@ pub struct Limits {
     pub company_max_groups_ceiling: u64,
     /// Sign-ups one invitation link admits per hour, per node.
     pub signups_per_link_per_hour: u32,
+    /// Uploads one user may have in flight at once, per node (past it 429).
+    pub max_uploads_per_user: u32,
+    /// Seconds an upload's body may go without a byte before it is cut off (and its
+    /// reservation of the quota given back).
+    pub upload_idle_secs: u64,
     /// Largest group profile image (bytes).
     pub max_image_bytes: u64,
     /// Largest folder file or attachment (bytes).
@@ -263,6 +268,8 @@ impl Default for Limits {
             company_storage_quota_ceiling: 1024 * 1024 * 1024 * 1024,
             company_max_groups_ceiling: 100_000,
             signups_per_link_per_hour: 10,
+            max_uploads_per_user: 4,
+            upload_idle_secs: 30,
             max_image_bytes: 5 * 1024 * 1024,
             max_upload_bytes: 1024 * 1024 * 1024,
             ws_read_buffer: 1024,
@@ -386,8 +393,13 @@ impl Config {
                 "limits.max_sessions_per_user and max_sessions_per_company must be positive",
             );
         }
-        if l.max_unauthenticated_per_address == 0 {
-            return bad("limits.max_unauthenticated_per_address must be positive");
+        if l.max_unauthenticated_per_address == 0 || l.max_uploads_per_user == 0 {
+            return bad(
+                "limits.max_unauthenticated_per_address and max_uploads_per_user must be positive",
+            );
+        }
+        if l.upload_idle_secs == 0 {
+            return bad("limits.upload_idle_secs must be positive");
         }
         if l.ws_read_buffer < 512 {
             return bad("limits.ws_read_buffer must be at least 512");

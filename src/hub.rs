@@ -17,6 +17,7 @@ use crate::room::registry::Rooms;
 use crate::room::RoomCommand;
 use crate::sessions::Sessions;
 use crate::shutdown::Shutdown;
+use crate::slots::Slots;
 use crate::store::SharedStore;
 use crossroom_protocol::{Event, RoomId, ServerFrame, UserId};
 use std::sync::Arc;
@@ -63,7 +64,9 @@ pub struct Hub {
     /// public).
     pub tenant_labels: bool,
     /// WebSockets per source address not yet authenticated.
-    pub unauthenticated: Arc<crate::session::admission::Unauthenticated>,
+    pub unauthenticated: Arc<Slots<std::net::IpAddr>>,
+    /// Uploads in flight per user.
+    pub uploads: Arc<Slots<crossroom_protocol::UserId>>,
     /// Sign-ups per invitation link this hour.
     pub signups: crate::room::invite::SignupBudget,
 }
@@ -76,9 +79,8 @@ impl Hub {
             s.limits.max_sessions_per_company,
         ));
         let ops = Arc::new(OpsFeed::default());
-        let unauthenticated = crate::session::admission::Unauthenticated::new(
-            s.limits.max_unauthenticated_per_address,
-        );
+        let unauthenticated = Slots::new(s.limits.max_unauthenticated_per_address);
+        let uploads = Slots::new(s.limits.max_uploads_per_user);
         let rooms = Arc::new(Rooms::new(Arc::new(RoomContext {
             missing: dashmap::DashMap::new(),
             store: s.store.clone(),
@@ -107,6 +109,7 @@ impl Hub {
             ops,
             tenant_labels: s.tenant_labels,
             unauthenticated,
+            uploads,
             signups: Default::default(),
         })
     }

@@ -25,5 +25,6 @@ pub mod server;
 pub mod session;
 pub mod sessions;
 pub mod shutdown;
+pub mod slots;
 pub mod store;
 pub mod web;

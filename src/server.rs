@@ -186,9 +186,14 @@ async fn open_store(
 fn open_blobs(config: &Config) -> Result<Arc<dyn crate::blob::BlobStore>, ServerError> {
     let blobs: Arc<dyn crate::blob::BlobStore> = match &config.s3 {
         Some(s3) => Arc::new(crate::blob::s3::S3Blobs::new(s3)?),
-        None => Arc::new(crate::blob::local::LocalBlobs::new(
-            config.data_dir.join("files"),
-        )),
+        None => {
+            let (local, parts) =
+                crate::blob::local::LocalBlobs::open(config.data_dir.join("files"))?;
+            if parts > 0 {
+                tracing::warn!(parts, "removed uploads a crash cut off");
+            }
+            Arc::new(local)
+        }
     };
     if config.s3.is_none() && !config.redis.is_empty() {
         tracing::warn!(

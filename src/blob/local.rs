@@ -23,6 +23,25 @@ impl LocalBlobs {
         LocalBlobs { dir }
     }
 
+    /// [`LocalBlobs::new`] for the directory this process alone writes: what a crash left in
+    /// `tmp/` (uploads cut off mid-body) is removed; returns how many.
+    pub fn open(dir: PathBuf) -> io::Result<(LocalBlobs, usize)> {
+        let mut removed = 0;
+        match std::fs::read_dir(dir.join("tmp")) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().ends_with(".part") {
+                        std::fs::remove_file(e.path())?;
+                        removed += 1;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok((LocalBlobs { dir }, removed))
+    }
+
     fn path(&self, id: &str) -> io::Result<PathBuf> {
         check_id(id)?;
         Ok(self.dir.join(id))

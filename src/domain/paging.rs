@@ -62,9 +62,7 @@ mod tests {
 
     #[test]
     fn pages_cover_everything_once_in_order() {
-        let items: Vec<(Key, usize)> = (0..1_000)
-            .map(|i| ((i % 7, -i), i as usize))
-            .collect();
+        let items: Vec<(Key, usize)> = (0..1_000).map(|i| ((i % 7, -i), i as usize)).collect();
         let mut seen = Vec::new();
         let mut after = None;
         let mut pages = 0;

@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crossroom_protocol::{ErrorCode, RoomId, RoomKind, UserId};
-use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -127,6 +126,16 @@ async fn receive(
         }
         _ => {}
     }
+    // Held until the bytes are stored or refused.
+    let _slot = hub.uploads.take(user.clone()).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "at most {} uploads at once per user",
+                hub.limits.max_uploads_per_user
+            ),
+        )
+    })?;
     let company = record.owner_company.clone();
     let quota = lookup::company_settings(&*hub.store, &company)
         .await?
@@ -138,7 +147,8 @@ async fn receive(
         ));
     }
     let id = format!("f_{}", crate::random::token());
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let idle = std::time::Duration::from_secs(hub.limits.upload_idle_secs);
+    let stream = idle_limited(body, idle);
     let stored = match hub.blobs.put(&id, Box::pin(stream), size).await {
         Ok(s) => s,
         Err(e) => {
@@ -146,6 +156,12 @@ async fn receive(
             return Err(match e {
                 BlobError::TooLarge(_) | BlobError::Incomplete => {
                     ApiError::invalid("the body does not match Content-Length")
+                }
+                BlobError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => ApiError::invalid(
+                    format!("the upload stalled: no byte for {} s", idle.as_secs()),
+                ),
+                BlobError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                    ApiError::invalid("the upload's body broke off")
                 }
                 BlobError::Io(e) => {
                     tracing::error!(error = %e, "cannot store file bytes");
@@ -170,6 +186,37 @@ async fn receive(
         return Err(e.into());
     }
     Ok(file)
+}
+
+/// An upload's body as the blob store reads it: a body error is the client's
+/// (`ConnectionAborted`), and a body that sends nothing for `idle` ends with `TimedOut` — a
+/// stalled client cannot hold its reservation of the quota.
+fn idle_limited(
+    body: Body,
+    idle: std::time::Duration,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    use futures_util::StreamExt;
+    futures_util::stream::unfold(Some(body.into_data_stream()), move |state| async move {
+        let mut body = state?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    e,
+                )),
+                None,
+            )),
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no byte within the idle limit",
+                )),
+                None,
+            )),
+        }
+    })
 }
 
 /// Undo an upload: its bytes leave the disk and the quota.

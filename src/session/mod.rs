@@ -7,7 +7,6 @@
 //! - [`writer`]: the outbound queue into the socket;
 //! - [`frames`]: which messages carry data, and the answers to bad ones.
 
-pub mod admission;
 mod dispatch;
 mod frames;
 mod rate;
@@ -68,7 +67,7 @@ pub async fn ws_handler(
     };
     // Counted until it authenticates by frame (or closes).
     let pending = match &user {
-        None => match hub.unauthenticated.admit(peer.ip()) {
+        None => match hub.unauthenticated.take(peer.ip()) {
             Some(p) => Some(p),
             None => {
                 return ApiError::new(
@@ -153,7 +152,7 @@ async fn run(
     socket: WebSocket,
     encoding: Encoding,
     user: Option<Authenticated>,
-    pending: Option<admission::Pending>,
+    pending: Option<crate::slots::Slot<std::net::IpAddr>>,
 ) {
     let _live = hub.shutdown.track();
     let (sink, mut stream) = socket.split();

@@ -200,6 +200,24 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        // This process alone writes the file: no upload is in flight, so what `used` holds
+        // beyond the recorded files is reservations a crash (or kill) left behind.
+        let given_back: i64 = conn.query_row(
+            "SELECT COALESCE(SUM(s.used - (SELECT COALESCE(SUM(f.size), 0) FROM files f \
+             WHERE f.company = s.company)), 0) FROM storage s",
+            [],
+            |r| r.get(0),
+        )?;
+        conn.execute_batch(
+            "UPDATE storage SET used = (SELECT COALESCE(SUM(size), 0) FROM files \
+             WHERE files.company = storage.company)",
+        )?;
+        if given_back != 0 {
+            tracing::warn!(
+                bytes = given_back,
+                "storage reservations a crash left were given back"
+            );
+        }
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())

@@ -1266,3 +1266,146 @@ async fn large_answers_come_in_pages_that_fit() {
         .expect("reply");
     assert_eq!(error_code(&r), ErrorCode::InvalidArgument);
 }
+
+/// A stalled upload cannot pin the quota: a body that announces 900 bytes, sends 10 and stalls
+/// holds its reservation only until `upload_idle_secs` (here 1) passes with no byte — then a
+/// neighbour's upload that did not fit goes through. A user has at most
+/// `max_uploads_per_user` (here 2) uploads in flight: the third is 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_give_the_quota_back() {
+    use tokio::io::AsyncWriteExt;
+    let server =
+        Server::start_with_config("[limits]\nupload_idle_secs = 1\nmax_uploads_per_user = 2\n")
+            .await;
+    let w = world(&server).await;
+    let r = server
+        .http(Some(&w.acme_key))
+        .patch(
+            "/v1/admin/company/settings",
+            serde_json::json!({ "shared_storage_quota": 1000 }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Stalls", &[&w.bob.id]).await;
+    let stall = |token: String| {
+        let addr = server.addr.clone();
+        let room = room.clone();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr.as_str())
+                .await
+                .expect("tcp");
+            let head = format!(
+                "POST /v1/rooms/{room}/attachments?name=s HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {token}\r\nContent-Type: text/plain\r\n\
+                 Content-Length: 450\r\n\r\n0123456789"
+            );
+            tcp.write_all(head.as_bytes()).await.expect("write");
+            tcp
+        }
+    };
+    // Two stalls of alice's hold 900 of the 1,000 bytes; a third is refused at once.
+    let _one = stall(w.alice.token.clone()).await;
+    let _two = stall(w.alice.token.clone()).await;
+    let upload = |token: &str, n: usize| {
+        let http = server.http(Some(token));
+        let path = format!("/v1/rooms/{room}/attachments?name=b");
+        async move {
+            http.call_raw("POST", &path, Some(("text/plain", vec![7u8; n].into())))
+                .await
+                .expect("http")
+        }
+    };
+    let mut third = None;
+    for _ in 0..50 {
+        let r = upload(&w.alice.token, 5).await;
+        if r.status == 429 {
+            third = Some(r);
+            break;
+        }
+        // The stalls may not have reached the server yet.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let third = third.expect("a third upload of alice's is refused");
+    assert_eq!(third.body["error"]["code"], "rate_limited");
+    // Bob's 200 bytes do not fit while the stalls hold their reservations ...
+    let r = upload(&w.bob.token, 200).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "quota_exceeded");
+    // ... and do once the idle limit cut the stalls off.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = upload(&w.bob.token, 200).await.status;
+        if status == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status, 201,
+        "the stalled uploads gave their reservations back"
+    );
+    let used = server
+        .http(Some(&w.acme_key))
+        .get("/v1/admin/company/storage")
+        .await
+        .expect("http");
+    assert_eq!(used.body["used"], 200, "{:?}", used.body);
+}
+
+/// An upload cut off by a SIGKILL leaves no trace once the server is back: the quota it
+/// reserved is given back at start-up (the embedded store's process alone writes it) and its
+/// `.part` file is removed. (They stayed forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_killed_mid_body_leaves_no_reservation_and_no_part_file() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Killed", &[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr.as_str())
+        .await
+        .expect("tcp");
+    let head = format!(
+        "POST /v1/rooms/{room}/files?name=k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 100000\r\n\r\n{}",
+        w.alice.token,
+        "z".repeat(5_000)
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let storage = |server: &Server| {
+        let http = server.http(Some(&w.acme_key));
+        async move {
+            http.get("/v1/admin/company/storage")
+                .await
+                .expect("http")
+                .body["used"]
+                .as_u64()
+                .expect("used")
+        }
+    };
+    let parts = |server: &Server| {
+        std::fs::read_dir(server.data_dir.join("files/tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let mut reserved = 0;
+    for _ in 0..200 {
+        reserved = storage(&server).await;
+        if reserved == 100_000 && parts(&server) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        (reserved, parts(&server)),
+        (100_000, 1),
+        "the upload is under way"
+    );
+    drop(alice);
+    server.restart().await;
+    drop(tcp);
+    assert_eq!(storage(&server).await, 0, "the reservation was given back");
+    assert_eq!(parts(&server), 0, "the .part file was removed");
+}
