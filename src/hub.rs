@@ -68,7 +68,7 @@ pub struct Hub {
     /// Uploads in flight per user.
     pub uploads: Arc<Slots<crossroom_protocol::UserId>>,
     /// Sign-ups per invitation link this hour.
-    pub signups: crate::room::invite::SignupBudget,
+    pub signups: crate::slots::PerHour,
 }
 
 impl Hub {

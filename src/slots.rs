@@ -1,8 +1,8 @@
-//! Counted places per key, taken and given back by a guard: how many WebSockets each source
+//! Counted places per key, taken and given back by a guard ([`Slots`]): how many WebSockets each source
 //! address holds open without having authenticated (past `limits.max_unauthenticated_per_address`
 //! an upgrade is refused with 429), and how many uploads each user has in flight (past
 //! `limits.max_uploads_per_user`, 429). One address or one user cannot hold more of the
-//! server than that.
+//! server than that. And uses per key per hour ([`PerHour`]): sign-ups per invitation link.
 
 use dashmap::DashMap;
 use std::hash::Hash;
@@ -53,6 +53,36 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
             *n -= 1;
             *n == 0
         });
+    }
+}
+
+/// Uses per key in the current hour (per node): sign-ups per invitation link, so a link shared
+/// publicly cannot mint companies without bound.
+#[derive(Default)]
+pub struct PerHour {
+    windows: dashmap::DashMap<String, (std::time::Instant, u32)>,
+}
+
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl PerHour {
+    /// Take one of `token`'s `per_hour` uses; false when the hour's are used.
+    pub fn take(&self, token: &str, per_hour: u32) -> bool {
+        if self.windows.len() > 10_000 {
+            self.windows.retain(|_, (start, _)| start.elapsed() < HOUR);
+        }
+        let mut w = self
+            .windows
+            .entry(token.to_owned())
+            .or_insert((std::time::Instant::now(), 0));
+        if w.0.elapsed() >= HOUR {
+            *w = (std::time::Instant::now(), 0);
+        }
+        if w.1 >= per_hour {
+            return false;
+        }
+        w.1 += 1;
+        true
     }
 }
 

@@ -91,41 +91,7 @@ async fn receive(
             format!("this upload must be 1 to {max} bytes"),
         ));
     }
-    // Refuse early anyone who could not use it: no bytes are taken from strangers.
-    let record = hub
-        .store
-        .room(room)
-        .await?
-        .filter(|r| r.members.contains(user) || r.masters.contains(user))
-        .ok_or_else(|| ApiError::not_found(format!("room {room}")))?;
-    let group = record.kind == RoomKind::Group;
-    match purpose {
-        Purpose::Image if !record.masters.contains(user) => {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "only a master of this group can do this",
-            ))
-        }
-        Purpose::Attachment | Purpose::Folder if !record.members.contains(user) => {
-            return Err(ApiError::new(
-                ErrorCode::NotMember,
-                "you are not a member of this room",
-            ))
-        }
-        Purpose::Attachment if group && !record.features.message => {
-            return Err(ApiError::new(
-                ErrorCode::FeatureDisabled,
-                "messages are switched off in this group",
-            ))
-        }
-        Purpose::Folder if group && !record.features.folder => {
-            return Err(ApiError::new(
-                ErrorCode::FeatureDisabled,
-                "the folder is switched off in this group",
-            ))
-        }
-        _ => {}
-    }
+    let record = may_upload(hub, room, user, purpose).await?;
     // Held until the bytes are stored or refused.
     let _slot = hub.uploads.take(user.clone()).ok_or_else(|| {
         ApiError::new(
@@ -186,6 +152,51 @@ async fn receive(
         return Err(e.into());
     }
     Ok(file)
+}
+
+/// Refuse early anyone who could not use the upload (no bytes are taken from strangers): the
+/// room as the uploader may use it.
+async fn may_upload(
+    hub: &Hub,
+    room: &RoomId,
+    user: &UserId,
+    purpose: Purpose,
+) -> ApiResult<crate::domain::records::RoomRecord> {
+    let record = hub
+        .store
+        .room(room)
+        .await?
+        .filter(|r| r.members.contains(user) || r.masters.contains(user))
+        .ok_or_else(|| ApiError::not_found(format!("room {room}")))?;
+    let group = record.kind == RoomKind::Group;
+    match purpose {
+        Purpose::Image if !record.masters.contains(user) => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only a master of this group can do this",
+            ))
+        }
+        Purpose::Attachment | Purpose::Folder if !record.members.contains(user) => {
+            return Err(ApiError::new(
+                ErrorCode::NotMember,
+                "you are not a member of this room",
+            ))
+        }
+        Purpose::Attachment if group && !record.features.message => {
+            return Err(ApiError::new(
+                ErrorCode::FeatureDisabled,
+                "messages are switched off in this group",
+            ))
+        }
+        Purpose::Folder if group && !record.features.folder => {
+            return Err(ApiError::new(
+                ErrorCode::FeatureDisabled,
+                "the folder is switched off in this group",
+            ))
+        }
+        _ => {}
+    }
+    Ok(record)
 }
 
 /// An upload's body as the blob store reads it: a body error is the client's

@@ -21,36 +21,6 @@ use std::sync::Arc;
 /// Most addresses in one `send_invites`.
 const MAX_EMAILS: usize = 100;
 
-/// Sign-ups per invitation link in the current hour (per node): a link shared publicly cannot
-/// mint companies without bound.
-#[derive(Default)]
-pub struct SignupBudget {
-    windows: dashmap::DashMap<String, (std::time::Instant, u32)>,
-}
-
-const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
-
-impl SignupBudget {
-    /// Take one sign-up of `token`'s `per_hour`; false when the hour's are used.
-    pub fn take(&self, token: &str, per_hour: u32) -> bool {
-        if self.windows.len() > 10_000 {
-            self.windows.retain(|_, (start, _)| start.elapsed() < HOUR);
-        }
-        let mut w = self
-            .windows
-            .entry(token.to_owned())
-            .or_insert((std::time::Instant::now(), 0));
-        if w.0.elapsed() >= HOUR {
-            *w = (std::time::Instant::now(), 0);
-        }
-        if w.1 >= per_hour {
-            return false;
-        }
-        w.1 += 1;
-        true
-    }
-}
-
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
         .route("/v1/invite/{token}", get(look))
