@@ -77,16 +77,23 @@ pub async fn contacts(hub: &Hub, user: &UserId) -> ApiResult<Vec<UserInfo>> {
 }
 
 /// Add a user of another company to `me`'s contacts.
+/// Add `contact` to `me`'s contacts. The answer is the same whether such a user exists or not
+/// (only an active user of another company is added; `list_contacts` shows who was), so trying
+/// ids does not tell who has an account.
 pub async fn add_contact(hub: &Hub, me: &User, contact: &UserId) -> ApiResult<()> {
-    let Some(other) = hub.store.user(contact).await?.filter(|u| u.active) else {
-        return Err(ApiError::not_found(format!("user {contact}")));
-    };
-    if other.company == me.company {
+    if contact.company().as_ref() == Some(&me.company) {
         return Err(ApiError::invalid(
             "colleagues of your own company need no contact entry",
         ));
     }
-    hub.store.add_contact(&me.id, contact).await?;
+    if hub
+        .store
+        .user(contact)
+        .await?
+        .is_some_and(|u| u.active && u.company != me.company)
+    {
+        hub.store.add_contact(&me.id, contact).await?;
+    }
     Ok(())
 }
 

@@ -83,7 +83,15 @@ pub async fn answer(
             // A later page expands from its cursor's start (what started earlier and still
             // overlaps it was on an earlier page).
             let start = after.map_or(from, |(s, _)| s.max(from));
-            let keyed: Vec<_> = occurrences(&events, start, to)
+            // Bounded, but thousands of events times thousands of occurrences is CPU work:
+            // off the async workers, so a neighbour's ping is not kept waiting.
+            let (events, expanded) = tokio::task::spawn_blocking(move || {
+                let o = occurrences(&events, start, to);
+                (events, o)
+            })
+            .await
+            .map_err(|_| ApiError::internal())?;
+            let keyed: Vec<_> = expanded
                 .into_iter()
                 .map(|o| ((o.start, o.event as i64), o))
                 .collect();

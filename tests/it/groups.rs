@@ -908,7 +908,8 @@ async fn g8_search_and_autocomplete_never_leak() {
         })
         .await
         .expect("reply");
-    assert_eq!(error_code(&r), ErrorCode::NotFound);
+    // The same answer as for someone who exists (no enumeration of accounts); nothing added.
+    assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
     let ServerFrame::Contacts { contacts, .. } = bob
         .request(ClientFrame::ListContacts { id: 0 })
         .await
