@@ -47,6 +47,17 @@ pub struct Config {
     /// What `/metrics` shows.
     pub metrics: MetricsConfig,
     pub limits: Limits,
+    /// Switches for conformance tests; never on in production.
+    pub testing: TestingConfig,
+}
+
+/// `[testing]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestingConfig {
+    /// Serve `GET /v1/echo`: a WebSocket that echoes every message, on the same stack, limits
+    /// and buffers as `/v1/ws`, for RFC 6455 conformance suites (`scripts/conformance`).
+    pub ws_echo: bool,
 }
 
 /// `[metrics]`.
@@ -229,6 +240,7 @@ impl Default for Config {
             files: FilesConfig::default(),
             metrics: MetricsConfig::default(),
             limits: Limits::default(),
+            testing: TestingConfig::default(),
         }
     }
 }

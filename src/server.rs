@@ -101,7 +101,12 @@ where
     })
     .await;
 
-    let app = Router::new()
+    let mut app = Router::new();
+    if config.testing.ws_echo {
+        tracing::warn!("[testing] ws_echo is on: /v1/echo echoes WebSocket messages");
+        app = app.route("/v1/echo", get(crate::session::echo_handler));
+    }
+    let app = app
         .route("/v1/ws", get(crate::session::ws_handler))
         .merge(crate::http::health::routes())
         .route("/v1/ops", get(crate::ops::handler))

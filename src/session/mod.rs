@@ -100,6 +100,29 @@ pub async fn ws_handler(
     ws.on_upgrade(move |socket| run(hub, socket, encoding, user, pending).instrument(span))
 }
 
+/// `GET /v1/echo` (only with `[testing] ws_echo`): a WebSocket that sends back every text and
+/// binary message, with the limits and buffers of `/v1/ws` — what RFC 6455 conformance suites
+/// drive. Pings are answered and closes completed by the WebSocket stack itself.
+pub async fn echo_handler(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+    let l = &hub.limits;
+    ws.read_buffer_size(l.ws_read_buffer)
+        .write_buffer_size(l.ws_write_buffer)
+        .max_message_size(l.max_frame_bytes)
+        .max_frame_size(l.max_frame_bytes)
+        .on_upgrade(|mut socket| async move {
+            while let Some(Ok(m)) = socket.recv().await {
+                let back = match m {
+                    Message::Text(_) | Message::Binary(_) => m,
+                    // The stack queued the closing reply; reading on sends it, then ends.
+                    Message::Close(_) | Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                if socket.send(back).await.is_err() {
+                    break;
+                }
+            }
+        })
+}
+
 /// What every WebSocket upgrade checks first: not draining, and an allowed origin. Cross-site
 /// WebSocket hijacking: a browser page of another origin may not use a user's session. Native
 /// clients send no Origin and are not affected.

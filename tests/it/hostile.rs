@@ -1047,13 +1047,15 @@ async fn made_up_room_ids_create_no_state() {
             assert_eq!(error_code(&r), ErrorCode::NotFound, "round {round}: {r:?}");
         }
     }
+    // An actor whose last answer raced a sender still holding its handle retires at its idle
+    // tick instead (1 s for a missing room, so within 2 s).
     let mut active = f64::MAX;
-    for _ in 0..50 {
+    for _ in 0..100 {
         active = metric(&scrape(&server).await, "crossroom_rooms_active");
         if active == 0.0 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(active, 0.0, "no actor stays for a room that does not exist");
 }
