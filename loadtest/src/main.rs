@@ -26,6 +26,7 @@
 //! server on plain tokio-tungstenite, `src/ceiling.rs`); `socketio` (`loadtest/peers/socketio`);
 //! `sockudo` (Pusher protocol). Adapters are in `src/peer.rs`.
 
+mod calendar;
 mod ceiling;
 mod chart;
 mod hist;
@@ -40,6 +41,8 @@ use std::time::Duration;
 const USAGE: &str = "usage:
   loadtest broadcast|groups|churn [flags]     run a scenario
   loadtest ceiling [--listen HOST:PORT]       the plain tokio-tungstenite broadcast server
+  loadtest calendar [--addr A] [--operator-key K] [--events N=2000] [--duration SECS=10]
+                                              the heaviest calendar query, and a neighbour's ping
 flags:
   --addr HOST:PORT[,HOST:PORT...]  nodes (default 127.0.0.1:8080); set-up uses the first
   --target crossroom|ceiling|socketio|sockudo   (default crossroom)
@@ -60,6 +63,7 @@ enum Command {
     Scenario(Box<Args>),
     Ceiling(String),
     Worker(String),
+    Calendar(calendar::CalendarArgs),
 }
 
 fn parse_args(argv: Vec<String>) -> Result<Command, String> {
@@ -69,6 +73,28 @@ fn parse_args(argv: Vec<String>) -> Result<Command, String> {
         Some("groups") => Scenario::Groups,
         Some("churn") => Scenario::Churn,
         Some("worker") => return it.next().map(Command::Worker).ok_or(USAGE.into()),
+        Some("calendar") => {
+            let mut c = calendar::CalendarArgs {
+                addr: "127.0.0.1:8080".into(),
+                operator_key: std::env::var("CROSSROOM_OPERATOR_KEY").unwrap_or_default(),
+                events: 2_000,
+                duration: Duration::from_secs(10),
+            };
+            while let Some(flag) = it.next() {
+                let v = it.next().ok_or(USAGE)?;
+                match flag.as_str() {
+                    "--addr" => c.addr = v,
+                    "--operator-key" => c.operator_key = v,
+                    "--events" => c.events = v.parse().map_err(|_| "--events: a number")?,
+                    "--duration" => {
+                        c.duration =
+                            Duration::from_secs(v.parse().map_err(|_| "--duration: seconds")?)
+                    }
+                    _ => return Err(USAGE.into()),
+                }
+            }
+            return Ok(Command::Calendar(c));
+        }
         Some("ceiling") => {
             return match (it.next().as_deref(), it.next()) {
                 (None, _) => Ok(Command::Ceiling("127.0.0.1:18500".into())),
@@ -218,6 +244,10 @@ async fn main() -> std::process::ExitCode {
         Ok(Command::Ceiling(listen)) => match ceiling::serve(&listen).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => fail(format!("ceiling: {e}"), 2),
+        },
+        Ok(Command::Calendar(c)) => match calendar::run(c).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => fail(format!("calendar: {e}"), 2),
         },
         Ok(Command::Worker(job)) => match worker::main(&job).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
