@@ -102,6 +102,7 @@ async fn connection(stream: TcpStream, hub: Arc<Hub>) {
             company: "ceiling.example".into(),
             name: "ceiling".into(),
             kind: "works".into(),
+            company_self_registered: false,
         },
         limits: Limits {
             max_frame_bytes: 1 << 20,

@@ -69,6 +69,10 @@ pub struct UserInfo {
     pub name: String,
     /// `works` or `line`.
     pub kind: String,
+    /// The user's company was made by a sign-up through an invitation link: its domain and name
+    /// are what that person typed, unverified (absent: false). Set in `contacts` and `search`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub company_self_registered: bool,
 }
 
 /// A room as its members see it.

@@ -196,6 +196,7 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     company: "acme.example".into(),
                     name: "Alice".into(),
                     kind: "works".into(),
+                    company_self_registered: false,
                 },
                 limits: Limits {
                     max_frame_bytes: 65536,
@@ -351,6 +352,19 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     read_count: 1,
                     readers: Some(vec!["carol@globex.example".into()]),
                 },
+            },
+        ),
+        (
+            "contacts_with_a_self_registered_company",
+            ServerFrame::Contacts {
+                id: 26,
+                contacts: vec![UserInfo {
+                    id: "ceo@brand.example".into(),
+                    company: "brand.example".into(),
+                    name: "CEO".into(),
+                    kind: "works".into(),
+                    company_self_registered: true,
+                }],
             },
         ),
         (

@@ -59,20 +59,32 @@ pub async fn search(
                     || (!u.email.is_empty() && u.email.to_lowercase() == q))
         })
         .take(limit)
-        .map(|u| u.info())
         .collect();
-    Ok((rooms, contacts))
+    Ok((rooms, marked(hub, contacts).await?))
 }
 
 /// The user's contacts that still exist.
 pub async fn contacts(hub: &Hub, user: &UserId) -> ApiResult<Vec<UserInfo>> {
     let ids = hub.store.contacts(user).await?;
-    Ok(hub
-        .store
-        .users(&ids)
-        .await?
+    marked(hub, hub.store.users(&ids).await?).await
+}
+
+/// Users as others see them, marked when their company signed itself up (one read per
+/// company).
+async fn marked(hub: &Hub, users: Vec<User>) -> ApiResult<Vec<UserInfo>> {
+    let mut self_registered = std::collections::HashMap::new();
+    for u in &users {
+        if !self_registered.contains_key(&u.company) {
+            let c = hub.store.company(&u.company).await?;
+            self_registered.insert(u.company.clone(), c.is_some_and(|c| c.self_registered));
+        }
+    }
+    Ok(users
         .iter()
-        .map(User::info)
+        .map(|u| UserInfo {
+            company_self_registered: self_registered.get(&u.company) == Some(&true),
+            ..u.info()
+        })
         .collect())
 }
 

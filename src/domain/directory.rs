@@ -162,6 +162,7 @@ impl User {
             company: self.company.clone(),
             name: self.name.clone(),
             kind: self.kind.as_str().to_owned(),
+            company_self_registered: false,
         }
     }
 }

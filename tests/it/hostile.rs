@@ -1163,6 +1163,34 @@ async fn signups_are_marked_capped_and_bounded_per_link() {
         .collect();
     assert!(marks.contains(&("brand.example".into(), true)), "{marks:?}");
     assert!(marks.contains(&("acme.example".into(), false)), "{marks:?}");
+    // Users see the mark on each other too.
+    let r = alice
+        .request(ClientFrame::AddContact {
+            id: 0,
+            user: UserId::from("ceo@brand.example"),
+        })
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
+    let ServerFrame::Contacts { contacts, .. } = alice
+        .request(ClientFrame::ListContacts { id: 0 })
+        .await
+        .expect("contacts")
+    else {
+        panic!("contacts")
+    };
+    let flags: Vec<(String, bool)> = contacts
+        .iter()
+        .map(|c| (c.id.to_string(), c.company_self_registered))
+        .collect();
+    assert!(
+        flags.contains(&("ceo@brand.example".into(), true)),
+        "{flags:?}"
+    );
+    assert!(
+        flags.contains(&(w.carol.id.to_string(), false)),
+        "{flags:?}"
+    );
     let admin = server.http(Some(&key));
     for patch in [
         serde_json::json!({ "shared_storage_quota": 1u64 << 62 }),
