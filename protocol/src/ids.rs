@@ -10,7 +10,28 @@ macro_rules! string_id {
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub String);
+        string_id!(@common $name);
+    };
+    // Decoded only when `$check` accepts it: a malformed id is refused where it is read (its
+    // text is not repeated in the error).
+    ($(#[$doc:meta])* $name:ident, checked by $check:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+        string_id!(@common $name);
 
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                match $check(&s) {
+                    true => Ok($name(s)),
+                    false => Err(serde::de::Error::custom($what)),
+                }
+            }
+        }
+    };
+    (@common $name:ident) => {
         impl $name {
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -39,12 +60,50 @@ macro_rules! string_id {
 
 string_id!(
     /// A company (tenant): a domain name such as `acme.example`.
-    CompanyId
+    CompanyId,
+    checked by is_company_id,
+    "a company id is a lowercase domain name such as acme.example"
 );
 string_id!(
     /// A user: `login@company`, e.g. `alice@acme.example`.
-    UserId
+    UserId,
+    checked by is_user_id,
+    "a user id is login@company: 1 to 64 of a-z 0-9 . _ - and a company domain"
 );
+
+/// A login (the part of a user id before `@`): 1–64 of `a-z 0-9 . _ -`.
+pub fn is_login(login: &str) -> bool {
+    !login.is_empty()
+        && login.len() <= 64
+        && login
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// A company id: a lowercase domain name of at most 253 bytes with at least one dot, each
+/// label 1–63 of `a-z 0-9 -`, not starting or ending with `-`.
+pub fn is_company_id(id: &str) -> bool {
+    let labels_ok = id.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    id.len() <= 253 && id.contains('.') && labels_ok
+}
+
+/// The logins of the server's own actors, which author entries a company's admin API or its
+/// policy made (`#admin@acme.example`, `#policy@acme.example`); no person has them.
+pub const SYSTEM_LOGINS: [&str; 2] = ["#admin", "#policy"];
+
+/// A user id: `login@company` (or a system actor's, [`SYSTEM_LOGINS`]).
+pub fn is_user_id(id: &str) -> bool {
+    id.split_once('@').is_some_and(|(login, company)| {
+        (is_login(login) || SYSTEM_LOGINS.contains(&login)) && is_company_id(company)
+    })
+}
 string_id!(
     /// A room (general room or external group): `r_` and 26 random base32 characters; never
     /// reused.

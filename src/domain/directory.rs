@@ -247,12 +247,7 @@ pub fn holds_external_permission(user: &User, company: &CompanySettings) -> bool
 
 /// Validate a login (the part before `@`): 1–64 of `a-z 0-9 . _ -`.
 pub fn validate_login(login: &str) -> Result<(), String> {
-    let ok = !login.is_empty()
-        && login.len() <= 64
-        && login
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if ok {
+    if crossroom_protocol::ids::is_login(login) {
         Ok(())
     } else {
         Err("login must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-'".into())
@@ -261,15 +256,7 @@ pub fn validate_login(login: &str) -> Result<(), String> {
 
 /// Validate a company id: a lowercase domain name such as `acme.example`.
 pub fn validate_company_id(id: &str) -> Result<(), String> {
-    let labels_ok = id.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    });
-    if id.len() <= 253 && id.contains('.') && labels_ok {
+    if crossroom_protocol::ids::is_company_id(id) {
         Ok(())
     } else {
         Err("company id must be a lowercase domain name such as acme.example".into())

@@ -1439,3 +1439,46 @@ async fn an_upload_killed_mid_body_leaves_no_reservation_and_no_part_file() {
     assert_eq!(storage(&server).await, 0, "the reservation was given back");
     assert_eq!(parts(&server), 0, "the .part file was removed");
 }
+
+/// User and company ids are checked where they are decoded: a malformed one (here 30 KB) is
+/// `invalid_argument` for the request that carries it, without its text in the answer, and the
+/// session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_user_ids_are_refused_at_decode() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    for bad in [
+        "x".repeat(30_000),
+        "Alice@acme.example".into(),
+        "alice@acme".into(),
+    ] {
+        for frame in [
+            ClientFrame::AddContact {
+                id: 0,
+                user: UserId(bad.clone()),
+            },
+            ClientFrame::CreateGroup {
+                id: 0,
+                name: "Ids".into(),
+                description: String::new(),
+                members: vec![UserId(bad.clone())],
+                masters: vec![],
+                add_self_as_member: true,
+                features: None,
+            },
+        ] {
+            let r = alice.request(frame).await.expect("reply");
+            let ServerFrame::Error { code, message, .. } = &r else {
+                panic!("{r:?}")
+            };
+            assert_eq!(*code, ErrorCode::InvalidArgument, "{bad:.40}: {message}");
+            assert!(message.len() < 300, "not echoed: {} bytes", message.len());
+        }
+    }
+    let r = alice
+        .request(ClientFrame::Ping { id: 0 })
+        .await
+        .expect("pong");
+    assert!(matches!(r, ServerFrame::Pong { .. }), "{r:?}");
+}
