@@ -1298,14 +1298,14 @@ async fn large_answers_come_in_pages_that_fit() {
 }
 
 /// A stalled upload cannot pin the quota: a body that announces 900 bytes, sends 10 and stalls
-/// holds its reservation only until `upload_idle_secs` (here 1) passes with no byte — then a
+/// holds its reservation only until `upload_idle_secs` (here 3) passes with no byte — then a
 /// neighbour's upload that did not fit goes through. A user has at most
 /// `max_uploads_per_user` (here 2) uploads in flight: the third is 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_uploads_give_the_quota_back() {
     use tokio::io::AsyncWriteExt;
     let server =
-        Server::start_with_config("[limits]\nupload_idle_secs = 1\nmax_uploads_per_user = 2\n")
+        Server::start_with_config("[limits]\nupload_idle_secs = 3\nmax_uploads_per_user = 2\n")
             .await;
     let w = world(&server).await;
     let r = server
@@ -1347,17 +1347,29 @@ async fn stalled_uploads_give_the_quota_back() {
                 .expect("http")
         }
     };
-    let mut third = None;
-    for _ in 0..50 {
-        let r = upload(&w.alice.token, 5).await;
-        if r.status == 429 {
-            third = Some(r);
+    // Both stalls reached the server once their reservations show.
+    let used = || {
+        let http = server.http(Some(&w.acme_key));
+        async move {
+            http.get("/v1/admin/company/storage")
+                .await
+                .expect("http")
+                .body["used"]
+                .as_u64()
+                .unwrap_or_default()
+        }
+    };
+    let mut reserved = 0;
+    for _ in 0..200 {
+        reserved = used().await;
+        if reserved == 900 {
             break;
         }
-        // The stalls may not have reached the server yet.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let third = third.expect("a third upload of alice's is refused");
+    assert_eq!(reserved, 900, "the two stalls hold their reservations");
+    let third = upload(&w.alice.token, 5).await;
+    assert_eq!(third.status, 429, "{:?}", third.body);
     assert_eq!(third.body["error"]["code"], "rate_limited");
     // Bob's 200 bytes do not fit while the stalls hold their reservations ...
     let r = upload(&w.bob.token, 200).await;
@@ -1365,7 +1377,7 @@ async fn stalled_uploads_give_the_quota_back() {
     assert_eq!(r.body["error"]["code"], "quota_exceeded");
     // ... and do once the idle limit cut the stalls off.
     let mut status = 0;
-    for _ in 0..100 {
+    for _ in 0..200 {
         status = upload(&w.bob.token, 200).await.status;
         if status == 201 {
             break;
@@ -1421,7 +1433,7 @@ async fn an_upload_killed_mid_body_leaves_no_reservation_and_no_part_file() {
             .unwrap_or(0)
     };
     let mut reserved = 0;
-    for _ in 0..200 {
+    for _ in 0..500 {
         reserved = storage(&server).await;
         if reserved == 100_000 && parts(&server) == 1 {
             break;
