@@ -42,7 +42,8 @@ impl<K: Hash + Eq + Clone> Slots<K> {
     }
 
     /// Places `key` holds.
-    pub fn count(&self, key: &K) -> u32 {
+    #[cfg(test)]
+    fn count(&self, key: &K) -> u32 {
         self.taken.get(key).map_or(0, |n| *n)
     }
 }

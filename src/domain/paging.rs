@@ -28,32 +28,29 @@ pub fn cursor(key: Key) -> String {
 
 /// The page of `items` after `after` (all of them from the start when `None`): items in key
 /// order, as many as fit, and the cursor of the next page when some are left. `size` is an
-/// item's cost in bytes.
+/// item's cost in bytes, asked once per item in order, up to the first that does not fit.
 pub fn page<T>(
     mut items: Vec<(Key, T)>,
     after: Option<Key>,
-    size: impl Fn(&T) -> usize,
+    mut size: impl FnMut(&T) -> usize,
 ) -> (Vec<T>, Option<String>) {
     items.sort_by_key(|(k, _)| *k);
     let mut out = Vec::new();
     let mut bytes = 0;
     let mut last = None;
-    let mut rest = items
+    for (k, item) in items
         .into_iter()
         .filter(|(k, _)| after.is_none_or(|a| *k > a))
-        .peekable();
-    while let Some((k, item)) = rest.next_if(|(_, item)| {
-        out.is_empty() || (out.len() < PAGE_ITEMS && bytes + size(item) <= PAGE_BYTES)
-    }) {
-        bytes += size(&item);
+    {
+        let cost = size(&item);
+        if !out.is_empty() && (out.len() >= PAGE_ITEMS || bytes + cost > PAGE_BYTES) {
+            return (out, last.map(cursor));
+        }
+        bytes += cost;
         last = Some(k);
         out.push(item);
     }
-    let next = match rest.peek() {
-        Some(_) => last.map(cursor),
-        None => None,
-    };
-    (out, next)
+    (out, None)
 }
 
 #[cfg(test)]

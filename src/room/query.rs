@@ -96,12 +96,10 @@ pub async fn answer(
                 .map(|o| ((o.start, o.event as i64), o))
                 .collect();
             // An occurrence costs its own bytes, and its event's the first time it is named.
-            let sizes: std::collections::HashMap<u64, usize> =
-                events.iter().map(|e| (e.id, json_size(e))).collect();
-            let named = std::cell::RefCell::new(std::collections::HashSet::new());
+            let mut named = std::collections::HashSet::new();
             let (occurrences, next) = paging::page(keyed, after, |o| {
-                let event = match named.borrow_mut().insert(o.event) {
-                    true => sizes.get(&o.event).copied().unwrap_or(0),
+                let event = match named.insert(o.event) {
+                    true => events.iter().find(|e| e.id == o.event).map_or(0, json_size),
                     false => 0,
                 };
                 json_size(o) + event

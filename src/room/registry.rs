@@ -37,12 +37,18 @@ impl Rooms {
     /// mailbox is full (back-pressure on the sender, never on the actor). The command's reply is
     /// never lost: if no actor can take it, the reply says so.
     pub async fn send(&self, room: &RoomId, cmd: RoomCommand) {
-        if !room.is_well_formed() || self.ctx.known_missing(room) {
+        let refusal = if !room.is_well_formed() {
+            Some(ApiError::invalid(
+                "room must be r_ and 26 characters of a-z, 2-7",
+            ))
+        } else if self.ctx.known_missing(room) {
+            Some(ApiError::not_found(format!("room {room}")))
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
             if let Some(reply) = cmd.into_reply() {
-                reply.fail(match room.is_well_formed() {
-                    true => ApiError::not_found(format!("room {room}")),
-                    false => ApiError::invalid("room must be r_ and 26 characters of a-z, 2-7"),
-                });
+                reply.fail(e);
             }
             return;
         }

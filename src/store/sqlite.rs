@@ -130,6 +130,7 @@ CREATE TABLE IF NOT EXISTS files (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_room ON files(room);
+CREATE INDEX IF NOT EXISTS files_company ON files(company);
 -- Current state of feature items (notes, calendar events, tasks, folders, files): a projection
 -- of the log kept by room::features::apply.
 CREATE TABLE IF NOT EXISTS items (
@@ -202,16 +203,17 @@ impl SqliteStore {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         // This process alone writes the file: no upload is in flight, so what `used` holds
         // beyond the recorded files is reservations a crash (or kill) left behind.
-        let given_back: i64 = conn.query_row(
-            "SELECT COALESCE(SUM(s.used - (SELECT COALESCE(SUM(f.size), 0) FROM files f \
-             WHERE f.company = s.company)), 0) FROM storage s",
-            [],
-            |r| r.get(0),
-        )?;
+        let total = |conn: &Connection| -> rusqlite::Result<i64> {
+            conn.query_row("SELECT COALESCE(SUM(used), 0) FROM storage", [], |r| {
+                r.get(0)
+            })
+        };
+        let before = total(&conn)?;
         conn.execute_batch(
             "UPDATE storage SET used = (SELECT COALESCE(SUM(size), 0) FROM files \
              WHERE files.company = storage.company)",
         )?;
+        let given_back = before - total(&conn)?;
         if given_back != 0 {
             tracing::warn!(
                 bytes = given_back,

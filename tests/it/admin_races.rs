@@ -148,18 +148,7 @@ async fn joins_racing_withdrawals(servers: &[&Server], trials: usize) -> usize {
     assert_eq!(r.status, 200, "{:?}", r.body);
     let mut alice = servers[0].connect(&w.alice.token, Encoding::MsgPack).await;
     let room = group(&mut alice, "Open door", &[]).await;
-    let token = match alice
-        .request(ClientFrame::CreateInvite {
-            id: 0,
-            room: room.clone(),
-            expires_in_secs: None,
-        })
-        .await
-        .expect("reply")
-    {
-        ServerFrame::Invite { token, .. } => token.expect("a link"),
-        other => panic!("{other:?}"),
-    };
+    let token = invite_token(&mut alice, &room).await;
     let mut leaked = 0;
     for i in 0..trials {
         let (id, user_token) = fresh_user(&globex, &format!("j{i}")).await;

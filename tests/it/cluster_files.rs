@@ -39,15 +39,6 @@ async fn bucket_becomes(s3: &S3Server, want: &BTreeSet<String>) {
     assert_eq!(&stored(s3).await, want, "bucket contents");
 }
 
-async fn used(node: &Server, key: &str) -> u64 {
-    let r = node
-        .http(Some(key))
-        .get("/v1/admin/company/storage")
-        .await
-        .expect("http");
-    r.body["used"].as_u64().expect("used")
-}
-
 /// A folder file (multipart: 3 parts), a profile image and an attachment uploaded through node
 /// 1 are downloaded through node 0 with equal bytes and checksum; a purge through node 0 frees
 /// the file's bytes in the bucket and its quota, and deleting the group through node 0 frees
@@ -124,14 +115,17 @@ async fn files_uploaded_through_one_node_are_served_and_freed_through_another() 
     let all: BTreeSet<String> = [&big_id, &image_id, &att_id].into_iter().cloned().collect();
     assert_eq!(stored(&s3).await, all);
     let total = (big.len() + png.len() + note.len()) as u64;
-    assert_eq!(used(&a, &w.acme_key).await, total);
+    assert_eq!(storage_used(&a, &w.acme_key).await, total);
 
     // Trash and purge the big file through node 0: its bytes leave the bucket and the quota.
     act_ok(&mut alice, &room, Action::Trash { item: big_item }).await;
     act_ok(&mut alice, &room, Action::Purge { item: big_item }).await;
     let rest: BTreeSet<String> = [&image_id, &att_id].into_iter().cloned().collect();
     bucket_becomes(&s3, &rest).await;
-    assert_eq!(used(&b, &w.acme_key).await, total - big.len() as u64);
+    assert_eq!(
+        storage_used(&b, &w.acme_key).await,
+        total - big.len() as u64
+    );
     let gone = b
         .http(Some(&w.carol.token))
         .get(&format!("/v1/rooms/{room}/files/{big_id}"))
@@ -149,7 +143,7 @@ async fn files_uploaded_through_one_node_are_served_and_freed_through_another() 
         .expect("reply");
     assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
     bucket_becomes(&s3, &BTreeSet::new()).await;
-    assert_eq!(used(&b, &w.acme_key).await, 0);
+    assert_eq!(storage_used(&b, &w.acme_key).await, 0);
 }
 
 /// Bytes in the bucket that no file record owns (what a node killed between storing an

@@ -425,6 +425,33 @@ impl Drop for SmtpServer {
     }
 }
 
+/// A new invitation link of `room` (`c` is one of its masters); its token.
+pub async fn invite_token(c: &mut Client, room: &RoomId) -> String {
+    match c
+        .request(ClientFrame::CreateInvite {
+            id: 0,
+            room: room.clone(),
+            expires_in_secs: None,
+        })
+        .await
+        .expect("reply")
+    {
+        ServerFrame::Invite { token, .. } => token.expect("a link"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The bytes a company's storage holds, reservations included (`GET /v1/admin/company/storage`
+/// with its admin `key`).
+pub async fn storage_used(node: &Server, key: &str) -> u64 {
+    let r = node
+        .http(Some(key))
+        .get("/v1/admin/company/storage")
+        .await
+        .expect("http");
+    r.body["used"].as_u64().expect("used")
+}
+
 /// Read `/metrics` into (series with labels → value).
 pub async fn scrape(server: &Server) -> std::collections::HashMap<String, f64> {
     let r = server.http(None).get("/metrics").await.expect("scrape");
@@ -678,19 +705,25 @@ impl RedisCluster {
         }
         let cluster = RedisCluster { nodes };
         if replicas > 0 {
-            let mut warmed = std::collections::HashSet::new();
-            for i in 0.. {
-                let key = format!("warmup:{i}");
-                let (m, _) = cluster.shard_of(&key, 0).await.expect("a primary");
-                if warmed.insert(m) {
+            for m in 0..cluster.nodes.len() {
+                if cluster.nodes[m].cli(&["role"]).await.starts_with("master") {
+                    let key = cluster.key_on(m).await;
                     cluster.replicating(m, &key, replicas).await;
-                }
-                if warmed.len() == masters {
-                    break;
                 }
             }
         }
         cluster
+    }
+
+    /// A key whose slot primary `m` holds.
+    async fn key_on(&self, m: usize) -> String {
+        for i in 0.. {
+            let key = format!("warmup:{i}");
+            if self.shard_of(&key, m).await.map(|(p, _)| p) == Some(m) {
+                return key;
+            }
+        }
+        unreachable!("every primary holds some slot")
     }
 
     /// Wait until `replicas` replicas of primary `m` acknowledge a write (to `key`, one of its
@@ -756,13 +789,8 @@ impl RedisCluster {
                 .contains("master_link_status:up")
             {
                 self.nodes.push(node);
-                for i in 0.. {
-                    let key = format!("warmup:{i}");
-                    if self.shard_of(&key, master).await.map(|(m, _)| m) == Some(master) {
-                        self.replicating(master, &key, 1).await;
-                        break;
-                    }
-                }
+                let key = self.key_on(master).await;
+                self.replicating(master, &key, 1).await;
                 return self.nodes.len() - 1;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1115,18 +1115,7 @@ async fn signups_are_marked_capped_and_bounded_per_link() {
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let room = group(&mut alice, "Open", &[]).await;
-    let token = match alice
-        .request(ClientFrame::CreateInvite {
-            id: 0,
-            room: room.clone(),
-            expires_in_secs: None,
-        })
-        .await
-        .expect("reply")
-    {
-        ServerFrame::Invite { token, .. } => token.expect("token"),
-        other => panic!("{other:?}"),
-    };
+    let token = invite_token(&mut alice, &room).await;
     let signup = |domain: &str| {
         serde_json::json!({ "company": { "id": domain, "name": "Acme Corp" },
                             "user": { "login": "ceo", "name": "CEO" } })
@@ -1348,20 +1337,9 @@ async fn stalled_uploads_give_the_quota_back() {
         }
     };
     // Both stalls reached the server once their reservations show.
-    let used = || {
-        let http = server.http(Some(&w.acme_key));
-        async move {
-            http.get("/v1/admin/company/storage")
-                .await
-                .expect("http")
-                .body["used"]
-                .as_u64()
-                .unwrap_or_default()
-        }
-    };
     let mut reserved = 0;
     for _ in 0..200 {
-        reserved = used().await;
+        reserved = storage_used(&server, &w.acme_key).await;
         if reserved == 900 {
             break;
         }
@@ -1388,12 +1366,7 @@ async fn stalled_uploads_give_the_quota_back() {
         status, 201,
         "the stalled uploads gave their reservations back"
     );
-    let used = server
-        .http(Some(&w.acme_key))
-        .get("/v1/admin/company/storage")
-        .await
-        .expect("http");
-    assert_eq!(used.body["used"], 200, "{:?}", used.body);
+    assert_eq!(storage_used(&server, &w.acme_key).await, 200);
 }
 
 /// An upload cut off by a SIGKILL leaves no trace once the server is back: the quota it
@@ -1416,17 +1389,6 @@ async fn an_upload_killed_mid_body_leaves_no_reservation_and_no_part_file() {
         "z".repeat(5_000)
     );
     tcp.write_all(head.as_bytes()).await.expect("write");
-    let storage = |server: &Server| {
-        let http = server.http(Some(&w.acme_key));
-        async move {
-            http.get("/v1/admin/company/storage")
-                .await
-                .expect("http")
-                .body["used"]
-                .as_u64()
-                .expect("used")
-        }
-    };
     let parts = |server: &Server| {
         std::fs::read_dir(server.data_dir.join("files/tmp"))
             .map(|d| d.count())
@@ -1434,7 +1396,7 @@ async fn an_upload_killed_mid_body_leaves_no_reservation_and_no_part_file() {
     };
     let mut reserved = 0;
     for _ in 0..500 {
-        reserved = storage(&server).await;
+        reserved = storage_used(&server, &w.acme_key).await;
         if reserved == 100_000 && parts(&server) == 1 {
             break;
         }
@@ -1448,7 +1410,11 @@ async fn an_upload_killed_mid_body_leaves_no_reservation_and_no_part_file() {
     drop(alice);
     server.restart().await;
     drop(tcp);
-    assert_eq!(storage(&server).await, 0, "the reservation was given back");
+    assert_eq!(
+        storage_used(&server, &w.acme_key).await,
+        0,
+        "the reservation was given back"
+    );
     assert_eq!(parts(&server), 0, "the .part file was removed");
 }
 
