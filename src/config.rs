@@ -211,6 +211,10 @@ pub struct Limits {
     /// Seconds an upload's body may go without a byte before it is cut off (and its
     /// reservation of the quota given back).
     pub upload_idle_secs: u64,
+    /// Seconds an attachment may wait to be posted (M1). Past it a post naming it is refused,
+    /// and the files sweep removes it (giving its bytes back) once it is
+    /// [`Limits::attachment_removable_ms`] old; its uploader may delete it before.
+    pub unposted_attachment_secs: u64,
     /// Largest group profile image (bytes).
     pub max_image_bytes: u64,
     /// Largest folder file or attachment (bytes).
@@ -253,6 +257,19 @@ impl Limits {
             max_groups: self.company_max_groups_ceiling,
         }
     }
+
+    /// How old (ms) an attachment may be when a post takes it (M1).
+    pub fn attachment_postable_ms(&self) -> i64 {
+        (self.unposted_attachment_secs as i64).saturating_mul(1000)
+    }
+
+    /// How old (ms) an attachment no committed post names must be for the sweep to remove it:
+    /// the postable age plus a margin (as long again, at most 10 minutes) that a post which took
+    /// it just in time has to commit.
+    pub fn attachment_removable_ms(&self) -> i64 {
+        let ttl = self.attachment_postable_ms();
+        ttl.saturating_add(ttl.min(600_000))
+    }
 }
 
 impl Default for Limits {
@@ -282,6 +299,7 @@ impl Default for Limits {
             signups_per_link_per_hour: 10,
             max_uploads_per_user: 4,
             upload_idle_secs: 30,
+            unposted_attachment_secs: 86_400,
             max_image_bytes: 5 * 1024 * 1024,
             max_upload_bytes: 1024 * 1024 * 1024,
             ws_read_buffer: 1024,
@@ -405,9 +423,12 @@ impl Config {
                 "limits.max_sessions_per_user and max_sessions_per_company must be positive",
             );
         }
-        if l.max_unauthenticated_per_address == 0 || l.max_uploads_per_user == 0 {
+        if l.max_unauthenticated_per_address == 0
+            || l.max_uploads_per_user == 0
+            || l.unposted_attachment_secs == 0
+        {
             return bad(
-                "limits.max_unauthenticated_per_address and max_uploads_per_user must be positive",
+                "limits.max_unauthenticated_per_address, max_uploads_per_user and unposted_attachment_secs must be positive",
             );
         }
         if l.upload_idle_secs == 0 {

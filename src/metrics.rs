@@ -39,6 +39,8 @@ pub struct Metrics {
     pub policy_repairs: Counter,
     /// Stored file bytes no record owned, removed by the orphan sweep.
     pub orphan_blobs: Counter,
+    /// Attachments no post took in time, removed by the files sweep (M1).
+    pub unposted_attachments: Counter,
     pub commit: Latency,
     pub fanout: Latency,
     /// Cluster mode: commit to arrival on this node's bus subscription.
@@ -67,6 +69,7 @@ impl Metrics {
             slow_consumers: Counter::default(),
             policy_repairs: Counter::default(),
             orphan_blobs: Counter::default(),
+            unposted_attachments: Counter::default(),
             commit: Latency::new(),
             fanout: Latency::new(),
             bus_lag: Latency::new(),
@@ -128,6 +131,11 @@ impl Metrics {
             "orphan_blobs_removed",
             "Stored file bytes that no file record owned (an upload cut short by a crash), removed by the orphan sweep",
             self.orphan_blobs.clone(),
+        );
+        r.register(
+            "unposted_attachments_removed",
+            "Attachments that no post took within limits.unposted_attachment_secs, removed by the files sweep",
+            self.unposted_attachments.clone(),
         );
         r.register(
             "commit_latency_seconds",

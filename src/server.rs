@@ -91,6 +91,7 @@ where
             store.clone(),
             Duration::from_secs(config.files.sweep_interval_secs),
             Duration::from_secs(config.files.orphan_grace_secs),
+            config.limits.attachment_removable_ms(),
         ));
     }
     crate::ops::spawn_sampler(hub.clone());

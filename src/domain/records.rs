@@ -273,4 +273,8 @@ pub struct FileRecord {
     pub content_type: String,
     pub created_by: UserId,
     pub created_at: i64,
+    /// Uploaded to be attached to a message (M1): one post may take it, within
+    /// `limits.unposted_attachment_secs`; otherwise the files sweep removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attachment: bool,
 }

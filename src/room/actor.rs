@@ -477,13 +477,19 @@ impl RoomActor {
         {
             return reply.fail(e);
         }
-        let files =
-            match lookup::attachments_of(&*self.ctx.store, &self.id, user, attachments.clone())
-                .await
-            {
-                Ok(a) => a,
-                Err(e) => return reply.fail(e),
-            };
+        let files = match lookup::attachments_of(
+            &*self.ctx.store,
+            &self.id,
+            user,
+            client_msg_id,
+            attachments.clone(),
+            self.ctx.limits.attachment_postable_ms(),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => return reply.fail(e),
+        };
         let entry = NewEntry {
             author: user.clone(),
             ts: now_ms(),

@@ -10,7 +10,7 @@ use super::{lookup, Actor, Change};
 use crate::blob::BlobError;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
-use crate::store::FileRecord;
+use crate::store::{FileRecord, GONE_CLAIM};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -25,6 +25,10 @@ pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
         .route("/v1/rooms/{room}/image", get(get_image).put(put_image))
         .route("/v1/rooms/{room}/attachments", post(post_attachment))
+        .route(
+            "/v1/rooms/{room}/attachments/{file}",
+            axum::routing::delete(delete_attachment),
+        )
         .route("/v1/rooms/{room}/files", post(post_file))
         .route("/v1/rooms/{room}/files/{file}", get(get_file))
 }
@@ -54,6 +58,7 @@ struct Upload {
 }
 
 /// What an upload is for: decides who may send it, before any byte is taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Purpose {
     Image,
     Attachment,
@@ -146,6 +151,7 @@ async fn receive(
         content_type,
         created_by: user.clone(),
         created_at: crate::clock::now_ms(),
+        attachment: purpose == Purpose::Attachment,
     };
     if let Err(e) = hub.store.add_file(&file).await {
         discard(hub, &file).await;
@@ -338,6 +344,33 @@ async fn post_attachment(
     let upload = describe(&q, &headers, Purpose::Attachment)?;
     let file = receive(&hub, &room, &user, &headers, body, upload).await?;
     Ok((StatusCode::CREATED, Json(file_json(&file))))
+}
+
+/// `DELETE /v1/rooms/{room}/attachments/{file}`: the uploader removes an attachment no post took
+/// (M1), giving its bytes back: 204. One a post took is the message's (recall it): 403.
+async fn delete_attachment(
+    State(hub): State<Arc<Hub>>,
+    Path((room, id)): Path<(RoomId, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let user = user_of(&hub, &headers).await?;
+    let file = hub
+        .store
+        .file(&id)
+        .await?
+        .filter(|f| f.room == room && f.created_by == user && f.attachment)
+        .ok_or_else(|| ApiError::not_found(format!("attachment {id}")))?;
+    match hub.store.claim_file(&id, Some(GONE_CLAIM)).await? {
+        Some(c) if c == GONE_CLAIM => {
+            discard(&hub, &file).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "a post took this attachment: recall the message to remove it",
+        )),
+        None => Err(ApiError::not_found(format!("attachment {id}"))),
+    }
 }
 
 /// `POST /v1/rooms/{room}/files?name=&folder=`: a member uploads a file into the folder (F1).

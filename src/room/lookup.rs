@@ -93,29 +93,59 @@ pub async fn decision_context(
     })
 }
 
-/// The attachments of a post: files this user uploaded to this room (M1).
+/// The attachments of a post (M1): attachments this user uploaded to this room, each taken
+/// for this post (its client id) — one post per attachment, and a retry of the same post takes
+/// them again. An attachment older than `postable_ms` can no longer be taken (the files sweep
+/// is about to remove it), unless this very post took it and committed.
 pub async fn attachments_of(
     store: &dyn Store,
     room: &RoomId,
     user: &UserId,
+    client_msg_id: &str,
     ids: Vec<String>,
+    postable_ms: i64,
 ) -> ApiResult<Vec<Attachment>> {
     if ids.len() > MAX_ATTACHMENTS {
         return Err(ApiError::invalid(format!(
             "at most {MAX_ATTACHMENTS} attachments per message"
         )));
     }
+    if ids.iter().collect::<std::collections::HashSet<_>>().len() < ids.len() {
+        return Err(ApiError::invalid("attachments names a file twice"));
+    }
+    let now = crate::clock::now_ms();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        match store.file(&id).await? {
-            Some(f) if f.room == *room && f.created_by == *user => out.push(Attachment {
-                file: f.id,
-                name: f.name,
-                size: f.size,
-                content_type: f.content_type,
-            }),
-            _ => return Err(ApiError::not_found(format!("attachment {id}"))),
+        let unknown = || ApiError::not_found(format!("attachment {id}"));
+        let f = match store.file(&id).await? {
+            Some(f) if f.room == *room && f.created_by == *user && f.attachment => f,
+            _ => return Err(unknown()),
+        };
+        let taken = if now - f.created_at < postable_ms {
+            store.claim_file(&id, Some(client_msg_id)).await?
+        } else {
+            // Too old to take now: only a retry of the post that took it and committed.
+            match store.claim_file(&id, None).await? {
+                Some(c) if c == client_msg_id && store.has_message(room, user, &c).await? => {
+                    Some(c)
+                }
+                _ => {
+                    return Err(ApiError::not_found(format!(
+                        "attachment {id}: not posted in time, it is removed"
+                    )))
+                }
+            }
+        };
+        if taken.as_deref() != Some(client_msg_id) {
+            // Another post has it, or it is being removed.
+            return Err(unknown());
         }
+        out.push(Attachment {
+            file: f.id,
+            name: f.name,
+            size: f.size,
+            content_type: f.content_type,
+        });
     }
     Ok(out)
 }

@@ -23,6 +23,12 @@ use std::sync::Arc;
 /// A shared store.
 pub type SharedStore = Arc<dyn Store>;
 
+/// The claim ([`Store::claim_file`]) of an attachment being removed: by its uploader, or by the
+/// files sweep. No client id can be it: it is longer than any
+/// ([`crate::domain::rules::MAX_CLIENT_MSG_ID_CHARS`]).
+pub const GONE_CLAIM: &str =
+    "#gone: removed by its uploader or by the files sweep before any post took it (not a client id)";
+
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique key is taken (company id, user id, room id).
@@ -208,6 +214,29 @@ pub trait Store: Send + Sync + 'static {
     async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>>;
     /// Forget a file, giving its bytes back to its company's storage.
     async fn delete_file(&self, id: &str) -> StoreResult<()>;
+    /// An attachment's claim (M1): with `claim = Some(c)`, take the file for `c` unless it is
+    /// taken already — the first claim wins and is kept. Returns the claim the file holds
+    /// (`None`: unknown file, or not claimed when asked with `claim = None`). A post claims its
+    /// attachments with its client id before it commits; a deletion or the sweep with
+    /// [`GONE_CLAIM`].
+    async fn claim_file(&self, id: &str, claim: Option<&str>) -> StoreResult<Option<String>>;
+    /// Attachments uploaded before `before_ms` that the sweep has not settled, oldest first,
+    /// at most `limit`, each with its claim.
+    async fn unsettled_attachments(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(FileRecord, Option<String>)>>;
+    /// The sweep found the post that claimed this attachment committed: it is kept for good
+    /// and the sweep does not look at it again.
+    async fn settle_file(&self, id: &str) -> StoreResult<()>;
+    /// Whether `room`'s log holds `author`'s message with client id `client_msg_id`.
+    async fn has_message(
+        &self,
+        room: &RoomId,
+        author: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<bool>;
 
     /// Set or clear a group's invitation link; audited.
     async fn set_invite(
@@ -256,4 +285,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finish queued writes and stop accepting new ones.
     async fn close(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_client_id_is_the_gone_claim() {
+        assert!(super::GONE_CLAIM.chars().count() > crate::domain::rules::MAX_CLIENT_MSG_ID_CHARS);
+    }
 }

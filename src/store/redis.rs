@@ -64,6 +64,15 @@ const MAX_RETRIES: usize = 100;
 /// Rooms whose audit outbox may hold records not yet written to the companies' audit logs.
 const AUDIT_PENDING: &str = "cr:audit:pending";
 
+/// Attachments the files sweep has not settled (M1), scored by upload time (ms). A superset:
+/// written before the file's record, and an entry whose record is gone is dropped by the sweep.
+const ATTACHMENTS: &str = "cr:attachments";
+
+/// The claim of attachment `id` (M1): `SET NX`, so the first claim wins.
+fn claim_key(id: &str) -> String {
+    format!("cr:file:{id}:claim")
+}
+
 /// An audit record waiting in a room's outbox (`cr:{r}:audit`), tagged `room:epoch:seq` by the
 /// entry it records.
 #[derive(Serialize, Deserialize)]
@@ -1346,7 +1355,22 @@ impl Inner {
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(backend)?;
-            self.settle([key, rk(&f.room, "files")]).await?;
+            let mut written = vec![key, rk(&f.room, "files")];
+            if f.attachment {
+                let _: () = ::redis::cmd("DEL")
+                    .arg(claim_key(id))
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(backend)?;
+                let _: () = ::redis::cmd("ZREM")
+                    .arg(ATTACHMENTS)
+                    .arg(id)
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .map_err(backend)?;
+                written.extend([claim_key(id), ATTACHMENTS.to_owned()]);
+            }
+            self.settle(written).await?;
             self.release(&f.company, f.size).await?;
         }
         Ok(())
@@ -2166,6 +2190,12 @@ impl Store for RedisStore {
     }
 
     async fn add_file(&self, file: &FileRecord) -> StoreResult<()> {
+        if file.attachment {
+            // The sweep's index first: a crash after it leaves an entry the sweep drops.
+            let mut listed = ::redis::cmd("ZADD");
+            listed.arg(ATTACHMENTS).arg(file.created_at).arg(&file.id);
+            self.each(vec![listed]).await?;
+        }
         let mut record = ::redis::cmd("SET");
         record
             .arg(format!("cr:file:{}", file.id))
@@ -2182,6 +2212,82 @@ impl Store for RedisStore {
             .await
             .map_err(backend)?;
         raw.map(|r| from_json(&r)).transpose()
+    }
+
+    async fn claim_file(&self, id: &str, claim: Option<&str>) -> StoreResult<Option<String>> {
+        if self.file(id).await?.is_none() {
+            return Ok(None);
+        }
+        let Some(claim) = claim else {
+            return ::redis::cmd("GET")
+                .arg(claim_key(id))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend);
+        };
+        // `SET NX GET` answers the claim that was there, or nil when ours was set.
+        let before: Option<String> = ::redis::cmd("SET")
+            .arg(claim_key(id))
+            .arg(claim)
+            .arg("NX")
+            .arg("GET")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if before.is_none() {
+            self.inner.settle([claim_key(id)]).await?;
+        }
+        Ok(Some(before.unwrap_or_else(|| claim.to_owned())))
+    }
+
+    async fn unsettled_attachments(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(FileRecord, Option<String>)>> {
+        let ids: Vec<String> = ::redis::cmd("ZRANGE")
+            .arg(ATTACHMENTS)
+            .arg("-inf")
+            .arg(format!("({before_ms}"))
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.file(&id).await? {
+                Some(f) => {
+                    let claim = self.claim_file(&id, None).await?;
+                    out.push((f, claim));
+                }
+                // Listed before its record was written, and the upload went no further.
+                None => self.settle_file(&id).await?,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn settle_file(&self, id: &str) -> StoreResult<()> {
+        let mut unlisted = ::redis::cmd("ZREM");
+        unlisted.arg(ATTACHMENTS).arg(id);
+        self.each(vec![unlisted]).await
+    }
+
+    async fn has_message(
+        &self,
+        room: &RoomId,
+        author: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<bool> {
+        ::redis::cmd("HEXISTS")
+            .arg(rk(room, "cmid"))
+            .arg(cmid_field(author, client_msg_id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)
     }
 
     async fn delete_file(&self, id: &str) -> StoreResult<()> {

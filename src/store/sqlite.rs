@@ -127,9 +127,16 @@ CREATE TABLE IF NOT EXISTS files (
     name TEXT NOT NULL,
     content_type TEXT NOT NULL,
     created_by TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    -- M1: 1 for a message attachment; `claim` is the client id of the post that took it (or
+    -- the removal's mark), `settled` 1 once the sweep saw that post committed.
+    attachment INTEGER NOT NULL DEFAULT 0,
+    claim TEXT,
+    settled INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS files_room ON files(room);
+CREATE INDEX IF NOT EXISTS files_unsettled ON files(created_at)
+    WHERE attachment = 1 AND settled = 0;
 CREATE INDEX IF NOT EXISTS files_company ON files(company);
 -- Current state of feature items (notes, calendar events, tasks, folders, files): a projection
 -- of the log kept by room::features::apply.
@@ -160,7 +167,7 @@ CREATE TABLE IF NOT EXISTS audit_companies (
 "#;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 impl SqliteStore {
     /// Open (or create) the database file at `path`.
@@ -197,6 +204,15 @@ impl SqliteStore {
             // Schema 4 marked the companies made by a sign-up.
             conn.execute_batch(
                 "ALTER TABLE companies ADD COLUMN self_registered INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
+        if (1..=4).contains(&version) {
+            // Schema 5 told attachments apart, with their claims (M1). Earlier files are not
+            // attachments any more: a post can no longer take one uploaded before the upgrade.
+            conn.execute_batch(
+                "ALTER TABLE files ADD COLUMN attachment INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE files ADD COLUMN claim TEXT;
+                 ALTER TABLE files ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;",
             )?;
         }
         conn.execute_batch(SCHEMA)?;
@@ -689,6 +705,25 @@ fn recall(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
             .execute(params![room.0, sql_seq(seq), encode_body(&placeholder)?])?;
     }
     Ok(())
+}
+
+/// A file record's columns, as [`file_from_row`] reads them.
+const FILE_COLUMNS: &str =
+    "id, room, company, size, sha256, name, content_type, created_by, created_at, attachment";
+
+fn file_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
+    Ok(FileRecord {
+        id: r.get(0)?,
+        room: RoomId(r.get(1)?),
+        company: CompanyId(r.get(2)?),
+        size: r.get::<_, i64>(3)? as u64,
+        sha256: r.get(4)?,
+        name: r.get(5)?,
+        content_type: r.get(6)?,
+        created_by: UserId(r.get(7)?),
+        created_at: r.get(8)?,
+        attachment: r.get(9)?,
+    })
 }
 
 /// Forget a file and give its bytes back to its company's storage.
@@ -1205,8 +1240,8 @@ impl Store for SqliteStore {
         let f = file.clone();
         self.write(move |conn| {
             conn.prepare_cached(
-                "INSERT INTO files (id, room, company, size, sha256, name, content_type, created_by, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO files (id, room, company, size, sha256, name, content_type, created_by, created_at, attachment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 f.id,
@@ -1217,7 +1252,8 @@ impl Store for SqliteStore {
                 f.name,
                 f.content_type,
                 f.created_by.0,
-                f.created_at
+                f.created_at,
+                f.attachment
             ])?;
             Ok(())
         })
@@ -1233,24 +1269,73 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT id, room, company, size, sha256, name, content_type, created_by, created_at
-                       FROM files WHERE id = ?1",
-                )?
-                .query_row(params![id], |r| {
-                    Ok(FileRecord {
-                        id: r.get(0)?,
-                        room: RoomId(r.get(1)?),
-                        company: CompanyId(r.get(2)?),
-                        size: r.get::<_, i64>(3)? as u64,
-                        sha256: r.get(4)?,
-                        name: r.get(5)?,
-                        content_type: r.get(6)?,
-                        created_by: UserId(r.get(7)?),
-                        created_at: r.get(8)?,
-                    })
-                })
+                .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))?
+                .query_row(params![id], file_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn claim_file(&self, id: &str, claim: Option<&str>) -> StoreResult<Option<String>> {
+        let (id, claim) = (id.to_owned(), claim.map(str::to_owned));
+        self.write(move |conn| {
+            if let Some(c) = &claim {
+                conn.prepare_cached("UPDATE files SET claim = ?2 WHERE id = ?1 AND claim IS NULL")?
+                    .execute(params![id, c])?;
+            }
+            Ok(conn
+                .prepare_cached("SELECT claim FROM files WHERE id = ?1")?
+                .query_row(params![id], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })
+        .await
+    }
+
+    async fn unsettled_attachments(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(FileRecord, Option<String>)>> {
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS}, claim FROM files
+                  WHERE attachment = 1 AND settled = 0 AND created_at < ?1
+                  ORDER BY created_at LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![before_ms, limit as i64], |r| {
+                Ok((file_from_row(r)?, r.get::<_, Option<String>>(10)?))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn settle_file(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE files SET settled = 1 WHERE id = ?1")?
+                .execute(params![id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn has_message(
+        &self,
+        room: &RoomId,
+        author: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<bool> {
+        let (room, author, cmid) = (room.0.clone(), author.0.clone(), client_msg_id.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM events WHERE room = ?1 AND author = ?2 AND client_msg_id = ?3",
+                )?
+                .query_row(params![room, author, cmid], |_| Ok(()))
+                .optional()?
+                .is_some())
         })
         .await
     }

@@ -1460,3 +1460,189 @@ async fn malformed_user_ids_are_refused_at_decode() {
         .expect("pong");
     assert!(matches!(r, ServerFrame::Pong { .. }), "{r:?}");
 }
+
+/// M1 (issue 16): an attachment no post takes in time — never posted, or taken by a post that
+/// was refused — is removed by the files sweep with its bytes (it counted against the quota
+/// forever); one a post took stays, and a post cannot take one past its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unposted_attachments_are_removed_and_give_their_bytes_back() {
+    let server = Server::start_with_config(
+        "[limits]\nunposted_attachment_secs = 2\n[files]\nsweep_interval_secs = 1\n",
+    )
+    .await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Attachments", &[&w.bob.id]).await;
+    let upload = |n: usize| {
+        let http = server.http(Some(&w.alice.token));
+        let path = format!("/v1/rooms/{room}/attachments?name=a");
+        async move {
+            let r = http
+                .call_raw("POST", &path, Some(("text/plain", vec![7u8; n].into())))
+                .await
+                .expect("http");
+            assert_eq!(r.status, 201, "{:?}", r.body);
+            r.body["file"].as_str().expect("file").to_owned()
+        }
+    };
+    let (kept, never, refused, late) = (
+        upload(100).await,
+        upload(200).await,
+        upload(400).await,
+        upload(800).await,
+    );
+    let post = |cmid: &str, files: Vec<String>| ClientFrame::Post {
+        id: 0,
+        room: room.clone(),
+        client_msg_id: cmid.into(),
+        text: cmid.into(),
+        attachments: files,
+        mentions: vec![],
+    };
+    let r = alice
+        .request(post("kept", vec![kept.clone()]))
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Posted { .. }), "{r:?}");
+    // Refused because `kept` is another post's: `refused` was taken for it all the same.
+    let r = alice
+        .request(post("refused", vec![refused.clone(), kept.clone()]))
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::NotFound);
+    assert_eq!(storage_used(&server, &w.acme_key).await, 1500);
+    let mut used = 0;
+    for _ in 0..300 {
+        used = storage_used(&server, &w.acme_key).await;
+        if used == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(used, 100, "only the posted attachment is left");
+    let r = alice
+        .request(post("late", vec![late.clone()]))
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::NotFound, "past its time");
+    let http = server.http(Some(&w.bob.token));
+    for (f, status) in [(&kept, 200), (&never, 404), (&refused, 404), (&late, 404)] {
+        let r = http.get(&format!("/v1/rooms/{room}/files/{f}")).await;
+        assert_eq!(r.expect("http").status, status, "{f}");
+    }
+    // A retry of the post that took `kept`, past its time: the same message, not a refusal.
+    let r = alice
+        .request(post("kept", vec![kept.clone()]))
+        .await
+        .expect("reply");
+    assert!(matches!(r, ServerFrame::Posted { .. }), "{r:?}");
+    let m = scrape(&server).await;
+    assert_eq!(
+        metric(&m, "crossroom_unposted_attachments_removed_total"),
+        3.0
+    );
+}
+
+/// M1 (issue 16): the uploader deletes an attachment no post took (there was no way to), its
+/// bytes given back; nobody else can, nor anyone once a post took it. One post per attachment:
+/// another post (or the same file twice), or a folder file, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploader_deletes_an_unposted_attachment_and_a_post_takes_one_once() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Attachments", &[&w.bob.id]).await;
+    let send = |token: &str, path: String, n: usize| {
+        let http = server.http(Some(token));
+        async move {
+            let r = http
+                .call_raw("POST", &path, Some(("text/plain", vec![7u8; n].into())))
+                .await
+                .expect("http");
+            assert_eq!(r.status, 201, "{:?}", r.body);
+            r.body["file"].as_str().expect("file").to_owned()
+        }
+    };
+    let attachment = format!("/v1/rooms/{room}/attachments?name=a");
+    let dropped = send(&w.alice.token, attachment.clone(), 100).await;
+    let posted = send(&w.alice.token, attachment.clone(), 200).await;
+    let folder = send(
+        &w.alice.token,
+        format!("/v1/rooms/{room}/files?name=f"),
+        400,
+    )
+    .await;
+    assert_eq!(storage_used(&server, &w.acme_key).await, 700);
+    let delete = |token: &str, f: &str| {
+        let http = server.http(Some(token));
+        let path = format!("/v1/rooms/{room}/attachments/{f}");
+        async move { http.delete(&path).await.expect("http") }
+    };
+    assert_eq!(
+        delete(&w.bob.token, &dropped).await.status,
+        404,
+        "not bob's"
+    );
+    assert_eq!(
+        delete(&w.alice.token, &folder).await.status,
+        404,
+        "not an attachment"
+    );
+    assert_eq!(delete(&w.alice.token, &dropped).await.status, 204);
+    assert_eq!(delete(&w.alice.token, &dropped).await.status, 404, "gone");
+    assert_eq!(storage_used(&server, &w.acme_key).await, 600);
+
+    let post = |cmid: &str, files: Vec<String>| ClientFrame::Post {
+        id: 0,
+        room: room.clone(),
+        client_msg_id: cmid.into(),
+        text: cmid.into(),
+        attachments: files,
+        mentions: vec![],
+    };
+    let r = alice
+        .request(post("dropped", vec![dropped.clone()]))
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::NotFound, "deleted");
+    let r = alice
+        .request(post("folder", vec![folder.clone()]))
+        .await
+        .expect("reply");
+    assert_eq!(
+        error_code(&r),
+        ErrorCode::NotFound,
+        "a folder file is not an attachment"
+    );
+    let r = alice
+        .request(post("twice", vec![posted.clone(), posted.clone()]))
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::InvalidArgument);
+    let r = alice
+        .request(post("one", vec![posted.clone()]))
+        .await
+        .expect("reply");
+    let ServerFrame::Posted { seq, .. } = r else {
+        panic!("{r:?}")
+    };
+    let r = alice
+        .request(post("one", vec![posted.clone()]))
+        .await
+        .expect("reply");
+    assert!(
+        matches!(r, ServerFrame::Posted { seq: again, .. } if again == seq),
+        "a retry: {r:?}"
+    );
+    let r = alice
+        .request(post("two", vec![posted.clone()]))
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::NotFound, "another post's");
+    let r = delete(&w.alice.token, &posted).await;
+    assert_eq!(
+        (r.status, &r.body["error"]["code"]),
+        (403, &serde_json::json!("forbidden"))
+    );
+    assert_eq!(storage_used(&server, &w.acme_key).await, 600);
+}

@@ -830,6 +830,7 @@ pub async fn storage_and_delete(store: &SharedStore) {
         content_type: "image/png".into(),
         created_by: a.clone(),
         created_at: 1,
+        attachment: false,
     };
     store.add_file(&file).await.expect("add");
     assert_eq!(store.file("f_one").await.expect("read"), Some(file.clone()));
@@ -986,6 +987,7 @@ pub async fn items_and_recall(store: &SharedStore) {
         content_type: "t".into(),
         created_by: a.clone(),
         created_at: 1,
+        attachment: false,
     };
     store.add_file(&rec).await.expect("add");
     commit(
@@ -1124,4 +1126,110 @@ pub async fn group_limits_are_atomic(store: &SharedStore) {
 pub fn new_room_for_audit(id: &str) -> NewRoom {
     let a: UserId = "alice@acme.example".into();
     new_room(id, &[&a], &[&a])
+}
+
+/// M1: an attachment is taken by one post (the first claim wins and is kept), listed for the
+/// sweep until settled, and forgotten with its claim when deleted.
+pub async fn attachment_claims(store: &SharedStore) {
+    let acme: CompanyId = "acme.example".into();
+    let a: UserId = "alice@acme.example".into();
+    store
+        .create_room(&new_room("r_claims", &[&a], &[&a]))
+        .await
+        .expect("create");
+    let room = RoomId::from("r_claims");
+    let file = |id: &str, at: i64, attachment: bool| FileRecord {
+        id: id.into(),
+        room: room.clone(),
+        company: acme.clone(),
+        size: 10,
+        sha256: "00".into(),
+        name: "n".into(),
+        content_type: "t".into(),
+        created_by: a.clone(),
+        created_at: at,
+        attachment,
+    };
+    for f in [
+        file("f_a1", 100, true),
+        file("f_a2", 200, true),
+        file("f_a3", 5_000, true),
+        file("f_folder", 150, false),
+    ] {
+        store.add_file(&f).await.expect("add");
+    }
+    assert_eq!(
+        store.file("f_a1").await.expect("read"),
+        Some(file("f_a1", 100, true))
+    );
+    let claim = |id: &'static str, c: Option<&'static str>| {
+        let store = store.clone();
+        async move { store.claim_file(id, c).await.expect("claim") }
+    };
+    assert_eq!(claim("f_a1", None).await, None, "nobody took it yet");
+    assert_eq!(claim("f_a1", Some("m1")).await.as_deref(), Some("m1"));
+    assert_eq!(
+        claim("f_a1", Some("m1")).await.as_deref(),
+        Some("m1"),
+        "a retry takes it again"
+    );
+    assert_eq!(
+        claim("f_a1", Some("m2")).await.as_deref(),
+        Some("m1"),
+        "the first claim is kept"
+    );
+    assert_eq!(claim("f_a1", None).await.as_deref(), Some("m1"));
+    assert_eq!(
+        claim("f_nope", Some("m1")).await,
+        None,
+        "an unknown file is nobody's"
+    );
+
+    // The sweep's list: attachments only, uploaded before the bound, oldest first.
+    let listed = |before: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .unsettled_attachments(before, 10)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|(f, c)| (f.id, c))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(1_000).await,
+        vec![
+            ("f_a1".to_owned(), Some("m1".to_owned())),
+            ("f_a2".to_owned(), None)
+        ]
+    );
+    assert_eq!(listed(10_000).await.len(), 3);
+
+    assert!(!store.has_message(&room, &a, "m1").await.expect("has"));
+    store
+        .append(&room, vec![message(&a, "m1", "hi")], None)
+        .await
+        .expect("queue")
+        .await
+        .expect("commit");
+    assert!(store.has_message(&room, &a, "m1").await.expect("has"));
+    let b: UserId = "bob@acme.example".into();
+    assert!(
+        !store.has_message(&room, &b, "m1").await.expect("has"),
+        "another author's id"
+    );
+
+    store.settle_file("f_a1").await.expect("settle");
+    assert_eq!(listed(1_000).await, vec![("f_a2".to_owned(), None)]);
+    assert_eq!(
+        claim("f_a2", Some(crossroom::store::GONE_CLAIM))
+            .await
+            .as_deref(),
+        Some(crossroom::store::GONE_CLAIM)
+    );
+    store.delete_file("f_a2").await.expect("delete");
+    assert_eq!(claim("f_a2", None).await, None);
+    assert_eq!(listed(10_000).await, vec![("f_a3".to_owned(), None)]);
 }

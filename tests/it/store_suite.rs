@@ -81,6 +81,7 @@ every_backend!(
     invites,
     storage_and_delete,
     items_and_recall,
+    attachment_claims,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +110,33 @@ async fn sqlite_keeps_everything_across_reopen() {
         room_before
     );
     again.close().await;
+}
+
+/// A schema-4 database (before attachments were told apart) opens: its files read as folder
+/// files, not attachments a post could take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_schema_4_files_upgrade() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("t.db");
+    {
+        let old = rusqlite::Connection::open(&path).expect("open");
+        old.execute_batch(
+            "CREATE TABLE files (id TEXT PRIMARY KEY, room TEXT NOT NULL, company TEXT NOT NULL,
+                 size INTEGER NOT NULL, sha256 TEXT NOT NULL, name TEXT NOT NULL,
+                 content_type TEXT NOT NULL, created_by TEXT NOT NULL, created_at INTEGER NOT NULL);
+             INSERT INTO files VALUES ('f_old', 'r_x', 'acme.example', 5, '00', 'n', 't',
+                 'alice@acme.example', 1);
+             PRAGMA user_version = 4;",
+        )
+        .expect("schema 4");
+    }
+    let store = SqliteStore::open(&path).expect("upgrade");
+    let f = crossroom::store::Store::file(&store, "f_old")
+        .await
+        .expect("read")
+        .expect("kept");
+    assert!(!f.attachment);
+    assert_eq!(f.size, 5);
 }
 
 /// With AOF `appendfsync always`, an acknowledged append survives `redis-server` being
