@@ -111,19 +111,43 @@ async fn receive(
     let quota = lookup::company_settings(&*hub.store, &company)
         .await?
         .shared_storage_quota;
-    if !hub.store.reserve_storage(&company, size, quota).await? {
+    let idle = std::time::Duration::from_secs(hub.limits.upload_idle_secs);
+    // Renewed while the bytes flow: a node that dies mid-upload holds the quota for at most
+    // one lease (a live upload is cut off after `idle` without a byte anyway).
+    let lease = idle * 2;
+    let Some(held) = hub
+        .store
+        .reserve_storage(&company, size, quota, lease)
+        .await?
+    else {
         return Err(ApiError::new(
             ErrorCode::QuotaExceeded,
             format!("{company}'s shared storage has no room for {size} more bytes"),
         ));
-    }
+    };
     let id = format!("f_{}", crate::random::token());
-    let idle = std::time::Duration::from_secs(hub.limits.upload_idle_secs);
     let stream = idle_limited(body, idle);
-    let stored = match hub.blobs.put(&id, Box::pin(stream), size).await {
+    let put = hub.blobs.put(&id, Box::pin(stream), size);
+    let renewing = async {
+        let mut tick = tokio::time::interval(lease / 4);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match hub.store.renew_reservation(&held, lease).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(file = %id, "an upload's reservation lapsed"),
+                Err(e) => tracing::warn!(file = %id, error = %e, "cannot renew a reservation"),
+            }
+        }
+    };
+    let put = tokio::select! {
+        r = put => r,
+        never = renewing => never,
+    };
+    let stored = match put {
         Ok(s) => s,
         Err(e) => {
-            hub.store.release_storage(&company, size).await?;
+            hub.store.release_storage(&held).await?;
             return Err(match e {
                 BlobError::TooLarge(_) | BlobError::Incomplete => {
                     ApiError::invalid("the body does not match Content-Length")
@@ -153,8 +177,9 @@ async fn receive(
         created_at: crate::clock::now_ms(),
         attachment: purpose == Purpose::Attachment,
     };
-    if let Err(e) = hub.store.add_file(&file).await {
-        discard(hub, &file).await;
+    if let Err(e) = hub.store.add_file(&file, &held).await {
+        let _ = hub.blobs.delete(&file.id).await;
+        let _ = hub.store.release_storage(&held).await;
         return Err(e.into());
     }
     Ok(file)
@@ -236,18 +261,12 @@ fn idle_limited(
     })
 }
 
-/// Undo an upload: its bytes leave the disk and the quota.
+/// Undo a recorded upload: its bytes leave the disk and the quota.
 async fn discard(hub: &Hub, file: &FileRecord) {
-    // Best effort on both sides; a leftover blob without a record holds no quota.
+    // Best effort on both sides; a leftover blob without a record holds no quota (the orphan
+    // sweep removes it).
     let _ = hub.blobs.delete(&file.id).await;
-    match hub.store.file(&file.id).await {
-        Ok(Some(_)) => {
-            let _ = hub.store.delete_file(&file.id).await;
-        }
-        _ => {
-            let _ = hub.store.release_storage(&file.company, file.size).await;
-        }
-    }
+    let _ = hub.store.delete_file(&file.id).await;
 }
 
 /// `PUT /v1/rooms/{room}/image`: a master sets the group's profile image.

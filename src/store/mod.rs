@@ -23,6 +23,16 @@ use std::sync::Arc;
 /// A shared store.
 pub type SharedStore = Arc<dyn Store>;
 
+/// An upload's hold on its company's storage, from [`Store::reserve_storage`] until
+/// [`Store::add_file`] or [`Store::release_storage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub company: CompanyId,
+    pub bytes: u64,
+    /// Tells this reservation from the others of its company (a lease in a shared store).
+    pub id: String,
+}
+
 /// The claim ([`Store::claim_file`]) of an attachment being removed: by its uploader, or by the
 /// files sweep. No client id can be it: it is longer than any
 /// ([`crate::domain::rules::MAX_CLIENT_MSG_ID_CHARS`]).
@@ -198,19 +208,30 @@ pub trait Store: Send + Sync + 'static {
     /// the files whose bytes are now to be removed.
     async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<Vec<String>>;
 
-    /// Reserve `bytes` of `company`'s storage if that stays within `quota` (G17). Returns
-    /// whether it did.
+    /// Reserve `bytes` of `company`'s storage for an upload if that stays within `quota`
+    /// (G17), for `lease`: a store that nodes share lets a reservation lapse unless
+    /// [`Store::renew_reservation`] renews it in time, so a node that dies mid-upload holds no
+    /// storage for long (the embedded store's reservations die with its process, and its start
+    /// gives them back). `None`: no room.
     async fn reserve_storage(
         &self,
         company: &CompanyId,
         bytes: u64,
         quota: u64,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<Reservation>>;
+    /// Hold `held` for another `lease`; false when it had lapsed already.
+    async fn renew_reservation(
+        &self,
+        held: &Reservation,
+        lease: std::time::Duration,
     ) -> StoreResult<bool>;
-    /// Give reserved or used bytes back.
-    async fn release_storage(&self, company: &CompanyId, bytes: u64) -> StoreResult<()>;
+    /// Give a reservation back (the upload failed).
+    async fn release_storage(&self, held: &Reservation) -> StoreResult<()>;
+    /// Bytes in use by `company`'s files, and held by its uploads in progress.
     async fn storage_used(&self, company: &CompanyId) -> StoreResult<u64>;
-    /// Record a stored file whose bytes were reserved.
-    async fn add_file(&self, file: &FileRecord) -> StoreResult<()>;
+    /// Record a stored file; the bytes `held` for its upload become the file's.
+    async fn add_file(&self, file: &FileRecord, held: &Reservation) -> StoreResult<()>;
     async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>>;
     /// Forget a file, giving its bytes back to its company's storage.
     async fn delete_file(&self, id: &str) -> StoreResult<()>;

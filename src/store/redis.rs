@@ -25,6 +25,13 @@
 //! commits, and every read checks the room's own projection — so a crash between the two writes
 //! never shows a room to someone who is not in it.
 //!
+//! Storage (G17): `cr:storage:<company>` counts the bytes of the company's recorded files; an
+//! upload in progress holds a **lease** (`{cr:storage:<company>}:leases`, ids by expiry on
+//! Redis's clock, and `…:leased`, their bytes — one slot with the count) that its node renews
+//! while the bytes flow and that lapses otherwise, so a node that dies mid-upload holds no quota
+//! for long ([`STORAGE`]). Attachments (M1) are claimed with `SET NX` on `cr:file:<id>:claim`,
+//! and listed for the files sweep in `cr:attachments` until it settles them.
+//!
 //! ## Appends
 //! One writer task takes appends in call order. A plain post (one message) is one script that
 //! dedupes by client id, takes the next seq and writes the entry; consecutive posts to a room go
@@ -240,6 +247,11 @@ fn user_rooms_key(u: &UserId) -> String {
     format!("cr:user:{}:rooms", u.0)
 }
 
+/// A duration in whole milliseconds, as a script argument.
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
 fn cmid_field(author: &UserId, cmid: &str) -> String {
     format!("{}\n{cmid}", author.0)
 }
@@ -444,6 +456,49 @@ redis.call('INCRBY', KEYS[1], ARGV[1])
 return 1
 ";
 
+/// A company's storage (G17): `used` counts its recorded files; uploads in progress hold leases
+/// (ids in a sorted set by expiry, their bytes in a hash, in `used`'s slot) that lapse unless
+/// renewed, on Redis's clock. KEYS: used, lease expiries, lease bytes. ARGV[1] the operation:
+/// - `reserve` id bytes quota ttl_ms → 1 if used + live leases + bytes fit in quota (leased), 0;
+/// - `renew` id ttl_ms → 1, or 0 when the lease lapsed;
+/// - `commit` id bytes → the lease's bytes become the file's (also when it lapsed);
+/// - `release` id → the lease is given back;
+/// - `used` → used + live leases.
+const STORAGE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(lapsed) do redis.call('HDEL', KEYS[3], id) end
+if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
+local op = ARGV[1]
+local function held()
+  local sum = 0
+  for _, b in ipairs(redis.call('HVALS', KEYS[3])) do sum = sum + tonumber(b) end
+  return sum
+end
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if op == 'reserve' then
+  if used + held() + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return 0 end
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[2])
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+  return 1
+elseif op == 'renew' then
+  if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then return 0 end
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
+  return 1
+elseif op == 'commit' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[3], ARGV[2])
+  redis.call('INCRBY', KEYS[1], ARGV[3])
+  return 1
+elseif op == 'release' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[3], ARGV[2])
+  return 1
+end
+return used + held()
+";
+
 /// Give storage back, never below zero. KEYS: used. ARGV: bytes.
 const RELEASE: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -496,6 +551,7 @@ struct Scripts {
     cas_field: Script,
     reserve: Script,
     release: Script,
+    storage: Script,
     read_marker: Script,
     delete: Script,
     set_invite: Script,
@@ -511,6 +567,7 @@ impl Scripts {
             cas_field: Script::new(CAS_FIELD),
             reserve: Script::new(RESERVE),
             release: Script::new(RELEASE),
+            storage: Script::new(STORAGE),
             read_marker: Script::new(READ_MARKER),
             delete: Script::new(DELETE),
             set_invite: Script::new(SET_INVITE),
@@ -1376,6 +1433,26 @@ impl Inner {
         Ok(())
     }
 
+    /// Run [`STORAGE`] on `company`'s keys, settled when it wrote.
+    async fn storage(&self, company: &CompanyId, args: &[&str]) -> StoreResult<i64> {
+        let used = format!("cr:storage:{}", company.0);
+        // Hash-tagged by `used`'s whole name: the same slot.
+        let (leases, leased) = (format!("{{{used}}}:leases"), format!("{{{used}}}:leased"));
+        let mut inv = self.scripts.storage.prepare_invoke();
+        inv.key(&used).key(leases).key(leased);
+        for a in args {
+            inv.arg(*a);
+        }
+        let out: i64 = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        if args.first() != Some(&"used") {
+            self.settle([used]).await?;
+        }
+        Ok(out)
+    }
+
     async fn release(&self, company: &CompanyId, bytes: u64) -> StoreResult<()> {
         let key = format!("cr:storage:{}", company.0);
         let _: i64 = self
@@ -2159,37 +2236,50 @@ impl Store for RedisStore {
         company: &CompanyId,
         bytes: u64,
         quota: u64,
-    ) -> StoreResult<bool> {
-        let ok: i64 = self
+        lease: Duration,
+    ) -> StoreResult<Option<Reservation>> {
+        let id = crate::random::token();
+        let ok = self
             .inner
-            .scripts
-            .reserve
-            .key(format!("cr:storage:{}", company.0))
-            .arg(bytes)
-            .arg(quota)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        self.inner
-            .settle([format!("cr:storage:{}", company.0)])
+            .storage(
+                company,
+                &[
+                    "reserve",
+                    &id,
+                    &bytes.to_string(),
+                    &quota.to_string(),
+                    &ms(lease),
+                ],
+            )
             .await?;
-        Ok(ok == 1)
+        Ok((ok == 1).then(|| Reservation {
+            company: company.clone(),
+            bytes,
+            id,
+        }))
     }
 
-    async fn release_storage(&self, company: &CompanyId, bytes: u64) -> StoreResult<()> {
-        self.inner.release(company, bytes).await
+    async fn renew_reservation(&self, held: &Reservation, lease: Duration) -> StoreResult<bool> {
+        let renewed = self
+            .inner
+            .storage(&held.company, &["renew", &held.id, &ms(lease)])
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_storage(&self, held: &Reservation) -> StoreResult<()> {
+        self.inner
+            .storage(&held.company, &["release", &held.id])
+            .await
+            .map(drop)
     }
 
     async fn storage_used(&self, company: &CompanyId) -> StoreResult<u64> {
-        let used: Option<u64> = ::redis::cmd("GET")
-            .arg(format!("cr:storage:{}", company.0))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(used.unwrap_or(0))
+        let used = self.inner.storage(company, &["used"]).await?;
+        Ok(used.max(0) as u64)
     }
 
-    async fn add_file(&self, file: &FileRecord) -> StoreResult<()> {
+    async fn add_file(&self, file: &FileRecord, held: &Reservation) -> StoreResult<()> {
         if file.attachment {
             // The sweep's index first: a crash after it leaves an entry the sweep drops.
             let mut listed = ::redis::cmd("ZADD");
@@ -2202,7 +2292,16 @@ impl Store for RedisStore {
             .arg(to_json(file)?);
         let mut index = ::redis::cmd("SADD");
         index.arg(rk(&file.room, "files")).arg(&file.id);
-        self.each(vec![record, index]).await
+        self.each(vec![record, index]).await?;
+        // The record first: a crash before this counts the file nowhere (its lease lapses),
+        // never twice.
+        self.inner
+            .storage(
+                &held.company,
+                &["commit", &held.id, &held.bytes.to_string()],
+            )
+            .await
+            .map(drop)
     }
 
     async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>> {

@@ -10,7 +10,7 @@
 
 use super::{
     Appended, AuditEntry, CommitTicket, FileRecord, Invite, MembershipRow, NewAudit, NewEntry,
-    NewRoom, RoomRecord, Store, StoreError, StoreResult,
+    NewRoom, Reservation, RoomRecord, Store, StoreError, StoreResult,
 };
 use crate::domain::directory::{
     patch_settings, Company, CompanySettings, SettingsPatch, User, UserChange, UserKind,
@@ -1204,7 +1204,10 @@ impl Store for SqliteStore {
         company: &CompanyId,
         bytes: u64,
         quota: u64,
-    ) -> StoreResult<bool> {
+        _lease: std::time::Duration,
+    ) -> StoreResult<Option<Reservation>> {
+        // Held in `used` itself: this process alone writes the file, and its start gives back
+        // whatever a killed one held.
         let c = company.clone();
         self.write(move |conn| {
             conn.prepare_cached("INSERT OR IGNORE INTO storage (company, used) VALUES (?1, 0)")?
@@ -1214,13 +1217,25 @@ impl Store for SqliteStore {
                     "UPDATE storage SET used = used + ?2 WHERE company = ?1 AND used + ?2 <= ?3",
                 )?
                 .execute(params![c.0, sql_seq(bytes), sql_seq(quota)])?;
-            Ok(n == 1)
+            Ok((n == 1).then(|| Reservation {
+                company: c,
+                bytes,
+                id: String::new(),
+            }))
         })
         .await
     }
 
-    async fn release_storage(&self, company: &CompanyId, bytes: u64) -> StoreResult<()> {
-        let c = company.clone();
+    async fn renew_reservation(
+        &self,
+        _held: &Reservation,
+        _lease: std::time::Duration,
+    ) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn release_storage(&self, held: &Reservation) -> StoreResult<()> {
+        let (c, bytes) = (held.company.clone(), held.bytes);
         self.write(move |conn| release(conn, &c.0, bytes)).await
     }
 
@@ -1236,7 +1251,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_file(&self, file: &FileRecord) -> StoreResult<()> {
+    async fn add_file(&self, file: &FileRecord, _held: &Reservation) -> StoreResult<()> {
+        // The reserved bytes are in `used` already: they are the file's now.
         let f = file.clone();
         self.write(move |conn| {
             conn.prepare_cached(

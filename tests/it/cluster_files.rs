@@ -188,3 +188,78 @@ async fn orphan_bytes_are_swept_and_recorded_files_stay() {
         .expect("http");
     assert_eq!((got.status, got.bytes.as_ref()), (200, &b"kept"[..]));
 }
+
+/// G17 (issue 16): a node killed mid-upload held its reservation of the owner company's quota
+/// in Redis forever. A reservation is a lease the upload renews while its bytes flow: killed,
+/// it lapses within one lease (2 × `upload_idle_secs`) and the quota is whole again through
+/// the other node. Counted: 900 bytes held at the kill, 0 left held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_upload_holds_no_quota_for_long() {
+    use tokio::io::AsyncWriteExt;
+    let redis = Redis::start(&[]).await;
+    let config = "[limits]\nupload_idle_secs = 2\n";
+    let mut a = Server::start_node_with(&[redis.url()], config).await;
+    let b = Server::start_node_with(&[redis.url()], config).await;
+    let w = world(&a).await;
+    let r = a
+        .http(Some(&w.acme_key))
+        .patch(
+            "/v1/admin/company/settings",
+            serde_json::json!({ "shared_storage_quota": 1000 }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut alice = a.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Leases", &[&w.carol.id]).await;
+    // A slow upload through `a`: 10 of 900 bytes, then a byte a second (it stays alive, and
+    // renews its lease, until the node dies).
+    let mut tcp = tokio::net::TcpStream::connect(a.addr.as_str())
+        .await
+        .expect("tcp");
+    let head = format!(
+        "POST /v1/rooms/{room}/attachments?name=s HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {}\r\nContent-Type: text/plain\r\n\
+         Content-Length: 900\r\n\r\n0123456789",
+        w.alice.token
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let until = |want: u64| {
+        let b = &b;
+        let key = w.acme_key.clone();
+        async move {
+            let mut used = u64::MAX;
+            for _ in 0..300 {
+                used = storage_used(b, &key).await;
+                if used == want {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            used
+        }
+    };
+    assert_eq!(until(900).await, 900, "the upload holds its reservation");
+    // Alive past several leases: the reservation is renewed, not lost.
+    for _ in 0..10 {
+        tcp.write_all(b"x").await.expect("write");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert_eq!(
+        storage_used(&b, &w.acme_key).await,
+        900,
+        "renewed while alive"
+    );
+    a.kill().await;
+    assert_eq!(until(0).await, 0, "the dead node's reservation lapsed");
+    let r = upload(
+        &b,
+        &w.carol.token,
+        &format!("/v1/rooms/{room}/attachments?name=b"),
+        "text/plain",
+        vec![7u8; 800],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(storage_used(&b, &w.acme_key).await, 800);
+}

@@ -808,15 +808,18 @@ pub async fn storage_and_delete(store: &SharedStore) {
     let room = RoomId::from("r_del");
     let before = store.count_owned_groups(&acme).await.expect("count");
     let base = store.storage_used(&acme).await.expect("used");
-    assert!(store
-        .reserve_storage(&acme, 600, base + 1000)
+    let lease = std::time::Duration::from_secs(60);
+    let held = store
+        .reserve_storage(&acme, 600, base + 1000, lease)
         .await
-        .expect("reserve"));
+        .expect("reserve")
+        .expect("fits");
     assert!(
-        !store
-            .reserve_storage(&acme, 600, base + 1000)
+        store
+            .reserve_storage(&acme, 600, base + 1000, lease)
             .await
-            .expect("reserve"),
+            .expect("reserve")
+            .is_none(),
         "past the quota"
     );
     assert_eq!(store.storage_used(&acme).await.expect("used"), base + 600);
@@ -832,19 +835,34 @@ pub async fn storage_and_delete(store: &SharedStore) {
         created_at: 1,
         attachment: false,
     };
-    store.add_file(&file).await.expect("add");
+    store.add_file(&file, &held).await.expect("add");
     assert_eq!(store.file("f_one").await.expect("read"), Some(file.clone()));
-    // A second file, then the first replaced as the image: its bytes are freed.
-    assert!(store
-        .reserve_storage(&acme, 100, base + 1000)
+    assert_eq!(store.storage_used(&acme).await.expect("used"), base + 600);
+    // A reservation given back holds nothing.
+    let given = store
+        .reserve_storage(&acme, 300, base + 1000, lease)
         .await
-        .expect("reserve"));
+        .expect("reserve")
+        .expect("fits");
+    assert_eq!(store.storage_used(&acme).await.expect("used"), base + 900);
+    store.release_storage(&given).await.expect("release");
+    assert_eq!(store.storage_used(&acme).await.expect("used"), base + 600);
+    // A second file, then the first replaced as the image: its bytes are freed.
+    let held = store
+        .reserve_storage(&acme, 100, base + 1000, lease)
+        .await
+        .expect("reserve")
+        .expect("fits");
+    assert!(store.renew_reservation(&held, lease).await.expect("renew"));
     store
-        .add_file(&FileRecord {
-            id: "f_two".into(),
-            size: 100,
-            ..file.clone()
-        })
+        .add_file(
+            &FileRecord {
+                id: "f_two".into(),
+                size: 100,
+                ..file.clone()
+            },
+            &held,
+        )
         .await
         .expect("add");
     let img = |id: &str| EventBody::GroupUpdated {
@@ -867,7 +885,6 @@ pub async fn storage_and_delete(store: &SharedStore) {
             .as_deref(),
         Some("f_two")
     );
-    store.release_storage(&acme, 0).await.expect("release");
 
     let files = store
         .delete_room(&room, audit_of("r_del", "deleted"))
@@ -973,10 +990,12 @@ pub async fn items_and_recall(store: &SharedStore) {
         },
     )
     .await;
-    assert!(store
-        .reserve_storage(&acme, 50, u64::MAX / 4)
+    let lease = std::time::Duration::from_secs(60);
+    let held = store
+        .reserve_storage(&acme, 50, u64::MAX / 4, lease)
         .await
-        .expect("reserve"));
+        .expect("reserve")
+        .expect("fits");
     let rec = FileRecord {
         id: "f_items".into(),
         room: room.clone(),
@@ -989,7 +1008,7 @@ pub async fn items_and_recall(store: &SharedStore) {
         created_at: 1,
         attachment: false,
     };
-    store.add_file(&rec).await.expect("add");
+    store.add_file(&rec, &held).await.expect("add");
     commit(
         store,
         &room,
@@ -1013,16 +1032,20 @@ pub async fn items_and_recall(store: &SharedStore) {
     assert_eq!(store.storage_used(&acme).await.expect("used"), base);
 
     // Recall: the message becomes a placeholder in the log; its attachment is freed.
-    assert!(store
-        .reserve_storage(&acme, 30, u64::MAX / 4)
+    let held = store
+        .reserve_storage(&acme, 30, u64::MAX / 4, lease)
         .await
-        .expect("reserve"));
+        .expect("reserve")
+        .expect("fits");
     store
-        .add_file(&FileRecord {
-            id: "f_att".into(),
-            size: 30,
-            ..rec.clone()
-        })
+        .add_file(
+            &FileRecord {
+                id: "f_att".into(),
+                size: 30,
+                ..rec.clone()
+            },
+            &held,
+        )
         .await
         .expect("add");
     let msg = commit(
@@ -1156,7 +1179,17 @@ pub async fn attachment_claims(store: &SharedStore) {
         file("f_a3", 5_000, true),
         file("f_folder", 150, false),
     ] {
-        store.add_file(&f).await.expect("add");
+        let held = store
+            .reserve_storage(
+                &acme,
+                f.size,
+                u64::MAX / 4,
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .expect("reserve")
+            .expect("fits");
+        store.add_file(&f, &held).await.expect("add");
     }
     assert_eq!(
         store.file("f_a1").await.expect("read"),
@@ -1232,4 +1265,40 @@ pub async fn attachment_claims(store: &SharedStore) {
     store.delete_file("f_a2").await.expect("delete");
     assert_eq!(claim("f_a2", None).await, None);
     assert_eq!(listed(10_000).await, vec![("f_a3".to_owned(), None)]);
+}
+
+/// G17: in a store nodes share a reservation is a lease — renewed it holds, unless renewed it
+/// lapses and the storage it held is free again (a node that died mid-upload held it forever).
+pub async fn reservations_lapse(store: &SharedStore) {
+    let acme: CompanyId = "acme.example".into();
+    let base = store.storage_used(&acme).await.expect("used");
+    let short = std::time::Duration::from_secs(3);
+    let held = store
+        .reserve_storage(&acme, 500, base + 600, short)
+        .await
+        .expect("reserve")
+        .expect("fits");
+    assert_eq!(store.storage_used(&acme).await.expect("used"), base + 500);
+    // Renewed past its first term, it still holds.
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        assert!(store.renew_reservation(&held, short).await.expect("renew"));
+    }
+    let used = store.storage_used(&acme).await.expect("used");
+    assert_eq!(used, base + 500, "renewed");
+    let mut used = 0;
+    for _ in 0..100 {
+        used = store.storage_used(&acme).await.expect("used");
+        if used == base {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(used, base, "lapsed");
+    assert!(!store.renew_reservation(&held, short).await.expect("renew"));
+    assert!(store
+        .reserve_storage(&acme, 500, base + 600, short)
+        .await
+        .expect("reserve")
+        .is_some());
 }

@@ -85,6 +85,18 @@ every_backend!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reservations_are_leases() {
+    let fresh = Fresh::redis().await;
+    crate::store_checks::reservations_lapse(&fresh.store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_reservations_are_leases() {
+    let fresh = Fresh::redis_cluster().await;
+    crate::store_checks::reservations_lapse(&fresh.store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_everything_across_reopen() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("t.db");
