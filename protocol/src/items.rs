@@ -281,6 +281,17 @@ pub struct Trashed {
     pub ts: i64,
 }
 
+/// Where a trashed item comes back when restored (F1): in its own folder `into` (`None`: the
+/// root), with the trashed folders above it — `with`, outermost first — restored first, so
+/// that it is visible again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    pub item: u64,
+    pub into: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Folder {
     pub id: u64,
@@ -360,6 +371,9 @@ pub enum QueryResult {
     },
     Folder {
         items: Vec<Item>,
+        /// The trash only: where each of `items` comes back.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        restores: Vec<Restore>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next: Option<String>,
     },

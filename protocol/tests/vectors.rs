@@ -379,6 +379,35 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
             },
         ),
         (
+            "query_result_trash",
+            ServerFrame::QueryResult {
+                id: 35,
+                room: "r_abc".into(),
+                result: QueryResult::Folder {
+                    items: vec![Item::File(FileItem {
+                        id: 72,
+                        file: "f_9b2c".into(),
+                        folder: Some(70),
+                        name: "plan.pdf".into(),
+                        size: 5,
+                        content_type: "application/pdf".into(),
+                        sha256: "2cf24d".into(),
+                        uploaded_by: "alice@acme.example".into(),
+                        trashed: Some(Trashed {
+                            by: "alice@acme.example".into(),
+                            ts: 1767225600000,
+                        }),
+                    })],
+                    restores: vec![Restore {
+                        item: 72,
+                        into: Some(70),
+                        with: vec![69, 70],
+                    }],
+                    next: None,
+                },
+            },
+        ),
+        (
             "task_notice",
             ServerFrame::TaskNotice {
                 room: "r_abc".into(),

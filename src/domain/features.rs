@@ -56,6 +56,8 @@ pub struct Context {
     pub actor_name: String,
     /// For actions that create an item: how many the room holds.
     pub items: u64,
+    /// For `restore`: the folders above the item, its own first ([`ancestors`]).
+    pub ancestors: Vec<Item>,
     pub now_ms: i64,
 }
 
@@ -527,7 +529,15 @@ fn folder(by: &By, action: &Action) -> ApiResult<Vec<EventBody>> {
                 (Action::Trash { .. }, Some(_)) => {
                     return Err(ApiError::invalid("already in the trash"))
                 }
-                (Action::Restore { .. }, Some(_)) => vec![EventBody::ItemRestored { item: *item }],
+                // Visible again: the trashed folders above it come back first, outermost first.
+                (Action::Restore { .. }, Some(_)) => ctx
+                    .ancestors
+                    .iter()
+                    .rev()
+                    .filter(|a| trashed(a).is_some())
+                    .map(|a| EventBody::ItemRestored { item: a.id() })
+                    .chain([EventBody::ItemRestored { item: *item }])
+                    .collect(),
                 (Action::Purge { .. }, Some(t)) if t.by == *user || master => {
                     vec![EventBody::ItemPurged { item: *item }]
                 }
@@ -830,6 +840,48 @@ fn apply_folder(item: Option<Item>, event: &Event) -> Option<Item> {
         }
         // An entry about an item that is gone changes nothing.
         (_, other) => other,
+    }
+}
+
+/// The folder a folder item is in (`None`: the root, or not a folder item).
+fn folder_of(item: &Item) -> Option<u64> {
+    match item {
+        Item::Folder(f) => f.parent,
+        Item::File(f) => f.folder,
+        _ => None,
+    }
+}
+
+/// The folders above item `id`, its own folder first, up to the root.
+pub fn ancestors(items: &[Item], id: u64) -> Vec<Item> {
+    let by_id: std::collections::HashMap<u64, &Item> = items.iter().map(|i| (i.id(), i)).collect();
+    let mut out: Vec<Item> = Vec::new();
+    let mut next = by_id.get(&id).and_then(|i| folder_of(i));
+    while let Some(p) = next {
+        // A folder's parent was created before it, so the chain ends; the guard is for a
+        // damaged projection.
+        match by_id.get(&p) {
+            Some(f) if out.len() < by_id.len() => {
+                out.push((*f).clone());
+                next = folder_of(f);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Where trashed `item` comes back ([`Restore`]).
+pub fn restore_of(items: &[Item], item: &Item) -> crossroom_protocol::Restore {
+    crossroom_protocol::Restore {
+        item: item.id(),
+        into: folder_of(item),
+        with: ancestors(items, item.id())
+            .iter()
+            .rev()
+            .filter(|a| trashed(a).is_some())
+            .map(Item::id)
+            .collect(),
     }
 }
 

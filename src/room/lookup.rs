@@ -188,6 +188,9 @@ pub async fn feature_context(
     if features::creates_item(action) {
         ctx.items = store.item_count(&room.id).await?;
     }
+    if let Action::Restore { item } = action {
+        ctx.ancestors = features::ancestors(&store.items(&room.id).await?, *item);
+    }
     if let Action::CreateFolder {
         parent: Some(p), ..
     } = action

@@ -169,8 +169,8 @@ async fn folder_items(
             return Err(ApiError::not_found(format!("folder {id}")));
         }
     }
-    let items = items
-        .into_iter()
+    let listed = items
+        .iter()
         .filter(|i| is_folder_item(i))
         .filter(|i| {
             let (parent, trashed) = match i {
@@ -184,10 +184,21 @@ async fn folder_items(
                 !trashed && parent == folder
             }
         })
-        .map(|i| ((0, i.id() as i64), i))
+        .map(|i| ((0, i.id() as i64), i.clone()))
         .collect();
-    let (items, next) = paging::page(items, after, json_size);
-    Ok(QueryResult::Folder { items, next })
+    let (page, next) = paging::page(listed, after, json_size);
+    let restores = match trash {
+        true => page
+            .iter()
+            .map(|i| features::restore_of(&items, i))
+            .collect(),
+        false => Vec::new(),
+    };
+    Ok(QueryResult::Folder {
+        items: page,
+        restores,
+        next,
+    })
 }
 
 /// Who read a message, as the sender's company lets them be shown (M2).

@@ -914,3 +914,91 @@ async fn t1_a_removed_assignee_gets_no_more_task_notices() {
         assert!(!matches!(f, ServerFrame::TaskNotice { .. }), "{f:?}");
     }
 }
+
+/// F1 (issue 21): restoring an item whose folder is in the trash made it invisible until the
+/// folder came back. Now the trashed folders above it come back first, outermost first, and
+/// the trash listing says where each item returns and what comes back with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f1_a_restored_item_is_visible_with_the_folders_it_needs() {
+    use crossroom_protocol::Restore;
+    let Room {
+        server,
+        w,
+        room,
+        mut alice,
+        ..
+    } = room().await;
+    let folder = |parent: Option<u64>, name: &str| Action::CreateFolder {
+        parent,
+        name: name.into(),
+        notify_on_new_file: false,
+    };
+    let docs = act_ok(&mut alice, &room, folder(None, "Docs")).await;
+    let specs = act_ok(&mut alice, &room, folder(Some(docs), "Specs")).await;
+    let r = upload(
+        &server,
+        &w.alice.token,
+        &format!("/v1/rooms/{room}/files?name=a.txt&folder={specs}"),
+        "text/plain",
+        b"hello".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let file = r.body["item"].as_u64().expect("item");
+    act_ok(&mut alice, &room, Action::Trash { item: file }).await;
+    act_ok(&mut alice, &room, Action::Trash { item: specs }).await;
+    act_ok(&mut alice, &room, Action::Trash { item: docs }).await;
+    let listing = |folder: Option<u64>, trash: bool| Query::Folder {
+        cursor: None,
+        folder,
+        trash,
+    };
+    let QueryResult::Folder {
+        items, restores, ..
+    } = result(&mut alice, &room, listing(None, true)).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        items.iter().map(Item::id).collect::<Vec<_>>(),
+        vec![docs, specs, file]
+    );
+    assert_eq!(
+        restores,
+        vec![
+            Restore {
+                item: docs,
+                into: None,
+                with: vec![]
+            },
+            Restore {
+                item: specs,
+                into: Some(docs),
+                with: vec![docs]
+            },
+            Restore {
+                item: file,
+                into: Some(specs),
+                with: vec![docs, specs]
+            },
+        ]
+    );
+    act_ok(&mut alice, &room, Action::Restore { item: file }).await;
+    let ids = |r: QueryResult| match r {
+        QueryResult::Folder { items, .. } => items.iter().map(Item::id).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        ids(result(&mut alice, &room, listing(None, false)).await),
+        vec![docs]
+    );
+    assert_eq!(
+        ids(result(&mut alice, &room, listing(Some(docs), false)).await),
+        vec![specs]
+    );
+    assert_eq!(
+        ids(result(&mut alice, &room, listing(Some(specs), false)).await),
+        vec![file]
+    );
+    assert!(ids(result(&mut alice, &room, listing(None, true)).await).is_empty());
+}
