@@ -468,7 +468,17 @@ fn summarise(
         && r.open_failed == 0
         && r.dropped == 0
         && r.reconnect_failed == 0
+        && r.rate_limited == 0
         && r.acked == sent;
+    if r.rate_limited > 0 {
+        eprintln!(
+            "this run was limited by the server's per-connection rate: {} requests refused \
+             `rate_limited` or connections closed 4002. The default limits.requests_per_sec \
+             (50) and request_burst (1,000) fit people; start the server for load tests with \
+             `--config loadtest/server.toml` (or raise both limits)",
+            r.rate_limited
+        );
+    }
     let cpu = match (connected, after) {
         (Some(b), Some(e)) => Some(e.0 - b.0),
         _ => None,
@@ -521,6 +531,7 @@ fn summarise(
         "open_failed": r.open_failed,
         "dropped": r.dropped,
         "errors": r.errors,
+        "rate_limited": r.rate_limited,
         "sent": sent,
         "acknowledged": r.acked,
         "expected_deliveries": expected,

@@ -89,6 +89,9 @@ pub struct Report {
     pub reconnect_latency: Hist,
     /// Messages delivered by resumes (sent while the connection was away).
     pub replayed: u64,
+    /// Requests the server refused `rate_limited`, and connections it closed 4002 (too many
+    /// requests): the run measured the server's per-connection rate limit, not its capacity.
+    pub rate_limited: u64,
 }
 
 impl Report {
@@ -119,9 +122,13 @@ impl Report {
         self.reconnect_failed += o.reconnect_failed;
         self.reconnect_latency.merge(&o.reconnect_latency);
         self.replayed += o.replayed;
+        self.rate_limited += o.rate_limited;
     }
 
     fn error(&mut self, what: String) {
+        if what.contains("rate_limited") || what.contains("code Some(4002)") {
+            self.rate_limited += 1;
+        }
         if self.errors.len() < 10 {
             self.errors.push(what);
         }

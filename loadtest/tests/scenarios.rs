@@ -218,3 +218,70 @@ fn a_refused_set_up_is_an_error_not_a_clean_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("create company: 401"), "{err}");
 }
+
+/// A run that publishes past the server's default per-connection rate (which fits people, not
+/// load tests) is not clean and says what limited it, and `loadtest/server.toml` lifts it.
+#[test]
+fn a_run_limited_by_the_default_rate_says_so() {
+    let s = crossroom();
+    let args = |addr: &str| -> Vec<String> {
+        [
+            "broadcast",
+            "--addr",
+            addr,
+            "--operator-key",
+            KEY,
+            "--subscribers",
+            "2",
+            "--publishers",
+            "1",
+            "--rate",
+            "3000",
+            "--duration",
+            "2",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let out = Command::new(loadtest())
+        .args(args(&s.addr))
+        .output()
+        .expect("run loadtest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("limited by the server's per-connection rate"),
+        "{stderr}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(text.split("\n\n|").next().unwrap_or_default()).expect("json");
+    assert!(
+        v["runs"][0]["rate_limited"].as_u64().unwrap_or(0) > 0,
+        "{v:#}"
+    );
+
+    // The same run against a server started with the load-test limits is clean.
+    let bin = loadtest().with_file_name(format!("crossroom{}", std::env::consts::EXE_SUFFIX));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/server.toml");
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--operator-key",
+        KEY,
+        "--config",
+        config,
+    ])
+    .arg("--data-dir")
+    .arg(dir.path());
+    let lifted = start(cmd, dir);
+    let (code, v) = run(&args(&lifted.addr)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["runs"][0]["rate_limited"], 0);
+}

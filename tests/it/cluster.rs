@@ -12,7 +12,7 @@ use std::time::Duration;
 async fn three_nodes(redis: &[String]) -> (Vec<Server>, World) {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(Server::start_node(redis).await);
+        nodes.push(Server::start_node_with(redis, &load_limits("")).await);
     }
     let w = world(&nodes[0]).await;
     (nodes, w)

@@ -441,6 +441,12 @@ pub async fn invite_token(c: &mut Client, room: &RoomId) -> String {
     }
 }
 
+/// A config for a server that takes traffic like a load test (`loadtest/server.toml`: no
+/// per-connection rate that fits people), with `more` lines of its `[limits]` table.
+pub fn load_limits(more: &str) -> String {
+    format!("{}{more}", include_str!("../../loadtest/server.toml"))
+}
+
 /// The bytes a company's storage holds, reservations included (`GET /v1/admin/company/storage`
 /// with its admin `key`).
 pub async fn storage_used(node: &Server, key: &str) -> u64 {

@@ -149,9 +149,9 @@ async fn browsers_authenticate_with_an_auth_frame() {
 /// wait for it and its neighbour gets every message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_cut_off_and_the_others_get_everything() {
-    let server = Server::start_with_config(
-        "[limits]\nmax_frame_bytes = 65536\noutbound_queue_frames = 64\noutbound_queue_bytes = 65536\nmax_replay = 32\n",
-    )
+    let server = Server::start_with_config(&load_limits(
+        "max_frame_bytes = 65536\noutbound_queue_frames = 64\noutbound_queue_bytes = 65536\nmax_replay = 32\n",
+    ))
     .await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
@@ -943,7 +943,7 @@ async fn e1_ancient_calendar_events_are_refused_and_old_ones_expand_today() {
 async fn a_room_holds_a_bounded_number_of_items() {
     use crate::features::act;
     use crossroom_protocol::{Action, NoteFields};
-    let server = Server::start().await;
+    let server = Server::start_with_config(&load_limits("")).await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let room = group(&mut alice, "Items", &[&w.carol.id]).await;
@@ -1645,4 +1645,58 @@ async fn an_uploader_deletes_an_unposted_attachment_and_a_post_takes_one_once() 
         (403, &serde_json::json!("forbidden"))
     );
     assert_eq!(storage_used(&server, &w.acme_key).await, 600);
+}
+
+/// Issue 21: the default per-connection rate fits people, not load tests (it was 5,000/s with
+/// bursts of 10,000, so one client could flood a room at thousands of posts a second): a
+/// client that sends 2,000 requests at once has the ones past the burst of 1,000 (less what
+/// 50/s refills meanwhile) refused, and a person's pace is never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_rate_fits_people() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut person = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    for _ in 0..20 {
+        let r = person
+            .request(ClientFrame::Ping { id: 0 })
+            .await
+            .expect("reply");
+        assert!(matches!(r, ServerFrame::Pong { .. }), "{r:?}");
+    }
+    let mut flood = server.connect(&w.bob.token, Encoding::MsgPack).await;
+    let started = std::time::Instant::now();
+    let (mut pongs, mut limited) = (0u64, 0u64);
+    // In rounds of 500, read before sending more: the session's outbound queue holds 1,024.
+    for _ in 0..4 {
+        for _ in 0..500 {
+            flood
+                .send(&mut ClientFrame::Ping { id: 0 })
+                .await
+                .expect("send");
+        }
+        let mut answered = 0;
+        while answered < 500 {
+            match flood
+                .next_frame(Duration::from_secs(10))
+                .await
+                .expect("frame")
+            {
+                ServerFrame::Pong { .. } => pongs += 1,
+                ServerFrame::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                } => limited += 1,
+                other => panic!("{other:?}"),
+            }
+            answered += 1;
+        }
+    }
+    // What the bucket can have refilled while the frames came in bounds the answered ones.
+    let refill = 50 * (started.elapsed().as_secs() + 1);
+    assert!(pongs >= 1000, "the burst is answered: {pongs}");
+    assert!(
+        pongs <= 1000 + refill,
+        "{pongs} answered, {limited} refused"
+    );
+    assert!(limited > 0);
 }
