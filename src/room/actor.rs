@@ -37,7 +37,7 @@ use crossroom_protocol::{
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +61,9 @@ pub fn spawn(ctx: Arc<RoomContext>, id: RoomId, generation: u64) -> RoomHandle {
         subscribers: HashMap::new(),
         pending: FuturesOrdered::new(),
         redeciding: 0,
+        pending_on: BTreeMap::new(),
+        conflicted: Vec::new(),
+        resolving: false,
         last_activity: Instant::now(),
         typed_at: HashMap::new(),
         presence_sent: BTreeSet::new(),
@@ -173,9 +176,9 @@ impl Redo {
 /// An append in flight with the acknowledgement that waits for it.
 type Pending = futures_util::future::BoxFuture<'static, Committed>;
 
-/// An append's outcome with its acknowledgement, what to decide again on a conflict, and how
-/// many conflicts that decision has met already.
-type Committed = (StoreResult<Vec<Appended>>, Ack, Redo, u32);
+/// An append's outcome with its acknowledgement, what to decide again on a conflict, how many
+/// conflicts that decision has met already, and the state version it was decided on.
+type Committed = (StoreResult<Vec<Appended>>, Ack, Redo, u32, u64);
 
 /// How many times one command is decided again after conflicts before it is refused as
 /// `unavailable` (the room is changing too fast): a bounded loop, not an endless one.
@@ -199,6 +202,14 @@ struct RoomActor {
     /// Conflicts met by the command being decided again right now (0 for a fresh command);
     /// `append` hands it to the commit it queues.
     redeciding: u32,
+    /// How many of `pending` were decided on each state version. One decided on an older
+    /// version than the room's now will meet a conflict and be decided again, behind anything
+    /// queued meanwhile: a fresh command waits for those first (D3 for each sender).
+    pending_on: BTreeMap<u64, usize>,
+    /// Commands whose appends met a conflict, in the order they were asked for, waiting to be
+    /// decided again ([`RoomActor::decide_again`]), and whether that is under way.
+    conflicted: Vec<(Ack, Redo, u32)>,
+    resolving: bool,
     last_activity: Instant,
     /// When each user's last relayed `typing` was (M3): at most one per user per second.
     typed_at: HashMap<UserId, Instant>,
@@ -284,6 +295,34 @@ impl RoomActor {
         }
     }
 
+    /// Decide again, in the order they were asked for, the commands whose appends met a
+    /// conflict (D3 for each sender). What was queued after the first one stood on a state no
+    /// newer: every append in flight resolves first (those that conflict too join the list),
+    /// then the state is learnt once and the list is decided again on it. Decided on one
+    /// version and queued in order, they commit in order or conflict together.
+    async fn decide_again(&mut self) {
+        self.resolving = true;
+        while let Some(done) = self.pending.next().await {
+            self.committed(done).await;
+        }
+        self.resolving = false;
+        self.reload().await;
+        self.fill(self.room.as_ref().map(|r| r.head).unwrap_or(0))
+            .await;
+        for (ack, redo, attempt) in std::mem::take(&mut self.conflicted) {
+            self.redeciding = attempt + 1;
+            self.handle(redo.command(ack.into_reply())).await;
+        }
+        self.redeciding = 0;
+    }
+
+    /// Whether an append in flight was decided on another state version than the room's now
+    /// (another node's change came in since): it is bound to be decided again.
+    fn stale_pending(&self) -> bool {
+        let now = self.room.as_ref().map(|r| r.version);
+        self.pending_on.keys().any(|v| Some(*v) != now)
+    }
+
     /// Leave the registry if idle and nobody can still reach us.
     fn retire(&self) -> bool {
         if !self.subscribers.is_empty() || !self.pending.is_empty() {
@@ -307,6 +346,10 @@ impl RoomActor {
             _ => {}
         }
         self.freshen_for(&cmd).await;
+        if self.redeciding == 0 && cmd.decides() && self.stale_pending() {
+            // Decided now, this command would commit before those are decided again.
+            self.drain_pending().await;
+        }
         let Some(room) = &self.room else {
             if let Some(r) = cmd.into_reply() {
                 r.fail(self.not_found());
@@ -964,20 +1007,24 @@ impl RoomActor {
         let moves = entries.iter().any(|e| moves_version(&e.body));
         let queued = Instant::now();
         let attempt = std::mem::take(&mut self.redeciding);
+        let version = room.version;
         match self
             .ctx
             .store
             .append(&self.id, entries, Some(room.version))
             .await
         {
-            Ok(ticket) => self.pending.push_back(
-                ticket
-                    .map(move |r| {
-                        METRICS.commit.observe(queued.elapsed());
-                        (r, ack, redo, attempt)
-                    })
-                    .boxed(),
-            ),
+            Ok(ticket) => {
+                *self.pending_on.entry(version).or_default() += 1;
+                self.pending.push_back(
+                    ticket
+                        .map(move |r| {
+                            METRICS.commit.observe(queued.elapsed());
+                            (r, ack, redo, attempt, version)
+                        })
+                        .boxed(),
+                )
+            }
             Err(e) => ack.into_reply().fail(e.into()),
         }
         if moves {
@@ -1243,7 +1290,13 @@ impl RoomActor {
 
     /// An append landed: acknowledge it, deliver it, and carry out what it means for sessions
     /// (removed users are cut off after their line; added users are told).
-    async fn committed(&mut self, (result, ack, redo, attempt): Committed) {
+    async fn committed(&mut self, (result, ack, redo, attempt, version): Committed) {
+        if let Some(n) = self.pending_on.get_mut(&version) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_on.remove(&version);
+            }
+        }
         let appended = match result {
             Ok(a) => a,
             Err(StoreError::Conflict) if attempt + 1 >= MAX_REDECISIONS => {
@@ -1254,13 +1307,12 @@ impl RoomActor {
                 // Another node changed the room after we decided: learn what it did, and
                 // decide again (a removal there refuses this post here).
                 tracing::debug!(room = %self.id, attempt, "state moved under a decision; deciding again");
-                self.reload().await;
-                self.fill(self.room.as_ref().map(|r| r.head).unwrap_or(0))
-                    .await;
-                self.redeciding = attempt + 1;
-                Box::pin(self.handle(redo.command(ack.into_reply()))).await;
-                self.redeciding = 0;
-                return;
+                self.conflicted.push((ack, redo, attempt));
+                if self.resolving {
+                    // Inside the resolution of an earlier conflict: decided again after it.
+                    return;
+                }
+                return Box::pin(self.decide_again()).await;
             }
             Err(e) => {
                 tracing::warn!(room = %self.id, error = %e, "append failed; reloading state");

@@ -128,6 +128,17 @@ pub enum RoomCommand {
 }
 
 impl RoomCommand {
+    /// Whether deciding this command may append to the log.
+    pub fn decides(&self) -> bool {
+        matches!(
+            self,
+            RoomCommand::Post { .. }
+                | RoomCommand::Change { .. }
+                | RoomCommand::Act { .. }
+                | RoomCommand::AddFile { .. }
+        )
+    }
+
     /// The reply this command carries, if any.
     pub fn into_reply(self) -> Option<Reply> {
         match self {

@@ -890,3 +890,93 @@ async fn g16_after_room_deleted_no_node_serves_the_room() {
         "stale answers after room_deleted in {trials} deletions"
     );
 }
+
+/// D3 for each sender (issue 21): a session's posts to a room get increasing seqs in the order
+/// it sent them, while another node changes the room's membership all the time (each change
+/// makes in-flight posts meet a conflict and be decided again). A re-decided post used to land
+/// after a later post of the same session. Counted over bursts of 10 posts sent without
+/// waiting: 0 out of order (`CROSSROOM_RACE_ROUNDS` / 10 bursts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d3_a_senders_posts_keep_their_order_across_conflicts() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let bursts: usize = std::env::var("CROSSROOM_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(100, |r: usize| (r / 10).max(1));
+    let redis = Redis::start(&[]).await;
+    let (nodes, w) = three_nodes(&[redis.url()]).await;
+    let mut alice = nodes[0].connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Order", &[&w.carol.id]).await;
+    // Membership churn through node 1: bob in, bob out, as fast as it goes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let mut master = nodes[1].connect(&w.alice.token, Encoding::MsgPack).await;
+        let (room, bob, stop) = (room.clone(), w.bob.id.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut changes = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let add = ClientFrame::AddMembers {
+                    id: 0,
+                    room: room.clone(),
+                    users: vec![bob.clone()],
+                };
+                let remove = ClientFrame::RemoveMember {
+                    id: 0,
+                    room: room.clone(),
+                    user: bob.clone(),
+                };
+                for f in [add, remove] {
+                    let r = master.request(f).await.expect("change");
+                    assert!(matches!(r, ServerFrame::Changed { .. }), "{r:?}");
+                    changes += 1;
+                }
+            }
+            changes
+        })
+    };
+    let (mut accepted, mut out_of_order) = (0usize, 0usize);
+    for burst in 0..bursts {
+        let mut ids = Vec::new();
+        for k in 0..10 {
+            let id = alice
+                .send(&mut ClientFrame::Post {
+                    id: 0,
+                    room: room.clone(),
+                    client_msg_id: format!("b{burst}-{k}"),
+                    text: format!("{burst}-{k}"),
+                    attachments: vec![],
+                    mentions: vec![],
+                })
+                .await
+                .expect("send");
+            ids.push(id);
+        }
+        let mut seqs = std::collections::HashMap::new();
+        while seqs.len() < ids.len() {
+            match alice
+                .next_frame(Duration::from_secs(10))
+                .await
+                .expect("frame")
+            {
+                ServerFrame::Posted { id, seq, .. } => {
+                    seqs.insert(id, Some(seq));
+                }
+                // Refused after too many conflicts in a row: not a post, no order to keep.
+                ServerFrame::Error { id: Some(id), .. } => {
+                    seqs.insert(id, None);
+                }
+                _ => {}
+            }
+        }
+        let in_order: Vec<u64> = ids.iter().filter_map(|id| seqs[id]).collect();
+        accepted += in_order.len();
+        out_of_order += in_order.windows(2).filter(|w| w[0] >= w[1]).count();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let changes = churn.await.expect("churn");
+    eprintln!("{bursts} bursts: {accepted} posts accepted, {changes} membership changes, {out_of_order} out of order");
+    assert!(changes > 0);
+    assert!(accepted > bursts * 5, "{accepted} accepted");
+    assert_eq!(out_of_order, 0, "of {accepted} accepted posts");
+}
