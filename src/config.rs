@@ -44,6 +44,9 @@ pub struct Config {
     pub s3: Option<S3Config>,
     /// The orphan sweep of file bytes.
     pub files: FilesConfig,
+    /// This node's name in `/metrics` (a `node` label) and the ops stream; default its
+    /// listening address.
+    pub node_name: Option<String>,
     /// What `/metrics` shows.
     pub metrics: MetricsConfig,
     pub limits: Limits,
@@ -242,6 +245,7 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             s3: None,
             files: FilesConfig::default(),
+            node_name: None,
             metrics: MetricsConfig::default(),
             limits: Limits::default(),
             testing: TestingConfig::default(),

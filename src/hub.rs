@@ -36,6 +36,8 @@ pub struct Services {
     pub shutdown: Shutdown,
     /// `/metrics` labels sessions with their company ids.
     pub tenant_labels: bool,
+    /// This node's name in `/metrics` and the ops stream.
+    pub node: String,
 }
 
 pub struct Hub {
@@ -63,6 +65,8 @@ pub struct Hub {
     /// `/metrics` labels sessions with their company ids (off: who the tenants are is not
     /// public).
     pub tenant_labels: bool,
+    /// This node's name (`node_name`, default its listening address).
+    pub node: String,
     /// WebSockets per source address not yet authenticated.
     pub unauthenticated: Arc<Slots<std::net::IpAddr>>,
     /// Uploads in flight per user.
@@ -78,7 +82,7 @@ impl Hub {
             s.limits.max_sessions_per_user,
             s.limits.max_sessions_per_company,
         ));
-        let ops = Arc::new(OpsFeed::default());
+        let ops = Arc::new(OpsFeed::new(s.bus.is_cluster().then(|| s.bus.clone())));
         let unauthenticated = Slots::new(s.limits.max_unauthenticated_per_address);
         let uploads = Slots::new(s.limits.max_uploads_per_user);
         let rooms = Arc::new(Rooms::new(Arc::new(RoomContext {
@@ -108,6 +112,7 @@ impl Hub {
             origins: s.origins,
             ops,
             tenant_labels: s.tenant_labels,
+            node: s.node,
             unauthenticated,
             uploads,
             signups: Default::default(),
@@ -180,6 +185,14 @@ impl Inbox for Hub {
         // Ephemeral: no actor here (nobody to show it to) or a full mailbox drops it.
         self.rooms
             .try_tell(room, RoomCommand::RemoteTyping { user });
+    }
+
+    fn node_stats(&self, stats: crossroom_protocol::ops::Stats) {
+        self.ops.heard(stats);
+    }
+
+    fn node_audit(&self, record: crossroom_protocol::ops::AuditRecord) {
+        self.ops.publish_here(record);
     }
 
     fn bus_recovered(&self) {

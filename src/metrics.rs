@@ -232,6 +232,48 @@ impl Metrics {
     }
 }
 
+/// `text` (OpenMetrics) with a `node` label on every sample, so that Prometheus can tell the
+/// nodes of a cluster apart and add them up.
+pub fn with_node_label(text: &str, node: &str) -> String {
+    let value: String = node
+        .chars()
+        .flat_map(|c| match c {
+            '\\' => vec!['\\', '\\'],
+            '"' => vec!['\\', '"'],
+            '\n' => vec!['\\', 'n'],
+            c => vec![c],
+        })
+        .collect();
+    let label = format!("node=\"{value}\"");
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else if let Some(i) = line
+            .find('{')
+            .filter(|i| line.find(' ').is_none_or(|sp| *i < sp))
+        {
+            let rest = &line[i + 1..];
+            out.push_str(&line[..=i]);
+            out.push_str(&label);
+            if !rest.starts_with('}') {
+                out.push(',');
+            }
+            out.push_str(rest);
+        } else if let Some(sp) = line.find(' ') {
+            out.push_str(&line[..sp]);
+            out.push('{');
+            out.push_str(&label);
+            out.push('}');
+            out.push_str(&line[sp..]);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// The node's state at scrape time, read by the `/metrics` handler.
 pub struct Gauges {
     pub connections: usize,
@@ -383,5 +425,20 @@ mod tests {
         assert_eq!(p.count, 1);
         assert_eq!(p.max, 12_000.0);
         assert!(p.p99 <= 12_000.0);
+    }
+}
+
+#[cfg(test)]
+mod node_label_tests {
+    #[test]
+    fn every_sample_gets_the_node_label() {
+        let text = "# TYPE crossroom_messages counter\ncrossroom_messages_total 3\n\
+                    crossroom_commit_seconds_bucket{le=\"0.001\"} 1\ncrossroom_x{} 2\n# EOF\n";
+        assert_eq!(
+            super::with_node_label(text, "n\"1"),
+            "# TYPE crossroom_messages counter\ncrossroom_messages_total{node=\"n\\\"1\"} 3\n\
+             crossroom_commit_seconds_bucket{node=\"n\\\"1\",le=\"0.001\"} 1\n\
+             crossroom_x{node=\"n\\\"1\"} 2\n# EOF\n"
+        );
     }
 }

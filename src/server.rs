@@ -76,6 +76,10 @@ where
         origins: config.origins(listener.local_addr()?),
         shutdown: shutdown.clone(),
         tenant_labels: config.metrics.tenant_labels,
+        node: config
+            .node_name
+            .clone()
+            .unwrap_or(listener.local_addr()?.to_string()),
     });
     let addr = listener.local_addr()?;
     if let Some(bus) = &redis_bus {

@@ -53,6 +53,9 @@ pub enum OpsServerFrame {
 /// One second of a node's life.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
+    /// The node this sample is of (`node_name`; default its listening address).
+    #[serde(default)]
+    pub node: String,
     /// When this sample was taken, ms since the Unix epoch.
     pub ts: i64,
     pub uptime_secs: u64,
@@ -74,6 +77,68 @@ pub struct Stats {
     pub fanout_ms: Percentiles,
     /// The busiest rooms of the last interval, busiest first (at most 10).
     pub busiest_rooms: Vec<RoomActivity>,
+    /// Cluster mode: every node's latest figures (this one's included) and their sums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Box<Cluster>>,
+}
+
+/// The whole cluster as one node hears it: the nodes heard within the last 3 seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// The sums over `nodes` (`node` is empty).
+    pub total: NodeFigures,
+    /// One per node, by name.
+    pub nodes: Vec<NodeFigures>,
+}
+
+/// One node's figures in [`Cluster`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeFigures {
+    pub node: String,
+    pub connections: u64,
+    pub sessions: u64,
+    pub rooms: u64,
+    pub totals: Totals,
+    pub per_sec: Rates,
+}
+
+impl NodeFigures {
+    /// `s`'s own figures.
+    pub fn of(s: &Stats) -> NodeFigures {
+        NodeFigures {
+            node: s.node.clone(),
+            connections: s.connections,
+            sessions: s.sessions,
+            rooms: s.rooms,
+            totals: s.totals.clone(),
+            per_sec: s.per_sec.clone(),
+        }
+    }
+
+    /// The sums of `nodes`.
+    pub fn sum(nodes: &[NodeFigures]) -> NodeFigures {
+        let mut t = NodeFigures::default();
+        for n in nodes {
+            t.connections += n.connections;
+            t.sessions += n.sessions;
+            t.rooms += n.rooms;
+            let (a, b) = (&mut t.totals, &n.totals);
+            a.frames_in += b.frames_in;
+            a.frames_out += b.frames_out;
+            a.deliveries += b.deliveries;
+            a.messages += b.messages;
+            a.entries += b.entries;
+            a.queue_drops += b.queue_drops;
+            a.slow_consumers += b.slow_consumers;
+            let (a, b) = (&mut t.per_sec, &n.per_sec);
+            a.frames_in += b.frames_in;
+            a.frames_out += b.frames_out;
+            a.deliveries += b.deliveries;
+            a.messages += b.messages;
+            a.entries += b.entries;
+        }
+        t
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@
 pub mod redis;
 
 use crate::outbound::CloseRequest;
+use crossroom_protocol::ops::{AuditRecord, Stats};
 use crossroom_protocol::{Event, RoomId, ServerFrame, UserId};
 use std::sync::Arc;
 
@@ -39,6 +40,10 @@ pub trait Bus: Send + Sync + 'static {
     fn presence_snapshot(&self, users: Vec<UserId>);
     /// `user` is typing in `room` (M3): to that room's actors on the other nodes.
     fn typing(&self, room: &RoomId, user: &UserId);
+    /// This node's latest ops sample, for the other nodes' dashboards.
+    fn ops_stats(&self, stats: &Stats);
+    /// An audit record this node committed, for the other nodes' dashboards.
+    fn ops_audit(&self, record: &AuditRecord);
 }
 
 /// What another node said about presence (M3).
@@ -69,6 +74,10 @@ pub trait Inbox: Send + Sync + 'static {
     fn presence(&self, node: &str, said: PresenceSaid);
     /// `user` is typing in `room`, said on another node.
     fn room_typing(&self, room: &RoomId, user: UserId);
+    /// Another node's latest ops sample.
+    fn node_stats(&self, stats: Stats);
+    /// An audit record another node committed.
+    fn node_audit(&self, record: AuditRecord);
     /// The node hears the others again after a gap in which notices may have been lost: check
     /// the local sessions against the directory, and catch every room up from its log.
     fn bus_recovered(&self);
@@ -91,4 +100,6 @@ impl Bus for LocalBus {
     fn presence(&self, _user: &UserId, _online: bool) {}
     fn presence_snapshot(&self, _users: Vec<UserId>) {}
     fn typing(&self, _room: &RoomId, _user: &UserId) {}
+    fn ops_stats(&self, _stats: &Stats) {}
+    fn ops_audit(&self, _record: &AuditRecord) {}
 }

@@ -74,6 +74,14 @@ enum What {
         users: Vec<UserId>,
     },
     PresenceAsk,
+    /// The node's latest ops sample.
+    Stats {
+        stats: Box<crossroom_protocol::ops::Stats>,
+    },
+    /// An audit record the node committed.
+    Audit {
+        record: Box<crossroom_protocol::ops::AuditRecord>,
+    },
 }
 
 /// The prefix of an ephemeral signal on a room channel (entries start with their seq).
@@ -251,6 +259,18 @@ impl Bus for RedisBus {
         self.notify(What::PresenceSnapshot { users });
     }
 
+    fn ops_stats(&self, stats: &crossroom_protocol::ops::Stats) {
+        self.notify(What::Stats {
+            stats: Box::new(stats.clone()),
+        });
+    }
+
+    fn ops_audit(&self, record: &crossroom_protocol::ops::AuditRecord) {
+        self.notify(What::Audit {
+            record: Box::new(record.clone()),
+        });
+    }
+
     /// On the room's own channel, so only nodes with an actor for it hear it.
     fn typing(&self, room: &RoomId, user: &UserId) {
         let _ = self.outgoing.send(Outgoing {
@@ -383,6 +403,8 @@ fn on_notice(bus: &RedisBus, inbox: &Arc<dyn Inbox>, payload: &str) {
             What::Offline { user } => inbox.presence(node, PresenceSaid::Offline(user)),
             What::PresenceSnapshot { users } => inbox.presence(node, PresenceSaid::Snapshot(users)),
             What::PresenceAsk => inbox.presence(node, PresenceSaid::Ask),
+            What::Stats { stats } => inbox.node_stats(*stats),
+            What::Audit { record } => inbox.node_audit(*record),
         }
         return;
     }

@@ -61,6 +61,7 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
             false => Vec::new(),
         },
     });
+    let body = crate::metrics::with_node_label(&body, &hub.node);
     (
         StatusCode::OK,
         [(

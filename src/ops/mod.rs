@@ -108,6 +108,7 @@ impl Sampler {
         busiest.sort_by(|a, b| b.events_per_sec.total_cmp(&a.events_per_sec));
         busiest.truncate(BUSIEST);
         let stats = Stats {
+            node: hub.node.clone(),
             ts: crate::clock::now_ms(),
             uptime_secs: hub.ops.uptime().as_secs(),
             connections: hub.shutdown.live_connections() as u64,
@@ -124,6 +125,7 @@ impl Sampler {
             fanout_ms: fanout.since(&self.fanout),
             busiest_rooms: busiest,
             totals: totals.clone(),
+            cluster: None,
         };
         *self = Sampler {
             at: now,

@@ -475,9 +475,21 @@ pub async fn scrape(server: &Server) -> std::collections::HashMap<String, f64> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
             let (name, value) = l.rsplit_once(' ').expect("series value");
-            (name.to_owned(), value.parse::<f64>().expect("a number"))
+            (without_node(name), value.parse::<f64>().expect("a number"))
         })
         .collect()
+}
+
+/// A series name without its `node` label, which every series carries (issue 21).
+fn without_node(series: &str) -> String {
+    let start = series
+        .find("{node=\"")
+        .unwrap_or_else(|| panic!("no node label on {series}"));
+    let end = start + 7 + series[start + 7..].find('"').expect("closing quote") + 1;
+    match &series[end..] {
+        "}" => series[..start].to_owned(),
+        rest => format!("{}{{{}", &series[..start], rest.trim_start_matches(',')),
+    }
 }
 
 pub fn metric(m: &std::collections::HashMap<String, f64>, name: &str) -> f64 {

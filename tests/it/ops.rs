@@ -299,3 +299,46 @@ async fn ops_stream_needs_the_operator_key() {
         OpsServerFrame::Hello { .. }
     ));
 }
+
+/// Issue 21: one view of the cluster from any node. The ops stream of node 0 shows both nodes'
+/// figures and their sums, and the audit record of a group created through node 1 (it showed
+/// only node 0's); `/metrics` of each node labels every series with its node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_stream_of_any_node_shows_the_whole_cluster() {
+    let redis = Redis::start(&[]).await;
+    let a = Server::start_node(&[redis.url()]).await;
+    let b = Server::start_node(&[redis.url()]).await;
+    let w = world(&a).await;
+    let mut ws = ops(&a, "", Some(OPERATOR_KEY)).await;
+    let mut both = None;
+    for _ in 0..20 {
+        let s = next_stats(&mut ws).await;
+        assert_eq!(s.node, a.addr);
+        if let Some(c) = s.cluster.filter(|c| c.nodes.len() == 2) {
+            both = Some(c);
+            break;
+        }
+    }
+    let cluster = both.expect("both nodes heard");
+    let mut names: Vec<_> = cluster.nodes.iter().map(|n| n.node.clone()).collect();
+    names.sort();
+    let mut want = vec![a.addr.clone(), b.addr.clone()];
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(
+        cluster.total.connections,
+        cluster.nodes.iter().map(|n| n.connections).sum::<u64>()
+    );
+    let mut alice = b.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Seen everywhere", &[&w.carol.id]).await;
+    let record = next_audit(&mut ws).await;
+    assert_eq!((record.room, record.action.as_str()), (room, "created"));
+    for node in [&a, &b] {
+        let r = node.http(None).get("/metrics").await.expect("scrape");
+        let text = String::from_utf8(r.bytes.to_vec()).expect("utf-8");
+        assert!(
+            text.contains(&format!("crossroom_bus_up{{node=\"{}\"}} 1", node.addr)),
+            "{text}"
+        );
+    }
+}
