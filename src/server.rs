@@ -30,6 +30,14 @@ pub enum ServerError {
     Blob(#[from] crate::blob::BlobError),
 }
 
+/// This node's name: `node_name`, or the address it listens on.
+fn node_name(config: &Config, listener: &TcpListener) -> std::io::Result<String> {
+    match &config.node_name {
+        Some(n) => Ok(n.clone()),
+        None => Ok(listener.local_addr()?.to_string()),
+    }
+}
+
 /// What `run` reports once it is listening (for `--demo` and for tests).
 pub struct Started {
     pub hub: Arc<Hub>,
@@ -76,10 +84,7 @@ where
         origins: config.origins(listener.local_addr()?),
         shutdown: shutdown.clone(),
         tenant_labels: config.metrics.tenant_labels,
-        node: config
-            .node_name
-            .clone()
-            .unwrap_or(listener.local_addr()?.to_string()),
+        node: node_name(&config, &listener)?,
     });
     let addr = listener.local_addr()?;
     if let Some(bus) = &redis_bus {
