@@ -1491,14 +1491,7 @@ async fn unposted_attachments_are_removed_and_give_their_bytes_back() {
         upload(400).await,
         upload(800).await,
     );
-    let post = |cmid: &str, files: Vec<String>| ClientFrame::Post {
-        id: 0,
-        room: room.clone(),
-        client_msg_id: cmid.into(),
-        text: cmid.into(),
-        attachments: files,
-        mentions: vec![],
-    };
+    let post = |cmid: &str, files: Vec<String>| post_with(&room, cmid, files);
     let r = alice
         .request(post("kept", vec![kept.clone()]))
         .await
@@ -1592,14 +1585,7 @@ async fn an_uploader_deletes_an_unposted_attachment_and_a_post_takes_one_once() 
     assert_eq!(delete(&w.alice.token, &dropped).await.status, 404, "gone");
     assert_eq!(storage_used(&server, &w.acme_key).await, 600);
 
-    let post = |cmid: &str, files: Vec<String>| ClientFrame::Post {
-        id: 0,
-        room: room.clone(),
-        client_msg_id: cmid.into(),
-        text: cmid.into(),
-        attachments: files,
-        mentions: vec![],
-    };
+    let post = |cmid: &str, files: Vec<String>| post_with(&room, cmid, files);
     let r = alice
         .request(post("dropped", vec![dropped.clone()]))
         .await
@@ -1699,4 +1685,16 @@ async fn the_default_rate_fits_people() {
         "{pongs} answered, {limited} refused"
     );
     assert!(limited > 0);
+}
+
+/// A post whose client id is its text, carrying `files`.
+fn post_with(room: &crossroom_protocol::RoomId, cmid: &str, files: Vec<String>) -> ClientFrame {
+    ClientFrame::Post {
+        id: 0,
+        room: room.clone(),
+        client_msg_id: cmid.into(),
+        text: cmid.into(),
+        attachments: files,
+        mentions: vec![],
+    }
 }
