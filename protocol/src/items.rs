@@ -66,7 +66,8 @@ pub struct CalendarFields {
     pub end: i64,
     #[serde(default)]
     pub all_day: bool,
-    /// An IANA time zone name, kept for display ("UTC" by default).
+    /// An IANA time zone name ("UTC" by default): the recurrence repeats on its wall clock,
+    /// with its daylight-saving rules (all-day events repeat on UTC dates).
     #[serde(default)]
     pub time_zone: String,
     #[serde(default)]

@@ -133,6 +133,12 @@ fn check_calendar(f: &CalendarFields) -> ApiResult<CalendarFields> {
         f.time_zone = "UTC".into();
     }
     check_len("time_zone", &f.time_zone, 1, 64)?;
+    if jiff::tz::TimeZone::get(&f.time_zone).is_err() {
+        return Err(ApiError::invalid(format!(
+            "time_zone {:?} is not an IANA time zone name (such as Europe/Berlin or UTC)",
+            f.time_zone
+        )));
+    }
     if !in_calendar(f.start) || !in_calendar(f.end) {
         return Err(ApiError::invalid(
             "start and end must lie in the years 1 to 9999 (UTC)",
@@ -964,6 +970,41 @@ fn nth_start(start: i64, freq: Frequency, n: i64) -> Option<i64> {
     }
 }
 
+/// The clock an event repeats on (E1): its time zone, so that a weekly 09:00 meeting stays at
+/// 09:00 across daylight-saving changes. All-day events repeat on UTC days (their days are
+/// dates, stored as midnight UTC), as does an event whose zone the bundled database lacks.
+struct Clock(Option<jiff::tz::TimeZone>);
+
+impl Clock {
+    fn of(f: &CalendarFields) -> Clock {
+        if f.all_day {
+            return Clock(None);
+        }
+        Clock(jiff::tz::TimeZone::get(&f.time_zone).ok())
+    }
+
+    /// The wall-clock time of an instant, as milliseconds of a UTC-like timeline.
+    fn local(&self, t: i64) -> i64 {
+        let (Some(tz), Ok(ts)) = (&self.0, jiff::Timestamp::from_millisecond(t)) else {
+            return t;
+        };
+        t + i64::from(tz.to_offset(ts).seconds()) * 1000
+    }
+
+    /// The instant of a wall-clock time. A time a change skips (02:30 on the night clocks go
+    /// forward) moves forward by the gap; a time a change repeats takes its first instant
+    /// (RFC 5545's rule, jiff's "compatible").
+    fn instant(&self, local: i64) -> Option<i64> {
+        let Some(tz) = &self.0 else {
+            return Some(local);
+        };
+        let wall =
+            jiff::tz::Offset::UTC.to_datetime(jiff::Timestamp::from_millisecond(local).ok()?);
+        let t = tz.to_ambiguous_timestamp(wall).compatible().ok()?;
+        Some(t.as_millisecond())
+    }
+}
+
 /// The step (in periods of `interval`) of the first occurrence that may overlap `from`: computed,
 /// not walked, and at most a few steps early (a month's length varies; the walk from it checks).
 fn first_step(start: i64, len: i64, r: &Recurrence, from: i64) -> i64 {
@@ -1034,9 +1075,13 @@ pub fn occurrences(events: &[CalendarEvent], from: i64, to: i64) -> Vec<Occurren
             }
             continue;
         };
-        let k0 = first_step(f.start, len, &r, from);
+        // Steps are taken on the event's wall clock; a zone is at most 26 hours off UTC, so
+        // looking two days early finds no later step than the first one that matters.
+        let clock = Clock::of(f);
+        let local = clock.local(f.start);
+        let k0 = first_step(local, len, &r, from.saturating_sub(2 * DAY_MS));
         let mut produced = match r.count {
-            Some(_) => produced_before(f.start, &r, k0),
+            Some(_) => produced_before(local, &r, k0),
             None => 0,
         };
         let mut kept = 0;
@@ -1046,7 +1091,9 @@ pub fn occurrences(events: &[CalendarEvent], from: i64, to: i64) -> Vec<Occurren
             if kept >= MAX_OCCURRENCES {
                 break;
             }
-            let Some(start) = nth_start(f.start, r.freq, n * i64::from(r.interval)) else {
+            let Some(start) = nth_start(local, r.freq, n * i64::from(r.interval))
+                .and_then(|wall| clock.instant(wall))
+            else {
                 continue;
             };
             if start >= bound || r.until.is_some_and(|u| start > u) {
@@ -1640,6 +1687,122 @@ mod tests {
             today + DAY_MS
         )
         .is_empty());
+    }
+
+    #[test]
+    fn e1_recurrence_follows_the_events_time_zone_across_dst() {
+        let hour = 3_600_000;
+        let zoned = |start: i64, r: Recurrence, tz: &str, all_day: bool| {
+            let mut e = cal(start, start + hour, Some(r));
+            e.fields.time_zone = tz.into();
+            e.fields.all_day = all_day;
+            e
+        };
+        let weekly = Recurrence {
+            freq: Frequency::Weekly,
+            interval: 1,
+            until: None,
+            count: None,
+        };
+        // Mondays 09:00 in Berlin: 08:00 UTC in winter (CET), 07:00 UTC in summer (CEST).
+        // Clocks go forward on 2026-03-29 and back on 2026-10-25.
+        let mar16 = days_from_civil(2026, 3, 16) * DAY_MS + 8 * hour;
+        let occ = occurrences(
+            &[zoned(mar16, weekly, "Europe/Berlin", false)],
+            mar16,
+            mar16 + 4 * 7 * DAY_MS - 2 * hour,
+        );
+        let utc_hours: Vec<i64> = occ
+            .iter()
+            .map(|o| o.start.rem_euclid(DAY_MS) / hour)
+            .collect();
+        assert_eq!(
+            utc_hours,
+            vec![8, 8, 7, 7],
+            "09:00 Berlin before and after spring"
+        );
+        assert!(occ.iter().all(|o| o.end - o.start == hour));
+        let oct12 = days_from_civil(2026, 10, 12) * DAY_MS + 7 * hour;
+        let occ = occurrences(
+            &[zoned(oct12, weekly, "Europe/Berlin", false)],
+            // A query starting late still sees the local time (the computed first step).
+            oct12 + 7 * DAY_MS,
+            oct12 + 4 * 7 * DAY_MS,
+        );
+        let utc_hours: Vec<i64> = occ
+            .iter()
+            .map(|o| o.start.rem_euclid(DAY_MS) / hour)
+            .collect();
+        assert_eq!(
+            utc_hours,
+            vec![7, 8, 8],
+            "09:00 Berlin before and after autumn"
+        );
+        // 02:30 does not exist on 2026-03-29 in Berlin: that day's occurrence is at 03:30 CEST.
+        let daily = Recurrence {
+            freq: Frequency::Daily,
+            ..weekly
+        };
+        let mar28 = days_from_civil(2026, 3, 28) * DAY_MS + hour + hour / 2; // 02:30 CET
+        let occ = occurrences(
+            &[zoned(mar28, daily, "Europe/Berlin", false)],
+            mar28,
+            mar28 + 3 * DAY_MS - 2 * hour,
+        );
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").expect("bundled");
+        let walls: Vec<String> = occ
+            .iter()
+            .map(|o| {
+                let ts = jiff::Timestamp::from_millisecond(o.start).expect("time");
+                berlin.to_datetime(ts).time().to_string()
+            })
+            .collect();
+        assert_eq!(walls, vec!["02:30:00", "03:30:00", "02:30:00"]);
+        // Monthly on the 31st at 23:30 in New York (04:30 UTC the next day): the local 31st.
+        let monthly = Recurrence {
+            freq: Frequency::Monthly,
+            ..weekly
+        };
+        let jan31 = days_from_civil(2026, 2, 1) * DAY_MS + 4 * hour + hour / 2;
+        let occ = occurrences(
+            &[zoned(jan31, monthly, "America/New_York", false)],
+            0,
+            days_from_civil(2027, 1, 2) * DAY_MS,
+        );
+        let ny = jiff::tz::TimeZone::get("America/New_York").expect("bundled");
+        let local: Vec<(i8, i8, String)> = occ
+            .iter()
+            .map(|o| {
+                let dt = ny.to_datetime(jiff::Timestamp::from_millisecond(o.start).expect("t"));
+                (dt.month(), dt.day(), dt.time().to_string())
+            })
+            .collect();
+        let months: Vec<i8> = local.iter().map(|l| l.0).collect();
+        assert_eq!(months, vec![1, 3, 5, 7, 8, 10, 12]);
+        assert!(
+            local.iter().all(|l| l.1 == 31 && l.2 == "23:30:00"),
+            "{local:?}"
+        );
+        // All-day events repeat on dates: midnight UTC of each day, whatever the zone.
+        let mar23 = days_from_civil(2026, 3, 23) * DAY_MS;
+        let mut e = zoned(mar23, weekly, "Europe/Berlin", true);
+        e.fields.end = mar23 + DAY_MS;
+        let occ = occurrences(&[e], mar23, mar23 + 3 * 7 * DAY_MS);
+        assert_eq!(occ.len(), 3);
+        assert!(occ
+            .iter()
+            .all(|o| o.start.rem_euclid(DAY_MS) == 0 && o.end - o.start == DAY_MS));
+    }
+
+    #[test]
+    fn e1_an_unknown_time_zone_is_refused() {
+        let mut f = cal(0, 1, None).fields;
+        f.time_zone = "Mars/Olympus".into();
+        assert!(check_calendar(&f).is_err());
+        f.time_zone = "Asia/Tokyo".into();
+        assert!(check_calendar(&f).is_ok());
+        f.time_zone = String::new();
+        assert_eq!(check_calendar(&f).expect("default").time_zone, "UTC");
     }
 
     #[test]
