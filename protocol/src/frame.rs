@@ -28,7 +28,8 @@ pub enum RoomKind {
     Group,
 }
 
-/// The feature switches of an external group (G18). All on by default.
+/// The feature switches of an external group (G18), on by default, and its history setting
+/// (`share_history`), off by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Features {
@@ -38,6 +39,10 @@ pub struct Features {
     pub task: bool,
     pub folder: bool,
     pub notifications: bool,
+    /// "Share previous conversations": members added while it is on see the log from its start;
+    /// members added while it is off see it from their join (D4). Changing it moves nobody's
+    /// point. Off by default.
+    pub share_history: bool,
 }
 
 impl Default for Features {
@@ -49,6 +54,58 @@ impl Default for Features {
             task: true,
             folder: true,
             notifications: true,
+            share_history: false,
+        }
+    }
+}
+
+/// A change to some of a group's switches (`update_group`): the switches it names change, the
+/// others keep their value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_history: Option<bool>,
+}
+
+impl FeaturesPatch {
+    /// `current` with the named switches changed.
+    pub fn apply(&self, current: Features) -> Features {
+        Features {
+            message: self.message.unwrap_or(current.message),
+            note: self.note.unwrap_or(current.note),
+            event: self.event.unwrap_or(current.event),
+            task: self.task.unwrap_or(current.task),
+            folder: self.folder.unwrap_or(current.folder),
+            notifications: self.notifications.unwrap_or(current.notifications),
+            share_history: self.share_history.unwrap_or(current.share_history),
+        }
+    }
+}
+
+impl From<Features> for FeaturesPatch {
+    /// Every switch, as `f` has it.
+    fn from(f: Features) -> Self {
+        FeaturesPatch {
+            message: Some(f.message),
+            note: Some(f.note),
+            event: Some(f.event),
+            task: Some(f.task),
+            folder: Some(f.folder),
+            notifications: Some(f.notifications),
+            share_history: Some(f.share_history),
         }
     }
 }
@@ -432,7 +489,7 @@ pub enum ClientFrame {
     },
     /// Demote a master (masters only; never the last one, G10). Reply: `changed`.
     RemoveMaster { id: u32, room: RoomId, user: UserId },
-    /// Change a group's name, description or feature switches (G9, G18). Reply: `changed`.
+    /// Change a group's name, description or some of its switches (G9, G18). Reply: `changed`.
     UpdateGroup {
         id: u32,
         room: RoomId,
@@ -441,7 +498,7 @@ pub enum ClientFrame {
         #[serde(default)]
         description: Option<String>,
         #[serde(default)]
-        features: Option<Features>,
+        features: Option<FeaturesPatch>,
     },
     /// Leave a general room (R1). External groups cannot be left (G11). Reply: `changed`.
     Leave { id: u32, room: RoomId },

@@ -102,12 +102,18 @@ pub fn content(event: &Event) -> Projection {
 }
 
 /// The commit-time part of an entry already applied to `room` by [`rules::apply`]: the users it
-/// added see the log from this entry on (D4), and the head and state version move to it.
+/// added see the log from this entry on (D4) — or from its start while the group shares its
+/// history — and the head and state version move to it.
 pub fn seal(room: &mut RoomRecord, event: &Event) {
     if let EventBody::MembersAdded { users } = &event.body {
+        let since = if room.features.share_history {
+            1
+        } else {
+            event.seq
+        };
         for u in users {
             if room.members.binary_search(u).is_ok() {
-                room.member_since.entry(u.clone()).or_insert(event.seq);
+                room.member_since.entry(u.clone()).or_insert(since);
             }
         }
     }

@@ -5,7 +5,7 @@ use crate::domain::directory::{CompanySettings, GroupCreation, User, UserKind};
 use crate::domain::records::RoomRecord;
 use crate::error::{ApiError, ApiResult};
 use crossroom_protocol::{
-    CompanyId, ErrorCode, EventBody, Features, LeftOut, RemovalReason, RoomKind, UserId,
+    CompanyId, ErrorCode, EventBody, FeaturesPatch, LeftOut, RemovalReason, RoomKind, UserId,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -413,7 +413,7 @@ pub enum Change {
     Update {
         name: Option<String>,
         description: Option<String>,
-        features: Option<Features>,
+        features: Option<FeaturesPatch>,
     },
     /// A new profile image, already stored as file `file` (G9).
     SetImage {
@@ -679,7 +679,7 @@ fn update_group(
             EventBody::GroupUpdated {
                 name,
                 description: description.clone(),
-                features: *features,
+                features: features.map(|p| p.apply(room.features)),
                 image: None,
             }
         }

@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use crossroom_protocol::{CompanyId, Features, RoomId, UserId};
+use crossroom_protocol::{CompanyId, Features, FeaturesPatch, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -113,7 +113,7 @@ async fn change(
 struct GroupPatch {
     name: Option<String>,
     description: Option<String>,
-    features: Option<Features>,
+    features: Option<FeaturesPatch>,
 }
 
 async fn update(

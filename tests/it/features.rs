@@ -5,8 +5,8 @@ use crate::harness::*;
 use crossroom_protocol::client::Client;
 use crossroom_protocol::{
     Action, CalendarFields, ClientFrame, Completion, Encoding, ErrorCode, EventBody, Features,
-    Frequency, Item, NoteFields, Query, QueryResult, Recurrence, RoomId, ServerFrame, TaskFields,
-    UserId,
+    FeaturesPatch, Frequency, Item, NoteFields, Query, QueryResult, Recurrence, RoomId,
+    ServerFrame, TaskFields, UserId,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -208,7 +208,7 @@ async fn n1_notes() {
             room: room.clone(),
             name: None,
             description: None,
-            features: Some(off),
+            features: Some(off.into()),
         })
         .await
         .expect("reply");
@@ -227,7 +227,7 @@ async fn n1_notes() {
             room: room.clone(),
             name: None,
             description: None,
-            features: Some(Features::default()),
+            features: Some(Features::default().into()),
         })
         .await
         .expect("reply");
@@ -662,8 +662,8 @@ async fn f1_folder_files_trash_and_storage() {
             room: room.clone(),
             name: None,
             description: None,
-            features: Some(Features {
-                folder: false,
+            features: Some(FeaturesPatch {
+                folder: Some(false),
                 ..Default::default()
             }),
         })

@@ -4,8 +4,8 @@
 use crate::harness::*;
 use crossroom_protocol::client::Client;
 use crossroom_protocol::{
-    close, ClientFrame, Encoding, ErrorCode, EventBody, Features, RemovalReason, RoomId, RoomKind,
-    ServerFrame, UserId,
+    close, ClientFrame, Encoding, ErrorCode, EventBody, Features, FeaturesPatch, RemovalReason,
+    RoomId, RoomKind, ServerFrame, UserId,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -293,7 +293,7 @@ async fn g9_g18_settings_and_feature_switches() {
             room: room.clone(),
             name: Some("Renamed".into()),
             description: Some("new words".into()),
-            features: Some(off),
+            features: Some(off.into()),
         },
     )
     .await;
@@ -337,7 +337,7 @@ async fn g9_g18_settings_and_feature_switches() {
             room: room.clone(),
             name: None,
             description: None,
-            features: Some(Features::default()),
+            features: Some(Features::default().into()),
         })
         .await
         .expect("reply");
@@ -374,6 +374,161 @@ async fn g9_g18_settings_and_feature_switches() {
         .await
         .expect("http");
     assert_eq!(r.status, 404);
+}
+
+async fn get_room(c: &mut Client, room: &RoomId) -> crossroom_protocol::RoomInfo {
+    match c
+        .request(ClientFrame::GetRoom {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("room")
+    {
+        ServerFrame::Room { room, .. } => room,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn switch(room: &RoomId, features: FeaturesPatch) -> ClientFrame {
+    ClientFrame::UpdateGroup {
+        id: 0,
+        room: room.clone(),
+        name: None,
+        description: None,
+        features: Some(features),
+    }
+}
+
+/// The first pushes after a subscribe with `since`: a `reset`, or the replayed seqs.
+async fn resumed(c: &mut Client, room: &RoomId) -> Result<Vec<u64>, ()> {
+    let epoch = events(c, room).await.first().expect("an event").epoch;
+    subscribe(c, room, Some((epoch, 0))).await;
+    let mut seqs = Vec::new();
+    while let Ok(f) = c.next_push(Duration::from_millis(300)).await {
+        match f {
+            ServerFrame::Reset { .. } => return Err(()),
+            ServerFrame::Event(e) => seqs.push(e.seq),
+            _ => {}
+        }
+    }
+    Ok(seqs)
+}
+
+/// G18, D4: `share_history` decides what members added later see — the log from its start while
+/// it is on, from their join while it is off (the default) — in history and on resume; switching
+/// it moves nobody already in. A switch changes alone: the others keep their value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g18_d4_share_history_decides_what_later_members_see() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "History", &[&w.carol.id]).await;
+    let early = post_ok(&mut alice, &room, "h1", "before anyone joined").await;
+    assert!(!get_room(&mut alice, &room).await.features.share_history);
+    let add = |u: &Person| ClientFrame::AddMembers {
+        id: 0,
+        room: room.clone(),
+        users: vec![u.id.clone()],
+    };
+    // Off: bob sees from his join.
+    let bob_joined = changed(&mut alice, add(&w.bob)).await;
+    let mut bob = server.connect(&w.bob.token, Encoding::Json).await;
+    let seen: Vec<u64> = events(&mut bob, &room)
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seen.first(), Some(&bob_joined), "{seen:?}");
+    assert_eq!(
+        resumed(&mut bob, &room).await,
+        Err(()),
+        "resume from 0: reset"
+    );
+
+    // A partial change: only share_history moves (note stays off).
+    changed(
+        &mut alice,
+        switch(
+            &room,
+            FeaturesPatch {
+                note: Some(false),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    changed(
+        &mut alice,
+        switch(
+            &room,
+            FeaturesPatch {
+                share_history: Some(true),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let f = get_room(&mut alice, &room).await.features;
+    assert!(f.share_history && !f.note && f.message, "{f:?}");
+
+    // On: dave, added now, sees everything from seq 1, by history and by resume.
+    changed(&mut alice, add(&w.dave)).await;
+    let mut dave = server.connect(&w.dave.token, Encoding::MsgPack).await;
+    let seen: Vec<u64> = events(&mut dave, &room)
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seen.first(), Some(&1), "{seen:?}");
+    assert!(seen.contains(&early));
+    let replayed = resumed(&mut dave, &room).await.expect("no reset");
+    assert_eq!(replayed.first(), Some(&1), "{replayed:?}");
+    // Bob's point did not move.
+    let seen: Vec<u64> = events(&mut bob, &room)
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seen.first(), Some(&bob_joined));
+
+    // Off again: dave keeps what he was given; live delivery goes on for both.
+    changed(
+        &mut alice,
+        switch(
+            &room,
+            FeaturesPatch {
+                share_history: Some(false),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let seen: Vec<u64> = events(&mut dave, &room)
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seen.first(), Some(&1));
+    let late = post_ok(&mut alice, &room, "h2", "after").await;
+    loop {
+        if next_event(&mut dave).await.seq == late {
+            break;
+        }
+    }
+    // An unknown switch is refused, not ignored.
+    let typo = json!({"type":"update_group","id":9,"room":room,"features":{"share_histroy":true}});
+    let mut raw = server.connect(&w.alice.token, Encoding::Json).await;
+    raw.send_raw(tokio_tungstenite::tungstenite::Message::Text(
+        typo.to_string().into(),
+    ))
+    .await
+    .expect("send");
+    let r = raw
+        .reply_to(9, Duration::from_secs(5))
+        .await
+        .expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::InvalidArgument, "{r:?}");
 }
 
 /// G9, G10, G11: masters add and remove members and masters; the last master stays; members
