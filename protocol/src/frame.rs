@@ -158,7 +158,22 @@ pub struct RoomInfo {
     pub image: Option<String>,
 }
 
-/// One line of `rooms`: a room the user is a member of, with their unread count (M2).
+/// What a user is to a room of their list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A member who is not a master.
+    #[default]
+    Member,
+    /// A member and a master of the group.
+    Master,
+    /// A master of the group who is not a member ("groups I manage"): manages it, does not read
+    /// or post in it.
+    MasterOnly,
+}
+
+/// One line of `rooms`: a room the user is a member or a master of, with their role and, for
+/// members, their unread count (M2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomSummary {
     pub id: RoomId,
@@ -166,10 +181,13 @@ pub struct RoomSummary {
     pub name: String,
     pub epoch: u64,
     pub head: u64,
-    /// The user's read marker: the last seq they marked read (0 = none).
+    #[serde(default)]
+    pub role: Role,
+    /// The user's read marker: the last seq they marked read (0 = none, and for `master_only`).
     pub last_read: u64,
-    /// Messages after the read marker not written by the user.
-    pub unread: u64,
+    /// Messages after the read marker not written by the user; absent for `master_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
 }
 
 /// One entry of a room's log.

@@ -131,7 +131,8 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-/// A room in a user's list, with the user's read state (M2).
+/// A room in a user's list (they are a member or a master of it), with the user's read state
+/// (M2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipRow {
     pub room: RoomId,
@@ -139,6 +140,8 @@ pub struct MembershipRow {
     pub name: String,
     pub epoch: u64,
     pub head: u64,
+    pub member: bool,
+    pub master: bool,
     pub last_read: u64,
     pub unread: u64,
 }

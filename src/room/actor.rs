@@ -33,7 +33,7 @@ use crate::store::{
 };
 use crossroom_protocol::{
     Action, ErrorCode, Event, EventBody, Item, LeftOut, Position, RemovalReason, RoomId, RoomKind,
-    RoomSummary, ServerFrame, UserId,
+    ServerFrame, UserId,
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
@@ -1560,23 +1560,26 @@ impl RoomActor {
                     removed(&l.user, RemovalReason::Converted);
                 }
             }
-            EventBody::MembersAdded { users } => {
-                if let Some(room) = &self.room {
-                    let joined = ServerFrame::Joined {
-                        room: RoomSummary {
-                            id: room.id.clone(),
-                            kind: room.kind,
-                            name: room.name.clone(),
-                            epoch: room.epoch,
-                            head: event.seq,
-                            last_read: 0,
-                            unread: 0,
-                        },
-                    };
-                    for u in users {
-                        self.ctx.sessions.push_to_user(u, &joined);
-                    }
+            // Members, and masters who are not members ("groups I manage"), learn of the room.
+            EventBody::MembersAdded { users } | EventBody::MastersAdded { users } => {
+                let newcomer = |u: &&UserId| {
+                    matches!(event.body, EventBody::MembersAdded { .. })
+                        || room.members.binary_search(u).is_err()
+                };
+                for u in users.iter().filter(newcomer) {
+                    super::create::tell_joined(
+                        &self.ctx.sessions,
+                        u,
+                        (&room.id, room.kind, &room.name),
+                        (room.epoch, event.seq),
+                        &room.members,
+                        &room.masters,
+                    );
                 }
+            }
+            // A master who is not a member and is no longer a master loses the room.
+            EventBody::MasterRemoved { user } if room.members.binary_search(user).is_err() => {
+                removed(user, RemovalReason::Removed)
             }
             _ => {}
         }

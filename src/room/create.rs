@@ -9,8 +9,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::store::{MembershipRow, NewRoom};
 use crossroom_protocol::{
-    CompanyId, ErrorCode, Features, LeftOut, RoomId, RoomInfo, RoomKind, RoomSummary, ServerFrame,
-    UserId,
+    CompanyId, ErrorCode, Features, LeftOut, Role, RoomId, RoomInfo, RoomKind, RoomSummary,
+    ServerFrame, UserId,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -207,19 +207,18 @@ async fn store_room(
         converted_from: None,
         image: None,
     };
-    let joined = ServerFrame::Joined {
-        room: RoomSummary {
-            id: info.id.clone(),
-            kind: info.kind,
-            name: info.name.clone(),
-            epoch: info.epoch,
-            head: info.head,
-            last_read: 0,
-            unread: 0,
-        },
-    };
-    for user in info.members.iter() {
-        hub.sessions.push_to_user(user, &joined);
+    let mut told: Vec<&UserId> = info.members.iter().chain(&info.masters).collect();
+    told.sort();
+    told.dedup();
+    for user in told {
+        tell_joined(
+            &hub.sessions,
+            user,
+            (&info.id, info.kind, &info.name),
+            (info.epoch, info.head),
+            &info.members,
+            &info.masters,
+        );
     }
     tracing::info!(room = %info.id, kind = ?info.kind, by = %created_by, members = info.members.len(), "room created");
     Ok((info, plan.left_out))
@@ -227,13 +226,53 @@ async fn store_room(
 
 /// A `rooms` line from the store's membership row.
 pub fn summary(row: MembershipRow) -> RoomSummary {
+    let role = role(row.member, row.master);
     RoomSummary {
         id: row.room,
         kind: row.kind,
         name: row.name,
         epoch: row.epoch,
         head: row.head,
-        last_read: row.last_read,
-        unread: row.unread,
+        role,
+        last_read: if row.member { row.last_read } else { 0 },
+        unread: row.member.then_some(row.unread),
+    }
+}
+
+/// Tell `user`'s live sessions of a room they were just added to, as a member or a master
+/// (`members` and `masters` are the room's, sorted), at `head`; nothing if they are neither.
+pub fn tell_joined(
+    hub: &crate::sessions::Sessions,
+    user: &UserId,
+    (id, kind, name): (&RoomId, RoomKind, &str),
+    (epoch, head): (u64, u64),
+    members: &[UserId],
+    masters: &[UserId],
+) {
+    let member = members.binary_search(user).is_ok();
+    let master = masters.binary_search(user).is_ok();
+    if !member && !master {
+        return;
+    }
+    let frame = ServerFrame::Joined {
+        room: RoomSummary {
+            id: id.clone(),
+            kind,
+            name: name.to_owned(),
+            epoch,
+            head,
+            role: role(member, master),
+            last_read: 0,
+            unread: member.then_some(0),
+        },
+    };
+    hub.push_to_user(user, &frame);
+}
+
+fn role(member: bool, master: bool) -> Role {
+    match (member, master) {
+        (true, true) => Role::Master,
+        (false, true) => Role::MasterOnly,
+        _ => Role::Member,
     }
 }

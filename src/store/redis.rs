@@ -2159,7 +2159,9 @@ impl Store for RedisStore {
                 continue;
             }
             let r = from_json::<Meta>(&meta)?.record(&room, epoch, head, version.unwrap_or(0));
-            if r.members.binary_search(user).is_err() {
+            let member = r.members.binary_search(user).is_ok();
+            let master = r.masters.binary_search(user).is_ok();
+            if !member && !master {
                 continue;
             }
             rows.push(MembershipRow {
@@ -2168,8 +2170,10 @@ impl Store for RedisStore {
                 name: r.name,
                 epoch: r.epoch,
                 head: r.head,
-                last_read,
-                unread: all.saturating_sub(mine),
+                member,
+                master,
+                last_read: if member { last_read } else { 0 },
+                unread: if member { all.saturating_sub(mine) } else { 0 },
             });
         }
         Ok(rows)

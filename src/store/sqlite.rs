@@ -1106,10 +1106,11 @@ impl Store for SqliteStore {
             let mut st = conn.prepare_cached(
                 "SELECT r.id, r.kind, r.name, r.epoch, r.head, m.last_read,
                         (SELECT count(*) FROM events e
-                          WHERE e.room = r.id AND e.seq > m.last_read
-                            AND e.kind = 'message' AND e.author != m.user)
+                          WHERE m.is_member = 1 AND e.room = r.id AND e.seq > m.last_read
+                            AND e.kind = 'message' AND e.author != m.user),
+                        m.is_member, m.is_master
                    FROM room_members m JOIN rooms r ON r.id = m.room
-                  WHERE m.user = ?1 AND m.is_member = 1 AND r.deleted = 0
+                  WHERE m.user = ?1 AND (m.is_member = 1 OR m.is_master = 1) AND r.deleted = 0
                   ORDER BY r.id",
             )?;
             let rows = st.query_map(params![u.0], |r| {
@@ -1122,6 +1123,8 @@ impl Store for SqliteStore {
                     head: r.get::<_, i64>(4)? as u64,
                     last_read: r.get::<_, i64>(5)? as u64,
                     unread: r.get::<_, i64>(6)? as u64,
+                    member: r.get(7)?,
+                    master: r.get(8)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)

@@ -396,7 +396,7 @@ async fn m2_unread_counts_follow_the_read_marker() {
     let unread = |f: ServerFrame| match f {
         ServerFrame::Rooms { rooms, .. } => {
             let r = rooms.into_iter().find(|r| r.id == room).expect("listed");
-            (r.unread, r.last_read)
+            (r.unread.expect("a member has an unread count"), r.last_read)
         }
         other => panic!("{other:?}"),
     };

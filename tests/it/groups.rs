@@ -712,6 +712,137 @@ async fn g2_convert_a_general_room_in_place() {
     }
 }
 
+async fn list(c: &mut Client) -> Vec<crossroom_protocol::RoomSummary> {
+    match c
+        .request(ClientFrame::ListRooms { id: 0 })
+        .await
+        .expect("rooms")
+    {
+        ServerFrame::Rooms { rooms, .. } => rooms,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn search_rooms(c: &mut Client, q: &str) -> Vec<RoomId> {
+    let f = ClientFrame::Search {
+        id: 0,
+        query: q.into(),
+        limit: None,
+    };
+    match c.request(f).await.expect("search") {
+        ServerFrame::SearchResults { rooms, .. } => rooms.into_iter().map(|r| r.id).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// G8, G10 ("groups I manage"): a master who is not a member finds the group in `rooms` (role
+/// `master_only`, no unread count) and in `search`, is told by `joined` when made master —
+/// also of a group an admin creates — and by `removed` when no longer one; everyone else still
+/// finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g8_g10_a_master_who_is_not_a_member_finds_the_groups_they_manage() {
+    use crossroom_protocol::Role;
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let r = alice
+        .request(ClientFrame::CreateGroup {
+            id: 0,
+            name: "Vendor desk".into(),
+            description: String::new(),
+            members: vec![w.carol.id.clone()],
+            masters: vec![],
+            add_self_as_member: false,
+            features: None,
+        })
+        .await
+        .expect("create");
+    let ServerFrame::RoomCreated { room: info, .. } = r else {
+        panic!("{r:?}")
+    };
+    let room = info.id;
+    let mine = list(&mut alice).await;
+    let line = mine
+        .iter()
+        .find(|r| r.id == room)
+        .expect("listed for its master");
+    assert_eq!((line.role, line.unread), (Role::MasterOnly, None));
+    assert_eq!(search_rooms(&mut alice, "vendor").await, vec![room.clone()]);
+    let r = alice.request(history(&room)).await.expect("reply");
+    assert_eq!(error_code(&r), ErrorCode::NotMember, "manages, does not read");
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let line = list(&mut carol)
+        .await
+        .into_iter()
+        .find(|r| r.id == room)
+        .expect("member");
+    assert_eq!((line.role, line.unread), (Role::Member, Some(0)));
+
+    // Made master: bob is told at once, and finds it.
+    let mut bob = server.connect(&w.bob.token, Encoding::Json).await;
+    changed(
+        &mut alice,
+        ClientFrame::AddMasters {
+            id: 0,
+            room: room.clone(),
+            users: vec![w.bob.id.clone()],
+        },
+    )
+    .await;
+    let pushed = push_until(&mut bob, |f| matches!(f, ServerFrame::Joined { .. })).await;
+    let ServerFrame::Joined { room: line } = pushed else {
+        unreachable!()
+    };
+    assert_eq!(
+        (line.id.clone(), line.role),
+        (room.clone(), Role::MasterOnly)
+    );
+    assert_eq!(search_rooms(&mut bob, "desk").await, vec![room.clone()]);
+    // No longer master: told `removed`, and the group is gone from the list.
+    changed(
+        &mut alice,
+        ClientFrame::RemoveMaster {
+            id: 0,
+            room: room.clone(),
+            user: w.bob.id.clone(),
+        },
+    )
+    .await;
+    push_until(
+        &mut bob,
+        |f| matches!(f, ServerFrame::Removed { room: r, .. } if *r == room),
+    )
+    .await;
+    assert!(list(&mut bob).await.iter().all(|r| r.id != room));
+
+    // An admin-created group: its master-only master sees it (was: an empty list).
+    let r = server
+        .http(Some(&w.acme_key))
+        .post(
+            "/v1/admin/groups",
+            json!({ "name": "Admin made", "masters": [w.bob.id], "members": [w.alice.id] }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let made = RoomId(r.body["room"]["id"].as_str().expect("id").to_owned());
+    let pushed = push_until(&mut bob, |f| matches!(f, ServerFrame::Joined { .. })).await;
+    assert!(
+        matches!(pushed, ServerFrame::Joined { room: l } if l.id == made && l.role == Role::MasterOnly)
+    );
+    let line = list(&mut bob)
+        .await
+        .into_iter()
+        .find(|r| r.id == made)
+        .expect("listed");
+    assert_eq!(line.role, Role::MasterOnly);
+    // G8 for everyone else: dave finds neither.
+    let mut dave = server.connect(&w.dave.token, Encoding::MsgPack).await;
+    assert!(list(&mut dave).await.is_empty());
+    assert!(search_rooms(&mut dave, "vendor").await.is_empty());
+    assert!(search_rooms(&mut dave, "admin").await.is_empty());
+}
+
 /// G3, G16: an admin creates a group for the company; a master or the owner's admin deletes it,
 /// for everyone at once; its data is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

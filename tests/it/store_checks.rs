@@ -429,8 +429,9 @@ pub async fn ordered_pipelined_appends(store: &SharedStore) {
 pub async fn read_state(store: &SharedStore) {
     let a: UserId = "alice@acme.example".into();
     let b: UserId = "bob@acme.example".into();
+    let m: UserId = "mia@acme.example".into();
     store
-        .create_room(&new_room("r_read", &[&a, &b], &[&a]))
+        .create_room(&new_room("r_read", &[&a, &b], &[&a, &m]))
         .await
         .expect("create");
     let room = RoomId::from("r_read");
@@ -458,8 +459,15 @@ pub async fn read_state(store: &SharedStore) {
     assert_eq!(alice.last_read, 4, "the read marker never moves back");
     let bob = row(store.rooms_of(&b).await.expect("read"));
     assert_eq!(bob.unread, 2, "own messages are not unread");
-    let m: UserId = "nobody@acme.example".into();
-    assert!(store.rooms_of(&m).await.expect("read").is_empty());
+    assert!((alice.member, alice.master, bob.member, bob.master) == (true, true, true, false));
+    // A master who is not a member has the room in their list, with nothing unread.
+    let mia = row(store.rooms_of(&m).await.expect("read"));
+    assert_eq!(
+        (mia.member, mia.master, mia.unread, mia.last_read),
+        (false, true, 0, 0)
+    );
+    let nobody: UserId = "nobody@acme.example".into();
+    assert!(store.rooms_of(&nobody).await.expect("read").is_empty());
 }
 
 async fn commit(store: &SharedStore, room: &RoomId, author: &UserId, body: EventBody) -> u64 {
