@@ -38,14 +38,23 @@ pub fn routes() -> Router<Arc<Hub>> {
             "/v1/admin/companies",
             post(create_company).get(list_companies),
         )
+        .route(
+            "/v1/admin/companies/{id}",
+            axum::routing::delete(delete_company),
+        )
+        .route("/v1/admin/companies/{id}/key", post(reissue_key))
         .route("/v1/admin/company", get(own_company))
+        .route("/v1/admin/company/key", post(rotate_key))
         .route(
             "/v1/admin/company/settings",
             get(get_settings).patch(patch_settings),
         )
         .route("/v1/admin/company/storage", get(storage))
         .route("/v1/admin/users", post(create_user).get(list_users))
-        .route("/v1/admin/users/{id}", get(get_user).patch(patch_user))
+        .route(
+            "/v1/admin/users/{id}",
+            get(get_user).patch(patch_user).delete(delete_user),
+        )
         .route("/v1/admin/users/{id}/contacts", get(list_contacts))
         .route(
             "/v1/admin/users/{id}/contacts/{contact}",
@@ -170,6 +179,58 @@ async fn list_companies(State(hub): State<Arc<Hub>>, _: Operator) -> ApiResult<J
     Ok(Json(json!({ "companies": hub.store.companies().await? })))
 }
 
+/// The operator gives a company a new admin key (the admin lost theirs): the old one stops
+/// working at once.
+async fn reissue_key(
+    State(hub): State<Arc<Hub>>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    new_key(&hub, &CompanyId::from(id.as_str())).await
+}
+
+/// A company admin replaces the key they authenticate with.
+async fn rotate_key(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+) -> ApiResult<Json<Value>> {
+    new_key(&hub, &c).await
+}
+
+/// The operator deletes a company: every group it owns is deleted for every company (G16),
+/// every one of its users is deleted as a leaver is, then the company and its key.
+async fn delete_company(
+    State(hub): State<Arc<Hub>>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let c = company(&hub, &CompanyId::from(id.as_str())).await?.id;
+    for room in hub.store.owned_groups(&c).await? {
+        match hub
+            .rooms
+            .delete(&room, crate::room::Actor::Admin(c.clone()))
+            .await
+        {
+            // Deleted meanwhile by someone else.
+            Err(e) if e.code == ErrorCode::NotFound => {}
+            other => other?,
+        }
+    }
+    for user in hub.store.users_of(&c).await? {
+        forget_user(&hub, &user).await?;
+    }
+    hub.store.delete_company(&c).await?;
+    tracing::info!(company = %c, "company deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn new_key(hub: &Hub, company: &CompanyId) -> ApiResult<Json<Value>> {
+    let key = new_admin_key();
+    hub.store.set_admin_key(company, &hash_key(&key)).await?;
+    tracing::info!(company = %company, "admin key re-issued");
+    Ok(Json(json!({ "company": company, "admin_key": key })))
+}
+
 async fn own_company(
     State(hub): State<Arc<Hub>>,
     CompanyAdmin(c): CompanyAdmin,
@@ -281,14 +342,74 @@ async fn create_user(
         tokens_valid_after: 0,
     };
     hub.store.create_user(&user).await?;
-    Ok((StatusCode::CREATED, Json(user)))
+    Ok((StatusCode::CREATED, one_view(&hub, user).await?))
 }
 
+/// A user as an admin sees them: the record, and whether they hold external permission now
+/// (`external_permission` is only the per-member grant, which `all_members` makes moot).
+#[derive(serde::Serialize)]
+struct AdminUser {
+    #[serde(flatten)]
+    user: User,
+    holds_external_permission: bool,
+}
+
+async fn admin_view(hub: &Hub, users: Vec<User>) -> ApiResult<Vec<AdminUser>> {
+    let mut settings = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(users.len());
+    for user in users {
+        if !settings.contains_key(&user.company) {
+            let s = company(hub, &user.company).await?.settings;
+            settings.insert(user.company.clone(), s);
+        }
+        let holds = super::holds_external_permission(&user, &settings[&user.company]);
+        out.push(AdminUser {
+            user,
+            holds_external_permission: holds,
+        });
+    }
+    Ok(out)
+}
+
+async fn one_view(hub: &Hub, user: User) -> ApiResult<Json<AdminUser>> {
+    let mut v = admin_view(hub, vec![user]).await?;
+    v.pop().map(Json).ok_or_else(ApiError::internal)
+}
+
+/// Most users in one page of `GET /v1/admin/users`, and the default.
+const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The company's users in id order, a page at a time: `next` is the `after` of the next page.
 async fn list_users(
     State(hub): State<Arc<Hub>>,
     CompanyAdmin(c): CompanyAdmin,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "users": hub.store.users_of(&c).await? })))
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    let mut users: Vec<User> = hub
+        .store
+        .users_of(&c)
+        .await?
+        .into_iter()
+        .filter(|u| q.after.as_deref().is_none_or(|a| u.id.as_str() > a))
+        .collect();
+    users.sort_by(|a, b| a.id.cmp(&b.id));
+    let more = users.len() > limit;
+    users.truncate(limit);
+    let next = more.then(|| users.last().map(|u| u.id.clone())).flatten();
+    let users = admin_view(&hub, users).await?;
+    Ok(Json(json!({ "users": users, "next": next })))
 }
 
 /// A user of the admin's own company; another company's users do not exist for this admin.
@@ -303,8 +424,38 @@ async fn get_user(
     State(hub): State<Arc<Hub>>,
     CompanyAdmin(c): CompanyAdmin,
     Path(id): Path<String>,
-) -> ApiResult<Json<User>> {
-    Ok(Json(own_user(&hub, &c, &id).await?))
+) -> ApiResult<Json<AdminUser>> {
+    one_view(&hub, own_user(&hub, &c, &id).await?).await
+}
+
+/// A leaver: their sessions close on every node, they leave every external group (reason
+/// `policy`, G13), and the directory forgets them. Their posts stay, under their id.
+async fn delete_user(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let user = own_user(&hub, &c, &id).await?;
+    forget_user(&hub, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disable the user (their sessions close on every node), take them out of every external
+/// group (disabled, they lack permission: G13's reconciliation removes them, reason `policy`),
+/// then delete them from the directory.
+async fn forget_user(hub: &Arc<Hub>, user: &User) -> ApiResult<()> {
+    let change = UserChange {
+        active: Some(false),
+        revoke_tokens_at: Some(super::now_secs()),
+        ..UserChange::default()
+    };
+    hub.store.change_user(&user.id, &change).await?;
+    hub.sessions
+        .close_user(&user.id, CloseReason::UserDisabled.into());
+    policy::enforce(hub, std::slice::from_ref(&user.id)).await?;
+    hub.store.delete_user(&user.id).await?;
+    tracing::info!(user = %user.id, "user deleted");
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -321,7 +472,7 @@ async fn patch_user(
     CompanyAdmin(c): CompanyAdmin,
     Path(id): Path<String>,
     Body(p): Body<UserPatch>,
-) -> ApiResult<Json<User>> {
+) -> ApiResult<Json<AdminUser>> {
     let user = own_user(&hub, &c, &id).await?;
     let change = UserChange {
         name: p.name.as_deref().map(check_display_name).transpose()?,
@@ -347,7 +498,7 @@ async fn patch_user(
     }
     // G13: without external permission now, they leave every external group now.
     policy::enforce(&hub, std::slice::from_ref(&user.id)).await?;
-    Ok(Json(user))
+    one_view(&hub, user).await
 }
 
 async fn list_contacts(

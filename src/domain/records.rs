@@ -1,7 +1,9 @@
 //! The records of rooms and their logs as the store keeps them, and the pure rules over entries
 //! (which move a room's state version, which are audited and what their audit record says).
 
-use crossroom_protocol::{CompanyId, Event, EventBody, Features, RoomId, RoomKind, UserId};
+use crossroom_protocol::{
+    CompanyId, Event, EventBody, Features, Role, RoomId, RoomKind, RoomSummary, ServerFrame, UserId,
+};
 
 /// A room's durable state: the projection of its log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +146,40 @@ pub struct MembershipRow {
     pub master: bool,
     pub last_read: u64,
     pub unread: u64,
+}
+
+/// The `joined` push telling `user` of a room they were just added to, as a member or a master
+/// (`members` and `masters` are the room's, sorted), at `head`; `None` if they are neither.
+pub fn joined(
+    user: &UserId,
+    (id, kind, name): (&RoomId, RoomKind, &str),
+    (epoch, head): (u64, u64),
+    members: &[UserId],
+    masters: &[UserId],
+) -> Option<ServerFrame> {
+    let member = members.binary_search(user).is_ok();
+    let master = masters.binary_search(user).is_ok();
+    (member || master).then(|| ServerFrame::Joined {
+        room: RoomSummary {
+            id: id.clone(),
+            kind,
+            name: name.to_owned(),
+            epoch,
+            head,
+            role: role(member, master),
+            last_read: 0,
+            unread: member.then_some(0),
+        },
+    })
+}
+
+/// What a user who is (or is not) a member and a master is to a room.
+pub fn role(member: bool, master: bool) -> Role {
+    match (member, master) {
+        (true, true) => Role::Master,
+        (false, true) => Role::MasterOnly,
+        _ => Role::Member,
+    }
 }
 
 /// An audit record to write (G19).

@@ -1567,14 +1567,15 @@ impl RoomActor {
                         || room.members.binary_search(u).is_err()
                 };
                 for u in users.iter().filter(newcomer) {
-                    super::create::tell_joined(
-                        &self.ctx.sessions,
+                    if let Some(joined) = crate::domain::records::joined(
                         u,
                         (&room.id, room.kind, &room.name),
                         (room.epoch, event.seq),
                         &room.members,
                         &room.masters,
-                    );
+                    ) {
+                        self.ctx.sessions.push_to_user(u, &joined);
+                    }
                 }
             }
             // A master who is not a member and is no longer a master loses the room.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
-        .route("/v1/admin/groups", post(create))
+        .route("/v1/admin/groups", post(create).get(list))
         .route(
             "/v1/admin/groups/{room}",
             get(show).patch(update).delete(remove),
@@ -81,6 +81,42 @@ async fn owned(
         }
         _ => Err(ApiError::not_found(format!("group {room}"))),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    after: Option<RoomId>,
+    limit: Option<usize>,
+}
+
+/// The groups the company owns, in id order, a page at a time (`next`: the next page's
+/// `after`).
+async fn list(
+    State(hub): State<Arc<Hub>>,
+    CompanyAdmin(c): CompanyAdmin,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1 to 1000"));
+    }
+    let ids: Vec<RoomId> = hub
+        .store
+        .owned_groups(&c)
+        .await?
+        .into_iter()
+        .filter(|id| q.after.as_ref().is_none_or(|a| id > a))
+        .collect();
+    let more = ids.len() > limit;
+    let mut groups = Vec::with_capacity(limit);
+    for id in ids.iter().take(limit) {
+        if let Some(r) = hub.store.room(id).await? {
+            groups.push(super::info(&r));
+        }
+    }
+    let next = more.then(|| ids[limit - 1].clone());
+    Ok(Json(json!({ "groups": groups, "next": next })))
 }
 
 async fn show(

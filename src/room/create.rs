@@ -4,13 +4,13 @@
 use super::lookup::{company_settings, people};
 use crate::clock::now_ms;
 use crate::directory::{holds_external_permission, User};
+use crate::domain::records::joined;
 use crate::domain::rules::{self, Person};
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::store::{MembershipRow, NewRoom};
 use crossroom_protocol::{
-    CompanyId, ErrorCode, Features, LeftOut, Role, RoomId, RoomInfo, RoomKind, RoomSummary,
-    ServerFrame, UserId,
+    CompanyId, ErrorCode, Features, LeftOut, RoomId, RoomInfo, RoomKind, RoomSummary, UserId,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -211,14 +211,15 @@ async fn store_room(
     told.sort();
     told.dedup();
     for user in told {
-        tell_joined(
-            &hub.sessions,
+        if let Some(joined) = joined(
             user,
             (&info.id, info.kind, &info.name),
             (info.epoch, info.head),
             &info.members,
             &info.masters,
-        );
+        ) {
+            hub.sessions.push_to_user(user, &joined);
+        }
     }
     tracing::info!(room = %info.id, kind = ?info.kind, by = %created_by, members = info.members.len(), "room created");
     Ok((info, plan.left_out))
@@ -226,7 +227,7 @@ async fn store_room(
 
 /// A `rooms` line from the store's membership row.
 pub fn summary(row: MembershipRow) -> RoomSummary {
-    let role = role(row.member, row.master);
+    let role = crate::domain::records::role(row.member, row.master);
     RoomSummary {
         id: row.room,
         kind: row.kind,
@@ -236,43 +237,5 @@ pub fn summary(row: MembershipRow) -> RoomSummary {
         role,
         last_read: if row.member { row.last_read } else { 0 },
         unread: row.member.then_some(row.unread),
-    }
-}
-
-/// Tell `user`'s live sessions of a room they were just added to, as a member or a master
-/// (`members` and `masters` are the room's, sorted), at `head`; nothing if they are neither.
-pub fn tell_joined(
-    hub: &crate::sessions::Sessions,
-    user: &UserId,
-    (id, kind, name): (&RoomId, RoomKind, &str),
-    (epoch, head): (u64, u64),
-    members: &[UserId],
-    masters: &[UserId],
-) {
-    let member = members.binary_search(user).is_ok();
-    let master = masters.binary_search(user).is_ok();
-    if !member && !master {
-        return;
-    }
-    let frame = ServerFrame::Joined {
-        room: RoomSummary {
-            id: id.clone(),
-            kind,
-            name: name.to_owned(),
-            epoch,
-            head,
-            role: role(member, master),
-            last_read: 0,
-            unread: member.then_some(0),
-        },
-    };
-    hub.push_to_user(user, &frame);
-}
-
-fn role(member: bool, master: bool) -> Role {
-    match (member, master) {
-        (true, true) => Role::Master,
-        (false, true) => Role::MasterOnly,
-        _ => Role::Member,
     }
 }

@@ -120,6 +120,11 @@ pub trait Store: Send + Sync + 'static {
     async fn companies(&self) -> StoreResult<Vec<Company>>;
     /// The company whose admin API key hashes to `key_hash`.
     async fn company_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<CompanyId>>;
+    /// Give the company a new admin API key (by its hash): the old one stops working.
+    async fn set_admin_key(&self, id: &CompanyId, key_hash: &str) -> StoreResult<()>;
+    /// Forget a company and its admin key (its users and groups are deleted first, by the
+    /// caller).
+    async fn delete_company(&self, id: &CompanyId) -> StoreResult<()>;
     /// Merge `patch` into the company's settings as stored at this instant (so concurrent
     /// changes of different fields compose). Returns the settings before and after. A patch that
     /// does not make valid settings is `Backend`: callers check it first.
@@ -137,6 +142,9 @@ pub trait Store: Send + Sync + 'static {
     /// Apply `change` to the user as stored at this instant (so concurrent changes compose).
     /// Returns the user before and after.
     async fn change_user(&self, id: &UserId, change: &UserChange) -> StoreResult<(User, User)>;
+    /// Forget a user: their record, their contact list, and their place in the contact lists of
+    /// their contacts. What they wrote stays in the logs under their id.
+    async fn delete_user(&self, id: &UserId) -> StoreResult<()>;
 
     async fn add_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()>;
     async fn remove_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()>;
@@ -203,6 +211,8 @@ pub trait Store: Send + Sync + 'static {
     async fn groups_of(&self, user: &UserId) -> StoreResult<Vec<RoomId>>;
     /// External groups `company` owns (not deleted) — G20.
     async fn count_owned_groups(&self, company: &CompanyId) -> StoreResult<u64>;
+    /// The external groups the company owns (not deleted), in id order.
+    async fn owned_groups(&self, company: &CompanyId) -> StoreResult<Vec<RoomId>>;
     /// Delete a room's log, members, invitation and file records for good, freeing their
     /// storage, keeping a tombstone so the id is never reused; audited (G16). Returns the ids of
     /// the files whose bytes are now to be removed.

@@ -1692,23 +1692,33 @@ impl RedisStore {
 
     /// Count the groups `company` owns from its index and the rooms' own projections, and keep
     /// the count (the first use of G20's counter on a deployment that had none).
-    async fn recount_owned_groups(&self, company: &CompanyId) -> StoreResult<u64> {
-        let ids: Vec<String> = ::redis::cmd("SMEMBERS")
+    /// The groups the company owns now, in id order.
+    async fn groups_owned(&self, company: &CompanyId) -> StoreResult<Vec<RoomId>> {
+        let mut ids: Vec<String> = ::redis::cmd("SMEMBERS")
             .arg(format!("cr:co:{}:groups", company.0))
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        ids.sort();
         // The index is a superset (written before each commit): check every candidate, all
         // reads in flight at once (the multiplexed connection pipelines them), not one round
         // trip per group — a company with thousands of groups creates its next one quickly.
         let rooms: Vec<RoomId> = ids.into_iter().map(RoomId).collect();
         let loads = rooms.iter().map(|id| self.inner.load_room(id));
-        let mut n = 0;
-        for r in futures_util::future::join_all(loads).await {
+        let mut out = Vec::new();
+        for (id, r) in rooms
+            .iter()
+            .zip(futures_util::future::join_all(loads).await)
+        {
             if r?.is_some_and(|r| r.kind == RoomKind::Group && r.owner_company == *company) {
-                n += 1;
+                out.push(id.clone());
             }
         }
+        Ok(out)
+    }
+
+    async fn recount_owned_groups(&self, company: &CompanyId) -> StoreResult<u64> {
+        let n = self.groups_owned(company).await?.len() as u64;
         // Whoever counted first wins; a creation meanwhile counted itself in already.
         let _: () = ::redis::cmd("SET")
             .arg(owned_groups_key(company))
@@ -1805,15 +1815,7 @@ impl Store for RedisStore {
     }
 
     async fn company(&self, id: &CompanyId) -> StoreResult<Option<Company>> {
-        let raw: Option<String> = ::redis::cmd("GET")
-            .arg(company_key(id))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(raw
-            .map(|r| from_json::<StoredCompany>(&r))
-            .transpose()?
-            .map(|s| s.company))
+        Ok(self.stored_company(id).await?.map(|(s, _)| s.company))
     }
 
     async fn companies(&self) -> StoreResult<Vec<Company>> {
@@ -1838,7 +1840,81 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(id.map(CompanyId))
+        let Some(id) = id.map(CompanyId) else {
+            return Ok(None);
+        };
+        // The record is the authority: an index entry left by a re-issued (or deleted) key
+        // opens nothing.
+        Ok(self
+            .stored_company(&id)
+            .await?
+            .filter(|(s, _)| s.key_hash == key_hash)
+            .map(|_| id))
+    }
+
+    async fn set_admin_key(&self, id: &CompanyId, key_hash: &str) -> StoreResult<()> {
+        for _ in 0..MAX_RETRIES {
+            let Some((mut stored, raw)) = self.stored_company(id).await? else {
+                return Err(StoreError::NotFound(format!("company {id}")));
+            };
+            let old = std::mem::replace(&mut stored.key_hash, key_hash.to_owned());
+            let mut by_key = ::redis::cmd("SET");
+            by_key.arg(format!("cr:cokey:{key_hash}")).arg(&id.0);
+            self.each(vec![by_key]).await?;
+            if self
+                .cas_string(&company_key(id), &raw, &to_json(&stored)?)
+                .await?
+            {
+                let mut gone = ::redis::cmd("DEL");
+                gone.arg(format!("cr:cokey:{old}"));
+                return self.each(vec![gone]).await;
+            }
+        }
+        Err(StoreError::backend(format!("company {id}: contention")))
+    }
+
+    async fn delete_company(&self, id: &CompanyId) -> StoreResult<()> {
+        let Some((stored, _)) = self.stored_company(id).await? else {
+            return Ok(());
+        };
+        let mut by_key = ::redis::cmd("DEL");
+        by_key.arg(format!("cr:cokey:{}", stored.key_hash));
+        let mut record = ::redis::cmd("DEL");
+        record.arg(company_key(id));
+        let mut index = ::redis::cmd("SREM");
+        index.arg("cr:cos").arg(&id.0);
+        self.each(vec![by_key, record, index]).await
+    }
+
+    async fn delete_user(&self, id: &UserId) -> StoreResult<()> {
+        let Some(user) = self.user(id).await? else {
+            return Ok(());
+        };
+        let contacts = format!("cr:contacts:{}", id.0);
+        let theirs: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(&contacts)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let mut cmds = Vec::new();
+        // Contact lists are one-way: drop the user from the lists of those they had (the
+        // usual case: contacts are added in pairs); a list elsewhere that still names them
+        // finds no user behind the id.
+        for other in theirs {
+            let mut c = ::redis::cmd("SREM");
+            c.arg(format!("cr:contacts:{other}")).arg(&id.0);
+            cmds.push(c);
+        }
+        let mut index = ::redis::cmd("SREM");
+        index
+            .arg(format!("cr:co:{}:users", user.company.0))
+            .arg(&id.0);
+        let mut record = ::redis::cmd("DEL");
+        record.arg(user_key(id));
+        let mut list = ::redis::cmd("DEL");
+        list.arg(&contacts);
+        cmds.extend([index, record, list]);
+        self.each(cmds).await
     }
 
     async fn change_settings(
@@ -2224,6 +2300,10 @@ impl Store for RedisStore {
             Some(n) => Ok(n),
             None => self.recount_owned_groups(company).await,
         }
+    }
+
+    async fn owned_groups(&self, company: &CompanyId) -> StoreResult<Vec<RoomId>> {
+        self.groups_owned(company).await
     }
 
     async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<Vec<String>> {
@@ -2643,6 +2723,17 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// A company's record as stored, with its raw text (for a compare-and-set).
+    async fn stored_company(&self, id: &CompanyId) -> StoreResult<Option<(StoredCompany, String)>> {
+        let raw: Option<String> = ::redis::cmd("GET")
+            .arg(company_key(id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        raw.map(|r| Ok((from_json::<StoredCompany>(&r)?, r)))
+            .transpose()
+    }
+
     /// Commands on keys of different slots: one by one (a cluster refuses cross-slot
     /// pipelines), side by side.
     async fn each(&self, cmds: Vec<Cmd>) -> StoreResult<()> {

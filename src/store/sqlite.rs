@@ -819,6 +819,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_admin_key(&self, id: &CompanyId, key_hash: &str) -> StoreResult<()> {
+        let (id, h) = (id.clone(), key_hash.to_owned());
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE companies SET key_hash = ?2 WHERE id = ?1")?
+                .execute(params![id.0, h])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("company {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_company(&self, id: &CompanyId) -> StoreResult<()> {
+        let id = id.clone();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM companies WHERE id = ?1")?
+                .execute(params![id.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_user(&self, id: &UserId) -> StoreResult<()> {
+        let id = id.clone();
+        self.write(move |conn| {
+            // One write batch, one transaction.
+            conn.prepare_cached("DELETE FROM users WHERE id = ?1")?
+                .execute(params![id.0])?;
+            conn.prepare_cached("DELETE FROM contacts WHERE owner = ?1 OR contact = ?1")?
+                .execute(params![id.0])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn change_settings(
         &self,
         id: &CompanyId,
@@ -1167,6 +1204,19 @@ impl Store for SqliteStore {
                 )?
                 .query_row(params![c.0], |r| r.get(0))?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn owned_groups(&self, company: &CompanyId) -> StoreResult<Vec<RoomId>> {
+        let c = company.clone();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT id FROM rooms WHERE owner_company = ?1 AND kind = 'group' AND deleted = 0
+                  ORDER BY id",
+            )?;
+            let rows = st.query_map(params![c.0], |r| Ok(RoomId(r.get(0)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }

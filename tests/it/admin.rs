@@ -294,3 +294,325 @@ async fn a_session_closes_with_4501_when_its_token_expires() {
         .expect("still open");
     assert!(matches!(r, crossroom_protocol::ServerFrame::Pong { .. }));
 }
+
+/// The admin API pages users (`after`, `limit`, `next`) and shows each user's effective
+/// permission as its own field: `external_permission` is only the per-member grant, which a
+/// company with `all_members` does not consult.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g13_users_are_paged_and_show_the_permission_they_hold() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let globex = server.http(Some(&w.globex_key));
+    let r = globex
+        .get(&format!("/v1/admin/users/{}", w.carol.id))
+        .await
+        .expect("http");
+    assert_eq!(r.body["external_permission"], false, "no per-member grant");
+    assert_eq!(r.body["holds_external_permission"], true, "all_members");
+    let r = globex
+        .get(&format!("/v1/admin/users/{}", w.erin.id))
+        .await
+        .expect("http");
+    assert_eq!(r.body["holds_external_permission"], false, "a LINE user");
+    for i in 0..7 {
+        user(&server, &w.globex_key, &format!("u{i}"), "works").await;
+    }
+    // 10 users, pages of 3: every one exactly once, in id order.
+    let (mut seen, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/admin/users?limit=3&after={a}"),
+            None => "/v1/admin/users?limit=3".to_owned(),
+        };
+        let r = globex.get(&path).await.expect("http");
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let users = r.body["users"].as_array().expect("users");
+        assert!(users.len() <= 3);
+        seen.extend(
+            users
+                .iter()
+                .map(|u| u["id"].as_str().expect("id").to_owned()),
+        );
+        assert!(users
+            .iter()
+            .all(|u| u["holds_external_permission"].is_boolean()));
+        pages += 1;
+        match r.body["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 4);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((seen.len(), sorted), (10, seen.clone()));
+    for bad in ["limit=0", "limit=1001", "limit=x", "page=2"] {
+        let r = globex
+            .get(&format!("/v1/admin/users?{bad}"))
+            .await
+            .expect("http");
+        assert_eq!(r.status, 400, "{bad}");
+    }
+}
+
+/// A company admin deletes a leaver: their sessions close, they leave every external group
+/// with reason `policy` (G13), their posts stay under their id, and the directory no longer
+/// knows them (no tokens, no contact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g13_a_deleted_user_leaves_every_group_and_their_posts_stay() {
+    use crossroom_protocol::{ClientFrame, EventBody, RemovalReason, ServerFrame};
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Leavers", &[&w.carol.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let said = post_ok(&mut carol, &room, "bye", "my last words").await;
+    subscribe(&mut alice, &room, None).await;
+    let globex = server.http(Some(&w.globex_key));
+    let r = globex
+        .delete(&format!("/v1/admin/users/{}", w.carol.id))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert!(carol
+        .closed(std::time::Duration::from_secs(5))
+        .await
+        .expect("closed")
+        .is_some());
+    loop {
+        let e = next_event(&mut alice).await;
+        if let EventBody::MemberRemoved { user, reason } = e.body {
+            assert_eq!((user, reason), (w.carol.id.clone(), RemovalReason::Policy));
+            break;
+        }
+    }
+    let ServerFrame::History { events, .. } = alice
+        .request(ClientFrame::History {
+            id: 0,
+            room: room.clone(),
+            before: None,
+            limit: Some(100),
+        })
+        .await
+        .expect("history")
+    else {
+        panic!()
+    };
+    let post = events
+        .iter()
+        .find(|e| e.seq == said)
+        .expect("the post stays");
+    assert_eq!(post.author, w.carol.id);
+    for r in [
+        globex.get(&format!("/v1/admin/users/{}", w.carol.id)).await,
+        globex
+            .post(&format!("/v1/admin/users/{}/tokens", w.carol.id), json!({}))
+            .await,
+        globex
+            .delete(&format!("/v1/admin/users/{}", w.carol.id))
+            .await,
+    ] {
+        assert_eq!(r.expect("http").status, 404);
+    }
+    let r = server
+        .http(Some(&w.acme_key))
+        .get(&format!("/v1/admin/users/{}/contacts", w.alice.id))
+        .await
+        .expect("http");
+    assert_eq!(r.body["contacts"], json!([w.dave.id.as_str()]));
+    // The old token opens nothing.
+    let refused = Client::connect(&server.ws_url(), Some(&w.carol.token), Encoding::Json).await;
+    assert!(refused.is_err());
+}
+
+/// A lost admin key: the operator issues a new one, and the old one stops working at once; an
+/// admin can also replace their own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reissued_admin_key_replaces_the_old_one() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let r = server
+        .operator()
+        .post("/v1/admin/companies/acme.example/key", json!({}))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let fresh = r.body["admin_key"].as_str().expect("key").to_owned();
+    assert_ne!(fresh, w.acme_key);
+    let old = server
+        .http(Some(&w.acme_key))
+        .get("/v1/admin/company")
+        .await
+        .expect("http");
+    assert_eq!(old.status, 401);
+    let r = server
+        .http(Some(&fresh))
+        .get("/v1/admin/company")
+        .await
+        .expect("http");
+    assert_eq!(
+        (r.status, r.body["id"].as_str()),
+        (200, Some("acme.example"))
+    );
+    // The admin rotates it themselves.
+    let r = server
+        .http(Some(&fresh))
+        .post("/v1/admin/company/key", json!({}))
+        .await
+        .expect("http");
+    let newest = r.body["admin_key"].as_str().expect("key").to_owned();
+    let r = server
+        .http(Some(&fresh))
+        .get("/v1/admin/company")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 401);
+    let r = server
+        .http(Some(&newest))
+        .get("/v1/admin/users")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200);
+    // Only the operator re-issues; an unknown company is 404.
+    let r = server
+        .http(Some(&newest))
+        .post("/v1/admin/companies/globex.example/key", json!({}))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 401);
+    let r = server
+        .operator()
+        .post("/v1/admin/companies/nope.example/key", json!({}))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 404);
+    let r = server
+        .http(Some(&w.globex_key))
+        .get("/v1/admin/company")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "other companies keep their keys");
+}
+
+/// The operator deletes a company: the groups it owns are deleted for everyone (G16), its users
+/// leave the other companies' groups (reason `policy`), its key and users stop working. Before,
+/// its admin lists its groups a page at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g16_the_operator_deletes_a_company_and_everything_it_owns() {
+    use crossroom_protocol::{
+        ClientFrame, ErrorCode, EventBody, RemovalReason, RoomId, ServerFrame,
+    };
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let globex = server.http(Some(&w.globex_key));
+    let mut owned = Vec::new();
+    for i in 0..3 {
+        let r = globex
+            .post(
+                "/v1/admin/groups",
+                json!({ "name": format!("G{i}"), "masters": [w.carol.id], "members": [w.dave.id, w.alice.id] }),
+            )
+            .await
+            .expect("http");
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        owned.push(RoomId(
+            r.body["room"]["id"].as_str().expect("id").to_owned(),
+        ));
+    }
+    owned.sort();
+    let r = globex.get("/v1/admin/groups?limit=2").await.expect("http");
+    let first: Vec<&str> = r.body["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| g["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(first, vec![owned[0].as_str(), owned[1].as_str()]);
+    let next = r.body["next"].as_str().expect("a next page").to_owned();
+    let r = globex
+        .get(&format!("/v1/admin/groups?limit=2&after={next}"))
+        .await
+        .expect("http");
+    assert_eq!(r.body["groups"][0]["id"], owned[2].as_str());
+    assert!(r.body["next"].is_null());
+
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let theirs = group(&mut alice, "Acme's", &[&w.carol.id]).await;
+    subscribe(&mut alice, &theirs, None).await;
+    let r = server
+        .http(Some(&w.acme_key))
+        .delete("/v1/admin/companies/globex.example")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 401, "the operator's route");
+    let r = server
+        .operator()
+        .delete("/v1/admin/companies/globex.example")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let mut deleted = Vec::new();
+    let mut carol_removed = false;
+    while !carol_removed || deleted.len() < owned.len() {
+        match alice
+            .next_push(std::time::Duration::from_secs(10))
+            .await
+            .expect("push")
+        {
+            ServerFrame::Event(e) => {
+                if let EventBody::MemberRemoved { user, reason } = e.body {
+                    assert_eq!((user, reason), (w.carol.id.clone(), RemovalReason::Policy));
+                    carol_removed = true;
+                }
+            }
+            ServerFrame::RoomDeleted { room } => deleted.push(room),
+            _ => {}
+        }
+    }
+    deleted.sort();
+    assert_eq!(deleted, owned, "each owned group's members are told");
+    for room in &owned {
+        let r = alice
+            .request(ClientFrame::GetRoom {
+                id: 0,
+                room: room.clone(),
+            })
+            .await
+            .expect("reply");
+        assert_eq!(error_code(&r), ErrorCode::NotFound, "deleted for everyone");
+    }
+    let r = globex.get("/v1/admin/company").await.expect("http");
+    assert_eq!(r.status, 401, "its key opens nothing");
+    let r = server
+        .operator()
+        .get("/v1/admin/companies")
+        .await
+        .expect("http");
+    let ids: Vec<&str> = r.body["companies"]
+        .as_array()
+        .expect("companies")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, vec!["acme.example"]);
+    assert!(
+        Client::connect(&server.ws_url(), Some(&w.dave.token), Encoding::Json)
+            .await
+            .is_err()
+    );
+    let r = server
+        .operator()
+        .delete("/v1/admin/companies/globex.example")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 404);
+    // The id can be used again, from nothing.
+    let key = company(&server, "globex.example", json!({})).await;
+    let r = server
+        .http(Some(&key))
+        .get("/v1/admin/users")
+        .await
+        .expect("http");
+    assert_eq!(r.body["users"], json!([]));
+}

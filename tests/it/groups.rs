@@ -769,7 +769,11 @@ async fn g8_g10_a_master_who_is_not_a_member_finds_the_groups_they_manage() {
     assert_eq!((line.role, line.unread), (Role::MasterOnly, None));
     assert_eq!(search_rooms(&mut alice, "vendor").await, vec![room.clone()]);
     let r = alice.request(history(&room)).await.expect("reply");
-    assert_eq!(error_code(&r), ErrorCode::NotMember, "manages, does not read");
+    assert_eq!(
+        error_code(&r),
+        ErrorCode::NotMember,
+        "manages, does not read"
+    );
     let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
     let line = list(&mut carol)
         .await

@@ -62,6 +62,30 @@ pub async fn directory(store: &SharedStore) {
         Some(acme.id.clone())
     );
     assert_eq!(store.company_by_key_hash("nope").await.expect("read"), None);
+    // A re-issued key: the new hash opens the company, the old one nothing.
+    store
+        .set_admin_key(&acme.id, "hash-acme-2")
+        .await
+        .expect("re-issue");
+    assert_eq!(
+        store.company_by_key_hash("hash-acme").await.expect("read"),
+        None
+    );
+    assert_eq!(
+        store
+            .company_by_key_hash("hash-acme-2")
+            .await
+            .expect("read"),
+        Some(acme.id.clone())
+    );
+    assert_eq!(
+        store.company(&acme.id).await.expect("read"),
+        Some(acme.clone())
+    );
+    assert!(matches!(
+        store.set_admin_key(&"none.example".into(), "h").await,
+        Err(StoreError::NotFound(_))
+    ));
 
     // Patches of different fields compose: each is merged into what is stored.
     let patch = |k: &str, v: serde_json::Value| {
@@ -171,6 +195,42 @@ pub async fn directory(store: &SharedStore) {
         .await
         .expect("remove");
     assert!(store.contacts(&alice.id).await.expect("read").is_empty());
+
+    // A deleted user: gone from the directory, their list, and their contacts' lists.
+    store
+        .add_contact(&alice.id, &bob.id)
+        .await
+        .expect("contact");
+    store
+        .add_contact(&bob.id, &alice.id)
+        .await
+        .expect("contact");
+    store.delete_user(&bob.id).await.expect("delete");
+    assert_eq!(store.user(&bob.id).await.expect("read"), None);
+    assert_eq!(
+        store.users_of(&acme.id).await.expect("read"),
+        vec![alice.clone()]
+    );
+    assert!(store.contacts(&bob.id).await.expect("read").is_empty());
+    assert!(store.contacts(&alice.id).await.expect("read").is_empty());
+    store
+        .delete_user(&bob.id)
+        .await
+        .expect("deleting twice is fine");
+
+    store
+        .delete_company(&acme.id)
+        .await
+        .expect("delete company");
+    assert_eq!(store.company(&acme.id).await.expect("read"), None);
+    assert_eq!(
+        store
+            .company_by_key_hash("hash-acme-2")
+            .await
+            .expect("read"),
+        None
+    );
+    assert!(store.companies().await.expect("read").is_empty());
 }
 
 fn new_room(id: &str, members: &[&UserId], masters: &[&UserId]) -> NewRoom {
@@ -199,6 +259,18 @@ pub async fn rooms_and_log(store: &SharedStore) {
         .await
         .expect("create room");
     assert_eq!(created.seq, 1);
+    assert_eq!(
+        store
+            .owned_groups(&"acme.example".into())
+            .await
+            .expect("read"),
+        vec![RoomId::from("r_log")]
+    );
+    assert!(store
+        .owned_groups(&"globex.example".into())
+        .await
+        .expect("read")
+        .is_empty());
     assert_eq!(created.epoch, 42);
     assert!(matches!(created.body, EventBody::Created { .. }));
     assert!(matches!(
