@@ -25,13 +25,12 @@ const DAY: i64 = 86_400_000;
 /// 0001-01-01T00:00Z.
 const YEAR_ONE: i64 = -62_135_596_800_000;
 
-async fn setup(a: &CalendarArgs) -> Result<(String, String, String), String> {
+async fn setup(a: &CalendarArgs, company: &str) -> Result<(String, String, String), String> {
     let op = Http::new(a.addr.clone(), Some(a.operator_key.clone()));
-    let stamp = crate::worker::now_micros();
     let r = op
         .post(
             "/v1/admin/companies",
-            json!({"id": format!("cal{stamp}.example"), "name": "calendar probe",
+            json!({"id": company, "name": "calendar probe",
                    "settings": {"external_chat": true}}),
         )
         .await
@@ -82,8 +81,20 @@ fn ms(h: &Hist, q: f64) -> f64 {
     h.quantile_ms(q)
 }
 
+/// Probe, then delete the probe's company (and with it its users and group).
 pub async fn run(a: CalendarArgs) -> Result<(), String> {
-    let (room, planner, neighbour) = setup(&a).await?;
+    let stamp = crate::worker::now_micros();
+    let company = format!("cal{stamp}.example");
+    let outcome = probe(&a, &company).await;
+    let op = Http::new(a.addr.clone(), Some(a.operator_key.clone()));
+    if let Err(e) = op.delete(&format!("/v1/admin/companies/{company}")).await {
+        eprintln!("could not delete company {company}: {e}");
+    }
+    outcome
+}
+
+async fn probe(a: &CalendarArgs, company: &str) -> Result<(), String> {
+    let (room, planner, neighbour) = setup(a, company).await?;
     let url = format!("ws://{}/v1/ws", a.addr);
     let connect = |token: String| {
         let url = url.clone();

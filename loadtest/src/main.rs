@@ -57,7 +57,9 @@ flags:
   --bind IP[,IP...]                source addresses, used in turn (e.g. 127.0.0.2,127.0.0.3)
   --server-pid PID[,PID...]        read the servers' CPU and RSS from /proc
   --runs N=1                       repeat; the table gets a median row
-  --out PREFIX                     write PREFIX.json, PREFIX.md and PREFIX.svg";
+  --out PREFIX                     write PREFIX.json, PREFIX.md and PREFIX.svg
+  --keep                           leave the run's companies, users and groups on the server
+                                   (by default the run deletes them when it ends)";
 
 enum Command {
     Scenario(Box<Args>),
@@ -127,8 +129,13 @@ fn parse_args(argv: Vec<String>) -> Result<Command, String> {
         server_pids: Vec::new(),
         runs: 1,
         out: None,
+        keep: false,
     };
     while let Some(flag) = it.next() {
+        if flag == "--keep" {
+            a.keep = true;
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;

@@ -56,6 +56,8 @@ pub struct Args {
     pub server_pids: Vec<u32>,
     pub runs: usize,
     pub out: Option<String>,
+    /// Leave the companies, users and groups of the run on the server (`--keep`).
+    pub keep: bool,
 }
 
 /// Users per company: under the server's default of 10,000 sessions per company.
@@ -110,7 +112,13 @@ fn layout(a: &Args) -> Layout {
 
 /// Create the companies, users, tokens and groups; returns a token per connection and the room
 /// id of each room.
-async fn setup_crossroom(a: &Args, lay: &Layout) -> Result<(Vec<String>, Vec<String>), String> {
+/// Every company made is named in `created`, also when set-up fails half-way: the run deletes
+/// them (and with them their users and groups) when it ends.
+async fn setup_crossroom(
+    a: &Args,
+    lay: &Layout,
+    created: &mut Vec<String>,
+) -> Result<(Vec<String>, Vec<String>), String> {
     let users = lay.rooms.iter().map(Vec::len).sum::<usize>();
     let op = Http::new(a.nodes[0].clone(), Some(a.operator_key.clone()));
     // Companies of whole rooms, at most PER_COMPANY users each.
@@ -118,17 +126,18 @@ async fn setup_crossroom(a: &Args, lay: &Layout) -> Result<(Vec<String>, Vec<Str
     let stamp = crate::worker::now_micros();
     let mut admins = Vec::new();
     for c in 0..users.div_ceil(per_company) {
+        let id = format!("lt{stamp}-{c}.example");
         let r = op
             .post(
                 "/v1/admin/companies",
-                json!({"id": format!("lt{stamp}-{c}.example"), "name": "loadtest",
-                       "settings": {"external_chat": true}}),
+                json!({"id": id, "name": "loadtest", "settings": {"external_chat": true}}),
             )
             .await
             .map_err(|e| e.to_string())?;
         if r.status != 201 {
             return Err(format!("create company: {} {}", r.status, r.body));
         }
+        created.push(id);
         admins.push(op.with_key(r.body["admin_key"].as_str().unwrap_or_default()));
     }
     let made = futures_util::stream::iter(0..users)
@@ -193,10 +202,10 @@ async fn setup_crossroom(a: &Args, lay: &Layout) -> Result<(Vec<String>, Vec<Str
 }
 
 /// Every connection of the run.
-async fn plan(a: &Args) -> Result<(Vec<ConnSpec>, u64), String> {
+async fn plan(a: &Args, created: &mut Vec<String>) -> Result<(Vec<ConnSpec>, u64), String> {
     let lay = layout(a);
     let (tokens, rooms) = match a.endpoint.target {
-        Target::Crossroom => setup_crossroom(a, &lay).await?,
+        Target::Crossroom => setup_crossroom(a, &lay, created).await?,
         // The others have no accounts: any token, rooms by name.
         _ => {
             let n = lay.rooms.iter().map(Vec::len).sum();
@@ -322,7 +331,39 @@ pub async fn run_once(a: &Args) -> Result<Outcome, String> {
         a.endpoint.target.name()
     );
     let fresh = usage_of(&a.server_pids);
-    let (conns, churn_period_ms) = plan(a).await?;
+    let mut created = Vec::new();
+    let outcome = match plan(a, &mut created).await {
+        Ok((conns, churn_period_ms)) => measure(a, fresh, conns, churn_period_ms).await,
+        Err(e) => Err(e),
+    };
+    if a.keep {
+        if !created.is_empty() {
+            eprintln!("kept companies {}", created.join(", "));
+        }
+    } else {
+        clean_up(a, &created).await;
+    }
+    outcome
+}
+
+/// Delete the companies the run made: the server deletes their users and groups with them.
+async fn clean_up(a: &Args, created: &[String]) {
+    let op = Http::new(a.nodes[0].clone(), Some(a.operator_key.clone()));
+    for id in created {
+        match op.delete(&format!("/v1/admin/companies/{id}")).await {
+            Ok(r) if r.status == 204 || r.status == 404 => {}
+            Ok(r) => eprintln!("could not delete company {id}: {} {}", r.status, r.body),
+            Err(e) => eprintln!("could not delete company {id}: {e}"),
+        }
+    }
+}
+
+async fn measure(
+    a: &Args,
+    fresh: Option<(f64, u64)>,
+    conns: Vec<ConnSpec>,
+    churn_period_ms: u64,
+) -> Result<Outcome, String> {
     let baseline = usage_of(&a.server_pids);
     let dir = std::env::temp_dir().join(format!(
         "loadtest-{}-{}",

@@ -89,6 +89,24 @@ fn run(args: &[&str]) -> (i32, serde_json::Value) {
     (out.status.code().unwrap_or(-1), v)
 }
 
+/// The ids of the companies on the server (the operator's list).
+fn companies(addr: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let http = crossroom_protocol::client::Http::new(addr, Some(KEY.to_owned()));
+    let r = rt
+        .block_on(http.get("/v1/admin/companies"))
+        .expect("companies");
+    r.body["companies"]
+        .as_array()
+        .expect("companies")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
 fn median(v: &serde_json::Value, figure: &str) -> f64 {
     v["median"][figure].as_f64().unwrap_or(f64::NAN)
 }
@@ -136,6 +154,8 @@ fn groups_through_two_workers_and_two_source_addresses_are_clean() {
     }
     assert_eq!(median(&v, "lost"), 0.0);
     assert!(median(&v, "p99_ms") > 0.0);
+    // Each run deleted what it created: companies, and with them users and groups.
+    assert_eq!(companies(&s.addr), Vec::<String>::new());
     let md = std::fs::read_to_string(prefix.with_extension("md")).expect("md");
     assert!(md.contains("| **median** | 40 |"), "{md}");
     let svg = std::fs::read_to_string(prefix.with_extension("svg")).expect("svg");
@@ -169,6 +189,23 @@ fn churn_resumes_lose_nothing() {
     assert!(r["reconnects"].as_u64().expect("reconnects") >= 60, "{r:#}");
     assert_eq!(median(&v, "lost"), 0.0);
     assert_eq!(median(&v, "duplicated"), 0.0);
+    // --keep leaves the run's company behind.
+    let (code, _) = run(&[
+        "groups",
+        "--addr",
+        &s.addr,
+        "--operator-key",
+        KEY,
+        "--connections",
+        "10",
+        "--duration",
+        "1",
+        "--keep",
+    ]);
+    assert_eq!(code, 0);
+    let kept = companies(&s.addr);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].starts_with("lt"), "{kept:?}");
 }
 
 #[test]
