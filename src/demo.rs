@@ -89,6 +89,37 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
             };
             let (room, _) = create_group(hub, &alice, spec).await?;
             println!("Group \"Launch plan\" is room {}", room.id);
+            // Members added later see what was said before they came.
+            let spec = GroupSpec {
+                name: "Partner onboarding".into(),
+                description: "Shares its history with members added later".into(),
+                members: vec!["carol@globex.example".into()],
+                masters: vec![],
+                add_self_as_member: true,
+                features: Features {
+                    share_history: true,
+                    ..Features::default()
+                },
+            };
+            let (room, _) = create_group(hub, &alice, spec).await?;
+            println!(
+                "Group \"Partner onboarding\" (shared history) is room {}",
+                room.id
+            );
+            // Alice manages this one without being in it ("groups I manage").
+            let spec = GroupSpec {
+                name: "Vendor desk".into(),
+                description: "Managed by alice, who is not a member".into(),
+                members: vec!["bob@acme.example".into(), "dave@globex.example".into()],
+                masters: vec![],
+                add_self_as_member: false,
+                features: Features::default(),
+            };
+            let (room, _) = create_group(hub, &alice, spec).await?;
+            println!(
+                "Group \"Vendor desk\" (alice: master only) is room {}",
+                room.id
+            );
         }
     }
 
@@ -99,7 +130,8 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
     println!("=== crossroom demo ===");
     if fresh {
         println!("Seeded companies acme.example and globex.example, five users, contacts, and the");
-        println!("external group \"Launch plan\" (alice, bob, carol, dave). Admin API keys (shown once):");
+        println!("external groups \"Launch plan\" (alice, bob, carol, dave), \"Partner onboarding\" (shared");
+        println!("history) and \"Vendor desk\" (alice manages it, not a member). Admin API keys (shown once):");
         for (id, key) in &keys {
             println!("  {id:<16} {key}");
         }

@@ -41,7 +41,8 @@ async fn graceful_shutdown_sends_1001_and_keeps_the_data() {
     assert_eq!(head, seq);
 }
 
-/// `serve --demo` seeds data that works: its printed tokens connect and see the demo group.
+/// `serve --demo` seeds data that works: its printed tokens connect and see the demo groups (one
+/// sharing its history, one alice manages without being a member).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_mode_prints_working_tokens() {
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -109,8 +110,18 @@ async fn demo_mode_prints_working_tokens() {
         .expect("rooms");
     match r {
         crossroom_protocol::ServerFrame::Rooms { rooms, .. } => {
-            assert_eq!(rooms.len(), 1);
-            assert_eq!(rooms[0].name, "Launch plan");
+            use crossroom_protocol::Role;
+            let mut lines: Vec<(String, Role)> =
+                rooms.into_iter().map(|r| (r.name, r.role)).collect();
+            lines.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(
+                lines,
+                vec![
+                    ("Launch plan".to_owned(), Role::Master),
+                    ("Partner onboarding".to_owned(), Role::Master),
+                    ("Vendor desk".to_owned(), Role::MasterOnly),
+                ]
+            );
         }
         other => panic!("{other:?}"),
     }
