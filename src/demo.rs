@@ -19,6 +19,36 @@ const USERS: [(&str, &str, &str, UserKind); 5] = [
     ("erin", "globex.example", "Erin (LINE)", UserKind::Line),
 ];
 /// (owner, contact), both ways where people know each other.
+/// The demo's groups, all created by alice: name, description, members besides her, whether
+/// she is a member, whether the group shares its history with members added later.
+const GROUPS: [(&str, &str, &[&str], bool, bool); 3] = [
+    (
+        "Launch plan",
+        "Acme × Globex launch",
+        &[
+            "bob@acme.example",
+            "carol@globex.example",
+            "dave@globex.example",
+        ],
+        true,
+        false,
+    ),
+    (
+        "Partner onboarding",
+        "shares its history with members added later",
+        &["carol@globex.example"],
+        true,
+        true,
+    ),
+    (
+        "Vendor desk",
+        "alice manages it without being a member",
+        &["bob@acme.example", "dave@globex.example"],
+        false,
+        false,
+    ),
+];
+
 const CONTACTS: [(&str, &str); 6] = [
     ("alice@acme.example", "carol@globex.example"),
     ("alice@acme.example", "dave@globex.example"),
@@ -75,51 +105,21 @@ async fn seed(started: &Started) -> Result<(), crate::error::ApiError> {
             store.add_contact(&owner.into(), &contact.into()).await?;
         }
         if let Some(alice) = store.user(&"alice@acme.example".into()).await? {
-            let spec = GroupSpec {
-                name: "Launch plan".into(),
-                description: "Acme × Globex launch".into(),
-                members: vec![
-                    "bob@acme.example".into(),
-                    "carol@globex.example".into(),
-                    "dave@globex.example".into(),
-                ],
-                masters: vec![],
-                add_self_as_member: true,
-                features: Features::default(),
-            };
-            let (room, _) = create_group(hub, &alice, spec).await?;
-            println!("Group \"Launch plan\" is room {}", room.id);
-            // Members added later see what was said before they came.
-            let spec = GroupSpec {
-                name: "Partner onboarding".into(),
-                description: "Shares its history with members added later".into(),
-                members: vec!["carol@globex.example".into()],
-                masters: vec![],
-                add_self_as_member: true,
-                features: Features {
-                    share_history: true,
-                    ..Features::default()
-                },
-            };
-            let (room, _) = create_group(hub, &alice, spec).await?;
-            println!(
-                "Group \"Partner onboarding\" (shared history) is room {}",
-                room.id
-            );
-            // Alice manages this one without being in it ("groups I manage").
-            let spec = GroupSpec {
-                name: "Vendor desk".into(),
-                description: "Managed by alice, who is not a member".into(),
-                members: vec!["bob@acme.example".into(), "dave@globex.example".into()],
-                masters: vec![],
-                add_self_as_member: false,
-                features: Features::default(),
-            };
-            let (room, _) = create_group(hub, &alice, spec).await?;
-            println!(
-                "Group \"Vendor desk\" (alice: master only) is room {}",
-                room.id
-            );
+            for (name, description, members, add_self_as_member, share_history) in GROUPS {
+                let spec = GroupSpec {
+                    name: name.into(),
+                    description: description.into(),
+                    members: members.iter().map(|m| UserId::from(*m)).collect(),
+                    masters: vec![],
+                    add_self_as_member,
+                    features: Features {
+                        share_history,
+                        ..Features::default()
+                    },
+                };
+                let (room, _) = create_group(hub, &alice, spec).await?;
+                println!("Group \"{name}\" ({description}) is room {}", room.id);
+            }
         }
     }
 

@@ -118,10 +118,18 @@ function renderRooms() {
   for (const room of state.rooms.values()) {
     const li = document.createElement("li");
     li.dataset.room = room.id;
-    li.textContent = room.name || room.id;
+    // A group one masters without being a member is managed, not read ("groups I manage").
+    const managed = room.role === "master_only";
+    li.textContent = (room.name || room.id) + (managed ? " (you manage it)" : "");
     if (room.kind === "group") li.classList.add("group");
     if (room.id === state.current) li.classList.add("active");
-    li.onclick = () => openRoom(room.id);
+    li.onclick = managed
+      ? () => {
+          const n = $("notice");
+          n.textContent = `${room.name}: you are a master of this group, not a member`;
+          n.hidden = false;
+        }
+      : () => openRoom(room.id);
     ul.appendChild(li);
   }
 }
