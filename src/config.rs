@@ -9,6 +9,34 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// The origins whose browser pages may open a WebSocket (cross-site WebSocket hijacking).
+#[derive(Clone, Debug, Default)]
+pub struct Origins {
+    /// Admitted as written: `allowed_origins`, and the server's own (`public_url`'s origin, or
+    /// the bound address).
+    pub listed: Vec<String>,
+    /// Also admit the origin of the `Host` the request came to (`http://` or `https://` +
+    /// Host): the page's own origin however the server is reached. Only without `public_url`,
+    /// which then names the one origin of the server's own pages.
+    pub from_host: bool,
+}
+
+impl Origins {
+    /// Whether a page of `origin` may open a session on a request that came to `host`.
+    pub fn admit(&self, origin: &str, host: Option<&str>) -> bool {
+        if self.listed.iter().any(|a| a == origin) {
+            return true;
+        }
+        let (Some(host), true) = (host, self.from_host) else {
+            return false;
+        };
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -465,9 +493,17 @@ impl Config {
             .to_owned()
     }
 
-    /// Origins allowed to open a WebSocket: the configured ones and the server's own (from
-    /// `public_url`, or the address actually bound).
-    pub fn origins(&self, bound: SocketAddr) -> Vec<String> {
+    /// Origins allowed to open a WebSocket: the configured ones and the server's own — from
+    /// `public_url` when it is set, else the address actually bound and whatever `Host` the
+    /// page was served under (`localhost`, a real name behind a proxy).
+    pub fn origins(&self, bound: SocketAddr) -> Origins {
+        Origins {
+            listed: self.listed_origins(bound),
+            from_host: self.public_url.is_none(),
+        }
+    }
+
+    fn listed_origins(&self, bound: SocketAddr) -> Vec<String> {
         let own = match &self.public_url {
             Some(_) => self.public_url(),
             None => format!("http://{bound}"),
@@ -483,6 +519,21 @@ impl Config {
         let mut v = self.allowed_origins.clone();
         v.push(own);
         v
+    }
+
+    /// What to say at start when browsers will reach the server under a name it cannot know:
+    /// a wildcard bind without `public_url`.
+    pub fn origin_warning(&self) -> Option<String> {
+        let wildcard = self.listen.ip().is_unspecified();
+        (wildcard && self.public_url.is_none()).then(|| {
+            format!(
+                "listening on {} without public_url: browser pages are admitted from the origin \
+                 of the Host they were served under; set public_url = \"https://chat.example.com\" \
+                 (the address browsers use) so that invitation links and emails carry it, and \
+                 allowed_origins for other sites' pages",
+                self.listen
+            )
+        })
     }
 
     /// The SQLite database file.
@@ -578,6 +629,22 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_wildcard_bind_without_public_url_is_warned_about() {
+        let mut c = Config {
+            listen: "0.0.0.0:8080".parse().expect("addr"),
+            ..Config::default()
+        };
+        let w = c.origin_warning().expect("a warning");
+        assert!(
+            w.contains("0.0.0.0:8080") && w.contains("public_url"),
+            "{w}"
+        );
+        c.public_url = Some("https://chat.example.com".into());
+        assert_eq!(c.origin_warning(), None);
+        assert_eq!(Config::default().origin_warning(), None, "loopback");
     }
 
     #[test]

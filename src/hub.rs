@@ -32,7 +32,7 @@ pub struct Services {
     pub public_url: String,
     pub mailer: Mailer,
     pub blobs: Arc<dyn BlobStore>,
-    pub origins: Vec<String>,
+    pub origins: crate::config::Origins,
     pub shutdown: Shutdown,
     /// `/metrics` labels sessions with their company ids.
     pub tenant_labels: bool,
@@ -59,7 +59,7 @@ pub struct Hub {
     /// This node's live sessions.
     pub sessions: Arc<Sessions>,
     /// Origins allowed to open a WebSocket from a browser.
-    pub origins: Vec<String>,
+    pub origins: crate::config::Origins,
     /// Stats and audit feeds for ops dashboards.
     pub ops: Arc<OpsFeed>,
     /// `/metrics` labels sessions with their company ids (off: who the tenants are is not

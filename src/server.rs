@@ -30,6 +30,15 @@ pub enum ServerError {
     Blob(#[from] crate::blob::BlobError),
 }
 
+/// Say where the server listens, and what to configure when browsers will reach it under a
+/// name it cannot know.
+fn announce(config: &Config, addr: std::net::SocketAddr) {
+    tracing::info!(%addr, "listening");
+    if let Some(w) = config.origin_warning() {
+        tracing::warn!("{w}");
+    }
+}
+
 /// This node's name: `node_name`, or the address it listens on.
 fn node_name(config: &Config, listener: &TcpListener) -> std::io::Result<String> {
     match &config.node_name {
@@ -127,7 +136,7 @@ where
         .merge(crate::room::files::routes())
         .with_state(hub.clone());
 
-    tracing::info!(%addr, "listening");
+    announce(&config, addr);
     serve(
         listener,
         app,

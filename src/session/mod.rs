@@ -134,13 +134,17 @@ pub fn admit_upgrade(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
         ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| hub.origins.iter().any(|a| a == o));
-        if !allowed {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin = origin.to_str().unwrap_or("");
+        if !hub.origins.admit(origin, host) {
+            tracing::info!(origin, "WebSocket upgrade refused: origin not allowed");
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                "this origin may not open a session",
+                format!(
+                    "origin {origin:?} may not open a session: the server admits its own pages' \
+                     origin (public_url, or the Host they came to) and allowed_origins; add this \
+                     one to allowed_origins if it is yours"
+                ),
             ));
         }
     }

@@ -260,6 +260,68 @@ async fn evil_origins_are_refused() {
     );
 }
 
+/// An upgrade with `Origin` and `Host` as a browser sends them, against `server`.
+async fn upgrade_from(server: &Server, token: &str, origin: &str, host: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = server.ws_url().into_client_request().expect("request");
+    let h = req.headers_mut();
+    h.insert("origin", origin.parse().expect("header"));
+    h.insert("host", host.parse().expect("header"));
+    h.insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Without `public_url`, the page's own origin is admitted however the server was reached —
+/// `localhost`, another name — because it is the origin of the `Host` the request came to; a
+/// page of another site still is not. With `public_url`, only its origin (and
+/// `allowed_origins`) is the server's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_own_origin_is_admitted_however_the_server_is_reached() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let port = server.addr.rsplit(':').next().expect("port").to_owned();
+    let t = &w.alice.token;
+    let local = format!("localhost:{port}");
+    assert_eq!(
+        upgrade_from(&server, t, &format!("http://{local}"), &local).await,
+        101
+    );
+    let named = "chat.example.com";
+    assert_eq!(
+        upgrade_from(&server, t, "https://chat.example.com", named).await,
+        101
+    );
+    assert_eq!(
+        upgrade_from(&server, t, "http://evil.example", &local).await,
+        403
+    );
+    assert_eq!(
+        upgrade_from(&server, t, &format!("http://{local}.evil.example"), &local).await,
+        403
+    );
+
+    let fixed = Server::start_with_config("public_url = \"https://chat.example.com/app\"\n").await;
+    let w = world(&fixed).await;
+    let t = &w.alice.token;
+    assert_eq!(
+        upgrade_from(&fixed, t, "https://chat.example.com", named).await,
+        101
+    );
+    let local = format!("localhost:{}", fixed.addr.rsplit(':').next().expect("port"));
+    assert_eq!(
+        upgrade_from(&fixed, t, &format!("http://{local}"), &local).await,
+        403,
+        "public_url names the one origin of the server's pages"
+    );
+}
+
 /// A flood gets `rate_limited` errors and then close 4002; the neighbour gets every message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_is_rate_limited_then_closed() {
