@@ -30,6 +30,12 @@ pub enum ServerError {
     Blob(#[from] crate::blob::BlobError),
 }
 
+/// Every unknown route answers the JSON error shape (404 `not_found`, naming the route), not an
+/// empty body.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> crate::error::ApiError {
+    crate::error::ApiError::not_found(format!("route {method} {}", uri.path()))
+}
+
 /// Say where the server listens, and what to configure when browsers will reach it under a
 /// name it cannot know.
 fn announce(config: &Config, addr: std::net::SocketAddr) {
@@ -134,6 +140,7 @@ where
         .merge(crate::room::invite::routes())
         .merge(crate::room::admin::routes())
         .merge(crate::room::files::routes())
+        .fallback(no_route)
         .with_state(hub.clone());
 
     announce(&config, addr);

@@ -616,3 +616,16 @@ async fn g16_the_operator_deletes_a_company_and_everything_it_owns() {
         .expect("http");
     assert_eq!(r.body["users"], json!([]));
 }
+
+/// An unknown route answers the JSON error shape, naming the route (it was an empty 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_route_is_a_json_404() {
+    let server = Server::start().await;
+    for path in ["/v1/admin/nope", "/v1/nothing/here", "/favicon.png"] {
+        let r = server.operator().get(path).await.expect("http");
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.body["error"]["code"], "not_found", "{path}: {:?}", r.body);
+        let message = r.body["error"]["message"].as_str().expect("message");
+        assert!(message.contains(path), "{message}");
+    }
+}
