@@ -55,6 +55,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// How long a graceful shutdown waits for connections to drain before forcing them closed.
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM, how long `/readyz` answers 503 (and new sessions are refused) before the
+    /// held sessions are told 1001: a load balancer's health-check interval or two.
+    pub drain_delay_secs: u64,
     /// Outgoing mail; without it, invitation emails go to `DATA_DIR/outbox/`.
     pub smtp: Option<SmtpConfig>,
     /// Browser origins allowed to open a WebSocket (exact match, e.g. `https://chat.example`).
@@ -267,6 +270,7 @@ impl Default for Config {
             log_format: LogFormat::Human,
             public_url: None,
             shutdown_grace_secs: 10,
+            drain_delay_secs: 0,
             smtp: None,
             allowed_origins: Vec::new(),
             redis: Vec::new(),

@@ -115,8 +115,18 @@ fn main() -> ExitCode {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let shutdown = Shutdown::new();
         let trigger = shutdown.clone();
+        let drain_delay = std::time::Duration::from_secs(config.drain_delay_secs);
         tokio::spawn(async move {
             os_signal().await;
+            // Not ready first; a second signal cuts the delay short.
+            trigger.drain();
+            if !drain_delay.is_zero() {
+                tracing::info!(secs = drain_delay.as_secs(), "draining: /readyz says 503");
+                tokio::select! {
+                    _ = tokio::time::sleep(drain_delay) => {}
+                    _ = os_signal() => {}
+                }
+            }
             trigger.trigger();
         });
         crossroom::server::run(config, listener, shutdown, move |started| async move {

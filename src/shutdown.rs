@@ -19,6 +19,9 @@ use tokio_util::task::TaskTracker;
 /// Cloneable shutdown signal, the tracker of live connections and of spawned tasks.
 #[derive(Clone)]
 pub struct Shutdown {
+    /// Set first: the node says it is not ready (`/readyz` 503) and takes no new sessions, while
+    /// the ones it holds go on for `drain_delay_secs` so that a load balancer sees it leave.
+    draining: CancellationToken,
     signal: CancellationToken,
     background: CancellationToken,
     tasks: TaskTracker,
@@ -39,6 +42,7 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn new() -> Shutdown {
         Shutdown {
+            draining: CancellationToken::new(),
             signal: CancellationToken::new(),
             background: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -49,9 +53,20 @@ impl Shutdown {
         }
     }
 
-    /// Start shutting down (idempotent).
+    /// Start shutting down (idempotent): draining, then closing.
     pub fn trigger(&self) {
+        self.draining.cancel();
         self.signal.cancel();
+    }
+
+    /// Stop taking sessions and say so on `/readyz`; the held ones stay until [`Self::trigger`].
+    pub fn drain(&self) {
+        self.draining.cancel();
+    }
+
+    /// Whether the node is draining or shutting down: not ready, no new sessions.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
     }
 
     pub fn is_triggered(&self) -> bool {

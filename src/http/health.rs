@@ -24,7 +24,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// Ready while not draining and the store answers.
 async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<serde_json::Value>) {
-    if hub.shutdown.is_triggered() {
+    if hub.shutdown.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "draining" })),

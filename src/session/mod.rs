@@ -127,7 +127,7 @@ pub async fn echo_handler(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> 
 /// WebSocket hijacking: a browser page of another origin may not use a user's session. Native
 /// clients send no Origin and are not affected.
 pub fn admit_upgrade(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
-    if hub.shutdown.is_triggered() {
+    if hub.shutdown.is_draining() {
         return Err(ApiError::new(
             ErrorCode::Unavailable,
             "server is shutting down",

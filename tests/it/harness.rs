@@ -114,14 +114,23 @@ impl Server {
 
     /// SIGTERM, then wait for the exit status.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let pid = c.id().expect("pid");
         let st = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("kill -TERM");
         assert!(st.success());
-        tokio::time::timeout(Duration::from_secs(20), c.wait())
+        self.wait_exit().await
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).expect("running")
+    }
+
+    /// Wait for the process to exit (after a signal); its status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(30), c.wait())
             .await
             .expect("server exits after SIGTERM")
             .expect("wait")

@@ -41,6 +41,50 @@ async fn graceful_shutdown_sends_1001_and_keeps_the_data() {
     assert_eq!(head, seq);
 }
 
+/// SIGTERM with `drain_delay_secs`: `/readyz` turns 503 and new sessions are refused while the
+/// held ones still work; only then are they told 1001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_before_closing() {
+    let mut server = Server::start_with_config("drain_delay_secs = 5\n").await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let http = server.http(None);
+    assert_eq!(http.get("/readyz").await.expect("readyz").status, 200);
+    let pid = server.pid();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(st.success());
+    loop {
+        let r = http.get("/readyz").await.expect("readyz");
+        if r.status == 503 {
+            assert_eq!(r.body["status"], "draining");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Not ready, and still serving what it holds; no new sessions.
+    let pong = alice
+        .request(crossroom_protocol::ClientFrame::Ping { id: 0 })
+        .await
+        .expect("the held session still answers");
+    assert!(matches!(pong, crossroom_protocol::ServerFrame::Pong { .. }));
+    let refused = crossroom_protocol::client::Client::connect(
+        &server.ws_url(),
+        Some(&w.bob.token),
+        Encoding::Json,
+    )
+    .await;
+    assert!(refused.is_err(), "a draining node takes no new session");
+    assert_eq!(
+        alice.closed(Duration::from_secs(20)).await.expect("closed"),
+        Some(close::GOING_AWAY)
+    );
+    let status = server.wait_exit().await;
+    assert!(status.success(), "{status:?}");
+}
+
 /// `serve --demo` seeds data that works: its printed tokens connect and see the demo groups (one
 /// sharing its history, one alice manages without being a member).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
