@@ -92,13 +92,38 @@ impl FromRequestParts<Arc<Hub>> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
-        let given = bearer(&parts.headers).ok_or_else(unauthorized)?;
+        let Some(given) = bearer(&parts.headers) else {
+            return Err(refused(parts, unauthorized()));
+        };
         if is_operator_key(hub, given) {
-            Ok(Operator)
-        } else {
-            Err(unauthorized())
+            return Ok(Operator);
         }
+        let e = match hub.store.company_by_key_hash(&hash_key(given)).await? {
+            Some(c) => ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this is company {c}'s admin key; this route needs the operator key"),
+            ),
+            None => ApiError::new(ErrorCode::Unauthorized, "wrong operator key"),
+        };
+        Err(refused(parts, e))
     }
+}
+
+/// Log a refused admin request (reason, route and source address; never the key) and return
+/// its error.
+fn refused(parts: &Parts, e: ApiError) -> ApiError {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        %peer,
+        route = %parts.uri.path(),
+        reason = %e.message,
+        "admin request refused"
+    );
+    e
 }
 
 /// The request came with a company's admin key: the company it administers.
@@ -108,11 +133,23 @@ impl FromRequestParts<Arc<Hub>> for CompanyAdmin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
-        let given = bearer(&parts.headers).ok_or_else(unauthorized)?;
+        let Some(given) = bearer(&parts.headers) else {
+            return Err(refused(parts, unauthorized()));
+        };
         // Looking up by hash reveals nothing about stored keys through timing.
         match hub.store.company_by_key_hash(&hash_key(given)).await? {
             Some(c) => Ok(CompanyAdmin(c)),
-            None => Err(unauthorized()),
+            None if is_operator_key(hub, given) => Err(refused(
+                parts,
+                ApiError::new(
+                    ErrorCode::Forbidden,
+                    "this is the operator key; this route needs a company admin key",
+                ),
+            )),
+            None => Err(refused(
+                parts,
+                ApiError::new(ErrorCode::Unauthorized, "unknown company admin key"),
+            )),
         }
     }
 }

@@ -49,6 +49,7 @@ pub async fn ws_handler(
     ws: WebSocketUpgrade,
 ) -> Response {
     if let Err(refusal) = admit_upgrade(&hub, &headers) {
+        tracing::info!(%peer, reason = %refusal.message, "WebSocket upgrade refused");
         return refusal.into_response();
     }
     // A token in the header authenticates before the upgrade: a bad one never gets a socket.
@@ -57,10 +58,14 @@ pub async fn ws_handler(
             let now = directory::now_secs();
             match directory::authenticate_token(&hub.store, &hub.tokens, token, now).await {
                 Ok(a) if !hub.sessions.has_room_for(&a.user.id, &a.user.company) => {
+                    tracing::info!(%peer, user = %a.user.id, "WebSocket refused: too many sessions");
                     return ApiError::too_many_sessions().into_response();
                 }
                 Ok(a) => Some(a),
-                Err(f) => return ApiError::new(f.code, f.message).into_response(),
+                Err(f) => {
+                    tracing::info!(%peer, reason = f.message, "WebSocket authentication refused");
+                    return ApiError::new(f.code, f.message).into_response();
+                }
             }
         }
         None => None,
@@ -94,6 +99,7 @@ pub async fn ws_handler(
     // Everything a connection logs carries its session id and, once known, its user.
     let span = tracing::info_span!(
         "connection",
+        %peer,
         session = tracing::field::Empty,
         user = tracing::field::Empty
     );
@@ -137,7 +143,6 @@ pub fn admit_upgrade(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let origin = origin.to_str().unwrap_or("");
         if !hub.origins.admit(origin, host) {
-            tracing::info!(origin, "WebSocket upgrade refused: origin not allowed");
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!(
@@ -228,9 +233,9 @@ async fn run(
             bucket: TokenBucket::new(hub.limits.requests_per_sec, hub.limits.request_burst),
             token_expires_at: expires_at,
         };
-        tracing::debug!("session opened");
+        tracing::info!("session opened");
         session.read_loop(&mut stream).await;
-        tracing::debug!("session closed");
+        tracing::info!("session closed");
         for room in std::mem::take(&mut session.subscriptions) {
             let cmd = RoomCommand::Unsubscribe {
                 session: id,
@@ -278,6 +283,7 @@ async fn authenticate_by_frame(
         };
         let bytes = match msg {
             Err(_) => {
+                tracing::info!("authentication refused: no auth frame in time");
                 out.close(CloseRequest::from(CloseReason::AuthTimeout));
                 return None;
             }
@@ -316,6 +322,7 @@ async fn authenticate_by_frame(
                         return Some(a);
                     }
                     Err(f) => {
+                        tracing::info!(reason = f.message, "authentication refused");
                         let _ = out.send(&ApiError::new(f.code, f.message).to_frame(Some(id)));
                         out.close(f.close.into());
                         return None;

@@ -46,7 +46,8 @@ async fn operator_key_is_required_to_create_companies() {
         .get("/v1/admin/users")
         .await
         .expect("http");
-    assert_eq!(r.status, 401);
+    assert_eq!(r.status, 403, "a valid key, of the wrong kind");
+    assert_eq!(r.body["error"]["code"], "forbidden");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,7 +481,9 @@ async fn a_reissued_admin_key_replaces_the_old_one() {
         .post("/v1/admin/companies/globex.example/key", json!({}))
         .await
         .expect("http");
-    assert_eq!(r.status, 401);
+    assert_eq!(r.status, 403, "a company key on an operator route");
+    let message = r.body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("operator key"), "{message}");
     let r = server
         .operator()
         .post("/v1/admin/companies/nope.example/key", json!({}))
@@ -545,7 +548,7 @@ async fn g16_the_operator_deletes_a_company_and_everything_it_owns() {
         .delete("/v1/admin/companies/globex.example")
         .await
         .expect("http");
-    assert_eq!(r.status, 401, "the operator's route");
+    assert_eq!(r.status, 403, "the operator's route");
     let r = server
         .operator()
         .delete("/v1/admin/companies/globex.example")

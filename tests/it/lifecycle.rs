@@ -203,3 +203,88 @@ async fn json_logs_carry_the_room_span() {
     assert_eq!(deleted["span"]["name"], "room");
     assert_eq!(deleted["span"]["room"], room.0.as_str());
 }
+
+/// The security trail at `info`: sessions opening and closing with user and source address, and
+/// every refused authentication (WebSocket token, admin key) with its reason and address —
+/// never the token or key itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_refused_authentications_are_logged_at_info() {
+    let server = Server::start_with_config("log_format = \"json\"\n").await;
+    let w = world(&server).await;
+    let alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    alice.close().await;
+    let forged = format!("{}x", w.bob.token);
+    let refused = crossroom_protocol::client::Client::connect(
+        &server.ws_url(),
+        Some(&forged),
+        Encoding::Json,
+    )
+    .await;
+    assert!(refused.is_err());
+    let bad_key = "ck_not_a_key_of_anyone_at_all";
+    let r = server
+        .http(Some(bad_key))
+        .get("/v1/admin/users")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 401);
+    let r = server
+        .http(Some(&w.acme_key))
+        .get("/v1/admin/companies")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 403);
+    // The log is written as it happens; the session's close is logged once its task ends.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        let log = std::fs::read_to_string(server.data_dir.join("server.log")).expect("log");
+        lines = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect();
+        if lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "session closed")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message && l["level"] == "INFO")
+            .unwrap_or_else(|| panic!("no {message:?} at info in {lines:#?}"))
+            .clone()
+    };
+    for m in ["session opened", "session closed"] {
+        let l = find(m);
+        assert_eq!(l["span"]["user"], w.alice.id.as_str(), "{l}");
+        assert!(
+            l["span"]["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{l}"
+        );
+    }
+    let l = find("WebSocket authentication refused");
+    assert!(
+        l["fields"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.")),
+        "{l}"
+    );
+    assert!(l["fields"]["reason"].is_string(), "{l}");
+    let admin: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "admin request refused")
+        .collect();
+    assert_eq!(admin.len(), 2, "{admin:#?}");
+    assert!(admin
+        .iter()
+        .any(|l| l["fields"]["reason"] == "unknown company admin key"));
+    let log = std::fs::read_to_string(server.data_dir.join("server.log")).expect("log");
+    for secret in [forged.as_str(), bad_key, w.acme_key.as_str()] {
+        assert!(!log.contains(secret), "a secret in the log");
+    }
+}
