@@ -112,7 +112,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| crossroom::server::ServerError::Listen(config.listen, e))?;
         let shutdown = Shutdown::new();
         let trigger = shutdown.clone();
         let drain_delay = std::time::Duration::from_secs(config.drain_delay_secs);

@@ -28,6 +28,29 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("file storage: {0}")]
     Blob(#[from] crate::blob::BlobError),
+    #[error(
+        "cannot listen on {0}: {1} — another process may hold the port (stop it), or choose \
+         another address with --listen, CROSSROOM_LISTEN or `listen` in the config file"
+    )]
+    Listen(std::net::SocketAddr, std::io::Error),
+    #[error(
+        "cannot use Redis at {0}: {1} — check that it runs and answers there, and the URL given \
+         by --redis, CROSSROOM_REDIS or `redis` in the config file"
+    )]
+    Redis(String, crate::store::StoreError),
+    #[error("cannot open the database {0}: {1} — check the data directory (--data-dir) and its permissions")]
+    Database(std::path::PathBuf, crate::store::StoreError),
+}
+
+/// Redis URLs as they may be shown: without passwords.
+pub fn shown_urls(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(i), Some(j)) if j > i => format!("{}***{}", &u[..i + 3], &u[j..]),
+            _ => u.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every unknown route answers the JSON error shape (404 `not_found`, naming the route), not an
@@ -190,15 +213,18 @@ async fn open_store(
     secrets: &mut crate::config::Secrets,
 ) -> Result<SharedStore, ServerError> {
     Ok(if config.redis.is_empty() {
-        Arc::new(SqliteStore::open(&config.database_path())?)
+        let path = config.database_path();
+        Arc::new(SqliteStore::open(&path).map_err(|e| ServerError::Database(path, e))?)
     } else {
-        tracing::info!(redis = ?config.redis, "cluster mode: store and bus on Redis");
+        let shown = shown_urls(&config.redis);
+        tracing::info!(redis = %shown, "cluster mode: store and bus on Redis");
         let redis = crate::store::redis::RedisStore::open_with(
             &config.redis,
             config.replication.ack_replicas,
             config.replication.ack_timeout_ms,
         )
-        .await?;
+        .await
+        .map_err(|e| ServerError::Redis(shown, e))?;
         if config.token_secret.is_none() {
             secrets.token_secret = redis.shared_secret("token", &secrets.token_secret).await?;
             std::fs::write(config.data_dir.join("token.secret"), &secrets.token_secret)?;

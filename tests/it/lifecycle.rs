@@ -288,3 +288,46 @@ async fn sessions_and_refused_authentications_are_logged_at_info() {
         assert!(!log.contains(secret), "a secret in the log");
     }
 }
+
+/// Start-up failures say what failed and what to do: the address that is taken, the Redis URL
+/// (without its password) that does not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_errors_name_what_failed_and_what_to_do() {
+    let server = Server::start().await;
+    let start = |args: Vec<String>| async move {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_crossroom"))
+            .arg("serve")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), out)
+            .await
+            .expect("exits")
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = start(vec!["--listen".into(), server.addr.clone()]).await;
+    assert!(!ok);
+    assert!(
+        err.contains(&server.addr) && err.contains("--listen"),
+        "{err}"
+    );
+    let (ok, err) = start(vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--redis".into(),
+        "redis://someone:hunter2secret@127.0.0.1:1".into(),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("--redis"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2secret"), "{err}");
+}
