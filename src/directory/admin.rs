@@ -413,38 +413,14 @@ async fn one_view(hub: &Hub, user: User) -> ApiResult<Json<AdminUser>> {
     v.pop().map(Json).ok_or_else(ApiError::internal)
 }
 
-/// Most users in one page of `GET /v1/admin/users`, and the default.
-const MAX_PAGE: usize = 1000;
-const DEFAULT_PAGE: usize = 100;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageQuery {
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
 /// The company's users in id order, a page at a time: `next` is the `after` of the next page.
 async fn list_users(
     State(hub): State<Arc<Hub>>,
     CompanyAdmin(c): CompanyAdmin,
-    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+    axum::extract::Query(page): axum::extract::Query<crate::domain::paging::ListPage>,
 ) -> ApiResult<Json<Value>> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(format!("limit must be 1 to {MAX_PAGE}")));
-    }
-    let mut users: Vec<User> = hub
-        .store
-        .users_of(&c)
-        .await?
-        .into_iter()
-        .filter(|u| q.after.as_deref().is_none_or(|a| u.id.as_str() > a))
-        .collect();
-    users.sort_by(|a, b| a.id.cmp(&b.id));
-    let more = users.len() > limit;
-    users.truncate(limit);
-    let next = more.then(|| users.last().map(|u| u.id.clone())).flatten();
+    let users = hub.store.users_of(&c).await?;
+    let (users, next) = page.cut(users.into_iter().map(|u| (u.id.0.clone(), u)).collect())?;
     let users = admin_view(&hub, users).await?;
     Ok(Json(json!({ "users": users, "next": next })))
 }

@@ -53,9 +53,69 @@ pub fn page<T>(
     (out, None)
 }
 
+/// Most entries in one page of an admin list, and the default.
+pub const LIST_PAGE_MAX: usize = 1000;
+pub const LIST_PAGE_DEFAULT: usize = 100;
+
+/// A page of an admin list (`?after=ID&limit=N`): entries in id order after the id `after`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListPage {
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl ListPage {
+    /// Of `entries` (each with its id), the page asked for, and the `after` of the next page
+    /// when entries are left.
+    pub fn cut<T>(&self, mut entries: Vec<(String, T)>) -> ApiResult<(Vec<T>, Option<String>)> {
+        let limit = self.limit.unwrap_or(LIST_PAGE_DEFAULT);
+        if !(1..=LIST_PAGE_MAX).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "limit must be 1 to {LIST_PAGE_MAX}"
+            )));
+        }
+        entries.retain(|(id, _)| self.after.as_deref().is_none_or(|a| id.as_str() > a));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next = entries.last().filter(|_| more).map(|(id, _)| id.clone());
+        Ok((entries.into_iter().map(|(_, t)| t).collect(), next))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_list_is_cut_by_id_after_a_cursor() {
+        let entries = |ids: &[&str]| -> Vec<(String, String)> {
+            ids.iter()
+                .map(|i| (i.to_string(), i.to_uppercase()))
+                .collect()
+        };
+        let page = |after: Option<&str>, limit: Option<usize>| ListPage {
+            after: after.map(str::to_owned),
+            limit,
+        };
+        let all = entries(&["c", "a", "d", "b"]);
+        let (got, next) = page(None, Some(3)).cut(all.clone()).expect("page");
+        assert_eq!(
+            (got, next.as_deref()),
+            (vec!["A".into(), "B".into(), "C".into()], Some("c"))
+        );
+        let (got, next) = page(Some("c"), Some(3)).cut(all.clone()).expect("page");
+        assert_eq!((got, next), (vec!["D".to_owned()], None));
+        let (got, next) = page(Some("b"), Some(2)).cut(all.clone()).expect("page");
+        assert_eq!(
+            (got, next),
+            (vec!["C".to_owned(), "D".to_owned()], None),
+            "exactly full"
+        );
+        assert!(page(None, Some(0)).cut(all.clone()).is_err());
+        assert!(page(None, Some(LIST_PAGE_MAX + 1)).cut(all).is_err());
+    }
 
     #[test]
     fn pages_cover_everything_once_in_order() {

@@ -83,39 +83,21 @@ async fn owned(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageQuery {
-    after: Option<RoomId>,
-    limit: Option<usize>,
-}
-
 /// The groups the company owns, in id order, a page at a time (`next`: the next page's
 /// `after`).
 async fn list(
     State(hub): State<Arc<Hub>>,
     CompanyAdmin(c): CompanyAdmin,
-    Query(q): Query<PageQuery>,
+    Query(page): Query<crate::domain::paging::ListPage>,
 ) -> ApiResult<Json<Value>> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit must be 1 to 1000"));
-    }
-    let ids: Vec<RoomId> = hub
-        .store
-        .owned_groups(&c)
-        .await?
-        .into_iter()
-        .filter(|id| q.after.as_ref().is_none_or(|a| id > a))
-        .collect();
-    let more = ids.len() > limit;
-    let mut groups = Vec::with_capacity(limit);
-    for id in ids.iter().take(limit) {
+    let ids = hub.store.owned_groups(&c).await?;
+    let (ids, next) = page.cut(ids.into_iter().map(|id| (id.0.clone(), id)).collect())?;
+    let mut groups = Vec::with_capacity(ids.len());
+    for id in &ids {
         if let Some(r) = hub.store.room(id).await? {
             groups.push(super::info(&r));
         }
     }
-    let next = more.then(|| ids[limit - 1].clone());
     Ok(Json(json!({ "groups": groups, "next": next })))
 }
 
