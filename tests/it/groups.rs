@@ -745,22 +745,7 @@ async fn g8_g10_a_master_who_is_not_a_member_finds_the_groups_they_manage() {
     let server = Server::start().await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
-    let r = alice
-        .request(ClientFrame::CreateGroup {
-            id: 0,
-            name: "Vendor desk".into(),
-            description: String::new(),
-            members: vec![w.carol.id.clone()],
-            masters: vec![],
-            add_self_as_member: false,
-            features: None,
-        })
-        .await
-        .expect("create");
-    let ServerFrame::RoomCreated { room: info, .. } = r else {
-        panic!("{r:?}")
-    };
-    let room = info.id;
+    let room = managed_group(&mut alice, "Vendor desk", &[&w.carol.id]).await;
     let mine = list(&mut alice).await;
     let line = mine
         .iter()

@@ -295,6 +295,27 @@ pub async fn world(server: &Server) -> World {
     }
 }
 
+/// `master` creates an external group with `members` that they manage without being a member;
+/// returns its id.
+pub async fn managed_group(master: &mut Client, name: &str, members: &[&UserId]) -> RoomId {
+    let r = master
+        .request(ClientFrame::CreateGroup {
+            id: 0,
+            name: name.into(),
+            description: String::new(),
+            members: members.iter().map(|u| (*u).clone()).collect(),
+            masters: vec![],
+            add_self_as_member: false,
+            features: None,
+        })
+        .await
+        .expect("create_group");
+    match r {
+        ServerFrame::RoomCreated { room, .. } => room.id,
+        other => panic!("expected room_created, got {other:?}"),
+    }
+}
+
 /// `creator` creates an external group with `members`; returns its id.
 pub async fn group(c: &mut Client, name: &str, members: &[&UserId]) -> RoomId {
     let r = c

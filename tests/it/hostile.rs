@@ -228,25 +228,9 @@ async fn evil_origins_are_refused() {
     let server =
         Server::start_with_config("allowed_origins = [\"https://chat.partner.example\"]\n").await;
     let w = world(&server).await;
-    let try_origin = |origin: String| {
-        let url = server.ws_url();
-        let token = w.alice.token.clone();
-        async move {
-            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut req = url.into_client_request().expect("request");
-            req.headers_mut()
-                .insert("origin", origin.parse().expect("header"));
-            req.headers_mut().insert(
-                "authorization",
-                format!("Bearer {token}").parse().expect("header"),
-            );
-            match tokio_tungstenite::connect_async(req).await {
-                Ok(_) => 101,
-                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
-                Err(e) => panic!("{e}"),
-            }
-        }
-    };
+    let (server, token) = (&server, &w.alice.token);
+    let try_origin =
+        |origin: String| async move { upgrade_from(server, token, &origin, &server.addr).await };
     assert_eq!(try_origin("https://evil.example".into()).await, 403);
     assert_eq!(
         try_origin("https://chat.partner.example.evil.example".into()).await,
@@ -739,22 +723,7 @@ async fn a_master_who_is_not_a_member_gets_no_folder_file() {
     let server = Server::start().await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
-    let r = alice
-        .request(ClientFrame::CreateGroup {
-            id: 0,
-            name: "Managed".into(),
-            description: String::new(),
-            members: vec![w.carol.id.clone()],
-            masters: vec![],
-            add_self_as_member: false,
-            features: None,
-        })
-        .await
-        .expect("create");
-    let ServerFrame::RoomCreated { room, .. } = r else {
-        panic!("{r:?}")
-    };
-    let room = room.id;
+    let room = managed_group(&mut alice, "Managed", &[&w.carol.id]).await;
     let carol = server.http(Some(&w.carol.token));
     let r = carol
         .call_raw(
