@@ -222,6 +222,9 @@ struct RoomActor {
     presence_wanted: bool,
 }
 
+/// The longest an invitation link may be made to last (G14): a year.
+const MAX_INVITE_SECS: u64 = 365 * 86_400;
+
 /// How often an actor with subscribers looks at who is online (M3): the most presence updates
 /// a room pushes.
 const PRESENCE_EVERY: Duration = Duration::from_secs(1);
@@ -1240,6 +1243,17 @@ impl RoomActor {
         if let Err(e) = rules::check_manager(room, &actor) {
             return reply.fail(e);
         }
+        if let InviteOp::Create {
+            expires_in_secs: Some(s),
+        } = op
+        {
+            if !(1..=MAX_INVITE_SECS).contains(&s) {
+                return reply.fail(ApiError::invalid(format!(
+                    "expires_in_secs must be 1 to {MAX_INVITE_SECS} (a year); omit it for a link \
+                     that does not expire"
+                )));
+            }
+        }
         let audit = |action: &str| NewAudit {
             ts: now_ms(),
             room: self.id.clone(),
@@ -1261,8 +1275,7 @@ impl RoomActor {
             InviteOp::Create { expires_in_secs } => {
                 let invite = Invite {
                     token: crate::random::token(),
-                    expires_at: expires_in_secs
-                        .map(|s| crate::clock::now_secs() + s.min(365 * 86_400) as i64),
+                    expires_at: expires_in_secs.map(|s| crate::clock::now_secs() + s as i64),
                     barred: Vec::new(),
                 };
                 let record = audit("invite_created");

@@ -1523,3 +1523,34 @@ async fn g13_reconciliation_removes_a_member_left_without_permission() {
     let after = metric(&scrape(&server).await, "crossroom_policy_repairs_total");
     assert_eq!(after - before, 1.0, "one repair counted");
 }
+
+/// G14: an invitation link lasts 1 s to a year; a longer (or zero) lifetime is refused, not
+/// silently cut to a year.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g14_an_invitation_expiry_past_a_year_is_refused() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Links", &[&w.carol.id]).await;
+    let create = |secs: u64| ClientFrame::CreateInvite {
+        id: 0,
+        room: room.clone(),
+        expires_in_secs: Some(secs),
+    };
+    for secs in [0, 365 * 86_400 + 1, u64::MAX] {
+        let r = alice.request(create(secs)).await.expect("reply");
+        assert_eq!(error_code(&r), ErrorCode::InvalidArgument, "{secs}: {r:?}");
+    }
+    let year = 365 * 86_400;
+    match alice.request(create(year)).await.expect("reply") {
+        ServerFrame::Invite { expires_at, .. } => {
+            let now = crossroom::clock::now_secs();
+            let at = expires_at.expect("expires");
+            assert!(
+                (now + year as i64 - 60..=now + year as i64 + 60).contains(&at),
+                "{at}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
