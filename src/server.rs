@@ -43,7 +43,7 @@ pub enum ServerError {
 }
 
 /// Redis URLs as they may be shown: without passwords.
-pub fn shown_urls(urls: &[String]) -> String {
+fn shown_urls(urls: &[String]) -> String {
     urls.iter()
         .map(|u| match (u.find("://"), u.rfind('@')) {
             (Some(i), Some(j)) if j > i => format!("{}***{}", &u[..i + 3], &u[j..]),

@@ -1749,13 +1749,16 @@ mod tests {
             mar28,
             mar28 + 3 * DAY_MS - 2 * hour,
         );
-        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").expect("bundled");
-        let walls: Vec<String> = occ
+        // The wall-clock date and time of each occurrence's start in `zone`.
+        let walls_in = |zone: &str, occ: &[Occurrence]| -> Vec<jiff::civil::DateTime> {
+            let tz = jiff::tz::TimeZone::get(zone).expect("bundled");
+            occ.iter()
+                .map(|o| tz.to_datetime(jiff::Timestamp::from_millisecond(o.start).expect("t")))
+                .collect()
+        };
+        let walls: Vec<String> = walls_in("Europe/Berlin", &occ)
             .iter()
-            .map(|o| {
-                let ts = jiff::Timestamp::from_millisecond(o.start).expect("time");
-                berlin.to_datetime(ts).time().to_string()
-            })
+            .map(|dt| dt.time().to_string())
             .collect();
         assert_eq!(walls, vec!["02:30:00", "03:30:00", "02:30:00"]);
         // Monthly on the 31st at 23:30 in New York (04:30 UTC the next day): the local 31st.
@@ -1769,13 +1772,9 @@ mod tests {
             0,
             days_from_civil(2027, 1, 2) * DAY_MS,
         );
-        let ny = jiff::tz::TimeZone::get("America/New_York").expect("bundled");
-        let local: Vec<(i8, i8, String)> = occ
+        let local: Vec<(i8, i8, String)> = walls_in("America/New_York", &occ)
             .iter()
-            .map(|o| {
-                let dt = ny.to_datetime(jiff::Timestamp::from_millisecond(o.start).expect("t"));
-                (dt.month(), dt.day(), dt.time().to_string())
-            })
+            .map(|dt| (dt.month(), dt.day(), dt.time().to_string()))
             .collect();
         let months: Vec<i8> = local.iter().map(|l| l.0).collect();
         assert_eq!(months, vec![1, 3, 5, 7, 8, 10, 12]);

@@ -362,7 +362,7 @@ async fn g13_users_are_paged_and_show_the_permission_they_hold() {
 /// knows them (no tokens, no contact).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g13_a_deleted_user_leaves_every_group_and_their_posts_stay() {
-    use crossroom_protocol::{ClientFrame, EventBody, RemovalReason, ServerFrame};
+    use crossroom_protocol::{EventBody, RemovalReason};
     let server = Server::start().await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
@@ -388,18 +388,7 @@ async fn g13_a_deleted_user_leaves_every_group_and_their_posts_stay() {
             break;
         }
     }
-    let ServerFrame::History { events, .. } = alice
-        .request(ClientFrame::History {
-            id: 0,
-            room: room.clone(),
-            before: None,
-            limit: Some(100),
-        })
-        .await
-        .expect("history")
-    else {
-        panic!()
-    };
+    let events = whole_history(&mut alice, &room).await;
     let post = events
         .iter()
         .find(|e| e.seq == said)

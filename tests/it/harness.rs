@@ -298,26 +298,15 @@ pub async fn world(server: &Server) -> World {
 /// `master` creates an external group with `members` that they manage without being a member;
 /// returns its id.
 pub async fn managed_group(master: &mut Client, name: &str, members: &[&UserId]) -> RoomId {
-    let r = master
-        .request(ClientFrame::CreateGroup {
-            id: 0,
-            name: name.into(),
-            description: String::new(),
-            members: members.iter().map(|u| (*u).clone()).collect(),
-            masters: vec![],
-            add_self_as_member: false,
-            features: None,
-        })
-        .await
-        .expect("create_group");
-    match r {
-        ServerFrame::RoomCreated { room, .. } => room.id,
-        other => panic!("expected room_created, got {other:?}"),
-    }
+    create_group(master, name, members, false).await
 }
 
 /// `creator` creates an external group with `members`; returns its id.
 pub async fn group(c: &mut Client, name: &str, members: &[&UserId]) -> RoomId {
+    create_group(c, name, members, true).await
+}
+
+async fn create_group(c: &mut Client, name: &str, members: &[&UserId], member: bool) -> RoomId {
     let r = c
         .request(ClientFrame::CreateGroup {
             id: 0,
@@ -325,7 +314,7 @@ pub async fn group(c: &mut Client, name: &str, members: &[&UserId]) -> RoomId {
             description: String::new(),
             members: members.iter().map(|u| (*u).clone()).collect(),
             masters: vec![],
-            add_self_as_member: true,
+            add_self_as_member: member,
             features: None,
         })
         .await
