@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "crossroom",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("CROSSROOM_COMMIT"), ")"),
     about = "Real-time messaging server for external groups"
 )]
 struct Cli {

@@ -42,6 +42,29 @@ pub enum ServerError {
     Database(std::path::PathBuf, crate::store::StoreError),
 }
 
+/// Every route, under the layers every answer passes through: request counts (outermost, so
+/// they see the final status) and JSON error bodies.
+fn routes(config: &Config, hub: Arc<Hub>) -> Router {
+    use axum::middleware::from_fn;
+    let mut app = Router::new();
+    if config.testing.ws_echo {
+        tracing::warn!("[testing] ws_echo is on: /v1/echo echoes WebSocket messages");
+        app = app.route("/v1/echo", get(crate::session::echo_handler));
+    }
+    app.route("/v1/ws", get(crate::session::ws_handler))
+        .merge(crate::http::health::routes())
+        .route("/v1/ops", get(crate::ops::handler))
+        .merge(crate::web::routes())
+        .merge(admin::routes())
+        .merge(crate::room::invite::routes())
+        .merge(crate::room::admin::routes())
+        .merge(crate::room::files::routes())
+        .fallback(no_route)
+        .layer(from_fn(crate::http::layers::json_errors))
+        .layer(from_fn(crate::http::layers::count))
+        .with_state(hub)
+}
+
 /// Redis URLs as they may be shown: without passwords.
 fn shown_urls(urls: &[String]) -> String {
     urls.iter()
@@ -62,7 +85,12 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> crate::er
 /// Say where the server listens, and what to configure when browsers will reach it under a
 /// name it cannot know.
 fn announce(config: &Config, addr: std::net::SocketAddr) {
-    tracing::info!(%addr, "listening");
+    tracing::info!(
+        %addr,
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("CROSSROOM_COMMIT"),
+        "listening"
+    );
     if let Some(w) = config.origin_warning() {
         tracing::warn!("{w}");
     }
@@ -149,23 +177,7 @@ where
     })
     .await;
 
-    let mut app = Router::new();
-    if config.testing.ws_echo {
-        tracing::warn!("[testing] ws_echo is on: /v1/echo echoes WebSocket messages");
-        app = app.route("/v1/echo", get(crate::session::echo_handler));
-    }
-    let app = app
-        .route("/v1/ws", get(crate::session::ws_handler))
-        .merge(crate::http::health::routes())
-        .route("/v1/ops", get(crate::ops::handler))
-        .merge(crate::web::routes())
-        .merge(admin::routes())
-        .merge(crate::room::invite::routes())
-        .merge(crate::room::admin::routes())
-        .merge(crate::room::files::routes())
-        .fallback(no_route)
-        .with_state(hub.clone());
-
+    let app = routes(&config, hub.clone());
     announce(&config, addr);
     serve(
         listener,

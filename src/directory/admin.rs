@@ -93,25 +93,31 @@ impl FromRequestParts<Arc<Hub>> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
         let Some(given) = bearer(&parts.headers) else {
-            return Err(refused(parts, unauthorized()));
+            return Err(refused(parts, "admin", "missing_key", unauthorized()));
         };
         if is_operator_key(hub, given) {
             return Ok(Operator);
         }
-        let e = match hub.store.company_by_key_hash(&hash_key(given)).await? {
-            Some(c) => ApiError::new(
-                ErrorCode::Forbidden,
-                format!("this is company {c}'s admin key; this route needs the operator key"),
+        let (reason, e) = match hub.store.company_by_key_hash(&hash_key(given)).await? {
+            Some(c) => (
+                "wrong_kind",
+                ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!("this is company {c}'s admin key; this route needs the operator key"),
+                ),
             ),
-            None => ApiError::new(ErrorCode::Unauthorized, "wrong operator key"),
+            None => (
+                "wrong_key",
+                ApiError::new(ErrorCode::Unauthorized, "wrong operator key"),
+            ),
         };
-        Err(refused(parts, e))
+        Err(refused(parts, "admin", reason, e))
     }
 }
 
-/// Log a refused admin request (reason, route and source address; never the key) and return
-/// its error.
-fn refused(parts: &Parts, e: ApiError) -> ApiError {
+/// Log a refused HTTP authentication (reason, route and source address; never the key or
+/// token), count it (`crossroom_auth_failures_total{via, reason}`) and return its error.
+fn refused(parts: &Parts, via: &'static str, reason: &'static str, e: ApiError) -> ApiError {
     let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -120,10 +126,41 @@ fn refused(parts: &Parts, e: ApiError) -> ApiError {
     tracing::info!(
         %peer,
         route = %parts.uri.path(),
-        reason = %e.message,
-        "admin request refused"
+        via,
+        reason,
+        detail = %e.message,
+        "HTTP request refused"
     );
+    crate::metrics::METRICS.auth_failed(via, reason);
     e
+}
+
+/// The request came with a user's token (`Authorization: Bearer TOKEN`): the file and
+/// invitation routes. Checked like a session's token (`directory::authenticate`).
+pub struct SignedIn(pub User);
+
+impl FromRequestParts<Arc<Hub>> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
+        let Some(token) = bearer(&parts.headers) else {
+            let e = ApiError::new(
+                ErrorCode::Unauthorized,
+                "sign in first (Authorization: Bearer TOKEN)",
+            );
+            return Err(refused(parts, "http", "missing_token", e));
+        };
+        let now = crate::clock::now_secs();
+        match super::authenticate(&hub.store, &hub.tokens, token, now).await {
+            Ok(u) => Ok(SignedIn(u)),
+            Err(f) => Err(refused(
+                parts,
+                "http",
+                f.reason(),
+                ApiError::new(f.code, f.message),
+            )),
+        }
+    }
 }
 
 /// The request came with a company's admin key: the company it administers.
@@ -134,13 +171,15 @@ impl FromRequestParts<Arc<Hub>> for CompanyAdmin {
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
         let Some(given) = bearer(&parts.headers) else {
-            return Err(refused(parts, unauthorized()));
+            return Err(refused(parts, "admin", "missing_key", unauthorized()));
         };
         // Looking up by hash reveals nothing about stored keys through timing.
         match hub.store.company_by_key_hash(&hash_key(given)).await? {
             Some(c) => Ok(CompanyAdmin(c)),
             None if is_operator_key(hub, given) => Err(refused(
                 parts,
+                "admin",
+                "wrong_kind",
                 ApiError::new(
                     ErrorCode::Forbidden,
                     "this is the operator key; this route needs a company admin key",
@@ -148,6 +187,8 @@ impl FromRequestParts<Arc<Hub>> for CompanyAdmin {
             )),
             None => Err(refused(
                 parts,
+                "admin",
+                "wrong_key",
                 ApiError::new(ErrorCode::Unauthorized, "unknown company admin key"),
             )),
         }

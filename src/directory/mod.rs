@@ -18,6 +18,19 @@ pub struct AuthFailure {
     pub message: &'static str,
 }
 
+impl AuthFailure {
+    /// The reason as a metric label and log field: `invalid_token`, `token_expired`,
+    /// `user_disabled` or `unavailable` (the directory could not be asked).
+    pub fn reason(&self) -> &'static str {
+        match self.close {
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::UserDisabled => "user_disabled",
+            CloseReason::Internal => "unavailable",
+            _ => "invalid_token",
+        }
+    }
+}
+
 /// A verified token: its user as the directory has them now, and the token's validity.
 #[derive(Clone, Debug)]
 pub struct Authenticated {

@@ -17,7 +17,7 @@ use crate::metrics::{LatencyReading, METRICS};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use crossroom_protocol::close::CloseReason;
 use crossroom_protocol::ops::{
     AuditRecord, OpsClientFrame, OpsServerFrame, Rates, RoomActivity, Stats, Totals,
@@ -189,18 +189,21 @@ fn split_list(s: Option<&str>) -> Vec<String> {
 /// `GET /v1/ops`.
 pub async fn handler(
     State(hub): State<Arc<Hub>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<OpsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(refusal) = crate::session::admit_upgrade(&hub, &headers) {
-        return refusal.into_response();
+    use crate::session::refuse_upgrade;
+    if let Err((reason, refusal)) = crate::session::admit_upgrade(&hub, &headers) {
+        return refuse_upgrade(peer, reason, refusal);
     }
     let authed = match crate::directory::token::bearer(&headers) {
         Some(key) if is_operator_key(&hub, key) => true,
         Some(_) => {
-            return crate::error::ApiError::new(ErrorCode::Unauthorized, "not the operator key")
-                .into_response()
+            crate::metrics::METRICS.auth_failed("ops", "wrong_key");
+            let e = crate::error::ApiError::new(ErrorCode::Unauthorized, "not the operator key");
+            return refuse_upgrade(peer, "auth", e);
         }
         None => false,
     };

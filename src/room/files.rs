@@ -8,6 +8,7 @@
 
 use super::{lookup, Actor, Change};
 use crate::blob::BlobError;
+use crate::directory::admin::SignedIn;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::store::{FileRecord, GONE_CLAIM};
@@ -31,20 +32,6 @@ pub fn routes() -> Router<Arc<Hub>> {
         )
         .route("/v1/rooms/{room}/files", post(post_file))
         .route("/v1/rooms/{room}/files/{file}", get(get_file))
-}
-
-/// The signed-in user of an HTTP request (`Authorization: Bearer TOKEN`).
-async fn user_of(hub: &Hub, headers: &HeaderMap) -> ApiResult<UserId> {
-    let token = crate::directory::token::bearer(headers).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "sign in first (Authorization: Bearer TOKEN)",
-        )
-    })?;
-    crate::directory::authenticate(&hub.store, &hub.tokens, token, crate::clock::now_secs())
-        .await
-        .map(|u| u.id)
-        .map_err(|f| ApiError::new(f.code, f.message))
 }
 
 /// Content types accepted for a profile image.
@@ -273,10 +260,11 @@ async fn discard(hub: &Hub, file: &FileRecord) {
 async fn put_image(
     State(hub): State<Arc<Hub>>,
     Path(room): Path<RoomId>,
+    SignedIn(me): SignedIn,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    let user = user_of(&hub, &headers).await?;
+    let user = me.id;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -356,10 +344,11 @@ async fn post_attachment(
     State(hub): State<Arc<Hub>>,
     Path(room): Path<RoomId>,
     Query(q): Query<UploadQuery>,
+    SignedIn(me): SignedIn,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let user = user_of(&hub, &headers).await?;
+    let user = me.id;
     let upload = describe(&q, &headers, Purpose::Attachment)?;
     let file = receive(&hub, &room, &user, &headers, body, upload).await?;
     Ok((StatusCode::CREATED, Json(file_json(&file))))
@@ -370,9 +359,9 @@ async fn post_attachment(
 async fn delete_attachment(
     State(hub): State<Arc<Hub>>,
     Path((room, id)): Path<(RoomId, String)>,
-    headers: HeaderMap,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<StatusCode> {
-    let user = user_of(&hub, &headers).await?;
+    let user = me.id;
     let file = hub
         .store
         .file(&id)
@@ -397,10 +386,11 @@ async fn post_file(
     State(hub): State<Arc<Hub>>,
     Path(room): Path<RoomId>,
     Query(q): Query<UploadQuery>,
+    SignedIn(me): SignedIn,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let user = user_of(&hub, &headers).await?;
+    let user = me.id;
     let upload = describe(&q, &headers, Purpose::Folder)?;
     let file = receive(&hub, &room, &user, &headers, body, upload).await?;
     let decided = hub
@@ -425,9 +415,9 @@ async fn post_file(
 async fn get_file(
     State(hub): State<Arc<Hub>>,
     Path((room, id)): Path<(RoomId, String)>,
-    headers: HeaderMap,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Response> {
-    let user = user_of(&hub, &headers).await?;
+    let user = me.id;
     // Asked of the actor, so a member removed a moment ago is refused (D4). A master who is not
     // a member sees the group (G9), not its files: those are the members' (only the profile
     // image is the masters' too, at `/image`).
@@ -487,9 +477,9 @@ async fn stream_file(hub: &Hub, file: FileRecord) -> ApiResult<Response> {
 async fn get_image(
     State(hub): State<Arc<Hub>>,
     Path(room): Path<RoomId>,
-    headers: HeaderMap,
+    SignedIn(me): SignedIn,
 ) -> ApiResult<Response> {
-    let user = user_of(&hub, &headers).await?;
+    let user = me.id;
     // Asked of the actor, so a member removed a moment ago is refused (D4).
     let info = hub.rooms.get(&room, user).await?;
     let id = info

@@ -2,7 +2,7 @@
 //! invitation emails. The link itself is managed by the room actor ([`super::InviteOp`]).
 
 use super::{lookup, Actor, Change, InviteOp};
-use crate::directory::admin::{hash_key, new_admin_key, Body};
+use crate::directory::admin::{hash_key, new_admin_key, Body, SignedIn};
 use crate::directory::{
     validate_company_id, validate_login, Company, CompanySettings, User, UserKind,
 };
@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::mail::Mailer;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crossroom_protocol::{CompanyId, ErrorCode, RoomId, UserId};
@@ -77,18 +77,8 @@ async fn join_as(hub: &Arc<Hub>, user: &UserId, room: &RoomId, token: String) ->
 async fn join(
     State(hub): State<Arc<Hub>>,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
 ) -> ApiResult<Json<Value>> {
-    let bearer = crate::directory::token::bearer(&headers).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "sign in first (Authorization: Bearer TOKEN)",
-        )
-    })?;
-    let user =
-        crate::directory::authenticate(&hub.store, &hub.tokens, bearer, crate::clock::now_secs())
-            .await
-            .map_err(|f| ApiError::new(f.code, f.message))?;
     let room = valid_invite(&hub, &token).await?;
     Ok(Json(join_as(&hub, &user.id, &room, token).await?))
 }

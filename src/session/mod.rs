@@ -23,6 +23,7 @@ use writer::{write_loop, CLOSE_TIMEOUT};
 use crate::directory::{self, Authenticated, User};
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::metrics::METRICS;
 use crate::outbound::{self, CloseRequest, Outbound, SessionId};
 use crate::room::RoomCommand;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -48,9 +49,8 @@ pub async fn ws_handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(refusal) = admit_upgrade(&hub, &headers) {
-        tracing::info!(%peer, reason = %refusal.message, "WebSocket upgrade refused");
-        return refusal.into_response();
+    if let Err((reason, refusal)) = admit_upgrade(&hub, &headers) {
+        return refuse_upgrade(peer, reason, refusal);
     }
     // A token in the header authenticates before the upgrade: a bad one never gets a socket.
     let user = match crate::directory::token::bearer(&headers) {
@@ -58,13 +58,15 @@ pub async fn ws_handler(
             let now = directory::now_secs();
             match directory::authenticate_token(&hub.store, &hub.tokens, token, now).await {
                 Ok(a) if !hub.sessions.has_room_for(&a.user.id, &a.user.company) => {
+                    let e = ApiError::too_many_sessions();
                     tracing::info!(%peer, user = %a.user.id, "WebSocket refused: too many sessions");
-                    return ApiError::too_many_sessions().into_response();
+                    return refuse_upgrade(peer, "too_many_sessions", e);
                 }
                 Ok(a) => Some(a),
                 Err(f) => {
-                    tracing::info!(%peer, reason = f.message, "WebSocket authentication refused");
-                    return ApiError::new(f.code, f.message).into_response();
+                    METRICS.auth_failed("ws_header", f.reason());
+                    let e = ApiError::new(f.code, f.message);
+                    return refuse_upgrade(peer, "auth", e);
                 }
             }
         }
@@ -75,11 +77,11 @@ pub async fn ws_handler(
         None => match hub.unauthenticated.take(peer.ip()) {
             Some(p) => Some(p),
             None => {
-                return ApiError::new(
+                let e = ApiError::new(
                     ErrorCode::RateLimited,
                     "too many unauthenticated connections from this address",
-                )
-                .into_response()
+                );
+                return refuse_upgrade(peer, "too_many_unauthenticated", e);
             }
         },
         _ => None,
@@ -104,6 +106,18 @@ pub async fn ws_handler(
         user = tracing::field::Empty
     );
     ws.on_upgrade(move |socket| run(hub, socket, encoding, user, pending).instrument(span))
+}
+
+/// Answer an upgrade with `refusal` instead of a socket: logged at `info` with its reason and
+/// source address (never the token), and counted by reason.
+pub fn refuse_upgrade(
+    peer: std::net::SocketAddr,
+    reason: &'static str,
+    refusal: ApiError,
+) -> Response {
+    tracing::info!(%peer, reason, detail = %refusal.message, "WebSocket upgrade refused");
+    METRICS.upgrade_rejected(reason);
+    refusal.into_response()
 }
 
 /// `GET /v1/echo` (only with `[testing] ws_echo`): a WebSocket that sends back every text and
@@ -132,25 +146,24 @@ pub async fn echo_handler(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> 
 /// What every WebSocket upgrade checks first: not draining, and an allowed origin. Cross-site
 /// WebSocket hijacking: a browser page of another origin may not use a user's session. Native
 /// clients send no Origin and are not affected.
-pub fn admit_upgrade(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn admit_upgrade(hub: &Hub, headers: &HeaderMap) -> Result<(), (&'static str, ApiError)> {
     if hub.shutdown.is_draining() {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "server is shutting down",
-        ));
+        let e = ApiError::new(ErrorCode::Unavailable, "server is shutting down");
+        return Err(("draining", e));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let origin = origin.to_str().unwrap_or("");
         if !hub.origins.admit(origin, host) {
-            return Err(ApiError::new(
+            let e = ApiError::new(
                 ErrorCode::Forbidden,
                 format!(
                     "origin {origin:?} may not open a session: the server admits its own pages' \
                      origin (public_url, or the Host they came to) and allowed_origins; add this \
                      one to allowed_origins if it is yours"
                 ),
-            ));
+            );
+            return Err(("origin", e));
         }
     }
     Ok(())
@@ -283,7 +296,11 @@ async fn authenticate_by_frame(
         };
         let bytes = match msg {
             Err(_) => {
-                tracing::info!("authentication refused: no auth frame in time");
+                tracing::info!(
+                    reason = "auth_timeout",
+                    "authentication refused: no auth frame in time"
+                );
+                METRICS.auth_failed("ws_frame", "auth_timeout");
                 out.close(CloseRequest::from(CloseReason::AuthTimeout));
                 return None;
             }
@@ -322,7 +339,12 @@ async fn authenticate_by_frame(
                         return Some(a);
                     }
                     Err(f) => {
-                        tracing::info!(reason = f.message, "authentication refused");
+                        tracing::info!(
+                            reason = f.reason(),
+                            detail = f.message,
+                            "authentication refused"
+                        );
+                        METRICS.auth_failed("ws_frame", f.reason());
                         let _ = out.send(&ApiError::new(f.code, f.message).to_frame(Some(id)));
                         out.close(f.close.into());
                         return None;

@@ -267,7 +267,8 @@ async fn sessions_and_refused_authentications_are_logged_at_info() {
             "{l}"
         );
     }
-    let l = find("WebSocket authentication refused");
+    let l = find("WebSocket upgrade refused");
+    assert_eq!(l["fields"]["reason"], "auth", "{l}");
     assert!(
         l["fields"]["peer"]
             .as_str()
@@ -277,12 +278,17 @@ async fn sessions_and_refused_authentications_are_logged_at_info() {
     assert!(l["fields"]["reason"].is_string(), "{l}");
     let admin: Vec<&serde_json::Value> = lines
         .iter()
-        .filter(|l| l["fields"]["message"] == "admin request refused")
+        .filter(|l| l["fields"]["message"] == "HTTP request refused")
         .collect();
     assert_eq!(admin.len(), 2, "{admin:#?}");
-    assert!(admin
-        .iter()
-        .any(|l| l["fields"]["reason"] == "unknown company admin key"));
+    for reason in ["wrong_key", "wrong_kind"] {
+        assert!(
+            admin
+                .iter()
+                .any(|l| l["fields"]["reason"] == reason && l["fields"]["via"] == "admin"),
+            "{admin:#?}"
+        );
+    }
     let log = std::fs::read_to_string(server.data_dir.join("server.log")).expect("log");
     for secret in [forged.as_str(), bad_key, w.acme_key.as_str()] {
         assert!(!log.contains(secret), "a secret in the log");

@@ -76,6 +76,172 @@ async fn metrics_count_messages_deliveries_frames_and_sessions() {
     assert!(gone, "carol's session left the gauges");
 }
 
+/// What an operator watches beside the traffic: the standard process series, the build, refused
+/// authentications and upgrades by reason, HTTP requests by route template and status — and the
+/// framework's own refusals (a query that does not parse, a wrong method) in the JSON error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_build_refusal_and_http_request_metrics() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let before = scrape(&server).await;
+    let build = before
+        .iter()
+        .find(|(k, _)| k.starts_with("crossroom_build_info{version=\"0.1.0\",commit=\""))
+        .unwrap_or_else(|| panic!("no build_info in {before:?}"));
+    assert_eq!(*build.1, 1.0);
+    assert!(!build.0.contains("commit=\"\""), "{}", build.0);
+    assert!(metric(&before, "process_cpu_seconds_total") > 0.0);
+    assert!(metric(&before, "process_resident_memory_bytes") > 1e6);
+    assert!(metric(&before, "process_open_fds") >= 3.0);
+    assert!(metric(&before, "process_max_fds") >= metric(&before, "process_open_fds"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let started = metric(&before, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "{started} vs {now}"
+    );
+
+    // Refusals: a forged token in the upgrade and in an auth frame, a foreign origin, a wrong
+    // admin key, a company key on an operator route, a file route without a token.
+    let forged = format!("{}x", w.bob.token);
+    let r = crossroom_protocol::client::Client::connect(
+        &server.ws_url(),
+        Some(&forged),
+        Encoding::Json,
+    )
+    .await;
+    assert!(r.is_err());
+    let (mut c, _) =
+        crossroom_protocol::client::Client::connect(&server.ws_url(), None, Encoding::Json)
+            .await
+            .expect("connect");
+    let id = c
+        .send(&mut ClientFrame::Auth {
+            id: 0,
+            token: forged.clone(),
+        })
+        .await
+        .expect("send");
+    assert_eq!(
+        error_code(&c.reply_to(id, Duration::from_secs(5)).await.expect("reply")),
+        ErrorCode::Unauthorized
+    );
+    let mut req = server.ws_url().into_client_request().expect("request");
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().expect("header"));
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    let r = server
+        .http(Some("ck_nobody"))
+        .get("/v1/admin/users")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 401);
+    let r = server
+        .http(Some(&w.acme_key))
+        .get("/v1/admin/companies")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 403);
+    let r = server
+        .http(None)
+        .get("/v1/rooms/r1/files/f1")
+        .await
+        .expect("http");
+    assert_eq!(r.status, 401);
+
+    // The framework's refusals speak JSON too, with their status.
+    let r = server
+        .http(Some(&w.acme_key))
+        .get("/v1/admin/users?limit=many")
+        .await
+        .expect("http");
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("limit")),
+        "{:?}",
+        r.body
+    );
+    let r = server
+        .http(None)
+        .post("/healthz", serde_json::json!({}))
+        .await
+        .expect("http");
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (405, Some("invalid_argument")),
+        "{:?}",
+        r.body
+    );
+    let r = server.http(None).get("/v1/ws").await.expect("http");
+    assert!(
+        r.status >= 400 && r.body["error"]["message"].is_string(),
+        "{} {:?}",
+        r.status,
+        r.body
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            server
+                .http(None)
+                .get("/healthz")
+                .await
+                .expect("http")
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        server
+            .http(None)
+            .get("/no/such/page")
+            .await
+            .expect("http")
+            .status,
+        404
+    );
+    let r = server
+        .http(Some(&w.acme_key))
+        .get(&format!("/v1/admin/users/{}", w.alice.id))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200);
+
+    let after = scrape(&server).await;
+    let delta = |name: &str| {
+        after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+    };
+    for (series, n) in [
+        ("crossroom_auth_failures_total{via=\"ws_header\",reason=\"invalid_token\"}", 1.0),
+        ("crossroom_auth_failures_total{via=\"ws_frame\",reason=\"invalid_token\"}", 1.0),
+        ("crossroom_auth_failures_total{via=\"admin\",reason=\"wrong_key\"}", 1.0),
+        ("crossroom_auth_failures_total{via=\"admin\",reason=\"wrong_kind\"}", 1.0),
+        ("crossroom_auth_failures_total{via=\"http\",reason=\"missing_token\"}", 1.0),
+        ("crossroom_upgrades_rejected_total{reason=\"auth\"}", 1.0),
+        ("crossroom_upgrades_rejected_total{reason=\"origin\"}", 1.0),
+        ("crossroom_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"}", 2.0),
+        ("crossroom_http_requests_total{route=\"/healthz\",method=\"POST\",status=\"405\"}", 1.0),
+        ("crossroom_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"}", 1.0),
+        ("crossroom_http_requests_total{route=\"/v1/admin/users/{id}\",method=\"GET\",status=\"200\"}", 1.0),
+        ("crossroom_http_requests_total{route=\"/v1/admin/users\",method=\"GET\",status=\"400\"}", 1.0),
+    ] {
+        assert_eq!(delta(series), n, "{series} in {after:#?}");
+    }
+    assert!(
+        after.keys().all(|k| !k.contains("/no/such/page")),
+        "paths never become labels"
+    );
+}
+
 async fn ops(server: &Server, query: &str, key: Option<&str>) -> Ws {
     let mut req = format!("ws://{}/v1/ops{query}", server.addr)
         .into_client_request()

@@ -4,7 +4,8 @@
 //! second.
 //!
 //! One static instance: the counters are atomics, cheap enough to bump anywhere without threading
-//! a handle through every layer.
+//! a handle through every layer. Beside the `crossroom_` series: the standard `process_*` series
+//! ([`process`]) and `crossroom_build_info{version,commit}`.
 
 use crossroom_protocol::ops::Percentiles;
 use prometheus_client::metrics::counter::Counter;
@@ -15,6 +16,8 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
+
+pub mod process;
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -47,6 +50,13 @@ pub struct Metrics {
     pub bus_lag: Latency,
     pub bus_gap_fills: Counter,
     pub bus_resubscriptions: Counter,
+    /// Refused authentications, by where (`ws_header`, `ws_frame`, `admin`) and reason.
+    auth_failures: Family<Labels, Counter>,
+    /// WebSocket upgrades answered with an HTTP error instead of a socket, by reason.
+    upgrades_rejected: Family<Labels, Counter>,
+    /// HTTP requests by route template, method and status (WebSocket upgrades are 101).
+    http_requests: Family<Labels, Counter>,
+    build_info: Family<Labels, Gauge>,
     bus_up: Gauge,
     connections: Gauge,
     sessions: Gauge,
@@ -58,7 +68,8 @@ pub struct Metrics {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut r = Registry::with_prefix("crossroom");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
         let m = Metrics {
             frames_in: Counter::default(),
             frames_out: Counter::default(),
@@ -75,6 +86,10 @@ impl Metrics {
             bus_lag: Latency::new(),
             bus_gap_fills: Counter::default(),
             bus_resubscriptions: Counter::default(),
+            auth_failures: Family::default(),
+            upgrades_rejected: Family::default(),
+            http_requests: Family::default(),
+            build_info: Family::default(),
             bus_up: Gauge::default(),
             connections: Gauge::default(),
             sessions: Gauge::default(),
@@ -84,9 +99,73 @@ impl Metrics {
             ops_streams: Gauge::default(),
             registry: Registry::default(),
         };
-        m.register_counters(&mut r);
-        m.register_gauges(&mut r);
-        Metrics { registry: r, ..m }
+        let r = root.sub_registry_with_prefix("crossroom");
+        m.register_counters(r);
+        m.register_requests(r);
+        m.register_gauges(r);
+        m.build_info
+            .get_or_create(&vec![
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                ("commit", env!("CROSSROOM_COMMIT").to_owned()),
+            ])
+            .set(1);
+        Metrics {
+            registry: root,
+            ..m
+        }
+    }
+
+    /// What came to the door: authentications, upgrades and HTTP requests.
+    fn register_requests(&self, r: &mut Registry) {
+        r.register(
+            "auth_failures",
+            "Refused authentications: via ws_header (token in the upgrade), ws_frame (auth frame), admin (API key) or ops (operator key on /v1/ops); reason invalid_token, token_expired, user_disabled, unavailable, auth_timeout, missing_key, wrong_key or wrong_kind",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "upgrades_rejected",
+            "WebSocket upgrades refused with an HTTP error: reason draining, origin, auth, too_many_sessions or too_many_unauthenticated",
+            self.upgrades_rejected.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests by route template (unmatched for unknown routes), method and status",
+            self.http_requests.clone(),
+        );
+        r.register(
+            "build_info",
+            "Always 1: the version and commit of the running binary",
+            self.build_info.clone(),
+        );
+    }
+
+    /// A refused authentication.
+    pub fn auth_failed(&self, via: &'static str, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&vec![
+                ("via", via.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// A WebSocket upgrade answered with an error.
+    pub fn upgrade_rejected(&self, reason: &'static str) {
+        self.upgrades_rejected
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// One answered HTTP request. `route` is the matched template (`/v1/admin/users/{id}`), never
+    /// the path itself: the label set stays bounded whatever clients ask for.
+    pub fn http_request(&self, route: &str, method: &str, status: u16) {
+        self.http_requests
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("method", method.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
     }
 
     /// Counters and latency histograms.
