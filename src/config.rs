@@ -68,6 +68,9 @@ pub struct Config {
     /// room log, projections and directory then live in Redis, shared by every node, and events
     /// fan out across nodes over Redis pub/sub. Empty: the embedded SQLite store.
     pub redis: Vec<String>,
+    /// Cluster mode: how long start-up keeps trying a Redis that does not answer (backoff from
+    /// 100 ms to 5 s between attempts) before it gives up; 0 tries once.
+    pub redis_wait_secs: u64,
     /// Cluster mode: what acknowledging an append waits for.
     pub replication: ReplicationConfig,
     /// Where file bytes live: S3-compatible object storage when set (cluster mode needs it, so
@@ -274,6 +277,7 @@ impl Default for Config {
             smtp: None,
             allowed_origins: Vec::new(),
             redis: Vec::new(),
+            redis_wait_secs: 30,
             replication: ReplicationConfig::default(),
             s3: None,
             files: FilesConfig::default(),
@@ -365,6 +369,7 @@ pub struct Overrides {
     pub token_secret: Option<String>,
     pub log_format: Option<LogFormat>,
     pub redis: Option<Vec<String>>,
+    pub redis_wait_secs: Option<u64>,
 }
 
 impl Config {
@@ -395,6 +400,9 @@ impl Config {
         }
         if let Some(v) = overrides.redis {
             config.redis = v;
+        }
+        if let Some(v) = overrides.redis_wait_secs {
+            config.redis_wait_secs = v;
         }
         config.validate()?;
         Ok(config)

@@ -44,6 +44,10 @@ enum Command {
         /// Cluster seed nodes). Without it: the embedded SQLite store.
         #[arg(long, env = "CROSSROOM_REDIS", value_delimiter = ',')]
         redis: Vec<String>,
+        /// Cluster mode: how long start-up keeps trying a Redis that does not answer, with
+        /// backoff; 0 tries once [default: 30]
+        #[arg(long, env = "CROSSROOM_REDIS_WAIT_SECS")]
+        redis_wait_secs: Option<u64>,
         /// Seed two demo companies with users, contacts and a group, and print how to connect
         #[arg(long)]
         demo: bool,
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         token_secret,
         log_format,
         redis,
+        redis_wait_secs,
         demo,
     } = cli.command;
     let config = match Config::load(
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
             token_secret,
             log_format,
             redis: if redis.is_empty() { None } else { Some(redis) },
+            redis_wait_secs,
         },
     ) {
         Ok(c) => c,

@@ -35,7 +35,8 @@ pub enum ServerError {
     Listen(std::net::SocketAddr, std::io::Error),
     #[error(
         "cannot use Redis at {0}: {1} — check that it runs and answers there, and the URL given \
-         by --redis, CROSSROOM_REDIS or `redis` in the config file"
+         by --redis, CROSSROOM_REDIS or `redis` in the config file (start-up waits for it up to \
+         --redis-wait-secs)"
     )]
     Redis(String, crate::store::StoreError),
     #[error("cannot open the database {0}: {1} — check the data directory (--data-dir) and its permissions")]
@@ -124,7 +125,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let mut secrets = config.prepare()?;
-    let store = open_store(&config, &mut secrets).await?;
+    let store = open_store(&config, &mut secrets, &shutdown).await?;
     // One bus per node: the Redis bus in cluster mode, told below where to deliver.
     let redis_bus = match config.redis.is_empty() {
         true => None,
@@ -223,20 +224,13 @@ where
 async fn open_store(
     config: &Config,
     secrets: &mut crate::config::Secrets,
+    shutdown: &Shutdown,
 ) -> Result<SharedStore, ServerError> {
     Ok(if config.redis.is_empty() {
         let path = config.database_path();
         Arc::new(SqliteStore::open(&path).map_err(|e| ServerError::Database(path, e))?)
     } else {
-        let shown = shown_urls(&config.redis);
-        tracing::info!(redis = %shown, "cluster mode: store and bus on Redis");
-        let redis = crate::store::redis::RedisStore::open_with(
-            &config.redis,
-            config.replication.ack_replicas,
-            config.replication.ack_timeout_ms,
-        )
-        .await
-        .map_err(|e| ServerError::Redis(shown, e))?;
+        let redis = open_redis(config, shutdown).await?;
         if config.token_secret.is_none() {
             secrets.token_secret = redis.shared_secret("token", &secrets.token_secret).await?;
             std::fs::write(config.data_dir.join("token.secret"), &secrets.token_secret)?;
@@ -249,6 +243,50 @@ async fn open_store(
         }
         Arc::new(redis)
     })
+}
+
+/// The Redis store, tried again with backoff (100 ms doubling to 5 s) while it does not answer,
+/// for up to `redis_wait_secs`: nodes and Redis started together (a reboot, a deploy) need not
+/// come up in order. A shutdown signal ends the wait.
+async fn open_redis(
+    config: &Config,
+    shutdown: &Shutdown,
+) -> Result<crate::store::redis::RedisStore, ServerError> {
+    let shown = shown_urls(&config.redis);
+    tracing::info!(redis = %shown, "cluster mode: store and bus on Redis");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.redis_wait_secs);
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let e = match crate::store::redis::RedisStore::open_with(
+            &config.redis,
+            config.replication.ack_replicas,
+            config.replication.ack_timeout_ms,
+        )
+        .await
+        {
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        let now = tokio::time::Instant::now();
+        if now + pause > deadline {
+            return Err(ServerError::Redis(shown, e));
+        }
+        tracing::warn!(
+            redis = %shown,
+            attempt,
+            error = %e,
+            retry_in_ms = pause.as_millis() as u64,
+            "Redis does not answer yet; trying again (redis_wait_secs = {})",
+            config.redis_wait_secs
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.triggered() => return Err(ServerError::Redis(shown, e)),
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// The file bytes: the `[s3]` bucket when configured, else `DATA_DIR/files/`.

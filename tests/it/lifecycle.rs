@@ -328,6 +328,9 @@ async fn start_up_errors_name_what_failed_and_what_to_do() {
         "127.0.0.1:0".into(),
         "--redis".into(),
         "redis://someone:hunter2secret@127.0.0.1:1".into(),
+        // One attempt takes ~3.4 s (the connection's own retries): 5 s make two.
+        "--redis-wait-secs".into(),
+        "5".into(),
     ])
     .await;
     assert!(!ok);
@@ -335,5 +338,66 @@ async fn start_up_errors_name_what_failed_and_what_to_do() {
         err.contains("127.0.0.1:1") && err.contains("--redis"),
         "{err}"
     );
+    assert!(
+        err.contains("trying again"),
+        "retried before giving up: {err}"
+    );
     assert!(!err.contains("hunter2secret"), "{err}");
+}
+
+/// A node started before its Redis waits for it (with backoff, up to `redis_wait_secs`) and
+/// comes up once it answers: nodes and Redis need not start in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waits_for_redis_at_start() {
+    let mut redis = Redis::start(&[]).await;
+    redis.kill().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").to_string()
+    };
+    let mut node = tokio::process::Command::new(env!("CARGO_BIN_EXE_crossroom"))
+        .args(["serve", "--listen", &addr, "--redis", &redis.url()])
+        .args(["--redis-wait-secs", "60", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut stderr = tokio::io::BufReader::new(node.stderr.take().expect("stderr"));
+    // It says it is waiting, and keeps running.
+    let mut waited = String::new();
+    while !waited.contains("trying again") {
+        let mut line = String::new();
+        let n = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::AsyncBufReadExt::read_line(&mut stderr, &mut line),
+        )
+        .await
+        .expect("a log line")
+        .expect("read");
+        assert!(n > 0, "the node exited: {waited}");
+        waited.push_str(&line);
+    }
+    assert!(node.try_wait().expect("status").is_none(), "still waiting");
+    redis.restart().await;
+    tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut sink).await;
+    });
+    let http = crossroom_protocol::client::Http::new(addr.clone(), None);
+    let mut ready = false;
+    for _ in 0..300 {
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(10), http.get("/readyz")).await
+        {
+            if r.status == 200 {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the node came up once Redis answered");
+    let _ = node.kill().await;
 }
