@@ -199,7 +199,7 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     company_self_registered: false,
                 },
                 limits: Limits {
-                    max_frame_bytes: 65536,
+                    max_frame_bytes: 524288,
                     max_text_chars: 10000,
                     max_replay: 1000,
                     max_history_page: 100,

@@ -1,7 +1,7 @@
 //! Start, health, demo mode and graceful shutdown of the real binary.
 
 use crate::harness::*;
-use crossroom_protocol::{close, Encoding};
+use crossroom_protocol::{close, Encoding, ServerFrame};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,4 +400,56 @@ async fn a_node_waits_for_redis_at_start() {
     }
     assert!(ready, "the node came up once Redis answered");
     let _ = node.kill().await;
+}
+
+/// The README's backup: `VACUUM INTO` a copy of the database while the server serves, restore it
+/// into the data directory of a stopped server (without the old `-wal`/`-shm`), start: what the
+/// copy held is all there, what came after is not, and a client that saw the lost tail is told
+/// `reset` (D1) rather than resumed past the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vacuum_into_backup_of_a_running_server_restores() {
+    let mut server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Backed up", &[&w.carol.id]).await;
+    for i in 0..5 {
+        post_ok(&mut alice, &room, &format!("b{i}"), &format!("before {i}")).await;
+    }
+    let backup = tempfile::tempdir().expect("tmp");
+    let copy = backup.path().join("crossroom.db");
+    let db = rusqlite::Connection::open(server.data_dir.join("crossroom.db")).expect("open");
+    db.execute("VACUUM INTO ?1", [copy.to_str().expect("utf-8")])
+        .expect("VACUUM INTO while the server runs");
+    drop(db);
+    let mut last = 0;
+    for i in 0..2 {
+        last = post_ok(&mut alice, &room, &format!("a{i}"), &format!("after {i}")).await;
+    }
+    let epoch = subscribe(&mut alice, &room, None).await.0;
+    alice.close().await;
+
+    server.kill().await;
+    for f in ["crossroom.db-wal", "crossroom.db-shm"] {
+        let _ = std::fs::remove_file(server.data_dir.join(f));
+    }
+    std::fs::copy(&copy, server.data_dir.join("crossroom.db")).expect("restore");
+    server.restart().await;
+
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let texts = message_texts(&whole_history(&mut alice, &room).await);
+    assert_eq!(
+        texts,
+        (0..5).map(|i| format!("before {i}")).collect::<Vec<_>>(),
+        "the backup's messages, and only those"
+    );
+    let (_, head) = subscribe(&mut alice, &room, Some((epoch, last))).await;
+    assert!(head < last);
+    match alice
+        .next_push(Duration::from_secs(10))
+        .await
+        .expect("a push")
+    {
+        ServerFrame::Reset { .. } => {}
+        other => panic!("expected reset, got {other:?}"),
+    }
 }
