@@ -240,6 +240,38 @@ async fn process_build_refusal_and_http_request_metrics() {
         after.keys().all(|k| !k.contains("/no/such/page")),
         "paths never become labels"
     );
+
+    // The Grafana dashboard in the repository asks only for series the server has.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/grafana/crossroom.json"))
+            .expect("the dashboard is JSON");
+    let mut asked = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let mut rest = target["expr"].as_str().expect("expr");
+            while let Some(i) = ["crossroom_", "process_"]
+                .iter()
+                .filter_map(|p| rest.find(p))
+                .min()
+            {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                asked.insert(name);
+            }
+        }
+    }
+    assert!(asked.len() >= 15, "{asked:?}");
+    for name in &asked {
+        assert!(
+            after
+                .keys()
+                .any(|k| k == name || k.starts_with(&format!("{name}{{"))),
+            "the dashboard asks for {name}, which /metrics does not have"
+        );
+    }
 }
 
 async fn ops(server: &Server, query: &str, key: Option<&str>) -> Ws {
