@@ -22,6 +22,15 @@ pub enum OpsClientFrame {
         #[serde(default)]
         kinds: Vec<String>,
     },
+    /// The stored audit records that match the filter in force, newest first: the `limit`
+    /// (1–100, default 50) newest with an `id` below `before` (absent: the newest of all).
+    /// Answered with [`OpsServerFrame::Backlog`].
+    Backlog {
+        #[serde(default)]
+        before: Option<u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
 }
 
 /// What the server sends on the ops stream.
@@ -40,6 +49,12 @@ pub enum OpsServerFrame {
     },
     Stats(Stats),
     Audit(AuditRecord),
+    /// The answer to [`OpsClientFrame::Backlog`]: records newest first, each with its `id`;
+    /// `next` is the `before` of the following page (`null`: no older record matches).
+    Backlog {
+        records: Vec<AuditRecord>,
+        next: Option<u64>,
+    },
     /// The stream fell behind the audit feed and skipped `skipped` records (read them with
     /// `GET /v1/admin/audit`), or a frame was refused.
     Error {
@@ -179,6 +194,9 @@ pub struct Percentiles {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoomActivity {
     pub room: RoomId,
+    /// The room's name, as the ops stream found it when sending (absent: unknown, or deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Log entries committed per second over the interval.
     pub events_per_sec: f64,
     /// Sessions of this node subscribed to the room.
@@ -188,6 +206,10 @@ pub struct RoomActivity {
 /// An audit record (G19), as written to the store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// The record's id in the store: set in a `backlog` (records are paged by it), absent on a
+    /// record pushed as it is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     /// ms since the Unix epoch.
     pub ts: i64,
     pub room: RoomId,
@@ -199,4 +221,9 @@ pub struct AuditRecord {
     pub detail: serde_json::Value,
     /// Every company involved (each one's admins can read the record).
     pub companies: Vec<CompanyId>,
+    /// Display names of the room and the users the record names (its `room`, `actor`, and the
+    /// users in `detail`), as the ops stream found them when sending: id → name. Ids it could
+    /// not resolve (a deleted room or user) are absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, String>,
 }

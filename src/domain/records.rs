@@ -284,6 +284,10 @@ pub struct AuditEntry {
     pub actor: UserId,
     pub action: String,
     pub detail: serde_json::Value,
+    /// Every company the record involves (the Redis store: empty for records written before
+    /// this field was).
+    #[serde(default)]
+    pub companies: Vec<CompanyId>,
 }
 
 /// A group's invitation link (G14).

@@ -50,6 +50,8 @@ impl OpsFeed {
             return;
         }
         let record = AuditRecord {
+            id: None,
+            names: Default::default(),
             ts: a.ts,
             room: a.room.clone(),
             actor: a.actor.clone(),

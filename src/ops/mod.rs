@@ -7,7 +7,12 @@
 //! channel. Every ops connection reads both, so a dashboard costs the node nothing per second but
 //! its own frame. The feeds themselves ([`feed`]) sit low, so room actors can publish to them.
 
+pub mod backlog;
 pub mod feed;
+pub mod filter;
+pub mod names;
+
+use filter::Filter;
 
 pub use feed::{OpsFeed, RoomStats};
 
@@ -19,9 +24,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use crossroom_protocol::close::CloseReason;
-use crossroom_protocol::ops::{
-    AuditRecord, OpsClientFrame, OpsServerFrame, Rates, RoomActivity, Stats, Totals,
-};
+use crossroom_protocol::ops::{OpsClientFrame, OpsServerFrame, Rates, RoomActivity, Stats, Totals};
 use crossroom_protocol::{CompanyId, ErrorCode, RoomId};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -99,6 +102,7 @@ impl Sampler {
             if entries > before {
                 busiest.push(RoomActivity {
                     room: room.clone(),
+                    name: None,
                     events_per_sec: rate(entries, before),
                     subscribers: stats.subscribers.load(Ordering::Relaxed),
                 });
@@ -153,20 +157,6 @@ fn totals() -> Totals {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-/// Which audit records a stream wants.
-#[derive(Clone, Debug, Default)]
-struct Filter {
-    companies: Vec<CompanyId>,
-    kinds: Vec<String>,
-}
-
-impl Filter {
-    fn matches(&self, a: &AuditRecord) -> bool {
-        (self.companies.is_empty() || a.companies.iter().any(|c| self.companies.contains(c)))
-            && (self.kinds.is_empty() || self.kinds.contains(&a.action))
-    }
 }
 
 /// `?companies=a.example,b.example&kinds=member_removed,deleted` (both optional).
@@ -293,6 +283,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, authed: bool, mut filter: Filter)
         return;
     }
     tracing::info!("ops stream opened");
+    let mut names = names::Names::default();
     loop {
         let frame = tokio::select! {
             _ = hub.shutdown.triggered() => {
@@ -320,6 +311,13 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, authed: bool, mut filter: Filter)
                         hello(&filter)
                     }
                     Ok(OpsClientFrame::Auth { .. }) => error(ErrorCode::InvalidArgument, "already authenticated"),
+                    Ok(OpsClientFrame::Backlog { before, limit }) => {
+                        let limit = limit.unwrap_or(backlog::DEFAULT_LIMIT);
+                        match backlog::page(&*hub.store, &filter, before, limit).await {
+                            Ok((records, next)) => OpsServerFrame::Backlog { records, next },
+                            Err(e) => error(ErrorCode::Unavailable, format!("cannot read the audit log now: {e}")),
+                        }
+                    }
                     Err(e) => error(ErrorCode::BadFrame, format!("cannot read this frame: {e}")),
                 },
                 Some(Ok(Message::Binary(_))) => error(ErrorCode::BadFrame, "the ops stream speaks JSON text frames"),
@@ -327,6 +325,8 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, authed: bool, mut filter: Filter)
                 None | Some(Err(_)) => return,
             },
         };
+        let mut frame = frame;
+        names.dress(&*hub.store, &mut frame).await;
         if !send(&mut sink, &frame).await {
             return;
         }
@@ -349,37 +349,6 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossroom_protocol::UserId;
-
-    fn record(action: &str, companies: &[&str]) -> AuditRecord {
-        AuditRecord {
-            ts: 0,
-            room: RoomId("r_x".into()),
-            actor: UserId("a@acme.example".into()),
-            action: action.into(),
-            detail: serde_json::Value::Null,
-            companies: companies.iter().map(|c| CompanyId((*c).into())).collect(),
-        }
-    }
-
-    #[test]
-    fn an_empty_filter_takes_everything() {
-        assert!(Filter::default().matches(&record("created", &["acme.example"])));
-    }
-
-    #[test]
-    fn filters_by_company_and_kind() {
-        let f = Filter {
-            companies: vec![CompanyId("globex.example".into())],
-            kinds: vec!["member_removed".into()],
-        };
-        assert!(f.matches(&record(
-            "member_removed",
-            &["acme.example", "globex.example"]
-        )));
-        assert!(!f.matches(&record("member_removed", &["acme.example"])));
-        assert!(!f.matches(&record("created", &["globex.example"])));
-    }
 
     #[test]
     fn lists_in_the_query_string() {

@@ -214,7 +214,7 @@ async fn audit(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = hub
         .store
-        .audit(&c, q.room.as_ref(), q.before, limit)
+        .audit(Some(&c), q.room.as_ref(), q.before, limit)
         .await?;
     Ok(Json(json!({ "entries": entries })))
 }

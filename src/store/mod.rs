@@ -280,10 +280,11 @@ pub trait Store: Send + Sync + 'static {
     /// The room an invitation token opens (expired or not).
     async fn room_by_invite(&self, token: &str) -> StoreResult<Option<(RoomId, Invite)>>;
 
-    /// Audit records involving `company`, newest first, with `id < before`.
+    /// Audit records involving `company` (`None`: every company — the operator's view), newest
+    /// first, with `id < before`.
     async fn audit(
         &self,
-        company: &CompanyId,
+        company: Option<&CompanyId>,
         room: Option<&RoomId>,
         before: Option<u64>,
         limit: usize,

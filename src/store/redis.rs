@@ -43,7 +43,8 @@
 //!
 //! Audit records (G19) are written by the room's own scripts into the room's outbox
 //! (`cr:{r}:audit`), in the same atomic step as their entry, and copied from there to each
-//! company's audit log (`cr:audit:<company>`, on other shards) right after — each exactly once,
+//! company's audit log (`cr:audit:<company>`, on other shards) and the log of every company
+//! (`cr:audit:*`, the operator's) right after — each exactly once,
 //! by an id fixed the first time it is copied. A node that dies in between leaves them in the
 //! outbox, and the room in `cr:audit:pending`; every audit read copies what is pending first.
 //! Still written after the room's script (other shards): the release of storage of deleted files.
@@ -70,6 +71,15 @@ const MAX_RETRIES: usize = 100;
 
 /// Rooms whose audit outbox may hold records not yet written to the companies' audit logs.
 const AUDIT_PENDING: &str = "cr:audit:pending";
+
+/// A company's audit log (`cr:audit:<company>`), or every company's (`cr:audit:*`, the
+/// operator's view: `*` is no company id).
+fn audit_key(company: Option<&CompanyId>) -> String {
+    match company {
+        Some(c) => format!("cr:audit:{}", c.0),
+        None => "cr:audit:*".to_owned(),
+    }
+}
 
 /// Attachments the files sweep has not settled (M1), scored by upload time (ms). A superset:
 /// written before the file's record, and an entry whose record is gone is dropped by the sweep.
@@ -1611,18 +1621,24 @@ impl Inner {
             actor: a.actor.clone(),
             action: a.action.clone(),
             detail: serde_json::from_str(&a.detail).unwrap_or(serde_json::Value::Null),
+            companies: a.companies.clone(),
         })?;
-        for c in &a.companies {
+        let keys: Vec<String> = a
+            .companies
+            .iter()
+            .map(|c| audit_key(Some(c)))
+            .chain([audit_key(None)])
+            .collect();
+        for key in &keys {
             let _: () = ::redis::cmd("ZADD")
-                .arg(format!("cr:audit:{}", c.0))
+                .arg(key)
                 .arg(id)
                 .arg(&record)
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(backend)?;
         }
-        self.settle(a.companies.iter().map(|c| format!("cr:audit:{}", c.0)))
-            .await
+        self.settle(keys).await
     }
 }
 
@@ -2567,14 +2583,14 @@ impl Store for RedisStore {
 
     async fn audit(
         &self,
-        company: &CompanyId,
+        company: Option<&CompanyId>,
         room: Option<&RoomId>,
         before: Option<u64>,
         limit: usize,
     ) -> StoreResult<Vec<AuditEntry>> {
         // Records a node could not write after their commit (it died) are written first.
         self.inner.flush_pending_audits().await?;
-        let key = format!("cr:audit:{}", company.0);
+        let key = audit_key(company);
         let mut out = Vec::new();
         let mut max = match before {
             Some(b) => format!("({b}"),

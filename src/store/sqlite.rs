@@ -164,6 +164,7 @@ CREATE TABLE IF NOT EXISTS audit_companies (
     audit INTEGER NOT NULL,
     PRIMARY KEY (company, audit)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_companies_by_record ON audit_companies (audit);
 "#;
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -1485,29 +1486,41 @@ impl Store for SqliteStore {
 
     async fn audit(
         &self,
-        company: &CompanyId,
+        company: Option<&CompanyId>,
         room: Option<&RoomId>,
         before: Option<u64>,
         limit: usize,
     ) -> StoreResult<Vec<AuditEntry>> {
-        let c = company.clone();
+        let c = company.map(|c| c.0.clone());
         let room = room.cloned();
         self.read(move |conn| {
-            let mut st = conn.prepare_cached(
-                "SELECT a.id, a.ts, a.room, a.actor, a.action, a.detail
-                   FROM audit_companies ac JOIN audit a ON a.id = ac.audit
-                  WHERE ac.company = ?1 AND ac.audit < ?2 AND (?3 IS NULL OR a.room = ?3)
-                  ORDER BY ac.audit DESC LIMIT ?4",
-            )?;
+            // One company: through its index. Every company: the records themselves.
+            let mut st = conn.prepare_cached(match c {
+                Some(_) => {
+                    "SELECT a.id, a.ts, a.room, a.actor, a.action, a.detail,
+                            (SELECT group_concat(company, ' ') FROM audit_companies WHERE audit = a.id)
+                       FROM audit_companies ac JOIN audit a ON a.id = ac.audit
+                      WHERE ac.company = ?1 AND ac.audit < ?2 AND (?3 IS NULL OR a.room = ?3)
+                      ORDER BY ac.audit DESC LIMIT ?4"
+                }
+                None => {
+                    "SELECT a.id, a.ts, a.room, a.actor, a.action, a.detail,
+                            (SELECT group_concat(company, ' ') FROM audit_companies WHERE audit = a.id)
+                       FROM audit a
+                      WHERE ?1 IS NULL AND a.id < ?2 AND (?3 IS NULL OR a.room = ?3)
+                      ORDER BY a.id DESC LIMIT ?4"
+                }
+            })?;
             let rows = st.query_map(
                 params![
-                    c.0,
+                    c,
                     sql_seq(before.unwrap_or(u64::MAX)),
                     room.map(|r| r.0),
                     limit as i64
                 ],
                 |r| {
                     let detail: String = r.get(5)?;
+                    let companies: Option<String> = r.get(6)?;
                     Ok(AuditEntry {
                         id: r.get::<_, i64>(0)? as u64,
                         ts: r.get(1)?,
@@ -1515,6 +1528,11 @@ impl Store for SqliteStore {
                         actor: UserId(r.get(3)?),
                         action: r.get(4)?,
                         detail: from_json(&detail)?,
+                        companies: companies
+                            .unwrap_or_default()
+                            .split_whitespace()
+                            .map(|c| CompanyId(c.to_owned()))
+                            .collect(),
                     })
                 },
             )?;

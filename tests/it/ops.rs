@@ -540,3 +540,138 @@ async fn the_ops_stream_of_any_node_shows_the_whole_cluster() {
         );
     }
 }
+
+/// Ask for a backlog page; its records and `next`.
+async fn backlog(
+    feed: &mut Ws,
+    before: Option<u64>,
+    limit: u32,
+) -> (Vec<crossroom_protocol::ops::AuditRecord>, Option<u64>) {
+    let frame = serde_json::json!({"type": "backlog", "before": before, "limit": limit});
+    feed.send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send");
+    loop {
+        match next_ops(feed).await {
+            OpsServerFrame::Backlog { records, next } => return (records, next),
+            // Stats, and the `hello` that answers a filter change.
+            OpsServerFrame::Stats(_) | OpsServerFrame::Hello { .. } => continue,
+            other => panic!("expected backlog, got {other:?}"),
+        }
+    }
+}
+
+/// The ops stream's backlog (G19 for the operator): the stored records under the stream's
+/// filter, newest first and paged by id with no record twice or missed; every record, stored or
+/// live, carries the names of its room and people, and the busiest rooms carry theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_backlog_pages_the_stored_audit_with_names() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let mut rooms = Vec::new();
+    for i in 0..5 {
+        rooms.push(group(&mut alice, &format!("Backlog {i}"), &[&w.carol.id]).await);
+    }
+    remove_ok(&mut alice, &rooms[0], &w.carol.id).await;
+
+    let mut feed = ops(&server, "", Some(OPERATOR_KEY)).await;
+    assert!(matches!(
+        next_ops(&mut feed).await,
+        OpsServerFrame::Hello { .. }
+    ));
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let (records, next) = backlog(&mut feed, before, 2).await;
+        assert!(records.len() <= 2);
+        seen.extend(records);
+        match next {
+            Some(n) => before = Some(n),
+            None => break,
+        }
+    }
+    let actions: Vec<&str> = seen.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "member_removed",
+            "created",
+            "created",
+            "created",
+            "created",
+            "created"
+        ]
+    );
+    let ids: Vec<u64> = seen.iter().map(|r| r.id.expect("an id")).collect();
+    assert!(
+        ids.windows(2).all(|p| p[0] > p[1]),
+        "newest first, once each: {ids:?}"
+    );
+    let removal = &seen[0];
+    assert_eq!(
+        removal.names.get(rooms[0].as_str()).map(String::as_str),
+        Some("Backlog 0")
+    );
+    assert_eq!(
+        removal.names.get(w.alice.id.as_str()).map(String::as_str),
+        Some("alice")
+    );
+    assert_eq!(
+        removal.names.get(w.carol.id.as_str()).map(String::as_str),
+        Some("carol")
+    );
+    assert_eq!(
+        removal.companies,
+        [
+            CompanyId::from("acme.example"),
+            CompanyId::from("globex.example")
+        ]
+    );
+
+    // The filter in force applies to the backlog too.
+    feed.send(Message::Text(
+        serde_json::json!({"type": "filter", "kinds": ["member_removed"]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    let (records, next) = backlog(&mut feed, None, 50).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].action, "member_removed");
+    assert_eq!(next, None);
+
+    // A live record has names too, and so do the busiest rooms.
+    feed.send(Message::Text(
+        serde_json::json!({"type": "filter"}).to_string().into(),
+    ))
+    .await
+    .expect("send");
+    loop {
+        if let OpsServerFrame::Hello { .. } = next_ops(&mut feed).await {
+            break;
+        }
+    }
+    let room = group(&mut alice, "Live one", &[&w.carol.id]).await;
+    let live = next_audit(&mut feed).await;
+    assert_eq!(
+        live.names.get(room.as_str()).map(String::as_str),
+        Some("Live one")
+    );
+    for i in 0..20 {
+        post_ok(&mut alice, &room, &format!("busy{i}"), "busy").await;
+    }
+    let mut named = false;
+    for _ in 0..5 {
+        let s = next_stats(&mut feed).await;
+        if s.busiest_rooms
+            .iter()
+            .any(|r| r.room == room && r.name.as_deref() == Some("Live one"))
+        {
+            named = true;
+            break;
+        }
+    }
+    assert!(named, "the busiest room is named");
+}

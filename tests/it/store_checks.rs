@@ -787,7 +787,7 @@ pub async fn projections_and_audit(store: &SharedStore) {
 
     // Audit: every change but messages, newest first; each involved company sees it.
     let acme = store
-        .audit(&"acme.example".into(), Some(&room), None, 100)
+        .audit(Some(&"acme.example".into()), Some(&room), None, 100)
         .await
         .expect("audit");
     let actions: Vec<&str> = acme.iter().map(|x| x.action.as_str()).collect();
@@ -804,7 +804,7 @@ pub async fn projections_and_audit(store: &SharedStore) {
         ]
     );
     let globex = store
-        .audit(&"globex.example".into(), Some(&room), None, 100)
+        .audit(Some(&"globex.example".into()), Some(&room), None, 100)
         .await
         .expect("audit");
     assert!(
@@ -812,16 +812,47 @@ pub async fn projections_and_audit(store: &SharedStore) {
         "erin's company sees the conversion"
     );
     let older = store
-        .audit(&"acme.example".into(), Some(&room), Some(acme[1].id), 2)
+        .audit(
+            Some(&"acme.example".into()),
+            Some(&room),
+            Some(acme[1].id),
+            2,
+        )
         .await
         .expect("audit");
     assert_eq!(older.len(), 2);
     assert_eq!(older[0].id, acme[2].id);
     assert!(store
-        .audit(&"nobody.example".into(), None, None, 100)
+        .audit(Some(&"nobody.example".into()), None, None, 100)
         .await
         .expect("audit")
         .is_empty());
+    // Each record says which companies it involves; the operator's view (no company) holds
+    // every record once, in the same order, whichever companies saw it.
+    let conversion = acme
+        .iter()
+        .find(|x| x.action == "converted")
+        .expect("converted");
+    assert_eq!(
+        conversion.companies,
+        vec![
+            CompanyId::from("acme.example"),
+            CompanyId::from("globex.example")
+        ]
+    );
+    let all = store
+        .audit(None, Some(&room), None, 100)
+        .await
+        .expect("audit");
+    assert_eq!(
+        all.iter().map(|x| x.id).collect::<Vec<_>>(),
+        acme.iter().map(|x| x.id).collect::<Vec<_>>()
+    );
+    let page = store
+        .audit(None, Some(&room), Some(all[2].id), 2)
+        .await
+        .expect("audit");
+    assert_eq!(page, all[3..5].to_vec());
     assert_projection_of_log(store, &room).await;
 }
 

@@ -257,7 +257,7 @@ async fn redis_audit_records_survive_a_crash_after_their_commit() {
         let (acme, room) = (acme.clone(), room.clone());
         async move {
             let all = store
-                .audit(&acme, Some(&room), None, 100)
+                .audit(Some(&acme), Some(&room), None, 100)
                 .await
                 .expect("audit");
             all.iter().filter(|a| a.action == action).count()
