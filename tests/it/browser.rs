@@ -358,16 +358,77 @@ async fn g12_chat_page_two_companies_talk_and_a_removed_member_loses_the_room_at
     carol.quit().await;
 }
 
+/// The dashboard, as an operator uses it: the audit backlog is there on open and after a reload
+/// (stored records, newest first, paged with "Load older"), each line a sentence with names and
+/// the record behind it on demand; counters and charts (with legends, ticks and gridlines) move
+/// under load, and the latency tiles keep their last value once it is idle.
 #[tokio::test]
-async fn dashboard_counters_and_audit_feed_move_when_load_runs() {
+async fn dashboard_backlog_names_charts_and_idle_tiles() {
     let server = Server::start().await;
     let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    // 54 records before the dashboard opens: more than one backlog page (50).
+    for i in 0..54 {
+        group(&mut alice, &format!("Old {i}"), &[&w.carol.id]).await;
+    }
     let driver = Driver::start().await;
     let ops = driver.browser("dashboard").await;
     ops.goto(&format!(
         "http://{}/dashboard#key={OPERATOR_KEY}",
         server.addr
     ))
+    .await;
+    ops.wait_for(
+        "the first backlog page",
+        "return document.querySelectorAll('#audit li.audit').length === 50 && !document.getElementById('older').hidden;",
+        json!([]),
+    )
+    .await;
+    let newest = ops
+        .js(
+            "return document.querySelector('#audit li.audit summary').textContent;",
+            json!([]),
+        )
+        .await;
+    let newest = newest.as_str().expect("text");
+    assert!(
+        newest.contains("alice created “Old 53” with 2 members and 1 master"),
+        "a sentence with names, newest first: {newest}"
+    );
+    assert!(!newest.contains("r_"), "no room id in the line: {newest}");
+    ops.click("#audit li.audit summary").await;
+    let detail = ops
+        .js(
+            "return document.querySelector('#audit li.audit dl').innerText;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        detail
+            .as_str()
+            .is_some_and(|d| d.contains("acme.example") && d.contains("\"members\"")),
+        "details on demand: {detail}"
+    );
+    ops.js(
+        "document.querySelector('#audit li.audit').scrollIntoView({block: 'center'});",
+        json!([]),
+    )
+    .await;
+    ops.screenshot("backlog-with-details").await;
+    ops.click("#older").await;
+    ops.wait_for(
+        "the older page, then the end",
+        "return document.querySelectorAll('#audit li.audit').length === 54 && !document.getElementById('audit-end').hidden;",
+        json!([]),
+    )
+    .await;
+    // A reload shows the backlog again.
+    ops.goto(&format!("http://{}/dashboard", server.addr)).await;
+    ops.wait_for(
+        "the backlog after a reload",
+        "return document.querySelectorAll('#audit li.audit').length === 50;",
+        json!([]),
+    )
     .await;
     let total = "const v = document.getElementById('messages-total').textContent; return v === '–' ? null : v;";
     let before: u64 = ops
@@ -378,7 +439,6 @@ async fn dashboard_counters_and_audit_feed_move_when_load_runs() {
         .expect("a number");
 
     // Load: a group, two subscribers, 300 messages.
-    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
     let room = group(&mut alice, "Load", &[&w.carol.id]).await;
     subscribe(&mut carol, &room, None).await;
@@ -411,14 +471,13 @@ async fn dashboard_counters_and_audit_feed_move_when_load_runs() {
         json!([]),
     )
     .await;
-    // The group's creation shows in the audit feed.
+    // The group's creation comes live, on top, by name.
     ops.wait_for(
-        "the audit record",
-        "return Array.from(document.querySelectorAll('#audit li')).some(li => li.dataset.action === 'created' && li.textContent.includes(arguments[0]));",
+        "the live audit record",
+        "const li = document.querySelector('#audit li.audit'); return li.dataset.action === 'created' && li.dataset.room === arguments[0] && li.textContent.includes('“Load”');",
         json!([room.0]),
     )
     .await;
-    // The busiest-rooms table names the room while it is busy, or the chart drew something.
     let drawn = ops
         .js(
             "const c = document.getElementById('chart-throughput'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
@@ -430,6 +489,21 @@ async fn dashboard_counters_and_audit_feed_move_when_load_runs() {
         drawn.as_u64().unwrap_or(0) > 100,
         "the chart has ink: {drawn}"
     );
+    let legend = ops
+        .js(
+            "return Array.from(document.querySelectorAll('#legend-latency span')).map(s => s.textContent);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(legend, json!(["commit p50", "commit p99", "fan-out p99"]));
     ops.screenshot("under-load").await;
+    // Idle: the latency tiles keep what they last measured, and say since when.
+    ops.wait_for(
+        "an idle latency tile that keeps its value",
+        "const v = document.getElementById('commit-p99').textContent; return v !== '–' && document.getElementById('commit-age').textContent.includes('measured');",
+        json!([]),
+    )
+    .await;
+    ops.screenshot("idle").await;
     ops.quit().await;
 }
