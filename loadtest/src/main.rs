@@ -31,6 +31,7 @@ mod ceiling;
 mod chart;
 mod hist;
 mod peer;
+mod progress;
 mod run;
 mod worker;
 
@@ -57,6 +58,8 @@ flags:
   --bind IP[,IP...]                source addresses, used in turn (e.g. 127.0.0.2,127.0.0.3)
   --server-pid PID[,PID...]        read the servers' CPU and RSS from /proc
   --runs N=1                       repeat; the table gets a median row
+  --json                           print the whole result as JSON on stdout (the table then
+                                   goes to stderr); without it stdout has the table only
   --out PREFIX                     write PREFIX.json, PREFIX.md and PREFIX.svg
   --keep                           leave the run's companies, users and groups on the server
                                    (by default the run deletes them when it ends)";
@@ -130,10 +133,15 @@ fn parse_args(argv: Vec<String>) -> Result<Command, String> {
         runs: 1,
         out: None,
         keep: false,
+        json: false,
     };
     while let Some(flag) = it.next() {
         if flag == "--keep" {
             a.keep = true;
+            continue;
+        }
+        if flag == "--json" {
+            a.json = true;
             continue;
         }
         let value = it

@@ -3,6 +3,7 @@
 
 use crate::chart;
 use crate::peer::{Endpoint, Target};
+use crate::progress::Progress;
 use crate::worker::{ConnSpec, Job, Report};
 use crossroom_protocol::client::Http;
 use futures_util::StreamExt;
@@ -58,6 +59,8 @@ pub struct Args {
     pub out: Option<String>,
     /// Leave the companies, users and groups of the run on the server (`--keep`).
     pub keep: bool,
+    /// Print the whole result as JSON on stdout (`--json`).
+    pub json: bool,
 }
 
 /// Users per company: under the server's default of 10,000 sessions per company.
@@ -252,8 +255,10 @@ struct Worker {
 }
 
 enum Line {
+    Connecting(u64, u64),
     Ready(u64, u64),
-    Progress(u64),
+    /// Delivered, sent, errors: totals so far.
+    Progress(u64, u64, u64),
     Published,
     Report(Box<Report>),
     Gone(String),
@@ -285,11 +290,15 @@ fn spawn_worker(
         while let Ok(Some(l)) = lines.next_line().await {
             let (word, rest) = l.split_once(' ').unwrap_or((&l, ""));
             let line = match word {
-                "ready" => {
+                "connecting" | "ready" | "progress" => {
                     let mut n = rest.split(' ').map(|v| v.parse().unwrap_or(0));
-                    Line::Ready(n.next().unwrap_or(0), n.next().unwrap_or(0))
+                    let mut next = || n.next().unwrap_or(0);
+                    match word {
+                        "connecting" => Line::Connecting(next(), next()),
+                        "ready" => Line::Ready(next(), next()),
+                        _ => Line::Progress(next(), next(), next()),
+                    }
                 }
-                "progress" => Line::Progress(rest.parse().unwrap_or(0)),
                 "published" => Line::Published,
                 "report" => match serde_json::from_str(rest) {
                     Ok(r) => Line::Report(Box::new(r)),
@@ -348,6 +357,13 @@ pub async fn run_once(a: &Args) -> Result<Outcome, String> {
 
 /// Delete the companies the run made: the server deletes their users and groups with them.
 async fn clean_up(a: &Args, created: &[String]) {
+    if !created.is_empty() {
+        eprintln!(
+            "deleting the run's {} compan{} (--keep keeps them)",
+            created.len(),
+            if created.len() == 1 { "y" } else { "ies" }
+        );
+    }
     let op = Http::new(a.nodes[0].clone(), Some(a.operator_key.clone()));
     for id in created {
         match op.delete(&format!("/v1/admin/companies/{id}")).await {
@@ -392,60 +408,62 @@ async fn measure(
     }
     drop(tx);
     let n = workers.len();
+    let mut shown = Progress::new(n, conns.len() as u64);
     let (mut ready, mut opened, mut open_failed) = (0, 0, 0);
     let connect_started = Instant::now();
-    while ready < n {
-        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            Ok(Some((_, Line::Ready(o, f)))) => {
-                ready += 1;
-                opened += o;
-                open_failed += f;
-            }
-            Ok(Some((k, Line::Gone(why)))) => return Err(format!("worker {k}: {why}")),
-            Ok(Some(_)) => {}
-            Ok(None) => return Err("workers gone".into()),
-            Err(_) => eprintln!(
-                "connecting: {ready}/{n} workers ready after {:.0} s",
-                connect_started.elapsed().as_secs_f64()
-            ),
-        }
-    }
-    eprintln!(
-        "{opened} connections open ({open_failed} failed) in {:.1} s",
-        connect_started.elapsed().as_secs_f64()
-    );
-    let connected = usage_of(&a.server_pids);
-    tell(&mut workers, "go").await?;
-    let started = Instant::now();
-    let mut progress = vec![0u64; n];
-    let mut published = 0;
-    let mut last_total = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    while published < n {
+    while ready < n {
         tokio::select! {
             got = rx.recv() => match got {
-                Some((k, Line::Progress(d))) => progress[k] = d,
+                Some((k, Line::Connecting(o, f))) => shown.connecting(k, o, f),
+                Some((k, Line::Ready(o, f))) => {
+                    shown.connecting(k, o, f);
+                    ready += 1;
+                    opened += o;
+                    open_failed += f;
+                }
+                Some((k, Line::Gone(why))) => return Err(format!("worker {k}: {why}")),
+                Some(_) => {}
+                None => return Err("workers gone".into()),
+            },
+            _ = tick.tick() => shown.show_connecting(connect_started.elapsed().as_secs_f64()),
+        }
+    }
+    shown.say(&format!(
+        "{opened}/{} connections open ({open_failed} failed) in {:.1} s",
+        conns.len(),
+        connect_started.elapsed().as_secs_f64()
+    ));
+    let connected = usage_of(&a.server_pids);
+    let client_pids: Vec<u32> = workers.iter().filter_map(|w| w.child.id()).collect();
+    let client_connected = usage_of(&client_pids);
+    tell(&mut workers, "go").await?;
+    let started = Instant::now();
+    let mut published = 0;
+    let secs = a.duration.as_secs();
+    // Idle connections (`--rate 0`) are held for the whole duration.
+    while published < n || started.elapsed() < a.duration {
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some((k, Line::Progress(d, s, e))) => shown.running(k, d, s, e),
                 Some((_, Line::Published)) => published += 1,
                 Some((k, Line::Gone(why))) => return Err(format!("worker {k}: {why}")),
                 Some(_) => {}
                 None => return Err("workers gone".into()),
             },
-            _ = tick.tick() => {
-                let total: u64 = progress.iter().sum();
-                eprintln!(
-                    "{:>4.0} s  delivered {total} (+{}/s)",
-                    started.elapsed().as_secs_f64(),
-                    total - last_total
-                );
-                last_total = total;
-            }
+            _ = tick.tick() => shown.show_running(started.elapsed().as_secs_f64(), secs),
         }
     }
-    // Idle connections (`--rate 0`) are held for the whole duration.
-    tokio::time::sleep_until((started + a.duration).into()).await;
     let publish_secs = started.elapsed().as_secs_f64();
     let after = usage_of(&a.server_pids);
+    let client_after = usage_of(&client_pids);
+    shown.say(&format!(
+        "published; collecting what {n} worker(s) received: late deliveries are waited for \
+         until {} s pass without one (at most {} s)",
+        crate::worker::GRACE.as_secs(),
+        crate::worker::LATEST.as_secs()
+    ));
     tell(&mut workers, "end").await?;
     let mut report = Report::default();
     let mut reported = vec![false; n];
@@ -464,12 +482,17 @@ async fn measure(
         let _ = w.child.wait().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let client_cpu = match (client_connected, client_after) {
+        (Some(b), Some(e)) => Some(e.0 - b.0),
+        _ => None,
+    };
     Ok(summarise(
         a,
         &conns,
         report,
         publish_secs,
         [fresh, baseline, connected, after],
+        client_cpu,
     ))
 }
 
@@ -479,6 +502,7 @@ fn summarise(
     r: Report,
     secs: f64,
     [fresh, baseline, connected, after]: [Option<(f64, u64)>; 4],
+    client_cpu: Option<f64>,
 ) -> Outcome {
     // What every subscriber should have received: everything sent into its room, but its own.
     let mut room_sent: HashMap<&str, u64> = HashMap::new();
@@ -551,13 +575,20 @@ fn summarise(
         ("resume_p99_ms", rl.quantile_ms(0.99)),
         ("replayed", r.replayed as f64),
         ("server_cpu_secs", cpu.unwrap_or(f64::NAN)),
+        // The load tester's own CPU over the same span (its workers): near `secs` × cores, it
+        // measured itself.
+        ("client_cpu_secs", client_cpu.unwrap_or(f64::NAN)),
         (
             "server_rss_mib",
             after.map(|u| u.1 as f64 / 1024.0).unwrap_or(f64::NAN),
         ),
         ("rss_per_connection_kib", per_conn_kib.unwrap_or(f64::NAN)),
     ];
-    let detail = json!({
+    let figures: Vec<(&'static str, f64)> = figures
+        .into_iter()
+        .filter(|(k, _)| a.scenario == Scenario::Churn || !CHURN_ONLY.contains(k))
+        .collect();
+    let mut shape = json!({
         "scenario": a.scenario.name(),
         "target": a.endpoint.target.name(),
         "encoding": if a.endpoint.json { "json" } else { "msgpack" },
@@ -565,8 +596,27 @@ fn summarise(
         "processes": a.processes,
         "source_addresses": a.bind.len().max(1),
         "rate_per_publisher": a.rate,
-        "churn_rate": a.churn_rate,
         "duration_secs": a.duration.as_secs(),
+        "message_bytes": a.size,
+    });
+    match a.scenario {
+        Scenario::Broadcast => {
+            shape["subscribers"] = json!(a.subscribers);
+            shape["publishers"] = json!(a.publishers);
+        }
+        Scenario::Groups => {
+            shape["connections"] = json!(a.connections);
+            shape["group_size"] = json!(a.group_size);
+        }
+        Scenario::Churn => {
+            shape["connections"] = json!(a.connections);
+            shape["group_size"] = json!(a.group_size);
+            shape["churn_rate"] = json!(a.churn_rate);
+            shape["reconnects"] = json!(r.reconnects);
+            shape["reconnect_failed"] = json!(r.reconnect_failed);
+        }
+    }
+    let mut detail = json!({
         "clean": clean,
         "opened": r.opened,
         "open_failed": r.open_failed,
@@ -578,8 +628,6 @@ fn summarise(
         "expected_deliveries": expected,
         "delivered": r.delivered,
         "resets": r.resets,
-        "reconnects": r.reconnects,
-        "reconnect_failed": r.reconnect_failed,
         "rss_per_connection_after_setup_kib": per_conn(baseline).and_then(finite),
         "server_rss_kib": {
             "before_setup": fresh.map(|u| u.1),
@@ -589,6 +637,11 @@ fn summarise(
         },
         "figures": figures.iter().map(|(k, v)| (k.to_string(), json!(finite(*v)))).collect::<serde_json::Map<_, _>>(),
     });
+    if let (Some(d), Some(s)) = (detail.as_object_mut(), shape.as_object()) {
+        for (k, v) in s {
+            d.insert(k.clone(), v.clone());
+        }
+    }
     Outcome {
         clean,
         figures,
@@ -596,6 +649,14 @@ fn summarise(
         series: chart::per_second(&r.per_second),
     }
 }
+
+/// Figures that only the churn scenario measures.
+const CHURN_ONLY: [&str; 4] = [
+    "resumes_per_sec",
+    "resume_p50_ms",
+    "resume_p99_ms",
+    "replayed",
+];
 
 fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some((v * 100.0).round() / 100.0)
@@ -630,6 +691,7 @@ pub fn table(a: &Args, runs: &[Outcome]) -> String {
             "duplicated",
             "dropped",
             "server_cpu_secs",
+            "client_cpu_secs",
             "server_rss_mib",
         ],
         _ => &[
@@ -644,6 +706,7 @@ pub fn table(a: &Args, runs: &[Outcome]) -> String {
             "out_of_order",
             "dropped",
             "server_cpu_secs",
+            "client_cpu_secs",
             "server_rss_mib",
             "rss_per_connection_kib",
         ],
@@ -684,8 +747,86 @@ pub fn table(a: &Args, runs: &[Outcome]) -> String {
     out
 }
 
+/// Where the run happens: the load tester's version and command, the machine (cores, CPU,
+/// kernel) and, for crossroom, the server's version and commit (from its `/metrics`).
+async fn environment(a: &Args) -> Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
+    let server = match a.endpoint.target {
+        Target::Crossroom => {
+            let http = Http::new(a.nodes[0].clone(), None);
+            match http.get("/metrics").await {
+                Ok(r) => String::from_utf8_lossy(&r.bytes)
+                    .lines()
+                    .find(|l| l.starts_with("crossroom_build_info{"))
+                    .map(|l| {
+                        let label = |k: &str| {
+                            l.split(&format!("{k}=\""))
+                                .nth(1)
+                                .and_then(|v| v.split('"').next())
+                                .unwrap_or("?")
+                                .to_owned()
+                        };
+                        format!(
+                            "crossroom {} (commit {})",
+                            label("version"),
+                            label("commit")
+                        )
+                    }),
+                Err(_) => None,
+            }
+        }
+        other => Some(other.name().to_owned()),
+    };
+    json!({
+        "loadtest": env!("CARGO_PKG_VERSION"),
+        "command": shown_command(std::env::args()),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "server": server,
+        "server_pids_measured": !a.server_pids.is_empty(),
+        "started_at_unix": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    })
+}
+
+/// The command line with its secrets (operator key, app secret) replaced by `***`.
+fn shown_command(args: impl Iterator<Item = String>) -> String {
+    let mut out = Vec::new();
+    let mut secret = false;
+    for arg in args {
+        out.push(if secret {
+            "***".to_owned()
+        } else {
+            arg.clone()
+        });
+        secret = matches!(arg.as_str(), "--operator-key" | "--app-secret");
+    }
+    out.join(" ")
+}
+
+/// The environment in one line.
+fn environment_line(e: &Value) -> String {
+    format!(
+        "loadtest {} · server {} · {} cores · {} · Linux {}",
+        e["loadtest"].as_str().unwrap_or("?"),
+        e["server"].as_str().unwrap_or("unknown"),
+        e["cores"],
+        e["cpu"].as_str().unwrap_or("unknown CPU"),
+        e["kernel"].as_str().unwrap_or("?"),
+    )
+}
+
 /// Run `a.runs` times; print and write the results. Ok(true) when every run was clean.
 pub async fn run(a: Args) -> Result<bool, String> {
+    let env = environment(&a).await;
+    eprintln!("{}", environment_line(&env));
     let mut runs = Vec::new();
     for i in 0..a.runs {
         if a.runs > 1 {
@@ -703,12 +844,19 @@ pub async fn run(a: Args) -> Result<bool, String> {
     }
     let med = medians(&runs);
     let result = json!({
+        "environment": env,
         "runs": runs.iter().map(|r| r.detail.clone()).collect::<Vec<_>>(),
         "median": med.iter().map(|(k, v)| (k.to_string(), json!(finite(*v)))).collect::<serde_json::Map<_, _>>(),
     });
     let json_text = serde_json::to_string_pretty(&result).unwrap_or_default();
     let table = table(&a, &runs);
-    println!("{json_text}\n\n{table}");
+    // stdout carries one thing: the table, or with --json the whole result.
+    if a.json {
+        eprintln!("\n{table}");
+        println!("{json_text}");
+    } else {
+        println!("{table}");
+    }
     if let Some(prefix) = &a.out {
         // The chart of the run with the median p99.
         let p99 = |r: &Outcome| r.figures.iter().find(|(k, _)| *k == "p99_ms").map(|f| f.1);
@@ -727,8 +875,8 @@ pub async fn run(a: Args) -> Result<bool, String> {
         );
         for (ext, body) in [
             ("json", json_text.clone()),
-            ("md", table.clone()),
-            ("svg", chart::svg(&title, &series)),
+            ("md", format!("{table}\n{}\n", environment_line(&env))),
+            ("svg", chart::svg(&title, &series, a.duration.as_secs())),
         ] {
             let path = format!("{prefix}.{ext}");
             std::fs::write(&path, body).map_err(|e| format!("{path}: {e}"))?;
@@ -736,4 +884,25 @@ pub async fn run(a: Args) -> Result<bool, String> {
         }
     }
     Ok(runs.iter().all(|r| r.clean))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_shown_hides_secrets() {
+        let args = [
+            "loadtest",
+            "broadcast",
+            "--operator-key",
+            "k3y",
+            "--app-secret",
+            "s",
+            "--rate",
+            "5",
+        ];
+        assert_eq!(
+            super::shown_command(args.iter().map(|s| s.to_string())),
+            "loadtest broadcast --operator-key *** --app-secret *** --rate 5"
+        );
+    }
 }

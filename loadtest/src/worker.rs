@@ -3,9 +3,10 @@
 //! limit; each worker holds its share and talks to the parent in lines:
 //!
 //! ```text
+//! worker → parent   connecting OPENED FAILED every second while connections open
 //! worker → parent   ready OPENED FAILED      every connection opened and subscribed (or failed)
 //! parent → worker   go                       start publishing and churning
-//! worker → parent   progress DELIVERED       every second
+//! worker → parent   progress DELIVERED SENT ERRORS   every second (totals so far)
 //! worker → parent   published                this worker's publishers are done
 //! parent → worker   end                      every worker published: read for a grace period
 //! worker → parent   report {json}            what this worker saw, then it exits
@@ -164,6 +165,9 @@ struct Shared {
     /// Changes once, at `end`: idle connections sleep until then instead of polling.
     ended: watch::Sender<bool>,
     delivered: AtomicU64,
+    /// Messages published so far, and connections that ended with an error (progress lines).
+    sent: AtomicU64,
+    errors: AtomicU64,
     /// µs of the last delivery to any connection of this worker.
     last_delivery: AtomicU64,
     publishing: AtomicUsize,
@@ -183,6 +187,8 @@ pub async fn main(job_path: &str) -> Result<(), String> {
         end_at: AtomicU64::new(0),
         ended: watch::channel(false).0,
         delivered: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
         last_delivery: AtomicU64::new(0),
         publishing: AtomicUsize::new(publishers),
         published: tokio::sync::Notify::new(),
@@ -203,11 +209,16 @@ pub async fn main(job_path: &str) -> Result<(), String> {
     }
     drop(ready_tx);
     let (mut opened, mut failed) = (0, 0);
-    while let Some(ok) = ready_rx.recv().await {
-        if ok {
-            opened += 1;
-        } else {
-            failed += 1;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            ok = ready_rx.recv() => match ok {
+                Some(true) => opened += 1,
+                Some(false) => failed += 1,
+                None => break,
+            },
+            _ = tick.tick() => println!("connecting {opened} {failed}"),
         }
     }
     println!("ready {opened} {failed}");
@@ -220,7 +231,12 @@ pub async fn main(job_path: &str) -> Result<(), String> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                println!("progress {}", shared.delivered.load(Ordering::Relaxed));
+                println!(
+                    "progress {} {} {}",
+                    shared.delivered.load(Ordering::Relaxed),
+                    shared.sent.load(Ordering::Relaxed),
+                    shared.errors.load(Ordering::Relaxed)
+                );
             }
         })
     };
@@ -435,6 +451,7 @@ async fn connection(
                     continue;
                 }
                 sent += 1;
+                sh.sent.fetch_add(1, Ordering::Relaxed);
                 let text = format!("t={} p={} n={sent} {pad}", now_micros(), spec.id);
                 let room = spec.publish.as_deref().unwrap_or_default();
                 conn.publish(room, format!("p{}-{sent}", spec.id), text)
@@ -522,6 +539,7 @@ async fn connection(
             }
         },
         Err(e) => {
+            sh.errors.fetch_add(1, Ordering::Relaxed);
             r.dropped += 1;
             r.error(e);
         }

@@ -75,17 +75,17 @@ fn crossroom() -> Server {
     start(cmd, dir)
 }
 
-/// Run the load tester; returns (exit code, the JSON result).
+/// Run the load tester with `--json`; returns (exit code, the JSON result).
 fn run(args: &[&str]) -> (i32, serde_json::Value) {
     let out = Command::new(loadtest())
         .args(args)
+        .arg("--json")
         .stderr(Stdio::inherit())
         .output()
         .expect("run loadtest");
     let text = String::from_utf8_lossy(&out.stdout);
-    // The JSON result comes first, then a blank line and the Markdown table.
-    let json = text.split("\n\n|").next().unwrap_or_default();
-    let v = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"));
+    // With --json, stdout is the JSON result and nothing else.
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     (out.status.code().unwrap_or(-1), v)
 }
 
@@ -160,6 +160,80 @@ fn groups_through_two_workers_and_two_source_addresses_are_clean() {
     assert!(md.contains("| **median** | 40 |"), "{md}");
     let svg = std::fs::read_to_string(prefix.with_extension("svg")).expect("svg");
     assert_eq!(svg.matches("<polyline").count(), 3);
+    assert!(svg.contains("p99 per second"), "a legend: {svg}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(prefix.with_extension("json")).expect("json"),
+    )
+    .expect("json");
+    assert_eq!(json, v, "--out writes the same result as --json prints");
+    let env = &v["environment"];
+    assert!(env["cores"].as_u64().unwrap_or(0) >= 1, "{env:#}");
+    assert!(
+        env["server"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("crossroom 0.1.0 (commit ")),
+        "{env:#}"
+    );
+    assert!(
+        env["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("--operator-key ***") && !c.contains(KEY)),
+        "the key is not in the result: {env:#}"
+    );
+    // Groups runs carry the groups' shape, not the other scenarios' fields.
+    assert_eq!(runs[0]["group_size"], 10);
+    assert!(runs[0].get("churn_rate").is_none() && runs[0].get("subscribers").is_none());
+    assert!(runs[0]["figures"].get("resume_p99_ms").is_none());
+    assert!(
+        runs[0]["figures"]["client_cpu_secs"].as_f64().is_some(),
+        "{:#}",
+        runs[0]
+    );
+}
+
+/// Without `--json`, stdout is the table alone, and stderr has the progress lines: open
+/// connections of the target while connecting, offered and delivered rates while running, and
+/// what the end waits for.
+#[test]
+fn stdout_is_the_table_and_progress_goes_to_stderr() {
+    let s = crossroom();
+    let out = Command::new(loadtest())
+        .args(["broadcast", "--addr", &s.addr, "--operator-key", KEY])
+        .args(["--subscribers", "10", "--rate", "20", "--duration", "3"])
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.starts_with("| run | connections |"), "{stdout}");
+    assert!(!stdout.contains('{'), "no JSON on stdout: {stdout}");
+    for line in [
+        "11/11 connections open",
+        "/3 s  offered ",
+        "/s  delivered ",
+        "errors 0",
+        "late deliveries",
+        "cores",
+    ] {
+        assert!(stderr.contains(line), "{line:?} in {stderr}");
+    }
+    // One publisher at 20/s to 10 readers: some second shows deliveries at about 200/s.
+    let delivered: Vec<u64> = stderr
+        .lines()
+        .filter_map(|l| {
+            l.split("delivered ")
+                .nth(1)?
+                .split("/s")
+                .next()?
+                .replace(',', "")
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        delivered.iter().any(|d| (150..=250).contains(d)),
+        "{delivered:?}"
+    );
 }
 
 #[test]
@@ -282,6 +356,7 @@ fn a_run_limited_by_the_default_rate_says_so() {
     };
     let out = Command::new(loadtest())
         .args(args(&s.addr))
+        .arg("--json")
         .output()
         .expect("run loadtest");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -291,8 +366,7 @@ fn a_run_limited_by_the_default_rate_says_so() {
         "{stderr}"
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(text.split("\n\n|").next().unwrap_or_default()).expect("json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert!(
         v["runs"][0]["rate_limited"].as_u64().unwrap_or(0) > 0,
         "{v:#}"
