@@ -1,5 +1,5 @@
 //! Integration tests: the real server binary on port 0, real WebSocket and HTTP clients.
-//! Each test names the SPEC.md rule it proves.
+//! Each test names the rule of docs/rules.md it proves.
 
 mod admin;
 mod admin_races;
@@ -10,6 +10,7 @@ mod cluster_failover;
 mod cluster_files;
 mod cluster_presence;
 mod delivery;
+mod deploy;
 mod features;
 mod groups;
 mod harness;
