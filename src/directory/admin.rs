@@ -118,6 +118,17 @@ impl FromRequestParts<Arc<Hub>> for Operator {
 /// Log a refused HTTP authentication (reason, route and source address; never the key or
 /// token), count it (`crossroom_auth_failures_total{via, reason}`) and return its error.
 fn refused(parts: &Parts, via: &'static str, reason: &'static str, e: ApiError) -> ApiError {
+    refused_user(parts, via, reason, None, e)
+}
+
+/// [`refused`], naming whose token it was when that is known.
+fn refused_user(
+    parts: &Parts,
+    via: &'static str,
+    reason: &'static str,
+    user: Option<&UserId>,
+    e: ApiError,
+) -> ApiError {
     let peer = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -128,6 +139,7 @@ fn refused(parts: &Parts, via: &'static str, reason: &'static str, e: ApiError) 
         route = %parts.uri.path(),
         via,
         reason,
+        user = user.map(|u| u.as_str()).unwrap_or(""),
         detail = %e.message,
         "HTTP request refused"
     );
@@ -153,10 +165,11 @@ impl FromRequestParts<Arc<Hub>> for SignedIn {
         let now = crate::clock::now_secs();
         match super::authenticate(&hub.store, &hub.tokens, token, now).await {
             Ok(u) => Ok(SignedIn(u)),
-            Err(f) => Err(refused(
+            Err(f) => Err(refused_user(
                 parts,
                 "http",
                 f.reason(),
+                f.user.as_ref(),
                 ApiError::new(f.code, f.message),
             )),
         }

@@ -16,6 +16,8 @@ pub struct AuthFailure {
     pub code: crossroom_protocol::ErrorCode,
     pub close: CloseReason,
     pub message: &'static str,
+    /// Whose token it was, once its signature checked out (for the security log).
+    pub user: Option<crossroom_protocol::UserId>,
 }
 
 impl AuthFailure {
@@ -66,36 +68,45 @@ pub async fn authenticate_token(
         code: ErrorCode::Unauthorized,
         close: CloseReason::Unauthorized,
         message,
+        user: None,
     };
     let claims = key.verify(token, now_secs).map_err(|e| match e {
         token::TokenError::Expired => AuthFailure {
             code: ErrorCode::TokenExpired,
             close: CloseReason::TokenExpired,
             message: "token has expired",
+            user: None,
         },
         _ => refused("invalid token"),
     })?;
+    // Signed by us: from here on, whose token it is goes in the log.
+    let named = |f: AuthFailure| AuthFailure {
+        user: Some(claims.sub.clone()),
+        ..f
+    };
     let user = match store.user(&claims.sub).await {
         Ok(Some(u)) => u,
-        Ok(None) => return Err(refused("invalid token")),
+        Ok(None) => return Err(named(refused("invalid token"))),
         Err(_) => {
-            return Err(AuthFailure {
+            return Err(named(AuthFailure {
                 code: ErrorCode::Unavailable,
                 close: CloseReason::Internal,
                 message: "cannot verify the token now; retry",
-            })
+                user: None,
+            }))
         }
     };
     // A revocation at second T refuses every token issued at T or before (`iat` is in seconds).
     if user.company != claims.cmp || claims.iat <= user.tokens_valid_after {
-        return Err(refused("invalid token"));
+        return Err(named(refused("invalid token")));
     }
     if !user.active {
-        return Err(AuthFailure {
+        return Err(named(AuthFailure {
             code: ErrorCode::Forbidden,
             close: CloseReason::UserDisabled,
             message: "user is disabled",
-        });
+            user: None,
+        }));
     }
     Ok(Authenticated {
         user,

@@ -186,14 +186,14 @@ pub async fn handler(
 ) -> Response {
     use crate::session::refuse_upgrade;
     if let Err((reason, refusal)) = crate::session::admit_upgrade(&hub, &headers) {
-        return refuse_upgrade(peer, reason, refusal);
+        return refuse_upgrade(peer, None, reason, refusal);
     }
     let authed = match crate::directory::token::bearer(&headers) {
         Some(key) if is_operator_key(&hub, key) => true,
         Some(_) => {
             crate::metrics::METRICS.auth_failed("ops", "wrong_key");
             let e = crate::error::ApiError::new(ErrorCode::Unauthorized, "not the operator key");
-            return refuse_upgrade(peer, "auth", e);
+            return refuse_upgrade(peer, None, "auth", e);
         }
         None => false,
     };

@@ -50,7 +50,7 @@ pub async fn ws_handler(
     ws: WebSocketUpgrade,
 ) -> Response {
     if let Err((reason, refusal)) = admit_upgrade(&hub, &headers) {
-        return refuse_upgrade(peer, reason, refusal);
+        return refuse_upgrade(peer, None, reason, refusal);
     }
     // A token in the header authenticates before the upgrade: a bad one never gets a socket.
     let user = match crate::directory::token::bearer(&headers) {
@@ -59,14 +59,13 @@ pub async fn ws_handler(
             match directory::authenticate_token(&hub.store, &hub.tokens, token, now).await {
                 Ok(a) if !hub.sessions.has_room_for(&a.user.id, &a.user.company) => {
                     let e = ApiError::too_many_sessions();
-                    tracing::info!(%peer, user = %a.user.id, "WebSocket refused: too many sessions");
-                    return refuse_upgrade(peer, "too_many_sessions", e);
+                    return refuse_upgrade(peer, Some(&a.user.id), "too_many_sessions", e);
                 }
                 Ok(a) => Some(a),
                 Err(f) => {
                     METRICS.auth_failed("ws_header", f.reason());
                     let e = ApiError::new(f.code, f.message);
-                    return refuse_upgrade(peer, "auth", e);
+                    return refuse_upgrade(peer, f.user.as_ref(), "auth", e);
                 }
             }
         }
@@ -81,7 +80,7 @@ pub async fn ws_handler(
                     ErrorCode::RateLimited,
                     "too many unauthenticated connections from this address",
                 );
-                return refuse_upgrade(peer, "too_many_unauthenticated", e);
+                return refuse_upgrade(peer, None, "too_many_unauthenticated", e);
             }
         },
         _ => None,
@@ -112,10 +111,12 @@ pub async fn ws_handler(
 /// source address (never the token), and counted by reason.
 pub fn refuse_upgrade(
     peer: std::net::SocketAddr,
+    user: Option<&crossroom_protocol::UserId>,
     reason: &'static str,
     refusal: ApiError,
 ) -> Response {
-    tracing::info!(%peer, reason, detail = %refusal.message, "WebSocket upgrade refused");
+    let user = user.map(|u| u.as_str()).unwrap_or("");
+    tracing::info!(%peer, user, reason, detail = %refusal.message, "WebSocket upgrade refused");
     METRICS.upgrade_rejected(reason);
     refusal.into_response()
 }
@@ -340,6 +341,7 @@ async fn authenticate_by_frame(
                     }
                     Err(f) => {
                         tracing::info!(
+                            user = f.user.as_ref().map(|u| u.as_str()).unwrap_or(""),
                             reason = f.reason(),
                             detail = f.message,
                             "authentication refused"

@@ -221,6 +221,23 @@ async fn sessions_and_refused_authentications_are_logged_at_info() {
     )
     .await;
     assert!(refused.is_err());
+    // A genuine token of a disabled user: refused, and the log says whose it was.
+    let r = server
+        .http(Some(&w.acme_key))
+        .patch(
+            &format!("/v1/admin/users/{}", w.bob.id),
+            serde_json::json!({"active": false}),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200);
+    let disabled = crossroom_protocol::client::Client::connect(
+        &server.ws_url(),
+        Some(&w.bob.token),
+        Encoding::Json,
+    )
+    .await;
+    assert!(disabled.is_err());
     let bad_key = "ck_not_a_key_of_anyone_at_all";
     let r = server
         .http(Some(bad_key))
@@ -269,6 +286,14 @@ async fn sessions_and_refused_authentications_are_logged_at_info() {
     }
     let l = find("WebSocket upgrade refused");
     assert_eq!(l["fields"]["reason"], "auth", "{l}");
+    let named = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "WebSocket upgrade refused"
+                && l["fields"]["detail"] == "user is disabled"
+        })
+        .unwrap_or_else(|| panic!("the disabled user's refusal in {lines:#?}"));
+    assert_eq!(named["fields"]["user"], w.bob.id.as_str(), "{named}");
     assert!(
         l["fields"]["peer"]
             .as_str()
