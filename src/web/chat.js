@@ -1,23 +1,22 @@
-// crossroom chat page: a plain WebSocket client of /v1/ws with JSON frames (crossroom.v1.json),
-// written from protocol/PROTOCOL.md like any other client.
-"use strict";
+// crossroom chat page, on the client library (/assets/crossroom.mjs): it reconnects by itself and
+// resumes every room with no gap, retries posts without doubling them, and follows every room of
+// the user for unread counts.
+import { Client, TYPING_MS } from "/assets/crossroom.mjs";
 
 const $ = (id) => document.getElementById(id);
+const HISTORY_PAGE = 50;
 
 const state = {
-  ws: null,
+  client: null,
   me: null,
-  nextId: 1,
-  pending: new Map(), // request id -> {resolve, reject}
-  rooms: new Map(), // room id -> rooms line
+  rooms: new Map(), // room id -> rooms line (with a live `unread`)
   current: null, // room id shown
-  names: new Map(), // user id -> display name (from the room's members)
+  oldest: null, // seq of the oldest event shown
+  names: new Map(), // user id -> display name (contacts, self)
+  typing: new Map(), // user id -> timer, for the room shown
+  online: new Set(), // members of the room shown with a live session
+  lastTyping: 0,
 };
-
-function wsUrl() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/v1/ws`;
-}
 
 function setStatus(text, cls) {
   const s = $("status");
@@ -25,113 +24,181 @@ function setStatus(text, cls) {
   s.className = "status " + (cls || "");
 }
 
-// One request, answered by the frame carrying the same id (an `error` rejects).
-function request(frame) {
-  const id = state.nextId++;
-  frame.id = id;
-  return new Promise((resolve, reject) => {
-    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
-      reject(new Error("not connected"));
-      return;
-    }
-    state.pending.set(id, { resolve, reject });
-    state.ws.send(JSON.stringify(frame));
-  });
+function wsUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/v1/ws`;
 }
+
+// --- people ---------------------------------------------------------------------------------
+
+function companyOf(user) {
+  return user.split("@")[1] || "";
+}
+
+function displayName(user) {
+  return state.names.get(user) || user.split("@")[0];
+}
+
+/** A name, with a badge naming the company for people of another company than mine. */
+function person(user) {
+  const span = document.createElement("span");
+  span.className = "person";
+  span.textContent = displayName(user);
+  span.title = user;
+  if (state.me && companyOf(user) !== state.me.company && !user.startsWith("#")) {
+    const badge = document.createElement("span");
+    badge.className = "company";
+    badge.textContent = companyOf(user);
+    span.append(" ", badge);
+  }
+  return span;
+}
+
+// --- connection -----------------------------------------------------------------------------
 
 function signIn(token) {
   $("signin-error").textContent = "";
-  setStatus("connecting…");
-  const ws = new WebSocket(wsUrl(), "crossroom.v1.json");
-  state.ws = ws;
-  ws.onopen = () => {
-    const id = state.nextId++;
-    state.pending.set(id, {
-      resolve: (hello) => started(hello, token),
-      reject: (e) => {
-        $("signin-error").textContent = e.message;
-        setStatus("signed out");
-      },
-    });
-    ws.send(JSON.stringify({ type: "auth", id, token }));
-  };
-  ws.onmessage = (m) => onFrame(JSON.parse(m.data));
-  ws.onclose = (e) => {
-    for (const p of state.pending.values()) p.reject(new Error("connection closed"));
-    state.pending.clear();
-    if (state.ws === ws) {
-      setStatus(`disconnected (${e.code}${e.reason ? ": " + e.reason : ""})`, "bad");
-      $("compose").disabled = true;
-      $("send").disabled = true;
+  if (state.client) state.client.close();
+  const client = new Client({ url: wsUrl(), token });
+  state.client = client;
+  client.addEventListener("state", (e) => onState(e.detail));
+  client.addEventListener("hello", (e) => started(e.detail, token));
+  client.addEventListener("event", (e) => onEvent(e.detail));
+  client.addEventListener("reset", (e) => {
+    if (e.detail.room === state.current) openRoom(e.detail.room);
+  });
+  client.addEventListener("joined", (e) => {
+    state.rooms.set(e.detail.room.id, e.detail.room);
+    follow(e.detail.room);
+    renderRooms();
+  });
+  client.addEventListener("removed", (e) =>
+    dropRoom(e.detail.room, `you were removed from this room (${e.detail.reason}); nothing more of it reaches you`));
+  client.addEventListener("room_deleted", (e) => dropRoom(e.detail.room, "this group was deleted, with everything in it"));
+  client.addEventListener("typing", (e) => onTyping(e.detail));
+  client.addEventListener("presence", (e) => onPresence(e.detail));
+  client.connect().catch((e) => {
+    $("signin-error").textContent = e.serverMessage || e.message;
+    $("signin").hidden = false;
+    $("app").hidden = true;
+    sessionStorage.removeItem("crossroom.token");
+  });
+}
+
+let countdown = null;
+function onState(s) {
+  clearInterval(countdown);
+  switch (s.state) {
+    case "connecting":
+      setStatus(s.attempt ? "reconnecting…" : "connecting…", "");
+      break;
+    case "open":
+      setStatus("connected", "good");
+      enableComposer(true);
+      break;
+    case "waiting": {
+      enableComposer(false);
+      const until = Date.now() + s.retryIn;
+      const why = s.code === 1001 ? "server restarting" : `connection lost (${s.code})`;
+      const show = () => setStatus(`${why} · reconnecting in ${Math.max(0, Math.ceil((until - Date.now()) / 1000))} s`, "bad");
+      show();
+      countdown = setInterval(show, 500);
+      if (!state.me && s.code === 1006) explainRefusal();
+      break;
     }
-  };
+    case "closed":
+      enableComposer(false);
+      setStatus(s.code === 1000 ? "signed out" : `disconnected (${s.code}${s.reason ? ": " + s.reason : ""})`, "bad");
+      break;
+  }
+}
+
+/** A socket that never opened may have been refused for its origin: ask the server why. */
+async function explainRefusal() {
+  try {
+    const r = await fetch("/v1/origin", { method: "POST" });
+    const v = await r.json();
+    if (!v.admitted) {
+      $("signin").hidden = false;
+      $("signin-error").textContent = v.message;
+    }
+  } catch (e) {
+    // The server is not there: the status line says so.
+  }
 }
 
 async function started(hello, token) {
+  const first = !state.me;
   state.me = hello.user;
+  state.names.set(hello.user.id, hello.user.name);
   sessionStorage.setItem("crossroom.token", token);
-  $("me").textContent = `${hello.user.name} (${hello.user.id})`;
-  setStatus("connected", "good");
+  $("me").replaceChildren(document.createTextNode(`${hello.user.name} · ${hello.user.company}`));
   $("signin").hidden = true;
   $("app").hidden = false;
-  const r = await request({ type: "list_rooms" });
+  if (!first) return; // a reconnect: the client resumed every room itself
+  try {
+    const contacts = await state.client.request({ type: "list_contacts" });
+    for (const c of contacts.contacts) state.names.set(c.id, c.name);
+  } catch (e) {
+    // Names are a nicety: ids still show.
+  }
+  const r = await state.client.request({ type: "list_rooms" });
   state.rooms.clear();
-  for (const room of r.rooms) state.rooms.set(room.id, room);
+  for (const room of r.rooms) {
+    state.rooms.set(room.id, room);
+    follow(room);
+  }
   renderRooms();
 }
 
-function onFrame(f) {
-  if (f.id !== undefined && f.id !== null && state.pending.has(f.id)) {
-    const p = state.pending.get(f.id);
-    state.pending.delete(f.id);
-    if (f.type === "error") p.reject(new Error(`${f.code}: ${f.message}`));
-    else p.resolve(f);
-    return;
-  }
-  switch (f.type) {
-    case "event":
-      if (f.room === state.current) showEvent(f);
-      if (state.rooms.has(f.room)) state.rooms.get(f.room).head = f.seq;
-      break;
-    case "joined":
-      state.rooms.set(f.room.id, f.room);
-      renderRooms();
-      break;
-    case "removed":
-    case "room_deleted":
-      dropRoom(f.room, f.type === "removed" ? `you were removed (${f.reason})` : "the group was deleted");
-      break;
-    case "reset":
-      if (f.room === state.current) openRoom(f.room);
-      break;
-    case "error":
-      $("post-error").textContent = `${f.code}: ${f.message}`;
-      break;
-    default:
-      break; // typing, task_notice, …: not shown here
-  }
+/** Follow a room I am a member of (live events, for the unread badge); managed-only groups
+ * are not readable. */
+function follow(room) {
+  if (room.role === "master_only") return;
+  state.client.subscribe(room.id).catch(() => {});
 }
 
+function enableComposer(on) {
+  const open = on && state.current && state.client && state.client.state === "open";
+  $("compose").disabled = !open;
+  $("send").disabled = !open;
+}
+
+// --- room list ------------------------------------------------------------------------------
+
 function renderRooms() {
-  const ul = $("rooms");
-  ul.replaceChildren();
-  for (const room of state.rooms.values()) {
+  const lists = { rooms: $("rooms"), managed: $("managed") };
+  lists.rooms.replaceChildren();
+  lists.managed.replaceChildren();
+  const sorted = Array.from(state.rooms.values()).sort((a, b) => (a.name || "").localeCompare(b.name || ""));
+  for (const room of sorted) {
+    const managed = room.role === "master_only";
     const li = document.createElement("li");
     li.dataset.room = room.id;
-    // A group one masters without being a member is managed, not read ("groups I manage").
-    const managed = room.role === "master_only";
-    li.textContent = (room.name || room.id) + (managed ? " (you manage it)" : "");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = room.name || room.id;
+    li.appendChild(name);
     if (room.kind === "group") li.classList.add("group");
     if (room.id === state.current) li.classList.add("active");
+    if (!managed && room.unread > 0 && room.id !== state.current) {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = room.unread > 99 ? "99+" : String(room.unread);
+      li.appendChild(badge);
+    }
     li.onclick = managed
-      ? () => {
-          const n = $("notice");
-          n.textContent = `${room.name}: you are a master of this group, not a member`;
-          n.hidden = false;
-        }
+      ? () => notice(`${room.name}: you manage this group (you are a master, not a member), so its messages are not shown here`)
       : () => openRoom(room.id);
-    ul.appendChild(li);
+    (managed ? lists.managed : lists.rooms).appendChild(li);
   }
+  $("managed-title").hidden = lists.managed.childElementCount === 0;
+}
+
+function notice(text) {
+  const n = $("notice");
+  n.textContent = text;
+  n.hidden = !text;
 }
 
 function dropRoom(id, why) {
@@ -140,105 +207,208 @@ function dropRoom(id, why) {
   renderRooms();
   if (state.current === id) {
     state.current = null;
-    $("room-name").textContent = "Pick a room";
-    $("messages").replaceChildren();
+    $("room-name").textContent = room ? room.name : "Pick a room";
+    clearMessages();
     for (const l of ["members", "notes", "tasks"]) $(l).replaceChildren();
-    $("compose").disabled = true;
-    $("send").disabled = true;
+    enableComposer(false);
   }
-  const n = $("notice");
-  n.textContent = `${room ? room.name : id}: ${why}`;
-  n.hidden = false;
+  notice(`${room ? room.name : id}: ${why}`);
+}
+
+// --- the room shown -------------------------------------------------------------------------
+
+function clearMessages() {
+  const box = $("messages");
+  for (const el of Array.from(box.children)) if (el.id !== "older") el.remove();
+  $("older").hidden = true;
+  $("typing").textContent = "";
+  state.oldest = null;
 }
 
 async function openRoom(id) {
-  if (state.current && state.current !== id) {
-    request({ type: "unsubscribe", room: state.current }).catch(() => {});
-  }
   state.current = id;
+  document.body.classList.remove("show-rooms");
+  const room = state.rooms.get(id);
+  if (room) room.unread = 0;
   renderRooms();
-  $("notice").hidden = true;
+  notice("");
   $("post-error").textContent = "";
-  $("room-name").textContent = state.rooms.get(id)?.name || id;
-  $("messages").replaceChildren();
+  $("room-name").textContent = room?.name || id;
+  clearMessages();
+  state.typing.clear();
+  state.online.clear();
+  enableComposer(true);
   try {
-    // Live from now, then the page before it: no event is missed or shown twice.
-    const sub = await request({ type: "subscribe", room: id });
-    const info = await request({ type: "get_room", room: id });
-    state.names.clear();
-    renderMembers(info.room);
-    const hist = await request({ type: "history", room: id, before: sub.head + 1, limit: 50 });
+    // Live events already flow (the client follows the room); resubscribing with presence
+    // adds who is online. Then the page of history before them.
+    await state.client.subscribe(id, { presence: true });
+    const info = await state.client.request({ type: "get_room", room: id });
     if (state.current !== id) return;
-    const box = $("messages");
-    const live = Array.from(box.children);
-    box.replaceChildren();
-    for (const e of hist.events) showEvent(e);
-    for (const el of live) box.appendChild(el);
-    $("compose").disabled = false;
-    $("send").disabled = false;
+    renderMembers(info.room);
+    const pos = state.client.position(id);
+    const hist = await state.client.history(id, { before: pos ? pos.seq + 1 : undefined, limit: HISTORY_PAGE });
+    if (state.current !== id) return;
+    for (const e of hist.events) showEvent(e, "older");
+    $("older").hidden = !hist.has_more;
+    scrollToEnd();
     $("compose").focus();
     refreshItems(id, info.room.features);
-    if (sub.head > 0) request({ type: "mark_read", room: id, seq: sub.head }).catch(() => {});
+    markRead(id);
   } catch (e) {
-    $("post-error").textContent = e.message;
+    $("post-error").textContent = e.serverMessage || e.message;
   }
+}
+
+async function loadOlder() {
+  const id = state.current;
+  if (!id || state.oldest === null) return;
+  const box = $("messages");
+  const before = box.scrollHeight;
+  const hist = await state.client.history(id, { before: state.oldest, limit: HISTORY_PAGE });
+  if (state.current !== id) return;
+  for (const e of hist.events.slice().reverse()) showEvent(e, "top");
+  $("older").hidden = !hist.has_more;
+  box.scrollTop += box.scrollHeight - before; // keep the reader where they were
+}
+
+function markRead(id) {
+  const pos = state.client.position(id);
+  if (pos && pos.seq > 0) state.client.markRead(id, pos.seq).catch(() => {});
 }
 
 function renderMembers(room) {
   const ul = $("members");
   ul.replaceChildren();
   const masters = new Set(room.masters || []);
-  for (const u of room.members || []) {
+  const all = [...new Set([...(room.members || []), ...(room.masters || [])])];
+  for (const u of all) {
     const li = document.createElement("li");
     li.dataset.user = u;
-    li.textContent = u + (masters.has(u) ? " ★" : "");
+    const dot = document.createElement("span");
+    dot.className = "presence" + (state.online.has(u) ? " online" : "");
+    dot.title = state.online.has(u) ? "online" : "offline";
+    li.append(dot, person(u));
+    if (masters.has(u)) {
+      const role = document.createElement("span");
+      role.className = "role";
+      role.textContent = (room.members || []).includes(u) ? "master" : "master (not a member)";
+      li.append(" ", role);
+    }
     ul.appendChild(li);
   }
 }
 
-function nameOf(user) {
-  return user.split("@")[0];
+function onPresence(p) {
+  if (p.room !== state.current) return;
+  if (p.snapshot) state.online = new Set(p.online);
+  else {
+    for (const u of p.online) state.online.add(u);
+    for (const u of p.offline) state.online.delete(u);
+  }
+  for (const li of $("members").children) {
+    const dot = li.querySelector(".presence");
+    const on = state.online.has(li.dataset.user);
+    dot.className = "presence" + (on ? " online" : "");
+    dot.title = on ? "online" : "offline";
+  }
+}
+
+function onTyping(t) {
+  if (t.room !== state.current || t.user === state.me.id) return;
+  clearTimeout(state.typing.get(t.user));
+  state.typing.set(t.user, setTimeout(() => {
+    state.typing.delete(t.user);
+    renderTyping();
+  }, TYPING_MS));
+  renderTyping();
+}
+
+function renderTyping() {
+  const who = Array.from(state.typing.keys()).map(displayName);
+  $("typing").textContent = who.length === 0 ? "" : `${who.join(", ")} ${who.length === 1 ? "is" : "are"} typing…`;
+}
+
+function onEvent(e) {
+  const room = state.rooms.get(e.room);
+  if (room) room.head = e.seq;
+  if (e.room === state.current) {
+    const atEnd = nearEnd();
+    showEvent(e, "live");
+    if (atEnd) scrollToEnd();
+    if (e.body.kind === "message") {
+      state.typing.delete(e.author);
+      renderTyping();
+      if (document.visibilityState === "visible") markRead(e.room);
+    }
+  } else if (room && e.body.kind === "message" && e.author !== state.me.id) {
+    room.unread = (room.unread || 0) + 1;
+    renderRooms();
+  }
+}
+
+function nearEnd() {
+  const box = $("messages");
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+}
+
+function scrollToEnd() {
+  const box = $("messages");
+  box.scrollTop = box.scrollHeight;
 }
 
 function describe(e) {
   const b = e.body;
+  const who = (u) => displayName(u);
   switch (b.kind) {
-    case "created": return `${nameOf(e.author)} created “${b.name}”`;
-    case "members_added": return `${nameOf(e.author)} added ${b.users.map(nameOf).join(", ")}`;
-    case "member_removed": return `${nameOf(b.user)} is no longer a member (${b.reason})`;
-    case "masters_added": return `${b.users.map(nameOf).join(", ")} became master`;
-    case "master_removed": return `${nameOf(b.user)} is no longer a master`;
-    case "group_updated": return `${nameOf(e.author)} changed the group settings`;
+    case "created": return `${who(e.author)} created “${b.name}”`;
+    case "members_added": return `${who(e.author)} added ${b.users.map(who).join(", ")}`;
+    case "member_removed": return `${who(b.user)} is no longer a member (${b.reason})`;
+    case "masters_added": return `${b.users.map(who).join(", ")} became master`;
+    case "master_removed": return `${who(b.user)} is no longer a master`;
+    case "group_updated": return `${who(e.author)} changed the group's ${Object.keys(b).filter((k) => k !== "kind" && b[k] !== null).join(", ")}`;
+    case "converted": return `${who(e.author)} turned this room into an external group “${b.name}”`;
     case "notice": return b.text;
-    default: return `${nameOf(e.author)}: ${b.kind.replaceAll("_", " ")}`;
+    default: return `${who(e.author)}: ${b.kind.replaceAll("_", " ")}`;
   }
 }
 
-function showEvent(e) {
+/** Show an event: "live" and "older" (a first page, in order) at the bottom, "top" above. */
+function showEvent(e, where) {
   const box = $("messages");
   if (box.querySelector(`[data-seq="${e.seq}"]`)) return;
   const div = document.createElement("div");
   div.dataset.seq = e.seq;
   if (e.body.kind === "message") {
     div.className = "msg" + (state.me && e.author === state.me.id ? " mine" : "");
-    const who = document.createElement("span");
-    who.className = "author";
-    who.textContent = nameOf(e.author);
-    const text = document.createElement("span");
+    const head = document.createElement("div");
+    head.className = "head";
+    const who = person(e.author);
+    who.classList.add("author");
+    const when = document.createElement("time");
+    when.dateTime = new Date(e.ts).toISOString();
+    when.textContent = new Date(e.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    head.append(who, when);
+    const text = document.createElement("div");
     text.className = "text";
     text.textContent = e.body.recalled ? "(recalled)" : e.body.text;
-    const when = document.createElement("time");
-    when.textContent = new Date(e.ts).toLocaleTimeString();
-    div.append(who, text, when);
+    div.append(head, text);
+    for (const a of e.body.attachments || []) {
+      const f = document.createElement("div");
+      f.className = "attachment";
+      f.textContent = `📎 ${a.name} (${Math.ceil(a.size / 1024)} KiB)`;
+      div.appendChild(f);
+    }
   } else {
     div.className = "event";
     div.textContent = describe(e);
   }
-  box.appendChild(div);
-  box.scrollTop = box.scrollHeight;
-  if (e.room === state.current && /^(note|task)_/.test(e.body.kind)) refreshItems(e.room);
-  if (e.room === state.current && /^(members_added|member_removed|masters_added|master_removed)$/.test(e.body.kind)) {
-    request({ type: "get_room", room: e.room }).then((r) => renderMembers(r.room)).catch(() => {});
+  if (state.oldest === null || e.seq < state.oldest) state.oldest = e.seq;
+  const older = $("older");
+  if (where === "top") older.after(div);
+  else box.appendChild(div);
+  if (/^(note|task)_/.test(e.body.kind)) refreshItems(e.room);
+  if (where === "live" && /^(members_added|member_removed|masters_added|master_removed)$/.test(e.body.kind)) {
+    state.client.request({ type: "get_room", room: e.room }).then((r) => renderMembers(r.room)).catch(() => {});
   }
 }
 
@@ -253,12 +423,12 @@ async function refreshItems(room, features) {
     }
   };
   if (!features || features.note) {
-    request({ type: "query", room, query: { q: "notes" } })
+    state.client.request({ type: "query", room, query: { q: "notes" } })
       .then((r) => fill("notes", r.result.notes, (n) => (n.fields.pinned ? "📌 " : "") + n.fields.title))
       .catch(() => fill("notes", [], () => ""));
   }
   if (!features || features.task) {
-    request({ type: "query", room, query: { q: "tasks" } })
+    state.client.request({ type: "query", room, query: { q: "tasks" } })
       .then((r) => fill("tasks", r.result.tasks, (t) => (t.done ? "✔ " : "☐ ") + t.fields.title))
       .catch(() => fill("tasks", [], () => ""));
   }
@@ -269,21 +439,38 @@ async function send() {
   const text = input.value.trim();
   if (!text || !state.current) return;
   $("post-error").textContent = "";
-  const cmid = `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   input.value = "";
   try {
-    await request({ type: "post", room: state.current, client_msg_id: cmid, text });
+    // Retried by the client (same client_msg_id) if the connection drops before `posted`.
+    await state.client.post(state.current, text);
   } catch (e) {
-    input.value = text;
-    $("post-error").textContent = e.message;
+    if (!input.value) input.value = text;
+    $("post-error").textContent = e.serverMessage || e.message;
   }
 }
 
 window.addEventListener("DOMContentLoaded", () => {
   $("signin-button").onclick = () => signIn($("token").value.trim());
   $("send").onclick = send;
+  $("older").onclick = loadOlder;
+  $("toggle-rooms").onclick = () => document.body.classList.toggle("show-rooms");
+  $("toggle-details").onclick = () => document.body.classList.toggle("show-details");
   $("compose").addEventListener("keydown", (e) => {
-    if (e.key === "Enter") send();
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+  $("compose").addEventListener("input", () => {
+    // Tell the room at most every 3 s.
+    const now = Date.now();
+    if (state.current && now - state.lastTyping > 3000) {
+      state.lastTyping = now;
+      state.client.typing(state.current);
+    }
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && state.current) markRead(state.current);
   });
   // A token in the fragment (never sent to the server) or from this tab's last sign-in.
   const m = location.hash.match(/token=([^&]+)/);

@@ -1,6 +1,7 @@
-//! The pages the binary serves: a chat page (`/`) and an ops dashboard (`/dashboard`). Plain
-//! HTML, CSS and JavaScript compiled into the binary — no build step, no third-party code. Both
-//! speak the public protocols only (`/v1/ws` with JSON frames, `/v1/ops`), like any client.
+//! The pages the binary serves: a chat page (`/`) and an ops dashboard (`/dashboard`), and the
+//! JavaScript client library (`/assets/crossroom.mjs`). Plain HTML, CSS and JavaScript compiled
+//! into the binary — no build step, no third-party code. They speak the public protocols only
+//! (`/v1/ws`, `/v1/ops`), like any client.
 
 use crate::hub::Hub;
 use axum::extract::Path;
@@ -21,6 +22,12 @@ const ASSETS: &[Asset] = &[
         name: "chat.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("chat.js"),
+    },
+    // The client library, an ES module other web apps may import too.
+    Asset {
+        name: "crossroom.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("crossroom.mjs"),
     },
     Asset {
         name: "dashboard.js",
@@ -46,6 +53,27 @@ pub fn routes() -> Router<Arc<Hub>> {
             get(|| async { page(include_str!("dashboard.html")) }),
         )
         .route("/assets/{name}", get(asset))
+        .route("/v1/origin", axum::routing::post(origin))
+}
+
+/// `POST /v1/origin`: whether a page of this request's `Origin` may open a WebSocket session,
+/// and if not, what to configure. A browser cannot read why an upgrade was refused (the socket
+/// just fails), so the chat page asks here when its socket never opened. (A POST: browsers send
+/// `Origin` with it.)
+async fn origin(
+    axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
+    headers: axum::http::HeaderMap,
+) -> axum::Json<serde_json::Value> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    match crate::session::admit_upgrade(&hub, &headers) {
+        Ok(()) => axum::Json(serde_json::json!({ "admitted": true, "origin": origin })),
+        Err((reason, e)) => axum::Json(serde_json::json!({
+            "admitted": false, "origin": origin, "reason": reason, "message": e.message
+        })),
+    }
 }
 
 fn page(html: &'static str) -> Response {

@@ -284,7 +284,7 @@ async fn g12_chat_page_two_companies_talk_and_a_removed_member_loses_the_room_at
         .wait_for(
             "members, notes and tasks",
             "const t = (id) => document.getElementById(id).textContent; \
-             return t('members').includes(arguments[0]) && t('notes').includes('Agenda') && t('tasks').includes('Book the venue');",
+             return !!document.querySelector(`#members li[data-user=\"${arguments[0]}\"]`) && t('notes').includes('Agenda') && t('tasks').includes('Book the venue');",
             json!([w.alice.id.0]),
         )
         .await;
@@ -355,6 +355,145 @@ async fn g12_chat_page_two_companies_talk_and_a_removed_member_loses_the_room_at
     assert_eq!(leaked, json!(false));
     carol.screenshot("after-removal").await;
     alice.quit().await;
+    carol.quit().await;
+}
+
+/// The chat page on the client library, as two people of two companies use it: a long room
+/// pages back with "Load older", authors of the other company carry its badge, a room not shown
+/// counts its unread messages, typing shows; the server restarts (1001) and the page reconnects
+/// by itself, resumes with no gap, and sends what was written while it was down exactly once;
+/// at 390 px wide nothing but the message pane scrolls.
+#[tokio::test]
+async fn chat_page_pages_badges_types_and_survives_a_restart() {
+    let mut server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice_ws = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice_ws, "Launch plan", &[&w.carol.id]).await;
+    let side = group(&mut alice_ws, "Side room", &[&w.carol.id]).await;
+    for i in 0..60 {
+        post_ok(
+            &mut alice_ws,
+            &room,
+            &format!("old{i}"),
+            &format!("old {i}"),
+        )
+        .await;
+    }
+    let driver = Driver::start().await;
+    let carol = driver.browser("carol-390").await;
+    carol
+        .goto(&format!("http://{}/#token={}", server.addr, w.carol.token))
+        .await;
+    carol
+        .click(&format!("#rooms li[data-room=\"{room}\"]"))
+        .await;
+    carol
+        .wait_for(
+            "the last page",
+            "return document.querySelectorAll('#messages .msg').length === 50 && !document.getElementById('older').hidden;",
+            json!([]),
+        )
+        .await;
+    carol.click("#older").await;
+    carol
+        .wait_for(
+            "every message",
+            "return document.querySelectorAll('#messages .msg').length === 60 && document.getElementById('older').hidden;",
+            json!([]),
+        )
+        .await;
+    let badge = carol
+        .js(
+            "return document.querySelector('#messages .msg .author .company').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(badge, json!("acme.example"));
+    // A room not shown counts what arrives in it.
+    for i in 0..3 {
+        post_ok(&mut alice_ws, &side, &format!("side{i}"), "over here").await;
+    }
+    carol
+        .wait_for(
+            "an unread badge of 3",
+            "const b = document.querySelector(`#rooms li[data-room=\"${arguments[0]}\"] .badge`); return !!b && b.textContent === '3';",
+            json!([side.0]),
+        )
+        .await;
+    alice_ws
+        .request(ClientFrame::Typing {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("typing");
+    carol
+        .wait_for(
+            "alice typing",
+            "return document.getElementById('typing').textContent.includes('is typing');",
+            json!([]),
+        )
+        .await;
+
+    // The server restarts in place; carol writes while it is down.
+    alice_ws.close().await;
+    server.restart_in_place().await;
+    carol
+        .wait_for(
+            "the page to reconnect",
+            "return document.getElementById('status').textContent === 'connected';",
+            json!([]),
+        )
+        .await;
+    carol.type_into("#compose", "back again\u{E007}").await;
+    let mut alice_ws = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    subscribe(&mut alice_ws, &room, None).await;
+    post_ok(&mut alice_ws, &room, "after", "after the restart").await;
+    carol
+        .wait_for(
+            "the post after the restart",
+            HAS_MESSAGE,
+            json!(["after the restart"]),
+        )
+        .await;
+    carol
+        .wait_for("her own post", HAS_MESSAGE, json!(["back again"]))
+        .await;
+    // No gap and nothing twice: the seqs shown run without a hole.
+    let seqs = carol
+        .js(
+            "return Array.from(document.querySelectorAll('#messages [data-seq]')).map(e => Number(e.dataset.seq));",
+            json!([]),
+        )
+        .await;
+    let seqs: Vec<u64> = serde_json::from_value(seqs).expect("seqs");
+    assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "{seqs:?}");
+    let texts = message_texts(&whole_history(&mut alice_ws, &room).await);
+    assert_eq!(
+        texts.iter().filter(|t| *t == "back again").count(),
+        1,
+        "{texts:?}"
+    );
+
+    // 390 px wide: the page itself does not scroll, the composer is on screen.
+    carol
+        .call(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": 390, "height": 844})),
+        )
+        .await;
+    let fits = carol
+        .js(
+            "const d = document.documentElement; const c = document.getElementById('compose').getBoundingClientRect(); \
+             return [d.scrollWidth <= window.innerWidth, d.scrollHeight <= window.innerHeight + 1, c.bottom <= window.innerHeight, c.width > 200];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(fits, json!([true, true, true, true]), "layout at 390 px");
+    carol.screenshot("390px").await;
+    carol.click("#toggle-rooms").await;
+    carol.screenshot("390px-rooms").await;
     carol.quit().await;
 }
 

@@ -43,7 +43,7 @@ impl Server {
             std::fs::write(&p, toml).expect("write config");
             Some(p)
         };
-        let (child, addr) = spawn(&dir, config.as_deref(), &[]).await;
+        let (child, addr) = spawn(&dir, config.as_deref(), &[], "127.0.0.1:0").await;
         Server {
             child: Some(child),
             addr,
@@ -72,7 +72,7 @@ impl Server {
             Some(p)
         };
         let args = vec!["--redis".to_owned(), redis.join(",")];
-        let (child, addr) = spawn(&dir, config.as_deref(), &args).await;
+        let (child, addr) = spawn(&dir, config.as_deref(), &args, "127.0.0.1:0").await;
         Server {
             child: Some(child),
             addr,
@@ -88,7 +88,29 @@ impl Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill().await;
         }
-        let (child, addr) = spawn(&self.data_dir, self.config.as_deref(), &self.args).await;
+        let (child, addr) = spawn(
+            &self.data_dir,
+            self.config.as_deref(),
+            &self.args,
+            "127.0.0.1:0",
+        )
+        .await;
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// Stop gracefully (SIGTERM: clients are told 1001) and start again on the same data
+    /// directory and the same address, as an upgrade or a reboot does: clients that reconnect
+    /// to the address they know find it again.
+    pub async fn restart_in_place(&mut self) {
+        self.terminate().await;
+        let (child, addr) = spawn(
+            &self.data_dir,
+            self.config.as_deref(),
+            &self.args,
+            &self.addr.clone(),
+        )
+        .await;
         self.child = Some(child);
         self.addr = addr;
     }
@@ -167,7 +189,12 @@ impl Drop for Server {
     }
 }
 
-async fn spawn(dir: &Path, config: Option<&Path>, args: &[String]) -> (Child, String) {
+async fn spawn(
+    dir: &Path,
+    config: Option<&Path>,
+    args: &[String],
+    listen: &str,
+) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -175,7 +202,7 @@ async fn spawn(dir: &Path, config: Option<&Path>, args: &[String]) -> (Child, St
         .expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_crossroom"));
     cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .arg("--data-dir")
         .arg(dir)
         .args(["--operator-key", OPERATOR_KEY])

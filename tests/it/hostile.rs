@@ -1729,3 +1729,41 @@ fn post_with(room: &crossroom_protocol::RoomId, cmid: &str, files: Vec<String>) 
         mentions: vec![],
     }
 }
+
+/// `POST /v1/origin` (for pages whose socket never opened): the page's own origin is admitted,
+/// another site's is not, with the message that says what to configure.
+#[tokio::test]
+async fn the_origin_check_tells_a_page_why() {
+    let server = Server::start().await;
+    let ask = |origin: String| {
+        let addr = server.addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            let req = format!(
+                "POST /v1/origin HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.expect("read");
+            let body = out.split("\r\n\r\n").nth(1).expect("a body").to_owned();
+            serde_json::from_str::<serde_json::Value>(&body).expect("json")
+        }
+    };
+    assert_eq!(
+        ask(format!("http://{}", server.addr)).await["admitted"],
+        true
+    );
+    let evil = ask("https://evil.example".to_owned()).await;
+    assert_eq!(evil["admitted"], false, "{evil}");
+    assert_eq!(evil["reason"], "origin", "{evil}");
+    assert!(
+        evil["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("allowed_origins")),
+        "{evil}"
+    );
+}

@@ -15,6 +15,7 @@ mod features;
 mod groups;
 mod harness;
 mod hostile;
+mod js_client;
 mod lifecycle;
 mod model;
 mod ops;
