@@ -156,6 +156,11 @@ pub struct RoomInfo {
     /// The profile image's file id, if any (G9): `GET /v1/rooms/{room}/image`.
     #[serde(default)]
     pub image: Option<String>,
+    /// In a `room` answer (`get_room`): every member and master as the directory has them now —
+    /// display name, company, kind — by id. A user the directory no longer knows (deleted) is
+    /// absent. Empty (and left out) in other frames.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub people: std::collections::BTreeMap<UserId, UserInfo>,
 }
 
 /// What a user is to a room of their list.

@@ -697,7 +697,27 @@ impl RoomActor {
         if !known {
             return reply.fail(self.not_found());
         }
-        reply.send(RoomReply::Room(Box::new(info(room))));
+        // Who everyone is, looked up off the actor: the room goes on meanwhile.
+        let mut answer = info(room);
+        let store = self.ctx.store.clone();
+        self.ctx.shutdown.spawn(async move {
+            let ids: std::collections::BTreeSet<UserId> = answer
+                .members
+                .iter()
+                .chain(&answer.masters)
+                .cloned()
+                .collect();
+            for id in ids {
+                match store.user(&id).await {
+                    Ok(Some(u)) => {
+                        answer.people.insert(id, u.info());
+                    }
+                    Ok(None) => {}
+                    Err(e) => return reply.fail(e.into()),
+                }
+            }
+            reply.send(RoomReply::Room(Box::new(answer)));
+        });
     }
 
     /// A room-feature question by a member, answered off the actor.

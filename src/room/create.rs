@@ -206,6 +206,7 @@ async fn store_room(
         head: created.seq,
         converted_from: None,
         image: None,
+        people: Default::default(),
     };
     let mut told: Vec<&UserId> = info.members.iter().chain(&info.masters).collect();
     told.sort();

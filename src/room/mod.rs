@@ -193,5 +193,6 @@ pub fn info(r: &crate::store::RoomRecord) -> crossroom_protocol::RoomInfo {
         head: r.head,
         converted_from: r.converted_from.clone(),
         image: r.image.clone(),
+        people: Default::default(),
     }
 }

@@ -277,6 +277,12 @@ function markRead(id) {
 }
 
 function renderMembers(room) {
+  // The room names its people (display name, company): authors show by name from here on.
+  for (const [id, p] of Object.entries(room.people || {})) state.names.set(id, p.name);
+  for (const el of document.querySelectorAll("#messages .person")) {
+    const id = el.title;
+    if (state.names.has(id)) el.firstChild.textContent = state.names.get(id);
+  }
   const ul = $("members");
   ul.replaceChildren();
   const masters = new Set(room.masters || []);

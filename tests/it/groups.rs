@@ -1554,3 +1554,37 @@ async fn g14_an_invitation_expiry_past_a_year_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `get_room` names everyone in the group — display name, company, kind — so that a client
+/// shows people, not ids; a user the directory forgot is left out.
+#[tokio::test]
+async fn get_room_names_its_members_and_masters() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::Json).await;
+    let room = group(&mut alice, "Named", &[&w.carol.id, &w.bob.id]).await;
+    let r = server
+        .http(Some(&w.acme_key))
+        .delete(&format!("/v1/admin/users/{}", w.bob.id))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 204);
+    let ServerFrame::Room { room: info, .. } = alice
+        .request(ClientFrame::GetRoom {
+            id: 0,
+            room: room.clone(),
+        })
+        .await
+        .expect("get_room")
+    else {
+        panic!("expected room")
+    };
+    let carol = info.people.get(&w.carol.id).expect("carol is named");
+    assert_eq!(carol.company.as_str(), "globex.example");
+    assert_eq!(carol.name, "carol");
+    assert!(info.people.contains_key(&w.alice.id));
+    assert!(
+        !info.people.contains_key(&w.bob.id),
+        "a deleted user is left out"
+    );
+}
