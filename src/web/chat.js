@@ -16,7 +16,40 @@ const state = {
   typing: new Map(), // user id -> timer, for the room shown
   online: new Set(), // members of the room shown with a live session
   lastTyping: 0,
+  info: null, // the room shown, as get_room answered
+  pendingFiles: [], // attachments uploaded for the next post
+  invite: null, // an invitation token from the link this page was opened with
 };
+
+/** An element: `h("li", {class: "x", onclick}, "text", child…)`. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k in el && typeof v !== "string") el[k] = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c);
+  return el;
+}
+
+function isMaster() {
+  return !!(state.info && state.me && (state.info.masters || []).includes(state.me.id));
+}
+
+function act(action) {
+  return state.client.request({ type: "act", room: state.current, action });
+}
+
+function query(q) {
+  return state.client.request({ type: "query", room: state.current, query: q }).then((r) => r.result);
+}
+
+function fail(e) {
+  $("post-error").textContent = e.serverMessage || e.message;
+}
 
 function setStatus(text, cls) {
   const s = $("status");
@@ -149,6 +182,28 @@ async function started(hello, token) {
     follow(room);
   }
   renderRooms();
+  if (state.invite) joinByInvite(state.invite);
+}
+
+/** Opened from an invitation link (`/#invite=TOKEN`): join, then show the group. */
+async function joinByInvite(token) {
+  state.invite = null;
+  try {
+    const c = await state.client.request({ type: "join_by_invite", token });
+    notice("You joined the group through its invitation link.");
+    await waitFor(() => state.rooms.has(c.room));
+    openRoom(c.room);
+  } catch (e) {
+    notice(`This invitation link did not work: ${e.serverMessage || e.message}`);
+  }
+}
+
+function waitFor(check, ms = 5000) {
+  return new Promise((resolve) => {
+    const end = Date.now() + ms;
+    const poll = () => (check() || Date.now() > end ? resolve() : setTimeout(poll, 50));
+    poll();
+  });
 }
 
 /** Follow a room I am a member of (live events, for the unread badge); managed-only groups
@@ -244,7 +299,9 @@ async function openRoom(id) {
     await state.client.subscribe(id, { presence: true });
     const info = await state.client.request({ type: "get_room", room: id });
     if (state.current !== id) return;
+    state.info = info.room;
     renderMembers(info.room);
+    renderGroupPanel();
     const pos = state.client.position(id);
     const hist = await state.client.history(id, { before: pos ? pos.seq + 1 : undefined, limit: HISTORY_PAGE });
     if (state.current !== id) return;
@@ -253,6 +310,8 @@ async function openRoom(id) {
     scrollToEnd();
     $("compose").focus();
     refreshItems(id, info.room.features);
+    refreshCalendar();
+    refreshFiles();
     markRead(id);
   } catch (e) {
     $("post-error").textContent = e.serverMessage || e.message;
@@ -300,8 +359,21 @@ function renderMembers(room) {
       role.textContent = (room.members || []).includes(u) ? "master" : "master (not a member)";
       li.append(" ", role);
     }
+    if (room.kind === "group" && isMaster() && u !== state.me.id) {
+      if (!masters.has(u)) {
+        li.append(h("button", { type: "button", class: "small", title: "make master",
+          onclick: () => state.client.request({ type: "add_masters", room: room.id, users: [u] }).catch(fail) }, "★"));
+      }
+      li.append(h("button", { type: "button", class: "small remove", title: "remove from the group",
+        onclick: () => state.client.request({ type: "remove_member", room: room.id, user: u }).catch(fail) }, "✕"));
+    }
     ul.appendChild(li);
   }
+  // Assignees and the add-member suggestions come from the people we know.
+  const sel = $("task-assignees");
+  sel.replaceChildren(...(room.members || []).map((u) => h("option", { value: u, selected: u === state.me.id }, displayName(u))));
+  $("known-people").replaceChildren(...Array.from(state.names.keys()).map((u) => h("option", { value: u }, displayName(u))));
+  $("add-member").hidden = !(room.kind === "group" && isMaster());
 }
 
 function onPresence(p) {
@@ -367,14 +439,29 @@ function describe(e) {
   const who = (u) => displayName(u);
   switch (b.kind) {
     case "created": return `${who(e.author)} created “${b.name}”`;
-    case "members_added": return `${who(e.author)} added ${b.users.map(who).join(", ")}`;
+    case "members_added":
+      return b.users.length === 1 && b.users[0] === e.author
+        ? `${who(e.author)} joined through the invitation link`
+        : `${who(e.author)} added ${b.users.map(who).join(", ")}`;
     case "member_removed": return `${who(b.user)} is no longer a member (${b.reason})`;
     case "masters_added": return `${b.users.map(who).join(", ")} became master`;
     case "master_removed": return `${who(b.user)} is no longer a master`;
     case "group_updated": return `${who(e.author)} changed the group's ${Object.keys(b).filter((k) => k !== "kind" && b[k] !== null).join(", ")}`;
     case "converted": return `${who(e.author)} turned this room into an external group “${b.name}”`;
     case "notice": return b.text;
-    default: return `${who(e.author)}: ${b.kind.replaceAll("_", " ")}`;
+    default: {
+      const done = {
+        note_posted: "posted a note", note_edited: "edited a note", note_deleted: "deleted a note",
+        note_commented: "commented on a note", comment_deleted: "deleted a comment", note_liked: "liked a note",
+        calendar_event_created: "added an event to the calendar", calendar_event_updated: "changed an event",
+        calendar_event_deleted: "deleted an event", task_created: "created a task", task_updated: "changed a task",
+        task_completed: "completed a task", task_reopened: "reopened a task", task_deleted: "deleted a task",
+        folder_created: "made a folder", folder_updated: "renamed a folder", file_added: `added ${b.name ? `“${b.name}”` : "a file"} to the folder`,
+        item_trashed: "moved something to the trash", item_restored: "restored something from the trash",
+        item_purged: "deleted something for good", message_recalled: "recalled a message",
+      }[b.kind];
+      return `${who(e.author)} ${done || b.kind.replaceAll("_", " ")}`;
+    }
   }
 }
 
@@ -398,11 +485,11 @@ function showEvent(e, where) {
     text.className = "text";
     text.textContent = e.body.recalled ? "(recalled)" : e.body.text;
     div.append(head, text);
-    for (const a of e.body.attachments || []) {
-      const f = document.createElement("div");
-      f.className = "attachment";
-      f.textContent = `📎 ${a.name} (${Math.ceil(a.size / 1024)} KiB)`;
-      div.appendChild(f);
+    for (const a of e.body.attachments || []) div.appendChild(attachment(e.room, a));
+    if (state.me && e.author === state.me.id && !e.body.recalled) {
+      const receipts = h("button", { type: "button", class: "small receipts" }, "seen by…");
+      receipts.onclick = () => showReceipts(e, receipts);
+      head.appendChild(receipts);
     }
   } else {
     div.className = "event";
@@ -412,32 +499,305 @@ function showEvent(e, where) {
   const older = $("older");
   if (where === "top") older.after(div);
   else box.appendChild(div);
-  if (/^(note|task)_/.test(e.body.kind)) refreshItems(e.room);
+  if (where === "live") {
+    if (/^(note|task|comment)_/.test(e.body.kind)) refreshItems(e.room);
+    if (/^calendar_event_/.test(e.body.kind)) refreshCalendar();
+    if (/^(folder_|file_added|item_)/.test(e.body.kind)) refreshFiles();
+    if (e.body.kind === "group_updated") {
+      const room = state.rooms.get(e.room);
+      if (room && e.body.name) {
+        room.name = e.body.name;
+        $("room-name").textContent = e.body.name;
+        renderRooms();
+      }
+      state.client.request({ type: "get_room", room: e.room }).then((r) => {
+        state.info = r.room;
+        renderGroupPanel();
+        refreshItems(e.room);
+      }).catch(() => {});
+    }
+  }
   if (where === "live" && /^(members_added|member_removed|masters_added|master_removed)$/.test(e.body.kind)) {
     state.client.request({ type: "get_room", room: e.room }).then((r) => renderMembers(r.room)).catch(() => {});
   }
 }
 
 async function refreshItems(room, features) {
-  const fill = (id, items, line) => {
-    const ul = $(id);
-    ul.replaceChildren();
-    for (const it of items) {
-      const li = document.createElement("li");
-      li.textContent = line(it);
-      ul.appendChild(li);
+  if (room !== state.current) return;
+  features = features || (state.info && state.info.features) || {};
+  if (features.note !== false) {
+    query({ q: "notes" }).then((r) => renderNotes(r.notes)).catch(() => $("notes").replaceChildren());
+  }
+  if (features.task !== false) {
+    query({ q: "tasks" }).then((r) => renderTasks(r.tasks)).catch(() => $("tasks").replaceChildren());
+  }
+}
+
+function renderNotes(notes) {
+  $("notes").replaceChildren(...notes.map((n) => {
+    const mine = n.author === state.me.id;
+    const liked = (n.likes || []).includes(state.me.id);
+    const comment = h("input", { placeholder: "Comment", maxlength: "10000" });
+    return h("li", { class: "item note", "data-note": String(n.id) },
+      h("div", { class: "item-title" }, n.fields.pinned ? "📌 " : "", n.fields.title),
+      h("div", { class: "item-body" }, n.fields.body),
+      h("div", { class: "hint" }, person(n.author), ` · ${(n.likes || []).length} like(s) · read by ${(n.readers || []).length}`),
+      h("div", { class: "row" },
+        h("button", { type: "button", class: "small like", onclick: () => act({ op: "like_note", note: n.id, like: !liked }).catch(fail) }, liked ? "♥ Unlike" : "♡ Like"),
+        h("button", { type: "button", class: "small", onclick: () => act({ op: "edit_note", note: n.id, pinned: !n.fields.pinned }).catch(fail) }, n.fields.pinned ? "Unpin" : "Pin"),
+        mine || isMaster() ? h("button", { type: "button", class: "small remove", onclick: () => act({ op: "delete_note", note: n.id }).catch(fail) }, "Delete") : null),
+      h("ul", { class: "comments" }, ...(n.comments || []).map((c) => h("li", {}, person(c.author), ": ", c.text))),
+      h("form", { class: "row", onsubmit: (e) => {
+        e.preventDefault();
+        if (comment.value.trim()) act({ op: "comment_note", note: n.id, text: comment.value.trim() }).then(() => (comment.value = "")).catch(fail);
+      } }, comment, h("button", { type: "submit", class: "small" }, "Comment")));
+  }));
+}
+
+function renderTasks(tasks) {
+  $("tasks").replaceChildren(...tasks.map((t) => {
+    const assignee = t.fields.assignees.includes(state.me.id);
+    const myPart = t.status && t.status[state.me.id];
+    return h("li", { class: "item task" + (t.done ? " done" : ""), "data-task": String(t.id) },
+      h("label", {},
+        h("input", { type: "checkbox", checked: assignee ? !!myPart : t.done, disabled: !assignee,
+          onchange: (e) => act({ op: e.target.checked ? "complete_task" : "reopen_task", task: t.id }).catch(fail) }),
+        " ", t.done ? "✔ " : "☐ ", t.fields.title),
+      h("div", { class: "hint" }, "for ", ...t.fields.assignees.flatMap((u, i) => (i ? [", ", person(u)] : [person(u)])), ` · by `, person(t.assigner)));
+  }));
+}
+
+async function refreshCalendar() {
+  if (!state.current || (state.info && state.info.features.event === false)) return;
+  const from = Date.now() - 86400000;
+  const to = Date.now() + 60 * 86400000;
+  try {
+    const r = await query({ q: "calendar", from, to });
+    const events = new Map(r.events.map((e) => [e.id, e]));
+    $("calendar").replaceChildren(...r.occurrences.map((o) => {
+      const e = events.get(o.event);
+      const f = e ? e.fields : {};
+      const when = f.all_day ? new Date(o.start).toLocaleDateString() : new Date(o.start).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+      return h("li", { class: "item event-item", "data-event": String(o.event) },
+        h("div", { class: "item-title" }, f.title || "No title"),
+        h("div", { class: "hint" }, when, f.recurrence ? ` · repeats ${f.recurrence.freq}` : "", f.location ? ` · ${f.location}` : ""));
+    }));
+  } catch (e) {
+    $("calendar").replaceChildren();
+  }
+}
+
+async function refreshFiles() {
+  if (!state.current || (state.info && state.info.features.folder === false)) return;
+  const room = state.current;
+  try {
+    const [live, trash] = await Promise.all([query({ q: "folder" }), query({ q: "folder", trash: true })]);
+    if (room !== state.current) return;
+    const line = (it, trashed) => h("li", { class: "item file", "data-item": String(it.id) },
+      it.item === "folder" ? `📁 ${it.name}` : h("a", { href: "#", onclick: (e) => { e.preventDefault(); save(room, it); } }, `📄 ${it.name}`),
+      it.item === "file" ? h("span", { class: "hint" }, ` ${kib(it.size)}`) : null,
+      h("button", { type: "button", class: "small", onclick: () => act(trashed ? { op: "restore", item: it.id } : { op: "trash", item: it.id }).catch(fail) }, trashed ? "Restore" : "Trash"));
+    $("files").replaceChildren(...live.items.map((it) => line(it, false)));
+    $("trash").replaceChildren(...trash.items.map((it) => line(it, true)));
+  } catch (e) {
+    $("files").replaceChildren();
+  }
+}
+
+function kib(bytes) {
+  return bytes < 1024 ? `${bytes} B` : bytes < 1048576 ? `${Math.ceil(bytes / 1024)} KiB` : `${(bytes / 1048576).toFixed(1)} MiB`;
+}
+
+/** Download a file of the room (with the token, so not a plain link) and hand it to the browser. */
+async function save(room, f) {
+  try {
+    const blob = await state.client.download(room, f.file);
+    const url = URL.createObjectURL(blob);
+    const a = h("a", { href: url, download: f.name });
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (e) {
+    fail(e);
+  }
+}
+
+function renderGroupPanel() {
+  const info = state.info;
+  const manage = !!info && info.kind === "group" && isMaster();
+  $("tab-group").hidden = !manage;
+  if (!manage) return;
+  const sw = $("switches");
+  sw.replaceChildren(...Object.entries(info.features).map(([k, v]) =>
+    h("label", { class: "switch" }, h("input", { type: "checkbox", checked: v, "data-switch": k,
+      onchange: (e) => state.client.request({ type: "update_group", room: info.id, features: { [k]: e.target.checked } }).catch(fail) }), ` ${k.replace("_", " ")}`)));
+  state.client.request({ type: "get_invite", room: info.id })
+    .then((r) => ($("invite-link").value = r.token ? pageLink(r.token) : ""))
+    .catch(() => {});
+}
+
+/** The link people open in a browser: this page, which joins them. */
+function pageLink(token) {
+  return `${location.origin}/#invite=${token}`;
+}
+
+/** Show an attachment: images as a thumbnail (fetched with the token), others as a link. */
+function attachment(room, a) {
+  const box = h("div", { class: "attachment" });
+  const link = h("a", { href: "#", onclick: (e) => { e.preventDefault(); save(room, a); } }, `📎 ${a.name}`);
+  box.append(link, h("span", { class: "hint" }, ` ${kib(a.size)}`));
+  if (/^image\/(png|jpeg|gif|webp)$/.test(a.content_type)) {
+    state.client.download(room, a.file).then((blob) => {
+      const img = h("img", { class: "thumb", alt: a.name, src: URL.createObjectURL(blob) });
+      img.onclick = () => save(room, a);
+      box.prepend(img);
+    }).catch(() => {});
+  }
+  return box;
+}
+
+/** Receipts of my own message, asked when I look (M2). */
+async function showReceipts(e, button) {
+  try {
+    const r = await query({ q: "receipts", message: e.seq });
+    const readers = r.readers ? `: ${r.readers.map(displayName).join(", ")}` : "";
+    button.textContent = `read by ${r.read_count}${readers}`;
+  } catch (err) {
+    fail(err);
+  }
+}
+
+async function attachFiles(files) {
+  const room = state.current;
+  for (const f of files) {
+    const row = h("li", {}, `📎 ${f.name} `, h("progress", { max: "1", value: "0" }));
+    $("pending").appendChild(row);
+    try {
+      const up = await state.client.upload(room, f, {
+        onProgress: (sent, total) => (row.querySelector("progress").value = total ? sent / total : 0),
+      });
+      row.replaceChildren(`📎 ${f.name} · ready to post`);
+      state.pendingFiles.push({ id: up.file, row });
+    } catch (e) {
+      row.replaceChildren(`📎 ${f.name}: ${e.serverMessage || e.message}`);
+      row.classList.add("error");
+    }
+  }
+}
+
+async function createGroup(e) {
+  e.preventDefault();
+  $("create-error").textContent = "";
+  const members = Array.from(document.querySelectorAll("#create-people input:checked")).map((i) => i.value);
+  try {
+    const r = await state.client.request({
+      type: "create_group", name: $("create-name").value.trim(), members,
+      add_self_as_member: $("create-self").checked,
+    });
+    $("create").hidden = true;
+    $("create-name").value = "";
+    if (r.left_out && r.left_out.length) {
+      notice(`Left out: ${r.left_out.map((l) => `${displayName(l.user)} (${l.reason.replaceAll("_", " ")})`).join(", ")}`);
+    }
+    await waitFor(() => state.rooms.has(r.room.id));
+    if ($("create-self").checked) openRoom(r.room.id);
+  } catch (err) {
+    $("create-error").textContent = err.serverMessage || err.message;
+  }
+}
+
+async function showCreate() {
+  const form = $("create");
+  form.hidden = !form.hidden;
+  if (form.hidden) return;
+  try {
+    const c = await state.client.request({ type: "list_contacts" });
+    for (const p of c.contacts) state.names.set(p.id, p.name);
+    $("create-people").replaceChildren(...c.contacts.map((p) =>
+      h("label", { class: "switch" }, h("input", { type: "checkbox", value: p.id }), " ", person(p.id))));
+    if (!c.contacts.length) $("create-people").append(h("p", { class: "hint" }, "No contacts yet: your admin adds them, or add colleagues later."));
+  } catch (err) {
+    $("create-error").textContent = err.serverMessage || err.message;
+  }
+}
+
+function showTab(name) {
+  for (const b of document.querySelectorAll("#details .tabs button")) b.classList.toggle("active", b.dataset.tab === name);
+  for (const p of document.querySelectorAll("#details [data-panel]")) p.hidden = p.dataset.panel !== name;
+}
+
+function wirePanels() {
+  for (const b of document.querySelectorAll("#details .tabs button")) b.onclick = () => showTab(b.dataset.tab);
+  $("new-group").onclick = showCreate;
+  $("create").onsubmit = createGroup;
+  $("attach").onchange = (e) => {
+    attachFiles(Array.from(e.target.files));
+    e.target.value = "";
+  };
+  $("new-note").onsubmit = (e) => {
+    e.preventDefault();
+    act({ op: "post_note", title: $("note-title").value.trim(), body: $("note-body").value, pinned: $("note-pinned").checked })
+      .then(() => { $("note-title").value = ""; $("note-body").value = ""; })
+      .catch(fail);
+  };
+  $("new-task").onsubmit = (e) => {
+    e.preventDefault();
+    const assignees = Array.from($("task-assignees").selectedOptions).map((o) => o.value);
+    act({ op: "create_task", title: $("task-title").value.trim(), assignees: assignees.length ? assignees : [state.me.id], completion: "all" })
+      .then(() => ($("task-title").value = ""))
+      .catch(fail);
+  };
+  $("new-event").onsubmit = (e) => {
+    e.preventDefault();
+    const start = new Date($("event-start").value).getTime();
+    const minutes = Number($("event-minutes").value) || 60;
+    const freq = $("event-repeat").value;
+    const action = { op: "create_calendar_event", title: $("event-title").value.trim() || undefined, start, end: start + minutes * 60000,
+      time_zone: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC" };
+    if (freq) action.recurrence = { freq, interval: 1 };
+    act(action).then(() => ($("event-title").value = "")).catch(fail);
+  };
+  $("folder-upload").onchange = async (e) => {
+    const f = e.target.files[0];
+    if (!f) return;
+    const bar = $("folder-progress");
+    bar.hidden = false;
+    try {
+      await state.client.upload(state.current, f, { folder: null, onProgress: (s, t) => (bar.value = t ? s / t : 0) });
+    } catch (err) {
+      fail(err);
+    }
+    bar.hidden = true;
+    e.target.value = "";
+  };
+  $("add-member").onsubmit = (e) => {
+    e.preventDefault();
+    const user = $("add-member-id").value.trim();
+    state.client.request({ type: "add_members", room: state.current, users: [user] })
+      .then((c) => {
+        $("add-member-result").textContent = c.left_out && c.left_out.length
+          ? `left out: ${c.left_out.map((l) => `${displayName(l.user)} (${l.reason.replaceAll("_", " ")})`).join(", ")}`
+          : `${displayName(user)} added`;
+        $("add-member-id").value = "";
+      })
+      .catch((err) => ($("add-member-result").textContent = err.serverMessage || err.message));
+  };
+  $("make-invite").onclick = () => state.client.request({ type: "create_invite", room: state.current })
+    .then((r) => { $("invite-link").value = pageLink(r.token); $("invite-link").select(); })
+    .catch(fail);
+  $("send-invites").onclick = () => {
+    const emails = $("invite-emails").value.split(",").map((x) => x.trim()).filter(Boolean);
+    state.client.request({ type: "send_invites", room: state.current, emails })
+      .then(() => ($("invite-result").textContent = `sent to ${emails.length} address(es)`))
+      .catch((err) => ($("invite-result").textContent = err.serverMessage || err.message));
+  };
+  $("delete-group").onclick = () => {
+    const name = state.info ? state.info.name : "this group";
+    if (confirm(`Delete “${name}” with all its messages, notes, events, tasks and files, for every company? This cannot be undone.`)) {
+      state.client.request({ type: "delete_group", room: state.current }).catch(fail);
     }
   };
-  if (!features || features.note) {
-    state.client.request({ type: "query", room, query: { q: "notes" } })
-      .then((r) => fill("notes", r.result.notes, (n) => (n.fields.pinned ? "📌 " : "") + n.fields.title))
-      .catch(() => fill("notes", [], () => ""));
-  }
-  if (!features || features.task) {
-    state.client.request({ type: "query", room, query: { q: "tasks" } })
-      .then((r) => fill("tasks", r.result.tasks, (t) => (t.done ? "✔ " : "☐ ") + t.fields.title))
-      .catch(() => fill("tasks", [], () => ""));
-  }
 }
 
 async function send() {
@@ -446,16 +806,20 @@ async function send() {
   if (!text || !state.current) return;
   $("post-error").textContent = "";
   input.value = "";
+  const files = state.pendingFiles.splice(0);
   try {
     // Retried by the client (same client_msg_id) if the connection drops before `posted`.
-    await state.client.post(state.current, text);
+    await state.client.post(state.current, text, { attachments: files.map((f) => f.id) });
+    for (const f of files) f.row.remove();
   } catch (e) {
+    state.pendingFiles.unshift(...files);
     if (!input.value) input.value = text;
     $("post-error").textContent = e.serverMessage || e.message;
   }
 }
 
 window.addEventListener("DOMContentLoaded", () => {
+  wirePanels();
   $("signin-button").onclick = () => signIn($("token").value.trim());
   $("send").onclick = send;
   $("older").onclick = loadOlder;
@@ -479,9 +843,14 @@ window.addEventListener("DOMContentLoaded", () => {
     if (document.visibilityState === "visible" && state.current) markRead(state.current);
   });
   // A token in the fragment (never sent to the server) or from this tab's last sign-in.
+  const inv = location.hash.match(/invite=([^&]+)/);
+  if (inv) {
+    state.invite = decodeURIComponent(inv[1]);
+    notice("Sign in to join the group this invitation link opens.");
+  }
   const m = location.hash.match(/token=([^&]+)/);
   const token = m ? decodeURIComponent(m[1]) : sessionStorage.getItem("crossroom.token");
-  if (m) history.replaceState(null, "", location.pathname);
+  if (m || inv) history.replaceState(null, "", location.pathname);
   if (token) {
     $("token").value = token;
     signIn(token);

@@ -185,6 +185,20 @@ export function decodeMsgpack(input) {
   return v;
 }
 
+/** An HTTP answer: its JSON on success, a CrossroomError from its error body otherwise. */
+async function httpAnswer(status, textPromise) {
+  const text = await textPromise;
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch (e) {
+    body = null;
+  }
+  if (status >= 200 && status < 300) return body;
+  const err = body && body.error ? body.error : { code: "internal", message: `HTTP ${status}` };
+  throw new CrossroomError(err.code, err.message);
+}
+
 // --- the client ----------------------------------------------------------------------------
 
 const SUBPROTOCOL = { json: "crossroom.v1.json", msgpack: "crossroom.v1.msgpack" };
@@ -313,6 +327,46 @@ export class Client extends EventTarget {
 
   markRead(room, seq) {
     return this.request({ type: "mark_read", room, seq });
+  }
+
+  /** The server's HTTP base (`https://host`), from the WebSocket URL. */
+  httpBase() {
+    return this.url.replace(/^ws/, "http").replace(/\/v1\/ws$/, "");
+  }
+
+  /** Upload `blob` to `room`: an attachment for a later post (default), or with `folder`
+   * (a folder id, or `null` for the root) a file into the folder. `onProgress(sent, total)` is
+   * called as the bytes go (browsers). Resolves with the server's answer (`{file, name, …}`). */
+  upload(room, blob, { name, folder, onProgress } = {}) {
+    const n = encodeURIComponent(name || blob.name || "file");
+    const path = folder === undefined
+      ? `/v1/rooms/${room}/attachments?name=${n}`
+      : `/v1/rooms/${room}/files?name=${n}${folder === null ? "" : `&folder=${folder}`}`;
+    const url = this.httpBase() + path;
+    const type = blob.type || "application/octet-stream";
+    if (typeof XMLHttpRequest === "undefined") {
+      return fetch(url, { method: "POST", headers: { authorization: `Bearer ${this.token}`, "content-type": type }, body: blob })
+        .then((r) => httpAnswer(r.status, r.text()));
+    }
+    return new Promise((resolve, reject) => {
+      const x = new XMLHttpRequest();
+      x.open("POST", url);
+      x.setRequestHeader("authorization", `Bearer ${this.token}`);
+      x.setRequestHeader("content-type", type);
+      if (onProgress) x.upload.onprogress = (e) => onProgress(e.loaded, e.total);
+      x.onload = () => httpAnswer(x.status, Promise.resolve(x.responseText)).then(resolve, reject);
+      x.onerror = () => reject(new CrossroomError("not_connected", "the upload failed"));
+      x.send(blob);
+    });
+  }
+
+  /** Download a file of `room` (attachment or folder file) as a Blob. */
+  async download(room, file) {
+    const r = await fetch(`${this.httpBase()}/v1/rooms/${room}/files/${file}`, {
+      headers: { authorization: `Bearer ${this.token}` },
+    });
+    if (!r.ok) return httpAnswer(r.status, r.text());
+    return r.blob();
   }
 
   // --- internals ---

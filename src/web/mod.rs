@@ -42,7 +42,7 @@ const ASSETS: &[Asset] = &[
 ];
 
 /// Scripts come only from this server; sockets only to it; nothing inline.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
                    connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub fn routes() -> Router<Arc<Hub>> {

@@ -497,6 +497,247 @@ async fn chat_page_pages_badges_types_and_survives_a_restart() {
     carol.quit().await;
 }
 
+/// A 1×1 PNG, for an attachment that is an image.
+const DOT_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+/// Put a file into the `<input type=file>` at `css` as a person picking it would (the page sees
+/// a `change` with it).
+fn pick_file(css: &str, name: &str, b64: &str, mime: &str) -> (String, Value) {
+    (
+        "const bytes = Uint8Array.from(atob(arguments[2]), c => c.charCodeAt(0)); \
+         const dt = new DataTransfer(); dt.items.add(new File([bytes], arguments[1], {type: arguments[3]})); \
+         const input = document.querySelector(arguments[0]); input.files = dt.files; \
+         input.dispatchEvent(new Event('change'));"
+            .to_owned(),
+        json!([css, name, b64, mime]),
+    )
+}
+
+/// The whole product through the page, two companies: alice (acme) creates a group with carol
+/// (globex) from her contacts, makes an invitation link that dave (globex) opens and joins by;
+/// they talk (typing, presence, receipts), alice attaches an image that carol sees as a
+/// thumbnail, carol posts a note, alice assigns carol a task that carol completes, carol adds a
+/// weekly event, alice uploads into the folder, and alice removes dave, whose page says so.
+#[tokio::test]
+async fn chat_page_runs_a_group_from_creation_to_removal() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let base = format!("http://{}", server.addr);
+    let driver = Driver::start().await;
+    let alice = driver.browser("flow-alice").await;
+    let carol = driver.browser("flow-carol").await;
+    let dave = driver.browser("flow-dave").await;
+    alice
+        .goto(&format!("{base}/#token={}", w.alice.token))
+        .await;
+    carol
+        .goto(&format!("{base}/#token={}", w.carol.token))
+        .await;
+
+    // Create a group from contacts.
+    alice.click("#new-group").await;
+    alice.type_into("#create-name", "Joint launch").await;
+    alice
+        .click(&format!("#create-people input[value=\"{}\"]", w.carol.id))
+        .await;
+    alice.click("#create button[type=submit]").await;
+    alice
+        .wait_for(
+            "the new group open",
+            "return document.getElementById('room-name').textContent === 'Joint launch' && !document.getElementById('compose').disabled;",
+            json!([]),
+        )
+        .await;
+    let room: String = serde_json::from_value(
+        alice
+            .js(
+                "return document.querySelector('#rooms li.active').dataset.room;",
+                json!([]),
+            )
+            .await,
+    )
+    .expect("room id");
+    // An invitation link, opened by dave.
+    alice.click("#tab-group").await;
+    alice.click("#make-invite").await;
+    let link: String = serde_json::from_value(
+        alice
+            .wait_for(
+                "the invitation link",
+                "const v = document.getElementById('invite-link').value; return v.includes('#invite=') ? v : null;",
+                json!([]),
+            )
+            .await,
+    )
+    .expect("link");
+    assert!(link.starts_with(&base), "{link}");
+    dave.goto(&format!("{link}&token={}", w.dave.token)).await;
+    dave.wait_for(
+        "dave in the group",
+        "return document.getElementById('room-name').textContent === 'Joint launch';",
+        json!([]),
+    )
+    .await;
+    alice.click("#details .tabs button[data-tab=people]").await;
+    alice
+        .wait_for(
+            "dave among the members",
+            "return !!document.querySelector(`#members li[data-user=\"${arguments[0]}\"]`);",
+            json!([w.dave.id.0]),
+        )
+        .await;
+
+    // Talk: presence, typing, receipts.
+    carol
+        .click(&format!("#rooms li[data-room=\"{room}\"]"))
+        .await;
+    alice
+        .wait_for(
+            "carol online",
+            "const li = document.querySelector(`#members li[data-user=\"${arguments[0]}\"] .presence`); return !!li && li.classList.contains('online');",
+            json!([w.carol.id.0]),
+        )
+        .await;
+    carol.type_into("#compose", "typing away").await;
+    alice
+        .wait_for(
+            "carol typing",
+            "return document.getElementById('typing').textContent.includes('typing');",
+            json!([]),
+        )
+        .await;
+    carol.type_into("#compose", "\u{E007}").await;
+    alice
+        .wait_for("carol's message", HAS_MESSAGE, json!(["typing away"]))
+        .await;
+    alice.type_into("#compose", "welcome both\u{E007}").await;
+    carol
+        .wait_for("alice's message", HAS_MESSAGE, json!(["welcome both"]))
+        .await;
+    dave.wait_for("alice's message", HAS_MESSAGE, json!(["welcome both"]))
+        .await;
+    alice
+        .wait_for(
+            "carol's read marker to pass it",
+            "const b = Array.from(document.querySelectorAll('#messages .msg.mine')).pop().querySelector('.receipts'); b.click(); \
+             return /read by [12]/.test(b.textContent) ? b.textContent : null;",
+            json!([]),
+        )
+        .await;
+
+    // An image attachment, seen as a thumbnail on the other side.
+    let (script, args) = pick_file("#attach", "dot.png", DOT_PNG, "image/png");
+    alice.js(&script, args).await;
+    alice
+        .wait_for(
+            "the upload",
+            "return document.getElementById('pending').textContent.includes('ready to post');",
+            json!([]),
+        )
+        .await;
+    alice.type_into("#compose", "see attached\u{E007}").await;
+    carol
+        .wait_for(
+            "the thumbnail",
+            "const img = document.querySelector('#messages .msg img.thumb'); return !!img && img.complete && img.naturalWidth === 1;",
+            json!([]),
+        )
+        .await;
+
+    // A note by carol, a task for carol by alice, an event by carol, a folder file by alice.
+    carol.click("#details .tabs button[data-tab=notes]").await;
+    carol.type_into("#note-title", "Agenda").await;
+    carol.type_into("#note-body", "1. ship it").await;
+    carol.click("#new-note button[type=submit]").await;
+    alice
+        .wait_for(
+            "carol's note",
+            "return document.getElementById('notes').textContent.includes('Agenda');",
+            json!([]),
+        )
+        .await;
+    alice.click("#details .tabs button[data-tab=tasks]").await;
+    alice.type_into("#task-title", "Book the venue").await;
+    alice
+        .js(
+            "const s = document.getElementById('task-assignees'); for (const o of s.options) o.selected = o.value === arguments[0];",
+            json!([w.carol.id.0]),
+        )
+        .await;
+    alice.click("#new-task button[type=submit]").await;
+    carol.click("#details .tabs button[data-tab=tasks]").await;
+    carol.click("#tasks li.task input[type=checkbox]").await;
+    alice
+        .wait_for(
+            "the task done",
+            "return !!document.querySelector('#tasks li.task.done');",
+            json!([]),
+        )
+        .await;
+    carol
+        .click("#details .tabs button[data-tab=calendar]")
+        .await;
+    carol.type_into("#event-title", "Weekly sync").await;
+    carol
+        .js(
+            "const d = new Date(Date.now() + 86400000); d.setSeconds(0, 0); \
+             document.getElementById('event-start').value = new Date(d - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); \
+             document.getElementById('event-repeat').value = 'weekly';",
+            json!([]),
+        )
+        .await;
+    carol.click("#new-event button[type=submit]").await;
+    alice
+        .click("#details .tabs button[data-tab=calendar]")
+        .await;
+    alice
+        .wait_for(
+            "weekly occurrences",
+            "return Array.from(document.querySelectorAll('#calendar li')).filter(li => li.textContent.includes('Weekly sync')).length >= 8;",
+            json!([]),
+        )
+        .await;
+    alice.click("#details .tabs button[data-tab=files]").await;
+    let (script, args) = pick_file("#folder-upload", "plan.txt", "VGhlIHBsYW4u", "text/plain");
+    alice.js(&script, args).await;
+    carol.click("#details .tabs button[data-tab=files]").await;
+    carol
+        .wait_for(
+            "the folder file",
+            "return document.getElementById('files').textContent.includes('plan.txt');",
+            json!([]),
+        )
+        .await;
+    alice.screenshot("group-flow").await;
+    carol.screenshot("group-flow").await;
+
+    // Alice removes dave: his page says so and keeps nothing of the room.
+    alice.click("#details .tabs button[data-tab=people]").await;
+    alice
+        .click(&format!(
+            "#members li[data-user=\"{}\"] button.remove",
+            w.dave.id
+        ))
+        .await;
+    dave.wait_for(
+        "the removal notice",
+        "return document.querySelector(`#rooms li[data-room=\"${arguments[0]}\"]`) === null && document.getElementById('notice').textContent.includes('removed');",
+        json!([room]),
+    )
+    .await;
+    let left = dave
+        .js(
+            "return document.querySelectorAll('#messages .msg').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(left, json!(0), "the removed page keeps no message");
+    dave.screenshot("removed").await;
+    for b in [alice, carol, dave] {
+        b.quit().await;
+    }
+}
+
 /// The dashboard, as an operator uses it: the audit backlog is there on open and after a reload
 /// (stored records, newest first, paged with "Load older"), each line a sentence with names and
 /// the record behind it on demand; counters and charts (with legends, ticks and gridlines) move
