@@ -409,6 +409,12 @@ function renderTyping() {
 function onEvent(e) {
   const room = state.rooms.get(e.room);
   if (room) room.head = e.seq;
+  // A rename (by a master or the owner's admin) shows in the list at once, open or not.
+  if (room && e.body.kind === "group_updated" && e.body.name) {
+    room.name = e.body.name;
+    if (e.room === state.current) $("room-name").textContent = e.body.name;
+    renderRooms();
+  }
   if (e.room === state.current) {
     const atEnd = nearEnd();
     showEvent(e, "live");
@@ -504,12 +510,6 @@ function showEvent(e, where) {
     if (/^calendar_event_/.test(e.body.kind)) refreshCalendar();
     if (/^(folder_|file_added|item_)/.test(e.body.kind)) refreshFiles();
     if (e.body.kind === "group_updated") {
-      const room = state.rooms.get(e.room);
-      if (room && e.body.name) {
-        room.name = e.body.name;
-        $("room-name").textContent = e.body.name;
-        renderRooms();
-      }
       state.client.request({ type: "get_room", room: e.room }).then((r) => {
         state.info = r.room;
         renderGroupPanel();

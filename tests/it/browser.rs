@@ -381,8 +381,10 @@ async fn chat_page_pages_badges_types_and_survives_a_restart() {
     }
     let driver = Driver::start().await;
     let carol = driver.browser("carol-390").await;
+    // Opened by name (localhost), not by the bound address: the page's own origin is admitted.
+    let port = server.addr.rsplit(':').next().expect("port").to_owned();
     carol
-        .goto(&format!("http://{}/#token={}", server.addr, w.carol.token))
+        .goto(&format!("http://localhost:{port}/#token={}", w.carol.token))
         .await;
     carol
         .click(&format!("#rooms li[data-room=\"{room}\"]"))
@@ -413,6 +415,23 @@ async fn chat_page_pages_badges_types_and_survives_a_restart() {
     for i in 0..3 {
         post_ok(&mut alice_ws, &side, &format!("side{i}"), "over here").await;
     }
+    // A rename by the owner's admin reaches the room list at once.
+    let r = server
+        .http(Some(&w.acme_key))
+        .patch(
+            &format!("/v1/admin/groups/{side}"),
+            json!({"name": "Side renamed"}),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    carol
+        .wait_for(
+            "the new name",
+            "return document.querySelector(`#rooms li[data-room=\"${arguments[0]}\"] .name`).textContent === 'Side renamed';",
+            json!([side.0]),
+        )
+        .await;
     carol
         .wait_for(
             "an unread badge of 3",
