@@ -18,6 +18,7 @@ const state = {
   lastTyping: 0,
   info: null, // the room shown, as get_room answered
   pendingFiles: [], // attachments uploaded for the next post
+  folder: null, // the folder shown in the files panel ({id, name, parent}); null: the root
   invite: null, // an invitation token from the link this page was opened with
 };
 
@@ -292,6 +293,7 @@ async function openRoom(id) {
   clearMessages();
   state.typing.clear();
   state.online.clear();
+  state.folder = null;
   enableComposer(true);
   try {
     // Live events already flow (the client follows the room); resubscribing with presence
@@ -545,6 +547,13 @@ function renderNotes(notes) {
       h("div", { class: "row" },
         h("button", { type: "button", class: "small like", onclick: () => act({ op: "like_note", note: n.id, like: !liked }).catch(fail) }, liked ? "♥ Unlike" : "♡ Like"),
         h("button", { type: "button", class: "small", onclick: () => act({ op: "edit_note", note: n.id, pinned: !n.fields.pinned }).catch(fail) }, n.fields.pinned ? "Unpin" : "Pin"),
+        mine || n.fields.others_may_edit ? h("button", { type: "button", class: "small edit", onclick: () => {
+          const title = prompt("Title", n.fields.title);
+          if (title === null) return;
+          const body = prompt("Note", n.fields.body);
+          if (body === null) return;
+          act({ op: "edit_note", note: n.id, title, body }).catch(fail);
+        } }, "Edit") : null,
         mine || isMaster() ? h("button", { type: "button", class: "small remove", onclick: () => act({ op: "delete_note", note: n.id }).catch(fail) }, "Delete") : null),
       h("ul", { class: "comments" }, ...(n.comments || []).map((c) => h("li", {}, person(c.author), ": ", c.text))),
       h("form", { class: "row", onsubmit: (e) => {
@@ -591,12 +600,21 @@ async function refreshFiles() {
   if (!state.current || (state.info && state.info.features.folder === false)) return;
   const room = state.current;
   try {
-    const [live, trash] = await Promise.all([query({ q: "folder" }), query({ q: "folder", trash: true })]);
+    const here = state.folder ? { q: "folder", folder: state.folder.id } : { q: "folder" };
+    const [live, trash] = await Promise.all([query(here), query({ q: "folder", trash: true })]);
     if (room !== state.current) return;
+    const open = (f) => { state.folder = f; refreshFiles(); };
     const line = (it, trashed) => h("li", { class: "item file", "data-item": String(it.id) },
-      it.item === "folder" ? `📁 ${it.name}` : h("a", { href: "#", onclick: (e) => { e.preventDefault(); save(room, it); } }, `📄 ${it.name}`),
+      it.item === "folder"
+        ? (trashed ? `📁 ${it.name}` : h("a", { href: "#", class: "folder", onclick: (e) => { e.preventDefault(); open({ id: it.id, name: it.name, parent: state.folder }); } }, `📁 ${it.name}`))
+        : h("a", { href: "#", onclick: (e) => { e.preventDefault(); save(room, it); } }, `📄 ${it.name}`),
       it.item === "file" ? h("span", { class: "hint" }, ` ${kib(it.size)}`) : null,
       h("button", { type: "button", class: "small", onclick: () => act(trashed ? { op: "restore", item: it.id } : { op: "trash", item: it.id }).catch(fail) }, trashed ? "Restore" : "Trash"));
+    const path = [];
+    for (let f = state.folder; f; f = f.parent) path.unshift(f);
+    $("folder-path").replaceChildren(
+      h("a", { href: "#", onclick: (e) => { e.preventDefault(); open(null); } }, "Folder"),
+      ...path.flatMap((f) => [" / ", h("a", { href: "#", onclick: (e) => { e.preventDefault(); open(f); } }, f.name)]));
     $("files").replaceChildren(...live.items.map((it) => line(it, false)));
     $("trash").replaceChildren(...trash.items.map((it) => line(it, true)));
   } catch (e) {
@@ -764,12 +782,19 @@ function wirePanels() {
     const bar = $("folder-progress");
     bar.hidden = false;
     try {
-      await state.client.upload(state.current, f, { folder: null, onProgress: (s, t) => (bar.value = t ? s / t : 0) });
+      const folder = state.folder ? state.folder.id : null;
+      await state.client.upload(state.current, f, { folder, onProgress: (s, t) => (bar.value = t ? s / t : 0) });
     } catch (err) {
       fail(err);
     }
     bar.hidden = true;
     e.target.value = "";
+  };
+  $("new-folder").onsubmit = (e) => {
+    e.preventDefault();
+    const action = { op: "create_folder", name: $("folder-name").value.trim(), notify_on_new_file: $("folder-notify").checked };
+    if (state.folder) action.parent = state.folder.id;
+    act(action).then(() => ($("folder-name").value = "")).catch(fail);
   };
   $("add-member").onsubmit = (e) => {
     e.preventDefault();

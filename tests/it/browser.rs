@@ -727,6 +727,44 @@ async fn chat_page_runs_a_group_from_creation_to_removal() {
             json!([]),
         )
         .await;
+    // A folder, a file in it; the trash and back.
+    alice.type_into("#folder-name", "Contracts").await;
+    alice.click("#new-folder button[type=submit]").await;
+    alice.click("#files a.folder").await;
+    alice
+        .wait_for(
+            "inside the folder",
+            "return document.getElementById('folder-path').textContent.includes('Contracts');",
+            json!([]),
+        )
+        .await;
+    let (script, args) = pick_file("#folder-upload", "deal.txt", "RGVhbC4=", "text/plain");
+    alice.js(&script, args).await;
+    alice
+        .wait_for(
+            "the file in the folder",
+            "return document.getElementById('files').textContent.includes('deal.txt');",
+            json!([]),
+        )
+        .await;
+    carol
+        .click("#files li.file:not(:has(a.folder)) button")
+        .await;
+    carol
+        .wait_for(
+            "plan.txt in the trash",
+            "return document.getElementById('trash').textContent.includes('plan.txt') && !document.getElementById('files').textContent.includes('plan.txt');",
+            json!([]),
+        )
+        .await;
+    carol.click("#trash li.file button").await;
+    carol
+        .wait_for(
+            "plan.txt back",
+            "return document.getElementById('files').textContent.includes('plan.txt');",
+            json!([]),
+        )
+        .await;
     alice.screenshot("group-flow").await;
     carol.screenshot("group-flow").await;
 
