@@ -504,6 +504,11 @@ pub async fn storage_used(node: &Server, key: &str) -> u64 {
     r.body["used"].as_u64().expect("used")
 }
 
+/// The status of `GET path` with `key` (an API key or user token) as the bearer.
+pub async fn get_status(server: &Server, key: Option<&str>, path: &str) -> u16 {
+    server.http(key).get(path).await.expect("http").status
+}
+
 /// Read `/metrics` into (series with labels → value).
 pub async fn scrape(server: &Server) -> std::collections::HashMap<String, f64> {
     let r = server.http(None).get("/metrics").await.expect("scrape");

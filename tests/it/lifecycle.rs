@@ -239,18 +239,14 @@ async fn sessions_and_refused_authentications_are_logged_at_info() {
     .await;
     assert!(disabled.is_err());
     let bad_key = "ck_not_a_key_of_anyone_at_all";
-    let r = server
-        .http(Some(bad_key))
-        .get("/v1/admin/users")
-        .await
-        .expect("http");
-    assert_eq!(r.status, 401);
-    let r = server
-        .http(Some(&w.acme_key))
-        .get("/v1/admin/companies")
-        .await
-        .expect("http");
-    assert_eq!(r.status, 403);
+    assert_eq!(
+        get_status(&server, Some(bad_key), "/v1/admin/users").await,
+        401
+    );
+    assert_eq!(
+        get_status(&server, Some(&w.acme_key), "/v1/admin/companies").await,
+        403
+    );
     // The log is written as it happens; the session's close is logged once its task ends.
     let mut lines = Vec::new();
     for _ in 0..100 {

@@ -133,24 +133,18 @@ async fn process_build_refusal_and_http_request_metrics() {
     req.headers_mut()
         .insert("origin", "https://evil.example".parse().expect("header"));
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
-    let r = server
-        .http(Some("ck_nobody"))
-        .get("/v1/admin/users")
-        .await
-        .expect("http");
-    assert_eq!(r.status, 401);
-    let r = server
-        .http(Some(&w.acme_key))
-        .get("/v1/admin/companies")
-        .await
-        .expect("http");
-    assert_eq!(r.status, 403);
-    let r = server
-        .http(None)
-        .get("/v1/rooms/r1/files/f1")
-        .await
-        .expect("http");
-    assert_eq!(r.status, 401);
+    assert_eq!(
+        get_status(&server, Some("ck_nobody"), "/v1/admin/users").await,
+        401
+    );
+    assert_eq!(
+        get_status(&server, Some(&w.acme_key), "/v1/admin/companies").await,
+        403
+    );
+    assert_eq!(
+        get_status(&server, None, "/v1/rooms/r1/files/f1").await,
+        401
+    );
 
     // The framework's refusals speak JSON too, with their status.
     let r = server
