@@ -32,6 +32,7 @@ mod chart;
 mod hist;
 mod peer;
 mod progress;
+mod ramp;
 mod run;
 mod worker;
 
@@ -61,6 +62,12 @@ flags:
   --json                           print the whole result as JSON on stdout (the table then
                                    goes to stderr); without it stdout has the table only
   --out PREFIX                     write PREFIX.json, PREFIX.md and PREFIX.svg
+  --ramp START,FACTOR,STEP_SECS,P99_MS[,MAX_RATE]   find the highest rate that holds: steps
+                                   from START msg/s per publisher, ×FACTOR each, STEP_SECS long,
+                                   until p99 passes P99_MS or anything is lost (or MAX_RATE);
+                                   then two bisection steps
+  --pin-server CPUS --pin-client CPUS    pin the servers (--server-pid) and the load tester
+                                   to CPUs (taskset lists, e.g. 0 and 1)
   --keep                           leave the run's companies, users and groups on the server
                                    (by default the run deletes them when it ends)";
 
@@ -134,6 +141,9 @@ fn parse_args(argv: Vec<String>) -> Result<Command, String> {
         out: None,
         keep: false,
         json: false,
+        ramp: None,
+        pin_server: None,
+        pin_client: None,
     };
     while let Some(flag) = it.next() {
         if flag == "--keep" {
@@ -173,6 +183,9 @@ fn parse_args(argv: Vec<String>) -> Result<Command, String> {
             "--processes" => a.processes = value.parse().map_err(|e| bad(&e))?,
             "--runs" => a.runs = value.parse().map_err(|e| bad(&e))?,
             "--out" => a.out = Some(value),
+            "--ramp" => a.ramp = Some(ramp::Ramp::parse(&value)?),
+            "--pin-server" => a.pin_server = Some(value),
+            "--pin-client" => a.pin_client = Some(value),
             "--bind" => {
                 a.bind = list(&value)
                     .iter()
@@ -219,8 +232,8 @@ fn check(a: &Args) -> Result<(), String> {
             if a.publishers == 0 || a.rate == 0.0 {
                 return Err("broadcast needs at least one publisher and a positive rate".into());
             }
-            if a.subscribers + a.publishers > 999 {
-                return Err("broadcast: at most 999 users in the one group".into());
+            if a.subscribers + a.publishers > 5000 {
+                return Err("broadcast: at most 5,000 users in the one group".into());
             }
         }
         Scenario::Groups | Scenario::Churn => {

@@ -61,10 +61,17 @@ pub struct Args {
     pub keep: bool,
     /// Print the whole result as JSON on stdout (`--json`).
     pub json: bool,
+    /// `--ramp`: find the highest rate that holds instead of one run at `rate`.
+    pub ramp: Option<crate::ramp::Ramp>,
+    /// CPUs (a `taskset` list) to pin the servers (`--server-pid`) and this load tester to.
+    pub pin_server: Option<String>,
+    pub pin_client: Option<String>,
 }
 
 /// Users per company: under the server's default of 10,000 sessions per company.
 const PER_COMPANY: usize = 5000;
+/// Users one admin request may name (the server's default `limits.max_participants`).
+const GROUP_CHUNK: usize = 1000;
 /// Admin requests in flight during set-up.
 const SETUP_CONCURRENCY: usize = 32;
 
@@ -180,20 +187,36 @@ async fn setup_crossroom(
     let rooms = futures_util::stream::iter(lay.rooms.iter().enumerate())
         .map(|(g, members)| {
             let admin = admins[members[0] / per_company].clone();
+            let ids: Vec<String> = members.iter().map(|m| made[*m].0.clone()).collect();
+            // A request names at most 1,000 users (the master counts): the rest are added after.
+            let first = ids.len().min(GROUP_CHUNK - 1);
             let body = json!({
                 "name": format!("loadtest {} {g}", a.scenario.name()),
-                "masters": [made[members[0]].0],
-                "members": members.iter().map(|m| &made[*m].0).collect::<Vec<_>>(),
+                "masters": [ids[0]],
+                "members": ids[..first],
             });
             async move {
                 let r = admin
                     .post("/v1/admin/groups", body)
                     .await
                     .map_err(|e| e.to_string())?;
-                match r.body["room"]["id"].as_str() {
-                    Some(room) if r.status == 201 => Ok(room.to_owned()),
-                    _ => Err(format!("create group: {} {}", r.status, r.body)),
+                let room = match r.body["room"]["id"].as_str() {
+                    Some(room) if r.status == 201 => room.to_owned(),
+                    _ => return Err(format!("create group: {} {}", r.status, r.body)),
+                };
+                for chunk in ids[first..].chunks(GROUP_CHUNK) {
+                    let r = admin
+                        .post(
+                            &format!("/v1/admin/groups/{room}/members"),
+                            json!({"users": chunk}),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if r.status != 200 {
+                        return Err(format!("add members: {} {}", r.status, r.body));
+                    }
                 }
+                Ok(room)
             }
         })
         .buffered(SETUP_CONCURRENCY)
@@ -747,6 +770,28 @@ pub fn table(a: &Args, runs: &[Outcome]) -> String {
     out
 }
 
+/// Pin the servers and this process (and so the workers it starts) to their CPUs, with
+/// `taskset`: server and client then never share a core.
+fn pin(a: &Args) -> Result<(), String> {
+    let pins = a
+        .server_pids
+        .iter()
+        .filter_map(|p| a.pin_server.as_ref().map(|c| (c, *p)))
+        .chain(a.pin_client.as_ref().map(|c| (c, std::process::id())));
+    for (cpus, pid) in pins {
+        let ok = std::process::Command::new("taskset")
+            .args(["-apc", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("taskset: {e}"))?
+            .success();
+        if !ok {
+            return Err(format!("taskset -apc {cpus} {pid} failed"));
+        }
+    }
+    Ok(())
+}
+
 /// Where the run happens: the load tester's version and command, the machine (cores, CPU,
 /// kernel) and, for crossroom, the server's version and commit (from its `/metrics`).
 async fn environment(a: &Args) -> Value {
@@ -789,6 +834,7 @@ async fn environment(a: &Args) -> Value {
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "server": server,
         "server_pids_measured": !a.server_pids.is_empty(),
+        "pinned": {"server": a.pin_server, "client": a.pin_client},
         "started_at_unix": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -825,8 +871,12 @@ fn environment_line(e: &Value) -> String {
 
 /// Run `a.runs` times; print and write the results. Ok(true) when every run was clean.
 pub async fn run(a: Args) -> Result<bool, String> {
+    pin(&a)?;
     let env = environment(&a).await;
     eprintln!("{}", environment_line(&env));
+    if let Some(r) = a.ramp {
+        return crate::ramp::run(a, r, env).await;
+    }
     let mut runs = Vec::new();
     for i in 0..a.runs {
         if a.runs > 1 {

@@ -396,3 +396,56 @@ fn a_run_limited_by_the_default_rate_says_so() {
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["runs"][0]["rate_limited"], 0);
 }
+
+/// `--ramp`: steps grow by the factor while they hold (here up to the cap), and when one fails
+/// two bisection steps follow; every step says whether it held, with the client's CPU.
+#[test]
+fn the_ramp_grows_while_steps_hold_and_bisects_after_one_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(loadtest());
+    cmd.args(["ceiling", "--listen", "127.0.0.1:0"]);
+    let s = start(cmd, dir);
+    let ramp = |spec: &str| {
+        run(&[
+            "broadcast",
+            "--target",
+            "ceiling",
+            "--addr",
+            &s.addr,
+            "--subscribers",
+            "10",
+            "--publishers",
+            "1",
+            "--ramp",
+            spec,
+        ])
+    };
+    let (code, v) = ramp("20,2,1,5000,80");
+    assert_eq!(code, 0, "{v:#}");
+    let steps = v["steps"].as_array().expect("steps");
+    let rates: Vec<f64> = steps
+        .iter()
+        .map(|s| s["rate_per_publisher"].as_f64().unwrap_or(0.0))
+        .collect();
+    assert_eq!(rates, [20.0, 40.0, 80.0], "{v:#}");
+    assert!(steps.iter().all(|s| s["held"] == true), "{v:#}");
+    let best = v["max_deliveries_per_sec"].as_f64().expect("a max");
+    assert!(
+        best > 400.0 && best < 1000.0,
+        "80 msg/s to 10 readers: {best}"
+    );
+    assert!(steps[0]["run"]["figures"]["client_cpu_secs"]
+        .as_f64()
+        .is_some());
+    // A bound nothing meets: the first step fails, two bisection steps below it fail too.
+    let (code, v) = ramp("20,2,1,0.001");
+    assert_ne!(code, 0);
+    let rates: Vec<f64> = v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["rate_per_publisher"].as_f64().unwrap_or(0.0))
+        .collect();
+    assert_eq!(rates, [20.0, 10.0, 5.0], "{v:#}");
+    assert!(v["max_deliveries_per_sec"].is_null());
+}
