@@ -5,13 +5,53 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Recording is an index into a dense array (a receiver records every delivery: it must cost
+/// next to nothing); the wire form between processes is sparse (bucket → count).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Sparse", into = "Sparse")]
 pub struct Hist {
-    /// Bucket index → count.
-    counts: BTreeMap<u32, u64>,
+    /// Count per bucket index, as long as the highest bucket used.
+    counts: Vec<u64>,
     n: u64,
     /// The largest value recorded, exactly (µs).
     max: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sparse {
+    counts: BTreeMap<u32, u64>,
+    n: u64,
+    max: u64,
+}
+
+impl From<Sparse> for Hist {
+    fn from(s: Sparse) -> Hist {
+        let mut counts = vec![0; s.counts.keys().next_back().map_or(0, |i| *i as usize + 1)];
+        for (i, c) in s.counts {
+            counts[i as usize] = c;
+        }
+        Hist {
+            counts,
+            n: s.n,
+            max: s.max,
+        }
+    }
+}
+
+impl From<Hist> for Sparse {
+    fn from(h: Hist) -> Sparse {
+        Sparse {
+            counts: h
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, c)| (i as u32, *c))
+                .collect(),
+            n: h.n,
+            max: h.max,
+        }
+    }
 }
 
 fn index(v: u64) -> u32 {
@@ -34,14 +74,21 @@ fn value(i: u32) -> u64 {
 
 impl Hist {
     pub fn record(&mut self, micros: u64) {
-        *self.counts.entry(index(micros)).or_insert(0) += 1;
+        let i = index(micros) as usize;
+        if i >= self.counts.len() {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += 1;
         self.n += 1;
         self.max = self.max.max(micros);
     }
 
     pub fn merge(&mut self, other: &Hist) {
-        for (i, c) in &other.counts {
-            *self.counts.entry(*i).or_insert(0) += c;
+        if other.counts.len() > self.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
         }
         self.n += other.n;
         self.max = self.max.max(other.max);
@@ -62,10 +109,10 @@ impl Hist {
         // The rank of the sample, as in "nearest rank" on the sorted samples.
         let rank = ((self.n - 1) as f64 * q).round() as u64;
         let mut seen = 0;
-        for (i, c) in &self.counts {
+        for (i, c) in self.counts.iter().enumerate() {
             seen += c;
             if seen > rank {
-                return value(*i).min(self.max) as f64 / 1000.0;
+                return value(i as u32).min(self.max) as f64 / 1000.0;
             }
         }
         self.max as f64 / 1000.0
