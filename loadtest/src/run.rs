@@ -829,7 +829,9 @@ async fn environment(a: &Args) -> Value {
     json!({
         "loadtest": env!("CARGO_PKG_VERSION"),
         "command": shown_command(std::env::args()),
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cores": read("/proc/cpuinfo").lines().filter(|l| l.starts_with("processor")).count(),
+        // Fewer when the load tester is pinned (--pin-client).
+        "cores_for_client": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": cpu,
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "server": server,
