@@ -511,17 +511,28 @@ function showEvent(e, where) {
     if (/^(note|task|comment)_/.test(e.body.kind)) refreshItems(e.room);
     if (/^calendar_event_/.test(e.body.kind)) refreshCalendar();
     if (/^(folder_|file_added|item_)/.test(e.body.kind)) refreshFiles();
-    if (e.body.kind === "group_updated") {
-      state.client.request({ type: "get_room", room: e.room }).then((r) => {
-        state.info = r.room;
-        renderGroupPanel();
-        refreshItems(e.room);
-      }).catch(() => {});
+    if (/^(group_updated|members_added|member_removed|masters_added|master_removed)$/.test(e.body.kind)) {
+      refreshRoomSoon(e.room);
     }
   }
-  if (where === "live" && /^(members_added|member_removed|masters_added|master_removed)$/.test(e.body.kind)) {
-    state.client.request({ type: "get_room", room: e.room }).then((r) => renderMembers(r.room)).catch(() => {});
-  }
+}
+
+/** Ask for the room again after a change to it — once for a burst of changes, and after a
+ * random pause, so that the pages of a large room do not all ask in the same instant. */
+let roomRefresh = null;
+function refreshRoomSoon(room) {
+  if (roomRefresh) return;
+  roomRefresh = setTimeout(() => {
+    roomRefresh = null;
+    if (room !== state.current) return;
+    state.client.request({ type: "get_room", room }).then((r) => {
+      if (room !== state.current) return;
+      state.info = r.room;
+      renderMembers(r.room);
+      renderGroupPanel();
+      refreshItems(room);
+    }).catch(() => {});
+  }, 200 + Math.random() * 800);
 }
 
 async function refreshItems(room, features) {
