@@ -587,13 +587,36 @@ function renderTasks(tasks) {
   }));
 }
 
+/** The calendar panel: a month grid (the default) or the list of the next 60 days. */
 async function refreshCalendar() {
   if (!state.current || (state.info && state.info.features.event === false)) return;
-  const from = Date.now() - 86400000;
-  const to = Date.now() + 60 * 86400000;
+  const view = state.calendarView || "month";
+  const month = state.calendarMonth || new Date(new Date().getFullYear(), new Date().getMonth(), 1);
+  const [from, to] = view === "month"
+    ? [month.getTime(), new Date(month.getFullYear(), month.getMonth() + 1, 1).getTime()]
+    : [Date.now() - 86400000, Date.now() + 60 * 86400000];
+  $("calendar-month").textContent = view === "month" ? month.toLocaleDateString([], { month: "long", year: "numeric" }) : "the next 60 days";
   try {
     const r = await query({ q: "calendar", from, to });
     const events = new Map(r.events.map((e) => [e.id, e]));
+    const title = (o) => (events.get(o.event)?.fields.title) || "No title";
+    if (view === "month") {
+      $("calendar").replaceChildren();
+      const grid = h("div", { class: "month" }, ...["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].map((d) => h("div", { class: "dow" }, d)));
+      const lead = (month.getDay() + 6) % 7; // Monday first
+      for (let i = 0; i < lead; i++) grid.append(h("div", { class: "day empty" }));
+      const days = new Date(month.getFullYear(), month.getMonth() + 1, 0).getDate();
+      for (let d = 1; d <= days; d++) {
+        const start = new Date(month.getFullYear(), month.getMonth(), d).getTime();
+        const end = start + 86400000;
+        const here = r.occurrences.filter((o) => o.start < end && o.end > start);
+        grid.append(h("div", { class: "day" + (here.length ? " busy" : ""), "data-day": String(d) },
+          h("span", { class: "num" }, String(d)),
+          ...here.map((o) => h("span", { class: "occ", "data-event": String(o.event), title: new Date(o.start).toLocaleString() }, title(o)))));
+      }
+      $("calendar").append(h("li", { class: "grid" }, grid));
+      return;
+    }
     $("calendar").replaceChildren(...r.occurrences.map((o) => {
       const e = events.get(o.event);
       const f = e ? e.fields : {};
@@ -800,6 +823,19 @@ function wirePanels() {
     }
     bar.hidden = true;
     e.target.value = "";
+  };
+  const moveMonth = (by) => {
+    const m = state.calendarMonth || new Date(new Date().getFullYear(), new Date().getMonth(), 1);
+    state.calendarMonth = new Date(m.getFullYear(), m.getMonth() + by, 1);
+    state.calendarView = "month";
+    refreshCalendar();
+  };
+  $("calendar-prev").onclick = () => moveMonth(-1);
+  $("calendar-next").onclick = () => moveMonth(1);
+  $("calendar-list").onclick = () => {
+    state.calendarView = state.calendarView === "list" ? "month" : "list";
+    $("calendar-list").textContent = state.calendarView === "list" ? "Month" : "List";
+    refreshCalendar();
   };
   $("new-folder").onsubmit = (e) => {
     e.preventDefault();

@@ -709,6 +709,16 @@ async fn chat_page_runs_a_group_from_creation_to_removal() {
     alice
         .click("#details .tabs button[data-tab=calendar]")
         .await;
+    // The month grid first (a cell per day), then the list of the next 60 days.
+    alice
+        .wait_for(
+            "the month grid",
+            "const n = document.querySelectorAll('#calendar .month .day:not(.empty)').length; return n >= 28 && n <= 31;",
+            json!([]),
+        )
+        .await;
+    alice.screenshot("calendar-month").await;
+    alice.click("#calendar-list").await;
     alice
         .wait_for(
             "weekly occurrences",
