@@ -43,7 +43,9 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     if status.as_u16() < 400 || is_json {
         return response;
     }
-    let text = match axum::body::to_bytes(response.into_body(), MAX_REFUSAL_TEXT).await {
+    // Keep what the refusal says besides its body (a 405's `Allow`).
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_REFUSAL_TEXT).await {
         Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
         Err(_) => String::new(),
     };
@@ -57,7 +59,13 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     let body = serde_json::json!({
         "error": { "code": code_for(status), "message": message }
     });
-    (status, axum::Json(body)).into_response()
+    let mut answer = (status, axum::Json(body)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 /// The error code a status stands for.

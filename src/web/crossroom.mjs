@@ -434,8 +434,10 @@ export class Client extends EventTarget {
     // Replayed events (or a reset) came first; from here on everything after `head` follows.
     const now = this.rooms.get(room);
     if (now) {
+      // What the replay brought counts; a position of another epoch does not.
+      const held = now.epoch === sub.epoch ? now.seq || 0 : 0;
       now.epoch = sub.epoch;
-      now.seq = Math.max(now.epoch === sub.epoch ? now.seq || 0 : 0, sub.head);
+      now.seq = Math.max(held, sub.head);
     }
     return sub;
   }

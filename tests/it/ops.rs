@@ -176,6 +176,13 @@ async fn process_build_refusal_and_http_request_metrics() {
         "{:?}",
         r.body
     );
+    assert!(
+        r.headers
+            .iter()
+            .any(|(k, v)| k == "allow" && v.contains("GET")),
+        "a 405 still says what is allowed: {:?}",
+        r.headers
+    );
     let r = server.http(None).get("/v1/ws").await.expect("http");
     assert!(
         r.status >= 400 && r.body["error"]["message"].is_string(),
