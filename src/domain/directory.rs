@@ -17,7 +17,7 @@ pub struct Company {
     pub self_registered: bool,
 }
 
-/// Who may talk with other companies (SPEC "Company admin settings").
+/// Who may talk with other companies (docs/rules.md, "Company settings").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExternalPermission {
@@ -42,7 +42,7 @@ pub enum ReadReceipts {
     Everyone,
 }
 
-/// A company's admin settings, with SPEC.md's defaults.
+/// A company's admin settings, with the defaults of docs/rules.md.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompanySettings {
@@ -233,7 +233,7 @@ pub fn session_refusal(user: Option<&User>, issued_at: i64) -> Option<CloseReaso
     }
 }
 
-/// SPEC: a user **holds external permission** when their company has `external_chat` on and the
+/// docs/rules.md: a user **holds external permission** when their company has `external_chat` on and the
 /// user is granted by `external_permission`, the user is `works`, and the user is active.
 pub fn holds_external_permission(user: &User, company: &CompanySettings) -> bool {
     user.active

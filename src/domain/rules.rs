@@ -1,5 +1,5 @@
 //! The pure rules of rooms: plain functions over plain data, no I/O, each tested beside it and
-//! named after the SPEC.md rule it enforces.
+//! named after the rule of docs/rules.md it enforces.
 
 use crate::domain::directory::{CompanySettings, GroupCreation, User, UserKind};
 use crate::domain::records::RoomRecord;

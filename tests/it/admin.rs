@@ -31,7 +31,7 @@ async fn operator_key_is_required_to_create_companies() {
         .starts_with("ck_"));
     assert_eq!(
         r.body["company"]["settings"]["external_chat"], false,
-        "SPEC default"
+        "the default of docs/rules.md"
     );
     let r = server
         .operator()
