@@ -105,6 +105,13 @@ CREATE TABLE IF NOT EXISTS room_members (
     PRIMARY KEY (room, user)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS room_members_user ON room_members(user);
+-- Each room's head (the seq of its last entry), apart from the wide `rooms` row: a post
+-- rewrites it, and a narrow table keeps the pages a commit of posts in many rooms dirties few
+-- (schema 6; `rooms.head` is no longer read or written).
+CREATE TABLE IF NOT EXISTS room_heads (
+    room TEXT PRIMARY KEY,
+    head INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     room TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -168,7 +175,7 @@ CREATE INDEX IF NOT EXISTS audit_companies_by_record ON audit_companies (audit);
 "#;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 impl SqliteStore {
     /// Open (or create) the database file at `path`.
@@ -217,6 +224,10 @@ impl SqliteStore {
             )?;
         }
         conn.execute_batch(SCHEMA)?;
+        if (1..=5).contains(&version) {
+            // Schema 6 moved the heads to their own narrow table.
+            conn.execute_batch("INSERT OR IGNORE INTO room_heads SELECT id, head FROM rooms")?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         // This process alone writes the file: no upload is in flight, so what `used` holds
         // beyond the recorded files is reservations a crash (or kill) left behind.
@@ -472,7 +483,9 @@ fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult
         }
     }
     let (head, epoch): (i64, i64) = conn
-        .prepare_cached("SELECT head, epoch FROM rooms WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT h.head, r.epoch FROM rooms r JOIN room_heads h ON h.room = r.id WHERE r.id = ?1",
+        )?
         .query_row(params![room.0], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("room {room}")))?;
@@ -490,11 +503,10 @@ fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult
         entry.client_msg_id(),
         encode_body(&entry.body)?
     ])?;
+    conn.prepare_cached("UPDATE room_heads SET head = ?2 WHERE room = ?1")?
+        .execute(params![room.0, seq])?;
     if super::moves_version(&entry.body) {
-        conn.prepare_cached("UPDATE rooms SET head = ?2, version = ?2 WHERE id = ?1")?
-            .execute(params![room.0, seq])?;
-    } else {
-        conn.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1")?
+        conn.prepare_cached("UPDATE rooms SET version = ?2 WHERE id = ?1")?
             .execute(params![room.0, seq])?;
     }
     let event = Event {
@@ -602,7 +614,8 @@ fn load_room(conn: &Connection, id: &RoomId) -> StoreResult<Option<RoomRecord>> 
     let row = conn
         .prepare_cached(
             "SELECT kind, name, description, owner_company, created_by, created_at,
-                    features, epoch, head, converted_from, image, version
+                    features, epoch, (SELECT head FROM room_heads WHERE room = rooms.id),
+                    converted_from, image, version
                FROM rooms WHERE id = ?1 AND deleted = 0",
         )?
         .query_row(params![id.0], |r| {
@@ -1051,6 +1064,8 @@ impl Store for SqliteStore {
                     e.into()
                 }
             })?;
+            conn.prepare_cached("INSERT INTO room_heads (room, head) VALUES (?1, 0)")?
+                .execute(params![r.id.0])?;
             // Its members, masters and audit record come from projecting its first entry.
             let created = append_one(conn, &r.id, &r.first_entry())?;
             Ok(created.event)
@@ -1142,7 +1157,8 @@ impl Store for SqliteStore {
         let u = user.clone();
         self.read(move |conn| {
             let mut st = conn.prepare_cached(
-                "SELECT r.id, r.kind, r.name, r.epoch, r.head, m.last_read,
+                "SELECT r.id, r.kind, r.name, r.epoch,
+                        (SELECT head FROM room_heads h WHERE h.room = r.id), m.last_read,
                         (SELECT count(*) FROM events e
                           WHERE m.is_member = 1 AND e.room = r.id AND e.seq > m.last_read
                             AND e.kind = 'message' AND e.author != m.user),

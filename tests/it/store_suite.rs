@@ -151,6 +151,81 @@ async fn sqlite_schema_4_files_upgrade() {
     assert_eq!(f.size, 5);
 }
 
+/// A schema-5 database (heads in the `rooms` row) opens with every room's head where it was,
+/// and appends go on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_schema_5_heads_upgrade() {
+    use crossroom::store::{NewEntry, NewRoom, Store};
+    use crossroom_protocol::{EventBody, Features};
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("t.db");
+    let room: crossroom_protocol::RoomId = "r_heads".into();
+    let alice: crossroom_protocol::UserId = "alice@acme.example".into();
+    let post = |i: usize| NewEntry {
+        author: alice.clone(),
+        ts: 2,
+        body: EventBody::Message {
+            client_msg_id: format!("h{i}"),
+            text: format!("message {i}"),
+            attachments: vec![],
+            mentions: vec![],
+            recalled: false,
+        },
+    };
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        store
+            .create_room(&NewRoom {
+                id: room.clone(),
+                kind: crossroom_protocol::RoomKind::Room,
+                name: "heads".into(),
+                description: String::new(),
+                owner_company: "acme.example".into(),
+                created_by: alice.clone(),
+                created_at: 1,
+                features: Features::default(),
+                masters: vec![],
+                members: vec![alice.clone()],
+                epoch: 7,
+                max_owned_groups: None,
+            })
+            .await
+            .expect("create");
+        for i in 0..3 {
+            let t = store
+                .append(&room, vec![post(i)], None)
+                .await
+                .expect("queue");
+            t.await.expect("stored");
+        }
+        store.close().await;
+    }
+    {
+        // As schema 5 left it: the head in the room's row, no heads table.
+        let old = rusqlite::Connection::open(&path).expect("open");
+        old.execute_batch(
+            "UPDATE rooms SET head = (SELECT head FROM room_heads WHERE room = rooms.id);
+             DROP TABLE room_heads;
+             PRAGMA user_version = 5;",
+        )
+        .expect("schema 5");
+    }
+    let store = SqliteStore::open(&path).expect("upgrade");
+    let r = store.room(&room).await.expect("read").expect("kept");
+    assert_eq!(r.head, 4, "created + 3 posts");
+    let t = store
+        .append(&room, vec![post(3)], None)
+        .await
+        .expect("queue");
+    let appended = t.await.expect("stored");
+    let events = store
+        .read_range(&room, 0, u64::MAX, 100)
+        .await
+        .expect("read");
+    assert_eq!(events.last().map(|e| e.seq), Some(5), "{appended:?}");
+    store.close().await;
+}
+
 /// With AOF `appendfsync always`, an acknowledged append survives `redis-server` being
 /// SIGKILLed; the store reconnects by itself once Redis is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
