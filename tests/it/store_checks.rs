@@ -23,7 +23,25 @@ fn user(login: &str, company: &str) -> User {
     }
 }
 
-fn message(author: &UserId, cmid: &str, text: &str) -> NewEntry {
+/// A general room `id` of one member, epoch 7.
+pub fn general_room(id: &str, member: &UserId) -> NewRoom {
+    NewRoom {
+        id: RoomId::from(id),
+        kind: RoomKind::Room,
+        name: id.into(),
+        description: String::new(),
+        owner_company: "acme.example".into(),
+        created_by: member.clone(),
+        created_at: 1,
+        features: Features::default(),
+        masters: vec![],
+        members: vec![member.clone()],
+        epoch: 7,
+        max_owned_groups: None,
+    }
+}
+
+pub fn message(author: &UserId, cmid: &str, text: &str) -> NewEntry {
     NewEntry {
         author: author.clone(),
         ts: 1_000,

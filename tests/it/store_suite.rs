@@ -2,6 +2,7 @@
 //! three-master Redis Cluster, each check on a fresh store.
 
 use crate::harness::{Redis, RedisCluster};
+use crate::store_checks::{general_room, message};
 use crossroom::store::redis::RedisStore;
 use crossroom::store::sqlite::SqliteStore;
 use crossroom::store::SharedStore;
@@ -155,40 +156,16 @@ async fn sqlite_schema_4_files_upgrade() {
 /// and appends go on after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_schema_5_heads_upgrade() {
-    use crossroom::store::{NewEntry, NewRoom, Store};
-    use crossroom_protocol::{EventBody, Features};
+    use crossroom::store::Store;
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("t.db");
     let room: crossroom_protocol::RoomId = "r_heads".into();
     let alice: crossroom_protocol::UserId = "alice@acme.example".into();
-    let post = |i: usize| NewEntry {
-        author: alice.clone(),
-        ts: 2,
-        body: EventBody::Message {
-            client_msg_id: format!("h{i}"),
-            text: format!("message {i}"),
-            attachments: vec![],
-            mentions: vec![],
-            recalled: false,
-        },
-    };
+    let post = |i: usize| message(&alice, &format!("h{i}"), &format!("message {i}"));
     {
         let store = SqliteStore::open(&path).expect("open");
         store
-            .create_room(&NewRoom {
-                id: room.clone(),
-                kind: crossroom_protocol::RoomKind::Room,
-                name: "heads".into(),
-                description: String::new(),
-                owner_company: "acme.example".into(),
-                created_by: alice.clone(),
-                created_at: 1,
-                features: Features::default(),
-                masters: vec![],
-                members: vec![alice.clone()],
-                epoch: 7,
-                max_owned_groups: None,
-            })
+            .create_room(&general_room(room.as_str(), &alice))
             .await
             .expect("create");
         for i in 0..3 {
@@ -230,40 +207,15 @@ async fn sqlite_schema_5_heads_upgrade() {
 /// SIGKILLed; the store reconnects by itself once Redis is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_with_aof_always_keeps_acknowledged_appends_across_a_kill() {
-    use crossroom::store::{NewEntry, NewRoom};
-    use crossroom_protocol::{EventBody, Features};
     let mut redis = Redis::start(&["--appendonly", "yes", "--appendfsync", "always"]).await;
     let store: SharedStore = Arc::new(RedisStore::open(&[redis.url()]).await.expect("open"));
     let room: crossroom_protocol::RoomId = "r_aof".into();
     let alice: crossroom_protocol::UserId = "alice@acme.example".into();
     store
-        .create_room(&NewRoom {
-            id: room.clone(),
-            kind: crossroom_protocol::RoomKind::Room,
-            name: "aof".into(),
-            description: String::new(),
-            owner_company: "acme.example".into(),
-            created_by: alice.clone(),
-            created_at: 1,
-            features: Features::default(),
-            masters: vec![],
-            members: vec![alice.clone()],
-            epoch: 7,
-            max_owned_groups: None,
-        })
+        .create_room(&general_room(room.as_str(), &alice))
         .await
         .expect("create");
-    let post = |i: usize| NewEntry {
-        author: alice.clone(),
-        ts: 2,
-        body: EventBody::Message {
-            client_msg_id: format!("m{i}"),
-            text: format!("message {i}"),
-            attachments: vec![],
-            mentions: vec![],
-            recalled: false,
-        },
-    };
+    let post = |i: usize| message(&alice, &format!("m{i}"), &format!("message {i}"));
     for i in 0..100 {
         let ticket = store
             .append(&room, vec![post(i)], None)
