@@ -228,7 +228,20 @@ async fn open_store(
 ) -> Result<SharedStore, ServerError> {
     Ok(if config.redis.is_empty() {
         let path = config.database_path();
-        Arc::new(SqliteStore::open(&path).map_err(|e| ServerError::Database(path, e))?)
+        // Test-only: every commit held back this long, to show that live delivery does not
+        // wait for a slow disk (issue 20's stalled-commit runs and tests).
+        let stall = std::env::var("CROSSROOM_TEST_COMMIT_STALL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        if !stall.is_zero() {
+            tracing::warn!(
+                stall_ms = stall.as_millis() as u64,
+                "test knob: every commit is stalled"
+            );
+        }
+        Arc::new(SqliteStore::open_with(&path, stall).map_err(|e| ServerError::Database(path, e))?)
     } else {
         let redis = open_redis(config, shutdown).await?;
         if config.token_secret.is_none() {

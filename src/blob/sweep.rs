@@ -68,8 +68,9 @@ pub async fn sweep_attachments(
             };
             if claim != GONE_CLAIM
                 && store
-                    .has_message(&file.room, &file.created_by, &claim)
+                    .posted_message(&file.room, &file.created_by, &claim)
                     .await?
+                    .is_some()
             {
                 store.settle_file(&file.id).await?;
                 continue;

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub bus_lag: Latency,
     pub bus_gap_fills: Counter,
     pub bus_resubscriptions: Counter,
+    /// Rooms moved to a new epoch because entries delivered before their commit were not
+    /// stored as delivered.
+    pub epochs_moved: Counter,
     /// Refused authentications, by where (`ws_header`, `ws_frame`, `admin`) and reason.
     auth_failures: Family<Labels, Counter>,
     /// WebSocket upgrades answered with an HTTP error instead of a socket, by reason.
@@ -86,6 +89,7 @@ impl Metrics {
             bus_lag: Latency::new(),
             bus_gap_fills: Counter::default(),
             bus_resubscriptions: Counter::default(),
+            epochs_moved: Counter::default(),
             auth_failures: Family::default(),
             upgrades_rejected: Family::default(),
             http_requests: Family::default(),
@@ -235,6 +239,11 @@ impl Metrics {
             "bus_gap_fills",
             "Cluster mode: gaps in a room's seqs filled from the log (entries the bus did not bring)",
             self.bus_gap_fills.clone(),
+        );
+        r.register(
+            "epochs_moved",
+            "Rooms moved to a new epoch while running because entries delivered before their commit were not stored as delivered (clients reset)",
+            self.epochs_moved.clone(),
         );
         r.register(
             "bus_resubscriptions",

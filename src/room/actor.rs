@@ -3,9 +3,18 @@
 //! It owns the room's state (members, masters, feature switches, epoch, committed head) and its
 //! local subscribers. It decides each command with [`crate::domain::rules`], applies the decision to its
 //! own state at once (so the next command is decided against it), queues the append in the store
-//! without waiting, and when each commit lands — in queue order — acknowledges it and delivers
-//! the event, encoded once, with `try_send` into each subscriber's bounded queue. It never awaits
-//! a client.
+//! without waiting, and when each commit lands — in queue order — acknowledges it. The event,
+//! encoded once, goes with `try_send` into each subscriber's bounded queue. It never awaits a
+//! client.
+//!
+//! When is an entry delivered? With a store that nodes share (Redis), when it commits: the store
+//! numbers it. With the embedded store this process is the room's only writer, so the actor
+//! numbers what it queues and delivers it at once — live delivery never waits for the disk —
+//! while `posted` and `changed` still wait for the commit (D2). An entry that was delivered and
+//! then not stored as delivered moves the room to a new epoch, and every subscriber resets (D1);
+//! so does an unclean stop, for every room its run wrote ([`crate::store::Store::sole_writer`]).
+//! Membership changes are still delivered at their commit: nobody is cut off, or let in, by a
+//! line that might not be stored.
 //!
 //! Removal is a line in the log (D4): when a `member_removed` entry at seq r commits, the removed
 //! user's subscriptions get r and are dropped before anything after r is delivered, and every
@@ -37,7 +46,7 @@ use crossroom_protocol::{
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +69,10 @@ pub fn spawn(ctx: Arc<RoomContext>, id: RoomId, generation: u64) -> RoomHandle {
         room: None,
         subscribers: HashMap::new(),
         pending: FuturesOrdered::new(),
+        early: false,
+        unnumbered: 0,
+        unstored: VecDeque::new(),
+        tail_lost: false,
         redeciding: 0,
         pending_on: BTreeMap::new(),
         conflicted: Vec::new(),
@@ -176,9 +189,19 @@ impl Redo {
 /// An append in flight with the acknowledgement that waits for it.
 type Pending = futures_util::future::BoxFuture<'static, Committed>;
 
-/// An append's outcome with its acknowledgement, what to decide again on a conflict, how many
-/// conflicts that decision has met already, and the state version it was decided on.
-type Committed = (StoreResult<Vec<Appended>>, Ack, Redo, u32, u64);
+/// An append's outcome, with what was queued beside it.
+type Committed = (StoreResult<Vec<Appended>>, Queued);
+
+/// What waits for an append's commit: its acknowledgement, what to decide again on a conflict,
+/// how many conflicts that decision has met already, the state version it was decided on, and
+/// — when it was delivered before its commit — the seqs the actor gave its entries.
+struct Queued {
+    ack: Ack,
+    redo: Redo,
+    attempt: u32,
+    version: u64,
+    numbered: Option<std::ops::Range<u64>>,
+}
 
 /// How many times one command is decided again after conflicts before it is refused as
 /// `unavailable` (the room is changing too fast): a bounded loop, not an endless one.
@@ -199,6 +222,17 @@ struct RoomActor {
     subscribers: HashMap<SessionId, Subscriber>,
     /// Appends queued in the store, in commit order.
     pending: FuturesOrdered<Pending>,
+    /// Whether entries are numbered here and delivered before their commit: with a store that
+    /// is this room's sole writer, once a commit of ours has marked the room in this run.
+    early: bool,
+    /// Appends in flight that the store numbers (delivered at their commit): none may be, for
+    /// the actor to number what follows.
+    unnumbered: usize,
+    /// Entries delivered that have not committed yet, in seq order.
+    unstored: VecDeque<Event>,
+    /// An entry delivered before its commit was not stored as delivered: once nothing is in
+    /// flight, the room moves to a new epoch ([`RoomActor::renumber`]).
+    tail_lost: bool,
     /// Conflicts met by the command being decided again right now (0 for a fresh command);
     /// `append` hands it to the commit it queues.
     redeciding: u32,
@@ -502,6 +536,15 @@ impl RoomActor {
     }
 
     /// The room, for a command that found it existing.
+    /// The last seq the log holds (the head, but for entries delivered and not yet committed).
+    fn stored_head(&self) -> u64 {
+        match (self.unstored.front(), &self.room) {
+            (Some(e), _) => e.seq - 1,
+            (None, Some(r)) => r.head,
+            (None, None) => 0,
+        }
+    }
+
     fn existing(&self) -> &RoomRecord {
         self.room
             .as_ref()
@@ -522,6 +565,22 @@ impl RoomActor {
             .and_then(|()| rules::check_mentions(room, mentions))
         {
             return reply.fail(e);
+        }
+        // Numbered here, a post is delivered before the store could tell it is a retry (D2).
+        if self.early {
+            match self.retried(user, client_msg_id).await {
+                Ok(Some(ev)) => {
+                    return reply.send(RoomReply::Posted {
+                        room: ev.room,
+                        epoch: ev.epoch,
+                        seq: ev.seq,
+                        ts: ev.ts,
+                        duplicate: true,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => return reply.fail(e.into()),
+            }
         }
         let files = match lookup::attachments_of(
             &*self.ctx.store,
@@ -551,6 +610,19 @@ impl RoomActor {
             .await;
     }
 
+    /// The stored entry of an earlier post by `user` with this client id: one still in flight
+    /// is waited for first, then the log is asked.
+    async fn retried(&mut self, user: &UserId, cmid: &str) -> StoreResult<Option<Event>> {
+        let same = |e: &Event| {
+            e.author == *user
+                && matches!(&e.body, EventBody::Message { client_msg_id, .. } if client_msg_id == cmid)
+        };
+        if self.unstored.iter().any(same) {
+            self.drain_pending().await;
+        }
+        self.ctx.store.posted_message(&self.id, user, cmid).await
+    }
+
     /// A page of the log: only what this member was entitled to at the time of asking, from
     /// their join up to the head (D4). Read off the actor.
     fn history(&self, user: UserId, before: Option<u64>, limit: Option<u32>, reply: Reply) {
@@ -560,7 +632,8 @@ impl RoomActor {
         }
         let max = self.ctx.limits.max_history_page;
         let limit = limit.unwrap_or(50).clamp(1, max) as usize;
-        let before = before.unwrap_or(u64::MAX).min(room.head + 1);
+        // What is stored: entries delivered before their commit are not in a page yet.
+        let before = before.unwrap_or(u64::MAX).min(self.stored_head() + 1);
         let from = room.sees_from(&user).unwrap_or(u64::MAX);
         let store = self.ctx.store.clone();
         let (id, epoch) = (self.id.clone(), room.epoch);
@@ -915,6 +988,7 @@ impl RoomActor {
         self.count_subscribers();
         self.delivered = room.head;
         self.room = Some(room);
+        self.unstored.clear();
     }
 
     /// A feature action (N1, E1, T1, F1, recall): decided against the items as committed.
@@ -1023,6 +1097,7 @@ impl RoomActor {
     /// Queue entries in the store, conditional on the state version they were decided on;
     /// `ack` answers once they commit. Posts are pipelined; anything that moves the state
     /// version is waited for, so every decision after it knows the version it stands on.
+    /// Numbered here (the seqs after the head) and delivered once queued, when the actor may.
     async fn append(&mut self, entries: Vec<NewEntry>, ack: Ack, redo: Redo) {
         let Some(room) = &self.room else {
             return ack.into_reply().fail(self.not_found());
@@ -1031,6 +1106,23 @@ impl RoomActor {
         let queued = Instant::now();
         let attempt = std::mem::take(&mut self.redeciding);
         let version = room.version;
+        let numbered = (self.early && !moves && !self.tail_lost && self.unnumbered == 0)
+            .then(|| room.head + 1..room.head + 1 + entries.len() as u64);
+        let early: Vec<Event> = match &numbered {
+            Some(seqs) => entries
+                .iter()
+                .zip(seqs.clone())
+                .map(|(e, seq)| Event {
+                    room: self.id.clone(),
+                    epoch: room.epoch,
+                    seq,
+                    ts: e.ts,
+                    author: e.author.clone(),
+                    body: e.body.clone(),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         match self
             .ctx
             .store
@@ -1039,14 +1131,27 @@ impl RoomActor {
         {
             Ok(ticket) => {
                 *self.pending_on.entry(version).or_default() += 1;
+                self.unnumbered += usize::from(numbered.is_none());
+                let q = Queued {
+                    ack,
+                    redo,
+                    attempt,
+                    version,
+                    numbered,
+                };
                 self.pending.push_back(
                     ticket
                         .map(move |r| {
                             METRICS.commit.observe(queued.elapsed());
-                            (r, ack, redo, attempt, version)
+                            (r, q)
                         })
                         .boxed(),
-                )
+                );
+                // Held in line: delivered now, acknowledged at the commit.
+                for event in early {
+                    self.unstored.push_back(event.clone());
+                    self.accept(event, true).await;
+                }
             }
             Err(e) => ack.into_reply().fail(e.into()),
         }
@@ -1069,7 +1174,7 @@ impl RoomActor {
         let Some(out) = reply.outbound().cloned() else {
             return reply.fail(ApiError::invalid("only sessions subscribe"));
         };
-        let (epoch, head) = (room.epoch, room.head);
+        let (epoch, head, stored) = (room.epoch, room.head, self.stored_head());
         let from = room.sees_from(&user).unwrap_or(u64::MAX);
         let limits = &self.ctx.limits;
         let mut replayed = 0u64;
@@ -1080,17 +1185,21 @@ impl RoomActor {
                 && pos.seq.saturating_add(1) >= from
                 && head - pos.seq <= u64::from(limits.max_replay);
             let mut replay = Vec::new();
-            if resumable && pos.seq < head {
+            if resumable && pos.seq < stored {
                 match self
                     .ctx
                     .store
-                    .read_range(&self.id, pos.seq, head, limits.max_replay as usize)
+                    .read_range(&self.id, pos.seq, stored, limits.max_replay as usize)
                     .await
                 {
                     Ok(events) => replay = events,
                     Err(e) => return reply.fail(e.into()),
                 }
             }
+            // Then what was delivered and is not stored yet (read while the actor waited: the
+            // queue holds the rest).
+            let unstored = self.unstored.iter().filter(|e| e.seq > pos.seq.max(stored));
+            replay.extend(unstored.cloned());
             let complete = replay.len() as u64 == head - pos.seq.min(head);
             let messages: Vec<_> = replay
                 .into_iter()
@@ -1321,17 +1430,42 @@ impl RoomActor {
         }
     }
 
-    /// An append landed: acknowledge it, deliver it, and carry out what it means for sessions
-    /// (removed users are cut off after their line; added users are told).
-    async fn committed(&mut self, (result, ack, redo, attempt, version): Committed) {
+    /// An append landed: acknowledge it, deliver it (unless it was already), and carry out what
+    /// it means for sessions (removed users are cut off after their line; added users are
+    /// told). Once nothing is in flight, a room whose delivered tail was lost moves to a new
+    /// epoch.
+    async fn committed(&mut self, done: Committed) {
+        self.settle(done).await;
+        if self.tail_lost && self.pending.is_empty() {
+            Box::pin(self.renumber()).await;
+        }
+    }
+
+    async fn settle(&mut self, (result, q): Committed) {
+        let Queued {
+            ack,
+            redo,
+            attempt,
+            version,
+            numbered,
+        } = q;
         if let Some(n) = self.pending_on.get_mut(&version) {
             *n -= 1;
             if *n == 0 {
                 self.pending_on.remove(&version);
             }
         }
+        let early = numbered.is_some();
+        let result = match numbered {
+            Some(seqs) => self.stored_as_numbered(result, seqs),
+            None => {
+                self.unnumbered -= 1;
+                result
+            }
+        };
         let appended = match result {
             Ok(a) => a,
+            Err(e) if early => return ack.into_reply().fail(e.into()),
             Err(StoreError::Conflict) if attempt + 1 >= MAX_REDECISIONS => {
                 tracing::warn!(room = %self.id, attempt, "decided again too often; refusing");
                 return ack.into_reply().fail(StoreError::Conflict.into());
@@ -1354,6 +1488,60 @@ impl RoomActor {
                 return ack.into_reply().fail(e.into());
             }
         };
+        // A commit of ours marked the room in this run: from now on a sole writer's entries
+        // are numbered here and delivered before they commit.
+        self.early |= self.ctx.store.sole_writer() && appended.iter().any(|a| !a.duplicate);
+        self.acknowledge(appended, ack, early).await;
+    }
+
+    /// An append delivered before its commit has an outcome: its entries leave `unstored`, and
+    /// anything but storage at exactly the seqs they were delivered with means subscribers saw
+    /// what the log does not hold (a failed commit, or a batch that stored later entries in
+    /// earlier places).
+    fn stored_as_numbered(
+        &mut self,
+        result: StoreResult<Vec<Appended>>,
+        seqs: std::ops::Range<u64>,
+    ) -> StoreResult<Vec<Appended>> {
+        while self.unstored.front().is_some_and(|e| seqs.contains(&e.seq)) {
+            self.unstored.pop_front();
+        }
+        let exact = result.as_ref().is_ok_and(|a| {
+            a.len() == seqs.clone().count()
+                && a.iter()
+                    .zip(seqs.clone())
+                    .all(|(a, s)| !a.duplicate && a.event.seq == s)
+        });
+        if !exact && !self.tail_lost {
+            tracing::warn!(room = %self.id, first = seqs.start, "entries delivered before their commit were not stored as delivered");
+            self.tail_lost = true;
+        }
+        result
+    }
+
+    /// Entries were delivered that the log does not hold as delivered: the room moves to a new
+    /// epoch, so that no client resumes over them (D1), and goes on from the log as stored.
+    async fn renumber(&mut self) {
+        self.tail_lost = false;
+        self.unstored.clear();
+        let epoch = crate::random::epoch();
+        if let Err(e) = self.ctx.store.move_epoch(&self.id, epoch).await {
+            tracing::error!(room = %self.id, error = %e, "cannot move the room to a new epoch");
+        }
+        match self.ctx.store.room(&self.id).await {
+            Ok(Some(room)) => {
+                tracing::warn!(room = %self.id, epoch = room.epoch, "room goes on under a new epoch");
+                METRICS.epochs_moved.inc();
+                self.new_epoch(room);
+            }
+            Ok(None) => self.room = None,
+            Err(e) => tracing::error!(room = %self.id, error = %e, "cannot reload the room"),
+        }
+    }
+
+    /// Answer a committed append and carry out what it means; `early`: its entries were
+    /// delivered when queued.
+    async fn acknowledge(&mut self, appended: Vec<Appended>, ack: Ack, early: bool) {
         let mut last = None;
         for a in &appended {
             let ev = &a.event;
@@ -1370,7 +1558,9 @@ impl RoomActor {
             if a.duplicate {
                 continue;
             }
-            self.accept(ev.clone(), true).await;
+            if !early {
+                self.accept(ev.clone(), true).await;
+            }
             self.announce(ev);
         }
         let admitted = self.admitted(&appended);

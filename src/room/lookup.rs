@@ -126,7 +126,10 @@ pub async fn attachments_of(
         } else {
             // Too old to take now: only a retry of the post that took it and committed.
             match store.claim_file(&id, None).await? {
-                Some(c) if c == client_msg_id && store.has_message(room, user, &c).await? => {
+                Some(c)
+                    if c == client_msg_id
+                        && store.posted_message(room, user, &c).await?.is_some() =>
+                {
                     Some(c)
                 }
                 _ => {

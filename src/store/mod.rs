@@ -185,6 +185,25 @@ pub trait Store: Send + Sync + 'static {
         expect: Option<u64>,
     ) -> StoreResult<CommitTicket>;
 
+    /// Whether this process is the only writer of every room's log (the embedded store). A room
+    /// actor may then number the entries it queues itself — [`Store::append`] stores them in
+    /// call order, at the seqs that follow the head — and deliver them before they are durable
+    /// (D2 still holds for the acknowledgement). Such a store marks every room each run writes,
+    /// and after a run that did not stop cleanly moves those rooms to new epochs, so that a tail
+    /// shown but never stored is never resumed (D1). Stores that nodes share say false.
+    fn sole_writer(&self) -> bool {
+        false
+    }
+
+    /// Move `room` to a new `epoch`, keeping its log: every client is then told to reset (D1).
+    /// A sole writer does this when an entry it delivered was not stored as delivered.
+    async fn move_epoch(&self, room: &RoomId, epoch: u64) -> StoreResult<()> {
+        let _ = (room, epoch);
+        Err(StoreError::backend(
+            "only a sole writer numbers entries itself and moves epochs",
+        ))
+    }
+
     /// Events with `after < seq <= upto`, oldest first, at most `limit`.
     async fn read_range(
         &self,
@@ -261,13 +280,14 @@ pub trait Store: Send + Sync + 'static {
     /// The sweep found the post that claimed this attachment committed: it is kept for good
     /// and the sweep does not look at it again.
     async fn settle_file(&self, id: &str) -> StoreResult<()>;
-    /// Whether `room`'s log holds `author`'s message with client id `client_msg_id`.
-    async fn has_message(
+    /// The message `author` posted to `room` with client id `client_msg_id`, if the log holds
+    /// it (a retried post, D2).
+    async fn posted_message(
         &self,
         room: &RoomId,
         author: &UserId,
         client_msg_id: &str,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<Event>>;
 
     /// Set or clear a group's invitation link; audited.
     async fn set_invite(

@@ -2475,18 +2475,22 @@ impl Store for RedisStore {
         self.each(vec![unlisted]).await
     }
 
-    async fn has_message(
+    async fn posted_message(
         &self,
         room: &RoomId,
         author: &UserId,
         client_msg_id: &str,
-    ) -> StoreResult<bool> {
-        ::redis::cmd("HEXISTS")
+    ) -> StoreResult<Option<Event>> {
+        let seq: Option<u64> = ::redis::cmd("HGET")
             .arg(rk(room, "cmid"))
             .arg(cmid_field(author, client_msg_id))
             .query_async(&mut self.conn())
             .await
-            .map_err(backend)
+            .map_err(backend)?;
+        match seq {
+            Some(seq) => self.event_at(room, seq).await,
+            None => Ok(None),
+        }
     }
 
     async fn delete_file(&self, id: &str) -> StoreResult<()> {

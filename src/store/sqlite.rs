@@ -7,6 +7,13 @@
 //!
 //! Reads run on a small pool of read connections on the blocking thread pool; WAL lets them
 //! proceed while the writer commits.
+//!
+//! This process is the only writer of the file, so room actors number their entries themselves
+//! and deliver them before they commit ([`Store::sole_writer`]). Each run has an id, kept in
+//! `meta` while it runs and every room it writes is marked with (`room_heads.run`); a run that
+//! did not end cleanly leaves its id behind, and the next open moves every room it marked to a
+//! new epoch: what subscribers were shown of a tail that never reached the disk is never
+//! resumed as if it had (D1).
 
 use super::{
     Appended, AuditEntry, CommitTicket, FileRecord, Invite, MembershipRow, NewAudit, NewEntry,
@@ -41,6 +48,8 @@ type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
 pub struct SqliteStore {
+    /// This run's id, marked on every room it writes.
+    run: i64,
     path: PathBuf,
     /// `None` once closed.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -108,9 +117,17 @@ CREATE INDEX IF NOT EXISTS room_members_user ON room_members(user);
 -- Each room's head (the seq of its last entry), apart from the wide `rooms` row: a post
 -- rewrites it, and a narrow table keeps the pages a commit of posts in many rooms dirties few
 -- (schema 6; `rooms.head` is no longer read or written).
+-- `run`: the run that last wrote the room (schema 7): an unclean stop moves the rooms its run
+-- wrote to a new epoch.
 CREATE TABLE IF NOT EXISTS room_heads (
     room TEXT PRIMARY KEY,
-    head INTEGER NOT NULL
+    head INTEGER NOT NULL,
+    run INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+-- `run`: the id of the run that has the file open, 0 once it closed cleanly (schema 7).
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     room TEXT NOT NULL,
@@ -175,11 +192,17 @@ CREATE INDEX IF NOT EXISTS audit_companies_by_record ON audit_companies (audit);
 "#;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 impl SqliteStore {
     /// Open (or create) the database file at `path`.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        SqliteStore::open_with(path, std::time::Duration::ZERO)
+    }
+
+    /// [`SqliteStore::open`], with every commit held back by `commit_stall` before it is made:
+    /// a test's stand-in for a disk's worst moments (`CROSSROOM_TEST_COMMIT_STALL_MS`).
+    pub fn open_with(path: &Path, commit_stall: std::time::Duration) -> StoreResult<SqliteStore> {
         let conn = Connection::open(path)?;
         // Owner only; SQLite gives the WAL and shared-memory files the database's mode.
         #[cfg(unix)]
@@ -223,10 +246,16 @@ impl SqliteStore {
                  ALTER TABLE files ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;",
             )?;
         }
+        if version == 6 {
+            // Schema 7 marks the rooms each run writes.
+            conn.execute_batch("ALTER TABLE room_heads ADD COLUMN run INTEGER NOT NULL DEFAULT 0")?;
+        }
         conn.execute_batch(SCHEMA)?;
         if (1..=5).contains(&version) {
             // Schema 6 moved the heads to their own narrow table.
-            conn.execute_batch("INSERT OR IGNORE INTO room_heads SELECT id, head FROM rooms")?;
+            conn.execute_batch(
+                "INSERT OR IGNORE INTO room_heads (room, head) SELECT id, head FROM rooms",
+            )?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         // This process alone writes the file: no upload is in flight, so what `used` holds
@@ -248,12 +277,14 @@ impl SqliteStore {
                 "storage reservations a crash left were given back"
             );
         }
+        let run = begin_run(&conn)?;
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx))
+            .spawn(move || write_loop(conn, rx, commit_stall))
             .map_err(StoreError::backend)?;
         Ok(SqliteStore {
+            run,
             path: path.to_owned(),
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
@@ -346,7 +377,41 @@ fn in_savepoint<T>(
     out
 }
 
-fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+/// Begin a run: after an unclean stop (the last run's id is still in `meta`), move every room
+/// that run wrote to a new epoch; then record this run's id.
+fn begin_run(conn: &Connection) -> StoreResult<i64> {
+    let last: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'run'", [], |r| r.get(0))
+        .optional()?;
+    if let Some(last) = last.filter(|r| *r != 0) {
+        let rooms: Vec<String> = conn
+            .prepare("SELECT room FROM room_heads WHERE run = ?1")?
+            .query_map(params![last], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for room in &rooms {
+            conn.execute(
+                "UPDATE rooms SET epoch = ?2 WHERE id = ?1",
+                params![room, crate::random::epoch() as i64],
+            )?;
+        }
+        tracing::warn!(
+            rooms = rooms.len(),
+            "the last run did not stop cleanly: the rooms it wrote go on under new epochs (clients reset)"
+        );
+    }
+    let run = (crate::random::epoch() as i64).max(1);
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('run', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![run],
+    )?;
+    Ok(run)
+}
+
+/// Run the write jobs until every sender is gone; then, if every commit of the run succeeded,
+/// record that it ended cleanly (every entry an actor delivered is stored).
+fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, stall: std::time::Duration) {
+    let mut clean = true;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -360,11 +425,16 @@ fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             tracing::error!(error = %e, "sqlite: cannot begin a write transaction; failing the batch");
             // Dropping the jobs drops their reply channels: each waiter sees the store failed.
             batch.clear();
+            clean = false;
             continue;
         }
         let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
+        if !stall.is_zero() {
+            std::thread::sleep(stall);
+        }
         let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
         if let Err(e) = &commit {
+            clean = false;
             tracing::error!(error = %e, "sqlite: commit failed");
             // Leave no half-open transaction behind; if rollback fails too the next BEGIN says so.
             let _ = conn.execute_batch("ROLLBACK");
@@ -373,7 +443,12 @@ fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             c(commit.clone());
         }
     }
-    tracing::debug!("sqlite writer stopped");
+    if clean {
+        if let Err(e) = conn.execute("UPDATE meta SET value = 0 WHERE key = 'run'", []) {
+            tracing::error!(error = %e, "sqlite: cannot record a clean stop");
+        }
+    }
+    tracing::debug!(clean, "sqlite writer stopped");
 }
 
 /// A seq as SQLite's signed integer; seqs past `i64::MAX` (only "no bound" sentinels) clamp.
@@ -467,7 +542,12 @@ fn company_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Company> {
 }
 
 /// Append one entry inside the writer's transaction.
-fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult<Appended> {
+fn append_one(
+    conn: &Connection,
+    run: i64,
+    room: &RoomId,
+    entry: &NewEntry,
+) -> StoreResult<Appended> {
     if let Some(cmid) = entry.client_msg_id() {
         let existing = conn
             .prepare_cached(&format!(
@@ -503,8 +583,8 @@ fn append_one(conn: &Connection, room: &RoomId, entry: &NewEntry) -> StoreResult
         entry.client_msg_id(),
         encode_body(&entry.body)?
     ])?;
-    conn.prepare_cached("UPDATE room_heads SET head = ?2 WHERE room = ?1")?
-        .execute(params![room.0, seq])?;
+    conn.prepare_cached("UPDATE room_heads SET head = ?2, run = ?3 WHERE room = ?1")?
+        .execute(params![room.0, seq, run])?;
     if super::moves_version(&entry.body) {
         conn.prepare_cached("UPDATE rooms SET version = ?2 WHERE id = ?1")?
             .execute(params![room.0, seq])?;
@@ -1026,6 +1106,7 @@ impl Store for SqliteStore {
     async fn create_room(&self, room: &NewRoom) -> StoreResult<Event> {
         let r = room.clone();
         let features = json(&r.features)?;
+        let run = self.run;
         self.write(move |conn| {
             // G20, in the insert's transaction: concurrent creations cannot both see room.
             if let Some(max) = r.max_owned_groups {
@@ -1067,7 +1148,7 @@ impl Store for SqliteStore {
             conn.prepare_cached("INSERT INTO room_heads (room, head) VALUES (?1, 0)")?
                 .execute(params![r.id.0])?;
             // Its members, masters and audit record come from projecting its first entry.
-            let created = append_one(conn, &r.id, &r.first_entry())?;
+            let created = append_one(conn, run, &r.id, &r.first_entry())?;
             Ok(created.event)
         })
         .await
@@ -1085,6 +1166,7 @@ impl Store for SqliteStore {
         expect: Option<u64>,
     ) -> StoreResult<CommitTicket> {
         let room = room.clone();
+        let run = self.run;
         let rx = self
             .enqueue(move |conn| {
                 if let Some(expected) = expect {
@@ -1100,7 +1182,7 @@ impl Store for SqliteStore {
                 }
                 entries
                     .iter()
-                    .map(|e| append_one(conn, &room, e))
+                    .map(|e| append_one(conn, run, &room, e))
                     .collect::<StoreResult<Vec<_>>>()
             })
             .await?;
@@ -1407,21 +1489,34 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn has_message(
+    async fn posted_message(
         &self,
         room: &RoomId,
         author: &UserId,
         client_msg_id: &str,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Event>> {
         let (room, author, cmid) = (room.0.clone(), author.0.clone(), client_msg_id.to_owned());
         self.read(move |conn| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT 1 FROM events WHERE room = ?1 AND author = ?2 AND client_msg_id = ?3",
-                )?
-                .query_row(params![room, author, cmid], |_| Ok(()))
-                .optional()?
-                .is_some())
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} WHERE e.room = ?1 AND e.author = ?2 AND e.client_msg_id = ?3"
+                ))?
+                .query_row(params![room, author, cmid], event_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    fn sole_writer(&self) -> bool {
+        true
+    }
+
+    async fn move_epoch(&self, room: &RoomId, epoch: u64) -> StoreResult<()> {
+        let room = room.clone();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE rooms SET epoch = ?2 WHERE id = ?1")?
+                .execute(params![room.0, epoch as i64])?;
+            Ok(())
         })
         .await
     }

@@ -24,6 +24,8 @@ pub struct Server {
     config: Option<PathBuf>,
     /// Extra command-line arguments (cluster mode: `--redis`).
     args: Vec<String>,
+    /// Extra environment (test knobs such as `CROSSROOM_TEST_COMMIT_STALL_MS`).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -34,6 +36,15 @@ impl Server {
 
     /// A server whose config file holds `toml`.
     pub async fn start_with_config(toml: &str) -> Server {
+        Server::start_with_env(toml, &[]).await
+    }
+
+    /// A server whose config file holds `toml`, with extra environment variables.
+    pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
         let config = if toml.is_empty() {
@@ -43,7 +54,7 @@ impl Server {
             std::fs::write(&p, toml).expect("write config");
             Some(p)
         };
-        let (child, addr) = spawn(&dir, config.as_deref(), &[], "127.0.0.1:0").await;
+        let (child, addr) = spawn(&dir, config.as_deref(), &[], &env, "127.0.0.1:0").await;
         Server {
             child: Some(child),
             addr,
@@ -51,6 +62,7 @@ impl Server {
             _tmp: Some(tmp),
             config,
             args: Vec::new(),
+            env,
         }
     }
 
@@ -72,7 +84,7 @@ impl Server {
             Some(p)
         };
         let args = vec!["--redis".to_owned(), redis.join(",")];
-        let (child, addr) = spawn(&dir, config.as_deref(), &args, "127.0.0.1:0").await;
+        let (child, addr) = spawn(&dir, config.as_deref(), &args, &[], "127.0.0.1:0").await;
         Server {
             child: Some(child),
             addr,
@@ -80,6 +92,7 @@ impl Server {
             _tmp: Some(tmp),
             config,
             args,
+            env: Vec::new(),
         }
     }
 
@@ -92,6 +105,7 @@ impl Server {
             &self.data_dir,
             self.config.as_deref(),
             &self.args,
+            &self.env,
             "127.0.0.1:0",
         )
         .await;
@@ -108,6 +122,7 @@ impl Server {
             &self.data_dir,
             self.config.as_deref(),
             &self.args,
+            &self.env,
             &self.addr.clone(),
         )
         .await;
@@ -193,6 +208,7 @@ async fn spawn(
     dir: &Path,
     config: Option<&Path>,
     args: &[String],
+    env: &[(String, String)],
     listen: &str,
 ) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
@@ -207,6 +223,7 @@ async fn spawn(
         .arg(dir)
         .args(["--operator-key", OPERATOR_KEY])
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .kill_on_drop(true);

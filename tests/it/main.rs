@@ -11,6 +11,7 @@ mod cluster_files;
 mod cluster_presence;
 mod delivery;
 mod deploy;
+mod durability;
 mod features;
 mod groups;
 mod harness;

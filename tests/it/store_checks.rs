@@ -1369,17 +1369,25 @@ pub async fn attachment_claims(store: &SharedStore) {
     );
     assert_eq!(listed(10_000).await.len(), 3);
 
-    assert!(!store.has_message(&room, &a, "m1").await.expect("has"));
-    store
+    assert_eq!(
+        store.posted_message(&room, &a, "m1").await.expect("find"),
+        None
+    );
+    let stored = store
         .append(&room, vec![message(&a, "m1", "hi")], None)
         .await
         .expect("queue")
         .await
         .expect("commit");
-    assert!(store.has_message(&room, &a, "m1").await.expect("has"));
+    assert_eq!(
+        store.posted_message(&room, &a, "m1").await.expect("find"),
+        Some(stored[0].event.clone()),
+        "the retried post's entry, as stored"
+    );
     let b: UserId = "bob@acme.example".into();
-    assert!(
-        !store.has_message(&room, &b, "m1").await.expect("has"),
+    assert_eq!(
+        store.posted_message(&room, &b, "m1").await.expect("find"),
+        None,
         "another author's id"
     );
 
