@@ -5,7 +5,7 @@ use crate::harness::{Redis, RedisCluster};
 use crate::store_checks::{general_room, message};
 use crossroom::store::redis::RedisStore;
 use crossroom::store::sqlite::SqliteStore;
-use crossroom::store::SharedStore;
+use crossroom::store::{NewEntry, SharedStore};
 use std::sync::Arc;
 
 /// A fresh store of one backend, with what keeps it alive (a temporary folder, Redis processes).
@@ -201,6 +201,81 @@ async fn sqlite_schema_5_heads_upgrade() {
         .expect("read");
     assert_eq!(events.last().map(|e| e.seq), Some(5), "{appended:?}");
     store.close().await;
+}
+
+/// Schema 7: a file of schema 6 (no run marks) opens and takes appends; and a run that did not
+/// stop cleanly (its id left in `meta`) has exactly the rooms it wrote moved to new epochs at
+/// the next open, with their logs kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_runs_mark_rooms_and_an_unclean_stop_moves_their_epochs() {
+    use crossroom::store::Store;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("t.db");
+    let (a, b): (crossroom_protocol::RoomId, crossroom_protocol::RoomId) =
+        ("r_written".into(), "r_idle".into());
+    let alice: crossroom_protocol::UserId = "alice@acme.example".into();
+    let post = |i: usize| message(&alice, &format!("u{i}"), &format!("message {i}"));
+    async fn append(store: &SqliteStore, room: &crossroom_protocol::RoomId, entry: NewEntry) {
+        store
+            .append(room, vec![entry], None)
+            .await
+            .expect("queue")
+            .await
+            .expect("stored");
+    }
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        for r in [&a, &b] {
+            store
+                .create_room(&general_room(r.as_str(), &alice))
+                .await
+                .expect("create");
+        }
+        store.close().await;
+    }
+    {
+        // As schema 6 left it: no run marks.
+        let old = rusqlite::Connection::open(&path).expect("open");
+        old.execute_batch(
+            "ALTER TABLE room_heads DROP COLUMN run; DROP TABLE meta; PRAGMA user_version = 6;",
+        )
+        .expect("schema 6");
+    }
+    async fn epochs(
+        store: SqliteStore,
+        a: &crossroom_protocol::RoomId,
+        b: &crossroom_protocol::RoomId,
+    ) -> (SqliteStore, u64, u64) {
+        let ea = store.room(a).await.expect("a").expect("a kept").epoch;
+        let eb = store.room(b).await.expect("b").expect("b kept").epoch;
+        (store, ea, eb)
+    }
+    let store = SqliteStore::open(&path).expect("upgrade");
+    append(&store, &a, post(0)).await;
+    let (store, a0, b0) = epochs(store, &a, &b).await;
+    store.close().await;
+    let clean = SqliteStore::open(&path).expect("reopen after a clean stop");
+    let (clean, a1, b1) = epochs(clean, &a, &b).await;
+    assert_eq!((a1, b1), (a0, b0), "a clean stop moves nothing");
+    append(&clean, &a, post(1)).await;
+    clean.close().await;
+    // The run that just wrote `a` dies without its clean stop: its id stays in `meta`.
+    {
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute(
+            "UPDATE meta SET value = (SELECT run FROM room_heads WHERE room = 'r_written') WHERE key = 'run'",
+            [],
+        )
+        .expect("unclean");
+    }
+    let after = SqliteStore::open(&path).expect("reopen after an unclean stop");
+    let (after, a2, b2) = epochs(after, &a, &b).await;
+    assert_ne!(a2, a1, "the room the dead run wrote moves to a new epoch");
+    assert_eq!(b2, b1, "a room it did not write keeps its epoch");
+    let events = after.read_range(&a, 0, u64::MAX, 100).await.expect("read");
+    assert_eq!(events.len(), 3, "created + 2 posts: the log is kept");
+    assert!(events.iter().all(|e| e.epoch == a2), "under the new epoch");
+    after.close().await;
 }
 
 /// With AOF `appendfsync always`, an acknowledged append survives `redis-server` being
