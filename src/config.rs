@@ -203,6 +203,10 @@ pub struct Limits {
     pub outbound_queue_bytes: usize,
     /// Most events a `subscribe` replays; further behind gets `reset`.
     pub max_replay: u32,
+    /// Single server: a room with at least this many subscribers on this node delivers entries
+    /// before they commit (each post then costs a read to tell a retry); smaller rooms deliver
+    /// at the commit, where that read would cost more than the fan-out it speeds up.
+    pub early_delivery_subscribers: usize,
     /// Largest `history` page.
     pub max_history_page: u32,
     /// Rooms one connection may subscribe to.
@@ -319,6 +323,7 @@ impl Default for Limits {
             outbound_queue_frames: 1024,
             outbound_queue_bytes: 4 * 1024 * 1024,
             max_replay: 1000,
+            early_delivery_subscribers: 50,
             max_history_page: 100,
             max_subscriptions: 1000,
             max_participants: 1000,

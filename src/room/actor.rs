@@ -567,7 +567,7 @@ impl RoomActor {
             return reply.fail(e);
         }
         // Numbered here, a post is delivered before the store could tell it is a retry (D2).
-        if self.early {
+        if self.numbers_now() {
             match self.retried(user, client_msg_id).await {
                 Ok(Some(ev)) => {
                     return reply.send(RoomReply::Posted {
@@ -608,6 +608,17 @@ impl RoomActor {
         };
         self.append(vec![entry], Ack::Posted(reply), Redo::Post(req))
             .await;
+    }
+
+    /// Whether the next entry that does not move the state version is numbered here and
+    /// delivered before its commit: a sole writer whose room this run marked, nothing in flight
+    /// that the store numbers, no lost tail, and enough subscribers for the retry check each
+    /// post then costs to pay (`limits.early_delivery_subscribers`).
+    fn numbers_now(&self) -> bool {
+        self.early
+            && !self.tail_lost
+            && self.unnumbered == 0
+            && self.subscribers.len() >= self.ctx.limits.early_delivery_subscribers
     }
 
     /// The stored entry of an earlier post by `user` with this client id: one still in flight
@@ -1106,7 +1117,7 @@ impl RoomActor {
         let queued = Instant::now();
         let attempt = std::mem::take(&mut self.redeciding);
         let version = room.version;
-        let numbered = (self.early && !moves && !self.tail_lost && self.unnumbered == 0)
+        let numbered = (!moves && self.numbers_now())
             .then(|| room.head + 1..room.head + 1 + entries.len() as u64);
         let early: Vec<Event> = match &numbered {
             Some(seqs) => entries

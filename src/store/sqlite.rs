@@ -39,8 +39,10 @@ const MAX_BATCH: usize = 512;
 /// that keeps a burst from growing memory without bound.
 const WRITE_QUEUE: usize = 8192;
 
-/// Read connections kept open for reuse.
-const READ_POOL: usize = 4;
+/// Read connections kept open for reuse. Every post of a busy room asks whether it is a retry
+/// (delivery before the commit), so a thousand active rooms read at once: a read that finds
+/// the pool empty opens a connection, which costs far more than the read.
+const READ_POOL: usize = 64;
 
 /// What a job hands back after running: called with the outcome of the batch's commit.
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;

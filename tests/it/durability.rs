@@ -11,13 +11,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 const STALL: &str = "CROSSROOM_TEST_COMMIT_STALL_MS";
+/// Rooms of one subscriber deliver before the commit too (the default waits for 50).
+const EARLY: &str = "[limits]\nearly_delivery_subscribers = 1\n";
 
 /// With every commit stalled 200 ms, 20 pipelined posts reach their subscribers before the
 /// first of them is acknowledged — on the poster's own connection too, where the order of the
 /// frames is the server's — and each `posted` names the seq its event was delivered with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_delivery_does_not_wait_for_a_stalled_commit() {
-    let server = Server::start_with_env("", &[(STALL, "200")]).await;
+    let server = Server::start_with_env(EARLY, &[(STALL, "200")]).await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let room = group(&mut alice, "Stalled", &[&w.carol.id]).await;
@@ -151,7 +153,7 @@ fn next_rand(state: &mut u64) -> u64 {
 /// the case they test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing_acknowledged_and_resets_who_saw_a_lost_tail() {
-    let mut server = Server::start_with_env("", &[(STALL, "40")]).await;
+    let mut server = Server::start_with_env(EARLY, &[(STALL, "40")]).await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let room = group(&mut alice, "Killed", &[&w.carol.id]).await;
@@ -258,7 +260,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged_and_resets_who_saw
 /// stored: one entry, both answers name its seq, no second delivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_of_a_post_delivered_before_its_commit_is_one_entry() {
-    let server = Server::start_with_env("", &[(STALL, "100")]).await;
+    let server = Server::start_with_env(EARLY, &[(STALL, "100")]).await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let room = group(&mut alice, "Retried", &[&w.carol.id]).await;
