@@ -15,11 +15,18 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Frames queued per connection; a subscriber that falls further behind misses frames (and the
 /// load tester counts them as lost).
 const QUEUE: usize = 4096;
+/// The WebSocket buffers crossroom uses by default (`limits.ws_read_buffer` 1 KiB,
+/// `limits.ws_write_buffer` 16 KiB), so that the two pay the same transport per connection:
+/// tungstenite's own defaults (a 128 KiB read buffer) would make the ceiling's memory and
+/// connect cost per connection many times crossroom's.
+const READ_BUFFER: usize = 1024;
+const WRITE_BUFFER: usize = 16 * 1024;
 /// The one epoch of the one room.
 const EPOCH: u64 = 1;
 
@@ -54,8 +61,12 @@ fn message(encoding: Encoding, frame: &ServerFrame) -> Option<Message> {
 async fn connection(stream: TcpStream, hub: Arc<Hub>) {
     let mut encoding = Encoding::MsgPack;
     let chosen = &mut encoding;
-    let accepted =
-        tokio_tungstenite::accept_hdr_async(stream, |req: &Request, mut resp: Response| {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER);
+    let accepted = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |req: &Request, mut resp: Response| {
             let asked = req
                 .headers()
                 .get("sec-websocket-protocol")
@@ -72,8 +83,10 @@ async fn connection(stream: TcpStream, hub: Arc<Hub>) {
                 }
             }
             Ok(resp)
-        })
-        .await;
+        },
+        Some(config),
+    )
+    .await;
     let Ok(ws) = accepted else { return };
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);

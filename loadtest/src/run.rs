@@ -579,6 +579,12 @@ fn summarise(
         _ => None,
     };
     let per_conn_kib = per_conn(fresh);
+    // The server's CPU while the connections opened (upgrade, token check and subscribe on
+    // crossroom), per connection opened.
+    let connect_cpu_us = match (baseline, connected) {
+        (Some(b), Some(c)) if r.opened > 0 => Some((c.0 - b.0) / r.opened as f64 * 1e6),
+        _ => None,
+    };
     let l = &r.latency;
     let rl = &r.reconnect_latency;
     let figures = vec![
@@ -606,6 +612,7 @@ fn summarise(
             after.map(|u| u.1 as f64 / 1024.0).unwrap_or(f64::NAN),
         ),
         ("rss_per_connection_kib", per_conn_kib.unwrap_or(f64::NAN)),
+        ("connect_cpu_us", connect_cpu_us.unwrap_or(f64::NAN)),
     ];
     let figures: Vec<(&'static str, f64)> = figures
         .into_iter()
@@ -732,6 +739,7 @@ pub fn table(a: &Args, runs: &[Outcome]) -> String {
             "client_cpu_secs",
             "server_rss_mib",
             "rss_per_connection_kib",
+            "connect_cpu_us",
         ],
     };
     let fmt = |v: f64| {

@@ -288,6 +288,7 @@ fn broadcast_against_the_ceiling() {
     let mut cmd = Command::new(loadtest());
     cmd.args(["ceiling", "--listen", "127.0.0.1:0"]);
     let s = start(cmd, dir);
+    let pid = s.child.id().to_string();
     let (code, v) = run(&[
         "broadcast",
         "--target",
@@ -302,12 +303,27 @@ fn broadcast_against_the_ceiling() {
         "50",
         "--duration",
         "2",
+        "--server-pid",
+        &pid,
     ]);
     assert_eq!(code, 0, "{v:#}");
     let r = &v["runs"][0];
     assert_eq!(r["clean"], true);
     let sent = r["sent"].as_u64().expect("sent");
     assert_eq!(r["delivered"].as_u64(), Some(sent * 20));
+    // With the server's pid, the run measures its CPU while connecting and its RSS per
+    // connection (CPU is read in clock ticks: 22 connections may cost less than one).
+    let figures = &r["figures"];
+    for figure in [
+        "connect_cpu_us",
+        "rss_per_connection_kib",
+        "server_cpu_secs",
+    ] {
+        assert!(
+            figures[figure].as_f64().is_some_and(|x| x >= 0.0),
+            "{figure}: {figures:#}"
+        );
+    }
 }
 
 #[test]

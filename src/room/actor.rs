@@ -212,7 +212,7 @@ struct RoomActor {
     id: RoomId,
     generation: u64,
     stats: Arc<RoomStats>,
-    rx: mpsc::Receiver<RoomCommand>,
+    rx: mpsc::Receiver<Box<RoomCommand>>,
     /// `None` when the room does not exist (every command answers not found).
     room: Option<RoomRecord>,
     /// The last seq this actor delivered to its subscribers and applied to `room`: events come
@@ -267,7 +267,10 @@ const TYPING_EVERY: Duration = Duration::from_secs(1);
 
 impl RoomActor {
     async fn run(mut self) {
-        self.reload().await;
+        // The loop's await points are boxed: the futures of loading, handling a command and
+        // finishing a commit are large (kilobytes) and live only while they run, instead of
+        // inside every idle room's task.
+        Box::pin(self.reload()).await;
         self.delivered = self.room.as_ref().map(|r| r.head).unwrap_or(0);
         // A room that does not exist keeps no state worth keeping: retire within a second, so
         // requests for made-up room ids cannot pile up actors.
@@ -286,12 +289,12 @@ impl RoomActor {
                     self.push_presence();
                 }
                 Some(done) = self.pending.next(), if !self.pending.is_empty() => {
-                    self.committed(done).await;
+                    Box::pin(self.committed(done)).await;
                 }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => {
                         self.last_activity = Instant::now();
-                        self.handle(cmd).await;
+                        Box::pin(self.handle(*cmd)).await;
                         // A room that does not exist keeps no actor past its answers.
                         if self.room.is_none() && self.retire() {
                             break;
@@ -307,7 +310,7 @@ impl RoomActor {
                 }
             }
         }
-        self.drain_pending().await;
+        Box::pin(self.drain_pending()).await;
         self.ctx.bus.unsubscribe(&self.id);
         tracing::debug!(room = %self.id, "room actor stopped");
     }
@@ -502,7 +505,7 @@ impl RoomActor {
             }
             let tx = ctx.rooms.get(&id).map(|h| h.tx.clone());
             if let Some(tx) = tx {
-                let _ = tx.send(RoomCommand::Repair(lacking)).await;
+                let _ = tx.send(Box::new(RoomCommand::Repair(lacking))).await;
             }
         });
     }

@@ -52,7 +52,7 @@ impl Rooms {
             }
             return;
         }
-        let mut cmd = cmd;
+        let mut cmd = Box::new(cmd);
         // An actor only leaves the map when nobody holds its sender, so a send to a handle we
         // hold cannot find it gone; the retry covers an actor that died of a panic.
         for _ in 0..2 {
@@ -216,7 +216,7 @@ fn unexpected(answer: RoomReply) -> ApiError {
 
 fn try_tell(ctx: &RoomContext, room: &RoomId, cmd: RoomCommand) -> bool {
     match ctx.rooms.get(room).map(|h| h.tx.clone()) {
-        Some(h) => h.try_send(cmd).is_ok(),
+        Some(h) => h.try_send(Box::new(cmd)).is_ok(),
         None => false,
     }
 }

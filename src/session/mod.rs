@@ -233,7 +233,7 @@ async fn run(
             let _ = out.send(&ApiError::too_many_sessions().to_frame(None));
             out.close(CloseRequest::from(CloseReason::TooManySessions));
             let _ = writer.await;
-            linger(&mut stream).await;
+            Box::pin(linger(&mut stream)).await;
             return;
         }
         let mut session = Session {
@@ -255,8 +255,9 @@ async fn run(
                 session: id,
                 reply: None,
             };
-            // If this cannot be delivered the actor drops us anyway on its next push.
-            hub.rooms.send(&room, cmd).await;
+            // If this cannot be delivered the actor drops us anyway on its next push. Boxed, as
+            // everything after the read loop: not part of every idle session's task.
+            Box::pin(hub.rooms.send(&room, cmd)).await;
         }
         hub.sessions
             .unregister(&session.user.id, &session.user.company, id);
@@ -264,7 +265,9 @@ async fn run(
     // Whatever ended the reader, make sure the writer ends too.
     out.close(CloseRequest::from(CloseReason::Normal));
     let _ = writer.await;
-    linger(&mut stream).await;
+    // Boxed: a timeout holds its timer inline (cache-line aligned), which would otherwise be
+    // part of every idle session's task.
+    Box::pin(linger(&mut stream)).await;
 }
 
 /// After our close frame, keep reading (and discarding) until the peer closes too, for a short
