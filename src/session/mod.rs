@@ -233,7 +233,7 @@ async fn run(
             let _ = out.send(&ApiError::too_many_sessions().to_frame(None));
             out.close(CloseRequest::from(CloseReason::TooManySessions));
             let _ = writer.await;
-            Box::pin(linger(&mut stream)).await;
+            linger(&mut stream).await;
             return;
         }
         let mut session = Session {
@@ -265,9 +265,7 @@ async fn run(
     // Whatever ended the reader, make sure the writer ends too.
     out.close(CloseRequest::from(CloseReason::Normal));
     let _ = writer.await;
-    // Boxed: a timeout holds its timer inline (cache-line aligned), which would otherwise be
-    // part of every idle session's task.
-    Box::pin(linger(&mut stream)).await;
+    linger(&mut stream).await;
 }
 
 /// After our close frame, keep reading (and discarding) until the peer closes too, for a short

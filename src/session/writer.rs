@@ -63,7 +63,6 @@ pub async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: Outboun
         sink.close().await
     };
     // The peer may be gone or stuck; the close is best effort within the timeout.
-    // Boxed: the timeout's timer is large and cache-line aligned; only the closing needs it.
-    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, farewell)).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, farewell).await;
     rx.shut();
 }
