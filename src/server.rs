@@ -10,7 +10,7 @@ use crate::directory::admin;
 use crate::directory::token::TokenKey;
 use crate::hub::{Hub, Services};
 use crate::shutdown::Shutdown;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{SqliteStore, TestFaults};
 use crate::store::SharedStore;
 use axum::routing::get;
 use axum::Router;
@@ -229,19 +229,20 @@ async fn open_store(
     Ok(if config.redis.is_empty() {
         let path = config.database_path();
         // Test-only: every commit held back this long, to show that live delivery does not
-        // wait for a slow disk (issue 20's stalled-commit runs and tests).
-        let stall = std::env::var("CROSSROOM_TEST_COMMIT_STALL_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or_default();
-        if !stall.is_zero() {
-            tracing::warn!(
-                stall_ms = stall.as_millis() as u64,
-                "test knob: every commit is stalled"
-            );
+        // wait for a slow disk (issue 20's stalled-commit runs and tests); and every commit
+        // failing while a file exists, for the path of a delivered tail that was not stored.
+        let faults = TestFaults {
+            commit_stall: std::env::var("CROSSROOM_TEST_COMMIT_STALL_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+                .unwrap_or_default(),
+            commit_fail_file: std::env::var_os("CROSSROOM_TEST_COMMIT_FAIL_FILE").map(Into::into),
+        };
+        if !faults.commit_stall.is_zero() || faults.commit_fail_file.is_some() {
+            tracing::warn!(?faults, "test knobs: commits are stalled or made to fail");
         }
-        Arc::new(SqliteStore::open_with(&path, stall).map_err(|e| ServerError::Database(path, e))?)
+        Arc::new(SqliteStore::open_with(&path, faults).map_err(|e| ServerError::Database(path, e))?)
     } else {
         let redis = open_redis(config, shutdown).await?;
         if config.token_secret.is_none() {

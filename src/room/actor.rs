@@ -303,6 +303,9 @@ impl RoomActor {
                     None => break,
                 },
                 _ = tick.tick() => {
+                    if self.tail_lost && self.pending.is_empty() {
+                        Box::pin(self.renumber()).await;
+                    }
                     if self.last_activity.elapsed() >= idle && self.retire() {
                         break;
                     }
@@ -365,7 +368,9 @@ impl RoomActor {
 
     /// Leave the registry if idle and nobody can still reach us.
     fn retire(&self) -> bool {
-        if !self.subscribers.is_empty() || !self.pending.is_empty() {
+        // A lost tail keeps the actor until the room moved to a new epoch: a fresh actor would
+        // append under the old one.
+        if !self.subscribers.is_empty() || !self.pending.is_empty() || self.tail_lost {
             return false;
         }
         self.ctx.retire(&self.id, self.generation)
@@ -386,6 +391,24 @@ impl RoomActor {
             _ => {}
         }
         self.freshen_for(&cmd).await;
+        if cmd.decides() && self.tail_lost {
+            // A delivered tail was lost and the room has not moved to a new epoch yet (that
+            // write failed too): nothing may be appended under the old epoch, where it would
+            // take a seq its readers saw with other content.
+            self.drain_pending().await;
+            if self.tail_lost && self.pending.is_empty() {
+                Box::pin(self.renumber()).await;
+            }
+            if self.tail_lost {
+                if let Some(r) = cmd.into_reply() {
+                    r.fail(ApiError::new(
+                        crossroom_protocol::ErrorCode::Unavailable,
+                        "the room cannot be written now; retry",
+                    ));
+                }
+                return;
+            }
+        }
         if self.redeciding == 0 && cmd.decides() && self.stale_pending() {
             // Decided now, this command would commit before those are decided again.
             self.drain_pending().await;
@@ -1536,12 +1559,14 @@ impl RoomActor {
     /// Entries were delivered that the log does not hold as delivered: the room moves to a new
     /// epoch, so that no client resumes over them (D1), and goes on from the log as stored.
     async fn renumber(&mut self) {
-        self.tail_lost = false;
-        self.unstored.clear();
         let epoch = crate::random::epoch();
         if let Err(e) = self.ctx.store.move_epoch(&self.id, epoch).await {
-            tracing::error!(room = %self.id, error = %e, "cannot move the room to a new epoch");
+            // Still lost: tried again before the next append (which waits for it) and on the
+            // actor's tick; readers keep what they saw until then.
+            return tracing::error!(room = %self.id, error = %e, "cannot move the room to a new epoch; trying again");
         }
+        self.tail_lost = false;
+        self.unstored.clear();
         match self.ctx.store.room(&self.id).await {
             Ok(Some(room)) => {
                 tracing::warn!(room = %self.id, epoch = room.epoch, "room goes on under a new epoch");

@@ -206,12 +206,11 @@ const SCHEMA_VERSION: i64 = 7;
 impl SqliteStore {
     /// Open (or create) the database file at `path`.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
-        SqliteStore::open_with(path, std::time::Duration::ZERO)
+        SqliteStore::open_with(path, TestFaults::default())
     }
 
-    /// [`SqliteStore::open`], with every commit held back by `commit_stall` before it is made:
-    /// a test's stand-in for a disk's worst moments (`CROSSROOM_TEST_COMMIT_STALL_MS`).
-    pub fn open_with(path: &Path, commit_stall: std::time::Duration) -> StoreResult<SqliteStore> {
+    /// [`SqliteStore::open`], with the test knobs `faults`.
+    pub fn open_with(path: &Path, faults: TestFaults) -> StoreResult<SqliteStore> {
         let conn = Connection::open(path)?;
         // Owner only; SQLite gives the WAL and shared-memory files the database's mode.
         #[cfg(unix)]
@@ -290,7 +289,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx, commit_stall))
+            .spawn(move || write_loop(conn, rx, faults))
             .map_err(StoreError::backend)?;
         Ok(SqliteStore {
             run,
@@ -373,6 +372,23 @@ impl SqliteStore {
     }
 }
 
+/// Test knobs: stand-ins for a disk's worst moments, set from the environment by the server
+/// (`CROSSROOM_TEST_COMMIT_STALL_MS`, `CROSSROOM_TEST_COMMIT_FAIL_FILE`).
+#[derive(Clone, Debug, Default)]
+pub struct TestFaults {
+    /// Every commit is held back this long before it is made.
+    pub commit_stall: std::time::Duration,
+    /// While this file exists, every commit fails (the batch is rolled back), as on a full or
+    /// failing disk.
+    pub commit_fail_file: Option<PathBuf>,
+}
+
+impl TestFaults {
+    fn commits_fail(&self) -> bool {
+        self.commit_fail_file.as_ref().is_some_and(|f| f.exists())
+    }
+}
+
 /// Run `f` in a savepoint: on error its writes are undone and the batch goes on.
 fn in_savepoint<T>(
     conn: &Connection,
@@ -420,7 +436,7 @@ fn begin_run(conn: &Connection) -> StoreResult<i64> {
 
 /// Run the write jobs until every sender is gone; then, if every commit of the run succeeded,
 /// record that it ended cleanly (every entry an actor delivered is stored).
-fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, stall: std::time::Duration) {
+fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, faults: TestFaults) {
     let mut clean = true;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -439,10 +455,14 @@ fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, stall: std::time::D
             continue;
         }
         let completions: Vec<Completion> = batch.drain(..).map(|job| job(&conn)).collect();
-        if !stall.is_zero() {
-            std::thread::sleep(stall);
+        if !faults.commit_stall.is_zero() {
+            std::thread::sleep(faults.commit_stall);
         }
-        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let commit = if faults.commits_fail() {
+            Err(StoreError::backend("test knob: the commit failed"))
+        } else {
+            conn.execute_batch("COMMIT").map_err(StoreError::from)
+        };
         if let Err(e) = &commit {
             clean = false;
             tracing::error!(error = %e, "sqlite: commit failed");

@@ -1,8 +1,8 @@
 //! Delivery before the commit (D1, D2): with the embedded store, live delivery does not wait
 //! for the disk, `posted` still does, and a tail that was shown but never stored is never
-//! resumed. Commits are stalled with the test knob `CROSSROOM_TEST_COMMIT_STALL_MS`, and the
-//! server is SIGKILLed at random moments; what was lost, duplicated or shown twice with other
-//! content is counted.
+//! resumed. Commits are stalled with the test knob `CROSSROOM_TEST_COMMIT_STALL_MS` or made to
+//! fail with `CROSSROOM_TEST_COMMIT_FAIL_FILE`, and the server is SIGKILLed at random moments;
+//! what was lost, duplicated or shown twice with other content is counted.
 
 use crate::harness::*;
 use crossroom_protocol::client::{Client, ClientError};
@@ -313,4 +313,138 @@ async fn a_retry_of_a_post_delivered_before_its_commit_is_one_entry() {
         }
     }
     assert_eq!(texts, ["same", "next"], "delivered once");
+}
+
+const FAIL: &str = "CROSSROOM_TEST_COMMIT_FAIL_FILE";
+
+/// A failing disk (the knob `CROSSROOM_TEST_COMMIT_FAIL_FILE`: every commit fails while the file
+/// exists): entries delivered before their commit are never acknowledged, nothing is appended
+/// under the old epoch while the room cannot move to a new one (that write fails too), and once
+/// the disk is back every reader is told `reset` to the new epoch before its next event. Counted
+/// over trials: acknowledged entries lost, seqs seen twice with other content, readers not reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_tail_whose_commits_fail_is_never_acknowledged_and_resets_its_readers() {
+    let knob = tempfile::tempdir().expect("tempdir");
+    let fail = knob.path().join("fail");
+    let server = Server::start_with_env(EARLY, &[(FAIL, fail.to_str().expect("utf-8"))]).await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Failing disk", &[&w.carol.id]).await;
+    post_ok(&mut alice, &room, "warm", "first").await;
+    let mut carol = server.connect(&w.carol.token, Encoding::Json).await;
+    let (mut epoch, _) = subscribe(&mut carol, &room, None).await;
+
+    let mut seen: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut acked: Vec<String> = vec!["warm".into()];
+    let (mut acked_while_failing, mut shown_twice, mut not_reset, mut shown_early) = (0, 0, 0, 0);
+    let mut same_epoch_resets = 0;
+    let mut see = |seen: &mut BTreeMap<(u64, u64), String>, e: &crossroom_protocol::Event| {
+        if let EventBody::Message { client_msg_id, .. } = &e.body {
+            let before = seen.insert((e.epoch, e.seq), client_msg_id.clone());
+            if before.is_some_and(|b| b != *client_msg_id) {
+                shown_twice += 1;
+            }
+        }
+    };
+    const TRIALS: usize = 5;
+    for trial in 0..TRIALS {
+        std::fs::write(&fail, b"").expect("fail file");
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut frame = post(&room, &format!("f{trial}-{i}"), "lost");
+            ids.push(alice.send(&mut frame).await.expect("send"));
+        }
+        for id in ids {
+            match alice.reply_to(id, Duration::from_secs(20)).await {
+                Ok(ServerFrame::Error { .. }) => {}
+                Ok(ServerFrame::Posted { .. }) => acked_while_failing += 1,
+                other => panic!("post {id}: {other:?}"),
+            }
+        }
+        // What carol was shown of the failing posts (delivered before their commit).
+        while let Ok(f) = carol.next_frame(Duration::from_millis(300)).await {
+            match f {
+                ServerFrame::Event(e) => {
+                    shown_early += 1;
+                    see(&mut seen, &e);
+                }
+                // A reset that does not move the epoch tells the reader to go on under the
+                // epoch whose seqs it saw with entries the log does not hold.
+                ServerFrame::Reset { epoch: e, .. } if e == epoch => same_epoch_resets += 1,
+                other => panic!("while failing: {other:?}"),
+            }
+        }
+        std::fs::remove_file(&fail).expect("remove fail file");
+        let cmid = format!("after{trial}");
+        match alice
+            .request(post(&room, &cmid, "stored"))
+            .await
+            .expect("post")
+        {
+            ServerFrame::Posted { epoch: e, .. } => {
+                assert_ne!(e, epoch, "trial {trial}: the room moved to a new epoch");
+                acked.push(cmid.clone());
+            }
+            other => panic!("after the disk came back: {other:?}"),
+        }
+        // Carol: `reset` to the new epoch, then the stored post under it.
+        let mut reset = false;
+        loop {
+            match carol
+                .next_frame(Duration::from_secs(10))
+                .await
+                .expect("frame")
+            {
+                ServerFrame::Reset { epoch: e, .. } => {
+                    reset = e != epoch;
+                    epoch = e;
+                }
+                ServerFrame::Event(e) => {
+                    see(&mut seen, &e);
+                    if matches!(&e.body, EventBody::Message { client_msg_id, .. } if *client_msg_id == cmid)
+                    {
+                        assert_eq!(e.epoch, epoch, "the stored post comes under the new epoch");
+                        break;
+                    }
+                }
+                other => panic!("after the disk came back: {other:?}"),
+            }
+        }
+        if !reset {
+            not_reset += 1;
+        }
+    }
+    let stored: Vec<String> = whole_history(&mut carol, &room)
+        .await
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Message { client_msg_id, .. } => Some(client_msg_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let lost = acked.iter().filter(|c| !stored.contains(c)).count();
+    let stored_failed = stored.iter().filter(|c| c.starts_with('f')).count();
+    println!(
+        "{TRIALS} trials of failing commits: shown before their commit {shown_early}, \
+         acknowledged while failing {acked_while_failing}, stored {stored_failed}, acknowledged \
+         lost {lost}, seqs shown twice with other content {shown_twice}, readers not reset {not_reset}, \
+         resets to the same epoch {same_epoch_resets}"
+    );
+    assert!(
+        shown_early > 0,
+        "the failing posts were delivered before their commit"
+    );
+    assert_eq!(
+        acked_while_failing, 0,
+        "a failed commit is never acknowledged"
+    );
+    assert_eq!(stored_failed, 0, "nothing of a failed commit is stored");
+    assert_eq!(lost, 0, "every acknowledged post is stored");
+    assert_eq!(shown_twice, 0, "no seq shown twice with other content");
+    assert_eq!(not_reset, 0, "every reader is reset to the new epoch");
+    assert_eq!(
+        same_epoch_resets, 0,
+        "no reset keeps the epoch whose tail was lost"
+    );
+    assert_eq!(stored, acked, "the log is the acknowledged posts, in order");
 }
