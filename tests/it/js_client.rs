@@ -54,10 +54,16 @@ async fn the_js_client_resumes_across_a_restart_with_nothing_lost_or_doubled() {
     let mut out = BufReader::new(node.stdout.take().expect("stdout")).lines();
     let mut said = Vec::new();
     loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), out.next_line())
-            .await
-            .expect("the script answers in time")
-            .expect("read");
+        let Ok(line) = tokio::time::timeout(Duration::from_secs(60), out.next_line()).await else {
+            // Say where the script was: what it printed, and what it wrote to stderr once killed.
+            let _ = node.kill().await;
+            let mut err = String::new();
+            if let Some(mut e) = node.stderr.take() {
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut e, &mut err).await;
+            }
+            panic!("the script said nothing for 60 s; it had said {said:?}\n{err}");
+        };
+        let line = line.expect("read");
         let Some(line) = line else { break };
         if line == "restart" {
             server.restart_in_place().await;

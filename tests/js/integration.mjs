@@ -22,6 +22,13 @@ const until = async (what, check, ms = 20000) => {
   }
 };
 
+// Every wait is bounded and named: a hang ends the script with what it waited for.
+const within = (what, promise, ms = 20000) =>
+  Promise.race([
+    promise,
+    new Promise((_, fail) => setTimeout(() => fail(new Error(`timed out: ${what}`)), ms)),
+  ]);
+
 const fast = { min: 100, max: 1000 };
 const alice = new Client({ url, token: ALICE, encoding: "json", backoff: fast });
 const carol = new Client({ url, token: CAROL, encoding: "msgpack", backoff: fast });
@@ -41,19 +48,19 @@ carol.addEventListener("typing", (e) => {
   if (e.detail.user === alice.hello.user.id) typing++;
 });
 
-assert.equal((await alice.connect()).user.id.split("@")[1], "acme.example");
-assert.equal((await carol.connect()).user.id.split("@")[1], "globex.example");
-await alice.subscribe(room);
-const sub = await carol.subscribe(room, { presence: true });
+assert.equal((await within("alice connects", alice.connect())).user.id.split("@")[1], "acme.example");
+assert.equal((await within("carol connects", carol.connect())).user.id.split("@")[1], "globex.example");
+await within("alice subscribes", alice.subscribe(room));
+const sub = await within("carol subscribes", carol.subscribe(room, { presence: true }));
 assert.ok(sub.head >= 1);
 
 const sent = [];
 for (let i = 0; i < 5; i++) {
   sent.push(`before ${i}`);
-  const posted = await alice.post(room, `before ${i}`);
+  const posted = await within(`post before ${i}`, alice.post(room, `before ${i}`));
   assert.ok(posted.seq > 0);
 }
-await alice.typing(room);
+await within("typing", alice.typing(room));
 await until("carol has the first five", () => got.length === 5);
 await until("a typing push", () => typing > 0);
 
@@ -62,10 +69,10 @@ console.log("restart");
 const during = alice.post(room, "while down"); // queued, sent again once reconnected
 sent.push("while down");
 await nextLine();
-await during;
+await within("the post made while down, acknowledged after the restart", during);
 for (let i = 0; i < 5; i++) {
   sent.push(`after ${i}`);
-  await alice.post(room, `after ${i}`);
+  await within(`post after ${i}`, alice.post(room, `after ${i}`));
 }
 await until("carol has every message", () => got.length >= sent.length);
 await new Promise((r) => setTimeout(r, 200)); // nothing more (no duplicate) comes late
