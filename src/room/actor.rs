@@ -391,23 +391,14 @@ impl RoomActor {
             _ => {}
         }
         self.freshen_for(&cmd).await;
-        if cmd.decides() && self.tail_lost {
-            // A delivered tail was lost and the room has not moved to a new epoch yet (that
-            // write failed too): nothing may be appended under the old epoch, where it would
-            // take a seq its readers saw with other content.
-            self.drain_pending().await;
-            if self.tail_lost && self.pending.is_empty() {
-                Box::pin(self.renumber()).await;
+        if cmd.decides() && !self.epoch_writable().await {
+            if let Some(r) = cmd.into_reply() {
+                r.fail(ApiError::new(
+                    crossroom_protocol::ErrorCode::Unavailable,
+                    "the room cannot be written now; retry",
+                ));
             }
-            if self.tail_lost {
-                if let Some(r) = cmd.into_reply() {
-                    r.fail(ApiError::new(
-                        crossroom_protocol::ErrorCode::Unavailable,
-                        "the room cannot be written now; retry",
-                    ));
-                }
-                return;
-            }
+            return;
         }
         if self.redeciding == 0 && cmd.decides() && self.stale_pending() {
             // Decided now, this command would commit before those are decided again.
@@ -1554,6 +1545,19 @@ impl RoomActor {
             self.tail_lost = true;
         }
         result
+    }
+
+    /// Whether the room may be appended to: not while a delivered tail was lost and the room
+    /// has not moved to a new epoch yet (that write failed too), where an entry would take a
+    /// seq its readers saw with other content. The last of what is in flight tries the move
+    /// when it lands (`committed`); with nothing in flight, it is tried here.
+    async fn epoch_writable(&mut self) -> bool {
+        if self.tail_lost && self.pending.is_empty() {
+            Box::pin(self.renumber()).await;
+        } else if self.tail_lost {
+            self.drain_pending().await;
+        }
+        !self.tail_lost
     }
 
     /// Entries were delivered that the log does not hold as delivered: the room moves to a new
