@@ -61,7 +61,8 @@ pub struct Outbound {
 /// which matters at tens of thousands of mostly idle connections per node.
 struct Shared {
     queue: Mutex<VecDeque<Message>>,
-    /// Wakes the writer after a push (a permit is kept when it is not waiting).
+    /// Wakes the writer after a push or a close request (a permit is kept when it is not
+    /// waiting): the one thing an idle writer waits on.
     pushed: Notify,
     frame_budget: usize,
     /// The writer is gone: pushes fail.
@@ -212,14 +213,18 @@ impl Outbound {
 impl Shared {
     /// The first close request wins; later ones are ignored. True when this one won.
     fn request_close(&self, req: CloseRequest) -> bool {
-        self.close.send_if_modified(|c| {
+        let first = self.close.send_if_modified(|c| {
             if c.is_none() {
                 *c = Some(req);
                 true
             } else {
                 false
             }
-        })
+        });
+        if first {
+            self.pushed.notify_one();
+        }
+        first
     }
 }
 
@@ -248,11 +253,9 @@ impl OutboundReceiver {
             if let Some(m) = self.try_next() {
                 return Ok(m);
             }
-            tokio::select! {
-                biased;
-                c = wait_close(&self.shared) => return Err(c),
-                _ = self.shared.pushed.notified() => {}
-            }
+            // A push or a close request between the checks above and here left a permit: no
+            // wake-up is missed. One waiter registration per idle wait, not one per signal.
+            self.shared.pushed.notified().await;
         }
     }
 

@@ -37,6 +37,9 @@ pub async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: Outboun
             Ok::<_, axum::Error>((bytes, frames))
         };
         tokio::select! {
+            // The batch first: it is nearly always ready at once, and the abort watch is then
+            // never polled (polling it registers a waiter, per batch).
+            biased;
             r = batch => match r {
                 Ok((bytes, frames)) => {
                     rx.written(bytes);
