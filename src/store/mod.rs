@@ -9,8 +9,36 @@
 //! The room log is the truth: every change in a room is one [`NewEntry`] appended with the next
 //! `seq`; the current state (members, masters, head) is a projection updated in the same commit.
 
+mod readers;
 pub mod redis;
 pub mod sqlite;
+
+/// Mark the calling thread (a SQLite reader or the writer) `SCHED_BATCH`: same share of the CPU,
+/// but waking it never preempts the thread that woke it. On a busy core the async worker that
+/// queued a read or a write then goes on accepting, decoding and queueing, and the store's
+/// thread runs when the worker parks or its slice ends — taking everything queued by then in
+/// one go, instead of one switch there and back per job (BENCHMARKS.md: connect cost, groups).
+/// Best effort: where the policy cannot be set, the thread runs as before.
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        use thread_priority::ThreadPriority;
+        let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+        // `Os(0)`: the default nice value, as every other thread of the process has.
+        let set = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Os(Default::default()),
+            batch,
+        );
+        if let Err(e) = set {
+            tracing::debug!(error = ?e, "SCHED_BATCH not set for a store thread");
+        }
+    }
+}
 
 use crate::domain::directory::{Company, CompanySettings, SettingsPatch, User, UserChange};
 pub use crate::domain::records::*;

@@ -5,8 +5,8 @@
 //! commits once — group commit: one fsync for the whole batch — and only then answers each job.
 //! A job that fails rolls back its own savepoint and leaves the rest of the batch alone.
 //!
-//! Reads run on a small pool of read connections on the blocking thread pool; WAL lets them
-//! proceed while the writer commits.
+//! Reads run on a few read threads, each with its own connection ([`super::readers`]); WAL lets
+//! them proceed while the writer commits.
 //!
 //! This process is the only writer of the file, so room actors number their entries themselves
 //! and deliver them before they commit ([`Store::sole_writer`]). Each run has an id, kept in
@@ -15,6 +15,7 @@
 //! new epoch: what subscribers were shown of a tail that never reached the disk is never
 //! resumed as if it had (D1).
 
+use super::readers::ReadPool;
 use super::{
     Appended, AuditEntry, CommitTicket, FileRecord, Invite, MembershipRow, NewAudit, NewEntry,
     NewRoom, Reservation, RoomRecord, Store, StoreError, StoreResult,
@@ -26,9 +27,9 @@ use crate::domain::projection::{self, ItemChange, Membership};
 use async_trait::async_trait;
 use crossroom_protocol::{CompanyId, Event, EventBody, Features, Item, RoomId, RoomKind, UserId};
 use futures_util::FutureExt;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most jobs committed in one transaction. Large enough to amortise the fsync across a burst,
@@ -39,18 +40,6 @@ const MAX_BATCH: usize = 512;
 /// that keeps a burst from growing memory without bound.
 const WRITE_QUEUE: usize = 8192;
 
-/// Read connections kept open for reuse. Every post of a busy room asks whether it is a retry
-/// (delivery before the commit), so a thousand active rooms read at once: a read that finds
-/// the pool empty opens a connection, which costs far more than the read.
-const READ_POOL: usize = 64;
-
-/// Page cache of each read connection, in KiB (SQLite's default is 2,000 KiB). The pool holds up
-/// to [`READ_POOL`] of them and each keeps its own copy of the pages it read, all of them also
-/// in the kernel's page cache: a small private cache keeps the pool's memory near a few MiB
-/// (at 2 MiB each, 64 connections could hold 128 MiB), and a page read again from the kernel's
-/// cache costs a microsecond.
-const READ_CACHE_KIB: i64 = 256;
-
 /// What a job hands back after running: called with the outcome of the batch's commit.
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
 /// A write job: runs inside the batch transaction.
@@ -59,11 +48,10 @@ type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 pub struct SqliteStore {
     /// This run's id, marked on every room it writes.
     run: i64,
-    path: PathBuf,
     /// `None` once closed.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: ReadPool,
 }
 
 const SCHEMA: &str = r#"
@@ -293,10 +281,9 @@ impl SqliteStore {
             .map_err(StoreError::backend)?;
         Ok(SqliteStore {
             run,
-            path: path.to_owned(),
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
-            readers: Arc::new(Mutex::new(Vec::new())),
+            readers: ReadPool::new(path),
         })
     }
 
@@ -343,32 +330,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let pool = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = pool.lock().ok().and_then(|mut p| p.pop());
-            let conn = match pooled {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(
-                        &path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    c.busy_timeout(std::time::Duration::from_secs(5))?;
-                    c.pragma_update(None, "cache_size", -READ_CACHE_KIB)?;
-                    c
-                }
-            };
-            let out = f(&conn);
-            if let Ok(mut p) = pool.lock() {
-                if p.len() < READ_POOL {
-                    p.push(conn);
-                }
-            }
-            out
-        })
-        .await
-        .map_err(StoreError::backend)?
+        self.readers.run(f).await
     }
 }
 
@@ -437,6 +399,7 @@ fn begin_run(conn: &Connection) -> StoreResult<i64> {
 /// Run the write jobs until every sender is gone; then, if every commit of the run succeeded,
 /// record that it ended cleanly (every entry an actor delivered is stored).
 fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, faults: TestFaults) {
+    super::batch_scheduling();
     let mut clean = true;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
