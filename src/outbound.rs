@@ -14,10 +14,12 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use crossroom_protocol::close::CloseReason;
 use crossroom_protocol::{encode, Encoding, Event, ServerFrame};
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::sync::{oneshot, watch, Notify};
+use std::task::Poll;
+use tokio::sync::{oneshot, watch};
 
 /// Why and how a session is being closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,9 +63,12 @@ pub struct Outbound {
 /// which matters at tens of thousands of mostly idle connections per node.
 struct Shared {
     queue: Mutex<VecDeque<Message>>,
-    /// Wakes the writer after a push or a close request (a permit is kept when it is not
-    /// waiting): the one thing an idle writer waits on.
-    pushed: Notify,
+    /// Wakes the writer after a push or a close request: the one thing an idle writer waits
+    /// on. A swap and a wake per push, no lock (a `Notify` keeps its waiters in a locked list).
+    pushed: AtomicWaker,
+    /// A close was requested (`close` holds it): the check on every push, without the watch's
+    /// lock.
+    closing: AtomicBool,
     frame_budget: usize,
     /// The writer is gone: pushes fail.
     shut: AtomicBool,
@@ -95,7 +100,8 @@ pub fn channel(encoding: Encoding, frames: usize, bytes: usize) -> (Outbound, Ou
     let (close, _) = watch::channel(None);
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
-        pushed: Notify::new(),
+        pushed: AtomicWaker::new(),
+        closing: AtomicBool::new(false),
         frame_budget: frames,
         shut: AtomicBool::new(false),
         encoding,
@@ -160,7 +166,7 @@ impl Outbound {
             self.slow_consumer();
             return Err(SessionClosed);
         }
-        self.shared.pushed.notify_one();
+        self.shared.pushed.wake();
         Ok(())
     }
 
@@ -196,7 +202,7 @@ impl Outbound {
     }
 
     pub fn is_closing(&self) -> bool {
-        self.shared.close.borrow().is_some() || self.shared.shut.load(Ordering::Acquire)
+        self.shared.closing.load(Ordering::Acquire) || self.shared.shut.load(Ordering::Acquire)
     }
 
     /// Resolves when someone asked this session to close.
@@ -222,7 +228,8 @@ impl Shared {
             }
         });
         if first {
-            self.pushed.notify_one();
+            self.closing.store(true, Ordering::Release);
+            self.pushed.wake();
         }
         first
     }
@@ -245,18 +252,30 @@ impl OutboundReceiver {
     /// The next queued message, or the close request when one arrives first. Returns
     /// `Err(close)` once the session must close.
     pub async fn next(&mut self) -> Result<Message, CloseRequest> {
-        loop {
-            // A close request wins over queued messages, as it always did.
+        std::future::poll_fn(|cx| {
+            if let Some(ready) = self.ready() {
+                return Poll::Ready(ready);
+            }
+            self.shared.pushed.register(cx.waker());
+            // A push or a close request between the look above and the registration found no
+            // waker to wake: look once more.
+            match self.ready() {
+                Some(ready) => Poll::Ready(ready),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// The close request if there is one (it wins over queued messages, as it always did), else
+    /// the next queued message.
+    fn ready(&mut self) -> Option<Result<Message, CloseRequest>> {
+        if self.shared.closing.load(Ordering::Acquire) {
             if let Some(c) = self.shared.close.borrow().clone() {
-                return Err(c);
+                return Some(Err(c));
             }
-            if let Some(m) = self.try_next() {
-                return Ok(m);
-            }
-            // A push or a close request between the checks above and here left a permit: no
-            // wake-up is missed. One waiter registration per idle wait, not one per signal.
-            self.shared.pushed.notified().await;
         }
+        self.try_next().map(Ok)
     }
 
     /// A message already queued, without waiting.
@@ -528,5 +547,44 @@ mod tests {
             rx.next().await.expect_err("closing").reason,
             CloseReason::GoingAway
         );
+    }
+
+    /// The writer waits while the queue is empty; a push from another thread, and then a close
+    /// request, each wake it — many times over, so that a wake-up lost between its look at the
+    /// queue and its registration would leave it waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_writer_is_woken_by_every_push_and_by_a_close() {
+        for _ in 0..200 {
+            let (out, mut rx) = channel(Encoding::MsgPack, 8, 1 << 20);
+            let writer = tokio::spawn(async move {
+                let mut got = 0;
+                loop {
+                    match rx.next().await {
+                        Ok(_) => got += 1,
+                        Err(c) => return (got, c.reason),
+                    }
+                }
+            });
+            for i in 0..3 {
+                tokio::task::yield_now().await;
+                assert!(out.send_event(&ev(i)).is_ok());
+                // Let the writer take it and wait again.
+                while !out
+                    .shared
+                    .queue
+                    .lock()
+                    .map(|q| q.is_empty())
+                    .unwrap_or(true)
+                {
+                    tokio::task::yield_now().await;
+                }
+            }
+            out.close(CloseRequest::from(CloseReason::GoingAway));
+            // Bounded only so that a lost wake-up fails instead of hanging the suite.
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(30), writer).await;
+            let (got, reason) = ended.expect("the writer was not woken").expect("writer");
+            assert_eq!(reason, CloseReason::GoingAway);
+            assert_eq!(got, 3, "every push was taken before the close");
+        }
     }
 }
