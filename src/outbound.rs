@@ -66,9 +66,6 @@ struct Shared {
     /// Wakes the writer after a push or a close request: the one thing an idle writer waits
     /// on. A swap and a wake per push, no lock (a `Notify` keeps its waiters in a locked list).
     pushed: AtomicWaker,
-    /// A close was requested (`close` holds it): the check on every push, without the watch's
-    /// lock.
-    closing: AtomicBool,
     frame_budget: usize,
     /// The writer is gone: pushes fail.
     shut: AtomicBool,
@@ -101,7 +98,6 @@ pub fn channel(encoding: Encoding, frames: usize, bytes: usize) -> (Outbound, Ou
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
         pushed: AtomicWaker::new(),
-        closing: AtomicBool::new(false),
         frame_budget: frames,
         shut: AtomicBool::new(false),
         encoding,
@@ -202,7 +198,7 @@ impl Outbound {
     }
 
     pub fn is_closing(&self) -> bool {
-        self.shared.closing.load(Ordering::Acquire) || self.shared.shut.load(Ordering::Acquire)
+        self.shared.close.borrow().is_some() || self.shared.shut.load(Ordering::Acquire)
     }
 
     /// Resolves when someone asked this session to close.
@@ -228,7 +224,6 @@ impl Shared {
             }
         });
         if first {
-            self.closing.store(true, Ordering::Release);
             self.pushed.wake();
         }
         first
@@ -270,10 +265,8 @@ impl OutboundReceiver {
     /// The close request if there is one (it wins over queued messages, as it always did), else
     /// the next queued message.
     fn ready(&mut self) -> Option<Result<Message, CloseRequest>> {
-        if self.shared.closing.load(Ordering::Acquire) {
-            if let Some(c) = self.shared.close.borrow().clone() {
-                return Some(Err(c));
-            }
+        if let Some(c) = self.shared.close.borrow().clone() {
+            return Some(Err(c));
         }
         self.try_next().map(Ok)
     }

@@ -13,12 +13,22 @@ mod readers;
 pub mod redis;
 pub mod sqlite;
 
+use crate::domain::directory::{Company, CompanySettings, SettingsPatch, User, UserChange};
+pub use crate::domain::records::*;
+use crate::error::ApiError;
+use async_trait::async_trait;
+use crossroom_protocol::{CompanyId, ErrorCode, Event, Position, RoomId, UserId};
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+
 /// Mark the calling thread (a SQLite reader or the writer) `SCHED_BATCH`: same share of the CPU,
 /// but waking it never preempts the thread that woke it. On a busy core the async worker that
 /// queued a read or a write then goes on accepting, decoding and queueing, and the store's
 /// thread runs when the worker parks or its slice ends — taking everything queued by then in
 /// one go, instead of one switch there and back per job (BENCHMARKS.md: connect cost, groups).
-/// Best effort: where the policy cannot be set, the thread runs as before.
+/// Best effort: where the policy cannot be set, the thread runs as before. The call also sets
+/// the nice value and can only set it to 0, so a server started under `nice` leaves its store
+/// threads as they are rather than raise them above the rest of the process.
 fn batch_scheduling() {
     #[cfg(target_os = "linux")]
     {
@@ -27,8 +37,18 @@ fn batch_scheduling() {
             ThreadSchedulePolicy,
         };
         use thread_priority::ThreadPriority;
+        // Field 19 of the thread's stat line, the 17th after the command's closing parenthesis.
+        let nice = std::fs::read_to_string("/proc/thread-self/stat")
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace().nth(16)?.parse::<i32>().ok()
+            });
+        if nice != Some(0) {
+            return tracing::debug!(?nice, "SCHED_BATCH not set for a store thread: not nice 0");
+        }
         let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
-        // `Os(0)`: the default nice value, as every other thread of the process has.
+        // `Os(0)`: nice 0, which the thread has (checked above).
         let set = set_thread_priority_and_policy(
             thread_native_id(),
             ThreadPriority::Os(Default::default()),
@@ -39,14 +59,6 @@ fn batch_scheduling() {
         }
     }
 }
-
-use crate::domain::directory::{Company, CompanySettings, SettingsPatch, User, UserChange};
-pub use crate::domain::records::*;
-use crate::error::ApiError;
-use async_trait::async_trait;
-use crossroom_protocol::{CompanyId, ErrorCode, Event, Position, RoomId, UserId};
-use futures_util::future::BoxFuture;
-use std::sync::Arc;
 
 /// A shared store.
 pub type SharedStore = Arc<dyn Store>;
