@@ -3,6 +3,7 @@
 //!
 //! The README's architecture table maps each concept to its module.
 
+pub mod backup;
 pub mod blob;
 pub mod bus;
 pub mod clock;

@@ -21,37 +21,52 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve {
-        /// Address to listen on [default: 127.0.0.1:8080]
-        #[arg(long, env = "CROSSROOM_LISTEN")]
-        listen: Option<SocketAddr>,
-        /// Data directory (SQLite file, secrets) [default: ./crossroom-data]
+    Serve(ServeArgs),
+    /// Copy a single node's data directory (database snapshot, file bytes, secrets) into DEST,
+    /// owner-only, while the server runs or not. Restore: README "Running in production", step 4.
+    Backup {
+        /// Where the copy goes: made if missing; an earlier backup there is brought up to date
+        dest: PathBuf,
+        /// The server's data directory [default: ./crossroom-data]
         #[arg(long, env = "CROSSROOM_DATA_DIR")]
         data_dir: Option<PathBuf>,
-        /// TOML configuration file; flags and environment override it
+        /// The server's TOML configuration file (for its data_dir)
         #[arg(long, env = "CROSSROOM_CONFIG")]
         config: Option<PathBuf>,
-        /// Operator API key [default: generated into DATA_DIR/operator.key]
-        #[arg(long, env = "CROSSROOM_OPERATOR_KEY", hide_env_values = true)]
-        operator_key: Option<String>,
-        /// Secret that signs user tokens [default: generated into DATA_DIR/token.secret]
-        #[arg(long, env = "CROSSROOM_TOKEN_SECRET", hide_env_values = true)]
-        token_secret: Option<String>,
-        /// Log format: human or json
-        #[arg(long, env = "CROSSROOM_LOG_FORMAT", value_parser = parse_log_format)]
-        log_format: Option<LogFormat>,
-        /// Cluster mode: Redis URL(s), comma-separated (one: a single Redis; several: Redis
-        /// Cluster seed nodes). Without it: the embedded SQLite store.
-        #[arg(long, env = "CROSSROOM_REDIS", value_delimiter = ',')]
-        redis: Vec<String>,
-        /// Cluster mode: how long start-up keeps trying a Redis that does not answer, with
-        /// backoff; 0 tries once [default: 30]
-        #[arg(long, env = "CROSSROOM_REDIS_WAIT_SECS")]
-        redis_wait_secs: Option<u64>,
-        /// Seed two demo companies with users, contacts and a group, and print how to connect
-        #[arg(long)]
-        demo: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "CROSSROOM_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory (SQLite file, secrets) [default: ./crossroom-data]
+    #[arg(long, env = "CROSSROOM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file; flags and environment override it
+    #[arg(long, env = "CROSSROOM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Operator API key [default: generated into DATA_DIR/operator.key]
+    #[arg(long, env = "CROSSROOM_OPERATOR_KEY", hide_env_values = true)]
+    operator_key: Option<String>,
+    /// Secret that signs user tokens [default: generated into DATA_DIR/token.secret]
+    #[arg(long, env = "CROSSROOM_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
+    /// Log format: human or json
+    #[arg(long, env = "CROSSROOM_LOG_FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+    /// Cluster mode: Redis URL(s), comma-separated (one: a single Redis; several: Redis
+    /// Cluster seed nodes). Without it: the embedded SQLite store.
+    #[arg(long, env = "CROSSROOM_REDIS", value_delimiter = ',')]
+    redis: Vec<String>,
+    /// Cluster mode: how long start-up keeps trying a Redis that does not answer, with
+    /// backoff; 0 tries once [default: 30]
+    #[arg(long, env = "CROSSROOM_REDIS_WAIT_SECS")]
+    redis_wait_secs: Option<u64>,
+    /// Seed two demo companies with users, contacts and a group, and print how to connect
+    #[arg(long)]
+    demo: bool,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -75,9 +90,52 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// `crossroom backup`: says what it copied, or why it could not.
+fn backup(dest: PathBuf, data_dir: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    let overrides = Overrides {
+        data_dir,
+        ..Overrides::default()
+    };
+    let config = match Config::load(config.as_deref(), overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("crossroom: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match crossroom::backup::run(&config, &dest) {
+        Ok(s) => {
+            println!(
+                "backed up {} into {}: database {} bytes; {} files copied ({} bytes), {} already there",
+                config.data_dir.display(),
+                dest.display(),
+                s.database_bytes,
+                s.files_copied,
+                s.bytes_copied,
+                s.files_kept
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crossroom backup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let Command::Serve {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Backup {
+            dest,
+            data_dir,
+            config,
+        } => backup(dest, data_dir, config),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let ServeArgs {
         listen,
         data_dir,
         config,
@@ -87,7 +145,7 @@ fn main() -> ExitCode {
         redis,
         redis_wait_secs,
         demo,
-    } = cli.command;
+    } = args;
     let config = match Config::load(
         config.as_deref(),
         Overrides {

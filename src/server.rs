@@ -83,15 +83,38 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> crate::er
     crate::error::ApiError::not_found(format!("route {method} {}", uri.path()))
 }
 
-/// Say where the server listens, and what to configure when browsers will reach it under a
-/// name it cannot know.
-fn announce(config: &Config, addr: std::net::SocketAddr) {
+/// Say where the server listens, where the operator key is and, on a server with no company
+/// yet, how to create the first one; and what to configure when browsers will reach it under a
+/// name it cannot know. (The key itself is never logged.)
+async fn announce(config: &Config, addr: std::net::SocketAddr, hub: &Hub) {
     tracing::info!(
         %addr,
         version = env!("CARGO_PKG_VERSION"),
         commit = env!("CROSSROOM_COMMIT"),
         "listening"
     );
+    let key_file = config.data_dir.join("operator.key");
+    let key = match &config.operator_key {
+        Some(_) => "the configured one (--operator-key, CROSSROOM_OPERATOR_KEY or the config file)"
+            .to_owned(),
+        None => key_file.display().to_string(),
+    };
+    tracing::info!("operator key (creates companies; also opens /dashboard): {key}");
+    // A failed read here only costs the hint; the store's health is /readyz's to report.
+    if let Ok(companies) = hub.store.companies().await {
+        if companies.is_empty() {
+            let bearer = match &config.operator_key {
+                Some(_) => "$CROSSROOM_OPERATOR_KEY".to_owned(),
+                None => format!("$(cat {})", key_file.display()),
+            };
+            tracing::info!(
+                "no company yet; create the first (its admin key is in the answer, shown once; \
+                 README \"First steps\"): curl http://{addr}/v1/admin/companies \
+                 -H \"Authorization: Bearer {bearer}\" \
+                 --json '{{\"id\":\"example.com\",\"name\":\"Example\"}}'"
+            );
+        }
+    }
     if let Some(w) = config.origin_warning() {
         tracing::warn!("{w}");
     }
@@ -179,7 +202,7 @@ where
     .await;
 
     let app = routes(&config, hub.clone());
-    announce(&config, addr);
+    announce(&config, addr, &hub).await;
     serve(
         listener,
         app,

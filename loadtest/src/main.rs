@@ -36,40 +36,192 @@ mod ramp;
 mod run;
 mod worker;
 
+use clap::{Parser, Subcommand};
 use peer::{Endpoint, Target};
 use run::{Args, Scenario};
+use std::net::IpAddr;
 use std::time::Duration;
 
-const USAGE: &str = "usage:
-  loadtest broadcast|groups|churn [flags]     run a scenario
-  loadtest ceiling [--listen HOST:PORT]       the plain tokio-tungstenite broadcast server
-  loadtest calendar [--addr A] [--operator-key K] [--events N=2000] [--duration SECS=10]
-                                              the heaviest calendar query, and a neighbour's ping
-flags:
-  --addr HOST:PORT[,HOST:PORT...]  nodes (default 127.0.0.1:8080); set-up uses the first
-  --target crossroom|ceiling|socketio|sockudo   (default crossroom)
-  --operator-key KEY               crossroom's operator key (or CROSSROOM_OPERATOR_KEY)
-  --app-key KEY --app-secret S     sockudo's app credentials (default app-key / app-secret)
-  --subscribers N=100 --publishers N=1          broadcast
-  --connections N=100 --group-size N=10         groups, churn
-  --rate MSG_PER_SEC=10            per publishing connection (groups: 0 = idle)
-  --churn-rate N=50                churn: closes-and-resumes per second, in all
-  --duration SECS=10 --size BYTES=64 --encoding msgpack|json
-  --processes N=1                  client processes holding the connections
-  --bind IP[,IP...]                source addresses, used in turn (e.g. 127.0.0.2,127.0.0.3)
-  --server-pid PID[,PID...]        read the servers' CPU and RSS from /proc
-  --runs N=1                       repeat; the table gets a median row
-  --json                           print the whole result as JSON on stdout (the table then
-                                   goes to stderr); without it stdout has the table only
-  --out PREFIX                     write PREFIX.json, PREFIX.md and PREFIX.svg
-  --ramp START,FACTOR,STEP_SECS,P99_MS[,MAX_RATE]   find the highest rate that holds: steps
-                                   from START msg/s per publisher, ×FACTOR each, STEP_SECS long,
-                                   until p99 passes P99_MS or anything is lost (or MAX_RATE);
-                                   then two bisection steps
-  --pin-server CPUS --pin-client CPUS    pin the servers (--server-pid) and the load tester
-                                   to CPUs (taskset lists, e.g. 0 and 1)
-  --keep                           leave the run's companies, users and groups on the server
-                                   (by default the run deletes them when it ends)";
+#[derive(Parser)]
+#[command(
+    name = "loadtest",
+    about = "Drives crossroom (or a peer server) through its public protocol: latency, \
+             throughput, delivery correctness"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// One group: --subscribers reading it, --publishers each posting --rate messages/s
+    Broadcast(ScenarioFlags),
+    /// --connections in groups of --group-size, each reading its group and posting --rate/s
+    /// into it (--rate 0: idle connections, to measure memory per connection)
+    Groups(ScenarioFlags),
+    /// --connections in groups of --group-size: one steady publisher per group, the others
+    /// closing and resuming --churn-rate times/s in all; nothing may be lost or doubled
+    Churn(ScenarioFlags),
+    /// The plain tokio-tungstenite broadcast server (the ceiling crossroom is measured against)
+    Ceiling {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:18500")]
+        listen: String,
+    },
+    /// The heaviest calendar query, and a neighbour's ping while it runs
+    Calendar {
+        /// crossroom's address
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// crossroom's operator key
+        #[arg(
+            long,
+            env = "CROSSROOM_OPERATOR_KEY",
+            hide_env_values = true,
+            default_value = ""
+        )]
+        operator_key: String,
+        /// Events in the calendar
+        #[arg(long, default_value_t = 2_000)]
+        events: usize,
+        /// Seconds to run
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+    /// A worker process holding connections (started by the scenarios themselves)
+    #[command(hide = true)]
+    Worker { job: String },
+}
+
+/// The flags of the scenarios.
+#[derive(clap::Args)]
+struct ScenarioFlags {
+    /// Nodes, comma-separated; set-up goes through the first
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8080",
+        value_name = "HOST:PORT"
+    )]
+    addr: Vec<String>,
+    /// The server: crossroom, ceiling, socketio or sockudo
+    #[arg(long, default_value = "crossroom", value_parser = parse_target)]
+    target: Target,
+    /// crossroom's operator key
+    #[arg(
+        long,
+        env = "CROSSROOM_OPERATOR_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    operator_key: String,
+    /// sockudo's app key
+    #[arg(long, default_value = "app-key")]
+    app_key: String,
+    /// sockudo's app secret
+    #[arg(long, default_value = "app-secret")]
+    app_secret: String,
+    /// broadcast: connections reading the group
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// broadcast: connections posting
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// groups, churn: connections in all
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// groups, churn: connections per group (2 to 999)
+    #[arg(long, default_value_t = 10)]
+    group_size: usize,
+    /// Messages per second per publishing connection (groups: 0 = idle)
+    #[arg(long, default_value_t = 10.0, value_name = "MSG_PER_SEC")]
+    rate: f64,
+    /// churn: closes-and-resumes per second, in all
+    #[arg(long, default_value_t = 50.0)]
+    churn_rate: f64,
+    /// Seconds of traffic per run
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    duration: u64,
+    /// Bytes per message
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    size: usize,
+    /// Frame encoding: msgpack or json
+    #[arg(long, default_value = "msgpack", value_parser = ["msgpack", "json"])]
+    encoding: String,
+    /// Client processes holding the connections
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Source addresses, used in turn (e.g. 127.0.0.2,127.0.0.3)
+    #[arg(long, value_delimiter = ',', value_name = "IP")]
+    bind: Vec<IpAddr>,
+    /// Read the servers' CPU and RSS from /proc
+    #[arg(long = "server-pid", value_delimiter = ',', value_name = "PID")]
+    server_pids: Vec<u32>,
+    /// Repeat; the table gets a median row
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Print the whole result as JSON on stdout (the table then goes to stderr); without it
+    /// stdout has the table only
+    #[arg(long)]
+    json: bool,
+    /// Write PREFIX.json, PREFIX.md and PREFIX.svg
+    #[arg(long, value_name = "PREFIX")]
+    out: Option<String>,
+    /// Find the highest rate that holds: steps from START msg/s per publisher, ×FACTOR each,
+    /// STEP_SECS long, until p99 passes P99_MS or anything is lost (or MAX_RATE); then two
+    /// bisection steps
+    #[arg(long, value_name = "START,FACTOR,STEP_SECS,P99_MS[,MAX_RATE]", value_parser = ramp::Ramp::parse)]
+    ramp: Option<ramp::Ramp>,
+    /// Pin the servers (--server-pid) to these CPUs (a taskset list, e.g. 0)
+    #[arg(long, value_name = "CPUS")]
+    pin_server: Option<String>,
+    /// Pin the load tester to these CPUs (a taskset list, e.g. 1)
+    #[arg(long, value_name = "CPUS")]
+    pin_client: Option<String>,
+    /// Leave the run's companies, users and groups on the server (by default the run deletes
+    /// them when it ends)
+    #[arg(long)]
+    keep: bool,
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    Target::parse(s).ok_or_else(|| "expected crossroom, ceiling, socketio or sockudo".into())
+}
+
+impl ScenarioFlags {
+    fn into_args(self, scenario: Scenario) -> Args {
+        Args {
+            scenario,
+            endpoint: Endpoint {
+                target: self.target,
+                json: self.encoding == "json",
+                app_key: self.app_key,
+                app_secret: self.app_secret,
+            },
+            nodes: self.addr.into_iter().map(|a| a.trim().to_owned()).collect(),
+            operator_key: self.operator_key,
+            subscribers: self.subscribers,
+            publishers: self.publishers,
+            connections: self.connections,
+            group_size: self.group_size,
+            rate: self.rate,
+            churn_rate: self.churn_rate,
+            duration: Duration::from_secs(self.duration),
+            size: self.size,
+            processes: self.processes,
+            bind: self.bind,
+            server_pids: self.server_pids,
+            runs: self.runs,
+            out: self.out,
+            keep: self.keep,
+            json: self.json,
+            ramp: self.ramp,
+            pin_server: self.pin_server,
+            pin_client: self.pin_client,
+        }
+    }
+}
 
 enum Command {
     Scenario(Box<Args>),
@@ -78,140 +230,35 @@ enum Command {
     Calendar(calendar::CalendarArgs),
 }
 
-fn parse_args(argv: Vec<String>) -> Result<Command, String> {
-    let mut it = argv.into_iter();
-    let scenario = match it.next().as_deref() {
-        Some("broadcast") => Scenario::Broadcast,
-        Some("groups") => Scenario::Groups,
-        Some("churn") => Scenario::Churn,
-        Some("worker") => return it.next().map(Command::Worker).ok_or(USAGE.into()),
-        Some("calendar") => {
-            let mut c = calendar::CalendarArgs {
-                addr: "127.0.0.1:8080".into(),
-                operator_key: std::env::var("CROSSROOM_OPERATOR_KEY").unwrap_or_default(),
-                events: 2_000,
-                duration: Duration::from_secs(10),
-            };
-            while let Some(flag) = it.next() {
-                let v = it.next().ok_or(USAGE)?;
-                match flag.as_str() {
-                    "--addr" => c.addr = v,
-                    "--operator-key" => c.operator_key = v,
-                    "--events" => c.events = v.parse().map_err(|_| "--events: a number")?,
-                    "--duration" => {
-                        c.duration =
-                            Duration::from_secs(v.parse().map_err(|_| "--duration: seconds")?)
-                    }
-                    _ => return Err(USAGE.into()),
-                }
-            }
-            return Ok(Command::Calendar(c));
-        }
-        Some("ceiling") => {
-            return match (it.next().as_deref(), it.next()) {
-                (None, _) => Ok(Command::Ceiling("127.0.0.1:18500".into())),
-                (Some("--listen"), Some(addr)) => Ok(Command::Ceiling(addr)),
-                _ => Err(USAGE.into()),
-            }
-        }
-        _ => return Err(USAGE.into()),
+/// The command line (without the program's name) as a command; `--help`, `--version` and
+/// flags that do not parse come back as clap's error, which prints itself.
+fn parse_args(argv: Vec<String>) -> Result<Command, clap::Error> {
+    let cli = Cli::try_parse_from(std::iter::once("loadtest".to_owned()).chain(argv))?;
+    let scenario = |flags: ScenarioFlags, s: Scenario| {
+        let a = flags.into_args(s);
+        check(&a).map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{e}\n"))
+        })?;
+        Ok(Command::Scenario(Box::new(a)))
     };
-    let mut a = Args {
-        scenario,
-        endpoint: Endpoint {
-            target: Target::Crossroom,
-            json: false,
-            app_key: "app-key".into(),
-            app_secret: "app-secret".into(),
-        },
-        nodes: vec!["127.0.0.1:8080".into()],
-        operator_key: std::env::var("CROSSROOM_OPERATOR_KEY").unwrap_or_default(),
-        subscribers: 100,
-        publishers: 1,
-        connections: 100,
-        group_size: 10,
-        rate: 10.0,
-        churn_rate: 50.0,
-        duration: Duration::from_secs(10),
-        size: 64,
-        processes: 1,
-        bind: Vec::new(),
-        server_pids: Vec::new(),
-        runs: 1,
-        out: None,
-        keep: false,
-        json: false,
-        ramp: None,
-        pin_server: None,
-        pin_client: None,
-    };
-    while let Some(flag) = it.next() {
-        if flag == "--keep" {
-            a.keep = true;
-            continue;
-        }
-        if flag == "--json" {
-            a.json = true;
-            continue;
-        }
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-        let list = |v: &str| {
-            v.split(',')
-                .map(|s| s.trim().to_owned())
-                .collect::<Vec<_>>()
-        };
-        match flag.as_str() {
-            "--addr" => a.nodes = list(&value),
-            "--target" => {
-                a.endpoint.target = Target::parse(&value)
-                    .ok_or_else(|| bad(&"expected crossroom, ceiling, socketio or sockudo"))?
-            }
-            "--operator-key" => a.operator_key = value,
-            "--app-key" => a.endpoint.app_key = value,
-            "--app-secret" => a.endpoint.app_secret = value,
-            "--subscribers" => a.subscribers = value.parse().map_err(|e| bad(&e))?,
-            "--publishers" => a.publishers = value.parse().map_err(|e| bad(&e))?,
-            "--connections" => a.connections = value.parse().map_err(|e| bad(&e))?,
-            "--group-size" => a.group_size = value.parse().map_err(|e| bad(&e))?,
-            "--rate" => a.rate = value.parse().map_err(|e| bad(&e))?,
-            "--churn-rate" => a.churn_rate = value.parse().map_err(|e| bad(&e))?,
-            "--duration" => a.duration = Duration::from_secs(value.parse().map_err(|e| bad(&e))?),
-            "--size" => a.size = value.parse().map_err(|e| bad(&e))?,
-            "--processes" => a.processes = value.parse().map_err(|e| bad(&e))?,
-            "--runs" => a.runs = value.parse().map_err(|e| bad(&e))?,
-            "--out" => a.out = Some(value),
-            "--ramp" => a.ramp = Some(ramp::Ramp::parse(&value)?),
-            "--pin-server" => a.pin_server = Some(value),
-            "--pin-client" => a.pin_client = Some(value),
-            "--bind" => {
-                a.bind = list(&value)
-                    .iter()
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| bad(&e))?
-            }
-            "--server-pid" => {
-                a.server_pids = list(&value)
-                    .iter()
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| bad(&e))?
-            }
-            "--encoding" => {
-                a.endpoint.json = match value.as_str() {
-                    "msgpack" => false,
-                    "json" => true,
-                    _ => return Err(bad(&"expected msgpack or json")),
-                }
-            }
-            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
-        }
+    match cli.command {
+        Mode::Broadcast(f) => scenario(f, Scenario::Broadcast),
+        Mode::Groups(f) => scenario(f, Scenario::Groups),
+        Mode::Churn(f) => scenario(f, Scenario::Churn),
+        Mode::Ceiling { listen } => Ok(Command::Ceiling(listen)),
+        Mode::Worker { job } => Ok(Command::Worker(job)),
+        Mode::Calendar {
+            addr,
+            operator_key,
+            events,
+            duration,
+        } => Ok(Command::Calendar(calendar::CalendarArgs {
+            addr,
+            operator_key,
+            events,
+            duration: Duration::from_secs(duration),
+        })),
     }
-    check(&a)?;
-    Ok(Command::Scenario(Box::new(a)))
 }
 
 fn check(a: &Args) -> Result<(), String> {
@@ -220,9 +267,7 @@ fn check(a: &Args) -> Result<(), String> {
         return Err("--addr needs at least one HOST:PORT".into());
     }
     if target == Target::Crossroom && a.operator_key.is_empty() {
-        return Err(format!(
-            "--operator-key (or CROSSROOM_OPERATOR_KEY) is required\n{USAGE}"
-        ));
+        return Err("--operator-key (or CROSSROOM_OPERATOR_KEY) is required".into());
     }
     if !(a.rate >= 0.0 && a.rate.is_finite()) || a.processes == 0 || a.runs == 0 {
         return Err("--rate must be 0 or more; --processes and --runs at least 1".into());
@@ -286,10 +331,8 @@ async fn main() -> std::process::ExitCode {
             Ok(false) => std::process::ExitCode::from(1),
             Err(e) => fail(e, 2),
         },
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::ExitCode::from(2)
-        }
+        // `--help` prints to stdout and exits 0; a bad command line prints why and exits 2.
+        Err(e) => e.exit(),
     }
 }
 
@@ -297,7 +340,7 @@ async fn main() -> std::process::ExitCode {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Command, String> {
+    fn parse(s: &str) -> Result<Command, clap::Error> {
         parse_args(s.split_whitespace().map(str::to_owned).collect())
     }
 
@@ -319,6 +362,27 @@ mod tests {
             "crossroom needs the operator key"
         );
         assert!(parse("nonsense").is_err());
+    }
+
+    /// Every subcommand answers `--help` with its own options (once answered "--help needs a
+    /// value").
+    #[test]
+    fn every_subcommand_answers_help() {
+        for (sub, option) in [
+            ("broadcast", "--subscribers"),
+            ("groups", "--group-size"),
+            ("churn", "--churn-rate"),
+            ("ceiling", "--listen"),
+            ("calendar", "--events"),
+        ] {
+            let e = match parse(&format!("{sub} --help")) {
+                Err(e) => e,
+                Ok(_) => panic!("{sub} --help ran"),
+            };
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{sub}");
+            assert!(e.to_string().contains(option), "{sub}: {e}");
+        }
+        assert!(matches!(parse("--help"), Err(e) if e.to_string().contains("broadcast")));
     }
 
     #[test]

@@ -465,3 +465,20 @@ fn the_ramp_grows_while_steps_hold_and_bisects_after_one_fails() {
     assert_eq!(rates, [20.0, 10.0, 5.0], "{v:#}");
     assert!(v["max_deliveries_per_sec"].is_null());
 }
+
+/// Every subcommand answers `--help` on stdout with its options and exits 0 (it once answered
+/// "--help needs a value").
+#[test]
+fn every_subcommand_answers_help() {
+    for sub in ["broadcast", "groups", "churn", "ceiling", "calendar"] {
+        let out = Command::new(loadtest())
+            .args([sub, "--help"])
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("Usage: loadtest") && text.contains("--"),
+            "{sub}: {out:?}"
+        );
+    }
+}

@@ -260,10 +260,26 @@ async fn create_company(
     let key = new_admin_key();
     hub.store.create_company(&company, &hash_key(&key)).await?;
     tracing::info!(company = %company.id, "company created");
+    let notes = creation_notes(&company);
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "company": company, "admin_key": key })),
+        Json(json!({ "company": company, "admin_key": key, "notes": notes })),
     ))
+}
+
+/// What a new operator should know about the company just created. `external_chat` starts off
+/// (the rules' default): until an admin switches it on, none of its people may be in an external
+/// group, and the first group a newcomer tries is refused `no_external_permission`.
+fn creation_notes(company: &Company) -> Vec<&'static str> {
+    let mut notes = Vec::new();
+    if !company.settings.external_chat {
+        notes.push(
+            "external_chat is off (the default): its users cannot be in external groups until \
+             the company's admin switches it on with PATCH /v1/admin/company/settings \
+             {\"external_chat\":true}",
+        );
+    }
+    notes
 }
 
 async fn list_companies(State(hub): State<Arc<Hub>>, _: Operator) -> ApiResult<Json<Value>> {

@@ -365,25 +365,61 @@ fn in_savepoint<T>(
     out
 }
 
+/// Write a consistent snapshot of the database at `db` into the new file `dest` (SQLite's
+/// `VACUUM INTO`, safe while a server writes `db`), owner-only, marked as a backup so that the
+/// server started on it says it is starting from a backup rather than from a crash.
+pub fn snapshot_into(db: &Path, dest: &Path) -> StoreResult<()> {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let dest_str = dest
+        .to_str()
+        .ok_or_else(|| StoreError::backend(format!("{}: not UTF-8", dest.display())))?;
+    conn.execute("VACUUM INTO ?1", [dest_str])?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))
+            .map_err(StoreError::backend)?;
+    }
+    let copy = Connection::open(dest)?;
+    copy.execute(
+        "INSERT INTO meta (key, value) VALUES ('backup_taken_at', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![crate::clock::now_secs()],
+    )?;
+    Ok(())
+}
+
 /// Begin a run: after an unclean stop (the last run's id is still in `meta`), move every room
-/// that run wrote to a new epoch; then record this run's id.
+/// that run wrote to a new epoch; then record this run's id. A database that is a backup
+/// ([`snapshot_into`]) was copied mid-run too, and is treated alike — clients may have seen
+/// entries newer than the copy — but is logged as the restore it is, not as a crash.
 fn begin_run(conn: &Connection) -> StoreResult<i64> {
     let last: Option<i64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'run'", [], |r| r.get(0))
         .optional()?;
-    if let Some(last) = last.filter(|r| *r != 0) {
-        let rooms: Vec<String> = conn
-            .prepare("SELECT room FROM room_heads WHERE run = ?1")?
-            .query_map(params![last], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for room in &rooms {
-            conn.execute(
-                "UPDATE rooms SET epoch = ?2 WHERE id = ?1",
-                params![room, crate::random::epoch() as i64],
-            )?;
-        }
+    let backup_taken_at: Option<i64> = conn
+        .query_row(
+            "DELETE FROM meta WHERE key = 'backup_taken_at' RETURNING value",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(taken_at) = backup_taken_at {
+        let moved = match last.filter(|r| *r != 0) {
+            Some(last) => move_run_epochs(conn, last)?,
+            None => 0,
+        };
+        tracing::info!(
+            taken_at,
+            rooms = moved,
+            "starting from a backup (crossroom backup): the rooms its run had written go on \
+             under new epochs, so clients that saw later entries reset and reload"
+        );
+    } else if let Some(last) = last.filter(|r| *r != 0) {
+        let moved = move_run_epochs(conn, last)?;
         tracing::warn!(
-            rooms = rooms.len(),
+            rooms = moved,
             "the last run did not stop cleanly: the rooms it wrote go on under new epochs (clients reset)"
         );
     }
@@ -394,6 +430,21 @@ fn begin_run(conn: &Connection) -> StoreResult<i64> {
         params![run],
     )?;
     Ok(run)
+}
+
+/// Move every room the run `run` wrote to a new epoch; how many.
+fn move_run_epochs(conn: &Connection, run: i64) -> StoreResult<usize> {
+    let rooms: Vec<String> = conn
+        .prepare("SELECT room FROM room_heads WHERE run = ?1")?
+        .query_map(params![run], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for room in &rooms {
+        conn.execute(
+            "UPDATE rooms SET epoch = ?2 WHERE id = ?1",
+            params![room, crate::random::epoch() as i64],
+        )?;
+    }
+    Ok(rooms.len())
 }
 
 /// Run the write jobs until every sender is gone; then, if every commit of the run succeeded,

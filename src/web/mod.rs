@@ -35,6 +35,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("dashboard.js"),
     },
     Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_str!("favicon.svg"),
+    },
+    Asset {
         name: "style.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("style.css"),
@@ -53,6 +58,11 @@ pub fn routes() -> Router<Arc<Hub>> {
             get(|| async { page(include_str!("dashboard.html")) }),
         )
         .route("/assets/{name}", get(asset))
+        // Browsers and tools ask for it whatever the page links; the pages link the SVG.
+        .route(
+            "/favicon.ico",
+            get(|| async { with_headers(include_str!("favicon.svg"), "image/svg+xml") }),
+        )
         .route("/v1/origin", axum::routing::post(origin))
 }
 

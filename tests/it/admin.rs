@@ -33,6 +33,26 @@ async fn operator_key_is_required_to_create_companies() {
         r.body["company"]["settings"]["external_chat"], false,
         "the default of docs/rules.md"
     );
+    // A new operator is told at once why its first external group would be refused.
+    let notes = r.body["notes"].as_array().expect("notes");
+    assert!(
+        notes.len() == 1
+            && notes[0]
+                .as_str()
+                .expect("a note")
+                .contains("external_chat is off"),
+        "{notes:?}"
+    );
+    let r = server
+        .operator()
+        .post(
+            "/v1/admin/companies",
+            json!({ "id": "open.example", "name": "Open", "settings": { "external_chat": true } }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body["notes"], json!([]), "nothing to say");
     let r = server
         .operator()
         .post("/v1/admin/companies", body)

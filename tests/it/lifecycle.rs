@@ -423,12 +423,13 @@ async fn a_node_waits_for_redis_at_start() {
     let _ = node.kill().await;
 }
 
-/// The README's backup: `VACUUM INTO` a copy of the database while the server serves, restore it
-/// into the data directory of a stopped server (without the old `-wal`/`-shm`), start: what the
-/// copy held is all there, what came after is not, and a client that saw the lost tail is told
-/// `reset` (D1) rather than resumed past the head.
+/// The README's backup: `crossroom backup` copies the data directory of a serving server
+/// (database snapshot, file bytes, secrets) owner-only; restored as the README says into the
+/// data directory of a stopped server, what the copy held is all there — messages and file
+/// bytes —, what came after is not, a client that saw the lost tail is told `reset` (D1) rather
+/// than resumed past the head, and the server says it started from a backup, not from a crash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vacuum_into_backup_of_a_running_server_restores() {
+async fn a_backup_of_a_running_server_restores() {
     let mut server = Server::start().await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
@@ -436,24 +437,72 @@ async fn a_vacuum_into_backup_of_a_running_server_restores() {
     for i in 0..5 {
         post_ok(&mut alice, &room, &format!("b{i}"), &format!("before {i}")).await;
     }
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let up = crate::features::upload(
+        &server,
+        &w.alice.token,
+        &format!("/v1/rooms/{room}/files?name=kept.bin"),
+        "application/octet-stream",
+        bytes.clone(),
+    )
+    .await;
+    assert_eq!(up.status, 201, "{:?}", up.body);
+    let file = up.body["file"].as_str().expect("file").to_owned();
+
     let backup = tempfile::tempdir().expect("tmp");
-    let copy = backup.path().join("crossroom.db");
-    let db = rusqlite::Connection::open(server.data_dir.join("crossroom.db")).expect("open");
-    db.execute("VACUUM INTO ?1", [copy.to_str().expect("utf-8")])
-        .expect("VACUUM INTO while the server runs");
-    drop(db);
-    let mut last = 0;
-    for i in 0..2 {
-        last = post_ok(&mut alice, &room, &format!("a{i}"), &format!("after {i}")).await;
-    }
+    let dest = backup.path().join("nightly");
+    let run_backup = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_crossroom"))
+            .arg("backup")
+            .arg(&dest)
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .output()
+            .expect("crossroom backup")
+    };
+    let out = run_backup();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("files copied"), "{said}");
+    // Again into the same place: brought up to date, the stored bytes not copied twice.
+    let again = run_backup();
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 files copied"),
+        "{again:?}"
+    );
+    let lost = post_ok(&mut alice, &room, "a0", "after 0").await;
+    let last = post_ok(&mut alice, &room, "a1", "after 1").await;
+    assert!(lost < last);
     let epoch = subscribe(&mut alice, &room, None).await.0;
     alice.close().await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&dest),
+            0o700,
+            "the backup directory is its owner's only"
+        );
+        for f in ["crossroom.db", "token.secret"] {
+            assert_eq!(mode(&dest.join(f)), 0o600, "{f}");
+        }
+    }
 
+    // The README's restore: stop, drop the old -wal/-shm, copy the backup in, start.
     server.kill().await;
     for f in ["crossroom.db-wal", "crossroom.db-shm"] {
         let _ = std::fs::remove_file(server.data_dir.join(f));
     }
-    std::fs::copy(&copy, server.data_dir.join("crossroom.db")).expect("restore");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", dest.display()))
+        .arg(&server.data_dir)
+        .status()
+        .expect("cp");
+    assert!(cp.success());
     server.restart().await;
 
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
@@ -463,6 +512,13 @@ async fn a_vacuum_into_backup_of_a_running_server_restores() {
         (0..5).map(|i| format!("before {i}")).collect::<Vec<_>>(),
         "the backup's messages, and only those"
     );
+    let got = server
+        .http(Some(&w.alice.token))
+        .get(&format!("/v1/rooms/{room}/files/{file}"))
+        .await
+        .expect("download");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.bytes.as_ref(), &bytes[..], "the file's bytes came back");
     let (_, head) = subscribe(&mut alice, &room, Some((epoch, last))).await;
     assert!(head < last);
     match alice
@@ -473,4 +529,12 @@ async fn a_vacuum_into_backup_of_a_running_server_restores() {
         ServerFrame::Reset { .. } => {}
         other => panic!("expected reset, got {other:?}"),
     }
+    let log = std::fs::read_to_string(server.data_dir.join("server.log")).expect("log");
+    let restart = &log[log
+        .rfind("starting from a backup")
+        .expect("the restore is named")..];
+    assert!(
+        !restart.contains("did not stop cleanly"),
+        "a restore is not reported as a crash: {restart}"
+    );
 }

@@ -13,6 +13,7 @@ mod delivery;
 mod deploy;
 mod durability;
 mod features;
+mod first_hour;
 mod groups;
 mod harness;
 mod hostile;
