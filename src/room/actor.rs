@@ -1021,13 +1021,18 @@ impl RoomActor {
 
     /// A feature action (N1, E1, T1, F1, recall): decided against the items as committed.
     async fn act(&mut self, user: UserId, action: Action, reply: Reply) {
-        let Some(room) = &self.room else { return };
+        let Some(room) = &self.room else {
+            return reply.fail(self.not_found());
+        };
         if let Err(e) = rules::check_member(room, &user) {
             return reply.fail(e);
         }
         // Item decisions read committed item state: let what is queued land first.
         self.drain_pending().await;
-        let Some(room) = &self.room else { return };
+        // What landed may have found the room deleted (on another node): answer, never drop.
+        let Some(room) = &self.room else {
+            return reply.fail(self.not_found());
+        };
         let master = room.masters.binary_search(&user).is_ok();
         let ctx = match lookup::feature_context(&*self.ctx.store, room, &user, &action).await {
             Ok(c) => c,
@@ -1071,7 +1076,9 @@ impl RoomActor {
         file: FileRecord,
         reply: Reply,
     ) {
-        let Some(room) = &self.room else { return };
+        let Some(room) = &self.room else {
+            return reply.fail(self.not_found());
+        };
         if let Err(e) = rules::check_member(room, &user) {
             return reply.fail(e);
         }
@@ -1082,7 +1089,9 @@ impl RoomActor {
             ));
         }
         self.drain_pending().await;
-        let Some(room) = &self.room else { return };
+        let Some(room) = &self.room else {
+            return reply.fail(self.not_found());
+        };
         let parent = match folder {
             None => None,
             Some(id) => match self.ctx.store.item(&self.id, id).await {
@@ -1198,7 +1207,9 @@ impl RoomActor {
         since: Option<Position>,
         reply: Reply,
     ) {
-        let Some(room) = &self.room else { return };
+        let Some(room) = &self.room else {
+            return reply.fail(self.not_found());
+        };
         let Some(out) = reply.outbound().cloned() else {
             return reply.fail(ApiError::invalid("only sessions subscribe"));
         };
@@ -1303,7 +1314,9 @@ impl RoomActor {
 
     /// Look up what the rules need, decide, apply to our state at once, and queue the entries.
     async fn change(&mut self, actor: Actor, change: Change, reply: Reply) {
-        let Some(room) = &self.room else { return };
+        let Some(room) = &self.room else {
+            return reply.fail(self.not_found());
+        };
         let decided = match lookup::decision_context(
             &*self.ctx.store,
             self.ctx.limits.max_participants,
@@ -1320,7 +1333,9 @@ impl RoomActor {
             Ok(d) => d,
             Err(e) => return reply.fail(e),
         };
-        let Some(room) = &mut self.room else { return };
+        let Some(room) = &mut self.room else {
+            return reply.fail(self.not_found());
+        };
         if entries.is_empty() {
             return reply.send(RoomReply::Changed(Changed {
                 room: self.id.clone(),
@@ -1347,7 +1362,9 @@ impl RoomActor {
     /// G16: masters, or the owner company's admins, delete a group and all its data for
     /// everyone at once.
     async fn delete(&mut self, actor: Actor, reply: Reply) {
-        let Some(room) = &self.room else { return };
+        let Some(room) = &self.room else {
+            return reply.fail(self.not_found());
+        };
         if room.kind != RoomKind::Group {
             return reply.fail(ApiError::invalid(
                 "only external groups are deleted; leave a general room instead",
@@ -1358,7 +1375,9 @@ impl RoomActor {
         }
         // Everything queued before the delete lands first; nothing is queued after it.
         self.drain_pending().await;
-        let Some(room) = self.room.take() else { return };
+        let Some(room) = self.room.take() else {
+            return reply.fail(self.not_found());
+        };
         let audit = NewAudit {
             ts: now_ms(),
             room: self.id.clone(),
@@ -1393,7 +1412,9 @@ impl RoomActor {
 
     /// G14: the invitation link, managed by masters (and the owner company's admins).
     async fn invite(&mut self, actor: Actor, op: InviteOp, reply: Reply) {
-        let Some(room) = &self.room else { return };
+        let Some(room) = &self.room else {
+            return reply.fail(self.not_found());
+        };
         if room.kind != RoomKind::Group {
             return reply.fail(ApiError::invalid("general rooms have no invitation link"));
         }

@@ -165,8 +165,7 @@ async fn receive(
         attachment: purpose == Purpose::Attachment,
     };
     if let Err(e) = hub.store.add_file(&file, &held).await {
-        let _ = hub.blobs.delete(&file.id).await;
-        let _ = hub.store.release_storage(&held).await;
+        undo_upload(hub, &file, Some(&held)).await;
         return Err(e.into());
     }
     Ok(file)
@@ -250,10 +249,32 @@ fn idle_limited(
 
 /// Undo a recorded upload: its bytes leave the disk and the quota.
 async fn discard(hub: &Hub, file: &FileRecord) {
-    // Best effort on both sides; a leftover blob without a record holds no quota (the orphan
-    // sweep removes it).
-    let _ = hub.blobs.delete(&file.id).await;
-    let _ = hub.store.delete_file(&file.id).await;
+    undo_upload(hub, file, None).await;
+}
+
+/// Take an upload back: its bytes, and its hold on the quota — the reservation `held` of an
+/// upload whose record was never stored, or the record itself. The request has failed already,
+/// so a failure here is logged with what it leaves behind rather than returned: bytes without a
+/// record hold no quota and the files sweep removes them; a reservation not released ends with
+/// its lease (Redis) or at the next start (SQLite); a record not deleted keeps charging its
+/// company until the file is purged.
+async fn undo_upload(hub: &Hub, file: &FileRecord, held: Option<&crate::store::Reservation>) {
+    if let Err(e) = hub.blobs.delete(&file.id).await {
+        tracing::warn!(file = %file.id, error = %e, "upload undone, its bytes left for the files sweep");
+    }
+    let released = match held {
+        Some(held) => hub.store.release_storage(held).await,
+        None => hub.store.delete_file(&file.id).await,
+    };
+    if let Err(e) = released {
+        tracing::warn!(
+            file = %file.id,
+            error = %e,
+            unrecorded = held.is_some(),
+            "upload undone, but its quota not given back (a reservation lapses with its lease \
+             or the next start; a record charges its company until purged)"
+        );
+    }
 }
 
 /// `PUT /v1/rooms/{room}/image`: a master sets the group's profile image.

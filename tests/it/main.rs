@@ -21,6 +21,7 @@ mod js_client;
 mod lifecycle;
 mod model;
 mod ops;
+mod room_replies;
 mod rooms;
 mod store_checks;
 mod store_suite;
