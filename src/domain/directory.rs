@@ -168,7 +168,7 @@ impl User {
 }
 
 /// A change to some of a user's fields, applied to the user as stored at the instant it is
-/// written ([`crate::store::Store::change_user`]): two admins changing different fields at once
+/// written ([`crate::store::DirectoryStore::change_user`]): two admins changing different fields at once
 /// both see their change kept, and a revocation never moves back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserChange {
@@ -204,7 +204,7 @@ impl UserChange {
 }
 
 /// The settings an admin changes, as JSON fields: merged into the settings as stored at the
-/// instant they are written ([`crate::store::Store::change_settings`]).
+/// instant they are written ([`crate::store::DirectoryStore::change_settings`]).
 pub type SettingsPatch = serde_json::Map<String, serde_json::Value>;
 
 /// `current` with `patch` merged in, checked.

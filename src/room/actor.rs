@@ -12,7 +12,7 @@
 //! numbers what it queues and delivers it at once — live delivery never waits for the disk —
 //! while `posted` and `changed` still wait for the commit (D2). An entry that was delivered and
 //! then not stored as delivered moves the room to a new epoch, and every subscriber resets (D1);
-//! so does an unclean stop, for every room its run wrote ([`crate::store::Store::sole_writer`]).
+//! so does an unclean stop, for every room its run wrote ([`crate::store::RoomLogStore::sole_writer`]).
 //! Membership changes are still delivered at their commit: nobody is cut off, or let in, by a
 //! line that might not be stored.
 //!

@@ -9,7 +9,6 @@
 //! The room log is the truth: every change in a room is one [`NewEntry`] appended with the next
 //! `seq`; the current state (members, masters, head) is a projection updated in the same commit.
 
-mod readers;
 pub mod redis;
 pub mod sqlite;
 
@@ -63,8 +62,8 @@ fn batch_scheduling() {
 /// A shared store.
 pub type SharedStore = Arc<dyn Store>;
 
-/// An upload's hold on its company's storage, from [`Store::reserve_storage`] until
-/// [`Store::add_file`] or [`Store::release_storage`].
+/// An upload's hold on its company's storage, from [`FileStore::reserve_storage`] until
+/// [`FileStore::add_file`] or [`FileStore::release_storage`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reservation {
     pub company: CompanyId,
@@ -73,7 +72,7 @@ pub struct Reservation {
     pub id: String,
 }
 
-/// The claim ([`Store::claim_file`]) of an attachment being removed: by its uploader, or by the
+/// The claim ([`FileStore::claim_file`]) of an attachment being removed: by its uploader, or by the
 /// files sweep. No client id can be it: it is longer than any
 /// ([`crate::domain::rules::MAX_CLIENT_MSG_ID_CHARS`]).
 pub const GONE_CLAIM: &str =
@@ -149,22 +148,38 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// A durable commit in flight: resolves once the entries are durably stored (or failed).
 pub type CommitTicket = BoxFuture<'static, StoreResult<Vec<Appended>>>;
 
-/// The system of record. Every implementation passes the store suite (`tests/it/store_suite.rs`).
+/// The system of record: every concern's store together. Every implementation passes the store
+/// suite (`tests/it/store_suite.rs`), and keeps each concern in the file of its name
+/// (`store/sqlite/directory.rs` beside `store/redis/directory.rs`, …). Callers holding a
+/// [`SharedStore`] call any concern's method on it directly.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // ---- directory ---------------------------------------------------------------------------
+pub trait Store:
+    DirectoryStore + RoomLogStore + MembershipStore + ItemStore + FileStore + InviteStore + AuditStore
+{
+    /// Finish queued writes and stop accepting new ones.
+    async fn close(&self);
+}
 
+/// Companies, their admin keys and settings; users; contacts.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync + 'static {
     /// Create a company with the hash of its admin API key.
     async fn create_company(&self, company: &Company, admin_key_hash: &str) -> StoreResult<()>;
+
     async fn company(&self, id: &CompanyId) -> StoreResult<Option<Company>>;
+
     async fn companies(&self) -> StoreResult<Vec<Company>>;
+
     /// The company whose admin API key hashes to `key_hash`.
     async fn company_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<CompanyId>>;
+
     /// Give the company a new admin API key (by its hash): the old one stops working.
     async fn set_admin_key(&self, id: &CompanyId, key_hash: &str) -> StoreResult<()>;
+
     /// Forget a company and its admin key (its users and groups are deleted first, by the
     /// caller).
     async fn delete_company(&self, id: &CompanyId) -> StoreResult<()>;
+
     /// Merge `patch` into the company's settings as stored at this instant (so concurrent
     /// changes of different fields compose). Returns the settings before and after. A patch that
     /// does not make valid settings is `Backend`: callers check it first.
@@ -175,25 +190,35 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(CompanySettings, CompanySettings)>;
 
     async fn create_user(&self, user: &User) -> StoreResult<()>;
+
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>>;
+
     /// The users that exist among `ids` (unknown ids are skipped).
     async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>>;
+
     async fn users_of(&self, company: &CompanyId) -> StoreResult<Vec<User>>;
+
     /// Apply `change` to the user as stored at this instant (so concurrent changes compose).
     /// Returns the user before and after.
     async fn change_user(&self, id: &UserId, change: &UserChange) -> StoreResult<(User, User)>;
+
     /// Forget a user: their record, their contact list, and their place in the contact lists of
     /// their contacts. What they wrote stays in the logs under their id.
     async fn delete_user(&self, id: &UserId) -> StoreResult<()>;
 
     async fn add_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()>;
+
     async fn remove_contact(&self, owner: &UserId, contact: &UserId) -> StoreResult<()>;
+
     async fn contacts(&self, owner: &UserId) -> StoreResult<Vec<UserId>>;
+}
 
-    // ---- rooms -------------------------------------------------------------------------------
-
+/// Rooms and their logs: creation, the room's projection, appends in order, reads, deletion.
+#[async_trait]
+pub trait RoomLogStore: Send + Sync + 'static {
     /// Create a room and its first entry (`Created`, seq 1), durably. Returns that entry.
     async fn create_room(&self, room: &NewRoom) -> StoreResult<Event>;
+
     async fn room(&self, id: &RoomId) -> StoreResult<Option<RoomRecord>>;
 
     /// Where each room's log stands: its epoch and head, or `None` when the room does not exist
@@ -226,7 +251,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<CommitTicket>;
 
     /// Whether this process is the only writer of every room's log (the embedded store). A room
-    /// actor may then number the entries it queues itself — [`Store::append`] stores them in
+    /// actor may then number the entries it queues itself — [`RoomLogStore::append`] stores them in
     /// call order, at the seqs that follow the head — and deliver them before they are durable
     /// (D2 still holds for the acknowledgement). Such a store marks every room each run writes,
     /// and after a run that did not stop cleanly moves those rooms to new epochs, so that a tail
@@ -252,6 +277,7 @@ pub trait Store: Send + Sync + 'static {
         upto: u64,
         limit: usize,
     ) -> StoreResult<Vec<Event>>;
+
     /// Up to `limit` events with `from <= seq < before`, the newest ones, returned oldest first.
     async fn read_before(
         &self,
@@ -261,65 +287,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<Event>>;
 
-    /// The rooms `user` is a member of, with read state.
-    async fn rooms_of(&self, user: &UserId) -> StoreResult<Vec<MembershipRow>>;
-    /// Move `user`'s read marker in `room` forward to `seq` (never backwards).
-    async fn set_read_marker(&self, room: &RoomId, user: &UserId, seq: u64) -> StoreResult<()>;
+    /// One log entry.
+    async fn event_at(&self, room: &RoomId, seq: u64) -> StoreResult<Option<Event>>;
 
-    /// External groups `user` is a member or master of.
-    async fn groups_of(&self, user: &UserId) -> StoreResult<Vec<RoomId>>;
-    /// External groups `company` owns (not deleted) — G20.
-    async fn count_owned_groups(&self, company: &CompanyId) -> StoreResult<u64>;
-    /// The external groups the company owns (not deleted), in id order.
-    async fn owned_groups(&self, company: &CompanyId) -> StoreResult<Vec<RoomId>>;
-    /// Delete a room's log, members, invitation and file records for good, freeing their
-    /// storage, keeping a tombstone so the id is never reused; audited (G16). Returns the ids of
-    /// the files whose bytes are now to be removed.
-    async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<Vec<String>>;
-
-    /// Reserve `bytes` of `company`'s storage for an upload if that stays within `quota`
-    /// (G17), for `lease`: a store that nodes share lets a reservation lapse unless
-    /// [`Store::renew_reservation`] renews it in time, so a node that dies mid-upload holds no
-    /// storage for long (the embedded store's reservations die with its process, and its start
-    /// gives them back). `None`: no room.
-    async fn reserve_storage(
-        &self,
-        company: &CompanyId,
-        bytes: u64,
-        quota: u64,
-        lease: std::time::Duration,
-    ) -> StoreResult<Option<Reservation>>;
-    /// Hold `held` for another `lease`; false when it had lapsed already.
-    async fn renew_reservation(
-        &self,
-        held: &Reservation,
-        lease: std::time::Duration,
-    ) -> StoreResult<bool>;
-    /// Give a reservation back (the upload failed).
-    async fn release_storage(&self, held: &Reservation) -> StoreResult<()>;
-    /// Bytes in use by `company`'s files, and held by its uploads in progress.
-    async fn storage_used(&self, company: &CompanyId) -> StoreResult<u64>;
-    /// Record a stored file; the bytes `held` for its upload become the file's.
-    async fn add_file(&self, file: &FileRecord, held: &Reservation) -> StoreResult<()>;
-    async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>>;
-    /// Forget a file, giving its bytes back to its company's storage.
-    async fn delete_file(&self, id: &str) -> StoreResult<()>;
-    /// An attachment's claim (M1): with `claim = Some(c)`, take the file for `c` unless it is
-    /// taken already — the first claim wins and is kept. Returns the claim the file holds
-    /// (`None`: unknown file, or not claimed when asked with `claim = None`). A post claims its
-    /// attachments with its client id before it commits; a deletion or the sweep with
-    /// [`GONE_CLAIM`].
-    async fn claim_file(&self, id: &str, claim: Option<&str>) -> StoreResult<Option<String>>;
-    /// Attachments uploaded before `before_ms` that the sweep has not settled, oldest first,
-    /// at most `limit`, each with its claim.
-    async fn unsettled_attachments(
-        &self,
-        before_ms: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<(FileRecord, Option<String>)>>;
-    /// The sweep found the post that claimed this attachment committed: it is kept for good
-    /// and the sweep does not look at it again.
-    async fn settle_file(&self, id: &str) -> StoreResult<()>;
     /// The message `author` posted to `room` with client id `client_msg_id`, if the log holds
     /// it (a retried post, D2).
     async fn posted_message(
@@ -329,38 +299,10 @@ pub trait Store: Send + Sync + 'static {
         client_msg_id: &str,
     ) -> StoreResult<Option<Event>>;
 
-    /// Set or clear a group's invitation link; audited.
-    async fn set_invite(
-        &self,
-        room: &RoomId,
-        invite: Option<Invite>,
-        audit: NewAudit,
-    ) -> StoreResult<()>;
-    async fn invite_of(&self, room: &RoomId) -> StoreResult<Option<Invite>>;
-    /// The room an invitation token opens (expired or not).
-    async fn room_by_invite(&self, token: &str) -> StoreResult<Option<(RoomId, Invite)>>;
-
-    /// Audit records involving `company` (`None`: every company — the operator's view), newest
-    /// first, with `id < before`.
-    async fn audit(
-        &self,
-        company: Option<&CompanyId>,
-        room: Option<&RoomId>,
-        before: Option<u64>,
-        limit: usize,
-    ) -> StoreResult<Vec<AuditEntry>>;
-
-    /// The current feature items of a room (notes, calendar events, tasks, folders, files).
-    async fn items(&self, room: &RoomId) -> StoreResult<Vec<crossroom_protocol::Item>>;
-    async fn item(&self, room: &RoomId, id: u64) -> StoreResult<Option<crossroom_protocol::Item>>;
-    /// How many feature items a room holds (each kind, trashed ones included).
-    async fn item_count(&self, room: &RoomId) -> StoreResult<u64>;
-    /// One log entry.
-    async fn event_at(&self, room: &RoomId, seq: u64) -> StoreResult<Option<Event>>;
-    /// Mark a note read by `user`; returns its read count (N1).
-    async fn read_note(&self, room: &RoomId, note: u64, user: &UserId) -> StoreResult<Option<u64>>;
-    /// Members other than `except` whose read marker is at `seq` or later (M2).
-    async fn readers(&self, room: &RoomId, seq: u64, except: &UserId) -> StoreResult<Vec<UserId>>;
+    /// Delete a room's log, members, invitation and file records for good, freeing their
+    /// storage, keeping a tombstone so the id is never reused; audited (G16). Returns the ids of
+    /// the files whose bytes are now to be removed.
+    async fn delete_room(&self, room: &RoomId, audit: NewAudit) -> StoreResult<Vec<String>>;
 
     /// The room's log was lost (its store restarted without its data) while `room` — a node's
     /// cached projection — still knows it: start the room again from that projection under a
@@ -374,9 +316,131 @@ pub trait Store: Send + Sync + 'static {
         epoch: u64,
         notice: NewEntry,
     ) -> StoreResult<bool>;
+}
 
-    /// Finish queued writes and stop accepting new ones.
-    async fn close(&self);
+/// Who is in which room: a user's rooms with their read state, read markers and receipts, the groups a user is in or a company owns (G20).
+#[async_trait]
+pub trait MembershipStore: Send + Sync + 'static {
+    /// The rooms `user` is a member of, with read state.
+    async fn rooms_of(&self, user: &UserId) -> StoreResult<Vec<MembershipRow>>;
+
+    /// Move `user`'s read marker in `room` forward to `seq` (never backwards).
+    async fn set_read_marker(&self, room: &RoomId, user: &UserId, seq: u64) -> StoreResult<()>;
+
+    /// Members other than `except` whose read marker is at `seq` or later (M2).
+    async fn readers(&self, room: &RoomId, seq: u64, except: &UserId) -> StoreResult<Vec<UserId>>;
+
+    /// External groups `user` is a member or master of.
+    async fn groups_of(&self, user: &UserId) -> StoreResult<Vec<RoomId>>;
+
+    /// External groups `company` owns (not deleted) — G20.
+    async fn count_owned_groups(&self, company: &CompanyId) -> StoreResult<u64>;
+
+    /// The external groups the company owns (not deleted), in id order.
+    async fn owned_groups(&self, company: &CompanyId) -> StoreResult<Vec<RoomId>>;
+}
+
+/// The feature items of a room (notes, events, tasks, folders, files) as projected from its log.
+#[async_trait]
+pub trait ItemStore: Send + Sync + 'static {
+    /// The current feature items of a room (notes, calendar events, tasks, folders, files).
+    async fn items(&self, room: &RoomId) -> StoreResult<Vec<crossroom_protocol::Item>>;
+
+    async fn item(&self, room: &RoomId, id: u64) -> StoreResult<Option<crossroom_protocol::Item>>;
+
+    /// How many feature items a room holds (each kind, trashed ones included).
+    async fn item_count(&self, room: &RoomId) -> StoreResult<u64>;
+
+    /// Mark a note read by `user`; returns its read count (N1).
+    async fn read_note(&self, room: &RoomId, note: u64, user: &UserId) -> StoreResult<Option<u64>>;
+}
+
+/// File records and each company's storage (G17), attachments' claims (M1).
+#[async_trait]
+pub trait FileStore: Send + Sync + 'static {
+    /// Reserve `bytes` of `company`'s storage for an upload if that stays within `quota`
+    /// (G17), for `lease`: a store that nodes share lets a reservation lapse unless
+    /// [`FileStore::renew_reservation`] renews it in time, so a node that dies mid-upload holds no
+    /// storage for long (the embedded store's reservations die with its process, and its start
+    /// gives them back). `None`: no room.
+    async fn reserve_storage(
+        &self,
+        company: &CompanyId,
+        bytes: u64,
+        quota: u64,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<Reservation>>;
+
+    /// Hold `held` for another `lease`; false when it had lapsed already.
+    async fn renew_reservation(
+        &self,
+        held: &Reservation,
+        lease: std::time::Duration,
+    ) -> StoreResult<bool>;
+
+    /// Give a reservation back (the upload failed).
+    async fn release_storage(&self, held: &Reservation) -> StoreResult<()>;
+
+    /// Bytes in use by `company`'s files, and held by its uploads in progress.
+    async fn storage_used(&self, company: &CompanyId) -> StoreResult<u64>;
+
+    /// Record a stored file; the bytes `held` for its upload become the file's.
+    async fn add_file(&self, file: &FileRecord, held: &Reservation) -> StoreResult<()>;
+
+    async fn file(&self, id: &str) -> StoreResult<Option<FileRecord>>;
+
+    /// Forget a file, giving its bytes back to its company's storage.
+    async fn delete_file(&self, id: &str) -> StoreResult<()>;
+
+    /// An attachment's claim (M1): with `claim = Some(c)`, take the file for `c` unless it is
+    /// taken already — the first claim wins and is kept. Returns the claim the file holds
+    /// (`None`: unknown file, or not claimed when asked with `claim = None`). A post claims its
+    /// attachments with its client id before it commits; a deletion or the sweep with
+    /// [`GONE_CLAIM`].
+    async fn claim_file(&self, id: &str, claim: Option<&str>) -> StoreResult<Option<String>>;
+
+    /// Attachments uploaded before `before_ms` that the sweep has not settled, oldest first,
+    /// at most `limit`, each with its claim.
+    async fn unsettled_attachments(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(FileRecord, Option<String>)>>;
+
+    /// The sweep found the post that claimed this attachment committed: it is kept for good
+    /// and the sweep does not look at it again.
+    async fn settle_file(&self, id: &str) -> StoreResult<()>;
+}
+
+/// Groups' invitation links (G14).
+#[async_trait]
+pub trait InviteStore: Send + Sync + 'static {
+    /// Set or clear a group's invitation link; audited.
+    async fn set_invite(
+        &self,
+        room: &RoomId,
+        invite: Option<Invite>,
+        audit: NewAudit,
+    ) -> StoreResult<()>;
+
+    async fn invite_of(&self, room: &RoomId) -> StoreResult<Option<Invite>>;
+
+    /// The room an invitation token opens (expired or not).
+    async fn room_by_invite(&self, token: &str) -> StoreResult<Option<(RoomId, Invite)>>;
+}
+
+/// The audit records of life-cycle and membership changes (G19).
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Audit records involving `company` (`None`: every company — the operator's view), newest
+    /// first, with `id < before`.
+    async fn audit(
+        &self,
+        company: Option<&CompanyId>,
+        room: Option<&RoomId>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>>;
 }
 
 #[cfg(test)]

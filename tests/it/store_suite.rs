@@ -5,7 +5,7 @@ use crate::harness::{Redis, RedisCluster};
 use crate::store_checks::{general_room, message};
 use crossroom::store::redis::RedisStore;
 use crossroom::store::sqlite::SqliteStore;
-use crossroom::store::{NewEntry, SharedStore};
+use crossroom::store::{NewEntry, RoomLogStore, SharedStore};
 use std::sync::Arc;
 
 /// A fresh store of one backend, with what keeps it alive (a temporary folder, Redis processes).
@@ -144,7 +144,7 @@ async fn sqlite_schema_4_files_upgrade() {
         .expect("schema 4");
     }
     let store = SqliteStore::open(&path).expect("upgrade");
-    let f = crossroom::store::Store::file(&store, "f_old")
+    let f = crossroom::store::FileStore::file(&store, "f_old")
         .await
         .expect("read")
         .expect("kept");

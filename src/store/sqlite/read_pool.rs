@@ -7,10 +7,10 @@
 //! page cache — and every lookup paid a switch to a fresh thread and back. Here at most
 //! [`READ_THREADS`] threads exist; one that finishes a job takes the next from the queue without
 //! sleeping, so a burst is served by threads that stay running, and a thread is woken only when
-//! one is asleep and work arrives. The threads are `SCHED_BATCH` ([`super::batch_scheduling`]):
+//! one is asleep and work arrives. The threads are `SCHED_BATCH` ([`crate::store::batch_scheduling`]):
 //! a wake-up does not preempt the async worker that queued the read.
 
-use super::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -138,7 +138,7 @@ impl Shared {
 }
 
 fn read_loop(shared: &Shared) {
-    super::batch_scheduling();
+    crate::store::batch_scheduling();
     let mut conn: Option<Connection> = None;
     while let Some(job) = shared.next() {
         let c = match conn.take().map_or_else(|| open(&shared.path), Ok) {
