@@ -294,14 +294,6 @@ impl Default for Config {
 }
 
 impl Limits {
-    /// The company settings an admin may not pass.
-    pub fn ceilings(&self) -> crate::domain::directory::Ceilings {
-        crate::domain::directory::Ceilings {
-            shared_storage_quota: self.company_storage_quota_ceiling,
-            max_groups: self.company_max_groups_ceiling,
-        }
-    }
-
     /// How old (ms) an attachment may be when a post takes it (M1).
     pub fn attachment_postable_ms(&self) -> i64 {
         (self.unposted_attachment_secs as i64).saturating_mul(1000)

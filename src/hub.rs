@@ -76,6 +76,14 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// The company settings an admin may not pass (`limits.company_*_ceiling`).
+    pub fn ceilings(&self) -> crate::domain::directory::Ceilings {
+        crate::domain::directory::Ceilings {
+            shared_storage_quota: self.limits.company_storage_quota_ceiling,
+            max_groups: self.limits.company_max_groups_ceiling,
+        }
+    }
+
     pub fn new(s: Services) -> Arc<Hub> {
         let sessions = Arc::new(Sessions::new(
             s.bus.clone(),

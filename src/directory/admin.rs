@@ -380,7 +380,7 @@ async fn patch_settings(
     let current = company(&hub, &c).await?.settings;
     let after = super::patch_settings(&current, &patch).map_err(ApiError::invalid)?;
     after
-        .within_ceilings(&current, &hub.limits.ceilings())
+        .within_ceilings(&current, &hub.ceilings())
         .map_err(ApiError::invalid)?;
     let (_, settings) = hub.store.change_settings(&c, &patch).await?;
     tracing::info!(company = %c, "settings changed");

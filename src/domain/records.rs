@@ -37,6 +37,22 @@ pub struct RoomRecord {
 }
 
 impl RoomRecord {
+    /// Every company involved in the room: the owner's, its members' and its masters' — whose
+    /// admins read the room's life-cycle audit records (G19).
+    pub fn companies(&self) -> Vec<CompanyId> {
+        let mut v: Vec<CompanyId> = std::iter::once(self.owner_company.clone())
+            .chain(
+                self.members
+                    .iter()
+                    .chain(&self.masters)
+                    .filter_map(UserId::company),
+            )
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// A room before its first entry, which [`crate::domain::projection::project`] turns into
     /// the room it says.
     pub fn empty(id: &RoomId, owner: CompanyId) -> RoomRecord {
@@ -320,4 +336,26 @@ pub struct FileRecord {
     /// `limits.unposted_attachment_secs`; otherwise the files sweep removes it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attachment: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// G19: a room's life-cycle records go to the owner company and every company among its
+    /// members and masters, once each.
+    #[test]
+    fn g19_the_companies_of_a_room() {
+        let mut room = RoomRecord::empty(&RoomId::from("r"), CompanyId::from("own.example"));
+        room.members = vec!["a@b.example".into(), "c@b.example".into()];
+        room.masters = vec!["m@own.example".into(), "x@z.example".into()];
+        assert_eq!(
+            room.companies(),
+            vec![
+                CompanyId::from("b.example"),
+                CompanyId::from("own.example"),
+                CompanyId::from("z.example")
+            ]
+        );
+    }
 }

@@ -144,7 +144,7 @@ async fn signup(
             external_chat: true,
             ..Default::default()
         }
-        .capped(&hub.limits.ceilings()),
+        .capped(&hub.ceilings()),
         self_registered: true,
     };
     let admin_key = new_admin_key();

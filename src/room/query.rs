@@ -3,7 +3,7 @@
 //! limited to what the member may see (their join onwards, D4) and to switched-on features (G18).
 
 use super::lookup;
-use crate::directory::ReadReceipts;
+use crate::domain::directory::ReadReceipts;
 use crate::domain::features::{self, occurrences};
 use crate::domain::paging;
 use crate::error::{ApiError, ApiResult};

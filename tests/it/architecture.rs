@@ -1,6 +1,7 @@
 //! The shape of the server's code, checked on every run: the modules of `src/` form no import
-//! cycle (arrows only point down), no function is longer than [`MAX_FN_LINES`], and every module
-//! opens with a `//!` line saying what it owns.
+//! cycle, every module has a layer ([`LAYERS`]) and imports nothing from a layer above its own
+//! (arrows only point down), no function is longer than [`MAX_FN_LINES`], and every module opens
+//! with a `//!` line saying what it owns.
 //!
 //! A module is a file (`src/a/b.rs` is `a::b`, `src/a/mod.rs` is `a`). Module `m` depends on
 //! `n` when `m` names a path into `n` outside its `#[cfg(test)]` module: `crate::n::…`,
@@ -394,6 +395,106 @@ fn the_server_modules_form_no_import_cycle() {
         })
         .collect();
     assert!(found.is_empty(), "{}", detail.join("\n"));
+}
+
+/// Every module's layer, from the composition root (7) down to the leaves (0): a module may use
+/// its own layer and those below, never one above. A module takes the rank of the longest
+/// prefix listed here; docs/architecture.md ("Layers") shows the same table.
+const LAYERS: &[(&str, u8, &str)] = &[
+    ("server", 7, "composition"),
+    ("demo", 7, "composition"),
+    ("backup", 7, "composition"),
+    ("session", 6, "edges"),
+    ("http", 6, "edges"),
+    ("ops", 6, "edges"),
+    ("web", 6, "edges"),
+    ("directory", 5, "services"),
+    ("room::create", 5, "services"),
+    ("room::invite", 5, "services"),
+    ("room::policy", 5, "services"),
+    ("room::files", 5, "services"),
+    ("room::admin", 5, "services"),
+    ("hub", 4, "the node"),
+    ("room", 3, "room actors"),
+    ("sessions", 2, "infrastructure"),
+    ("presence", 2, "infrastructure"),
+    ("bus", 2, "infrastructure"),
+    ("store", 2, "infrastructure"),
+    ("outbound", 2, "infrastructure"),
+    ("ops::feed", 2, "infrastructure"),
+    ("blob", 2, "infrastructure"),
+    ("mail", 2, "infrastructure"),
+    ("slots", 2, "infrastructure"),
+    ("directory::token", 2, "infrastructure"),
+    ("domain", 1, "domain"),
+    ("error", 0, "leaves"),
+    ("metrics", 0, "leaves"),
+    ("config", 0, "leaves"),
+    ("clock", 0, "leaves"),
+    ("random", 0, "leaves"),
+    ("shutdown", 0, "leaves"),
+];
+
+/// The layer of `module` (the crate root, `lib.rs`, declares modules and is above them all).
+fn layer(module: &str) -> Option<(u8, &'static str)> {
+    LAYERS
+        .iter()
+        .filter(|(p, _, _)| module == *p || module.starts_with(&format!("{p}::")))
+        .max_by_key(|(p, _, _)| p.len())
+        .map(|(_, rank, name)| (*rank, *name))
+}
+
+/// Imports that run up the layers: `(from, to)` where `to`'s layer is above `from`'s.
+fn upward(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (from, deps) in edges {
+        let Some((rf, lf)) = layer(from) else {
+            continue;
+        };
+        for to in deps {
+            if let Some((rt, lt)) = layer(to) {
+                if rt > rf {
+                    out.push(format!("{from} ({lf}) imports {to} ({lt})"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_server_module_has_a_layer_and_imports_only_its_own_or_lower() {
+    let mods = modules();
+    let unranked: Vec<&str> = mods
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|n| !n.is_empty() && layer(n).is_none())
+        .collect();
+    assert!(
+        unranked.is_empty(),
+        "modules without a layer (add them to LAYERS): {unranked:?}"
+    );
+    let up = upward(&graph(&mods));
+    assert!(
+        up.is_empty(),
+        "imports that run up the layers:\n{}",
+        up.join("\n")
+    );
+}
+
+#[test]
+fn the_layer_check_sees_an_import_that_runs_up() {
+    let mut e: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    e.insert("domain::rules".into(), ["store".to_owned()].into());
+    e.insert("store::sqlite".into(), ["domain::rules".to_owned()].into());
+    e.insert("room::actor::items".into(), ["hub".to_owned()].into());
+    assert_eq!(
+        upward(&e),
+        vec![
+            "domain::rules (domain) imports store (infrastructure)".to_owned(),
+            "room::actor::items (room actors) imports hub (the node)".to_owned(),
+        ]
+    );
 }
 
 #[test]
