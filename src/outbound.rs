@@ -174,6 +174,15 @@ impl Outbound {
         }
     }
 
+    /// [`Outbound::send`] for a frame whose loss needs no handling: a session that cannot take
+    /// it is closing already (its queue is full or its socket gone), and what a client missed
+    /// there it learns again on reconnect — a reply by retrying, a push by reloading.
+    pub fn tell(&self, frame: &ServerFrame) {
+        if self.send(frame).is_err() {
+            tracing::trace!("frame for a closing session dropped");
+        }
+    }
+
     /// Queue a shared room event.
     pub fn send_event(&self, event: &SharedEvent) -> Result<(), SessionClosed> {
         match event.message(self.shared.encoding) {
@@ -194,6 +203,7 @@ impl Outbound {
 
     /// Ask the session to close; the first request wins.
     pub fn close(&self, req: CloseRequest) {
+        // A later request loses to the first one, by design.
         let _ = self.shared.request_close(req);
     }
 
@@ -454,7 +464,7 @@ impl<T: Answer> Reply<T> {
                     Ok(a) => a.into_frame(self.id),
                     Err(e) => e.to_frame(Some(self.id)),
                 };
-                let _ = out.send(&frame);
+                out.tell(&frame);
             }
             ReplyTarget::Once(tx) => {
                 if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {

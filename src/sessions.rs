@@ -117,7 +117,7 @@ impl Sessions {
     pub fn push_local(&self, user: &UserId, frame: &ServerFrame) {
         for out in self.of(user) {
             // A session that cannot take it is being closed; it reloads on reconnect.
-            let _ = out.send(frame);
+            out.tell(frame);
         }
     }
 

@@ -190,8 +190,10 @@ fn parse_target(s: &str) -> Result<Target, String> {
 }
 
 impl ScenarioFlags {
-    fn into_args(self, scenario: Scenario) -> Args {
-        Args {
+    /// The scenario's arguments, and `--ramp` (run by the ramp, not as plain runs).
+    fn into_args(self, scenario: Scenario) -> (Args, Option<ramp::Ramp>) {
+        let ramp = self.ramp;
+        let args = Args {
             scenario,
             endpoint: Endpoint {
                 target: self.target,
@@ -216,15 +218,16 @@ impl ScenarioFlags {
             out: self.out,
             keep: self.keep,
             json: self.json,
-            ramp: self.ramp,
             pin_server: self.pin_server,
             pin_client: self.pin_client,
-        }
+        };
+        (args, ramp)
     }
 }
 
 enum Command {
-    Scenario(Box<Args>),
+    /// A scenario, run plainly or ramped.
+    Scenario(Box<Args>, Option<ramp::Ramp>),
     Ceiling(String),
     Worker(String),
     Calendar(calendar::CalendarArgs),
@@ -235,11 +238,11 @@ enum Command {
 fn parse_args(argv: Vec<String>) -> Result<Command, clap::Error> {
     let cli = Cli::try_parse_from(std::iter::once("loadtest".to_owned()).chain(argv))?;
     let scenario = |flags: ScenarioFlags, s: Scenario| {
-        let a = flags.into_args(s);
+        let (a, ramp) = flags.into_args(s);
         check(&a).map_err(|e| {
             clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{e}\n"))
         })?;
-        Ok(Command::Scenario(Box::new(a)))
+        Ok(Command::Scenario(Box::new(a), ramp))
     };
     match cli.command {
         Mode::Broadcast(f) => scenario(f, Scenario::Broadcast),
@@ -326,11 +329,20 @@ async fn main() -> std::process::ExitCode {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => fail(format!("worker: {e}"), 2),
         },
-        Ok(Command::Scenario(a)) => match run::run(*a).await {
-            Ok(true) => std::process::ExitCode::SUCCESS,
-            Ok(false) => std::process::ExitCode::from(1),
-            Err(e) => fail(e, 2),
-        },
+        Ok(Command::Scenario(a, ramp)) => {
+            let outcome = match run::begin(&a).await {
+                Ok(env) => match ramp {
+                    Some(r) => ramp::run(*a, r, env).await,
+                    None => run::run(*a, env).await,
+                },
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(true) => std::process::ExitCode::SUCCESS,
+                Ok(false) => std::process::ExitCode::from(1),
+                Err(e) => fail(e, 2),
+            }
+        }
         // `--help` prints to stdout and exits 0; a bad command line prints why and exits 2.
         Err(e) => e.exit(),
     }

@@ -61,8 +61,6 @@ pub struct Args {
     pub keep: bool,
     /// Print the whole result as JSON on stdout (`--json`).
     pub json: bool,
-    /// `--ramp`: find the highest rate that holds instead of one run at `rate`.
-    pub ramp: Option<crate::ramp::Ramp>,
     /// CPUs (a `taskset` list) to pin the servers (`--server-pid`) and this load tester to.
     pub pin_server: Option<String>,
     pub pin_client: Option<String>,
@@ -879,14 +877,18 @@ fn environment_line(e: &Value) -> String {
     )
 }
 
-/// Run `a.runs` times; print and write the results. Ok(true) when every run was clean.
-pub async fn run(a: Args) -> Result<bool, String> {
-    pin(&a)?;
-    let env = environment(&a).await;
+/// Before any run: pin the processes as asked, and read and print the environment every result
+/// starts with.
+pub async fn begin(a: &Args) -> Result<Value, String> {
+    pin(a)?;
+    let env = environment(a).await;
     eprintln!("{}", environment_line(&env));
-    if let Some(r) = a.ramp {
-        return crate::ramp::run(a, r, env).await;
-    }
+    Ok(env)
+}
+
+/// Run `a.runs` times in the environment `env` ([`begin`]); print and write the results.
+/// Ok(true) when every run was clean.
+pub async fn run(a: Args, env: Value) -> Result<bool, String> {
     let mut runs = Vec::new();
     for i in 0..a.runs {
         if a.runs > 1 {

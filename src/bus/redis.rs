@@ -105,6 +105,9 @@ pub struct RedisBus {
     /// connection of its own (the store's would do, but keeping them apart keeps a slow store
     /// from delaying notices): a `removed` never overtakes the `joined` before it, an
     /// `offline` never its `online`.
+    ///
+    /// Sends to `outgoing` and `subs` fail only once the node is shutting down (their tasks
+    /// ended): what is said then has nobody left to hear it, so those results are ignored.
     outgoing: mpsc::UnboundedSender<Outgoing>,
     subs: mpsc::UnboundedSender<Sub>,
     sharded: bool,

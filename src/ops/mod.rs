@@ -226,6 +226,7 @@ async fn close_with(sink: &mut Sink, reason: CloseReason) {
         code: reason.code(),
         reason: reason.text().into(),
     }));
+    // Best effort: the socket closes right after, whether the reason reached the peer or not.
     let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await;
 }
 

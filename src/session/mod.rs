@@ -213,7 +213,7 @@ async fn run(
 
     let authed = match user {
         Some(a) => {
-            let _ = out.send(&hello(&hub, id, None, &a.user));
+            out.tell(&hello(&hub, id, None, &a.user));
             Some(a)
         }
         None => Box::pin(authenticate_by_frame(&hub, id, &mut stream, &out, encoding)).await,
@@ -230,8 +230,9 @@ async fn run(
             .sessions
             .register(&user.id, &user.company, id, out.clone(), issued_at)
         {
-            let _ = out.send(&ApiError::too_many_sessions().to_frame(None));
+            out.tell(&ApiError::too_many_sessions().to_frame(None));
             out.close(CloseRequest::from(CloseReason::TooManySessions));
+            // Only to let it write the refusal and the close; how it ended changes nothing.
             let _ = writer.await;
             linger(&mut stream).await;
             return;
@@ -264,6 +265,7 @@ async fn run(
     }
     // Whatever ended the reader, make sure the writer ends too.
     out.close(CloseRequest::from(CloseReason::Normal));
+    // The session is over either way: a writer that failed has nothing left to flush.
     let _ = writer.await;
     linger(&mut stream).await;
 }
@@ -316,7 +318,7 @@ async fn authenticate_by_frame(
                 FrameBytes::Data(b) => b,
                 FrameBytes::Control => continue,
                 FrameBytes::WrongType => {
-                    let _ = out.send(&wrong_type_error(encoding));
+                    out.tell(&wrong_type_error(encoding));
                     bad += 1;
                     if bad > hub.limits.max_bad_frames {
                         out.close(protocol_error());
@@ -337,7 +339,7 @@ async fn authenticate_by_frame(
                 .await
                 {
                     Ok(a) => {
-                        let _ = out.send(&hello(hub, session, Some(id), &a.user));
+                        out.tell(&hello(hub, session, Some(id), &a.user));
                         return Some(a);
                     }
                     Err(f) => {
@@ -348,21 +350,21 @@ async fn authenticate_by_frame(
                             "authentication refused"
                         );
                         METRICS.auth_failed("ws_frame", f.reason());
-                        let _ = out.send(&ApiError::new(f.code, f.message).to_frame(Some(id)));
+                        out.tell(&ApiError::new(f.code, f.message).to_frame(Some(id)));
                         out.close(f.close.into());
                         return None;
                     }
                 }
             }
             Ok(other) => {
-                let _ = out.send(
+                out.tell(
                     &ApiError::new(ErrorCode::Unauthorized, "send an auth frame first")
                         .to_frame(Some(other.id())),
                 );
             }
             Err(e) => {
                 bad += 1;
-                let _ = out.send(&bad_frame_error(encoding, &bytes, &e));
+                out.tell(&bad_frame_error(encoding, &bytes, &e));
                 if bad > hub.limits.max_bad_frames {
                     out.close(protocol_error());
                     return None;

@@ -65,6 +65,7 @@ impl Session {
                         self.out.close(CloseRequest::from(CloseReason::TokenExpired));
                         return;
                     }
+                    // A full queue is a slow consumer, closing already: its pings no longer matter.
                     let _ = self.out.push(Message::Ping(bytes::Bytes::from_static(b"cr")));
                     continue;
                 }
@@ -85,7 +86,7 @@ impl Session {
             }
             match kind {
                 FrameBytes::Data(bytes) if !self.bucket.take() => {
-                    let _ = self.out.send(
+                    self.out.tell(
                         &ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
                             .to_frame(salvage_request_id(self.encoding, &bytes)),
                     );
@@ -100,18 +101,17 @@ impl Session {
                     // A known request with a wrong field is answered like any refusal, naming
                     // the field; it is no garbage, and does not count towards the close.
                     Err(RequestError::Invalid { id, message }) => {
-                        let _ = self
-                            .out
-                            .send(&ApiError::invalid(message).to_frame(Some(id)));
+                        self.out
+                            .tell(&ApiError::invalid(message).to_frame(Some(id)));
                     }
                     Err(RequestError::Undecodable(e)) => {
-                        let _ = self.out.send(&bad_frame_error(self.encoding, &bytes, &e));
+                        self.out.tell(&bad_frame_error(self.encoding, &bytes, &e));
                         self.count_bad_frame();
                     }
                 },
                 FrameBytes::Control => {}
                 FrameBytes::WrongType => {
-                    let _ = self.out.send(&wrong_type_error(self.encoding));
+                    self.out.tell(&wrong_type_error(self.encoding));
                     self.count_bad_frame();
                 }
             }

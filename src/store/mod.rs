@@ -262,8 +262,7 @@ pub trait RoomLogStore: Send + Sync + 'static {
 
     /// Move `room` to a new `epoch`, keeping its log: every client is then told to reset (D1).
     /// A sole writer does this when an entry it delivered was not stored as delivered.
-    async fn move_epoch(&self, room: &RoomId, epoch: u64) -> StoreResult<()> {
-        let _ = (room, epoch);
+    async fn move_epoch(&self, _room: &RoomId, _epoch: u64) -> StoreResult<()> {
         Err(StoreError::backend(
             "only a sole writer numbers entries itself and moves epochs",
         ))

@@ -14,8 +14,6 @@ mod limits;
 mod notes;
 mod recall;
 mod tasks;
-#[cfg(test)]
-mod tests;
 
 pub use calendar::occurrences;
 use calendar::{apply_calendar, calendar};
@@ -174,3 +172,6 @@ pub fn garbage_of(action: &Action, ctx: &Context, items: Vec<Item>) -> Vec<Strin
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -33,6 +33,7 @@ impl RoomActor {
             }
             let tx = ctx.rooms.get(&id).map(|h| h.tx.clone());
             if let Some(tx) = tx {
+                // An actor that stopped meanwhile reloads from the log when it starts again.
                 let _ = tx.send(Box::new(RoomCommand::Repair(lacking))).await;
             }
         });

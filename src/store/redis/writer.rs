@@ -14,6 +14,7 @@ const WRITE_BATCH: usize = 512;
 /// Fail every job of `groups` with `e`.
 pub(super) fn fail_all(groups: Vec<Vec<(Job, String)>>, e: StoreError) {
     for (job, _) in groups.into_iter().flatten() {
+        // A caller that stopped waiting needs no answer (here and below).
         let _ = job.done.send(Err(e.clone()));
     }
 }
