@@ -8,6 +8,7 @@ pub mod blob;
 pub mod bus;
 pub mod clock;
 pub mod config;
+pub mod data_dir;
 
 pub mod demo;
 pub mod directory;

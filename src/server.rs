@@ -39,6 +39,8 @@ pub enum ServerError {
          --redis-wait-secs)"
     )]
     Redis(String, crate::store::StoreError),
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::LockError),
     #[error("cannot open the database {0}: {1} — check the data directory (--data-dir) and its permissions")]
     Database(std::path::PathBuf, crate::store::StoreError),
 }
@@ -148,6 +150,8 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let mut secrets = config.prepare()?;
+    // Held until `run` returns: no second server opens this directory's store meanwhile.
+    let _lock = crate::data_dir::DataDirLock::acquire(&config.data_dir)?;
     let store = open_store(&config, &mut secrets, &shutdown).await?;
     // One bus per node: the Redis bus in cluster mode, told below where to deliver.
     let redis_bus = match config.redis.is_empty() {

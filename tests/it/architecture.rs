@@ -430,6 +430,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("error", 0, "leaves"),
     ("metrics", 0, "leaves"),
     ("config", 0, "leaves"),
+    ("data_dir", 0, "leaves"),
     ("clock", 0, "leaves"),
     ("random", 0, "leaves"),
     ("shutdown", 0, "leaves"),

@@ -427,11 +427,18 @@ async fn a_node_waits_for_redis_at_start() {
 /// (database snapshot, file bytes, secrets) owner-only; restored as the README says into the
 /// data directory of a stopped server, what the copy held is all there — messages and file
 /// bytes —, what came after is not, a client that saw the lost tail is told `reset` (D1) rather
-/// than resumed past the head, and the server says it started from a backup, not from a crash.
+/// than resumed past the head — in every room, also one written only after the copy, whose seqs
+/// new posts reuse —, and the server says it started from a backup, not from a crash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_of_a_running_server_restores() {
     let mut server = Server::start().await;
     let w = world(&server).await;
+    // A room of an earlier run: the run the backup is taken from writes it only after the copy.
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let quiet = group(&mut alice, "Quiet", &[&w.carol.id]).await;
+    post_ok(&mut alice, &quiet, "q0", "quiet 0").await;
+    alice.close().await;
+    server.restart_in_place().await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let room = group(&mut alice, "Backed up", &[&w.carol.id]).await;
     for i in 0..5 {
@@ -471,6 +478,8 @@ async fn a_backup_of_a_running_server_restores() {
         String::from_utf8_lossy(&again.stdout).contains("0 files copied"),
         "{again:?}"
     );
+    let quiet_seen = post_ok(&mut alice, &quiet, "q1", "after the backup").await;
+    let quiet_epoch = subscribe(&mut alice, &quiet, None).await.0;
     let lost = post_ok(&mut alice, &room, "a0", "after 0").await;
     let last = post_ok(&mut alice, &room, "a1", "after 1").await;
     assert!(lost < last);
@@ -529,6 +538,19 @@ async fn a_backup_of_a_running_server_restores() {
         ServerFrame::Reset { .. } => {}
         other => panic!("expected reset, got {other:?}"),
     }
+    // The quiet room: a post after the restore takes the seq the client saw with other text;
+    // its resume must not pass for the same log (D1) — every room moved to a new epoch.
+    let reused = post_ok(&mut alice, &quiet, "q2", "after the restore").await;
+    assert_eq!(reused, quiet_seen, "the restored log reuses the seq");
+    subscribe(&mut alice, &quiet, Some((quiet_epoch, quiet_seen))).await;
+    match alice
+        .next_push(Duration::from_secs(10))
+        .await
+        .expect("a push")
+    {
+        ServerFrame::Reset { room, .. } if room == quiet => {}
+        other => panic!("expected the quiet room's reset, got {other:?}"),
+    }
     let log = std::fs::read_to_string(server.data_dir.join("server.log")).expect("log");
     let restart = &log[log
         .rfind("starting from a backup")
@@ -537,4 +559,49 @@ async fn a_backup_of_a_running_server_restores() {
         !restart.contains("did not stop cleanly"),
         "a restore is not reported as a crash: {restart}"
     );
+}
+
+/// One server per data directory (D1): a second `crossroom serve` on the directory of a running
+/// server refuses to start, naming the process that holds it, and touches nothing — the running
+/// server's rooms keep their epochs (its clients resume, nobody resets). Once the first is gone,
+/// the directory is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d1_one_server_per_data_directory() {
+    let mut server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Held", &[&w.carol.id]).await;
+    let seq = post_ok(&mut alice, &room, "h1", "held").await;
+    let (epoch, _) = subscribe(&mut alice, &room, None).await;
+    alice.close().await;
+
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_crossroom"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .kill_on_drop(true)
+        .output();
+    // A second server that started would serve on: waiting for it to exit is the check.
+    let out = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second server exits at once instead of serving")
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second server started: {err}");
+    assert!(
+        err.contains("in use by another crossroom") && err.contains(&server.pid().to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("did not stop cleanly"), "{err}");
+
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let (now, head) = subscribe(&mut alice, &room, Some((epoch, seq))).await;
+    assert_eq!((now, head), (epoch, seq), "the room's epoch did not move");
+    assert!(
+        alice.next_push(Duration::from_millis(500)).await.is_err(),
+        "no reset"
+    );
+    alice.close().await;
+    server.kill().await;
+    server.restart().await;
+    assert_eq!(get_status(&server, None, "/healthz").await, 200);
 }

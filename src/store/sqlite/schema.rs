@@ -109,8 +109,8 @@ pub fn snapshot_into(db: &Path, dest: &Path) -> StoreResult<()> {
 
 /// Begin a run: after an unclean stop (the last run's id is still in `meta`), move every room
 /// that run wrote to a new epoch; then record this run's id. A database that is a backup
-/// ([`snapshot_into`]) was copied mid-run too, and is treated alike — clients may have seen
-/// entries newer than the copy — but is logged as the restore it is, not as a crash.
+/// ([`snapshot_into`]) moves every room to a new epoch — clients may have seen entries newer
+/// than the copy in any of them — and is logged as the restore it is, not as a crash.
 pub(super) fn begin_run(conn: &Connection) -> StoreResult<i64> {
     let last: Option<i64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'run'", [], |r| r.get(0))
@@ -123,15 +123,15 @@ pub(super) fn begin_run(conn: &Connection) -> StoreResult<i64> {
         )
         .optional()?;
     if let Some(taken_at) = backup_taken_at {
-        let moved = match last.filter(|r| *r != 0) {
-            Some(last) => move_run_epochs(conn, last)?,
-            None => 0,
-        };
+        // The copy was taken while the server served: any room may have been written after it,
+        // and its clients have seen seqs that new posts here would reuse. No room's continuity
+        // can be proven, so every room goes on under a new epoch (D1) — once, at the restore.
+        let moved = move_all_epochs(conn)?;
         tracing::info!(
             taken_at,
             rooms = moved,
-            "starting from a backup (crossroom backup): the rooms its run had written go on \
-             under new epochs, so clients that saw later entries reset and reload"
+            "starting from a backup (crossroom backup): every room goes on under a new epoch, \
+             so clients that saw entries newer than the backup reset and reload"
         );
     } else if let Some(last) = last.filter(|r| *r != 0) {
         let moved = move_run_epochs(conn, last)?;
@@ -147,6 +147,21 @@ pub(super) fn begin_run(conn: &Connection) -> StoreResult<i64> {
         params![run],
     )?;
     Ok(run)
+}
+
+/// Move every room to a new epoch; how many.
+fn move_all_epochs(conn: &Connection) -> StoreResult<usize> {
+    let rooms: Vec<String> = conn
+        .prepare("SELECT id FROM rooms")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for room in &rooms {
+        conn.execute(
+            "UPDATE rooms SET epoch = ?2 WHERE id = ?1",
+            params![room, crate::random::epoch() as i64],
+        )?;
+    }
+    Ok(rooms.len())
 }
 
 /// Move every room the run `run` wrote to a new epoch; how many.
