@@ -24,10 +24,29 @@ pub async fn count(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     METRICS.http_request(
         route.as_deref().unwrap_or("unmatched"),
-        method.as_str(),
+        method_label(&method),
         response.status().as_u16(),
     );
     response
+}
+
+/// The method as a label from a closed set: a client may send any token as a method, and every
+/// new label value would be a series `/metrics` keeps for good (memory, and a scrape that grows
+/// without end). Anything but the methods of HTTP is `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Rewrite an error answer that is not JSON into `{"error": {"code", "message"}}`.

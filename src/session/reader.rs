@@ -90,7 +90,7 @@ impl Session {
                         &ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
                             .to_frame(salvage_request_id(self.encoding, &bytes)),
                     );
-                    if self.bucket.refused_in_a_row > self.hub.limits.request_burst {
+                    if self.bucket.flooding(self.hub.limits.request_burst) {
                         self.out.close(CloseRequest::from(CloseReason::RateLimited));
                     }
                 }

@@ -83,6 +83,9 @@ pub enum StoreError {
     /// A unique key is taken (company id, user id, room id).
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// The id was deleted: a deleted login or company id is never given to anyone else (A2).
+    #[error("retired: {0}")]
+    Retired(String),
     /// A counted limit would be passed (G20: the company owns its maximum of groups).
     #[error("limit reached: {0}")]
     LimitReached(String),
@@ -124,6 +127,13 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists(what) => {
                 ApiError::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
             }
+            StoreError::Retired(what) => ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "{what} was deleted, and a deleted id is never given to anyone else (A2): \
+                     choose another"
+                ),
+            ),
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::LimitReached(what) => ApiError::new(ErrorCode::LimitExceeded, what),
             StoreError::Closed => ApiError::new(ErrorCode::Unavailable, "server is shutting down"),

@@ -381,7 +381,7 @@ async fn g13_users_are_paged_and_show_the_permission_they_hold() {
 /// with reason `policy` (G13), their posts stay under their id, and the directory no longer
 /// knows them (no tokens, no contact).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g13_a_deleted_user_leaves_every_group_and_their_posts_stay() {
+async fn g13_a2_a_deleted_user_leaves_every_group_their_posts_stay_and_the_login_is_retired() {
     use crossroom_protocol::{EventBody, RemovalReason};
     let server = Server::start().await;
     let w = world(&server).await;
@@ -434,6 +434,19 @@ async fn g13_a_deleted_user_leaves_every_group_and_their_posts_stay() {
     // The old token opens nothing.
     let refused = Client::connect(&server.ws_url(), Some(&w.carol.token), Encoding::Json).await;
     assert!(refused.is_err());
+    // A2: the login is never given to a newcomer, who would take the leaver's token, groups,
+    // authorship and audit trail with it.
+    let r = globex
+        .post(
+            "/v1/admin/users",
+            json!({ "login": "carol", "name": "New Carol" }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "already_exists");
+    let refused = Client::connect(&server.ws_url(), Some(&w.carol.token), Encoding::Json).await;
+    assert!(refused.is_err(), "still nobody behind the old token");
 }
 
 /// A lost admin key: the operator issues a new one, and the old one stops working at once; an
@@ -619,14 +632,38 @@ async fn g16_the_operator_deletes_a_company_and_everything_it_owns() {
         .await
         .expect("http");
     assert_eq!(r.status, 404);
-    // The id can be used again, from nothing.
-    let key = company(&server, "globex.example", json!({})).await;
+    // A2: the id is never given to anyone else — neither by the operator nor by a sign-up
+    // through some group's invitation link (whose new admin would read the old one's audit).
     let r = server
-        .http(Some(&key))
-        .get("/v1/admin/users")
+        .operator()
+        .post(
+            "/v1/admin/companies",
+            json!({ "id": "globex.example", "name": "Not Globex" }),
+        )
         .await
         .expect("http");
-    assert_eq!(r.body["users"], json!([]));
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "already_exists");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("was deleted")),
+        "{:?}",
+        r.body
+    );
+    let token = invite_token(&mut alice, &theirs).await;
+    let r = server
+        .http(None)
+        .post(
+            &format!("/v1/invite/{token}/signup"),
+            json!({
+                "company": { "id": "globex.example", "name": "Stranger" },
+                "user": { "login": "eve", "name": "Eve" }
+            }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 409, "a sign-up inherits nothing: {:?}", r.body);
 }
 
 /// An unknown route answers the JSON error shape, naming the route (it was an empty 404).

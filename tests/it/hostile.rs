@@ -340,6 +340,44 @@ async fn a_flood_is_rate_limited_then_closed() {
     assert_eq!(next_event(&mut carol).await.seq, seq);
 }
 
+/// A flood paced so that refilled tokens keep granting a request now and then (500 requests a
+/// second against 50 and bursts of 20) is closed 4002 all the same: refusals are counted per
+/// window, not in a row (counted in a row, each refill started the count again and the flood went
+/// on for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_flood_that_outlasts_refills_is_closed() {
+    let server =
+        Server::start_with_config("[limits]\nrequests_per_sec = 50\nrequest_burst = 20\n").await;
+    let w = world(&server).await;
+    let mut flood = server.connect(&w.bob.token, Encoding::MsgPack).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (mut limited, mut answered) = (0, 0);
+    let code = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still open after 20 s: {limited} refused, {answered} answered"
+        );
+        if flood.send(&mut ClientFrame::Ping { id: 0 }).await.is_err() {
+            break flood.closed(Duration::from_secs(5)).await.ok().flatten();
+        }
+        loop {
+            match flood.next_frame(Duration::from_millis(2)).await {
+                Ok(ServerFrame::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }) => limited += 1,
+                Ok(_) => answered += 1,
+                Err(crossroom_protocol::client::ClientError::Timeout(_)) => break,
+                Err(crossroom_protocol::client::ClientError::Closed { code, .. }) => {
+                    return assert_eq!(code, Some(close::RATE_LIMITED), "{limited} refused");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert_eq!(code, Some(close::RATE_LIMITED), "{limited} refused");
+}
+
 /// A silent socket (never reads, so never answers pings) is closed with 4003; a reading client
 /// on the same server stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

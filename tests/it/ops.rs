@@ -681,3 +681,53 @@ async fn the_ops_backlog_pages_the_stored_audit_with_names() {
     }
     assert!(named, "the busiest room is named");
 }
+
+/// Every label of `/metrics` takes its values from a closed set: 300 requests with made-up
+/// methods (each a valid HTTP token) and made-up paths add no series beyond `other` and
+/// `unmatched` — they once added one series each, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_methods_and_routes_add_no_metric_series() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start().await;
+    let series = |text: &str| {
+        // The series (its labels), not its count; the scrapes' own series aside.
+        text.lines()
+            .filter(|l| l.starts_with("crossroom_http_requests_total{"))
+            .filter(|l| !l.contains("route=\"/metrics\""))
+            .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_owned()))
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let metrics = || async {
+        let r = server.http(None).get("/metrics").await.expect("metrics");
+        String::from_utf8_lossy(&r.bytes).into_owned()
+    };
+    let before = series(&metrics().await);
+    for i in 0..300 {
+        let mut s = tokio::net::TcpStream::connect(&server.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "XM{i}{} /nope/{i}/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "Q".repeat(i % 50),
+            "p".repeat(i)
+        );
+        s.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.expect("read");
+        assert!(answer.starts_with(b"HTTP/1.1 4"), "refused");
+    }
+    let after = series(&metrics().await);
+    let new: Vec<&String> = after.difference(&before).collect();
+    assert!(
+        new.iter()
+            .all(|l| l.contains("method=\"other\"") && l.contains("route=\"unmatched\"")),
+        "{new:#?}"
+    );
+    assert!(new.len() <= 2, "one series per status at most: {new:#?}");
+    let text = metrics().await;
+    assert!(
+        text.len() < 200_000,
+        "/metrics stays small: {} bytes",
+        text.len()
+    );
+}

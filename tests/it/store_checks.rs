@@ -235,11 +235,26 @@ pub async fn directory(store: &SharedStore) {
         .delete_user(&bob.id)
         .await
         .expect("deleting twice is fine");
+    // A2: a deleted login is never created again.
+    assert!(
+        matches!(store.create_user(&bob).await, Err(StoreError::Retired(_))),
+        "a deleted login stays retired"
+    );
+    assert_eq!(store.user(&bob.id).await.expect("read"), None);
 
     store
         .delete_company(&acme.id)
         .await
         .expect("delete company");
+    assert_eq!(store.company(&acme.id).await.expect("read"), None);
+    // A2: nor a deleted company id.
+    assert!(
+        matches!(
+            store.create_company(&acme, "hash-acme-3").await,
+            Err(StoreError::Retired(_))
+        ),
+        "a deleted company id stays retired"
+    );
     assert_eq!(store.company(&acme.id).await.expect("read"), None);
     assert_eq!(
         store

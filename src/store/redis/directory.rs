@@ -5,6 +5,46 @@ use super::keys::*;
 use super::*;
 
 impl RedisStore {
+    /// A2: mark `id` as deleted, for good, acknowledged like any write.
+    pub(super) async fn retire(&self, kind: &str, id: &str) -> StoreResult<()> {
+        let key = retired_key(kind, id);
+        let _: () = ::redis::cmd("SET")
+            .arg(&key)
+            .arg(crate::clock::now_ms())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        self.inner.settle([key]).await
+    }
+
+    /// A2: after creating `record`, make sure its id was never deleted — checked after the
+    /// creation, so that a deletion racing it (which marks the id before removing the record the
+    /// creation waited to be gone) is always seen; a creation that finds the mark takes itself
+    /// back.
+    pub(super) async fn refuse_retired(
+        &self,
+        record: &str,
+        kind: &str,
+        id: &str,
+        what: &str,
+    ) -> StoreResult<()> {
+        let retired: bool = ::redis::cmd("EXISTS")
+            .arg(retired_key(kind, id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if !retired {
+            return Ok(());
+        }
+        let _: () = ::redis::cmd("DEL")
+            .arg(record)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        self.inner.settle([record.to_owned()]).await?;
+        Err(StoreError::Retired(format!("{what} {id}")))
+    }
+
     /// A company's record as stored, with its raw text (for a compare-and-set).
     pub(super) async fn stored_company(
         &self,
@@ -76,6 +116,8 @@ impl DirectoryStore for RedisStore {
         if !created {
             return Err(StoreError::AlreadyExists(format!("company {}", company.id)));
         }
+        self.refuse_retired(&company_key(&company.id), "co", &company.id.0, "company")
+            .await?;
         self.inner.settle([company_key(&company.id)]).await?;
         let mut index = ::redis::cmd("SADD");
         index.arg("cr:cos").arg(&company.id.0);
@@ -149,6 +191,8 @@ impl DirectoryStore for RedisStore {
         let Some((stored, _)) = self.stored_company(id).await? else {
             return Ok(());
         };
+        // Retired before the record goes: a creation that finds the record gone finds the mark.
+        self.retire("co", &id.0).await?;
         let mut by_key = ::redis::cmd("DEL");
         by_key.arg(format!("cr:cokey:{}", stored.key_hash));
         let mut record = ::redis::cmd("DEL");
@@ -162,6 +206,8 @@ impl DirectoryStore for RedisStore {
         let Some(user) = self.user(id).await? else {
             return Ok(());
         };
+        // Retired before the record goes: a creation that finds the record gone finds the mark.
+        self.retire("u", &id.0).await?;
         let contacts = format!("cr:contacts:{}", id.0);
         let theirs: Vec<String> = ::redis::cmd("SMEMBERS")
             .arg(&contacts)
@@ -229,6 +275,8 @@ impl DirectoryStore for RedisStore {
         if !created {
             return Err(StoreError::AlreadyExists(format!("user {}", user.id)));
         }
+        self.refuse_retired(&user_key(&user.id), "u", &user.id.0, "user")
+            .await?;
         let index = format!("cr:co:{}:users", user.company.0);
         let _: () = ::redis::cmd("SADD")
             .arg(&index)

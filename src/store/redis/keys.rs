@@ -174,3 +174,9 @@ pub(super) fn entry_event(room: &RoomId, epoch: u64, seq: u64, raw: &str) -> Sto
         body: e.body,
     })
 }
+
+/// A2: the mark that a user's or company's id was deleted (`kind` is `u` or `co`), written before
+/// the record goes, and checked after every creation.
+pub(super) fn retired_key(kind: &str, id: &str) -> String {
+    format!("cr:retired:{kind}:{id}")
+}

@@ -19,8 +19,8 @@
 //! | `cr:{r}:audit` | list | audit records written with their entries, until copied to the companies' logs |
 //!
 //! Directory keys (`cr:co:<id>`, `cr:u:<id>`, `cr:contacts:<user>`, `cr:storage:<company>`,
-//! `cr:file:<id>`, `cr:invite:<token>`, `cr:audit:<company>`) live on whatever shard they hash
-//! to. Two indexes are kept as **supersets** — a user's rooms (`cr:user:<id>:rooms`) and a
+//! `cr:file:<id>`, `cr:invite:<token>`, `cr:audit:<company>`, and `cr:retired:u:<id>` /
+//! `cr:retired:co:<id>` for deleted ids, A2) live on whatever shard they hash to. Two indexes are kept as **supersets** — a user's rooms (`cr:user:<id>:rooms`) and a
 //! company's groups (`cr:co:<id>:groups`) are added to *before* the room entry that needs them
 //! commits, and every read checks the room's own projection — so a crash between the two writes
 //! never shows a room to someone who is not in it.

@@ -11,6 +11,7 @@ impl DirectoryStore for SqliteStore {
         let settings = json(&c.settings)?;
         let hash = admin_key_hash.to_owned();
         self.write(move |conn| {
+            refuse_retired(conn, &c.id.0, "company")?;
             conn.execute(
                 "INSERT INTO companies (id, name, settings, key_hash, self_registered) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -80,8 +81,12 @@ impl DirectoryStore for SqliteStore {
     async fn delete_company(&self, id: &CompanyId) -> StoreResult<()> {
         let id = id.clone();
         self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM companies WHERE id = ?1")?
+            let gone = conn
+                .prepare_cached("DELETE FROM companies WHERE id = ?1")?
                 .execute(params![id.0])?;
+            if gone > 0 {
+                retire(conn, &id.0, "company")?;
+            }
             Ok(())
         })
         .await
@@ -91,8 +96,12 @@ impl DirectoryStore for SqliteStore {
         let id = id.clone();
         self.write(move |conn| {
             // One write batch, one transaction.
-            conn.prepare_cached("DELETE FROM users WHERE id = ?1")?
+            let gone = conn
+                .prepare_cached("DELETE FROM users WHERE id = ?1")?
                 .execute(params![id.0])?;
+            if gone > 0 {
+                retire(conn, &id.0, "user")?;
+            }
             conn.prepare_cached("DELETE FROM contacts WHERE owner = ?1 OR contact = ?1")?
                 .execute(params![id.0])?;
             Ok(())
@@ -127,6 +136,7 @@ impl DirectoryStore for SqliteStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         let u = user.clone();
         self.write(move |conn| {
+            refuse_retired(conn, &u.id.0, "user")?;
             conn.execute(
                 "INSERT INTO users (id, company, name, email, kind, active, external_granted)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -252,4 +262,26 @@ impl DirectoryStore for SqliteStore {
         })
         .await
     }
+}
+
+/// A2: remember that `id` (a user's or a company's) was deleted, so that it is never created
+/// again — in the transaction of the deletion.
+fn retire(conn: &Connection, id: &str, kind: &str) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO retired_ids (id, kind, retired_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![id, kind, crate::clock::now_ms()])?;
+    Ok(())
+}
+
+/// A2: refuse to create a `kind` under an id that was deleted — in the transaction of the
+/// creation, so that a deletion committed before it is always seen.
+fn refuse_retired(conn: &Connection, id: &str, kind: &str) -> StoreResult<()> {
+    let retired: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM retired_ids WHERE id = ?1 AND kind = ?2)")?
+        .query_row(params![id, kind], |r| r.get(0))?;
+    if retired {
+        return Err(StoreError::Retired(format!("{kind} {id}")));
+    }
+    Ok(())
 }

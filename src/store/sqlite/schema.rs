@@ -10,7 +10,7 @@ use std::path::Path;
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// Bring the database at `path` (open as `conn`) to this build's schema: refuse one written by a
 /// newer build, upgrade an older one in place (each step an `ALTER TABLE`), create what is

@@ -129,3 +129,9 @@ CREATE TABLE IF NOT EXISTS audit_companies (
     PRIMARY KEY (company, audit)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS audit_companies_by_record ON audit_companies (audit);
+-- Deleted user and company ids (A2): never created again. Schema 8.
+CREATE TABLE IF NOT EXISTS retired_ids (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    retired_at INTEGER NOT NULL
+) WITHOUT ROWID;
