@@ -3,7 +3,7 @@
 
 use super::lookup::{company_settings, people};
 use crate::clock::now_ms;
-use crate::directory::{holds_external_permission, User};
+use crate::directory::{holds_external_permission, CompanySettings, User};
 use crate::domain::records::joined;
 use crate::domain::rules::{self, Person};
 use crate::error::{ApiError, ApiResult};
@@ -25,6 +25,18 @@ pub struct GroupSpec {
     pub features: Features,
 }
 
+/// The creator as the directory has them now, with their company's settings (D5): a session
+/// authenticated before an admin withdrew their permission, or disabled them, must not create
+/// with what it knew then.
+async fn creator_now(hub: &Hub, creator: &User) -> ApiResult<(Person, CompanySettings)> {
+    let settings = company_settings(&*hub.store, &creator.company).await?;
+    let Some(user) = hub.store.user(&creator.id).await? else {
+        return Err(ApiError::not_found(format!("user {}", creator.id)));
+    };
+    let permitted = holds_external_permission(&user, &settings);
+    Ok((Person { user, permitted }, settings))
+}
+
 /// G1: a user creates an external group.
 pub async fn create_group(
     hub: &Arc<Hub>,
@@ -39,11 +51,7 @@ pub async fn create_group(
             format!("at most {max} participants per request"),
         ));
     }
-    let settings = company_settings(&*hub.store, &creator.company).await?;
-    let me = Person {
-        user: creator.clone(),
-        permitted: holds_external_permission(creator, &settings),
-    };
+    let (me, settings) = creator_now(hub, creator).await?;
     let named: Vec<UserId> = spec.members.iter().chain(&spec.masters).cloned().collect();
     let people = people(&*hub.store, &named).await?;
     let contacts: HashSet<UserId> = hub.store.contacts(&creator.id).await?.into_iter().collect();
@@ -125,11 +133,7 @@ pub async fn create_room(
             format!("at most {max} participants per request"),
         ));
     }
-    let settings = company_settings(&*hub.store, &creator.company).await?;
-    let me = Person {
-        user: creator.clone(),
-        permitted: holds_external_permission(creator, &settings),
-    };
+    let (me, _) = creator_now(hub, creator).await?;
     let people = people(&*hub.store, members).await?;
     let plan = rules::plan_room(&me, name, members, &people, max)?;
     store_room(
@@ -149,11 +153,10 @@ pub async fn create_room(
 /// (as the room actor does after every admission).
 async fn recheck_participants(hub: &Arc<Hub>, new: &NewRoom) -> ApiResult<()> {
     let named: Vec<UserId> = new.members.iter().chain(&new.masters).cloned().collect();
-    let lost: Vec<UserId> = people(&*hub.store, &named)
+    let lost: Vec<UserId> = super::lookup::lacking_permission(&*hub.store, &named)
         .await?
-        .into_values()
-        .filter(|p| !p.permitted)
-        .map(|p| p.user.id)
+        .into_iter()
+        .map(|(user, _)| user)
         .collect();
     if !lost.is_empty() {
         super::policy::enforce(hub, &lost).await?;

@@ -41,6 +41,27 @@ pub async fn people(store: &dyn Store, ids: &[UserId]) -> ApiResult<HashMap<User
     Ok(out)
 }
 
+/// Of `ids`, who lacks external permission now, with their company: a user the directory no
+/// longer knows (deleted) lacks it too — an admission racing a deletion is undone like one
+/// racing a withdrawal (G13, A2). The one test every re-check and reconciliation uses.
+pub async fn lacking_permission(
+    store: &dyn Store,
+    ids: &[UserId],
+) -> ApiResult<Vec<(UserId, CompanyId)>> {
+    let found = people(store, ids).await?;
+    let mut out = Vec::new();
+    for id in ids {
+        match found.get(id) {
+            Some(p) if p.permitted => {}
+            Some(p) => out.push((id.clone(), p.user.company.clone())),
+            None => out.extend(id.company().map(|c| (id.clone(), c))),
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// One user, fresh from the directory.
 pub async fn person(store: &dyn Store, id: &UserId) -> ApiResult<Person> {
     people(store, std::slice::from_ref(id))

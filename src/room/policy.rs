@@ -18,16 +18,14 @@ use std::sync::Arc;
 pub async fn enforce(hub: &Arc<Hub>, users: &[UserId]) -> ApiResult<usize> {
     let mut removed = 0;
     for id in users {
-        let person = match lookup::person(&*hub.store, id).await {
-            Ok(p) => p,
-            // Gone from the directory: nothing of theirs to reconcile.
-            Err(e) if e.code == ErrorCode::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if person.permitted {
+        // A user gone from the directory lacks permission too: what an admission racing their
+        // deletion let in is taken out here as well.
+        let Some((_, company)) = lookup::lacking_permission(&*hub.store, std::slice::from_ref(id))
+            .await?
+            .pop()
+        else {
             continue;
-        }
-        let company = person.user.company.clone();
+        };
         for room in hub.store.groups_of(id).await? {
             let result = hub
                 .rooms

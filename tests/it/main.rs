@@ -17,6 +17,7 @@ mod first_hour;
 mod groups;
 mod harness;
 mod hostile;
+mod identities;
 mod js_client;
 mod lifecycle;
 mod model;

@@ -17,17 +17,10 @@ impl RoomActor {
         people.dedup();
         let (ctx, id) = (self.ctx.clone(), self.id.clone());
         self.ctx.shutdown.spawn(async move {
-            let lacking: Vec<(UserId, crossroom_protocol::CompanyId)> =
-                match lookup::people(&*ctx.store, &people).await {
-                    Ok(found) => found
-                        .into_values()
-                        .filter(|p| !p.permitted)
-                        .map(|p| (p.user.id, p.user.company))
-                        .collect(),
-                    Err(e) => {
-                        return tracing::debug!(room = %id, error = %e, "reconciliation skipped")
-                    }
-                };
+            let lacking = match lookup::lacking_permission(&*ctx.store, &people).await {
+                Ok(lacking) => lacking,
+                Err(e) => return tracing::debug!(room = %id, error = %e, "reconciliation skipped"),
+            };
             if lacking.is_empty() {
                 return;
             }
@@ -147,21 +140,18 @@ impl RoomActor {
     /// removes (reason `policy`) whoever no longer holds external permission, before it takes its
     /// next command: either the withdrawal sees the member, or this sees the withdrawal.
     pub(super) async fn recheck_admitted(&mut self, users: Vec<UserId>) {
-        for user in users {
-            let person = match lookup::person(&*self.ctx.store, &user).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(room = %self.id, %user, error = %e, "cannot re-check an admission");
-                    continue;
-                }
-            };
-            if person.permitted {
-                continue;
+        let lacking = match lookup::lacking_permission(&*self.ctx.store, &users).await {
+            Ok(lacking) => lacking,
+            Err(e) => {
+                // The periodic reconciliation looks again.
+                return tracing::warn!(room = %self.id, error = %e, "cannot re-check admissions");
             }
-            tracing::info!(room = %self.id, %user, "admitted while losing permission; removing");
+        };
+        for (user, company) in lacking {
+            tracing::info!(room = %self.id, %user, "admitted while losing permission or deleted; removing");
             let (reply, _answer) = Reply::channel();
-            let actor = Actor::Policy(person.user.company.clone());
-            self.change(actor, Change::RemoveMember(user), reply).await;
+            self.change(Actor::Policy(company), Change::RemoveMember(user), reply)
+                .await;
         }
     }
 }

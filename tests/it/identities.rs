@@ -1,0 +1,157 @@
+//! Identities and the directory as it is now (A2, D5, G13): a session decides with the user's
+//! current record, not the one it authenticated with; a user deleted while an admission of
+//! theirs is in flight does not stay in the group.
+
+use crate::harness::*;
+use crossroom_protocol::{ClientFrame, Encoding, ErrorCode, RoomId, ServerFrame, UserId};
+use serde_json::json;
+use std::time::Duration;
+
+/// D5: una's session outlives the withdrawal of her external permission (per member): the same
+/// session may create neither an external group nor a general room with an external user — it
+/// once answered `room_created` with una in it (decided on the user cached at authentication).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d5_a_session_creates_with_the_directory_as_it_is_now() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let acme = server.http(Some(&w.acme_key));
+    let r = acme
+        .patch(
+            "/v1/admin/company/settings",
+            json!({ "external_permission": "per_member" }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let una = user_with(
+        &acme,
+        json!({ "login": "una", "name": "Una", "external_permission": true }),
+    )
+    .await;
+    contact(&server, &w.acme_key, &una.id, &w.carol.id).await;
+    let mut session = server.connect(&una.token, Encoding::MsgPack).await;
+    let before = create(&mut session, &w.carol.id, true).await;
+    assert!(
+        matches!(before, ServerFrame::RoomCreated { .. }),
+        "{before:?}"
+    );
+
+    let r = acme
+        .patch(
+            &format!("/v1/admin/users/{}", una.id),
+            json!({ "external_permission": false }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let group = create(&mut session, &w.carol.id, true).await;
+    assert_eq!(
+        error_code(&group),
+        ErrorCode::NoExternalPermission,
+        "{group:?}"
+    );
+    // A general room: carol may not be added by her any more, so nobody is left to join it.
+    let room = create(&mut session, &w.carol.id, false).await;
+    assert_eq!(error_code(&room), ErrorCode::InvalidArgument, "{room:?}");
+}
+
+/// `create_group` (or `create_room`) by the session's user with `member`.
+async fn create(
+    c: &mut crossroom_protocol::client::Client,
+    member: &UserId,
+    group: bool,
+) -> ServerFrame {
+    let frame = if group {
+        ClientFrame::CreateGroup {
+            id: 0,
+            name: "Una's".into(),
+            description: String::new(),
+            members: vec![member.clone()],
+            masters: vec![],
+            add_self_as_member: true,
+            features: None,
+        }
+    } else {
+        ClientFrame::CreateRoom {
+            id: 0,
+            name: "Una's room".into(),
+            members: vec![member.clone()],
+        }
+    };
+    c.request(frame).await.expect("reply")
+}
+
+/// G13, A2: `add_members` of a user racing that user's deletion (`DELETE /v1/admin/users`), in
+/// counted trials: once both are answered and the re-checks have run, the deleted user is in the
+/// group in none of them. (The re-check after an admission, the reconciliation and the removal
+/// by policy skipped users the directory no longer has, so an add that committed after the
+/// deletion's sweep left the deleted id in the group for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g13_a2_an_add_racing_a_deletion_never_leaves_the_deleted_user_in() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Racing", &[&w.carol.id]).await;
+    let globex = server.http(Some(&w.globex_key));
+    let trials = 300;
+    let (mut admitted, mut left_in) = (0, Vec::new());
+    for i in 0..trials {
+        let x = user(&server, &w.globex_key, &format!("x{i}"), "works").await;
+        contact(&server, &w.acme_key, &w.alice.id, &x.id).await;
+        let deletion = {
+            let (globex, path) = (globex.clone(), format!("/v1/admin/users/{}", x.id));
+            tokio::spawn(async move { globex.delete(&path).await })
+        };
+        // Staggered by the trial, so that the add lands before, during and after the deletion.
+        tokio::time::sleep(Duration::from_micros(100 * (i % 40) as u64)).await;
+        let add = alice
+            .send(&mut ClientFrame::AddMembers {
+                id: 0,
+                room: room.clone(),
+                users: vec![x.id.clone()],
+            })
+            .await
+            .expect("send");
+        let r = deletion.await.expect("joined").expect("http");
+        assert_eq!(r.status, 204, "{:?}", r.body);
+        let answer = alice
+            .reply_to(add, Duration::from_secs(10))
+            .await
+            .expect("the add is answered");
+        if matches!(answer, ServerFrame::Changed { .. }) {
+            admitted += 1;
+        }
+        if still_member(&mut alice, &room, &x.id).await {
+            left_in.push(x.id);
+        }
+    }
+    eprintln!("{trials} trials: the add admitted {admitted} times; left in: {left_in:?}");
+    assert!(
+        left_in.is_empty(),
+        "deleted users left in the group: {left_in:?}"
+    );
+}
+
+/// Whether `user` is still a member of `room` once the re-checks had their time (up to 5 s).
+async fn still_member(
+    c: &mut crossroom_protocol::client::Client,
+    room: &RoomId,
+    user: &UserId,
+) -> bool {
+    for _ in 0..50 {
+        let r = c
+            .request(ClientFrame::GetRoom {
+                id: 0,
+                room: room.clone(),
+            })
+            .await
+            .expect("get_room");
+        match r {
+            ServerFrame::Room { room, .. } if !room.members.contains(user) => return false,
+            ServerFrame::Room { .. } => {}
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
