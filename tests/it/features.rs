@@ -94,6 +94,63 @@ fn note(title: &str, notify: bool) -> NoteFields {
     }
 }
 
+/// N1: a note never grows past what one answer can carry — the longest body (100,000
+/// characters) and comments of four-byte characters until the note is full (1 MiB of their
+/// text) — so another member's
+/// `query notes` is answered and their session stays open. (Comments once had no cap: the
+/// note grew until the page that carried it was over the session's outbound budget, which
+/// closed the asker, 4000, again on every reconnect.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n1_a_note_never_grows_past_what_an_answer_can_carry() {
+    let Room {
+        server: _server,
+        room,
+        mut alice,
+        mut carol,
+        ..
+    } = room().await;
+    let body = NoteFields {
+        body: "x".repeat(100_000),
+        ..note("Heavy", false)
+    };
+    let id = act_ok(&mut alice, &room, Action::PostNote(body)).await;
+    let comment = "\u{1F600}".repeat(10_000);
+    let mut accepted = 0;
+    let refused = loop {
+        let r = act(
+            &mut alice,
+            &room,
+            Action::CommentNote {
+                note: id,
+                text: comment.clone(),
+            },
+        )
+        .await;
+        match r {
+            ServerFrame::Changed { .. } => accepted += 1,
+            other => break other,
+        }
+        assert!(accepted <= 30, "1 MiB of comments is 26 of these");
+    };
+    assert_eq!(
+        error_code(&refused),
+        ErrorCode::LimitExceeded,
+        "{refused:?}"
+    );
+    assert_eq!(accepted, 26);
+    let QueryResult::Notes { notes, .. } =
+        result(&mut carol, &room, Query::Notes { cursor: None }).await
+    else {
+        panic!()
+    };
+    assert_eq!(notes[0].comments.len(), 26);
+    let pong = carol
+        .request(ClientFrame::Ping { id: 0 })
+        .await
+        .expect("the asker's session is open");
+    assert!(matches!(pong, ServerFrame::Pong { .. }));
+}
+
 /// N1: notes with limits, notices, edit rights, comments, likes, read counts and deletion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n1_notes() {

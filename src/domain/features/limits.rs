@@ -2,21 +2,22 @@
 
 /// N1 limits, in characters.
 pub const MAX_NOTE_TITLE: usize = 200;
-
 pub const MAX_NOTE_BODY: usize = 100_000;
 
 /// T1 limits, in characters.
 pub const MAX_TASK_TITLE: usize = 200;
-
 pub const MAX_TASK_CONTENT: usize = 5_000;
-
 pub const MAX_ASSIGNEES: usize = 100;
 
 /// Comment, calendar text and folder name limits, in characters.
 pub const MAX_COMMENT: usize = 10_000;
-
+/// The most comments one note holds, and the most bytes (UTF-8) of their texts together: a note
+/// with all of them and the longest body (≤ 400 KB) stays far inside a session's outbound budget
+/// (4 MiB), so any member's `query notes` is answered — a note too large for it once closed the
+/// session that asked.
+pub const MAX_COMMENTS_PER_NOTE: usize = 1_000;
+pub const MAX_NOTE_COMMENT_BYTES: usize = 1 << 20;
 pub const MAX_CALENDAR_TEXT: usize = 10_000;
-
 pub const MAX_FOLDER_NAME: usize = 255;
 
 /// Most occurrences a calendar query returns.

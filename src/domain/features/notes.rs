@@ -3,7 +3,24 @@
 use super::context::*;
 use super::limits::*;
 use crate::error::{ApiError, ApiResult};
-use crossroom_protocol::{Action, Comment, Event, EventBody, Item, Note, NoteFields};
+use crossroom_protocol::{Action, Comment, ErrorCode, Event, EventBody, Item, Note, NoteFields};
+
+/// A note takes one more comment only within [`MAX_COMMENTS_PER_NOTE`] and
+/// [`MAX_NOTE_COMMENT_BYTES`].
+fn check_room_for_comment(n: &Note, text: &str) -> ApiResult<()> {
+    let bytes: usize = n.comments.iter().map(|c| c.text.len()).sum();
+    if n.comments.len() >= MAX_COMMENTS_PER_NOTE || bytes + text.len() > MAX_NOTE_COMMENT_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "a note holds at most {MAX_COMMENTS_PER_NOTE} comments and {} KiB of their text; \
+                 delete some first",
+                MAX_NOTE_COMMENT_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
 
 pub(super) fn note(ctx: &Context, id: u64) -> ApiResult<&Note> {
     match &ctx.item {
@@ -82,8 +99,9 @@ pub(super) fn notes(by: &By, action: &Action) -> ApiResult<Vec<EventBody>> {
         }
         Action::CommentNote { note: id, text } => {
             check_switch(room, f.note, "note")?;
-            note(ctx, *id)?;
+            let n = note(ctx, *id)?;
             check_len("comment", text, 1, MAX_COMMENT)?;
+            check_room_for_comment(n, text)?;
             vec![EventBody::NoteCommented {
                 note: *id,
                 text: text.clone(),
