@@ -270,6 +270,15 @@ pub trait RoomLogStore: Send + Sync + 'static {
         false
     }
 
+    /// Mark `room` in this run, durably, before its first entry is numbered here and delivered
+    /// ahead of its commit ([`RoomLogStore::sole_writer`]): after an unclean stop, the rooms so
+    /// marked — and only they — may have shown a tail the store does not hold, and move to new
+    /// epochs; every other room resumes with a gapless replay. A store that numbers its own
+    /// entries has nothing to mark.
+    async fn mark_numbered(&self, _room: &RoomId) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Move `room` to a new `epoch`, keeping its log: every client is then told to reset (D1).
     /// A sole writer does this when an entry it delivered was not stored as delivered.
     async fn move_epoch(&self, _room: &RoomId, _epoch: u64) -> StoreResult<()> {

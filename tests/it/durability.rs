@@ -333,9 +333,13 @@ async fn a_delivered_tail_whose_commits_fail_is_never_acknowledged_and_resets_it
     post_ok(&mut alice, &room, "warm", "first").await;
     let mut carol = server.connect(&w.carol.token, Encoding::Json).await;
     let (mut epoch, _) = subscribe(&mut carol, &room, None).await;
+    // With a subscriber, the next post marks the room for delivery before the commit (while
+    // the disk still works), and later ones are delivered early.
+    post_ok(&mut alice, &room, "warm2", "second").await;
+    while carol.next_frame(Duration::from_millis(300)).await.is_ok() {}
 
     let mut seen: BTreeMap<(u64, u64), String> = BTreeMap::new();
-    let mut acked: Vec<String> = vec!["warm".into()];
+    let mut acked: Vec<String> = vec!["warm".into(), "warm2".into()];
     let (mut acked_while_failing, mut shown_twice, mut not_reset, mut shown_early) = (0, 0, 0, 0);
     let mut same_epoch_resets = 0;
     let mut see = |seen: &mut BTreeMap<(u64, u64), String>, e: &crossroom_protocol::Event| {
@@ -447,4 +451,44 @@ async fn a_delivered_tail_whose_commits_fail_is_never_acknowledged_and_resets_it
         "no reset keeps the epoch whose tail was lost"
     );
     assert_eq!(stored, acked, "the log is the acknowledged posts, in order");
+}
+
+/// D1: a crash resets only what it must. A room of three delivers every entry at its commit (it
+/// is below `early_delivery_subscribers`), so it can have shown nothing the store does not
+/// hold: after a SIGKILL right after 200 acknowledged posts, its reader resumes from where it
+/// was with a gapless replay, and nobody is told `reset` (readers reset needlessly: 0). The
+/// server used to move every room its run had written to a new epoch, and every client of every
+/// active room reloaded after any crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d1_a_crash_resets_only_rooms_whose_tail_may_be_missing() {
+    let mut server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Small", &[&w.carol.id, &w.bob.id]).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let (epoch, _) = subscribe(&mut carol, &room, None).await;
+    let mut last = 0;
+    for i in 0..200 {
+        last = post_ok(&mut alice, &room, &format!("s{i}"), &format!("small {i}")).await;
+    }
+    let seen = last - 50;
+    server.kill().await;
+    server.restart().await;
+
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let (now, head) = subscribe(&mut carol, &room, Some((epoch, seen))).await;
+    assert_eq!((now, head), (epoch, last), "same epoch, nothing lost");
+    let mut replayed = Vec::new();
+    while let Ok(f) = carol.next_push(Duration::from_millis(500)).await {
+        match f {
+            ServerFrame::Event(e) => replayed.push(e.seq),
+            ServerFrame::Reset { .. } => panic!("reset needlessly"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        replayed,
+        (seen + 1..=last).collect::<Vec<_>>(),
+        "a gapless replay"
+    );
 }

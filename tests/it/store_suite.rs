@@ -203,16 +203,16 @@ async fn sqlite_schema_5_heads_upgrade() {
     store.close().await;
 }
 
-/// Schema 7: a file of schema 6 (no run marks) opens and takes appends; and a run that did not
-/// stop cleanly (its id left in `meta`) has exactly the rooms it wrote moved to new epochs at
-/// the next open, with their logs kept.
+/// A file of schema 6 (no run marks) opens and takes appends; and a run that did not stop
+/// cleanly (its id left in `meta`) has exactly the rooms it numbered (marked, D1) moved to new
+/// epochs at the next open, with their logs kept — not a room it only wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_runs_mark_rooms_and_an_unclean_stop_moves_their_epochs() {
     use crossroom::store::Store;
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("t.db");
     let (a, b): (crossroom_protocol::RoomId, crossroom_protocol::RoomId) =
-        ("r_written".into(), "r_idle".into());
+        ("r_numbered".into(), "r_written".into());
     let alice: crossroom_protocol::UserId = "alice@acme.example".into();
     let post = |i: usize| message(&alice, &format!("u{i}"), &format!("message {i}"));
     async fn append(store: &SqliteStore, room: &crossroom_protocol::RoomId, entry: NewEntry) {
@@ -257,21 +257,30 @@ async fn sqlite_runs_mark_rooms_and_an_unclean_stop_moves_their_epochs() {
     let clean = SqliteStore::open(&path).expect("reopen after a clean stop");
     let (clean, a1, b1) = epochs(clean, &a, &b).await;
     assert_eq!((a1, b1), (a0, b0), "a clean stop moves nothing");
+    // This run numbers `a`'s entries (marked) and only writes `b`'s (delivered at the commit).
+    clean.mark_numbered(&a).await.expect("mark");
     append(&clean, &a, post(1)).await;
+    append(&clean, &b, post(2)).await;
     clean.close().await;
     // The run that just wrote `a` dies without its clean stop: its id stays in `meta`.
     {
         let db = rusqlite::Connection::open(&path).expect("open");
         db.execute(
-            "UPDATE meta SET value = (SELECT run FROM room_heads WHERE room = 'r_written') WHERE key = 'run'",
+            "UPDATE meta SET value = (SELECT run FROM room_heads WHERE room = 'r_numbered') WHERE key = 'run'",
             [],
         )
         .expect("unclean");
     }
     let after = SqliteStore::open(&path).expect("reopen after an unclean stop");
     let (after, a2, b2) = epochs(after, &a, &b).await;
-    assert_ne!(a2, a1, "the room the dead run wrote moves to a new epoch");
-    assert_eq!(b2, b1, "a room it did not write keeps its epoch");
+    assert_ne!(
+        a2, a1,
+        "the room the dead run numbered moves to a new epoch"
+    );
+    assert_eq!(
+        b2, b1,
+        "a room it only wrote (delivered at the commit) keeps its epoch"
+    );
     let events = after.read_range(&a, 0, u64::MAX, 100).await.expect("read");
     assert_eq!(events.len(), 3, "created + 2 posts: the log is kept");
     assert!(events.iter().all(|e| e.epoch == a2), "under the new epoch");

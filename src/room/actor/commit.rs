@@ -45,10 +45,13 @@ impl RoomActor {
     /// version is waited for, so every decision after it knows the version it stands on.
     /// Numbered here (the seqs after the head) and delivered once queued, when the actor may.
     pub(super) async fn append(&mut self, entries: Vec<NewEntry>, ack: Ack, redo: Redo) {
+        let moves = entries.iter().any(|e| moves_version(&e.body));
+        if !moves && !self.early && self.wants_numbering() {
+            self.mark_numbered().await;
+        }
         let Some(room) = &self.room else {
             return ack.into_reply().fail(self.not_found());
         };
-        let moves = entries.iter().any(|e| moves_version(&e.body));
         let queued = Instant::now();
         let attempt = std::mem::take(&mut self.redeciding);
         let version = room.version;
@@ -164,9 +167,6 @@ impl RoomActor {
                 return ack.into_reply().fail(e.into());
             }
         };
-        // A commit of ours marked the room in this run: from now on a sole writer's entries
-        // are numbered here and delivered before they commit.
-        self.early |= self.ctx.store.sole_writer() && appended.iter().any(|a| !a.duplicate);
         self.acknowledge(appended, ack, early).await;
     }
 

@@ -6,14 +6,35 @@ use super::*;
 
 impl RoomActor {
     /// Whether the next entry that does not move the state version is numbered here and
-    /// delivered before its commit: a sole writer whose room this run marked, nothing in flight
-    /// that the store numbers, no lost tail, and enough subscribers for the retry check each
-    /// post then costs to pay (`limits.early_delivery_subscribers`).
+    /// delivered before its commit: the room is marked in this run ([`Self::mark_numbered`]) and
+    /// [`Self::wants_numbering`].
     pub(super) fn numbers_now(&self) -> bool {
-        self.early
+        self.early && self.wants_numbering()
+    }
+
+    /// Whether entries would be numbered here, the mark aside: a sole writer, nothing in flight
+    /// that the store numbers, no lost tail, and enough subscribers for the retry check each post
+    /// then costs to pay (`limits.early_delivery_subscribers`).
+    pub(super) fn wants_numbering(&self) -> bool {
+        self.ctx.store.sole_writer()
             && !self.tail_lost
             && self.unnumbered == 0
             && self.subscribers.len() >= self.ctx.limits.early_delivery_subscribers
+    }
+
+    /// Mark the room in this run, durably, before its first entry is numbered here (D1): after an
+    /// unclean stop only marked rooms move to new epochs — a room whose entries were delivered at
+    /// their commit shows nothing the store does not hold, and resumes without a reset. Until a
+    /// mark is stored, entries go on being delivered at their commit.
+    pub(super) async fn mark_numbered(&mut self) {
+        match self.ctx.store.mark_numbered(&self.id).await {
+            Ok(()) => self.early = true,
+            Err(e) => tracing::warn!(
+                room = %self.id,
+                error = %e,
+                "cannot mark the room for delivery before the commit; delivering at the commit"
+            ),
+        }
     }
 
     /// The stored entry of an earlier post by `user` with this client id: one still in flight

@@ -12,7 +12,8 @@
 //! numbers what it queues and delivers it at once — live delivery never waits for the disk —
 //! while `posted` and `changed` still wait for the commit (D2). An entry that was delivered and
 //! then not stored as delivered moves the room to a new epoch, and every subscriber resets (D1);
-//! so does an unclean stop, for every room its run wrote ([`crate::store::RoomLogStore::sole_writer`]).
+//! so does an unclean stop, for every room its run marked before numbering its entries
+//! ([`crate::store::RoomLogStore::mark_numbered`]); a room delivered at its commits resumes.
 //! Membership changes are still delivered at their commit: nobody is cut off, or let in, by a
 //! line that might not be stored.
 //!
@@ -237,8 +238,8 @@ struct RoomActor {
     subscribers: HashMap<SessionId, Subscriber>,
     /// Appends queued in the store, in commit order.
     pending: FuturesOrdered<Pending>,
-    /// Whether entries are numbered here and delivered before their commit: with a store that
-    /// is this room's sole writer, once a commit of ours has marked the room in this run.
+    /// Whether the room is marked in this run ([`RoomActor::mark_numbered`]), so that entries may
+    /// be numbered here and delivered before their commit.
     early: bool,
     /// Appends in flight that the store numbers (delivered at their commit): none may be, for
     /// the actor to number what follows.

@@ -10,7 +10,6 @@ use super::*;
 /// Append one entry inside the writer's transaction.
 pub(super) fn append_one(
     conn: &Connection,
-    run: i64,
     room: &RoomId,
     entry: &NewEntry,
 ) -> StoreResult<Appended> {
@@ -49,8 +48,8 @@ pub(super) fn append_one(
         entry.client_msg_id(),
         encode_body(&entry.body)?
     ])?;
-    conn.prepare_cached("UPDATE room_heads SET head = ?2, run = ?3 WHERE room = ?1")?
-        .execute(params![room.0, seq, run])?;
+    conn.prepare_cached("UPDATE room_heads SET head = ?2 WHERE room = ?1")?
+        .execute(params![room.0, seq])?;
     if crate::store::moves_version(&entry.body) {
         conn.prepare_cached("UPDATE rooms SET version = ?2 WHERE id = ?1")?
             .execute(params![room.0, seq])?;
@@ -236,7 +235,6 @@ impl RoomLogStore for SqliteStore {
     async fn create_room(&self, room: &NewRoom) -> StoreResult<Event> {
         let r = room.clone();
         let features = json(&r.features)?;
-        let run = self.run;
         self.write(move |conn| {
             // G20, in the insert's transaction: concurrent creations cannot both see room.
             if let Some(max) = r.max_owned_groups {
@@ -278,7 +276,7 @@ impl RoomLogStore for SqliteStore {
             conn.prepare_cached("INSERT INTO room_heads (room, head) VALUES (?1, 0)")?
                 .execute(params![r.id.0])?;
             // Its members, masters and audit record come from projecting its first entry.
-            let created = append_one(conn, run, &r.id, &r.first_entry())?;
+            let created = append_one(conn, &r.id, &r.first_entry())?;
             Ok(created.event)
         })
         .await
@@ -296,7 +294,6 @@ impl RoomLogStore for SqliteStore {
         expect: Option<u64>,
     ) -> StoreResult<CommitTicket> {
         let room = room.clone();
-        let run = self.run;
         let rx = self
             .enqueue(move |conn| {
                 if let Some(expected) = expect {
@@ -312,7 +309,7 @@ impl RoomLogStore for SqliteStore {
                 }
                 entries
                     .iter()
-                    .map(|e| append_one(conn, run, &room, e))
+                    .map(|e| append_one(conn, &room, e))
                     .collect::<StoreResult<Vec<_>>>()
             })
             .await?;
@@ -321,6 +318,16 @@ impl RoomLogStore for SqliteStore {
 
     fn sole_writer(&self) -> bool {
         true
+    }
+
+    async fn mark_numbered(&self, room: &RoomId) -> StoreResult<()> {
+        let (room, run) = (room.clone(), self.run);
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE room_heads SET run = ?2 WHERE room = ?1")?
+                .execute(params![room.0, run])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn move_epoch(&self, room: &RoomId, epoch: u64) -> StoreResult<()> {

@@ -10,7 +10,8 @@
 //!
 //! This process is the only writer of the file, so room actors number their entries themselves
 //! and deliver them before they commit ([`RoomLogStore::sole_writer`]). Each run has an id, kept in
-//! `meta` while it runs and every room it writes is marked with (`room_heads.run`); a run that
+//! `meta` while it runs and every room it numbers is marked with ([`RoomLogStore::mark_numbered`],
+//! `room_heads.run`) before its first entry is delivered ahead of its commit; a run that
 //! did not end cleanly leaves its id behind, and the next open moves every room it marked to a
 //! new epoch: what subscribers were shown of a tail that never reached the disk is never
 //! resumed as if it had (D1).
@@ -56,7 +57,7 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 pub struct SqliteStore {
-    /// This run's id, marked on every room it writes.
+    /// This run's id, marked on every room whose entries it numbers and delivers early.
     run: i64,
     /// `None` once closed.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,

@@ -108,7 +108,9 @@ pub fn snapshot_into(db: &Path, dest: &Path) -> StoreResult<()> {
 }
 
 /// Begin a run: after an unclean stop (the last run's id is still in `meta`), move every room
-/// that run wrote to a new epoch; then record this run's id. A database that is a backup
+/// that run marked ([`RoomLogStore::mark_numbered`](crate::store::RoomLogStore::mark_numbered):
+/// it numbered and delivered entries before their commit) to a new epoch; then record this
+/// run's id. A database that is a backup
 /// ([`snapshot_into`]) moves every room to a new epoch — clients may have seen entries newer
 /// than the copy in any of them — and is logged as the restore it is, not as a crash.
 pub(super) fn begin_run(conn: &Connection) -> StoreResult<i64> {
@@ -137,7 +139,7 @@ pub(super) fn begin_run(conn: &Connection) -> StoreResult<i64> {
         let moved = move_run_epochs(conn, last)?;
         tracing::warn!(
             rooms = moved,
-            "the last run did not stop cleanly: the rooms it wrote go on under new epochs (clients reset)"
+            "the last run did not stop cleanly: the rooms it delivered before their commits go on under new epochs (their clients reset)"
         );
     }
     let run = (crate::random::epoch() as i64).max(1);
@@ -164,7 +166,7 @@ fn move_all_epochs(conn: &Connection) -> StoreResult<usize> {
     Ok(rooms.len())
 }
 
-/// Move every room the run `run` wrote to a new epoch; how many.
+/// Move every room the run `run` marked to a new epoch; how many.
 fn move_run_epochs(conn: &Connection, run: i64) -> StoreResult<usize> {
     let rooms: Vec<String> = conn
         .prepare("SELECT room FROM room_heads WHERE run = ?1")?
