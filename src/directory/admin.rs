@@ -524,8 +524,9 @@ async fn delete_user(
 }
 
 /// Disable the user (their sessions close on every node), take them out of every external
-/// group (disabled, they lack permission: G13's reconciliation removes them, reason `policy`),
-/// then delete them from the directory.
+/// group (disabled, they lack permission: G13's reconciliation removes them, reason `policy`)
+/// and every general room (A2: nothing of theirs stays where a later holder of the id could find
+/// it), then delete them from the directory, their id retired.
 async fn forget_user(hub: &Arc<Hub>, user: &User) -> ApiResult<()> {
     let change = UserChange {
         active: Some(false),
@@ -536,6 +537,7 @@ async fn forget_user(hub: &Arc<Hub>, user: &User) -> ApiResult<()> {
     hub.sessions
         .close_user(&user.id, CloseReason::UserDisabled.into());
     policy::enforce(hub, std::slice::from_ref(&user.id)).await?;
+    policy::leave_general_rooms(hub, user).await?;
     hub.store.delete_user(&user.id).await?;
     tracing::info!(user = %user.id, "user deleted");
     Ok(())

@@ -48,3 +48,29 @@ pub async fn enforce(hub: &Arc<Hub>, users: &[UserId]) -> ApiResult<usize> {
     }
     Ok(removed)
 }
+
+/// A2: take a user being deleted out of every general room they are in (`member_removed`,
+/// reason `policy`, by their own company), as [`enforce`] does for groups: the removal line of
+/// D4 in each, so nothing after it reaches them.
+pub async fn leave_general_rooms(hub: &Arc<Hub>, user: &crate::directory::User) -> ApiResult<()> {
+    for row in hub.store.rooms_of(&user.id).await? {
+        if row.kind != crossroom_protocol::RoomKind::Room {
+            continue;
+        }
+        let result = hub
+            .rooms
+            .change(
+                &row.room,
+                Actor::Policy(user.company.clone()),
+                Change::RemoveMember(user.id.clone()),
+            )
+            .await;
+        match result {
+            Ok(_) => {}
+            // Left meanwhile, or the room is gone.
+            Err(e) if e.code == ErrorCode::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -155,3 +155,43 @@ async fn still_member(
     }
     true
 }
+
+/// A2: a deleted user leaves every general room too, with a `member_removed` (reason `policy`)
+/// that the others see live — the removal line of D4 — and the room's members no longer name
+/// them. (Deleting a user once removed them from external groups only: the id stayed in general
+/// rooms, where the next holder of the login inherited the room and its whole history.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_a_deleted_user_leaves_general_rooms_too() {
+    use crossroom_protocol::{EventBody, RemovalReason};
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = match alice
+        .request(ClientFrame::CreateRoom {
+            id: 0,
+            name: "Shared".into(),
+            members: vec![w.carol.id.clone()],
+        })
+        .await
+        .expect("reply")
+    {
+        ServerFrame::RoomCreated { room, .. } => room.id,
+        other => panic!("{other:?}"),
+    };
+    subscribe(&mut alice, &room, None).await;
+    post_ok(&mut alice, &room, "g1", "before").await;
+    let r = server
+        .http(Some(&w.globex_key))
+        .delete(&format!("/v1/admin/users/{}", w.carol.id))
+        .await
+        .expect("http");
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    loop {
+        let e = next_event(&mut alice).await;
+        if let EventBody::MemberRemoved { user, reason } = e.body {
+            assert_eq!((user, reason), (w.carol.id.clone(), RemovalReason::Policy));
+            break;
+        }
+    }
+    assert!(!still_member(&mut alice, &room, &w.carol.id).await);
+}

@@ -329,8 +329,25 @@ pub(super) fn decide_general(
     change: &Change,
     ctx: &Context,
 ) -> ApiResult<Decision> {
-    let Actor::User(me) = actor else {
-        return Err(forbidden("general rooms are managed by their participants"));
+    let me = match actor {
+        Actor::User(me) => me,
+        // A2: a company deleting one of its people takes them out of general rooms too, as it
+        // does of groups (reason `policy`) — and only its own people.
+        Actor::Policy(c) => {
+            return match change {
+                Change::RemoveMember(u)
+                    if u.company().as_ref() == Some(c) && is_member(room, u) =>
+                {
+                    Ok(single(EventBody::MemberRemoved {
+                        user: u.clone(),
+                        reason: RemovalReason::Policy,
+                    }))
+                }
+                Change::RemoveMember(u) => Err(ApiError::not_found(format!("member {u}"))),
+                _ => Err(forbidden("policy only removes members")),
+            }
+        }
+        _ => return Err(forbidden("general rooms are managed by their participants")),
     };
     check_member(room, &me.user.id)?;
     match change {

@@ -657,3 +657,35 @@ fn g20_group_count_is_capped() {
         ErrorCode::LimitExceeded
     );
 }
+
+/// A2: a company deleting one of its people takes them out of a general room (reason `policy`);
+/// it removes nobody of another company, nor anyone who is not in the room, and does nothing else
+/// there.
+#[test]
+fn a2_policy_takes_a_deleted_user_out_of_general_rooms() {
+    let w = world();
+    let mut general = group_room(&["alice@acme.example", "carol@globex.example"], &[]);
+    general.kind = RoomKind::Room;
+    let globex = Actor::Policy("globex.example".into());
+    let carol: UserId = "carol@globex.example".into();
+    let d = decide(
+        &general,
+        &globex,
+        &Change::RemoveMember(carol.clone()),
+        &ctx(&w),
+    )
+    .expect("removed");
+    assert_eq!(
+        d.entries,
+        vec![EventBody::MemberRemoved {
+            user: carol,
+            reason: RemovalReason::Policy
+        }]
+    );
+    let alice: UserId = "alice@acme.example".into();
+    let e =
+        decide(&general, &globex, &Change::RemoveMember(alice), &ctx(&w)).expect_err("not theirs");
+    assert_eq!(e.code, ErrorCode::NotFound);
+    let e = decide(&general, &globex, &Change::Leave, &ctx(&w)).expect_err("only removals");
+    assert_eq!(e.code, ErrorCode::Forbidden);
+}
