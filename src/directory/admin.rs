@@ -312,6 +312,11 @@ async fn delete_company(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let c = company(&hub, &CompanyId::from(id.as_str())).await?.id;
+    // The record goes first (its id retired, its admin key dead): from its commit on, no room
+    // is created for the company and nobody of it is admitted anywhere (they hold no permission
+    // without a company), so the groups listed next are all it will ever own — a creation racing
+    // the deletion is refused, or listed and deleted here, or takes itself back (Redis).
+    hub.store.delete_company(&c).await?;
     for room in hub.store.owned_groups(&c).await? {
         match hub
             .rooms
@@ -326,7 +331,6 @@ async fn delete_company(
     for user in hub.store.users_of(&c).await? {
         forget_user(&hub, &user).await?;
     }
-    hub.store.delete_company(&c).await?;
     tracing::info!(company = %c, "company deleted");
     Ok(StatusCode::NO_CONTENT)
 }

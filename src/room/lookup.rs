@@ -23,18 +23,20 @@ pub async fn company_settings(
         .settings)
 }
 
-/// The named users that exist, each with whether they hold external permission.
+/// The named users that exist, each with whether they hold external permission (a user whose
+/// company is gone — being deleted — holds none).
 pub async fn people(store: &dyn Store, ids: &[UserId]) -> ApiResult<HashMap<UserId, Person>> {
     let users = store.users(ids).await?;
-    let mut settings: HashMap<CompanyId, CompanySettings> = HashMap::new();
+    let mut settings: HashMap<CompanyId, Option<CompanySettings>> = HashMap::new();
     let mut out = HashMap::with_capacity(users.len());
     for user in users {
         if !settings.contains_key(&user.company) {
-            let s = company_settings(store, &user.company).await?;
+            let s = store.company(&user.company).await?.map(|c| c.settings);
             settings.insert(user.company.clone(), s);
         }
         let permitted = settings
             .get(&user.company)
+            .and_then(Option::as_ref)
             .is_some_and(|s| holds_external_permission(&user, s));
         out.insert(user.id.clone(), Person { user, permitted });
     }

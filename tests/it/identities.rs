@@ -195,3 +195,91 @@ async fn a2_a_deleted_user_leaves_general_rooms_too() {
     }
     assert!(!still_member(&mut alice, &room, &w.carol.id).await);
 }
+
+/// A2, G16: `DELETE /v1/admin/companies/{id}` racing one of its users' `create_group` with an
+/// external member, in counted trials (the company owns 5 groups, so the deletion takes a
+/// while; the creation is sent 0–9 ms after it starts): once both are answered, the external
+/// member is in no group of the deleted company. (The deletion listed the company's groups once,
+/// first, and a group created after the list survived — alive for its external member, and
+/// inherited by whoever got the id next.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_g16_a_group_created_during_its_companys_deletion_does_not_survive_it() {
+    let server = Server::start().await;
+    deletion_races_creations(&server, &server).await;
+}
+
+/// The same across two nodes on one Redis: the deletion through one, the creations through the
+/// other (there the creation checks its company's count after its own write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_g16_across_nodes_a_group_created_during_its_companys_deletion_does_not_survive_it() {
+    let redis = Redis::start(&[]).await;
+    let a = Server::start_node(&[redis.url()]).await;
+    let b = Server::start_node(&[redis.url()]).await;
+    deletion_races_creations(&a, &b).await;
+}
+
+/// Trials of a company's deletion through `server` racing its user's creation through `other`.
+async fn deletion_races_creations(server: &Server, other: &Server) {
+    let w = world(server).await;
+    let mut carol = other.connect(&w.carol.token, Encoding::MsgPack).await;
+    let trials = 20;
+    let (mut created, mut survivors) = (0, Vec::new());
+    for i in 0..trials {
+        let id = format!("gone{i}.example");
+        let key = company(server, &id, json!({ "external_chat": true })).await;
+        let u = user(server, &key, "u", "works").await;
+        contact(server, &key, &u.id, &w.carol.id).await;
+        let mut session = other.connect(&u.token, Encoding::MsgPack).await;
+        for g in 0..5 {
+            group(&mut session, &format!("{id} {g}"), &[&w.carol.id]).await;
+        }
+        let deletion = {
+            let (op, path) = (server.operator(), format!("/v1/admin/companies/{id}"));
+            tokio::spawn(async move { op.delete(&path).await })
+        };
+        tokio::time::sleep(Duration::from_millis((i % 10) as u64)).await;
+        let raced = session
+            .request(ClientFrame::CreateGroup {
+                id: 0,
+                name: format!("{id} raced"),
+                description: String::new(),
+                members: vec![w.carol.id.clone()],
+                masters: vec![],
+                add_self_as_member: true,
+                features: None,
+            })
+            .await;
+        if matches!(raced, Ok(ServerFrame::RoomCreated { .. })) {
+            created += 1;
+        }
+        let r = deletion.await.expect("joined").expect("http");
+        assert_eq!(r.status, 204, "{:?}", r.body);
+        let rooms = match carol
+            .request(ClientFrame::ListRooms { id: 0 })
+            .await
+            .expect("rooms")
+        {
+            ServerFrame::Rooms { rooms, .. } => rooms,
+            other => panic!("{other:?}"),
+        };
+        for summary in rooms {
+            let r = carol
+                .request(ClientFrame::GetRoom {
+                    id: 0,
+                    room: summary.id.clone(),
+                })
+                .await
+                .expect("get_room");
+            if let ServerFrame::Room { room, .. } = r {
+                if room.owner_company.as_str() == id {
+                    survivors.push(room.name);
+                }
+            }
+        }
+    }
+    eprintln!("{trials} trials: the raced creation answered room_created {created} times; survivors: {survivors:?}");
+    assert!(
+        survivors.is_empty(),
+        "groups that outlived their company: {survivors:?}"
+    );
+}

@@ -247,6 +247,19 @@ pub async fn directory(store: &SharedStore) {
         .await
         .expect("delete company");
     assert_eq!(store.company(&acme.id).await.expect("read"), None);
+    // A2: no group is created for a deleted company (its deletion and a creation for it are
+    // ordered: what the deletion listed is all the company will ever own).
+    let alice_id: UserId = "alice@acme.example".into();
+    let mut orphan = new_room("r_after_the_company", &[&alice_id], &[&alice_id]);
+    orphan.max_owned_groups = Some(10);
+    assert!(
+        matches!(
+            store.create_room(&orphan).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "a group of a deleted company"
+    );
+    assert_eq!(store.room(&orphan.id).await.expect("read"), None);
     // A2: nor a deleted company id.
     assert!(
         matches!(

@@ -193,6 +193,14 @@ impl DirectoryStore for RedisStore {
         };
         // Retired before the record goes: a creation that finds the record gone finds the mark.
         self.retire("co", &id.0).await?;
+        // Closed to new groups before the caller lists the ones it owns (see `create_room`).
+        let _: () = ::redis::cmd("SET")
+            .arg(owned_groups_key(id))
+            .arg(CLOSED)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        self.inner.settle([owned_groups_key(id)]).await?;
         let mut by_key = ::redis::cmd("DEL");
         by_key.arg(format!("cr:cokey:{}", stored.key_hash));
         let mut record = ::redis::cmd("DEL");

@@ -37,6 +37,11 @@ pub(super) struct OutboxAudit {
     pub(super) audit: NewAudit,
 }
 
+/// The value of a company's group count ([`owned_groups_key`]) once its deletion began: no group
+/// is claimed for it any more, and a creation that finds it after its own write takes itself
+/// back (A2: nothing created "during" a deletion survives it).
+pub(super) const CLOSED: &str = "closed";
+
 /// G20's count of the external groups a company owns.
 pub(super) fn owned_groups_key(company: &CompanyId) -> String {
     format!("cr:co:{}:owned_groups", company.0)

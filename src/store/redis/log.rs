@@ -5,6 +5,35 @@ use super::keys::*;
 use super::*;
 
 impl RedisStore {
+    /// A group whose company's deletion began while it was being created (its slot claimed
+    /// before the count was closed, its index entry perhaps after the deletion listed the
+    /// company's groups): checked after the room's own write, and taken back — so no group
+    /// created "during" a deletion outlives it (A2).
+    pub(super) async fn undo_if_owner_closed(&self, room: &NewRoom) -> StoreResult<()> {
+        let count: Option<String> = ::redis::cmd("GET")
+            .arg(owned_groups_key(&room.owner_company))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if count.as_deref() != Some(CLOSED) {
+            return Ok(());
+        }
+        let audit = NewAudit {
+            ts: crate::clock::now_ms(),
+            room: room.id.clone(),
+            actor: crate::domain::rules::Actor::Admin(room.owner_company.clone()).id(),
+            action: "deleted".into(),
+            detail: serde_json::json!({ "name": room.name, "reason": "company deleted" })
+                .to_string(),
+            companies: vec![room.owner_company.clone()],
+        };
+        self.delete_room_keys(&room.id, audit).await?;
+        Err(StoreError::NotFound(format!(
+            "company {}",
+            room.owner_company
+        )))
+    }
+
     /// Delete a room's keys and records (G16), keeping its tombstone.
     pub(super) async fn delete_room_keys(
         &self,
@@ -173,6 +202,9 @@ impl RoomLogStore for RedisStore {
         }
         if !created? {
             return Err(StoreError::AlreadyExists(format!("room {}", room.id)));
+        }
+        if room.max_owned_groups.is_some() {
+            self.undo_if_owner_closed(room).await?;
         }
         if audit.is_some() {
             self.inner.flush_audits(&room.id).await?;

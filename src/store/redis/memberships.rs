@@ -20,7 +20,12 @@ impl Inner {
             .await
             .map_err(backend)?;
         self.settle([owned_groups_key(company)]).await?;
-        Ok(ok == 1)
+        match ok {
+            1 => Ok(true),
+            0 => Ok(false),
+            // Closed: the company is being deleted (A2).
+            _ => Err(StoreError::NotFound(format!("company {company}"))),
+        }
     }
 
     /// A room converted into a group of `company`: in its group index, and in its count if it
@@ -242,13 +247,14 @@ impl MembershipStore for RedisStore {
     }
 
     async fn count_owned_groups(&self, company: &CompanyId) -> StoreResult<u64> {
-        let counted: Option<u64> = ::redis::cmd("GET")
+        let counted: Option<String> = ::redis::cmd("GET")
             .arg(owned_groups_key(company))
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        match counted {
-            Some(n) => Ok(n),
+        match counted.as_deref() {
+            Some(CLOSED) => Err(StoreError::NotFound(format!("company {company}"))),
+            Some(n) => n.parse().map_err(backend),
             None => self.recount_owned_groups(company).await,
         }
     }

@@ -35,7 +35,9 @@ pub(super) const CAS_STRING: &str = include_str!("scripts/cas_string.lua");
 /// Compare-and-set one hash field ('' = absent). KEYS: hash. ARGV: field, old, new.
 pub(super) const CAS_FIELD: &str = include_str!("scripts/cas_field.lua");
 
-/// Reserve storage within a quota. KEYS: used. ARGV: bytes, quota.
+/// Reserve within a count (G20's groups of a company). KEYS: the count. ARGV: how many, the
+/// most. Returns 1 (taken), 0 (past the most), or -1: the count is `closed` (its company is
+/// being deleted, A2).
 pub(super) const RESERVE: &str = include_str!("scripts/reserve.lua");
 
 /// A company's storage (G17): `used` counts its recorded files; uploads in progress hold leases
@@ -48,10 +50,10 @@ pub(super) const RESERVE: &str = include_str!("scripts/reserve.lua");
 /// - `used` → used + live leases.
 pub(super) const STORAGE: &str = include_str!("scripts/storage.lua");
 
-/// Give storage back, never below zero. KEYS: used. ARGV: bytes.
+/// Give back, never below zero; a `closed` count stays closed. KEYS: used. ARGV: how many.
 pub(super) const RELEASE: &str = include_str!("scripts/release.lua");
 
-/// Count one more, if counting has started. KEYS: the count.
+/// Count one more, if counting has started (and the count is not `closed`). KEYS: the count.
 pub(super) const COUNT_IN: &str = include_str!("scripts/count_in.lua");
 
 /// Move a read marker forward. KEYS: reads. ARGV: user, seq.

@@ -236,6 +236,17 @@ impl RoomLogStore for SqliteStore {
         let r = room.clone();
         let features = json(&r.features)?;
         self.write(move |conn| {
+            // The owner company is not deleted, in the insert's transaction: a company's
+            // deletion (which retires its id first) and a creation for it are ordered, and a
+            // room created "during" a deletion does not outlive it (A2).
+            let retired: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM retired_ids WHERE id = ?1 AND kind = 'company')",
+                )?
+                .query_row(params![r.owner_company.0], |row| row.get(0))?;
+            if retired {
+                return Err(StoreError::NotFound(format!("company {}", r.owner_company)));
+            }
             // G20, in the insert's transaction: concurrent creations cannot both see room.
             if let Some(max) = r.max_owned_groups {
                 let owned: i64 = conn

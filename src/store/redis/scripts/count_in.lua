@@ -1,2 +1,3 @@
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= 'closed' then return redis.call('INCR', KEYS[1]) end
 return 0
