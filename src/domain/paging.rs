@@ -53,6 +53,22 @@ pub fn page<T>(
     (out, None)
 }
 
+/// How many of `items` (oldest first), counted from the newest, fit in [`PAGE_BYTES`] — always
+/// at least one: a page of history is the newest entries that fit.
+pub fn newest_within_budget<T>(items: &[T], mut size: impl FnMut(&T) -> usize) -> usize {
+    let mut bytes = 0;
+    let mut kept = 0;
+    for item in items.iter().rev() {
+        let cost = size(item);
+        if kept > 0 && bytes + cost > PAGE_BYTES {
+            break;
+        }
+        bytes += cost;
+        kept += 1;
+    }
+    kept
+}
+
 /// Most entries in one page of an admin list, and the default.
 pub const LIST_PAGE_MAX: usize = 1000;
 pub const LIST_PAGE_DEFAULT: usize = 100;
@@ -87,6 +103,23 @@ impl ListPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_page_keeps_the_newest_that_fit_and_at_least_one() {
+        let sizes = [100_000, 100_000, 100_000, 10];
+        assert_eq!(
+            newest_within_budget(&sizes, |s| *s),
+            3,
+            "the oldest does not fit"
+        );
+        assert_eq!(
+            newest_within_budget(&[PAGE_BYTES * 3], |s| *s),
+            1,
+            "one, however large"
+        );
+        assert_eq!(newest_within_budget(&[1usize; 5], |s| *s), 5);
+        assert_eq!(newest_within_budget::<usize>(&[], |s| *s), 0);
+    }
 
     #[test]
     fn an_admin_list_is_cut_by_id_after_a_cursor() {

@@ -94,6 +94,55 @@ fn note(title: &str, notify: bool) -> NoteFields {
     }
 }
 
+/// M1, N1: a history page stays within its byte budget — eleven notes of 100,000 four-byte
+/// characters (4.4 MB of entries, past a session's 4 MiB outbound budget) are paged a few at a
+/// time, all of them reached by paging back, and the asker's session stays open. (Pages were cut
+/// by count alone: that page once closed the session that asked, 4000, on every retry.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n1_history_pages_stay_within_their_byte_budget() {
+    let Room {
+        server: _server,
+        room,
+        mut alice,
+        mut carol,
+        ..
+    } = room().await;
+    for i in 0..11 {
+        let heavy = NoteFields {
+            body: "\u{1F600}".repeat(100_000),
+            ..note(&format!("Heavy {i}"), false)
+        };
+        act_ok(&mut alice, &room, Action::PostNote(heavy)).await;
+    }
+    let page = carol
+        .request(ClientFrame::History {
+            id: 0,
+            room: room.clone(),
+            before: None,
+            limit: Some(100),
+        })
+        .await
+        .expect("the asker is answered");
+    let ServerFrame::History {
+        events, has_more, ..
+    } = &page
+    else {
+        panic!("{page:?}")
+    };
+    assert!(*has_more && events.len() < 11, "{} events", events.len());
+    let all = whole_history(&mut carol, &room).await;
+    let notes = all
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::NotePosted { .. }))
+        .count();
+    assert_eq!(notes, 11, "every note reached by paging back");
+    let pong = carol
+        .request(ClientFrame::Ping { id: 0 })
+        .await
+        .expect("open");
+    assert!(matches!(pong, ServerFrame::Pong { .. }));
+}
+
 /// N1: a note never grows past what one answer can carry — the longest body (100,000
 /// characters) and comments of four-byte characters until the note is full (1 MiB of their
 /// text) — so another member's

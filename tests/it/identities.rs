@@ -218,6 +218,17 @@ async fn a2_g16_across_nodes_a_group_created_during_its_companys_deletion_does_n
     deletion_races_creations(&a, &b, 40).await;
 }
 
+/// The same on a three-master Redis Cluster (the company's keys and its groups' keys on
+/// different shards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_g16_on_a_redis_cluster_a_group_created_during_its_companys_deletion_does_not_survive_it(
+) {
+    let cluster = RedisCluster::start(3).await;
+    let a = Server::start_node(&cluster.urls()).await;
+    let b = Server::start_node(&cluster.urls()).await;
+    deletion_races_creations(&a, &b, 20).await;
+}
+
 /// Trials of a company's deletion through `server` racing its user's creation through `other`.
 async fn deletion_races_creations(server: &Server, other: &Server, trials: usize) {
     let w = world(server).await;

@@ -86,9 +86,19 @@ impl RoomActor {
         self.ctx.shutdown.spawn(async move {
             match store.read_before(&id, from, before, limit + 1).await {
                 Ok(mut events) => {
-                    let has_more = events.len() > limit;
+                    let mut has_more = events.len() > limit;
                     if has_more {
                         events.remove(0);
+                    }
+                    // A page stays within about `PAGE_BYTES` (the newest entries first, at least
+                    // one): a hundred large notes would be over the session's outbound budget,
+                    // which would close the session that asked, again on every retry.
+                    let kept = crate::domain::paging::newest_within_budget(&events, |e| {
+                        serde_json::to_vec(e).map_or(0, |v| v.len())
+                    });
+                    if kept < events.len() {
+                        events.drain(..events.len() - kept);
+                        has_more = true;
                     }
                     reply.send(RoomReply::History {
                         room: id,

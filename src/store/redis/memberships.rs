@@ -136,23 +136,11 @@ impl RedisStore {
 #[async_trait]
 impl MembershipStore for RedisStore {
     /// Two round trips whatever the number of rooms: the user's room index, then one script
-    /// per room (state, metadata, read marker, unread counts) in one pipeline.
+    /// per room (state, metadata, read marker, unread counts), all in flight together.
     async fn rooms_of(&self, user: &UserId) -> StoreResult<Vec<MembershipRow>> {
         let rooms = self.indexed_rooms(user).await?;
         if rooms.is_empty() {
             return Ok(Vec::new());
-        }
-        let mut pipe = ::redis::pipe();
-        for room in &rooms {
-            pipe.cmd("EVAL")
-                .arg(ROOM_OF)
-                .arg(5)
-                .arg(rk(room, "state"))
-                .arg(rk(room, "meta"))
-                .arg(rk(room, "reads"))
-                .arg(rk(room, "msgs"))
-                .arg(rk(room, &format!("msgs:{}", user.0)))
-                .arg(&user.0);
         }
         type Row = (
             Option<u64>,
@@ -164,7 +152,27 @@ impl MembershipStore for RedisStore {
             u64,
             u64,
         );
-        let replies: Vec<Row> = pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+        // One script per room, all in flight at once: the multiplexed connection pipelines them,
+        // and a cluster connection routes each to its room's shard (one pipeline across slots
+        // is refused there: CROSSSLOT).
+        let reads = rooms.iter().map(|room| {
+            let mut conn = self.conn();
+            let mut cmd = ::redis::cmd("EVAL");
+            cmd.arg(ROOM_OF)
+                .arg(5)
+                .arg(rk(room, "state"))
+                .arg(rk(room, "meta"))
+                .arg(rk(room, "reads"))
+                .arg(rk(room, "msgs"))
+                .arg(rk(room, &format!("msgs:{}", user.0)))
+                .arg(&user.0);
+            async move { cmd.query_async::<Row>(&mut conn).await }
+        });
+        let replies: Vec<Row> = futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
         let mut rows = Vec::new();
         for (room, reply) in rooms.into_iter().zip(replies) {
             let (Some(head), Some(epoch), deleted, version, Some(meta), last_read, all, mine) =
