@@ -311,13 +311,25 @@ async fn delete_company(
     _: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let c = company(&hub, &CompanyId::from(id.as_str())).await?.id;
+    let c = CompanyId::from(id.as_str());
     // The record goes first (its id retired, its admin key dead): from its commit on, no room
     // is created for the company and nobody of it is admitted anywhere (they hold no permission
     // without a company), so the groups listed next are all it will ever own — a creation racing
     // the deletion is refused, or listed and deleted here, or takes itself back (Redis).
-    hub.store.delete_company(&c).await?;
-    for room in hub.store.owned_groups(&c).await? {
+    let existed = hub.store.company(&c).await?.is_some();
+    if existed {
+        hub.store.delete_company(&c).await?;
+    }
+    // A deletion a crash cut short left the record gone and some of the rest: a repeated call
+    // finishes it. With nothing left, an unknown id is 404.
+    let (groups, users) = (
+        hub.store.owned_groups(&c).await?,
+        hub.store.users_of(&c).await?,
+    );
+    if !existed && groups.is_empty() && users.is_empty() {
+        return Err(ApiError::not_found(format!("company {c}")));
+    }
+    for room in groups {
         match hub
             .rooms
             .delete(&room, crate::room::Actor::Admin(c.clone()))
@@ -328,7 +340,7 @@ async fn delete_company(
             other => other?,
         }
     }
-    for user in hub.store.users_of(&c).await? {
+    for user in users {
         forget_user(&hub, &user).await?;
     }
     tracing::info!(company = %c, "company deleted");
