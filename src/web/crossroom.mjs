@@ -204,6 +204,10 @@ async function httpAnswer(status, textPromise) {
 const SUBPROTOCOL = { json: "crossroom.v1.json", msgpack: "crossroom.v1.msgpack" };
 /** How long a request waits for its reply before it rejects (`timeout`). */
 const REQUEST_TIMEOUT_MS = 30000;
+/** How long a connection attempt may neither open nor close before it is given up and tried
+ * again: an attempt that reached a server in the middle of stopping could hang without either
+ * event (seen with Node 20's WebSocket), and the client then never came back. */
+const CONNECT_TIMEOUT_MS = 8000;
 /** Show a `typing` push for this long. */
 export const TYPING_MS = 5000;
 
@@ -392,9 +396,23 @@ export class Client extends EventTarget {
     }
     if (this.encoding === "msgpack") ws.binaryType = "arraybuffer";
     this.ws = ws;
-    ws.onopen = () => this._authenticate();
+    const giveUp = this.timers.setTimeout(() => {
+      if (this.ws !== ws) return;
+      this.ws = null; // its close, should it ever come, is not this client's to handle
+      try {
+        ws.close();
+      } catch (e) {
+        // Closing a socket that never opened may throw; it is abandoned either way.
+      }
+      this._closed(1006, "connection attempt timed out");
+    }, CONNECT_TIMEOUT_MS);
+    ws.onopen = () => {
+      this.timers.clearTimeout(giveUp);
+      this._authenticate();
+    };
     ws.onmessage = (m) => this._onMessage(m.data);
     ws.onclose = (e) => {
+      this.timers.clearTimeout(giveUp);
       if (this.ws === ws) this._closed(e.code, e.reason);
     };
     ws.onerror = () => {};

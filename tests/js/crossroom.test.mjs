@@ -230,3 +230,22 @@ test("a refused token rejects connect(), and MessagePack sessions speak binary",
   await assert.rejects(p, (e) => e.code === "unauthorized");
   assert.equal(c.state, "closed");
 });
+
+test("an attempt that neither opens nor closes is given up after a while and tried again", async () => {
+  const [c, timers, ws] = await connected();
+  ws.drop(1001);
+  timers.fire(250); // after 1001: at once
+  const hung = FakeWs.last;
+  assert.notEqual(hung, ws);
+  assert.deepEqual(timers.fire(1000), [], "the attempt is given time");
+  timers.fire(8000);
+  assert.equal(hung.readyState, 3, "the hung attempt is closed");
+  assert.equal(c.state, "waiting", "and the client waits to try again, not stopped");
+  timers.fire();
+  const next = FakeWs.last;
+  assert.notEqual(next, hung, "a new attempt");
+  next.open();
+  next.recv({ ...HELLO, id: next.lastSent("auth").id });
+  await tick();
+  assert.equal(c.state, "open");
+});

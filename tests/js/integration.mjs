@@ -26,9 +26,12 @@ const until = async (what, check, ms = 20000) => {
 const within = (what, promise, ms = 20000) =>
   Promise.race([
     promise,
-    new Promise((_, fail) => setTimeout(() => fail(new Error(`timed out: ${what}`)), ms)),
+    new Promise((_, fail) =>
+      setTimeout(() => fail(new Error(`timed out: ${what}; states: ${JSON.stringify(trail)}`)), ms),
+    ),
   ]);
 
+const trail = []; // both clients' state changes, said when a wait fails
 const fast = { min: 100, max: 1000 };
 const alice = new Client({ url, token: ALICE, encoding: "json", backoff: fast });
 const carol = new Client({ url, token: CAROL, encoding: "msgpack", backoff: fast });
@@ -42,7 +45,13 @@ carol.addEventListener("event", (e) => {
 const resets = [];
 carol.addEventListener("reset", (e) => resets.push(e.detail));
 const states = [];
-carol.addEventListener("state", (e) => states.push(e.detail));
+carol.addEventListener("state", (e) => states.push({ t: Date.now() % 100000, ...e.detail }));
+// Alice's states, said when a wait after the restart fails (a flake under load: which step
+// hung).
+const aliceStates = [];
+alice.addEventListener("state", (e) => aliceStates.push({ t: Date.now() % 100000, ...e.detail }));
+alice.addEventListener("state", (e) => trail.push({ who: "alice", t: Date.now() % 100000, ...e.detail }));
+carol.addEventListener("state", (e) => trail.push({ who: "carol", t: Date.now() % 100000, ...e.detail }));
 let typing = 0;
 carol.addEventListener("typing", (e) => {
   if (e.detail.user === alice.hello.user.id) typing++;
@@ -69,12 +78,16 @@ console.log("restart");
 const during = alice.post(room, "while down"); // queued, sent again once reconnected
 sent.push("while down");
 await nextLine();
-await within("the post made while down, acknowledged after the restart", during);
+await within("the post made while down, acknowledged after the restart", during).catch((e) => {
+  throw new Error(`${e.message}; alice's states: ${JSON.stringify(aliceStates)}`);
+});
 for (let i = 0; i < 5; i++) {
   sent.push(`after ${i}`);
   await within(`post after ${i}`, alice.post(room, `after ${i}`));
 }
-await until("carol has every message", () => got.length >= sent.length);
+await until("carol has every message", () => got.length >= sent.length).catch((e) => {
+  throw new Error(`${e.message}; carol's states: ${JSON.stringify(states)}`);
+});
 await new Promise((r) => setTimeout(r, 200)); // nothing more (no duplicate) comes late
 assert.deepEqual(got, sent, "every message once, in order");
 for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[i - 1] + 1, `no gap: ${seqs}`);
