@@ -53,6 +53,12 @@ pub fn page<T>(
     (out, None)
 }
 
+/// An item's cost in a page: its JSON size (MessagePack is smaller), as [`page`] callers and
+/// [`newest_within_budget`] count it.
+pub fn json_size<T: serde::Serialize>(item: &T) -> usize {
+    serde_json::to_vec(item).map_or(0, |v| v.len())
+}
+
 /// How many of `items` (oldest first), counted from the newest, fit in [`PAGE_BYTES`] — always
 /// at least one: a page of history is the newest entries that fit.
 pub fn newest_within_budget<T>(items: &[T], mut size: impl FnMut(&T) -> usize) -> usize {

@@ -17,34 +17,17 @@ use std::sync::Arc;
 /// they are in, and wait until every removal is committed. Returns how many removals were made.
 pub async fn enforce(hub: &Arc<Hub>, users: &[UserId]) -> ApiResult<usize> {
     let mut removed = 0;
-    for id in users {
-        // A user gone from the directory lacks permission too: what an admission racing their
-        // deletion let in is taken out here as well.
-        let Some((_, company)) = lookup::lacking_permission(&*hub.store, std::slice::from_ref(id))
-            .await?
-            .pop()
-        else {
-            continue;
-        };
-        for room in hub.store.groups_of(id).await? {
-            let result = hub
-                .rooms
-                .change(
-                    &room,
-                    Actor::Policy(company.clone()),
-                    Change::RemoveMember(id.clone()),
-                )
-                .await;
-            match result {
-                Ok(_) => removed += 1,
-                // Not in it (any more): removed by a master, group deleted, a stale index.
-                Err(e) if e.code == ErrorCode::NotFound => {}
-                Err(e) => return Err(e),
-            }
+    // A user gone from the directory lacks permission too: what an admission racing their
+    // deletion let in is taken out here as well.
+    for (id, company) in lookup::lacking_permission(&*hub.store, users).await? {
+        let mut theirs = 0;
+        for room in hub.store.groups_of(&id).await? {
+            theirs += usize::from(remove_by_policy(hub, &room, &company, &id).await?);
         }
-        if removed > 0 {
+        if theirs > 0 {
             tracing::info!(user = %id, "without external permission; removed from external groups");
         }
+        removed += theirs;
     }
     Ok(removed)
 }
@@ -54,23 +37,32 @@ pub async fn enforce(hub: &Arc<Hub>, users: &[UserId]) -> ApiResult<usize> {
 /// D4 in each, so nothing after it reaches them.
 pub async fn leave_general_rooms(hub: &Arc<Hub>, user: &crate::directory::User) -> ApiResult<()> {
     for row in hub.store.rooms_of(&user.id).await? {
-        if row.kind != crossroom_protocol::RoomKind::Room {
-            continue;
-        }
-        let result = hub
-            .rooms
-            .change(
-                &row.room,
-                Actor::Policy(user.company.clone()),
-                Change::RemoveMember(user.id.clone()),
-            )
-            .await;
-        match result {
-            Ok(_) => {}
-            // Left meanwhile, or the room is gone.
-            Err(e) if e.code == ErrorCode::NotFound => {}
-            Err(e) => return Err(e),
+        if row.kind == crossroom_protocol::RoomKind::Room {
+            remove_by_policy(hub, &row.room, &user.company, &user.id).await?;
         }
     }
     Ok(())
+}
+
+/// `company`'s policy removes `user` from `room`; false when they were not in it (any more:
+/// removed or left meanwhile, the room deleted, a stale index).
+async fn remove_by_policy(
+    hub: &Arc<Hub>,
+    room: &crossroom_protocol::RoomId,
+    company: &crossroom_protocol::CompanyId,
+    user: &UserId,
+) -> ApiResult<bool> {
+    let result = hub
+        .rooms
+        .change(
+            room,
+            Actor::Policy(company.clone()),
+            Change::RemoveMember(user.clone()),
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.code == ErrorCode::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }

@@ -5,7 +5,7 @@
 use super::lookup;
 use crate::domain::directory::ReadReceipts;
 use crate::domain::features::{self, occurrences};
-use crate::domain::paging;
+use crate::domain::paging::{self, json_size};
 use crate::error::{ApiError, ApiResult};
 use crate::store::Store;
 use crossroom_protocol::{
@@ -232,9 +232,4 @@ async fn receipts(
         read_count: readers.len() as u64,
         readers: visible.then_some(readers),
     })
-}
-
-/// What an item costs in a page (its JSON size; MessagePack is smaller).
-fn json_size<T: serde::Serialize>(item: &T) -> usize {
-    serde_json::to_vec(item).map_or(0, |v| v.len())
 }

@@ -14,15 +14,7 @@ use std::time::Duration;
 async fn d5_a_session_creates_with_the_directory_as_it_is_now() {
     let server = Server::start().await;
     let w = world(&server).await;
-    let acme = server.http(Some(&w.acme_key));
-    let r = acme
-        .patch(
-            "/v1/admin/company/settings",
-            json!({ "external_permission": "per_member" }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let acme = per_member(&server, &w).await;
     let una = user_with(
         &acme,
         json!({ "login": "una", "name": "Una", "external_permission": true }),
@@ -53,6 +45,20 @@ async fn d5_a_session_creates_with_the_directory_as_it_is_now() {
     // A general room: carol may not be added by her any more, so nobody is left to join it.
     let room = create(&mut session, &w.carol.id, false).await;
     assert_eq!(error_code(&room), ErrorCode::InvalidArgument, "{room:?}");
+}
+
+/// acme grants external permission per member; its admin.
+async fn per_member(server: &Server, w: &World) -> crossroom_protocol::client::Http {
+    let acme = server.http(Some(&w.acme_key));
+    let r = acme
+        .patch(
+            "/v1/admin/company/settings",
+            json!({ "external_permission": "per_member" }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    acme
 }
 
 /// `create_group` (or `create_room`) by the session's user with `member`.
@@ -303,15 +309,7 @@ async fn deletion_races_creations(server: &Server, other: &Server, trials: usize
 async fn d5_g13_a_creation_racing_a_withdrawal_never_keeps_the_withdrawn_creator() {
     let server = Server::start().await;
     let w = world(&server).await;
-    let acme = server.http(Some(&w.acme_key));
-    let r = acme
-        .patch(
-            "/v1/admin/company/settings",
-            json!({ "external_permission": "per_member" }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let acme = per_member(&server, &w).await;
     let trials = 100;
     let (mut created, mut kept) = (0, Vec::new());
     for i in 0..trials {

@@ -93,9 +93,10 @@ impl RoomActor {
                     // A page stays within about `PAGE_BYTES` (the newest entries first, at least
                     // one): a hundred large notes would be over the session's outbound budget,
                     // which would close the session that asked, again on every retry.
-                    let kept = crate::domain::paging::newest_within_budget(&events, |e| {
-                        serde_json::to_vec(e).map_or(0, |v| v.len())
-                    });
+                    let kept = crate::domain::paging::newest_within_budget(
+                        &events,
+                        crate::domain::paging::json_size,
+                    );
                     if kept < events.len() {
                         events.drain(..events.len() - kept);
                         has_more = true;

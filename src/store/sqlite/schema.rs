@@ -153,24 +153,23 @@ pub(super) fn begin_run(conn: &Connection) -> StoreResult<i64> {
 
 /// Move every room to a new epoch; how many.
 fn move_all_epochs(conn: &Connection) -> StoreResult<usize> {
-    let rooms: Vec<String> = conn
-        .prepare("SELECT id FROM rooms")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for room in &rooms {
-        conn.execute(
-            "UPDATE rooms SET epoch = ?2 WHERE id = ?1",
-            params![room, crate::random::epoch() as i64],
-        )?;
-    }
-    Ok(rooms.len())
+    move_epochs(conn, "SELECT id FROM rooms", [])
 }
 
 /// Move every room the run `run` marked to a new epoch; how many.
 fn move_run_epochs(conn: &Connection, run: i64) -> StoreResult<usize> {
+    move_epochs(
+        conn,
+        "SELECT room FROM room_heads WHERE run = ?1",
+        params![run],
+    )
+}
+
+/// Move the rooms `select` names (their ids) to new epochs, each its own; how many.
+fn move_epochs(conn: &Connection, select: &str, p: impl rusqlite::Params) -> StoreResult<usize> {
     let rooms: Vec<String> = conn
-        .prepare("SELECT room FROM room_heads WHERE run = ?1")?
-        .query_map(params![run], |r| r.get(0))?
+        .prepare(select)?
+        .query_map(p, |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for room in &rooms {
         conn.execute(
