@@ -3,10 +3,10 @@
 //!
 //! Seeding is idempotent: a second start finds the companies and only mints fresh tokens.
 
-use crate::directory::admin::{hash_key, new_admin_key};
+use crate::directory::keys::{hash_key, new_admin_key};
 use crate::directory::{now_secs, Company, CompanySettings, User, UserKind};
-use crate::room::create::{create_group, GroupSpec};
 use crate::server::Started;
+use crate::service::create::{create_group, GroupSpec};
 use crossroom_protocol::{CompanyId, Features, UserId};
 
 const COMPANIES: [(&str, &str); 2] = [("acme.example", "Acme Corp"), ("globex.example", "Globex")];

@@ -24,6 +24,7 @@ pub mod presence;
 pub mod random;
 pub mod room;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod sessions;
 pub mod shutdown;

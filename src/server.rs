@@ -6,7 +6,6 @@
 use crate::bus::redis::RedisBus;
 use crate::bus::{Inbox, LocalBus, SharedBus};
 use crate::config::Config;
-use crate::directory::admin;
 use crate::directory::token::TokenKey;
 use crate::hub::{Hub, Services};
 use crate::shutdown::Shutdown;
@@ -58,10 +57,10 @@ fn routes(config: &Config, hub: Arc<Hub>) -> Router {
         .merge(crate::http::health::routes())
         .route("/v1/ops", get(crate::ops::handler))
         .merge(crate::web::routes())
-        .merge(admin::routes())
-        .merge(crate::room::invite::routes())
-        .merge(crate::room::admin::routes())
-        .merge(crate::room::files::routes())
+        .merge(crate::http::directory::routes())
+        .merge(crate::http::invite::routes())
+        .merge(crate::http::groups::routes())
+        .merge(crate::http::files::routes())
         .fallback(no_route)
         .layer(from_fn(crate::http::layers::json_errors))
         .layer(from_fn(crate::http::layers::count))

@@ -2,7 +2,7 @@
 //! authentication here, tokens in [`token`], the admin HTTP API in [`admin`], contacts and search
 //! in [`search`]. The records and their pure rules are in [`crate::domain::directory`].
 
-pub mod admin;
+pub mod keys;
 pub mod search;
 pub mod token;
 

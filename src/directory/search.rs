@@ -3,8 +3,8 @@
 
 use super::User;
 use crate::error::{ApiError, ApiResult};
-use crate::hub::Hub;
-use crate::room::create::summary;
+use crate::service::create::summary;
+use crate::store::Store;
 use crossroom_protocol::{RoomSummary, UserId, UserInfo};
 
 /// Default and largest number of results of each kind.
@@ -25,7 +25,7 @@ pub fn matches(text: &str, query: &str) -> bool {
 /// name or id; by email only on the whole address: an email is never shown, and prefix matches
 /// would spell it out one probe at a time).
 pub async fn search(
-    hub: &Hub,
+    store: &dyn Store,
     user: &UserId,
     query: &str,
     limit: Option<u32>,
@@ -37,8 +37,7 @@ pub async fn search(
         )));
     }
     let limit = limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
-    let rooms = hub
-        .store
+    let rooms = store
         .rooms_of(user)
         .await?
         .into_iter()
@@ -46,9 +45,8 @@ pub async fn search(
         .take(limit)
         .map(summary)
         .collect();
-    let ids = hub.store.contacts(user).await?;
-    let contacts = hub
-        .store
+    let ids = store.contacts(user).await?;
+    let contacts = store
         .users(&ids)
         .await?
         .into_iter()
@@ -60,22 +58,22 @@ pub async fn search(
         })
         .take(limit)
         .collect();
-    Ok((rooms, marked(hub, contacts).await?))
+    Ok((rooms, marked(store, contacts).await?))
 }
 
 /// The user's contacts that still exist.
-pub async fn contacts(hub: &Hub, user: &UserId) -> ApiResult<Vec<UserInfo>> {
-    let ids = hub.store.contacts(user).await?;
-    marked(hub, hub.store.users(&ids).await?).await
+pub async fn contacts(store: &dyn Store, user: &UserId) -> ApiResult<Vec<UserInfo>> {
+    let ids = store.contacts(user).await?;
+    marked(store, store.users(&ids).await?).await
 }
 
 /// Users as others see them, marked when their company signed itself up (one read per
 /// company).
-async fn marked(hub: &Hub, users: Vec<User>) -> ApiResult<Vec<UserInfo>> {
+async fn marked(store: &dyn Store, users: Vec<User>) -> ApiResult<Vec<UserInfo>> {
     let mut self_registered = std::collections::HashMap::new();
     for u in &users {
         if !self_registered.contains_key(&u.company) {
-            let c = hub.store.company(&u.company).await?;
+            let c = store.company(&u.company).await?;
             self_registered.insert(u.company.clone(), c.is_some_and(|c| c.self_registered));
         }
     }
@@ -92,19 +90,18 @@ async fn marked(hub: &Hub, users: Vec<User>) -> ApiResult<Vec<UserInfo>> {
 /// Add `contact` to `me`'s contacts. The answer is the same whether such a user exists or not
 /// (only an active user of another company is added; `list_contacts` shows who was), so trying
 /// ids does not tell who has an account.
-pub async fn add_contact(hub: &Hub, me: &User, contact: &UserId) -> ApiResult<()> {
+pub async fn add_contact(store: &dyn Store, me: &User, contact: &UserId) -> ApiResult<()> {
     if contact.company().as_ref() == Some(&me.company) {
         return Err(ApiError::invalid(
             "colleagues of your own company need no contact entry",
         ));
     }
-    if hub
-        .store
+    if store
         .user(contact)
         .await?
         .is_some_and(|u| u.active && u.company != me.company)
     {
-        hub.store.add_contact(&me.id, contact).await?;
+        store.add_contact(&me.id, contact).await?;
     }
     Ok(())
 }

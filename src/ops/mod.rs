@@ -16,7 +16,7 @@ use filter::Filter;
 
 pub use feed::{OpsFeed, RoomStats};
 
-use crate::directory::admin::is_operator_key;
+use crate::directory::keys::is_operator_key;
 use crate::hub::Hub;
 use crate::metrics::{LatencyReading, METRICS};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -189,7 +189,7 @@ pub async fn handler(
         return refuse_upgrade(peer, None, reason, refusal);
     }
     let authed = match crate::directory::token::bearer(&headers) {
-        Some(key) if is_operator_key(&hub, key) => true,
+        Some(key) if is_operator_key(&hub.operator_key, key) => true,
         Some(_) => {
             crate::metrics::METRICS.auth_failed("ops", "wrong_key");
             let e = crate::error::ApiError::new(ErrorCode::Unauthorized, "not the operator key");
@@ -250,7 +250,7 @@ async fn run(hub: Arc<Hub>, socket: WebSocket, authed: bool, mut filter: Filter)
         let ok = match first {
             Ok(Some(Ok(Message::Text(t)))) => matches!(
                 serde_json::from_str::<OpsClientFrame>(&t),
-                Ok(OpsClientFrame::Auth { token }) if is_operator_key(&hub, &token)
+                Ok(OpsClientFrame::Auth { token }) if is_operator_key(&hub.operator_key, &token)
             ),
             Err(_) => {
                 close_with(&mut sink, CloseReason::AuthTimeout).await;

@@ -2,17 +2,15 @@
 //!
 //! - [`actor`]: one task per active room per node, owning the room's state and subscribers;
 //!   every command for a room goes through it ([`RoomCommand`]).
-//! - [`create`]: creating rooms — before a room exists there is no actor to ask.
+//! - [`registry`]: the actors of this node, spawned on first use, and typed requests to them.
+//!
+//! Services that use the actors (creating rooms, policy removals, invitations) are in
+//! [`crate::service`]; the HTTP routes in [`crate::http`].
 
 pub mod actor;
-pub mod admin;
 pub mod context;
-pub mod create;
-pub mod files;
 pub mod handle;
-pub mod invite;
 pub mod lookup;
-pub mod policy;
 pub mod query;
 pub mod registry;
 pub mod reply;
@@ -25,80 +23,14 @@ pub use reply::RoomReply;
 pub type Reply = crate::outbound::Reply<RoomReply>;
 use crossroom_protocol::{Position, UserId};
 
-/// What a room actor is asked to do. Every command carries the [`Reply`] to answer through,
-/// which is the requesting session's own outbound queue: the actor never waits for a client.
+/// What a room actor is asked to do: a request someone waits for the answer to, or a note the
+/// node gives it (the cluster's hints, the reconciliation's repairs, a gone session).
 pub enum RoomCommand {
-    /// Start delivering the room's events to the session; replay after `since` first (D1).
-    Subscribe {
-        session: SessionId,
-        user: UserId,
-        since: Option<Position>,
-        /// Also push who of the members is online (M3).
-        presence: bool,
-        reply: Reply,
-    },
-    /// Stop delivering to the session (`reply` is `None` when the session is gone).
-    Unsubscribe {
-        session: SessionId,
-        reply: Option<Reply>,
-    },
-    /// Append a message (M1), acknowledge after the durable commit (D2), then fan out.
-    Post {
-        user: UserId,
-        client_msg_id: String,
-        text: String,
-        /// Ids of files the user uploaded to this room as attachments.
-        attachments: Vec<String>,
-        mentions: Vec<UserId>,
-        reply: Reply,
-    },
-    /// A page of the log.
-    History {
-        user: UserId,
-        before: Option<u64>,
-        limit: Option<u32>,
-        reply: Reply,
-    },
-    /// Move the user's read marker (M2).
-    MarkRead {
-        user: UserId,
-        seq: u64,
-        reply: Reply,
-    },
-    /// Relay "typing" to the other subscribers (M3).
-    Typing {
-        user: UserId,
-        session: SessionId,
-        reply: Reply,
-    },
-    /// The room's details, for members and masters (G8).
-    Get { user: UserId, reply: Reply },
-    /// A membership or settings change, decided by [`crate::domain::rules::decide`] and written to the log.
-    Change {
-        actor: Actor,
-        change: Change,
-        reply: Reply,
-    },
-    /// Delete the group and all its data (G16).
-    Delete { actor: Actor, reply: Reply },
-    /// Manage the group's invitation link (G14).
-    Invite {
-        actor: Actor,
-        op: InviteOp,
-        reply: Reply,
-    },
-    /// A room-feature write (notes, calendar, tasks, folder, recall), by a member.
-    Act {
-        user: UserId,
-        action: crossroom_protocol::Action,
-        reply: Reply,
-    },
-    /// A room-feature question, by a member.
-    Query {
-        user: UserId,
-        query: crossroom_protocol::Query,
-        reply: Reply,
-    },
+    /// A request, answered through the [`Reply`] — the requesting session's own outbound
+    /// queue, or a one-shot channel for a service: the actor never waits for a client.
+    Ask(RoomRequest, Reply),
+    /// A session is gone: stop delivering to it (nobody waits for an answer).
+    Forget(SessionId),
     /// Cluster mode: an entry another node committed, from the bus.
     Remote(crossroom_protocol::Event),
     /// Cluster mode: `user` is typing, said on another node (M3).
@@ -118,49 +50,108 @@ pub enum RoomCommand {
     /// Cluster mode: the node's periodic sweep read the log's head (`None`: the room is gone).
     /// An actor with subscribers that is behind it, or on another epoch, catches up.
     Sweep(Option<crossroom_protocol::Position>),
+}
+
+/// A request to a room's actor, as it was asked for. The same value is kept beside an append
+/// in flight, to be decided again if the append meets a conflict.
+pub enum RoomRequest {
+    /// Start delivering the room's events to the session; replay after `since` first (D1).
+    Subscribe {
+        session: SessionId,
+        user: UserId,
+        since: Option<Position>,
+        /// Also push who of the members is online (M3).
+        presence: bool,
+    },
+    /// Stop delivering to the session.
+    Unsubscribe { session: SessionId },
+    /// Append a message (M1), acknowledge after the durable commit (D2), then fan out.
+    Post(PostRequest),
+    /// A page of the log.
+    History {
+        user: UserId,
+        before: Option<u64>,
+        limit: Option<u32>,
+    },
+    /// Move the user's read marker (M2).
+    MarkRead { user: UserId, seq: u64 },
+    /// Relay "typing" to the other subscribers (M3).
+    Typing { user: UserId, session: SessionId },
+    /// The room's details, for members and masters (G8).
+    Get { user: UserId },
+    /// A membership or settings change, decided by [`crate::domain::rules::decide`] and written to the log.
+    Change { actor: Actor, change: Change },
+    /// Delete the group and all its data (G16).
+    Delete { actor: Actor },
+    /// Manage the group's invitation link (G14).
+    Invite { actor: Actor, op: InviteOp },
+    /// A room-feature write (notes, calendar, tasks, folder, recall), by a member.
+    Act {
+        user: UserId,
+        action: crossroom_protocol::Action,
+    },
+    /// A room-feature question, by a member.
+    Query {
+        user: UserId,
+        query: crossroom_protocol::Query,
+    },
     /// A file the user uploaded into the room's folder (F1): record it in the log.
     AddFile {
         user: UserId,
         folder: Option<u64>,
         file: crate::store::FileRecord,
-        reply: Reply,
     },
 }
 
-impl RoomCommand {
-    /// Whether deciding this command may append to the log.
+/// A post as it was asked for.
+pub struct PostRequest {
+    pub user: UserId,
+    pub client_msg_id: String,
+    pub text: String,
+    /// Ids of files the user uploaded to this room as attachments.
+    pub attachments: Vec<String>,
+    pub mentions: Vec<UserId>,
+}
+
+impl RoomRequest {
+    /// Whether deciding this request may append to the log.
     pub fn decides(&self) -> bool {
         matches!(
             self,
-            RoomCommand::Post { .. }
-                | RoomCommand::Change { .. }
-                | RoomCommand::Act { .. }
-                | RoomCommand::AddFile { .. }
+            RoomRequest::Post(_)
+                | RoomRequest::Change { .. }
+                | RoomRequest::Act { .. }
+                | RoomRequest::AddFile { .. }
         )
     }
 
+    /// The user a request is made by as a member (or master) of the room; `None` for the
+    /// requests decided by an [`Actor`] and for an unsubscription.
+    pub fn member(&self) -> Option<&UserId> {
+        match self {
+            RoomRequest::Subscribe { user, .. }
+            | RoomRequest::Post(PostRequest { user, .. })
+            | RoomRequest::History { user, .. }
+            | RoomRequest::MarkRead { user, .. }
+            | RoomRequest::Typing { user, .. }
+            | RoomRequest::Get { user }
+            | RoomRequest::Act { user, .. }
+            | RoomRequest::Query { user, .. }
+            | RoomRequest::AddFile { user, .. } => Some(user),
+            RoomRequest::Change { .. }
+            | RoomRequest::Delete { .. }
+            | RoomRequest::Invite { .. }
+            | RoomRequest::Unsubscribe { .. } => None,
+        }
+    }
+}
+
+impl RoomCommand {
     /// The reply this command carries, if any.
     pub fn into_reply(self) -> Option<Reply> {
         match self {
-            RoomCommand::Unsubscribe { reply, .. } => reply,
-            RoomCommand::Remote(_)
-            | RoomCommand::RemoteTyping { .. }
-            | RoomCommand::CatchUp
-            | RoomCommand::Sweep(_)
-            | RoomCommand::Repair(_)
-            | RoomCommand::Deleted { .. } => None,
-            RoomCommand::Subscribe { reply, .. }
-            | RoomCommand::Post { reply, .. }
-            | RoomCommand::History { reply, .. }
-            | RoomCommand::MarkRead { reply, .. }
-            | RoomCommand::Typing { reply, .. }
-            | RoomCommand::Get { reply, .. }
-            | RoomCommand::Change { reply, .. }
-            | RoomCommand::Delete { reply, .. }
-            | RoomCommand::Invite { reply, .. }
-            | RoomCommand::Act { reply, .. }
-            | RoomCommand::Query { reply, .. }
-            | RoomCommand::AddFile { reply, .. } => Some(reply),
+            RoomCommand::Ask(_, reply) => Some(reply),
+            _ => None,
         }
     }
 }

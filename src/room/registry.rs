@@ -7,7 +7,7 @@ use super::actor;
 use super::context::RoomContext;
 use super::handle::RoomHandle;
 use super::reply::{Changed, InviteLink, RoomReply};
-use super::{Actor, Change, InviteOp, Reply, RoomCommand};
+use super::{Actor, Change, InviteOp, Reply, RoomCommand, RoomRequest};
 use crate::domain::records::FileRecord;
 use crate::error::{ApiError, ApiResult};
 use crossroom_protocol::{RoomId, RoomInfo, UserId};
@@ -75,24 +75,16 @@ impl Rooms {
 
     /// Send a command and wait for its answer (for callers that are not sessions, like the
     /// admin API); the typed methods below are built on it.
-    async fn ask(
-        &self,
-        room: &RoomId,
-        command: impl FnOnce(Reply) -> RoomCommand,
-    ) -> ApiResult<RoomReply> {
+    async fn ask(&self, room: &RoomId, request: RoomRequest) -> ApiResult<RoomReply> {
         let (reply, rx) = Reply::channel();
-        self.send(room, command(reply)).await;
+        self.send(room, RoomCommand::Ask(request, reply)).await;
         rx.await.unwrap_or_else(|_| Err(ApiError::internal()))
     }
 
     /// A membership or settings change (G2–G14), decided by the room's actor.
     pub async fn change(&self, room: &RoomId, actor: Actor, change: Change) -> ApiResult<Changed> {
         let answer = self
-            .ask(room, |reply| RoomCommand::Change {
-                actor,
-                change,
-                reply,
-            })
+            .ask(room, RoomRequest::Change { actor, change })
             .await?;
         match answer {
             RoomReply::Changed(c) => Ok(c),
@@ -102,10 +94,7 @@ impl Rooms {
 
     /// Delete the group and everything in it (G16).
     pub async fn delete(&self, room: &RoomId, actor: Actor) -> ApiResult<()> {
-        match self
-            .ask(room, |reply| RoomCommand::Delete { actor, reply })
-            .await?
-        {
+        match self.ask(room, RoomRequest::Delete { actor }).await? {
             RoomReply::Done => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -113,10 +102,7 @@ impl Rooms {
 
     /// Make, read or revoke the group's invitation link (G14); a revocation answers no link.
     pub async fn invite(&self, room: &RoomId, actor: Actor, op: InviteOp) -> ApiResult<InviteLink> {
-        match self
-            .ask(room, |reply| RoomCommand::Invite { actor, op, reply })
-            .await?
-        {
+        match self.ask(room, RoomRequest::Invite { actor, op }).await? {
             RoomReply::Invite(link) => Ok(link),
             RoomReply::Done => Ok(InviteLink {
                 room: room.clone(),
@@ -130,10 +116,7 @@ impl Rooms {
 
     /// The room's details, as `user` may see them (G8).
     pub async fn get(&self, room: &RoomId, user: UserId) -> ApiResult<RoomInfo> {
-        match self
-            .ask(room, |reply| RoomCommand::Get { user, reply })
-            .await?
-        {
+        match self.ask(room, RoomRequest::Get { user }).await? {
             RoomReply::Room(info) => Ok(*info),
             other => Err(unexpected(other)),
         }
@@ -148,12 +131,7 @@ impl Rooms {
         file: FileRecord,
     ) -> ApiResult<Changed> {
         let answer = self
-            .ask(room, |reply| RoomCommand::AddFile {
-                user,
-                folder,
-                file,
-                reply,
-            })
+            .ask(room, RoomRequest::AddFile { user, folder, file })
             .await?;
         match answer {
             RoomReply::Changed(c) => Ok(c),

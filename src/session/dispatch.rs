@@ -9,7 +9,8 @@
 use super::reader::Session;
 use crate::error::{ApiError, ApiResult};
 use crate::outbound::{Answer, Reply};
-use crate::room::{create, lookup, Actor, Change, InviteOp, RoomCommand};
+use crate::room::{lookup, Actor, Change, InviteOp, PostRequest, RoomCommand, RoomRequest};
+use crate::service::create;
 use crossroom_protocol::{ClientFrame, ErrorCode, RoomId, ServerFrame};
 use std::future::Future;
 
@@ -74,30 +75,33 @@ impl Session {
         Reply::session(self.out.clone(), id)
     }
 
-    /// The command a request for a room's actor becomes (`None` when it was answered here), or
-    /// the request back if it is not one.
+    /// The request to a room's actor a frame becomes, with the id to answer it under (`None`
+    /// when it was answered here), or the frame back if it is not one.
     fn room_request(&mut self, frame: ClientFrame) -> Routed<Option<(RoomId, RoomCommand)>> {
         let user = self.user.id.clone();
-        let (room, cmd) = match frame {
+        let (id, room, request) = match frame {
             ClientFrame::Subscribe {
                 id,
                 room,
                 since,
                 presence,
-            } => match self.subscribe(id, room, since, presence) {
-                Some(routed) => routed,
-                None => return Routed::Taken(None),
-            },
+            } => {
+                if !self.may_subscribe(id, &room) {
+                    return Routed::Taken(None);
+                }
+                let session = self.id;
+                let request = RoomRequest::Subscribe {
+                    session,
+                    user,
+                    since,
+                    presence,
+                };
+                (id, room, request)
+            }
             ClientFrame::Unsubscribe { id, room } => {
                 self.subscriptions.remove(&room);
-                let reply = Some(self.reply(id));
-                (
-                    room,
-                    RoomCommand::Unsubscribe {
-                        session: self.id,
-                        reply,
-                    },
-                )
+                let session = self.id;
+                (id, room, RoomRequest::Unsubscribe { session })
             }
             ClientFrame::Post {
                 id,
@@ -107,109 +111,60 @@ impl Session {
                 attachments,
                 mentions,
             } => {
-                let reply = self.reply(id);
-                let cmd = RoomCommand::Post {
+                let post = PostRequest {
                     user,
                     client_msg_id,
                     text,
                     attachments,
                     mentions,
-                    reply,
                 };
-                (room, cmd)
+                (id, room, RoomRequest::Post(post))
             }
             ClientFrame::History {
                 id,
                 room,
                 before,
                 limit,
-            } => {
-                let reply = self.reply(id);
-                (
-                    room,
-                    RoomCommand::History {
-                        user,
-                        before,
-                        limit,
-                        reply,
-                    },
-                )
-            }
-            ClientFrame::MarkRead { id, room, seq } => (
+            } => (
+                id,
                 room,
-                RoomCommand::MarkRead {
+                RoomRequest::History {
                     user,
-                    seq,
-                    reply: self.reply(id),
+                    before,
+                    limit,
                 },
             ),
+            ClientFrame::MarkRead { id, room, seq } => {
+                (id, room, RoomRequest::MarkRead { user, seq })
+            }
             ClientFrame::Typing { id, room } => {
-                let reply = self.reply(id);
-                (
-                    room,
-                    RoomCommand::Typing {
-                        user,
-                        session: self.id,
-                        reply,
-                    },
-                )
+                let session = self.id;
+                (id, room, RoomRequest::Typing { user, session })
             }
-            ClientFrame::Act { id, room, action } => (
-                room,
-                RoomCommand::Act {
-                    user,
-                    action,
-                    reply: self.reply(id),
-                },
-            ),
-            ClientFrame::Query { id, room, query } => (
-                room,
-                RoomCommand::Query {
-                    user,
-                    query,
-                    reply: self.reply(id),
-                },
-            ),
-            ClientFrame::GetRoom { id, room } => (
-                room,
-                RoomCommand::Get {
-                    user,
-                    reply: self.reply(id),
-                },
-            ),
+            ClientFrame::Act { id, room, action } => (id, room, RoomRequest::Act { user, action }),
+            ClientFrame::Query { id, room, query } => {
+                (id, room, RoomRequest::Query { user, query })
+            }
+            ClientFrame::GetRoom { id, room } => (id, room, RoomRequest::Get { user }),
             other => return Routed::Next(other),
         };
-        Routed::Taken(Some((room, cmd)))
+        Routed::Taken(Some((room, RoomCommand::Ask(request, self.reply(id)))))
     }
 
-    /// A subscription, within the per-connection limit; `None` when refused (and answered).
-    fn subscribe(
-        &mut self,
-        id: u32,
-        room: RoomId,
-        since: Option<crossroom_protocol::Position>,
-        presence: bool,
-    ) -> Option<(RoomId, RoomCommand)> {
-        let user = self.user.id.clone();
+    /// Whether a subscription to `room` fits the per-connection limit (and is counted); when it
+    /// does not, the request is refused here.
+    fn may_subscribe(&mut self, id: u32, room: &RoomId) -> bool {
         let max = self.hub.limits.max_subscriptions;
-        if !self.subscriptions.contains(&room) && self.subscriptions.len() >= max as usize {
+        if !self.subscriptions.contains(room) && self.subscriptions.len() >= max as usize {
             let e = ApiError::new(
                 ErrorCode::LimitExceeded,
                 format!("at most {max} subscriptions per connection"),
             );
             self.refuse(id, e);
-            return None;
+            return false;
         }
         self.subscriptions.insert(room.clone());
-        let reply = self.reply(id);
-        let cmd = RoomCommand::Subscribe {
-            session: self.id,
-            user,
-            since,
-            presence,
-            reply,
-        };
-        Some((room, cmd))
+        true
     }
 
     /// Act on `room` as this session's user, looked up fresh (their permission may have changed
@@ -220,16 +175,15 @@ impl Session {
             Ok(me) => Actor::User(me),
             Err(e) => return reply.fail(e),
         };
-        let cmd = match acting {
-            Acting::Change(change) => RoomCommand::Change {
-                actor,
-                change,
-                reply,
-            },
-            Acting::Invite(op) => RoomCommand::Invite { actor, op, reply },
-            Acting::Delete => RoomCommand::Delete { actor, reply },
+        let request = match acting {
+            Acting::Change(change) => RoomRequest::Change { actor, change },
+            Acting::Invite(op) => RoomRequest::Invite { actor, op },
+            Acting::Delete => RoomRequest::Delete { actor },
         };
-        self.hub.rooms.send(room, cmd).await;
+        self.hub
+            .rooms
+            .send(room, RoomCommand::Ask(request, reply))
+            .await;
     }
 
     /// Join the room an invitation link opens (G14).
@@ -285,7 +239,7 @@ impl Session {
                 Ok(ServerFrame::Rooms { id, rooms })
             }),
             ClientFrame::SendInvites { id, room, emails } => self.answer(id, async move {
-                crate::room::invite::send_invites(&hub, &me.id, &room, &emails).await?;
+                crate::service::invite::send_invites(&hub, &me.id, &room, &emails).await?;
                 Ok(ServerFrame::Ok { id })
             }),
             other => self.directory_request(other),
@@ -298,7 +252,7 @@ impl Session {
         let (hub, me) = (self.hub.clone(), self.user.clone());
         match frame {
             ClientFrame::Search { id, query, limit } => self.answer(id, async move {
-                let (rooms, contacts) = search::search(&hub, &me.id, &query, limit).await?;
+                let (rooms, contacts) = search::search(&*hub.store, &me.id, &query, limit).await?;
                 Ok(ServerFrame::SearchResults {
                     id,
                     rooms,
@@ -306,11 +260,11 @@ impl Session {
                 })
             }),
             ClientFrame::ListContacts { id } => self.answer(id, async move {
-                let contacts = search::contacts(&hub, &me.id).await?;
+                let contacts = search::contacts(&*hub.store, &me.id).await?;
                 Ok(ServerFrame::Contacts { id, contacts })
             }),
             ClientFrame::AddContact { id, user: contact } => self.answer(id, async move {
-                search::add_contact(&hub, &me, &contact).await?;
+                search::add_contact(&*hub.store, &me, &contact).await?;
                 Ok(ServerFrame::Ok { id })
             }),
             ClientFrame::RemoveContact { id, user: contact } => self.answer(id, async move {

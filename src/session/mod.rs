@@ -252,10 +252,7 @@ async fn run(
         session.read_loop(&mut stream).await;
         tracing::info!("session closed");
         for room in std::mem::take(&mut session.subscriptions) {
-            let cmd = RoomCommand::Unsubscribe {
-                session: id,
-                reply: None,
-            };
+            let cmd = RoomCommand::Forget(id);
             // If this cannot be delivered the actor drops us anyway on its next push. Boxed, as
             // everything after the read loop: not part of every idle session's task.
             Box::pin(hub.rooms.send(&room, cmd)).await;

@@ -65,7 +65,7 @@ impl RoomActor {
     /// version — but a refusal or a change decision must stand on the current state: before
     /// refusing someone who is not in our copy, and before deciding a change, catch up from the
     /// log. Ordinary posts of members cost nothing extra.
-    pub(super) async fn freshen_for(&mut self, cmd: &RoomCommand) {
+    pub(super) async fn freshen_for(&mut self, request: &RoomRequest) {
         if !self.ctx.bus.is_cluster() {
             return;
         }
@@ -75,29 +75,11 @@ impl RoomActor {
             self.delivered = self.room.as_ref().map(|r| r.head).unwrap_or(0);
             return;
         };
-        let outsider = |u: &UserId| {
-            room.members.binary_search(u).is_err() && room.masters.binary_search(u).is_err()
-        };
-        let stale_risk = match cmd {
-            RoomCommand::Change { .. }
-            | RoomCommand::Delete { .. }
-            | RoomCommand::Invite { .. } => true,
-            RoomCommand::Subscribe { user, .. }
-            | RoomCommand::Post { user, .. }
-            | RoomCommand::History { user, .. }
-            | RoomCommand::MarkRead { user, .. }
-            | RoomCommand::Typing { user, .. }
-            | RoomCommand::Get { user, .. }
-            | RoomCommand::Act { user, .. }
-            | RoomCommand::Query { user, .. }
-            | RoomCommand::AddFile { user, .. } => outsider(user),
-            RoomCommand::Unsubscribe { .. }
-            | RoomCommand::Remote(_)
-            | RoomCommand::RemoteTyping { .. }
-            | RoomCommand::CatchUp
-            | RoomCommand::Sweep(_)
-            | RoomCommand::Repair(_)
-            | RoomCommand::Deleted { .. } => false,
+        let stale_risk = match request.member() {
+            Some(u) => {
+                room.members.binary_search(u).is_err() && room.masters.binary_search(u).is_err()
+            }
+            None => !matches!(request, RoomRequest::Unsubscribe { .. }),
         };
         if stale_risk {
             self.catch_up().await;

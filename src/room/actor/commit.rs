@@ -28,7 +28,7 @@ impl RoomActor {
             .await;
         for (ack, redo, attempt) in std::mem::take(&mut self.conflicted) {
             self.redeciding = attempt + 1;
-            self.handle(redo.command(ack.into_reply())).await;
+            self.handle(RoomCommand::Ask(redo, ack.into_reply())).await;
         }
         self.redeciding = 0;
     }
@@ -44,7 +44,7 @@ impl RoomActor {
     /// `ack` answers once they commit. Posts are pipelined; anything that moves the state
     /// version is waited for, so every decision after it knows the version it stands on.
     /// Numbered here (the seqs after the head) and delivered once queued, when the actor may.
-    pub(super) async fn append(&mut self, entries: Vec<NewEntry>, ack: Ack, redo: Redo) {
+    pub(super) async fn append(&mut self, entries: Vec<NewEntry>, ack: Ack, redo: RoomRequest) {
         let moves = entries.iter().any(|e| moves_version(&e.body));
         if !moves && !self.early && self.wants_numbering() {
             self.mark_numbered().await;

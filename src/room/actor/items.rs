@@ -47,7 +47,7 @@ impl RoomActor {
         let garbage = features::garbage_of(&action, &ctx, items);
         let notify = features::task_audience(&entries, &ctx, &user);
         let entries = stamp(&user, entries);
-        let redo = Redo::Act { user, action };
+        let redo = RoomRequest::Act { user, action };
         self.append(entries, Ack::Acted(reply, garbage, notify), redo)
             .await;
     }
@@ -111,7 +111,7 @@ impl RoomActor {
             });
         }
         let entries = stamp(&user, entries);
-        let redo = Redo::AddFile { user, folder, file };
+        let redo = RoomRequest::AddFile { user, folder, file };
         self.append(entries, Ack::Acted(reply, Vec::new(), Vec::new()), redo)
             .await;
     }

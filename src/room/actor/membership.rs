@@ -47,7 +47,7 @@ impl RoomActor {
             rules::apply(room, &author, body);
         }
         let entries = stamp(&author, entries);
-        let redo = Redo::Change { actor, change };
+        let redo = RoomRequest::Change { actor, change };
         self.append(entries, Ack::Changed(reply, left_out, garbage), redo)
             .await;
     }

@@ -59,7 +59,7 @@ impl RoomActor {
                 recalled: false,
             },
         };
-        self.append(vec![entry], Ack::Posted(reply), Redo::Post(req))
+        self.append(vec![entry], Ack::Posted(reply), RoomRequest::Post(req))
             .await;
     }
 

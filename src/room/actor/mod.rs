@@ -33,7 +33,7 @@
 use super::context::RoomContext;
 use super::handle::RoomHandle;
 use super::reply::{Changed, InviteLink, RoomReply};
-use super::{info, lookup, query, InviteOp, Reply, RoomCommand};
+use super::{info, lookup, query, InviteOp, PostRequest, Reply, RoomCommand, RoomRequest};
 use crate::clock::now_ms;
 use crate::domain::features;
 use crate::domain::projection;
@@ -137,83 +137,19 @@ impl Ack {
     }
 }
 
-/// What to decide again when an append finds the room's state moved (another node changed it
-/// after our decision): the command, without its reply (which waits in the [`Ack`]).
-enum Redo {
-    Post(PostRequest),
-    Change {
-        actor: Actor,
-        change: Change,
-    },
-    Act {
-        user: UserId,
-        action: Action,
-    },
-    AddFile {
-        user: UserId,
-        folder: Option<u64>,
-        file: FileRecord,
-    },
-}
-
-/// A post as it was asked for.
-struct PostRequest {
-    user: UserId,
-    client_msg_id: String,
-    text: String,
-    attachments: Vec<String>,
-    mentions: Vec<UserId>,
-}
-
-impl Redo {
-    fn command(self, reply: Reply) -> RoomCommand {
-        match self {
-            Redo::Post(PostRequest {
-                user,
-                client_msg_id,
-                text,
-                attachments,
-                mentions,
-            }) => RoomCommand::Post {
-                user,
-                client_msg_id,
-                text,
-                attachments,
-                mentions,
-                reply,
-            },
-            Redo::Change { actor, change } => RoomCommand::Change {
-                actor,
-                change,
-                reply,
-            },
-            Redo::Act { user, action } => RoomCommand::Act {
-                user,
-                action,
-                reply,
-            },
-            Redo::AddFile { user, folder, file } => RoomCommand::AddFile {
-                user,
-                folder,
-                file,
-                reply,
-            },
-        }
-    }
-}
-
 /// An append in flight with the acknowledgement that waits for it.
 type Pending = futures_util::future::BoxFuture<'static, Committed>;
 
 /// An append's outcome, with what was queued beside it.
 type Committed = (StoreResult<Vec<Appended>>, Queued);
 
-/// What waits for an append's commit: its acknowledgement, what to decide again on a conflict,
+/// What waits for an append's commit: its acknowledgement, the request to decide again on a
+/// conflict (its reply waits in the [`Ack`]),
 /// how many conflicts that decision has met already, the state version it was decided on, and
 /// — when it was delivered before its commit — the seqs the actor gave its entries.
 struct Queued {
     ack: Ack,
-    redo: Redo,
+    redo: RoomRequest,
     attempt: u32,
     version: u64,
     numbered: Option<std::ops::Range<u64>>,
@@ -258,7 +194,7 @@ struct RoomActor {
     pending_on: BTreeMap<u64, usize>,
     /// Commands whose appends met a conflict, in the order they were asked for, waiting to be
     /// decided again ([`RoomActor::decide_again`]), and whether that is under way.
-    conflicted: Vec<(Ack, Redo, u32)>,
+    conflicted: Vec<(Ack, RoomRequest, u32)>,
     resolving: bool,
     last_activity: Instant,
     /// When each user's last relayed `typing` was (M3): at most one per user per second.
@@ -363,42 +299,36 @@ impl RoomActor {
     }
 
     async fn handle(&mut self, cmd: RoomCommand) {
-        match cmd {
+        let (request, reply) = match cmd {
+            RoomCommand::Ask(request, reply) => (request, reply),
+            RoomCommand::Forget(session) => return self.unsubscribe(session),
             RoomCommand::Remote(event) => return self.accept(event, false).await,
             RoomCommand::RemoteTyping { user } => return self.remote_typing(user),
             RoomCommand::CatchUp => return self.catch_up().await,
             RoomCommand::Sweep(head) => return self.swept(head).await,
             RoomCommand::Deleted { notify } => return self.deleted_elsewhere(notify),
             RoomCommand::Repair(lacking) => return self.repair(lacking).await,
-            _ => {}
+        };
+        self.freshen_for(&request).await;
+        if request.decides() && !self.epoch_writable().await {
+            return reply.fail(ApiError::new(
+                crossroom_protocol::ErrorCode::Unavailable,
+                "the room cannot be written now; retry",
+            ));
         }
-        self.freshen_for(&cmd).await;
-        if cmd.decides() && !self.epoch_writable().await {
-            if let Some(r) = cmd.into_reply() {
-                r.fail(ApiError::new(
-                    crossroom_protocol::ErrorCode::Unavailable,
-                    "the room cannot be written now; retry",
-                ));
-            }
-            return;
-        }
-        if self.redeciding == 0 && cmd.decides() && self.stale_pending() {
-            // Decided now, this command would commit before those are decided again.
+        if self.redeciding == 0 && request.decides() && self.stale_pending() {
+            // Decided now, this request would commit before those are decided again.
             self.drain_pending().await;
         }
         let Some(room) = &self.room else {
-            if let Some(r) = cmd.into_reply() {
-                r.fail(self.not_found());
-            }
-            return;
+            return reply.fail(self.not_found());
         };
-        match cmd {
-            RoomCommand::Subscribe {
+        match request {
+            RoomRequest::Subscribe {
                 session,
                 user,
                 since,
                 presence,
-                reply,
             } => {
                 if let Err(e) = rules::check_member(room, &user) {
                     return reply.fail(e);
@@ -408,69 +338,33 @@ impl RoomActor {
                     self.presence_snapshot(session);
                 }
             }
-            RoomCommand::Unsubscribe { session, reply } => {
-                self.subscribers.remove(&session);
-                self.count_subscribers();
-                if let Some(r) = reply {
-                    r.send(RoomReply::Done);
-                }
+            RoomRequest::Unsubscribe { session } => {
+                self.unsubscribe(session);
+                reply.send(RoomReply::Done);
             }
-            RoomCommand::Post {
-                user,
-                client_msg_id,
-                text,
-                attachments,
-                mentions,
-                reply,
-            } => {
-                let req = PostRequest {
-                    user,
-                    client_msg_id,
-                    text,
-                    attachments,
-                    mentions,
-                };
-                self.post(req, reply).await;
-            }
-            RoomCommand::History {
+            RoomRequest::Post(req) => self.post(req, reply).await,
+            RoomRequest::History {
                 user,
                 before,
                 limit,
-                reply,
             } => self.history(user, before, limit, reply),
-            RoomCommand::MarkRead { user, seq, reply } => self.mark_read(user, seq, reply),
-            RoomCommand::Typing {
-                user,
-                session,
-                reply,
-            } => self.typing(user, session, reply),
-            RoomCommand::Get { user, reply } => self.get(user, reply),
-            RoomCommand::Change {
-                actor,
-                change,
-                reply,
-            } => self.change(actor, change, reply).await,
-            RoomCommand::Delete { actor, reply } => self.delete(actor, reply).await,
-            RoomCommand::Invite { actor, op, reply } => self.invite(actor, op, reply).await,
-            RoomCommand::Act {
-                user,
-                action,
-                reply,
-            } => self.act(user, action, reply).await,
-            RoomCommand::Query { user, query, reply } => self.query(user, query, reply),
-            RoomCommand::AddFile {
-                user,
-                folder,
-                file,
-                reply,
-            } => self.add_file(user, folder, file, reply).await,
-            RoomCommand::Remote(_)
-            | RoomCommand::RemoteTyping { .. }
-            | RoomCommand::CatchUp
-            | RoomCommand::Sweep(_)
-            | RoomCommand::Repair(_)
-            | RoomCommand::Deleted { .. } => {}
+            RoomRequest::MarkRead { user, seq } => self.mark_read(user, seq, reply),
+            RoomRequest::Typing { user, session } => self.typing(user, session, reply),
+            RoomRequest::Get { user } => self.get(user, reply),
+            RoomRequest::Change { actor, change } => self.change(actor, change, reply).await,
+            RoomRequest::Delete { actor } => self.delete(actor, reply).await,
+            RoomRequest::Invite { actor, op } => self.invite(actor, op, reply).await,
+            RoomRequest::Act { user, action } => self.act(user, action, reply).await,
+            RoomRequest::Query { user, query } => self.query(user, query, reply),
+            RoomRequest::AddFile { user, folder, file } => {
+                self.add_file(user, folder, file, reply).await
+            }
         }
+    }
+
+    fn unsubscribe(&mut self, session: SessionId) {
+        self.subscribers.remove(&session);
+        self.count_subscribers();
     }
 
     /// The room, for a command that found it existing.

@@ -6,11 +6,11 @@
 //! `quota_exceeded` and nothing stored when it would pass the quota — then streams to the blob
 //! store, then the room actor decides the change; any failure gives the bytes back.
 
-use super::{lookup, Actor, Change};
+use super::auth::SignedIn;
 use crate::blob::BlobError;
-use crate::directory::admin::SignedIn;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
+use crate::room::{lookup, Actor, Change};
 use crate::store::{FileRecord, GONE_CLAIM};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};

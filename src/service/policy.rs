@@ -7,22 +7,22 @@
 //! whatever they held before. Repeating it repairs anything an earlier pass missed (a change
 //! raced by another, a node that stopped half-way).
 
-use super::{lookup, Actor, Change};
 use crate::error::ApiResult;
-use crate::hub::Hub;
+use crate::room::registry::Rooms;
+use crate::room::{lookup, Actor, Change};
+use crate::store::Store;
 use crossroom_protocol::{ErrorCode, UserId};
-use std::sync::Arc;
 
 /// Remove each of `users` who does not hold external permission now from every external group
 /// they are in, and wait until every removal is committed. Returns how many removals were made.
-pub async fn enforce(hub: &Arc<Hub>, users: &[UserId]) -> ApiResult<usize> {
+pub async fn enforce(store: &dyn Store, rooms: &Rooms, users: &[UserId]) -> ApiResult<usize> {
     let mut removed = 0;
     // A user gone from the directory lacks permission too: what an admission racing their
     // deletion let in is taken out here as well.
-    for (id, company) in lookup::lacking_permission(&*hub.store, users).await? {
+    for (id, company) in lookup::lacking_permission(store, users).await? {
         let mut theirs = 0;
-        for room in hub.store.groups_of(&id).await? {
-            theirs += usize::from(remove_by_policy(hub, &room, &company, &id).await?);
+        for room in store.groups_of(&id).await? {
+            theirs += usize::from(remove_by_policy(rooms, &room, &company, &id).await?);
         }
         if theirs > 0 {
             tracing::info!(user = %id, "without external permission; removed from external groups");
@@ -35,10 +35,14 @@ pub async fn enforce(hub: &Arc<Hub>, users: &[UserId]) -> ApiResult<usize> {
 /// A2: take a user being deleted out of every general room they are in (`member_removed`,
 /// reason `policy`, by their own company), as [`enforce`] does for groups: the removal line of
 /// D4 in each, so nothing after it reaches them.
-pub async fn leave_general_rooms(hub: &Arc<Hub>, user: &crate::directory::User) -> ApiResult<()> {
-    for row in hub.store.rooms_of(&user.id).await? {
+pub async fn leave_general_rooms(
+    store: &dyn Store,
+    rooms: &Rooms,
+    user: &crate::directory::User,
+) -> ApiResult<()> {
+    for row in store.rooms_of(&user.id).await? {
         if row.kind == crossroom_protocol::RoomKind::Room {
-            remove_by_policy(hub, &row.room, &user.company, &user.id).await?;
+            remove_by_policy(rooms, &row.room, &user.company, &user.id).await?;
         }
     }
     Ok(())
@@ -47,13 +51,12 @@ pub async fn leave_general_rooms(hub: &Arc<Hub>, user: &crate::directory::User) 
 /// `company`'s policy removes `user` from `room`; false when they were not in it (any more:
 /// removed or left meanwhile, the room deleted, a stale index).
 async fn remove_by_policy(
-    hub: &Arc<Hub>,
+    rooms: &Rooms,
     room: &crossroom_protocol::RoomId,
     company: &crossroom_protocol::CompanyId,
     user: &UserId,
 ) -> ApiResult<bool> {
-    let result = hub
-        .rooms
+    let result = rooms
         .change(
             room,
             Actor::Policy(company.clone()),

@@ -1,13 +1,13 @@
 //! Creating rooms: look up everyone involved, let [`crate::domain::rules`] decide, store the room with
 //! its first log entry, and tell every participant's live sessions (`joined`).
 
-use super::lookup::{company_settings, people};
 use crate::clock::now_ms;
 use crate::directory::{holds_external_permission, CompanySettings, User};
 use crate::domain::records::joined;
 use crate::domain::rules::{self, Person};
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
+use crate::room::lookup::{company_settings, people};
 use crate::store::{MembershipRow, NewRoom};
 use crossroom_protocol::{
     CompanyId, ErrorCode, Features, LeftOut, RoomId, RoomInfo, RoomKind, RoomSummary, UserId,
@@ -153,13 +153,13 @@ pub async fn create_room(
 /// (as the room actor does after every admission).
 async fn recheck_participants(hub: &Arc<Hub>, new: &NewRoom) -> ApiResult<()> {
     let named: Vec<UserId> = new.members.iter().chain(&new.masters).cloned().collect();
-    let lost: Vec<UserId> = super::lookup::lacking_permission(&*hub.store, &named)
+    let lost: Vec<UserId> = crate::room::lookup::lacking_permission(&*hub.store, &named)
         .await?
         .into_iter()
         .map(|(user, _)| user)
         .collect();
     if !lost.is_empty() {
-        super::policy::enforce(hub, &lost).await?;
+        super::policy::enforce(&*hub.store, &hub.rooms, &lost).await?;
     }
     Ok(())
 }

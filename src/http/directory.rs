@@ -1,31 +1,26 @@
-//! The admin HTTP API (JSON): the operator creates companies; a company admin, with the
-//! company's API key, manages its settings, users and contacts and mints user tokens.
+//! The admin HTTP API for the directory (JSON): the operator creates companies; a company admin,
+//! with the company's API key, manages its settings, users and contacts and mints user tokens.
 //!
-//! Every route authenticates with `Authorization: Bearer KEY`. Admin keys are stored only as
-//! SHA-256 hashes; the operator key is compared in constant time. Neither is ever logged.
+//! Every route authenticates with `Authorization: Bearer KEY` ([`super::auth`]).
 
-use super::{
+use super::auth::{Body, CompanyAdmin, Operator};
+use crate::directory::keys::{hash_key, new_admin_key};
+use crate::directory::{
     validate_company_id, validate_login, Company, CompanySettings, User, UserChange, UserKind,
 };
-use crate::directory::token::bearer;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
-use crate::room::policy;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::request::Parts;
+use crate::service::policy;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use crossroom_protocol::close::CloseReason;
 use crossroom_protocol::{CompanyId, ErrorCode, UserId};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 /// Default lifetime of a minted user token.
 const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
@@ -62,175 +57,6 @@ pub fn routes() -> Router<Arc<Hub>> {
         )
         .route("/v1/admin/users/{id}/tokens", post(mint_token))
         .route("/v1/admin/users/{id}/revoke-tokens", post(revoke_tokens))
-}
-
-/// SHA-256 of a key, hex: what the store keeps instead of the key.
-pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A new company admin API key.
-pub fn new_admin_key() -> String {
-    format!("ck_{}{}", crate::random::token(), crate::random::token())
-}
-
-/// Whether `given` is the operator key. Fixed-length digests are compared in constant time: no
-/// timing hint about the key.
-pub fn is_operator_key(hub: &Hub, given: &str) -> bool {
-    let a = Sha256::digest(given.as_bytes());
-    let b = Sha256::digest(hub.operator_key.as_bytes());
-    bool::from(a.ct_eq(&b))
-}
-
-/// The request came with the operator key.
-pub struct Operator;
-
-impl FromRequestParts<Arc<Hub>> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
-        let Some(given) = bearer(&parts.headers) else {
-            return Err(refused(parts, "admin", "missing_key", unauthorized()));
-        };
-        if is_operator_key(hub, given) {
-            return Ok(Operator);
-        }
-        let (reason, e) = match hub.store.company_by_key_hash(&hash_key(given)).await? {
-            Some(c) => (
-                "wrong_kind",
-                ApiError::new(
-                    ErrorCode::Forbidden,
-                    format!("this is company {c}'s admin key; this route needs the operator key"),
-                ),
-            ),
-            None => (
-                "wrong_key",
-                ApiError::new(ErrorCode::Unauthorized, "wrong operator key"),
-            ),
-        };
-        Err(refused(parts, "admin", reason, e))
-    }
-}
-
-/// Log a refused HTTP authentication (reason, route and source address; never the key or
-/// token), count it (`crossroom_auth_failures_total{via, reason}`) and return its error.
-fn refused(parts: &Parts, via: &'static str, reason: &'static str, e: ApiError) -> ApiError {
-    refused_user(parts, via, reason, None, e)
-}
-
-/// [`refused`], naming whose token it was when that is known.
-fn refused_user(
-    parts: &Parts,
-    via: &'static str,
-    reason: &'static str,
-    user: Option<&UserId>,
-    e: ApiError,
-) -> ApiError {
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
-    tracing::info!(
-        %peer,
-        route = %parts.uri.path(),
-        via,
-        reason,
-        user = user.map(|u| u.as_str()).unwrap_or(""),
-        detail = %e.message,
-        "HTTP request refused"
-    );
-    crate::metrics::METRICS.auth_failed(via, reason);
-    e
-}
-
-/// The request came with a user's token (`Authorization: Bearer TOKEN`): the file and
-/// invitation routes. Checked like a session's token (`directory::authenticate`).
-pub struct SignedIn(pub User);
-
-impl FromRequestParts<Arc<Hub>> for SignedIn {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
-        let Some(token) = bearer(&parts.headers) else {
-            let e = ApiError::new(
-                ErrorCode::Unauthorized,
-                "sign in first (Authorization: Bearer TOKEN)",
-            );
-            return Err(refused(parts, "http", "missing_token", e));
-        };
-        let now = crate::clock::now_secs();
-        match super::authenticate(&hub.store, &hub.tokens, token, now).await {
-            Ok(u) => Ok(SignedIn(u)),
-            Err(f) => Err(refused_user(
-                parts,
-                "http",
-                f.reason(),
-                f.user.as_ref(),
-                ApiError::new(f.code, f.message),
-            )),
-        }
-    }
-}
-
-/// The request came with a company's admin key: the company it administers.
-pub struct CompanyAdmin(pub CompanyId);
-
-impl FromRequestParts<Arc<Hub>> for CompanyAdmin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, ApiError> {
-        let Some(given) = bearer(&parts.headers) else {
-            return Err(refused(parts, "admin", "missing_key", unauthorized()));
-        };
-        // Looking up by hash reveals nothing about stored keys through timing.
-        match hub.store.company_by_key_hash(&hash_key(given)).await? {
-            Some(c) => Ok(CompanyAdmin(c)),
-            None if is_operator_key(hub, given) => Err(refused(
-                parts,
-                "admin",
-                "wrong_kind",
-                ApiError::new(
-                    ErrorCode::Forbidden,
-                    "this is the operator key; this route needs a company admin key",
-                ),
-            )),
-            None => Err(refused(
-                parts,
-                "admin",
-                "wrong_key",
-                ApiError::new(ErrorCode::Unauthorized, "unknown company admin key"),
-            )),
-        }
-    }
-}
-
-fn unauthorized() -> ApiError {
-    ApiError::new(
-        ErrorCode::Unauthorized,
-        "missing or invalid API key (Authorization: Bearer KEY)",
-    )
-}
-
-/// A JSON body whose rejections are our error shape.
-pub struct Body<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(e) => Err(ApiError::invalid(json_rejection(e))),
-        }
-    }
-}
-
-fn json_rejection(e: JsonRejection) -> String {
-    format!("bad JSON body: {}", e.body_text())
 }
 
 #[derive(Deserialize)]
@@ -394,7 +220,7 @@ async fn patch_settings(
     // Checked against the settings as read; written merged into the settings as stored then,
     // so two admins changing different fields at once both keep their change.
     let current = company(&hub, &c).await?.settings;
-    let after = super::patch_settings(&current, &patch).map_err(ApiError::invalid)?;
+    let after = crate::directory::patch_settings(&current, &patch).map_err(ApiError::invalid)?;
     after
         .within_ceilings(&current, &hub.ceilings())
         .map_err(ApiError::invalid)?;
@@ -408,7 +234,7 @@ async fn patch_settings(
         .into_iter()
         .map(|u| u.id)
         .collect();
-    policy::enforce(&hub, &users).await?;
+    policy::enforce(&*hub.store, &hub.rooms, &users).await?;
     Ok(Json(settings))
 }
 
@@ -485,7 +311,7 @@ async fn admin_view(hub: &Hub, users: Vec<User>) -> ApiResult<Vec<AdminUser>> {
             let s = company(hub, &user.company).await?.settings;
             settings.insert(user.company.clone(), s);
         }
-        let holds = super::holds_external_permission(&user, &settings[&user.company]);
+        let holds = crate::directory::holds_external_permission(&user, &settings[&user.company]);
         out.push(AdminUser {
             user,
             holds_external_permission: holds,
@@ -546,14 +372,14 @@ async fn delete_user(
 async fn forget_user(hub: &Arc<Hub>, user: &User) -> ApiResult<()> {
     let change = UserChange {
         active: Some(false),
-        revoke_tokens_at: Some(super::now_secs()),
+        revoke_tokens_at: Some(crate::clock::now_secs()),
         ..UserChange::default()
     };
     hub.store.change_user(&user.id, &change).await?;
     hub.sessions
         .close_user(&user.id, CloseReason::UserDisabled.into());
-    policy::enforce(hub, std::slice::from_ref(&user.id)).await?;
-    policy::leave_general_rooms(hub, user).await?;
+    policy::enforce(&*hub.store, &hub.rooms, std::slice::from_ref(&user.id)).await?;
+    policy::leave_general_rooms(&*hub.store, &hub.rooms, user).await?;
     hub.store.delete_user(&user.id).await?;
     tracing::info!(user = %user.id, "user deleted");
     Ok(())
@@ -598,7 +424,7 @@ async fn patch_user(
             .close_user(&user.id, CloseReason::UserDisabled.into());
     }
     // G13: without external permission now, they leave every external group now.
-    policy::enforce(&hub, std::slice::from_ref(&user.id)).await?;
+    policy::enforce(&*hub.store, &hub.rooms, std::slice::from_ref(&user.id)).await?;
     one_view(&hub, user).await
 }
 
@@ -668,7 +494,7 @@ async fn mint_token(
             "ttl_secs must be 60 to {MAX_TOKEN_TTL_SECS}"
         )));
     }
-    let now = super::now_secs();
+    let now = crate::clock::now_secs();
     // Issued after any revocation, even one in this same second.
     let issued = now.max(user.tokens_valid_after + 1);
     let token = hub
@@ -687,7 +513,7 @@ async fn revoke_tokens(
 ) -> ApiResult<StatusCode> {
     let user = own_user(&hub, &c, &id).await?;
     let change = UserChange {
-        revoke_tokens_at: Some(super::now_secs()),
+        revoke_tokens_at: Some(crate::clock::now_secs()),
         ..UserChange::default()
     };
     let (_, user) = hub.store.change_user(&user.id, &change).await?;

@@ -1,18 +1,15 @@
-//! Invitations (G14, G15): the HTTP side of invitation links — look, join, sign up — and
-//! invitation emails. The link itself is managed by the room actor ([`super::InviteOp`]).
+//! Invitations (G14, G15): what an invitation link opens, joining by it, signing a new company
+//! up by it, and invitation emails. The link itself is managed by the room actor
+//! ([`crate::room::InviteOp`]); the HTTP routes are in `http/invite.rs`.
 
-use super::{lookup, Actor, Change, InviteOp};
-use crate::directory::admin::{hash_key, new_admin_key, Body, SignedIn};
+use crate::directory::keys::{hash_key, new_admin_key};
 use crate::directory::{
     validate_company_id, validate_login, Company, CompanySettings, User, UserKind,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::mail::Mailer;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use crate::room::{lookup, Actor, Change, InviteOp};
 use crossroom_protocol::{CompanyId, ErrorCode, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,15 +18,8 @@ use std::sync::Arc;
 /// Most addresses in one `send_invites`.
 const MAX_EMAILS: usize = 100;
 
-pub fn routes() -> Router<Arc<Hub>> {
-    Router::new()
-        .route("/v1/invite/{token}", get(look))
-        .route("/v1/invite/{token}/join", post(join))
-        .route("/v1/invite/{token}/signup", post(signup))
-}
-
 /// The room a valid (present, unexpired) invitation token opens.
-async fn valid_invite(hub: &Hub, token: &str) -> ApiResult<RoomId> {
+pub async fn valid_invite(hub: &Hub, token: &str) -> ApiResult<RoomId> {
     let gone = || ApiError::not_found("invitation link (it may have expired or been revoked)");
     let (room, invite) = hub.store.room_by_invite(token).await?.ok_or_else(gone)?;
     if invite
@@ -41,30 +31,14 @@ async fn valid_invite(hub: &Hub, token: &str) -> ApiResult<RoomId> {
     Ok(room)
 }
 
-/// `GET /v1/invite/{token}`: what the link opens — the group's name and owner, nothing more.
-async fn look(State(hub): State<Arc<Hub>>, Path(token): Path<String>) -> ApiResult<Json<Value>> {
-    let room = valid_invite(&hub, &token).await?;
-    let r = hub
-        .store
-        .room(&room)
-        .await?
-        .ok_or_else(|| ApiError::not_found("invitation link"))?;
-    let (_, invite) = hub
-        .store
-        .room_by_invite(&token)
-        .await?
-        .ok_or_else(|| ApiError::not_found("invitation link"))?;
-    Ok(Json(json!({
-        "room": r.id,
-        "name": r.name,
-        "owner_company": r.owner_company,
-        "expires_at": invite.expires_at,
-    })))
-}
-
 /// Join `room` as `user` with `token`, through the room actor (which checks the link again and
 /// the user's permission: G14).
-async fn join_as(hub: &Arc<Hub>, user: &UserId, room: &RoomId, token: String) -> ApiResult<Value> {
+pub async fn join_as(
+    hub: &Arc<Hub>,
+    user: &UserId,
+    room: &RoomId,
+    token: String,
+) -> ApiResult<Value> {
     let me = lookup::person(&*hub.store, user).await?;
     let c = hub
         .rooms
@@ -73,47 +47,34 @@ async fn join_as(hub: &Arc<Hub>, user: &UserId, room: &RoomId, token: String) ->
     Ok(json!({ "room": c.room, "seq": c.seq }))
 }
 
-/// `POST /v1/invite/{token}/join` with the user's bearer token.
-async fn join(
-    State(hub): State<Arc<Hub>>,
-    Path(token): Path<String>,
-    SignedIn(user): SignedIn,
-) -> ApiResult<Json<Value>> {
-    let room = valid_invite(&hub, &token).await?;
-    Ok(Json(join_as(&hub, &user.id, &room, token).await?))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupCompany {
+    pub id: CompanyId,
+    pub name: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SignupCompany {
-    id: CompanyId,
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SignupUser {
-    login: String,
-    name: String,
+pub struct SignupUser {
+    pub login: String,
+    pub name: String,
     #[serde(default)]
-    email: String,
+    pub email: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Signup {
-    company: SignupCompany,
-    user: SignupUser,
+pub struct Signup {
+    pub company: SignupCompany,
+    pub user: SignupUser,
 }
 
-/// `POST /v1/invite/{token}/signup`: someone whose company does not use crossroom yet creates
-/// it (with external chat on) and its first user — who administers it — then joins (G14).
-async fn signup(
-    State(hub): State<Arc<Hub>>,
-    Path(token): Path<String>,
-    Body(req): Body<Signup>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let room = valid_invite(&hub, &token).await?;
+/// Someone whose company does not use crossroom yet creates it (with external chat on) and its
+/// first user — who administers it — then joins by the link (G14). Answers what the sign-up
+/// made: the company, its admin key, the user, a token, and the join.
+pub async fn signup(hub: &Arc<Hub>, token: String, req: Signup) -> ApiResult<Value> {
+    let room = valid_invite(hub, &token).await?;
     validate_company_id(req.company.id.as_str()).map_err(ApiError::invalid)?;
     validate_login(&req.user.login).map_err(ApiError::invalid)?;
     let company_name = req.company.name.trim();
@@ -162,20 +123,17 @@ async fn signup(
         tokens_valid_after: 0,
     };
     hub.store.create_user(&user).await?;
-    let joined = join_as(&hub, &user.id, &room, token).await?;
+    let joined = join_as(hub, &user.id, &room, token).await?;
     let now = crate::clock::now_secs();
     let user_token = hub.tokens.sign(&user.id, &user.company, now, 24 * 3600);
     tracing::info!(company = %company.id, user = %user.id, %room, "signed up by invitation");
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "company": company,
-            "admin_key": admin_key,
-            "user": user,
-            "token": user_token,
-            "joined": joined,
-        })),
-    ))
+    Ok(json!({
+        "company": company,
+        "admin_key": admin_key,
+        "user": user,
+        "token": user_token,
+        "joined": joined,
+    }))
 }
 
 /// G15: a master emails the group's invitation link (made if there is none) to `emails`.

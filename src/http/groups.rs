@@ -2,11 +2,11 @@
 //! the groups it owns — settings always (G9), members and masters, deletion (G16) — and reads the
 //! audit log of everything involving their company (G19).
 
-use super::create::{create_group_as_admin, GroupSpec};
-use super::{Actor, Change};
-use crate::directory::admin::{Body, CompanyAdmin};
+use super::auth::{Body, CompanyAdmin};
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
+use crate::room::{Actor, Change};
+use crate::service::create::{create_group_as_admin, GroupSpec};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
@@ -95,7 +95,7 @@ async fn list(
     let mut groups = Vec::with_capacity(ids.len());
     for id in &ids {
         if let Some(r) = hub.store.room(id).await? {
-            groups.push(super::info(&r));
+            groups.push(crate::room::info(&r));
         }
     }
     Ok(Json(json!({ "groups": groups, "next": next })))
@@ -107,7 +107,7 @@ async fn show(
     Path(room): Path<RoomId>,
 ) -> ApiResult<Json<Value>> {
     let r = owned(&hub, &c, &room).await?;
-    Ok(Json(json!({ "room": super::info(&r) })))
+    Ok(Json(json!({ "room": crate::room::info(&r) })))
 }
 
 /// Run a change as the company's admin and answer with the entry it wrote.
