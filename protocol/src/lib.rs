@@ -7,7 +7,8 @@
 //! - [`error`]: the stable error codes of `error` frames.
 //! - [`close`]: WebSocket close codes, grouped by how a client should react.
 //! - [`ops`]: the ops stream for dashboards (`GET /v1/ops`): stats every second, audit records.
-//! - `client` (feature `client`): a small WebSocket and admin-HTTP client.
+//! - `client` (feature `client`): a small WebSocket and admin-HTTP client, and `calls`: one typed
+//!   method per request on it.
 //!
 //! The human-readable specification is `protocol/PROTOCOL.md`; `protocol/vectors/frames.json`
 //! holds hex dumps of real frames that the tests check both ways.
@@ -20,6 +21,8 @@ pub mod ids;
 pub mod items;
 pub mod ops;
 
+#[cfg(feature = "client")]
+pub mod calls;
 #[cfg(feature = "client")]
 pub mod client;
 

@@ -5,7 +5,7 @@
 use crate::features::{act_ok, upload};
 use crate::harness::*;
 use crossroom::blob::BlobStore;
-use crossroom_protocol::{Action, ClientFrame, Encoding, ServerFrame};
+use crossroom_protocol::{Action, Encoding};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -134,14 +134,7 @@ async fn files_uploaded_through_one_node_are_served_and_freed_through_another() 
     assert_eq!(gone.status, 404);
 
     // Deleting the group through node 0 frees the rest.
-    let r = alice
-        .request(ClientFrame::DeleteGroup {
-            id: 0,
-            room: room.clone(),
-        })
-        .await
-        .expect("reply");
-    assert!(matches!(r, ServerFrame::Ok { .. }), "{r:?}");
+    alice.delete_group(&room).await.expect("delete_group");
     bucket_becomes(&s3, &BTreeSet::new()).await;
     assert_eq!(storage_used(&b, &w.acme_key).await, 0);
 }

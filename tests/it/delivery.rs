@@ -338,21 +338,12 @@ async fn history_pages_by_seq() {
     let mut before = None;
     let mut pages = Vec::new();
     loop {
-        let r = carol
-            .request(ClientFrame::History {
-                id: 0,
-                room: room.clone(),
-                before,
-                limit: Some(50),
-            })
+        let HistoryPage {
+            events, has_more, ..
+        } = carol
+            .history(&room, before, Some(50))
             .await
             .expect("history");
-        let ServerFrame::History {
-            events, has_more, ..
-        } = r
-        else {
-            panic!("{r:?}")
-        };
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
         before = seqs.first().copied();
         pages.push(seqs);
@@ -365,18 +356,10 @@ async fn history_pages_by_seq() {
     assert_eq!(pages[1], (23..=72).collect::<Vec<_>>());
     assert_eq!(pages[2], (1..=22).collect::<Vec<_>>());
     // The page size is capped by the server.
-    let r = carol
-        .request(ClientFrame::History {
-            id: 0,
-            room: room.clone(),
-            before: None,
-            limit: Some(100_000),
-        })
+    let HistoryPage { events, .. } = carol
+        .history(&room, None, Some(100_000))
         .await
         .expect("history");
-    let ServerFrame::History { events, .. } = r else {
-        panic!("{r:?}")
-    };
     assert_eq!(events.len(), 100);
 }
 
@@ -405,15 +388,7 @@ async fn m2_unread_counts_follow_the_read_marker() {
         .await
         .expect("rooms");
     assert_eq!(unread(r), (5, 0));
-    let ok = carol
-        .request(ClientFrame::MarkRead {
-            id: 0,
-            room: room.clone(),
-            seq: seqs[2],
-        })
-        .await
-        .expect("mark");
-    assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+    carol.mark_read(&room, seqs[2]).await.expect("mark_read");
     let r = carol
         .request(ClientFrame::ListRooms { id: 0 })
         .await
@@ -437,14 +412,7 @@ async fn m3_typing_is_relayed_to_other_subscribers_and_not_stored() {
     subscribe(&mut alice, &room, None).await;
     let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
     subscribe(&mut carol, &room, None).await;
-    let r = alice
-        .request(ClientFrame::Typing {
-            id: 0,
-            room: room.clone(),
-        })
-        .await
-        .expect("typing");
-    assert!(matches!(r, ServerFrame::Ok { .. }));
+    alice.typing(&room).await.expect("typing");
     match carol
         .next_push(Duration::from_secs(5))
         .await
@@ -460,26 +428,11 @@ async fn m3_typing_is_relayed_to_other_subscribers_and_not_stored() {
     while let Ok(f) = alice.next_push(Duration::from_millis(300)).await {
         assert!(matches!(f, ServerFrame::Joined { .. }), "{f:?}");
     }
-    let h = carol
-        .request(ClientFrame::History {
-            id: 0,
-            room: room.clone(),
-            before: None,
-            limit: None,
-        })
-        .await
-        .expect("history");
-    let ServerFrame::History { events, .. } = h else {
-        panic!("{h:?}")
-    };
+    let HistoryPage { events, .. } = carol.history(&room, None, None).await.expect("history");
     assert_eq!(events.len(), 1, "only the creation entry");
     // Bob is not a member: typing is refused as not found (G8).
     let mut bob = server.connect(&w.bob.token, Encoding::MsgPack).await;
-    let r = bob
-        .request(ClientFrame::Typing { id: 0, room })
-        .await
-        .expect("typing");
-    assert_eq!(error_code(&r), ErrorCode::NotFound);
+    assert_eq!(bob.typing(&room).await.refused(), ErrorCode::NotFound);
 }
 
 /// M1: text limits are enforced by the server with a clear error; nothing is stored.

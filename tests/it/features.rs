@@ -136,11 +136,7 @@ async fn n1_history_pages_stay_within_their_byte_budget() {
         .filter(|e| matches!(e.body, EventBody::NotePosted { .. }))
         .count();
     assert_eq!(notes, 11, "every note reached by paging back");
-    let pong = carol
-        .request(ClientFrame::Ping { id: 0 })
-        .await
-        .expect("open");
-    assert!(matches!(pong, ServerFrame::Pong { .. }));
+    carol.ping().await.expect("ping");
 }
 
 /// N1: a note never grows past what one answer can carry — the longest body (100,000
@@ -193,11 +189,7 @@ async fn n1_a_note_never_grows_past_what_an_answer_can_carry() {
         panic!()
     };
     assert_eq!(notes[0].comments.len(), 26);
-    let pong = carol
-        .request(ClientFrame::Ping { id: 0 })
-        .await
-        .expect("the asker's session is open");
-    assert!(matches!(pong, ServerFrame::Pong { .. }));
+    carol.ping().await.expect("ping");
 }
 
 /// N1: notes with limits, notices, edit rights, comments, likes, read counts and deletion.
@@ -308,17 +300,16 @@ async fn n1_notes() {
         note: false,
         ..Default::default()
     };
-    let r = alice
-        .request(ClientFrame::UpdateGroup {
-            id: 0,
-            room: room.clone(),
-            name: None,
-            description: None,
-            features: Some(off.into()),
-        })
+    alice
+        .update_group(
+            &room,
+            GroupUpdate {
+                features: Some(off.into()),
+                ..Default::default()
+            },
+        )
         .await
-        .expect("reply");
-    assert!(matches!(r, ServerFrame::Changed { .. }));
+        .expect("update_group");
     assert_eq!(
         error_code(&act(&mut carol, &room, Action::PostNote(note("x", false))).await),
         ErrorCode::FeatureDisabled
@@ -864,18 +855,10 @@ async fn m1_attachments_mentions_and_recall() {
     let recall = act_ok(&mut carol, &room, Action::Recall { message: seq }).await;
     let e = events_until(&mut alice, recall).await.pop().expect("event");
     assert_eq!(e.body, EventBody::MessageRecalled { message: seq });
-    let h = alice
-        .request(ClientFrame::History {
-            id: 0,
-            room: room.clone(),
-            before: Some(seq + 1),
-            limit: Some(1),
-        })
+    let HistoryPage { events, .. } = alice
+        .history(&room, Some(seq + 1), Some(1))
         .await
         .expect("history");
-    let ServerFrame::History { events, .. } = h else {
-        panic!()
-    };
     match &events[0].body {
         EventBody::Message {
             text,

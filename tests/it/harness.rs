@@ -3,6 +3,9 @@
 //! the real admin API.
 
 use crossroom::blob::BlobStore;
+pub use crossroom_protocol::calls::{
+    CallError, CallResult, Changed, Created, GroupSpec, GroupUpdate, HistoryPage, InviteLink,
+};
 use crossroom_protocol::client::{Client, Http};
 use crossroom_protocol::{ClientFrame, Encoding, RoomId, ServerFrame, UserId};
 use serde_json::json;
@@ -351,22 +354,9 @@ pub async fn group(c: &mut Client, name: &str, members: &[&UserId]) -> RoomId {
 }
 
 async fn create_group(c: &mut Client, name: &str, members: &[&UserId], member: bool) -> RoomId {
-    let r = c
-        .request(ClientFrame::CreateGroup {
-            id: 0,
-            name: name.into(),
-            description: String::new(),
-            members: members.iter().map(|u| (*u).clone()).collect(),
-            masters: vec![],
-            add_self_as_member: member,
-            features: None,
-        })
-        .await
-        .expect("create_group");
-    match r {
-        ServerFrame::RoomCreated { room, .. } => room.id,
-        other => panic!("expected room_created, got {other:?}"),
-    }
+    let mut spec = GroupSpec::new(name).members(members);
+    spec.add_self_as_member = member;
+    c.create_group(spec).await.expect("create_group").room.id
 }
 
 pub fn post(room: &RoomId, cmid: &str, text: &str) -> ClientFrame {
@@ -382,27 +372,14 @@ pub fn post(room: &RoomId, cmid: &str, text: &str) -> ClientFrame {
 
 /// Post and wait for the ack; returns the seq.
 pub async fn post_ok(c: &mut Client, room: &RoomId, cmid: &str, text: &str) -> u64 {
-    match c.request(post(room, cmid, text)).await.expect("post") {
-        ServerFrame::Posted { seq, .. } => seq,
-        other => panic!("expected posted, got {other:?}"),
-    }
+    c.post(room, cmid, text).await.expect("post").seq
 }
 
 /// Subscribe; returns (epoch, head) after any replay (replayed events stay queued as pushes).
 pub async fn subscribe(c: &mut Client, room: &RoomId, since: Option<(u64, u64)>) -> (u64, u64) {
-    let r = c
-        .request(ClientFrame::Subscribe {
-            id: 0,
-            room: room.clone(),
-            since: since.map(|(epoch, seq)| crossroom_protocol::Position { epoch, seq }),
-            presence: false,
-        })
-        .await
-        .expect("subscribe");
-    match r {
-        ServerFrame::Subscribed { epoch, head, .. } => (epoch, head),
-        other => panic!("expected subscribed, got {other:?}"),
-    }
+    let since = since.map(|(epoch, seq)| crossroom_protocol::Position { epoch, seq });
+    let s = c.subscribe(room, since, false).await.expect("subscribe");
+    (s.epoch, s.head)
 }
 
 /// The next pushed room event, skipping other pushes (typing, joined).
@@ -412,6 +389,22 @@ pub async fn next_event(c: &mut Client) -> crossroom_protocol::Event {
             ServerFrame::Event(e) => return e,
             ServerFrame::Typing { .. } | ServerFrame::Joined { .. } => continue,
             other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+/// A typed call's refusal, for asserting on: `assert_eq!(c.leave(&room).await.refused(), code)`.
+pub trait Refused {
+    /// The error code the server refused with; panics when the call succeeded or failed
+    /// otherwise.
+    fn refused(self) -> crossroom_protocol::ErrorCode;
+}
+
+impl<T: std::fmt::Debug> Refused for CallResult<T> {
+    fn refused(self) -> crossroom_protocol::ErrorCode {
+        match self {
+            Err(CallError::Refused { code, .. }) => code,
+            other => panic!("expected a refusal, got {other:?}"),
         }
     }
 }
@@ -936,27 +929,11 @@ pub async fn whole_history(c: &mut Client, room: &RoomId) -> Vec<crossroom_proto
     let mut all = Vec::new();
     let mut before = None;
     loop {
-        let r = c
-            .request(ClientFrame::History {
-                id: 0,
-                room: room.clone(),
-                before,
-                limit: Some(100),
-            })
-            .await
-            .expect("history");
-        let ServerFrame::History {
-            mut events,
-            has_more,
-            ..
-        } = r
-        else {
-            panic!("expected history, got {r:?}")
-        };
-        before = events.first().map(|e| e.seq);
-        events.append(&mut all);
-        all = events;
-        if !has_more {
+        let mut page = c.history(room, before, Some(100)).await.expect("history");
+        before = page.events.first().map(|e| e.seq);
+        page.events.append(&mut all);
+        all = page.events;
+        if !page.has_more {
             return all;
         }
     }
@@ -975,18 +952,10 @@ pub fn message_texts(events: &[crossroom_protocol::Event]) -> Vec<String> {
 
 /// `c` removes `user` from `room`; returns the removal's seq.
 pub async fn remove_ok(c: &mut Client, room: &RoomId, user: &UserId) -> u64 {
-    let r = c
-        .request(ClientFrame::RemoveMember {
-            id: 0,
-            room: room.clone(),
-            user: user.clone(),
-        })
+    c.remove_member(room, user)
         .await
-        .expect("remove_member");
-    match r {
-        ServerFrame::Changed { seq, .. } => seq,
-        other => panic!("expected changed, got {other:?}"),
-    }
+        .expect("remove_member")
+        .seq
 }
 
 /// A real S3-compatible server: SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in

@@ -108,13 +108,7 @@ async fn g4_name_and_description_limits() {
         .await
         .expect("reply");
     assert!(matches!(r, ServerFrame::RoomCreated { .. }));
-    let r = alice
-        .request(ClientFrame::ListRooms { id: 0 })
-        .await
-        .expect("rooms");
-    let ServerFrame::Rooms { rooms, .. } = r else {
-        panic!("{r:?}")
-    };
+    let rooms = alice.list_rooms().await.expect("list_rooms");
     assert_eq!(rooms.len(), 1, "refused creations stored nothing");
 }
 
@@ -250,13 +244,7 @@ async fn g8_non_members_get_not_found() {
         let r = bob.request(f.clone()).await.expect("reply");
         assert_eq!(error_code(&r), ErrorCode::NotFound, "{f:?}");
     }
-    let r = bob
-        .request(ClientFrame::ListRooms { id: 0 })
-        .await
-        .expect("rooms");
-    let ServerFrame::Rooms { rooms, .. } = r else {
-        panic!("{r:?}")
-    };
+    let rooms = bob.list_rooms().await.expect("list_rooms");
     assert!(rooms.is_empty());
     // Same answer as for a room that does not exist at all.
     let r = bob
@@ -272,17 +260,10 @@ async fn r1_general_room_with_a_line_user() {
     let server = Server::start().await;
     let w = world(&server).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
-    let r = alice
-        .request(ClientFrame::CreateRoom {
-            id: 0,
-            name: "chat".into(),
-            members: vec![w.bob.id.clone(), w.erin.id.clone(), w.carol.id.clone()],
-        })
+    let Created { room, left_out, .. } = alice
+        .create_room("chat", &[&w.bob.id, &w.erin.id, &w.carol.id])
         .await
-        .expect("reply");
-    let ServerFrame::RoomCreated { room, left_out, .. } = r else {
-        panic!("{r:?}")
-    };
+        .expect("create_room");
     assert_eq!(room.kind, RoomKind::Room);
     assert!(room.masters.is_empty());
     assert_eq!(room.members.len(), 4);
