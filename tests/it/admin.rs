@@ -106,14 +106,11 @@ async fn bad_input_gets_clear_errors() {
         .await
         .expect("http");
     assert_eq!(r.status, 400);
-    let r = admin
-        .patch(
-            "/v1/admin/company/settings",
-            json!({ "read_receipts": "everyone", "recall_window_secs": 86400 }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200);
+    set_settings(
+        &admin,
+        json!({ "read_receipts": "everyone", "recall_window_secs": 86400 }),
+    )
+    .await;
     assert_eq!(r.body["read_receipts"], "everyone");
     assert_eq!(r.body["recall_window_secs"], 86400);
     let u = user(&server, &key, "ann", "works").await;
@@ -193,15 +190,7 @@ async fn tokens_are_verified_on_connect() {
         let r = Client::connect(&server.ws_url(), Some(&t), Encoding::Json).await;
         assert!(r.is_err(), "{name}: refused at the upgrade");
     }
-    let r = server
-        .http(Some(&w.acme_key))
-        .patch(
-            &format!("/v1/admin/users/{}", w.bob.id),
-            json!({ "active": false }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200);
+    set_active(&server.http(Some(&w.acme_key)), &w.bob.id, false).await;
     assert!(
         Client::connect(&server.ws_url(), Some(&w.bob.token), Encoding::Json)
             .await

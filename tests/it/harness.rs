@@ -48,25 +48,7 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_owned();
-        let config = if toml.is_empty() {
-            None
-        } else {
-            let p = dir.join("test-config.toml");
-            std::fs::write(&p, toml).expect("write config");
-            Some(p)
-        };
-        let (child, addr) = spawn(&dir, config.as_deref(), &[], &env, "127.0.0.1:0").await;
-        Server {
-            child: Some(child),
-            addr,
-            data_dir: dir,
-            _tmp: Some(tmp),
-            config,
-            args: Vec::new(),
-            env,
-        }
+        Server::launch(toml, Vec::new(), env).await
     }
 
     /// A cluster-mode node on `redis` (one URL, or a cluster's seeds), with its own data
@@ -77,6 +59,13 @@ impl Server {
 
     /// A cluster-mode node on `redis` whose config file holds `toml` (e.g. [`S3Server::toml`]).
     pub async fn start_node_with(redis: &[String], toml: &str) -> Server {
+        let args = vec!["--redis".to_owned(), redis.join(",")];
+        Server::launch(toml, args, Vec::new()).await
+    }
+
+    /// The binary started in a fresh data directory, with `toml` as its config file (none when
+    /// empty), extra arguments and environment.
+    async fn launch(toml: &str, args: Vec<String>, env: Vec<(String, String)>) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
         let config = if toml.is_empty() {
@@ -86,8 +75,7 @@ impl Server {
             std::fs::write(&p, toml).expect("write config");
             Some(p)
         };
-        let args = vec!["--redis".to_owned(), redis.join(",")];
-        let (child, addr) = spawn(&dir, config.as_deref(), &args, &[], "127.0.0.1:0").await;
+        let (child, addr) = spawn(&dir, config.as_deref(), &args, &env, "127.0.0.1:0").await;
         Server {
             child: Some(child),
             addr,
@@ -95,11 +83,10 @@ impl Server {
             _tmp: Some(tmp),
             config,
             args,
-            env: Vec::new(),
+            env,
         }
     }
 
-    /// Start again on the same data directory (after a kill or stop).
     pub async fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill().await;
@@ -346,6 +333,29 @@ pub async fn world(server: &Server) -> World {
 /// returns its id.
 pub async fn managed_group(master: &mut Client, name: &str, members: &[&UserId]) -> RoomId {
     create_group(master, name, members, false).await
+}
+
+/// A company admin changes its company's settings (`PATCH /v1/admin/company/settings`); the
+/// change must be accepted.
+pub async fn set_settings(admin: &Http, patch: serde_json::Value) {
+    let r = admin
+        .patch("/v1/admin/company/settings", patch)
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+/// A company admin switches one of its users on or off (`PATCH /v1/admin/users/{id}`); the
+/// change must be accepted.
+pub async fn set_active(admin: &Http, user: &UserId, active: bool) {
+    let r = admin
+        .patch(
+            &format!("/v1/admin/users/{user}"),
+            json!({ "active": active }),
+        )
+        .await
+        .expect("http");
+    assert_eq!(r.status, 200, "{:?}", r.body);
 }
 
 /// `creator` creates an external group with `members`; returns its id.

@@ -50,14 +50,7 @@ async fn d5_a_session_creates_with_the_directory_as_it_is_now() {
 /// acme grants external permission per member; its admin.
 async fn per_member(server: &Server, w: &World) -> crossroom_protocol::client::Http {
     let acme = server.http(Some(&w.acme_key));
-    let r = acme
-        .patch(
-            "/v1/admin/company/settings",
-            json!({ "external_permission": "per_member" }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    set_settings(&acme, json!({ "external_permission": "per_member" })).await;
     acme
 }
 

@@ -120,14 +120,7 @@ async fn g5_g6_g7_who_may_be_added() {
     let w = world(&server).await;
     // Globex switches to per-member permission and grants only carol.
     let globex = server.http(Some(&w.globex_key));
-    let r = globex
-        .patch(
-            "/v1/admin/company/settings",
-            json!({ "external_permission": "per_member" }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    set_settings(&globex, json!({ "external_permission": "per_member" })).await;
     let r = globex
         .patch(
             &format!("/v1/admin/users/{}", w.carol.id),
@@ -183,28 +176,18 @@ async fn g1_creation_needs_permission_and_the_company_setting() {
     let server = Server::start().await;
     let w = world(&server).await;
     let acme = server.http(Some(&w.acme_key));
-    let r = acme
-        .patch(
-            "/v1/admin/company/settings",
-            json!({ "group_creation": "admins_only" }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200);
+    set_settings(&acme, json!({ "group_creation": "admins_only" })).await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let r = alice
         .request(create_group("x", &[], &[], true))
         .await
         .expect("reply");
     assert_eq!(error_code(&r), ErrorCode::GroupCreationNotAllowed);
-    let r = acme
-        .patch(
-            "/v1/admin/company/settings",
-            json!({ "group_creation": "also_members", "external_chat": false }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200);
+    set_settings(
+        &acme,
+        json!({ "group_creation": "also_members", "external_chat": false }),
+    )
+    .await;
     let r = alice
         .request(create_group("x", &[], &[], true))
         .await

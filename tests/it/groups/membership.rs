@@ -115,14 +115,7 @@ async fn g13_admin_revocation_removes_from_every_group() {
     let globex = server.http(Some(&w.globex_key));
 
     // Per member: globex switches to per-member permission without granting carol.
-    let r = globex
-        .patch(
-            "/v1/admin/company/settings",
-            json!({ "external_permission": "per_member" }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    set_settings(&globex, json!({ "external_permission": "per_member" })).await;
     let mut removed_from = Vec::new();
     while removed_from.len() < 2 {
         if let ServerFrame::Removed { room, reason } =
@@ -149,15 +142,7 @@ async fn g13_admin_revocation_removes_from_every_group() {
     // Disable: acme disables bob after he joins; he is removed and his sessions are closed.
     let g3 = group(&mut alice, "Three", &[&w.bob.id]).await;
     let mut bob = server.connect(&w.bob.token, Encoding::Json).await;
-    let r = server
-        .http(Some(&w.acme_key))
-        .patch(
-            &format!("/v1/admin/users/{}", w.bob.id),
-            json!({ "active": false }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200);
+    set_active(&server.http(Some(&w.acme_key)), &w.bob.id, false).await;
     assert_eq!(
         bob.closed(Duration::from_secs(5)).await.expect("closed"),
         Some(close::USER_DISABLED)
@@ -170,15 +155,11 @@ async fn g13_admin_revocation_removes_from_every_group() {
         }));
 
     // Company-wide: acme switches external chat off; alice is removed even as last master.
-    let r = server
-        .http(Some(&w.acme_key))
-        .patch(
-            "/v1/admin/company/settings",
-            json!({ "external_chat": false }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200);
+    set_settings(
+        &server.http(Some(&w.acme_key)),
+        json!({ "external_chat": false }),
+    )
+    .await;
     let reply = alice.request(history(&g1)).await.expect("reply");
     assert_eq!(error_code(&reply), ErrorCode::NotFound);
     let audit = server

@@ -148,15 +148,11 @@ async fn stalled_uploads_give_the_quota_back() {
         Server::start_with_config("[limits]\nupload_idle_secs = 3\nmax_uploads_per_user = 2\n")
             .await;
     let w = world(&server).await;
-    let r = server
-        .http(Some(&w.acme_key))
-        .patch(
-            "/v1/admin/company/settings",
-            serde_json::json!({ "shared_storage_quota": 1000 }),
-        )
-        .await
-        .expect("http");
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    set_settings(
+        &server.http(Some(&w.acme_key)),
+        serde_json::json!({ "shared_storage_quota": 1000 }),
+    )
+    .await;
     let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
     let room = group(&mut alice, "Stalls", &[&w.bob.id]).await;
     let stall = |token: String| {
