@@ -6,8 +6,8 @@
 use crate::client::{Client, ClientError};
 use crate::error::ErrorCode;
 use crate::frame::{
-    ClientFrame, Event, Features, FeaturesPatch, LeftOut, Position, RoomInfo, RoomSummary,
-    ServerFrame, UserInfo,
+    ClientFrame, Event, Features, FeaturesPatch, LeftOut, MessageHit, Position, RoomInfo,
+    RoomSummary, ServerFrame, UserInfo,
 };
 use crate::ids::{RoomId, UserId};
 use crate::items::{Action, Query, QueryResult};
@@ -474,6 +474,24 @@ impl Client {
             action,
         })
         .await
+    }
+
+    /// `search_messages`: one page of hits, newest first, and the next page's cursor.
+    pub async fn search_messages(
+        &mut self,
+        query: &str,
+        tz: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> CallResult<(Vec<MessageHit>, Option<String>)> {
+        let frame = ClientFrame::SearchMessages {
+            id: 0,
+            query: query.into(),
+            tz: tz.map(str::to_owned),
+            cursor: cursor.map(str::to_owned),
+            limit,
+        };
+        expect_reply!(self, frame, ServerFrame::MessageResults { results, next, .. } => (results, next))
     }
 
     /// A room-feature question (`query`).

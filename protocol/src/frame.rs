@@ -177,6 +177,25 @@ pub enum Role {
     MasterOnly,
 }
 
+/// One message `search_messages` found: where it is, who wrote it when, and a snippet of its
+/// text with the matches marked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageHit {
+    pub room: RoomId,
+    pub seq: u64,
+    pub ts: i64,
+    pub author: UserId,
+    pub snippet: Vec<SnippetPart>,
+}
+
+/// A piece of a snippet: `hit` when it is a match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnippetPart {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hit: bool,
+}
+
 /// One line of `rooms`: a room the user is a member or a master of, with their role and, for
 /// members, their unread count (M2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -571,6 +590,20 @@ pub enum ClientFrame {
     },
     /// A room-feature question. Reply: `query_result`.
     Query { id: u32, room: RoomId, query: Query },
+    /// Find messages the user may read (M6), newest first: words (all must match),
+    /// `"a phrase"`, `-word`, `prefix*`, `from:USER`, `in:ROOM`, `before:`/`after:`/`on:YYYY-MM-DD`
+    /// (days in `tz`, an IANA time zone; UTC when absent), `has:file`. `cursor` is a page's
+    /// `next`. Reply: `message_results`.
+    SearchMessages {
+        id: u32,
+        query: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tz: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
 }
 
 fn default_true() -> bool {
@@ -612,14 +645,15 @@ macro_rules! with_request_id {
             | ClientFrame::JoinByInvite { id: $id, .. }
             | ClientFrame::SendInvites { id: $id, .. }
             | ClientFrame::Act { id: $id, .. }
-            | ClientFrame::Query { id: $id, .. } => $body,
+            | ClientFrame::Query { id: $id, .. }
+            | ClientFrame::SearchMessages { id: $id, .. } => $body,
         }
     };
 }
 
 impl ClientFrame {
     /// Every request `type`, as the wire names it.
-    pub const TYPES: [&'static str; 31] = [
+    pub const TYPES: [&'static str; 32] = [
         "auth",
         "ping",
         "create_group",
@@ -651,6 +685,7 @@ impl ClientFrame {
         "send_invites",
         "act",
         "query",
+        "search_messages",
     ];
 
     /// The request id.
@@ -786,6 +821,14 @@ pub enum ServerFrame {
         room: RoomId,
         result: QueryResult,
     },
+    /// Reply to `search_messages`: newest first; `next` is the cursor of the next page, absent
+    /// on the last.
+    MessageResults {
+        id: u32,
+        results: Vec<MessageHit>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
     /// A task you assigned or are assigned was created, changed, completed, reopened or deleted
     /// (T1); `action` is the entry's kind (`task_created`, …) and `seq` the entry.
     TaskNotice {
@@ -829,7 +872,8 @@ impl ServerFrame {
             | ServerFrame::SearchResults { id, .. }
             | ServerFrame::Contacts { id, .. }
             | ServerFrame::Invite { id, .. }
-            | ServerFrame::QueryResult { id, .. } => Some(*id),
+            | ServerFrame::QueryResult { id, .. }
+            | ServerFrame::MessageResults { id, .. } => Some(*id),
             ServerFrame::Event(_)
             | ServerFrame::Reset { .. }
             | ServerFrame::Typing { .. }

@@ -166,6 +166,26 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
                 },
             },
         ),
+        (
+            "search_messages",
+            ClientFrame::SearchMessages {
+                id: 35,
+                query: "budget -draft from:carol@globex.example 회의".into(),
+                tz: Some("Asia/Seoul".into()),
+                cursor: None,
+                limit: Some(20),
+            },
+        ),
+        (
+            "search_messages_next_page",
+            ClientFrame::SearchMessages {
+                id: 36,
+                query: "budget".into(),
+                tz: None,
+                cursor: Some("1857300000000000123".into()),
+                limit: None,
+            },
+        ),
     ]
 }
 
@@ -421,6 +441,33 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     }],
                     next: None,
                 },
+            },
+        ),
+        (
+            "message_results",
+            ServerFrame::MessageResults {
+                id: 35,
+                results: vec![crossroom_protocol::MessageHit {
+                    room: "r_abc".into(),
+                    seq: 42,
+                    ts: 1_796_000_000_000,
+                    author: "carol@globex.example".into(),
+                    snippet: vec![
+                        crossroom_protocol::SnippetPart {
+                            text: "Q3 budget".into(),
+                            hit: false,
+                        },
+                        crossroom_protocol::SnippetPart {
+                            text: "회의".into(),
+                            hit: true,
+                        },
+                        crossroom_protocol::SnippetPart {
+                            text: " notes".into(),
+                            hit: false,
+                        },
+                    ],
+                }],
+                next: Some("1857300000000000123".into()),
             },
         ),
         (

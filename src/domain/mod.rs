@@ -10,6 +10,8 @@
 //! - [`paging`]: how a query's answer is cut into pages (a cursor and a byte budget).
 //! - [`projection`]: what a committed entry does to its room — the one projection the actor and
 //!   both stores use.
+//! - [`search`]: message search (M6) — the analyzer indexing and queries share (CJK as character
+//!   pairs), the query language, snippets.
 
 pub mod directory;
 pub mod features;
@@ -17,3 +19,4 @@ pub mod paging;
 pub mod projection;
 pub mod records;
 pub mod rules;
+pub mod search;

@@ -259,6 +259,24 @@ impl Session {
                     contacts,
                 })
             }),
+            ClientFrame::SearchMessages {
+                id,
+                query,
+                tz,
+                cursor,
+                limit,
+            } => self.answer(id, async move {
+                let (results, next) = crate::service::search::search_messages(
+                    &*hub.store,
+                    &me.id,
+                    &query,
+                    tz.as_deref(),
+                    cursor.as_deref(),
+                    limit,
+                )
+                .await?;
+                Ok(ServerFrame::MessageResults { id, results, next })
+            }),
             ClientFrame::ListContacts { id } => self.answer(id, async move {
                 let contacts = search::contacts(&*hub.store, &me.id).await?;
                 Ok(ServerFrame::Contacts { id, contacts })

@@ -103,6 +103,9 @@ pub enum StoreError {
     /// (Redis `WAIT`) in time: not acknowledged. A retry (posts are idempotent) finds it.
     #[error("not replicated in time: {0}")]
     Unreplicated(String),
+    /// This store does not do that (yet): said as it is, never faked.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The backend failed; the operation may or may not be retried. Keeps its cause.
     #[error("store backend: {0}")]
     Backend(#[source] Arc<dyn std::error::Error + Send + Sync>),
@@ -145,6 +148,7 @@ impl From<StoreError> for ApiError {
                 ErrorCode::Unavailable,
                 format!("not acknowledged: {what}; retry (a retried post is not duplicated)"),
             ),
+            StoreError::Unsupported(what) => ApiError::new(ErrorCode::Unavailable, what),
             StoreError::Backend(cause) => {
                 tracing::error!(error = %cause, "store failure");
                 ApiError::internal()
@@ -164,7 +168,14 @@ pub type CommitTicket = BoxFuture<'static, StoreResult<Vec<Appended>>>;
 /// [`SharedStore`] call any concern's method on it directly.
 #[async_trait]
 pub trait Store:
-    DirectoryStore + RoomLogStore + MembershipStore + ItemStore + FileStore + InviteStore + AuditStore
+    DirectoryStore
+    + RoomLogStore
+    + MembershipStore
+    + ItemStore
+    + FileStore
+    + InviteStore
+    + AuditStore
+    + SearchStore
 {
     /// Finish queued writes and stop accepting new ones.
     async fn close(&self);
@@ -459,6 +470,34 @@ pub trait AuditStore: Send + Sync + 'static {
         before: Option<u64>,
         limit: usize,
     ) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// A message search found (M6): where it is and its text, with its place in the index's order
+/// (newest first; a page's cursor).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundMessage {
+    pub key: i64,
+    pub room: RoomId,
+    pub seq: u64,
+    pub ts: i64,
+    pub author: UserId,
+    pub text: String,
+}
+
+/// The index of message text (M6), kept with the log: a message is indexed in its entry's own
+/// commit and leaves the index in the commit that recalls it or deletes its room.
+#[async_trait]
+pub trait SearchStore: Send + Sync + 'static {
+    /// The messages `user` may read now (their current rooms, from where they see each one,
+    /// D4/G21; never a group they only manage, G22) that match `query`, newest first, with a
+    /// key below `before` (a page's cursor), at most `limit`.
+    async fn search_messages(
+        &self,
+        user: &UserId,
+        query: &crate::domain::search::MessageQuery,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<FoundMessage>>;
 }
 
 #[cfg(test)]

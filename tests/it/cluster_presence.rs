@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Subscribe asking for presence; returns the snapshot's online set.
 async fn subscribe_presence(c: &mut Client, room: &RoomId) -> BTreeSet<UserId> {
-    c.subscribe(&room, None, true).await.expect("subscribe");
+    c.subscribe(room, None, true).await.expect("subscribe");
     loop {
         match c.next_push(Duration::from_secs(10)).await.expect("push") {
             ServerFrame::Presence {

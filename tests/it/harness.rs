@@ -87,6 +87,7 @@ impl Server {
         }
     }
 
+    /// Start again on the same data directory (killing the process first if it still runs).
     pub async fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill().await;
@@ -651,6 +652,7 @@ impl Redis {
     }
 
     /// Start again on the same port and directory.
+    /// Start again on the same data directory (killing the process first if it still runs).
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;

@@ -24,5 +24,6 @@ mod model;
 mod ops;
 mod room_replies;
 mod rooms;
+mod search;
 mod store_checks;
 mod store_suite;

@@ -66,6 +66,7 @@ mod log;
 mod memberships;
 mod plan;
 mod scripts;
+mod search;
 mod writer;
 
 pub use conn::Conn;

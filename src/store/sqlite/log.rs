@@ -3,6 +3,7 @@
 
 use super::audit::write_audit;
 use super::files::delete_file_row;
+use super::index::{index_message, unindex_message, unindex_room};
 use super::items::{all_items, load_item, save_item};
 use super::rows::*;
 use super::*;
@@ -63,6 +64,7 @@ pub(super) fn append_one(
         body: entry.body.clone(),
     };
     project(conn, &event)?;
+    index_message(conn, &event)?;
     Ok(Appended {
         event,
         duplicate: false,
@@ -226,6 +228,7 @@ pub(super) fn recall(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<
         }
         conn.prepare_cached("UPDATE events SET body = ?3 WHERE room = ?1 AND seq = ?2")?
             .execute(params![room.0, sql_seq(seq), encode_body(&placeholder)?])?;
+        unindex_message(conn, room, seq)?;
     }
     Ok(())
 }
@@ -442,6 +445,7 @@ impl RoomLogStore for SqliteStore {
             }
             conn.prepare_cached("DELETE FROM events WHERE room = ?1")?
                 .execute(params![r.0])?;
+            unindex_room(conn, &r)?;
             conn.prepare_cached("DELETE FROM items WHERE room = ?1")?
                 .execute(params![r.0])?;
             conn.prepare_cached("DELETE FROM room_members WHERE room = ?1")?

@@ -18,13 +18,15 @@
 //!
 //! ## Files
 //! One file per concern, the same names as the Redis store's: `directory`, `log`,
-//! `memberships`, `items`, `files`, `invites`, `audit` (each implements its trait of
-//! [`crate::store`]); `writer` (the writer thread); `schema` (with `schema.sql`), `rows` (row
+//! `memberships`, `items`, `files`, `invites`, `audit`, `search` (each implements its trait of
+//! [`crate::store`]); `index` (the search index kept in each commit, and its background
+//! backfill); `writer` (the writer thread); `schema` (with `schema.sql`), `rows` (row
 //! mappers) and `read_pool` (the read threads).
 
 mod audit;
 mod directory;
 mod files;
+mod index;
 mod invites;
 mod items;
 mod log;
@@ -32,6 +34,7 @@ mod memberships;
 mod read_pool;
 mod rows;
 mod schema;
+mod search;
 mod writer;
 
 use read_pool::ReadPool;
@@ -63,6 +66,8 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: ReadPool,
+    /// Indexing for search what a database from before the index holds (`None`: nothing to do).
+    backfill: Mutex<Option<index::Backfill>>,
 }
 
 impl SqliteStore {
@@ -86,6 +91,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&conn, path)?;
         let run = schema::begin_run(&conn)?;
+        let backfill = index::Backfill::start_if_needed(&conn, path)?;
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -96,6 +102,7 @@ impl SqliteStore {
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             readers: ReadPool::new(path),
+            backfill: Mutex::new(backfill),
         })
     }
 
@@ -149,6 +156,11 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn close(&self) {
+        let backfill = self.backfill.lock().ok().and_then(|mut b| b.take());
+        if let Some(mut b) = backfill {
+            // The thread was stopped either way: a join error would only repeat its panic.
+            let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+        }
         // Dropping the sender lets the writer finish what is queued and stop.
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();

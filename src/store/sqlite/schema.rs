@@ -10,7 +10,7 @@ use std::path::Path;
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// Bring the database at `path` (open as `conn`) to this build's schema: refuse one written by a
 /// newer build, upgrade an older one in place (each step an `ALTER TABLE`), create what is
@@ -57,6 +57,15 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> StoreResult<()> {
         // Schema 6 moved the heads to their own narrow table.
         conn.execute_batch(
             "INSERT OR IGNORE INTO room_heads (room, head) SELECT id, head FROM rooms",
+        )?;
+    }
+    if version < 9 {
+        // Schema 9 added the message search index (M6): a new file is indexed as it is written;
+        // an older one's messages are indexed in the background (`search::Backfill`).
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('search_indexed', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![i64::from(version == 0)],
         )?;
     }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;

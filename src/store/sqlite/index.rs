@@ -1,0 +1,220 @@
+//! The message search index in SQLite (M6): each visible message's analyzed text
+//! ([`crate::domain::search::index_text`]) in an FTS5 table, written in the message's own commit
+//! and removed in the commit that recalls it or deletes its room — the log and the index never
+//! disagree, and a backup holds both.
+//!
+//! `message_index` holds the text and the room's scope token (`k` and the room's rowid, so that a
+//! search looks only at the asker's rooms); `message_rows` says which entry each index row is.
+//! An index row's key is time-ordered (the post's ms, then bits of the room and seq), so newest
+//! first is the index's own descending order, also for messages indexed after the fact.
+//!
+//! A database from before the index (schema 8 and older) is indexed in the background
+//! ([`Backfill`]), in batches, saying so in the log.
+
+use super::rows::{event_from_row, sql_seq, EVENT_COLUMNS};
+use crate::domain::search::index_text;
+use crate::store::{StoreError, StoreResult};
+use crossroom_protocol::{Event, EventBody, RoomId};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Messages indexed per backfill transaction.
+const BACKFILL_BATCH: usize = 500;
+
+/// Put a committed message into the index (nothing for any other entry, or a recalled one).
+pub(super) fn index_message(conn: &Connection, event: &Event) -> StoreResult<()> {
+    let EventBody::Message {
+        text,
+        attachments,
+        recalled: false,
+        ..
+    } = &event.body
+    else {
+        return Ok(());
+    };
+    let scope: Option<i64> = conn
+        .prepare_cached("SELECT rowid FROM rooms WHERE id = ?1")?
+        .query_row(params![event.room.0], |r| r.get(0))
+        .optional()?;
+    let Some(scope) = scope else { return Ok(()) };
+    let mut key = first_key(&event.room, event.seq, event.ts);
+    while conn
+        .prepare_cached("SELECT 1 FROM message_rows WHERE id = ?1")?
+        .query_row(params![key], |_| Ok(()))
+        .optional()?
+        .is_some()
+    {
+        key += 1;
+    }
+    conn.prepare_cached("INSERT INTO message_index (rowid, text, scope) VALUES (?1, ?2, ?3)")?
+        .execute(params![key, index_text(text), format!("k{scope}")])?;
+    conn.prepare_cached(
+        "INSERT INTO message_rows (id, room, seq, ts, author, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        key,
+        event.room.0,
+        sql_seq(event.seq),
+        event.ts,
+        event.author.0,
+        attachments.len() as i64
+    ])?;
+    Ok(())
+}
+
+/// The key a message is indexed under (if free): its time in ms, then 20 bits of its room and
+/// seq, so that keys sort as the messages' times do.
+fn first_key(room: &RoomId, seq: u64, ts: i64) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.0.as_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (ts.max(0) << 20) | ((h ^ seq) & 0xF_FFFF) as i64
+}
+
+/// Take a message out of the index (recalled, M1).
+pub(super) fn unindex_message(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
+    let key: Option<i64> = conn
+        .prepare_cached("DELETE FROM message_rows WHERE room = ?1 AND seq = ?2 RETURNING id")?
+        .query_row(params![room.0, sql_seq(seq)], |r| r.get(0))
+        .optional()?;
+    if let Some(key) = key {
+        conn.prepare_cached("DELETE FROM message_index WHERE rowid = ?1")?
+            .execute(params![key])?;
+    }
+    Ok(())
+}
+
+/// Take a deleted room's messages out of the index (G16).
+pub(super) fn unindex_room(conn: &Connection, room: &RoomId) -> StoreResult<()> {
+    conn.prepare_cached(
+        "DELETE FROM message_index WHERE rowid IN (SELECT id FROM message_rows WHERE room = ?1)",
+    )?
+    .execute(params![room.0])?;
+    conn.prepare_cached("DELETE FROM message_rows WHERE room = ?1")?
+        .execute(params![room.0])?;
+    Ok(())
+}
+
+/// Indexing the messages of a database written before the index, on a thread of its own with
+/// its own connection, in batches that each take the write lock briefly; every batch skips what
+/// is indexed already (a post's own commit indexes it), so running again after a stop is safe.
+/// Done, it records `meta.search_indexed = 1` and is never run again.
+pub(super) struct Backfill {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Backfill {
+    /// Start it if the database at `path` is not wholly indexed yet.
+    pub(super) fn start_if_needed(conn: &Connection, path: &Path) -> StoreResult<Option<Backfill>> {
+        let done: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'search_indexed'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done != Some(0) {
+            return Ok(None);
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-search-backfill".into())
+            .spawn(move || {
+                if let Err(e) = backfill(&conn, &halt) {
+                    tracing::error!(error = %e, "indexing existing messages for search failed; it resumes at the next start");
+                }
+            })
+            .map_err(StoreError::backend)?;
+        Ok(Some(Backfill {
+            stop,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Stop after the batch in hand, and wait for it.
+    pub(super) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            // A panic of that thread has been reported by the panic hook; nothing is left to do.
+            let _ = t.join();
+        }
+    }
+}
+
+fn backfill(conn: &Connection, stop: &AtomicBool) -> StoreResult<()> {
+    let total: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM events WHERE kind = 'message'",
+        [],
+        |r| r.get(0),
+    )?;
+    tracing::info!(
+        messages = total,
+        "indexing the existing messages for search in the background (this database predates the index); search finds them as they are done"
+    );
+    let mut after = (String::new(), 0i64);
+    let mut indexed = 0usize;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            tracing::info!(
+                indexed,
+                "indexing for search paused by the stop; it resumes at the next start"
+            );
+            return Ok(());
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let batch = (|| -> StoreResult<Option<(String, i64)>> {
+            let events: Vec<Event> = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} WHERE e.kind = 'message' AND (e.room, e.seq) > (?1, ?2)
+                     AND NOT EXISTS (SELECT 1 FROM message_rows x WHERE x.room = e.room AND x.seq = e.seq)
+                     ORDER BY e.room, e.seq LIMIT ?3"
+                ))?
+                .query_map(params![after.0, after.1, BACKFILL_BATCH as i64], event_from_row)?
+                .collect::<Result<_, _>>()?;
+            for e in &events {
+                index_message(conn, e)?;
+            }
+            indexed += events.len();
+            Ok(events.last().map(|e| (e.room.0.clone(), e.seq as i64)))
+        })();
+        match batch {
+            Ok(Some(last)) => {
+                conn.execute_batch("COMMIT")?;
+                after = last;
+            }
+            Ok(None) => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('search_indexed', 1)
+                     ON CONFLICT (key) DO UPDATE SET value = 1",
+                    [],
+                )?;
+                conn.execute_batch("COMMIT")?;
+                tracing::info!(indexed, "the existing messages are indexed for search");
+                return Ok(());
+            }
+            Err(e) => {
+                conn.execute_batch("ROLLBACK")?;
+                return Err(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_as_times_do() {
+        let r = RoomId::from("r_a");
+        assert!(first_key(&r, 9, 1_000) < first_key(&r, 1, 1_001));
+        assert_ne!(first_key(&r, 1, 5), first_key(&RoomId::from("r_b"), 1, 5));
+    }
+}
