@@ -20,6 +20,8 @@ const state = {
   pendingFiles: [], // attachments uploaded for the next post
   folder: null, // the folder shown in the files panel ({id, name, parent}); null: the root
   invite: null, // an invitation token from the link this page was opened with
+  window: false, // the room shown is an older stretch (opened at a search result), not its end
+  search: null, // the search shown: {query, next}
 };
 
 /** An element: `h("li", {class: "x", onclick}, "text", child…)`. */
@@ -281,8 +283,10 @@ function clearMessages() {
   state.oldest = null;
 }
 
-async function openRoom(id) {
+async function openRoom(id, at) {
   state.current = id;
+  state.window = false;
+  $("newest").hidden = true;
   document.body.classList.remove("show-rooms");
   const room = state.rooms.get(id);
   if (room) room.unread = 0;
@@ -305,11 +309,20 @@ async function openRoom(id) {
     renderMembers(info.room);
     renderGroupPanel();
     const pos = state.client.position(id);
-    const hist = await state.client.history(id, { before: pos ? pos.seq + 1 : undefined, limit: HISTORY_PAGE });
+    const end = pos ? pos.seq + 1 : undefined;
+    // Opened at a search result: the page around it (the newest entries only when it is one of them).
+    const around = at && end !== undefined && end - at > HISTORY_PAGE / 2 ? at + HISTORY_PAGE / 2 : end;
+    const hist = await state.client.history(id, { before: around, limit: HISTORY_PAGE });
     if (state.current !== id) return;
     for (const e of hist.events) showEvent(e, "older");
     $("older").hidden = !hist.has_more;
-    scrollToEnd();
+    state.window = around !== end;
+    $("newest").hidden = !state.window;
+    const found = at && $("messages").querySelector(`[data-seq="${at}"]`);
+    if (found) {
+      found.classList.add("found");
+      found.scrollIntoView({ block: "center" });
+    } else scrollToEnd();
     $("compose").focus();
     refreshItems(id, info.room.features);
     refreshCalendar();
@@ -417,7 +430,10 @@ function onEvent(e) {
     if (e.room === state.current) $("room-name").textContent = e.body.name;
     renderRooms();
   }
-  if (e.room === state.current) {
+  if (e.room === state.current && state.window) {
+    // An older stretch is shown: the newest come with "Jump to the newest messages".
+    if (room && e.body.kind === "message" && e.author !== state.me.id) room.unread = (room.unread || 0) + 1;
+  } else if (e.room === state.current) {
     const atEnd = nearEnd();
     showEvent(e, "live");
     if (atEnd) scrollToEnd();
@@ -890,11 +906,61 @@ async function send() {
   }
 }
 
+/** Search messages (M6): the first page for a new query, the next page for "More results". */
+async function search(more) {
+  const query = more ? state.search.query : $("search").value.trim();
+  $("search-error").textContent = "";
+  if (!more) $("search-results").replaceChildren();
+  if (!query) {
+    $("search-more").hidden = true;
+    return;
+  }
+  try {
+    const tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    const r = await state.client.request({
+      type: "search_messages",
+      query,
+      tz,
+      cursor: more ? state.search.next : undefined,
+      limit: 20,
+    });
+    state.search = { query, next: r.next };
+    for (const hit of r.results) $("search-results").append(searchResult(hit));
+    if (!more && r.results.length === 0) $("search-results").append(h("li", { class: "hint" }, "Nothing found"));
+    $("search-more").hidden = !r.next;
+  } catch (e) {
+    $("search-error").textContent = e.serverMessage || e.message;
+  }
+}
+
+/** One search result: where, who, when, and the snippet with its matches marked. */
+function searchResult(hit) {
+  const room = state.rooms.get(hit.room);
+  const snippet = h("div", { class: "snippet" }, ...hit.snippet.map((p) => (p.hit ? h("mark", {}, p.text) : p.text)));
+  const when = new Date(hit.ts).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+  return h(
+    "li",
+    { class: "result", "data-room": hit.room, "data-seq": String(hit.seq) },
+    h(
+      "button",
+      { type: "button", onclick: () => openRoom(hit.room, hit.seq) },
+      h("span", { class: "where" }, room?.name || hit.room, " · ", displayName(hit.author), " · ", when),
+      snippet,
+    ),
+  );
+}
+
 window.addEventListener("DOMContentLoaded", () => {
   wirePanels();
   $("signin-button").onclick = () => signIn($("token").value.trim());
   $("send").onclick = send;
   $("older").onclick = loadOlder;
+  $("newest").onclick = () => state.current && openRoom(state.current);
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    search(false);
+  });
+  $("search-more").onclick = () => search(true);
   $("toggle-rooms").onclick = () => document.body.classList.toggle("show-rooms");
   $("toggle-details").onclick = () => document.body.classList.toggle("show-details");
   $("compose").addEventListener("keydown", (e) => {

@@ -954,3 +954,90 @@ async fn dashboard_backlog_names_charts_and_idle_tiles() {
     ops.screenshot("idle").await;
     ops.quit().await;
 }
+
+/// M6 on the chat page: a search from the sidebar lists the messages found with their matches
+/// marked (Korean inside a word too), and a result opens its room at the message, highlighted,
+/// far back in a long room, with a way back to the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m6_chat_page_searches_and_opens_a_room_at_the_message() {
+    let server =
+        Server::start_with_config("[limits]\nrequests_per_sec = 10000\nrequest_burst = 10000\n")
+            .await;
+    let w = world(&server).await;
+    let mut alice_ws = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let room = group(&mut alice_ws, "Quarterly", &[&w.carol.id]).await;
+    let other = group(&mut alice_ws, "Travel", &[&w.carol.id]).await;
+    post_ok(
+        &mut alice_ws,
+        &room,
+        "old",
+        "the budget draft for 다음주회의",
+    )
+    .await;
+    for i in 0..120 {
+        post_ok(
+            &mut alice_ws,
+            &room,
+            &format!("f{i}"),
+            &format!("filler {i}"),
+        )
+        .await;
+    }
+    post_ok(&mut alice_ws, &other, "t", "hotel budget approved").await;
+
+    let driver = Driver::start().await;
+    let carol = driver.browser("carol").await;
+    carol
+        .goto(&format!("http://{}/#token={}", server.addr, w.carol.token))
+        .await;
+    carol
+        .wait_for(
+            "the rooms",
+            "return document.querySelectorAll('#rooms li').length === 2;",
+            json!([]),
+        )
+        .await;
+    carol.type_into("#search", "budget\u{E007}").await;
+    carol
+        .wait_for(
+            "two results, newest first, matches marked",
+            "const r = [...document.querySelectorAll('#search-results li.result')]; \
+             return r.length === 2 && r[0].textContent.includes('hotel') \
+               && r[1].querySelector('mark')?.textContent === 'budget';",
+            json!([]),
+        )
+        .await;
+    carol
+        .js("document.getElementById('search').value = '';", json!([]))
+        .await;
+    carol.type_into("#search", "회의\u{E007}").await;
+    carol
+        .wait_for(
+            "the Korean word found inside a longer one",
+            "const r = [...document.querySelectorAll('#search-results li.result')]; \
+             return r.length === 1 && r[0].querySelector('mark')?.textContent === '회의';",
+            json!([]),
+        )
+        .await;
+    carol.click("#search-results li.result button").await;
+    carol
+        .wait_for(
+            "the room opened at the message, highlighted, with a way to the newest",
+            "const f = document.querySelector('#messages .msg.found'); \
+             return !!f && f.textContent.includes('다음주회의') && f.dataset.seq === arguments[0] \
+               && !document.getElementById('newest').hidden;",
+            json!(["2"]),
+        )
+        .await;
+    carol.screenshot("search-result-opened").await;
+    carol.click("#newest").await;
+    carol
+        .wait_for(
+            "the newest messages",
+            "return [...document.querySelectorAll('#messages .msg')].some((m) => m.textContent.includes('filler 119')) \
+               && document.getElementById('newest').hidden;",
+            json!([]),
+        )
+        .await;
+    carol.quit().await;
+}
