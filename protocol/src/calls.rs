@@ -6,7 +6,7 @@
 use crate::client::{Client, ClientError};
 use crate::error::ErrorCode;
 use crate::frame::{
-    ClientFrame, Event, Features, FeaturesPatch, LeftOut, MessageHit, Position, RoomInfo,
+    ClientFrame, Event, Features, FeaturesPatch, ItemHit, LeftOut, MessageHit, Position, RoomInfo,
     RoomSummary, ServerFrame, UserInfo,
 };
 use crate::ids::{RoomId, UserId};
@@ -492,6 +492,22 @@ impl Client {
             limit,
         };
         expect_reply!(self, frame, ServerFrame::MessageResults { results, next, .. } => (results, next))
+    }
+
+    /// `search_items`: one page of the shared things found, and the next page's cursor.
+    pub async fn search_items(
+        &mut self,
+        query: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> CallResult<(Vec<ItemHit>, Option<String>)> {
+        let frame = ClientFrame::SearchItems {
+            id: 0,
+            query: query.into(),
+            cursor: cursor.map(str::to_owned),
+            limit,
+        };
+        expect_reply!(self, frame, ServerFrame::ItemResults { results, next, .. } => (results, next))
     }
 
     /// A room-feature question (`query`).

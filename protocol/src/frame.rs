@@ -188,6 +188,17 @@ pub struct MessageHit {
     pub snippet: Vec<SnippetPart>,
 }
 
+/// One shared thing `search_items` found: its room, its item id and kind (`note`, `event`,
+/// `task`, `folder`, `file`), its title (a folder's or file's name), and a snippet of its text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemHit {
+    pub room: RoomId,
+    pub item: u64,
+    pub kind: String,
+    pub title: String,
+    pub snippet: Vec<SnippetPart>,
+}
+
 /// A piece of a snippet: `hit` when it is a match.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnippetPart {
@@ -604,6 +615,18 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Find the shared things of your groups and rooms (M6) — notes (title, body, comments),
+    /// calendar events (title, location, memo), tasks (title, content, category), folder and
+    /// file names — by words, `"phrases"`, `-word`, `prefix*` and `in:ROOM`, most recently
+    /// changed first. Reply: `item_results`.
+    SearchItems {
+        id: u32,
+        query: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
 }
 
 fn default_true() -> bool {
@@ -646,14 +669,15 @@ macro_rules! with_request_id {
             | ClientFrame::SendInvites { id: $id, .. }
             | ClientFrame::Act { id: $id, .. }
             | ClientFrame::Query { id: $id, .. }
-            | ClientFrame::SearchMessages { id: $id, .. } => $body,
+            | ClientFrame::SearchMessages { id: $id, .. }
+            | ClientFrame::SearchItems { id: $id, .. } => $body,
         }
     };
 }
 
 impl ClientFrame {
     /// Every request `type`, as the wire names it.
-    pub const TYPES: [&'static str; 32] = [
+    pub const TYPES: [&'static str; 33] = [
         "auth",
         "ping",
         "create_group",
@@ -686,6 +710,7 @@ impl ClientFrame {
         "act",
         "query",
         "search_messages",
+        "search_items",
     ];
 
     /// The request id.
@@ -829,6 +854,13 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next: Option<String>,
     },
+    /// Reply to `search_items`: most recently changed first; `next` as in `message_results`.
+    ItemResults {
+        id: u32,
+        results: Vec<ItemHit>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
     /// A task you assigned or are assigned was created, changed, completed, reopened or deleted
     /// (T1); `action` is the entry's kind (`task_created`, …) and `seq` the entry.
     TaskNotice {
@@ -873,7 +905,8 @@ impl ServerFrame {
             | ServerFrame::Contacts { id, .. }
             | ServerFrame::Invite { id, .. }
             | ServerFrame::QueryResult { id, .. }
-            | ServerFrame::MessageResults { id, .. } => Some(*id),
+            | ServerFrame::MessageResults { id, .. }
+            | ServerFrame::ItemResults { id, .. } => Some(*id),
             ServerFrame::Event(_)
             | ServerFrame::Reset { .. }
             | ServerFrame::Typing { .. }

@@ -177,6 +177,15 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
             },
         ),
         (
+            "search_items",
+            ClientFrame::SearchItems {
+                id: 37,
+                query: "budget in:r_abc".into(),
+                cursor: None,
+                limit: Some(10),
+            },
+        ),
+        (
             "search_messages_next_page",
             ClientFrame::SearchMessages {
                 id: 36,
@@ -468,6 +477,29 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     ],
                 }],
                 next: Some("1857300000000000123".into()),
+            },
+        ),
+        (
+            "item_results",
+            ServerFrame::ItemResults {
+                id: 37,
+                results: vec![crossroom_protocol::ItemHit {
+                    room: "r_abc".into(),
+                    item: 7,
+                    kind: "note".into(),
+                    title: "Quarterly plan".into(),
+                    snippet: vec![
+                        crossroom_protocol::SnippetPart {
+                            text: "Quarterly plan\nthe ".into(),
+                            hit: false,
+                        },
+                        crossroom_protocol::SnippetPart {
+                            text: "budget".into(),
+                            hit: true,
+                        },
+                    ],
+                }],
+                next: None,
             },
         ),
         (

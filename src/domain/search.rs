@@ -14,7 +14,7 @@
 //! UTC by default) and `has:file` narrow the search.
 
 use crate::error::{ApiError, ApiResult};
-use crossroom_protocol::{RoomId, SnippetPart, UserId};
+use crossroom_protocol::{Item, RoomId, SnippetPart, UserId};
 
 /// Longest query, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
@@ -273,6 +273,41 @@ fn filter(piece: &str, zone: &jiff::tz::TimeZone, out: &mut MessageQuery) -> Api
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// What a group's shared thing is found by (M6): its kind, its title, and all its searchable
+/// text — a note's title, body and comments; an event's title, location and memo; a task's
+/// title, content and category; a folder's or file's name. `None` for a trashed folder or file
+/// (the trash is not searched).
+pub fn item_text(item: &Item) -> Option<(&'static str, String, String)> {
+    let join = |parts: &[&str]| {
+        parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Some(match item {
+        Item::Note(n) => {
+            let mut parts = vec![n.fields.title.as_str(), n.fields.body.as_str()];
+            parts.extend(n.comments.iter().map(|c| c.text.as_str()));
+            ("note", n.fields.title.clone(), join(&parts))
+        }
+        Item::CalendarEvent(e) => (
+            "event",
+            e.fields.title.clone(),
+            join(&[&e.fields.title, &e.fields.location, &e.fields.memo]),
+        ),
+        Item::Task(t) => (
+            "task",
+            t.fields.title.clone(),
+            join(&[&t.fields.title, &t.fields.content, &t.fields.category]),
+        ),
+        Item::Folder(f) if f.trashed.is_none() => ("folder", f.name.clone(), f.name.clone()),
+        Item::File(f) if f.trashed.is_none() => ("file", f.name.clone(), f.name.clone()),
+        Item::Folder(_) | Item::File(_) => return None,
+    })
 }
 
 /// Whether the token `t` is matched by one of the query's wanted terms.

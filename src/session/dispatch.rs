@@ -277,6 +277,22 @@ impl Session {
                 .await?;
                 Ok(ServerFrame::MessageResults { id, results, next })
             }),
+            ClientFrame::SearchItems {
+                id,
+                query,
+                cursor,
+                limit,
+            } => self.answer(id, async move {
+                let (results, next) = crate::service::search::search_items(
+                    &*hub.store,
+                    &me.id,
+                    &query,
+                    cursor.as_deref(),
+                    limit,
+                )
+                .await?;
+                Ok(ServerFrame::ItemResults { id, results, next })
+            }),
             ClientFrame::ListContacts { id } => self.answer(id, async move {
                 let contacts = search::contacts(&*hub.store, &me.id).await?;
                 Ok(ServerFrame::Contacts { id, contacts })

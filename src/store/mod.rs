@@ -484,6 +484,14 @@ pub struct FoundMessage {
     pub text: String,
 }
 
+/// A group's shared thing a search found (M6): its room and its current state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundItem {
+    pub key: i64,
+    pub room: RoomId,
+    pub item: crossroom_protocol::Item,
+}
+
 /// The index of message text (M6), kept with the log: a message is indexed in its entry's own
 /// commit and leaves the index in the commit that recalls it or deletes its room.
 #[async_trait]
@@ -498,6 +506,17 @@ pub trait SearchStore: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<FoundMessage>>;
+
+    /// The shared things (notes, events, tasks, folders, files; not the trash) of the groups and
+    /// rooms `user` is a member of whose feature is switched on (G18) that match `query`'s words
+    /// (and `in:`), most recently changed first, with a key below `before`, at most `limit`.
+    async fn search_items(
+        &self,
+        user: &UserId,
+        query: &crate::domain::search::MessageQuery,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<FoundItem>>;
 }
 
 #[cfg(test)]

@@ -337,13 +337,14 @@ pub async fn managed_group(master: &mut Client, name: &str, members: &[&UserId])
 }
 
 /// A company admin changes its company's settings (`PATCH /v1/admin/company/settings`); the
-/// change must be accepted.
-pub async fn set_settings(admin: &Http, patch: serde_json::Value) {
+/// change must be accepted. Returns the settings as they now are.
+pub async fn set_settings(admin: &Http, patch: serde_json::Value) -> serde_json::Value {
     let r = admin
         .patch("/v1/admin/company/settings", patch)
         .await
         .expect("http");
     assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body
 }
 
 /// A company admin switches one of its users on or off (`PATCH /v1/admin/users/{id}`); the

@@ -389,7 +389,8 @@ async fn m6_pages_follow_each_other() {
 }
 
 /// M6: a database written before the index (schema 8) is indexed in the background at the
-/// next start, saying so; what is posted meanwhile is found at once.
+/// next start — its messages and its shared things — saying so; what is posted meanwhile is
+/// found at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m6_an_older_database_is_indexed_in_the_background() {
     let mut server =
@@ -407,6 +408,11 @@ async fn m6_an_older_database_is_indexed_in_the_background() {
         )
         .await;
     }
+    let recipe: Action = serde_json::from_value(
+        serde_json::json!({"op":"post_note","title":"Archived recipe","body":"old"}),
+    )
+    .expect("action");
+    alice.act(&room, recipe).await.expect("note");
     drop(alice);
     server.terminate().await;
     // Make it a schema 8 database: no index, as the previous build left it.
@@ -414,6 +420,7 @@ async fn m6_an_older_database_is_indexed_in_the_background() {
         let db = rusqlite::Connection::open(server.data_dir.join("crossroom.db")).expect("open");
         db.execute_batch(
             "DROP TABLE message_index; DROP TABLE message_rows;
+             DROP TABLE item_index; DROP TABLE item_rows;
              DELETE FROM meta WHERE key = 'search_indexed'; PRAGMA user_version = 8;",
         )
         .expect("downgrade");
@@ -446,4 +453,150 @@ async fn m6_an_older_database_is_indexed_in_the_background() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(all, 1201, "every message indexed, none twice");
+    let mut notes = 0;
+    for _ in 0..100 {
+        notes = things(&mut alice, "recipe").await.len();
+        if notes == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(notes, 1, "the shared things indexed too");
+}
+
+/// The kinds and titles `c` finds among the shared things for `q`.
+async fn things(c: &mut Client, q: &str) -> Vec<(String, String)> {
+    let (hits, _) = c
+        .search_items(q, None, Some(50))
+        .await
+        .expect("search_items");
+    hits.into_iter().map(|h| (h.kind, h.title)).collect()
+}
+
+/// M6: a group's shared things — a note's title, body and comments, an event's title, location
+/// and memo, a task's title and content, folder and file names — are found by its members,
+/// Korean inside words too; a switched-off feature hides its things (G18), the trash is not
+/// searched, a removed member and a master who is not a member find nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m6_shared_things_are_found_by_the_groups_members() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let room = group(&mut alice, "Shared", &[&w.carol.id]).await;
+    let act = |v: serde_json::Value| serde_json::from_value::<Action>(v).expect("action");
+    let note = alice
+        .act(&room, act(serde_json::json!({"op":"post_note","title":"Quarterly plan","body":"the budget 회의록 is attached"})))
+        .await
+        .expect("note")
+        .seq;
+    carol
+        .act(
+            &room,
+            act(serde_json::json!({"op":"comment_note","note":note,"text":"looks splendid"})),
+        )
+        .await
+        .expect("comment");
+    alice
+        .act(&room, act(serde_json::json!({"op":"create_calendar_event","title":"Offsite","start":1_800_000_000_000i64,"end":1_800_003_600_000i64,"location":"Seoul office","memo":"bring the budget"})))
+        .await
+        .expect("event");
+    alice
+        .act(&room, act(serde_json::json!({"op":"create_task","title":"Book the venue","content":"within budget","assignees":[w.carol.id.0],"completion":"all"})))
+        .await
+        .expect("task");
+    let r = upload(
+        &server,
+        &w.carol.token,
+        &format!("/v1/rooms/{room}/files?name=budget-2027.xlsx"),
+        "application/octet-stream",
+        b"xlsx".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let file = r.body["item"].as_u64().expect("item");
+
+    let all = things(&mut carol, "budget").await;
+    assert_eq!(all.len(), 4, "{all:?}");
+    for (kind, title) in [
+        ("note", "Quarterly plan"),
+        ("event", "Offsite"),
+        ("task", "Book the venue"),
+        ("file", "budget-2027.xlsx"),
+    ] {
+        assert!(
+            all.contains(&(kind.into(), title.into())),
+            "{kind} {title}: {all:?}"
+        );
+    }
+    assert_eq!(
+        things(&mut alice, "splendid").await,
+        [("note".into(), "Quarterly plan".into())]
+    );
+    assert_eq!(
+        things(&mut alice, "회의").await,
+        [("note".into(), "Quarterly plan".into())]
+    );
+    assert_eq!(
+        things(&mut alice, "seoul").await,
+        [("event".into(), "Offsite".into())]
+    );
+    assert_eq!(
+        things(&mut alice, "budget -venue -offsite -quarterly").await,
+        [("file".into(), "budget-2027.xlsx".into())]
+    );
+    assert_eq!(
+        alice
+            .search_items("budget from:x", None, None)
+            .await
+            .refused(),
+        ErrorCode::InvalidArgument
+    );
+
+    // The trash is not searched; restored, the file is found again.
+    alice
+        .act(&room, Action::Trash { item: file })
+        .await
+        .expect("trash");
+    assert_eq!(things(&mut carol, "xlsx").await.len(), 0);
+    alice
+        .act(&room, Action::Restore { item: file })
+        .await
+        .expect("restore");
+    assert_eq!(things(&mut carol, "xlsx").await.len(), 1);
+
+    // A switched-off feature hides its things (G18).
+    alice
+        .update_group(
+            &room,
+            GroupUpdate {
+                features: Some(FeaturesPatch {
+                    note: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("switch");
+    assert!(things(&mut carol, "splendid").await.is_empty());
+
+    // A master who is not a member finds nothing of the group's things.
+    let managed = managed_group(&mut alice, "Managed", &[&w.carol.id]).await;
+    carol
+        .act(
+            &managed,
+            act(serde_json::json!({"op":"post_note","title":"Secret recipe","body":""})),
+        )
+        .await
+        .expect("note");
+    assert_eq!(things(&mut carol, "recipe").await.len(), 1);
+    assert!(things(&mut alice, "recipe").await.is_empty());
+
+    // Removed, carol finds nothing of the group at once.
+    alice
+        .remove_member(&room, &w.carol.id)
+        .await
+        .expect("remove");
+    assert!(things(&mut carol, "budget").await.is_empty());
 }

@@ -4,7 +4,7 @@
 
 use super::RedisStore;
 use crate::domain::search::MessageQuery;
-use crate::store::{FoundMessage, SearchStore, StoreError, StoreResult};
+use crate::store::{FoundItem, FoundMessage, SearchStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use crossroom_protocol::UserId;
 
@@ -17,9 +17,22 @@ impl SearchStore for RedisStore {
         _before: Option<i64>,
         _limit: usize,
     ) -> StoreResult<Vec<FoundMessage>> {
-        Err(StoreError::Unsupported(
-            "message search is not available in cluster mode yet (only with the embedded store)"
-                .into(),
-        ))
+        Err(unsupported())
     }
+
+    async fn search_items(
+        &self,
+        _user: &UserId,
+        _query: &MessageQuery,
+        _before: Option<i64>,
+        _limit: usize,
+    ) -> StoreResult<Vec<FoundItem>> {
+        Err(unsupported())
+    }
+}
+
+fn unsupported() -> StoreError {
+    StoreError::Unsupported(
+        "search is not available in cluster mode yet (only with the embedded store)".into(),
+    )
 }

@@ -3,6 +3,9 @@
 //! and removed in the commit that recalls it or deletes its room — the log and the index never
 //! disagree, and a backup holds both.
 //!
+//! The group's shared things (M6: notes, events, tasks, folder and file names) are indexed the
+//! same way in `item_index` / `item_rows`, as each one's current state, whenever its text changes.
+//!
 //! `message_index` holds the text and the room's scope token (`k` and the room's rowid, so that a
 //! search looks only at the asker's rooms); `message_rows` says which entry each index row is.
 //! An index row's key is time-ordered (the post's ms, then bits of the room and seq), so newest
@@ -12,9 +15,9 @@
 //! ([`Backfill`]), in batches, saying so in the log.
 
 use super::rows::{event_from_row, sql_seq, EVENT_COLUMNS};
-use crate::domain::search::index_text;
+use crate::domain::search::{index_text, item_text};
 use crate::store::{StoreError, StoreResult};
-use crossroom_protocol::{Event, EventBody, RoomId};
+use crossroom_protocol::{Event, EventBody, Item, RoomId};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,20 +37,14 @@ pub(super) fn index_message(conn: &Connection, event: &Event) -> StoreResult<()>
     else {
         return Ok(());
     };
-    let scope: Option<i64> = conn
-        .prepare_cached("SELECT rowid FROM rooms WHERE id = ?1")?
-        .query_row(params![event.room.0], |r| r.get(0))
-        .optional()?;
-    let Some(scope) = scope else { return Ok(()) };
-    let mut key = first_key(&event.room, event.seq, event.ts);
-    while conn
-        .prepare_cached("SELECT 1 FROM message_rows WHERE id = ?1")?
-        .query_row(params![key], |_| Ok(()))
-        .optional()?
-        .is_some()
-    {
-        key += 1;
-    }
+    let Some(scope) = room_scope(conn, &event.room)? else {
+        return Ok(());
+    };
+    let key = free_key(
+        conn,
+        "message_rows",
+        first_key(&event.room, event.seq, event.ts),
+    )?;
     conn.prepare_cached("INSERT INTO message_index (rowid, text, scope) VALUES (?1, ?2, ?3)")?
         .execute(params![key, index_text(text), format!("k{scope}")])?;
     conn.prepare_cached(
@@ -74,6 +71,83 @@ fn first_key(room: &RoomId, seq: u64, ts: i64) -> i64 {
     (ts.max(0) << 20) | ((h ^ seq) & 0xF_FFFF) as i64
 }
 
+/// Keep a shared thing's entry in the item index as `item` now is (`None`: gone): its text is
+/// indexed again only when it changed (a like or a read leaves a note's text as it was).
+pub(super) fn index_item(
+    conn: &Connection,
+    room: &RoomId,
+    id: u64,
+    item: Option<&Item>,
+) -> StoreResult<()> {
+    let found = item.and_then(item_text);
+    let digest = found
+        .as_ref()
+        .map(|(kind, _, text)| text_digest(kind, text));
+    let old: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT id, digest FROM item_rows WHERE room = ?1 AND item = ?2")?
+        .query_row(params![room.0, sql_seq(id)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let (Some((_, was)), Some(now)) = (old, digest) {
+        if was == now {
+            return Ok(());
+        }
+    }
+    if let Some((key, _)) = old {
+        conn.prepare_cached("DELETE FROM item_index WHERE rowid = ?1")?
+            .execute(params![key])?;
+        conn.prepare_cached("DELETE FROM item_rows WHERE id = ?1")?
+            .execute(params![key])?;
+    }
+    let (Some((kind, _, text)), Some(digest)) = (found, digest) else {
+        return Ok(());
+    };
+    let Some(scope) = room_scope(conn, room)? else {
+        return Ok(());
+    };
+    let key = free_key(
+        conn,
+        "item_rows",
+        first_key(room, id, crate::clock::now_ms()),
+    )?;
+    conn.prepare_cached("INSERT INTO item_index (rowid, text, scope) VALUES (?1, ?2, ?3)")?
+        .execute(params![key, index_text(&text), format!("k{scope}")])?;
+    conn.prepare_cached(
+        "INSERT INTO item_rows (id, room, item, kind, digest) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![key, room.0, sql_seq(id), kind, digest])?;
+    Ok(())
+}
+
+/// A digest of an item's searchable text (FNV-1a), to tell a change of text from any other.
+fn text_digest(kind: &str, text: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in kind.bytes().chain([0]).chain(text.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// The scope number of `room` (its rowid), if it exists.
+fn room_scope(conn: &Connection, room: &RoomId) -> StoreResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT rowid FROM rooms WHERE id = ?1")?
+        .query_row(params![room.0], |r| r.get(0))
+        .optional()?)
+}
+
+/// `key`, or the next one not taken in `table`.
+fn free_key(conn: &Connection, table: &str, mut key: i64) -> StoreResult<i64> {
+    while conn
+        .prepare_cached(&format!("SELECT 1 FROM {table} WHERE id = ?1"))?
+        .query_row(params![key], |_| Ok(()))
+        .optional()?
+        .is_some()
+    {
+        key += 1;
+    }
+    Ok(key)
+}
+
 /// Take a message out of the index (recalled, M1).
 pub(super) fn unindex_message(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
     let key: Option<i64> = conn
@@ -87,8 +161,14 @@ pub(super) fn unindex_message(conn: &Connection, room: &RoomId, seq: u64) -> Sto
     Ok(())
 }
 
-/// Take a deleted room's messages out of the index (G16).
+/// Take a deleted room's messages and shared things out of the index (G16).
 pub(super) fn unindex_room(conn: &Connection, room: &RoomId) -> StoreResult<()> {
+    conn.prepare_cached(
+        "DELETE FROM item_index WHERE rowid IN (SELECT id FROM item_rows WHERE room = ?1)",
+    )?
+    .execute(params![room.0])?;
+    conn.prepare_cached("DELETE FROM item_rows WHERE room = ?1")?
+        .execute(params![room.0])?;
     conn.prepare_cached(
         "DELETE FROM message_index WHERE rowid IN (SELECT id FROM message_rows WHERE room = ?1)",
     )?
@@ -156,48 +236,84 @@ fn backfill(conn: &Connection, stop: &AtomicBool) -> StoreResult<()> {
     )?;
     tracing::info!(
         messages = total,
-        "indexing the existing messages for search in the background (this database predates the index); search finds them as they are done"
+        "indexing the existing messages and shared things for search in the background (this database predates the index); search finds them as they are done"
     );
     let mut after = (String::new(), 0i64);
-    let mut indexed = 0usize;
+    let messages = in_batches(conn, stop, |conn| {
+        let events: Vec<Event> = conn
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} WHERE e.kind = 'message' AND (e.room, e.seq) > (?1, ?2)
+                 AND NOT EXISTS (SELECT 1 FROM message_rows x WHERE x.room = e.room AND x.seq = e.seq)
+                 ORDER BY e.room, e.seq LIMIT ?3"
+            ))?
+            .query_map(params![after.0, after.1, BACKFILL_BATCH as i64], event_from_row)?
+            .collect::<Result<_, _>>()?;
+        for e in &events {
+            index_message(conn, e)?;
+        }
+        if let Some(e) = events.last() {
+            after = (e.room.0.clone(), e.seq as i64);
+        }
+        Ok(events.len())
+    })?;
+    let mut after = (String::new(), 0i64);
+    let items = in_batches(conn, stop, |conn| {
+        let rows: Vec<(String, i64, String)> = conn
+            .prepare_cached(
+                "SELECT room, id, state FROM items WHERE (room, id) > (?1, ?2)
+                 ORDER BY room, id LIMIT ?3",
+            )?
+            .query_map(params![after.0, after.1, BACKFILL_BATCH as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (room, id, state) in &rows {
+            let item: Item = serde_json::from_str(state).map_err(StoreError::backend)?;
+            index_item(conn, &RoomId(room.clone()), *id as u64, Some(&item))?;
+        }
+        if let Some((room, id, _)) = rows.last() {
+            after = (room.clone(), *id);
+        }
+        Ok(rows.len())
+    })?;
+    let (Some(messages), Some(items)) = (messages, items) else {
+        tracing::info!("indexing for search paused by the stop; it resumes at the next start");
+        return Ok(());
+    };
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('search_indexed', 1)
+         ON CONFLICT (key) DO UPDATE SET value = 1",
+        [],
+    )?;
+    tracing::info!(
+        messages,
+        items,
+        "the existing messages and shared things are indexed for search"
+    );
+    Ok(())
+}
+
+/// Run `batch` in its own write transaction until it does nothing; how many it did in all, or
+/// `None` if `stop` came first.
+fn in_batches(
+    conn: &Connection,
+    stop: &AtomicBool,
+    mut batch: impl FnMut(&Connection) -> StoreResult<usize>,
+) -> StoreResult<Option<usize>> {
+    let mut done = 0;
     loop {
         if stop.load(Ordering::Relaxed) {
-            tracing::info!(
-                indexed,
-                "indexing for search paused by the stop; it resumes at the next start"
-            );
-            return Ok(());
+            return Ok(None);
         }
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let batch = (|| -> StoreResult<Option<(String, i64)>> {
-            let events: Vec<Event> = conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} WHERE e.kind = 'message' AND (e.room, e.seq) > (?1, ?2)
-                     AND NOT EXISTS (SELECT 1 FROM message_rows x WHERE x.room = e.room AND x.seq = e.seq)
-                     ORDER BY e.room, e.seq LIMIT ?3"
-                ))?
-                .query_map(params![after.0, after.1, BACKFILL_BATCH as i64], event_from_row)?
-                .collect::<Result<_, _>>()?;
-            for e in &events {
-                index_message(conn, e)?;
-            }
-            indexed += events.len();
-            Ok(events.last().map(|e| (e.room.0.clone(), e.seq as i64)))
-        })();
-        match batch {
-            Ok(Some(last)) => {
+        match batch(conn) {
+            Ok(0) => {
                 conn.execute_batch("COMMIT")?;
-                after = last;
+                return Ok(Some(done));
             }
-            Ok(None) => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('search_indexed', 1)
-                     ON CONFLICT (key) DO UPDATE SET value = 1",
-                    [],
-                )?;
+            Ok(n) => {
                 conn.execute_batch("COMMIT")?;
-                tracing::info!(indexed, "the existing messages are indexed for search");
-                return Ok(());
+                done += n;
             }
             Err(e) => {
                 conn.execute_batch("ROLLBACK")?;

@@ -31,7 +31,7 @@ pub(super) fn save_item(
                 .execute(params![room.0, sql_seq(id)])?;
         }
     }
-    Ok(())
+    super::index::index_item(conn, room, id, item)
 }
 
 pub(super) fn all_items(conn: &Connection, room: &RoomId) -> StoreResult<Vec<Item>> {

@@ -149,3 +149,15 @@ CREATE TABLE IF NOT EXISTS message_rows (
     files INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS message_rows_entry ON message_rows(room, seq);
+-- The group's shared things (M6, schema 9): each note's, event's, task's, folder's and file's
+-- searchable text as it now is; `digest` tells a change of text from any other.
+CREATE VIRTUAL TABLE IF NOT EXISTS item_index
+    USING fts5(text, scope, tokenize = 'unicode61 remove_diacritics 0');
+CREATE TABLE IF NOT EXISTS item_rows (
+    id INTEGER PRIMARY KEY,
+    room TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    digest INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS item_rows_item ON item_rows(room, item);

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::domain::search::{MessageQuery, Term};
-use crate::store::{FoundMessage, SearchStore};
+use crate::store::{FoundItem, FoundMessage, SearchStore};
 
 /// Rooms named one by one in a search's scope; past this the memberships join alone narrows it.
 const MAX_SCOPED_ROOMS: usize = 300;
@@ -128,8 +128,82 @@ fn search(
     Ok(out)
 }
 
+fn search_items(
+    conn: &Connection,
+    user: &UserId,
+    q: &MessageQuery,
+    before: i64,
+    limit: usize,
+) -> StoreResult<Vec<FoundItem>> {
+    let scopes = member_scopes(conn, user, q.room.as_ref())?;
+    if scopes.is_empty() || q.must.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scoped = (scopes.len() <= MAX_SCOPED_ROOMS).then_some(&scopes[..]);
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.id, r.room, it.state, ro.features FROM item_index i
+         JOIN item_rows r ON r.id = i.rowid
+         JOIN room_members m ON m.room = r.room AND m.user = ?1 AND m.is_member = 1
+         JOIN items it ON it.room = r.room AND it.id = r.item
+         JOIN rooms ro ON ro.id = r.room
+         WHERE item_index MATCH ?2 AND r.id < ?3 AND (?4 IS NULL OR r.room = ?4)
+         ORDER BY i.rowid DESC LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            user.0,
+            match_expression(q, scoped),
+            before,
+            q.room.as_ref().map(|r| r.0.as_str()),
+            limit as i64
+        ],
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        },
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, room, state, features) = row?;
+        let item: Item = serde_json::from_str(&state).map_err(StoreError::backend)?;
+        let features: Features = serde_json::from_str(&features).map_err(StoreError::backend)?;
+        // A feature switched off hides its things (G18).
+        let on = match &item {
+            Item::Note(_) => features.note,
+            Item::CalendarEvent(_) => features.event,
+            Item::Task(_) => features.task,
+            Item::Folder(_) | Item::File(_) => features.folder,
+        };
+        if on {
+            out.push(FoundItem {
+                key,
+                room: RoomId(room),
+                item,
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl SearchStore for SqliteStore {
+    async fn search_items(
+        &self,
+        user: &UserId,
+        query: &MessageQuery,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<FoundItem>> {
+        let (user, query) = (user.clone(), query.clone());
+        let before = before.unwrap_or(i64::MAX);
+        self.read(move |conn| search_items(conn, &user, &query, before, limit))
+            .await
+    }
+
     async fn search_messages(
         &self,
         user: &UserId,
