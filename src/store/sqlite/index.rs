@@ -19,6 +19,7 @@ use crate::domain::search::{index_text, item_text};
 use crate::store::{StoreError, StoreResult};
 use crossroom_protocol::{Event, EventBody, Item, RoomId};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,8 +27,58 @@ use std::sync::Arc;
 /// Messages indexed per backfill transaction.
 const BACKFILL_BATCH: usize = 500;
 
-/// Put a committed message into the index (nothing for any other entry, or a recalled one).
-pub(super) fn index_message(conn: &Connection, event: &Event) -> StoreResult<()> {
+thread_local! {
+    /// Index writes waiting for the end of the transaction they belong to ([`flush`]).
+    static PENDING: RefCell<Vec<Op>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One index write, run at [`flush`].
+type Op = Box<dyn FnOnce(&Connection) -> StoreResult<()>>;
+
+/// Queue an index write for the end of this thread's transaction. FTS5 writes its pending terms
+/// to disk as a new segment at every savepoint — and the writer runs every job in one — so an
+/// index written job by job cost a segment (and its merges) per post: 7× the writer's work.
+/// Written once per transaction, just before its commit, the index still commits with the log.
+fn later(op: impl FnOnce(&Connection) -> StoreResult<()> + 'static) {
+    PENDING.with(|p| p.borrow_mut().push(Box::new(op)));
+}
+
+/// Where this thread's queue of index writes stands (taken before a job, to undo it).
+pub(super) fn mark() -> usize {
+    PENDING.with(|p| p.borrow().len())
+}
+
+/// Drop the index writes queued since `mark` (their job was rolled back).
+pub(super) fn forget_since(mark: usize) {
+    PENDING.with(|p| p.borrow_mut().truncate(mark));
+}
+
+/// Run this thread's queued index writes, in order, inside the transaction about to commit.
+pub(super) fn flush(conn: &Connection) -> StoreResult<()> {
+    let ops = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    for op in ops {
+        op(conn)?;
+    }
+    Ok(())
+}
+
+/// Put a committed message into the index (nothing for any other entry, or a recalled one),
+/// at the end of the transaction.
+pub(super) fn index_message(_conn: &Connection, event: &Event) -> StoreResult<()> {
+    if matches!(
+        &event.body,
+        EventBody::Message {
+            recalled: false,
+            ..
+        }
+    ) {
+        let event = event.clone();
+        later(move |conn| write_message(conn, &event));
+    }
+    Ok(())
+}
+
+fn write_message(conn: &Connection, event: &Event) -> StoreResult<()> {
     let EventBody::Message {
         text,
         attachments,
@@ -148,8 +199,14 @@ fn free_key(conn: &Connection, table: &str, mut key: i64) -> StoreResult<i64> {
     Ok(key)
 }
 
-/// Take a message out of the index (recalled, M1).
-pub(super) fn unindex_message(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
+/// Take a message out of the index (recalled, M1), at the end of the transaction.
+pub(super) fn unindex_message(_conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
+    let room = room.clone();
+    later(move |conn| remove_message(conn, &room, seq));
+    Ok(())
+}
+
+fn remove_message(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<()> {
     let key: Option<i64> = conn
         .prepare_cached("DELETE FROM message_rows WHERE room = ?1 AND seq = ?2 RETURNING id")?
         .query_row(params![room.0, sql_seq(seq)], |r| r.get(0))
@@ -161,8 +218,15 @@ pub(super) fn unindex_message(conn: &Connection, room: &RoomId, seq: u64) -> Sto
     Ok(())
 }
 
-/// Take a deleted room's messages and shared things out of the index (G16).
-pub(super) fn unindex_room(conn: &Connection, room: &RoomId) -> StoreResult<()> {
+/// Take a deleted room's messages and shared things out of the index (G16), at the end of the
+/// transaction.
+pub(super) fn unindex_room(_conn: &Connection, room: &RoomId) -> StoreResult<()> {
+    let room = room.clone();
+    later(move |conn| remove_room(conn, &room));
+    Ok(())
+}
+
+fn remove_room(conn: &Connection, room: &RoomId) -> StoreResult<()> {
     conn.prepare_cached(
         "DELETE FROM item_index WHERE rowid IN (SELECT id FROM item_rows WHERE room = ?1)",
     )?
@@ -306,7 +370,7 @@ fn in_batches(
             return Ok(None);
         }
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        match batch(conn) {
+        match batch(conn).and_then(|n| flush(conn).map(|()| n)) {
             Ok(0) => {
                 conn.execute_batch("COMMIT")?;
                 return Ok(Some(done));
@@ -316,6 +380,7 @@ fn in_batches(
                 done += n;
             }
             Err(e) => {
+                forget_since(0);
                 conn.execute_batch("ROLLBACK")?;
                 return Err(e);
             }

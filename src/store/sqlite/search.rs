@@ -65,34 +65,45 @@ fn search(
     let filters = "r.id < ?2 AND (?3 IS NULL OR r.author = ?3) AND (?4 IS NULL OR r.room = ?4)
                    AND (?5 IS NULL OR r.ts >= ?5) AND (?6 IS NULL OR r.ts < ?6)
                    AND (?7 = 0 OR r.files > 0)";
-    let sql = if q.is_filter_only() {
-        format!(
-            "SELECT r.id, r.room, r.seq, r.ts, r.author, e.body FROM message_rows r {visible}
-             WHERE {filters} ORDER BY r.id DESC LIMIT ?8"
-        )
-    } else {
-        format!(
-            "SELECT r.id, r.room, r.seq, r.ts, r.author, e.body FROM message_index i
-             JOIN message_rows r ON r.id = i.rowid {visible}
-             WHERE message_index MATCH ?9 AND {filters} ORDER BY i.rowid DESC LIMIT ?8"
-        )
-    };
+    let select = "SELECT r.id, r.room, r.seq, r.ts, r.author, e.body";
     let scoped = (scopes.len() <= MAX_SCOPED_ROOMS).then_some(&scopes[..]);
-    let expr = match_expression(q, scoped);
-    let mut stmt = conn.prepare(&sql)?;
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
-        Box::new(user.0.clone()),
-        Box::new(before),
-        Box::new(q.from.as_ref().map(|u| u.0.clone())),
-        Box::new(q.room.as_ref().map(|r| r.0.clone())),
-        Box::new(q.since_ms),
-        Box::new(q.until_ms),
-        Box::new(i64::from(q.has_file)),
-        Box::new(limit as i64),
-    ];
-    if !q.is_filter_only() {
-        args.push(Box::new(expr));
+    let args = |limit: usize, expr: Option<String>| -> Vec<Box<dyn rusqlite::ToSql>> {
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
+            Box::new(user.0.clone()),
+            Box::new(before),
+            Box::new(q.from.as_ref().map(|u| u.0.clone())),
+            Box::new(q.room.as_ref().map(|r| r.0.clone())),
+            Box::new(q.since_ms),
+            Box::new(q.until_ms),
+            Box::new(i64::from(q.has_file)),
+            Box::new(limit as i64),
+        ];
+        if let Some(e) = expr {
+            args.push(Box::new(e));
+        }
+        args
+    };
+    if q.is_filter_only() {
+        let sql = format!(
+            "{select} FROM message_rows r {visible} WHERE {filters} ORDER BY r.id DESC LIMIT ?8"
+        );
+        return found(conn, &sql, args(limit, None));
     }
+    let sql = format!(
+        "{select} FROM message_index i JOIN message_rows r ON r.id = i.rowid {visible}
+         WHERE message_index MATCH ?9 AND {filters} ORDER BY i.rowid DESC LIMIT ?8"
+    );
+    found(conn, &sql, args(limit, Some(match_expression(q, scoped))))
+}
+
+/// The messages `sql` selects (`id, room, seq, ts, author, body`) as the log holds them now: a
+/// recalled message is never shown.
+fn found(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<Box<dyn rusqlite::ToSql>>,
+) -> StoreResult<Vec<FoundMessage>> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| {
         let body: Vec<u8> = row.get(5)?;
         Ok((
@@ -107,7 +118,6 @@ fn search(
     let mut out = Vec::new();
     for row in rows {
         let (key, room, seq, ts, author, body) = row?;
-        // The entry as the log holds it now: a recalled message is never shown.
         let body: EventBody = rmp_serde::from_slice(&body).map_err(StoreError::backend)?;
         if let EventBody::Message {
             text,

@@ -1,7 +1,9 @@
 //! The writer thread: takes every job that is waiting (up to [`MAX_BATCH`]), runs each in
-//! its own savepoint inside one transaction and commits once (group commit), then answers each
-//! job; and the test knobs that stand in for a slow or failing disk.
+//! its own savepoint inside one transaction, writes the search index's share of the whole batch
+//! ([`index::flush`]) and commits once (group commit), then answers each job; and the test knobs
+//! that stand in for a slow or failing disk.
 
+use super::index;
 use crate::store::{StoreError, StoreResult};
 use rusqlite::Connection;
 use std::path::PathBuf;
@@ -44,8 +46,10 @@ pub(super) fn in_savepoint<T>(
     f: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
     conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let queued = index::mark();
     let out = f(conn);
     if out.is_err() {
+        index::forget_since(queued);
         conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
     }
     conn.prepare_cached("RELEASE job")?.execute([])?;
@@ -77,10 +81,13 @@ pub(super) fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, faults: 
         if !faults.commit_stall.is_zero() {
             std::thread::sleep(faults.commit_stall);
         }
+        // The search index's writes for the whole batch, then the commit that holds them all.
         let commit = if faults.commits_fail() {
+            index::forget_since(0);
             Err(StoreError::backend("test knob: the commit failed"))
         } else {
-            conn.execute_batch("COMMIT").map_err(StoreError::from)
+            index::flush(&conn)
+                .and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from))
         };
         if let Err(e) = &commit {
             clean = false;
