@@ -30,32 +30,37 @@ use std::sync::Arc;
 /// threads as they are rather than raise them above the rest of the process.
 fn batch_scheduling() {
     #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-            ThreadSchedulePolicy,
-        };
-        use thread_priority::ThreadPriority;
-        // Field 19 of the thread's stat line, the 17th after the command's closing parenthesis.
-        let nice = std::fs::read_to_string("/proc/thread-self/stat")
-            .ok()
-            .and_then(|stat| {
-                let (_, rest) = stat.rsplit_once(')')?;
-                rest.split_whitespace().nth(16)?.parse::<i32>().ok()
-            });
-        if nice != Some(0) {
-            return tracing::debug!(?nice, "SCHED_BATCH not set for a store thread: not nice 0");
-        }
-        let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
-        // `Os(0)`: nice 0, which the thread has (checked above).
-        let set = set_thread_priority_and_policy(
-            thread_native_id(),
-            ThreadPriority::Os(Default::default()),
-            batch,
+    scheduling(thread_priority::unix::NormalThreadSchedulePolicy::Batch);
+}
+
+#[cfg(target_os = "linux")]
+fn scheduling(policy: thread_priority::unix::NormalThreadSchedulePolicy) {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, ThreadSchedulePolicy,
+    };
+    use thread_priority::ThreadPriority;
+    // Field 19 of the thread's stat line, the 17th after the command's closing parenthesis.
+    let nice = std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().nth(16)?.parse::<i32>().ok()
+        });
+    if nice != Some(0) {
+        return tracing::debug!(
+            ?nice,
+            ?policy,
+            "scheduling policy not set for a store thread: not nice 0"
         );
-        if let Err(e) = set {
-            tracing::debug!(error = ?e, "SCHED_BATCH not set for a store thread");
-        }
+    }
+    // `Os(0)`: nice 0, which the thread has (checked above).
+    let set = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Os(Default::default()),
+        ThreadSchedulePolicy::Normal(policy),
+    );
+    if let Err(e) = set {
+        tracing::debug!(error = ?e, ?policy, "scheduling policy not set for a store thread");
     }
 }
 

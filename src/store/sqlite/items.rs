@@ -31,7 +31,8 @@ pub(super) fn save_item(
                 .execute(params![room.0, sql_seq(id)])?;
         }
     }
-    super::index::index_item(conn, room, id, item)
+    super::index::index_item(room, id, item);
+    Ok(())
 }
 
 pub(super) fn all_items(conn: &Connection, room: &RoomId) -> StoreResult<Vec<Item>> {

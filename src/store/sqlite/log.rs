@@ -64,7 +64,7 @@ pub(super) fn append_one(
         body: entry.body.clone(),
     };
     project(conn, &event)?;
-    index_message(conn, &event)?;
+    index_message(&event);
     Ok(Appended {
         event,
         duplicate: false,
@@ -228,7 +228,7 @@ pub(super) fn recall(conn: &Connection, room: &RoomId, seq: u64) -> StoreResult<
         }
         conn.prepare_cached("UPDATE events SET body = ?3 WHERE room = ?1 AND seq = ?2")?
             .execute(params![room.0, sql_seq(seq), encode_body(&placeholder)?])?;
-        unindex_message(conn, room, seq)?;
+        unindex_message(room, seq);
     }
     Ok(())
 }
@@ -445,7 +445,7 @@ impl RoomLogStore for SqliteStore {
             }
             conn.prepare_cached("DELETE FROM events WHERE room = ?1")?
                 .execute(params![r.0])?;
-            unindex_room(conn, &r)?;
+            unindex_room(&r);
             conn.prepare_cached("DELETE FROM items WHERE room = ?1")?
                 .execute(params![r.0])?;
             conn.prepare_cached("DELETE FROM room_members WHERE room = ?1")?

@@ -19,8 +19,8 @@
 //! ## Files
 //! One file per concern, the same names as the Redis store's: `directory`, `log`,
 //! `memberships`, `items`, `files`, `invites`, `audit`, `search` (each implements its trait of
-//! [`crate::store`]); `index` (the search index kept in each commit, and its background
-//! backfill); `writer` (the writer thread); `schema` (with `schema.sql`), `rows` (row
+//! [`crate::store`]); `index` (the search index: its own file and thread, fed by each committed
+//! batch, and its background backfill); `writer` (the writer thread); `schema` (with `schema.sql`), `rows` (row
 //! mappers) and `read_pool` (the read threads).
 
 mod audit;
@@ -66,8 +66,10 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: ReadPool,
-    /// Indexing for search what a database from before the index holds (`None`: nothing to do).
-    backfill: Mutex<Option<index::Backfill>>,
+    /// The search index: its thread (stopped at close), its file, how far it is.
+    index: Mutex<Option<index::SearchIndex>>,
+    index_path: std::path::PathBuf,
+    indexed: std::sync::Arc<index::Applied>,
 }
 
 impl SqliteStore {
@@ -90,19 +92,26 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&conn, path)?;
-        let run = schema::begin_run(&conn)?;
-        let backfill = index::Backfill::start_if_needed(&conn, path)?;
+        let (run, restored) = schema::begin_run(&conn)?;
+        if restored {
+            // An index newer than the restored log would point at seqs that new entries reuse.
+            index::discard(path);
+        }
+        let (search_index, feed) = index::SearchIndex::start(path)?;
+        let (index_path, indexed) = (search_index.path.clone(), search_index.applied.clone());
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx, faults))
+            .spawn(move || write_loop(conn, rx, faults, feed))
             .map_err(StoreError::backend)?;
         Ok(SqliteStore {
             run,
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             readers: ReadPool::new(path),
-            backfill: Mutex::new(backfill),
+            index: Mutex::new(Some(search_index)),
+            index_path,
+            indexed,
         })
     }
 
@@ -156,11 +165,6 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn close(&self) {
-        let backfill = self.backfill.lock().ok().and_then(|mut b| b.take());
-        if let Some(mut b) = backfill {
-            // The thread was stopped either way: a join error would only repeat its panic.
-            let _ = tokio::task::spawn_blocking(move || b.stop()).await;
-        }
         // Dropping the sender lets the writer finish what is queued and stop.
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
@@ -169,6 +173,12 @@ impl Store for SqliteStore {
         if let Some(h) = handle {
             // Joining blocks; do it off the async threads.
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        // The writer is gone: the index applies what it was given, and stops.
+        let search_index = self.index.lock().ok().and_then(|mut i| i.take());
+        if let Some(mut i) = search_index {
+            // The thread was stopped either way: a join error would only repeat its panic.
+            let _ = tokio::task::spawn_blocking(move || i.stop()).await;
         }
     }
 }

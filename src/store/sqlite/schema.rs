@@ -10,7 +10,7 @@ use std::path::Path;
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 8;
 
 /// Bring the database at `path` (open as `conn`) to this build's schema: refuse one written by a
 /// newer build, upgrade an older one in place (each step an `ALTER TABLE`), create what is
@@ -57,15 +57,6 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> StoreResult<()> {
         // Schema 6 moved the heads to their own narrow table.
         conn.execute_batch(
             "INSERT OR IGNORE INTO room_heads (room, head) SELECT id, head FROM rooms",
-        )?;
-    }
-    if version < 9 {
-        // Schema 9 added the message search index (M6): a new file is indexed as it is written;
-        // an older one's messages are indexed in the background (`search::Backfill`).
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('search_indexed', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![i64::from(version == 0)],
         )?;
     }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -119,10 +110,10 @@ pub fn snapshot_into(db: &Path, dest: &Path) -> StoreResult<()> {
 /// Begin a run: after an unclean stop (the last run's id is still in `meta`), move every room
 /// that run marked ([`RoomLogStore::mark_numbered`](crate::store::RoomLogStore::mark_numbered):
 /// it numbered and delivered entries before their commit) to a new epoch; then record this
-/// run's id. A database that is a backup
+/// run's id; and whether the database is a backup being started. A database that is a backup
 /// ([`snapshot_into`]) moves every room to a new epoch — clients may have seen entries newer
 /// than the copy in any of them — and is logged as the restore it is, not as a crash.
-pub(super) fn begin_run(conn: &Connection) -> StoreResult<i64> {
+pub(super) fn begin_run(conn: &Connection) -> StoreResult<(i64, bool)> {
     let last: Option<i64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'run'", [], |r| r.get(0))
         .optional()?;
@@ -157,7 +148,7 @@ pub(super) fn begin_run(conn: &Connection) -> StoreResult<i64> {
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         params![run],
     )?;
-    Ok(run)
+    Ok((run, backup_taken_at.is_some()))
 }
 
 /// Move every room to a new epoch; how many.

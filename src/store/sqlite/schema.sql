@@ -135,32 +135,3 @@ CREATE TABLE IF NOT EXISTS retired_ids (
     kind TEXT NOT NULL,
     retired_at INTEGER NOT NULL
 ) WITHOUT ROWID;
--- Message search (M6, schema 9): each visible message's analyzed text (`text`) and its room's
--- scope token (`scope`: "k" and the room's rowid) in an FTS5 index; `message_rows` says which
--- entry an index row is. Keys are time-ordered (see store/sqlite/search.rs).
--- Contentless: the text is the log's; the index keeps only its terms.
-CREATE VIRTUAL TABLE IF NOT EXISTS message_index
-    USING fts5(text, scope, content = '', contentless_delete = 1,
-               tokenize = 'unicode61 remove_diacritics 0');
-CREATE TABLE IF NOT EXISTS message_rows (
-    id INTEGER PRIMARY KEY,
-    room TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts INTEGER NOT NULL,
-    author TEXT NOT NULL,
-    files INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS message_rows_entry ON message_rows(room, seq);
--- The group's shared things (M6, schema 9): each note's, event's, task's, folder's and file's
--- searchable text as it now is; `digest` tells a change of text from any other.
-CREATE VIRTUAL TABLE IF NOT EXISTS item_index
-    USING fts5(text, scope, content = '', contentless_delete = 1,
-               tokenize = 'unicode61 remove_diacritics 0');
-CREATE TABLE IF NOT EXISTS item_rows (
-    id INTEGER PRIMARY KEY,
-    room TEXT NOT NULL,
-    item INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    digest INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS item_rows_item ON item_rows(room, item);

@@ -1,8 +1,10 @@
 //! Message search in SQLite (M6): the asker's query as an FTS5 expression over the index that
-//! [`super::index`] keeps, joined with the asker's memberships as they are in the same read:
+//! [`super::index`] keeps (its file attached to the read connection), joined with the log and
+//! the asker's memberships as they are in the same read:
 //! current member, from their visible-from seq (D4, G21) — a master who is not a member (G22) and
 //! a removed member find nothing; a recalled message is never shown.
 
+use super::index::{attach, scope_token};
 use super::*;
 use crate::domain::search::{MessageQuery, Term};
 use crate::store::{FoundItem, FoundMessage, SearchStore};
@@ -23,10 +25,10 @@ fn phrase(t: &Term) -> String {
 
 /// The FTS5 expression for `q` within the rooms whose scope tokens are `scopes` (all of the
 /// asker's rooms when `None`).
-fn match_expression(q: &MessageQuery, scopes: Option<&[i64]>) -> String {
+fn match_expression(q: &MessageQuery, scopes: Option<&[String]>) -> String {
     let mut all: Vec<String> = q.must.iter().map(phrase).collect();
     if let Some(scopes) = scopes {
-        let any: Vec<String> = scopes.iter().map(|k| format!("scope : \"k{k}\"")).collect();
+        let any: Vec<String> = scopes.iter().map(|k| format!("scope : \"{k}\"")).collect();
         all.push(format!("({})", any.join(" OR ")));
     }
     let mut expr = format!("({})", all.join(" AND "));
@@ -37,14 +39,21 @@ fn match_expression(q: &MessageQuery, scopes: Option<&[i64]>) -> String {
     expr
 }
 
-/// The rowids of the rooms `user` is a member of (or just `room`, if they are a member of it).
-fn member_scopes(conn: &Connection, user: &UserId, room: Option<&RoomId>) -> StoreResult<Vec<i64>> {
+/// The scope tokens of the rooms `user` is a member of (or just `room`, if they are a member
+/// of it).
+fn member_scopes(
+    conn: &Connection,
+    user: &UserId,
+    room: Option<&RoomId>,
+) -> StoreResult<Vec<String>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT r.rowid FROM room_members m JOIN rooms r ON r.id = m.room
+        "SELECT m.room FROM room_members m
          WHERE m.user = ?1 AND m.is_member = 1 AND (?2 IS NULL OR m.room = ?2)",
     )?;
-    let rows = stmt.query_map(params![user.0, room.map(|r| r.0.as_str())], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map(params![user.0, room.map(|r| r.0.as_str())], |r| {
+        r.get::<_, String>(0)
+    })?;
+    rows.map(|r| Ok(scope_token(&RoomId(r?)))).collect()
 }
 
 fn search(
@@ -208,10 +217,14 @@ impl SearchStore for SqliteStore {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<FoundItem>> {
-        let (user, query) = (user.clone(), query.clone());
+        let (user, query, index) = (user.clone(), query.clone(), self.index_path.clone());
         let before = before.unwrap_or(i64::MAX);
-        self.read(move |conn| search_items(conn, &user, &query, before, limit))
-            .await
+        self.indexed.caught_up().await;
+        self.read(move |conn| {
+            attach(conn, &index)?;
+            search_items(conn, &user, &query, before, limit)
+        })
+        .await
     }
 
     async fn search_messages(
@@ -221,10 +234,14 @@ impl SearchStore for SqliteStore {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<FoundMessage>> {
-        let (user, query) = (user.clone(), query.clone());
+        let (user, query, index) = (user.clone(), query.clone(), self.index_path.clone());
         let before = before.unwrap_or(i64::MAX);
-        self.read(move |conn| search(conn, &user, &query, before, limit))
-            .await
+        self.indexed.caught_up().await;
+        self.read(move |conn| {
+            attach(conn, &index)?;
+            search(conn, &user, &query, before, limit)
+        })
+        .await
     }
 }
 
@@ -237,7 +254,7 @@ mod tests {
     fn the_expression_scopes_and_excludes() {
         let q = parse(r#"plan* "next week" -draft"#, None).expect("test");
         assert_eq!(
-            match_expression(&q, Some(&[3, 7])),
+            match_expression(&q, Some(&["k3".to_owned(), "k7".to_owned()])),
             r#"(text : "plan"* AND text : "next week" AND (scope : "k3" OR scope : "k7")) NOT text : "draft""#
         );
     }

@@ -1,7 +1,7 @@
 //! The writer thread: takes every job that is waiting (up to [`MAX_BATCH`]), runs each in
-//! its own savepoint inside one transaction, writes the search index's share of the whole batch
-//! ([`index::flush`]) and commits once (group commit), then answers each job; and the test knobs
-//! that stand in for a slow or failing disk.
+//! its own savepoint inside one transaction and commits once (group commit), hands what the batch
+//! changes for the search index to the index's thread ([`index::IndexFeed`]), then answers each
+//! job; and the test knobs that stand in for a slow or failing disk.
 
 use super::index;
 use crate::store::{StoreError, StoreResult};
@@ -58,7 +58,12 @@ pub(super) fn in_savepoint<T>(
 
 /// Run the write jobs until every sender is gone; then, if every commit of the run succeeded,
 /// record that it ended cleanly (every entry an actor delivered is stored).
-pub(super) fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, faults: TestFaults) {
+pub(super) fn write_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    faults: TestFaults,
+    index: index::IndexFeed,
+) {
     crate::store::batch_scheduling();
     let mut clean = true;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
@@ -81,14 +86,16 @@ pub(super) fn write_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, faults: 
         if !faults.commit_stall.is_zero() {
             std::thread::sleep(faults.commit_stall);
         }
-        // The search index's writes for the whole batch, then the commit that holds them all.
+        // What the batch changes for the search index goes to it once the batch has committed.
+        let for_index = index::take();
         let commit = if faults.commits_fail() {
-            index::forget_since(0);
             Err(StoreError::backend("test knob: the commit failed"))
         } else {
-            index::flush(&conn)
-                .and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from))
+            conn.execute_batch("COMMIT").map_err(StoreError::from)
         };
+        if commit.is_ok() {
+            index.send(for_index);
+        }
         if let Err(e) = &commit {
             clean = false;
             tracing::error!(error = %e, "sqlite: commit failed");

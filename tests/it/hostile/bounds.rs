@@ -57,9 +57,13 @@ async fn the_data_directory_is_the_owners_only() {
         |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&server.data_dir), 0o700);
     assert_eq!(mode(&server.data_dir.join("crossroom.db")), 0o600);
-    let wal = server.data_dir.join("crossroom.db-wal");
-    if wal.exists() {
-        assert_eq!(mode(&wal), 0o600);
+    // The search index holds the words of every message: as private as the database.
+    assert_eq!(mode(&server.data_dir.join("crossroom.search.db")), 0o600);
+    for f in ["crossroom.db-wal", "crossroom.search.db-wal"] {
+        let wal = server.data_dir.join(f);
+        if wal.exists() {
+            assert_eq!(mode(&wal), 0o600, "{f}");
+        }
     }
 }
 
