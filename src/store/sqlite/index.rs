@@ -124,11 +124,12 @@ pub(super) fn take() -> Vec<Op> {
     PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()))
 }
 
-/// How far the index is: batches handed to it, and applied by it.
+/// How far the index is: batches handed to it, and applied by it (told to waiters).
 #[derive(Default)]
 pub(super) struct Applied {
     handed: AtomicU64,
     applied: AtomicU64,
+    moved: tokio::sync::Notify,
 }
 
 impl Applied {
@@ -137,13 +138,23 @@ impl Applied {
     pub(super) async fn caught_up(&self) {
         let want = self.handed.load(Ordering::Acquire);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.applied.load(Ordering::Acquire) < want {
-            if tokio::time::Instant::now() >= deadline {
+        loop {
+            // Registered before the check, so an advance between the two is not missed.
+            let moved = self.moved.notified();
+            if self.applied.load(Ordering::Acquire) >= want {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
                 tracing::warn!("search index is behind; answering from it as it is");
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// `n` more batches are applied (or given up on).
+    fn advance(&self, n: u64) {
+        self.applied.fetch_add(n, Ordering::AcqRel);
+        self.moved.notify_waiters();
     }
 }
 
@@ -163,7 +174,7 @@ impl IndexFeed {
         if self.tx.send(ops).is_err() {
             // The index thread is gone (it logged why): count the batch as applied, so that no
             // search waits for it; the next start rebuilds what is missing.
-            self.applied.applied.fetch_add(1, Ordering::AcqRel);
+            self.applied.advance(1);
         }
     }
 }
@@ -259,7 +270,7 @@ fn index_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Vec<Op>>, applied:
             clean = false;
             tracing::error!(error = %e, "search index: a batch was not applied; the index is rebuilt at the next start");
         }
-        applied.applied.fetch_add(n, Ordering::AcqRel);
+        applied.advance(n);
     }
     if clean {
         if let Err(e) = conn.execute("UPDATE meta SET value = 1 WHERE key = 'clean'", []) {

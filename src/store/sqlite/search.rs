@@ -75,34 +75,34 @@ fn search(
                    AND (?5 IS NULL OR r.ts >= ?5) AND (?6 IS NULL OR r.ts < ?6)
                    AND (?7 = 0 OR r.files > 0)";
     let select = "SELECT r.id, r.room, r.seq, r.ts, r.author, e.body";
-    let scoped = (scopes.len() <= MAX_SCOPED_ROOMS).then_some(&scopes[..]);
-    let args = |limit: usize, expr: Option<String>| -> Vec<Box<dyn rusqlite::ToSql>> {
-        let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
-            Box::new(user.0.clone()),
-            Box::new(before),
-            Box::new(q.from.as_ref().map(|u| u.0.clone())),
-            Box::new(q.room.as_ref().map(|r| r.0.clone())),
-            Box::new(q.since_ms),
-            Box::new(q.until_ms),
-            Box::new(i64::from(q.has_file)),
-            Box::new(limit as i64),
-        ];
-        if let Some(e) = expr {
-            args.push(Box::new(e));
-        }
-        args
-    };
-    if q.is_filter_only() {
+    // A filter alone scans the rows newest first; words go through the FTS5 table.
+    let (sql, expr) = if q.is_filter_only() {
         let sql = format!(
             "{select} FROM message_rows r {visible} WHERE {filters} ORDER BY r.id DESC LIMIT ?8"
         );
-        return found(conn, &sql, args(limit, None));
+        (sql, None)
+    } else {
+        let sql = format!(
+            "{select} FROM message_index i JOIN message_rows r ON r.id = i.rowid {visible}
+             WHERE message_index MATCH ?9 AND {filters} ORDER BY i.rowid DESC LIMIT ?8"
+        );
+        let scoped = (scopes.len() <= MAX_SCOPED_ROOMS).then_some(&scopes[..]);
+        (sql, Some(match_expression(q, scoped)))
+    };
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
+        Box::new(user.0.clone()),
+        Box::new(before),
+        Box::new(q.from.as_ref().map(|u| u.0.clone())),
+        Box::new(q.room.as_ref().map(|r| r.0.clone())),
+        Box::new(q.since_ms),
+        Box::new(q.until_ms),
+        Box::new(i64::from(q.has_file)),
+        Box::new(limit as i64),
+    ];
+    if let Some(e) = expr {
+        args.push(Box::new(e));
     }
-    let sql = format!(
-        "{select} FROM message_index i JOIN message_rows r ON r.id = i.rowid {visible}
-         WHERE message_index MATCH ?9 AND {filters} ORDER BY i.rowid DESC LIMIT ?8"
-    );
-    found(conn, &sql, args(limit, Some(match_expression(q, scoped))))
+    found(conn, &sql, args)
 }
 
 /// The messages `sql` selects (`id, room, seq, ts, author, body`) as the log holds them now: a
