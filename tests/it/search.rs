@@ -652,3 +652,34 @@ async fn m6_a_killed_servers_index_is_made_whole_again() {
         "none lost, none twice"
     );
 }
+
+/// M6, as a hostile tenant tries it: naming another company's group (`in:`) or its people
+/// (`from:`) finds nothing of a group one is not in, and the same query asked by a member finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m6_naming_a_room_one_is_not_in_finds_nothing() {
+    let server = Server::start().await;
+    let w = world(&server).await;
+    let mut carol = server.connect(&w.carol.token, Encoding::MsgPack).await;
+    let theirs = group(&mut carol, "Globex only", &[&w.dave.id]).await;
+    post_ok(&mut carol, &theirs, "s", "secret merger plans").await;
+    let mut alice = server.connect(&w.alice.token, Encoding::MsgPack).await;
+    for q in [
+        format!("merger in:{theirs}"),
+        format!("in:{theirs}"),
+        format!("merger from:{}", w.carol.id),
+        "merger".to_owned(),
+    ] {
+        assert!(found(&mut alice, &q).await.is_empty(), "{q}");
+        assert!(alice
+            .search_items(&format!("globex in:{theirs}"), None, None)
+            .await
+            .expect("items")
+            .0
+            .is_empty());
+    }
+    let mut dave = server.connect(&w.dave.token, Encoding::MsgPack).await;
+    assert_eq!(
+        found(&mut dave, &format!("merger in:{theirs}")).await,
+        ["secret merger plans"]
+    );
+}

@@ -280,7 +280,10 @@ fn index_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Vec<Op>>, applied:
 }
 
 /// Put a committed message into the index (nothing for any other entry, or a recalled one).
-pub(super) fn index_message(event: &Event) {
+/// `live`: just committed, and handed over in commit order — its key is above every key so
+/// far, so that newest first is commit order even within one millisecond; a backfilled entry
+/// keeps its time's place.
+pub(super) fn index_message(event: &Event, live: bool) {
     if matches!(
         &event.body,
         EventBody::Message {
@@ -289,11 +292,11 @@ pub(super) fn index_message(event: &Event) {
         }
     ) {
         let event = event.clone();
-        later(move |conn| write_message(conn, &event));
+        later(move |conn| write_message(conn, &event, live));
     }
 }
 
-fn write_message(conn: &Connection, event: &Event) -> StoreResult<()> {
+fn write_message(conn: &Connection, event: &Event, live: bool) -> StoreResult<()> {
     let EventBody::Message {
         text,
         attachments,
@@ -311,7 +314,14 @@ fn write_message(conn: &Connection, event: &Event) -> StoreResult<()> {
     if known.is_some() {
         return Ok(());
     }
-    let key = free_key(conn, "message_rows", first_key(event.seq, event.ts))?;
+    let mut key = first_key(event.seq, event.ts);
+    if live {
+        let top: Option<i64> = conn
+            .prepare_cached("SELECT MAX(id) FROM message_rows")?
+            .query_row([], |r| r.get(0))?;
+        key = key.max(top.map_or(0, |t| t + 1));
+    }
+    let key = free_key(conn, "message_rows", key)?;
     conn.prepare_cached("INSERT INTO message_index (rowid, text, scope) VALUES (?1, ?2, ?3)")?
         .execute(params![key, index_text(text), scope_token(&event.room)])?;
     conn.prepare_cached(
@@ -505,7 +515,7 @@ fn backfill(db: &Connection, index: &Connection, stop: &AtomicBool, new: bool) -
             )?
             .collect::<Result<_, _>>()?;
         for e in &events {
-            index_message(e);
+            index_message(e, false);
         }
         if let Some(e) = events.last() {
             after = (e.room.0.clone(), e.seq as i64);

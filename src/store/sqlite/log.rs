@@ -64,7 +64,7 @@ pub(super) fn append_one(
         body: entry.body.clone(),
     };
     project(conn, &event)?;
-    index_message(&event);
+    index_message(&event, true);
     Ok(Appended {
         event,
         duplicate: false,
